@@ -1,0 +1,1 @@
+"""Inline packet processors that imitate real middleboxes (see middleboxes/base.py)."""

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the testbed needs on Debian 12 / Ubuntu 22.04+, as root, idempotently:
+# the apt packages (only when one is missing) and a .venv with the Python dependencies
+# (only when pyproject.toml changed since the last install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  mininet iproute2 nftables iptables ethtool iperf3 tshark tcpdump procps
+  python3 python3-venv python3-dev gcc
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: must run as root (network namespaces, tc and nftables need it); try: sudo make $*" >&2
+  exit 2
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-/usr/bin/python3}"
+stamp=.venv/.installed-from
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/testbed --version 2>/dev/null || echo 'testbed cli'))"
