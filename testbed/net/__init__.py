@@ -1,0 +1,1 @@
+"""Network core: topologies as data, built on Mininet nodes, shaped through pyroute2 and nftables."""
