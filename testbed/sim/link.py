@@ -1,0 +1,214 @@
+"""A link between two nodes: two independently shaped directions and optional middleboxes.
+
+Direction.UPSTREAM is node_a -> node_b, so build links with the client-side node as `node_a`.
+A packet entering the link goes through the middleboxes in the order it meets them (a to b for
+UPSTREAM, b to a for DOWNSTREAM), then through the shaper of its direction. Any object with the
+middleboxes.base.Middlebox shape drops in unchanged: `process` per packet, and packets it holds
+come back through `release` at its `next_deadline`, continuing from the box after it.
+
+With the codec on, each packet is encoded when it enters the shaper (its exact length sets the
+serialization time) and decoded on arrival, so every hop exercises testbed.wire; a packet the
+codec refuses is dropped and counted as malformed, with the codec's message kept.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from middleboxes.base import Direction, Middlebox
+from testbed.sim.packets import WireCodec, copy_packet
+from testbed.sim.params import LinkParams
+from testbed.sim.scheduler import EventScheduler
+from testbed.sim.shaper import Shaper
+from testbed.sim.sizing import packet_size
+from testbed.wire.errors import WireError
+from testbed.wire.types import Packet
+
+if TYPE_CHECKING:
+    from testbed.sim.nodes import Node
+
+MAX_MALFORMED_MESSAGES = 20
+
+
+@dataclass(slots=True)
+class _BoxTimer:
+    """The release event currently scheduled for one middlebox, and its version."""
+
+    deadline: float | None = None
+    version: int = 0
+
+
+class Link:
+    """Two shapers (one per direction) plus a middlebox chain, between node_a and node_b."""
+
+    def __init__(
+        self,
+        name: str,
+        node_a: Node,
+        node_b: Node,
+        upstream: LinkParams,
+        downstream: LinkParams,
+        *,
+        scheduler: EventScheduler,
+        rng_for: Callable[[str], random.Random],
+        codec: WireCodec | None,
+        middleboxes: Sequence[Middlebox],
+        on_arrival: Callable[[Node, Packet, Link], None],
+    ) -> None:
+        self.name = name
+        self.node_a = node_a
+        self.node_b = node_b
+        self.middleboxes: list[Middlebox] = list(middleboxes)
+        self.malformed = 0
+        self.malformed_messages: list[str] = []
+        self._scheduler = scheduler
+        self._codec = codec
+        self._on_arrival = on_arrival
+        self.shapers: dict[Direction, Shaper] = {
+            Direction.UPSTREAM: Shaper(
+                f"{name}:up", upstream, rng_for(f"link/{name}/upstream"), scheduler,
+                self._arrival_handler(node_b)),
+            Direction.DOWNSTREAM: Shaper(
+                f"{name}:down", downstream, rng_for(f"link/{name}/downstream"), scheduler,
+                self._arrival_handler(node_a)),
+        }
+        self._box_timers = [_BoxTimer() for _ in self.middleboxes]
+
+    # --- control -------------------------------------------------------------------------
+    def other_end(self, node: Node) -> Node:
+        if node is self.node_a:
+            return self.node_b
+        if node is self.node_b:
+            return self.node_a
+        raise ValueError(f"link {self.name}: node {node.name} is not on this link")
+
+    def cut(self) -> None:
+        """Both directions down (a cable pulled): queued and in-flight packets are lost."""
+        for shaper in self.shapers.values():
+            shaper.cut()
+
+    def restore(self) -> None:
+        for shaper in self.shapers.values():
+            shaper.restore()
+
+    @property
+    def is_up(self) -> bool:
+        return all(shaper.is_up for shaper in self.shapers.values())
+
+    def set_params(self, params: LinkParams, direction: Direction | None = None) -> None:
+        """New shaping for one direction, or both when `direction` is None."""
+        for which, shaper in self.shapers.items():
+            if direction is None or which is direction:
+                shaper.set_params(params)
+
+    # --- data path -----------------------------------------------------------------------
+    def send(self, packet: Packet, sender: Node) -> None:
+        """`sender` (one of the two ends) puts `packet` on this link now."""
+        direction = Direction.UPSTREAM if sender is self.node_a else Direction.DOWNSTREAM
+        if self.middleboxes:
+            if self._codec is not None:
+                decoded = self._round_trip(packet)
+                if decoded is None:
+                    return
+                packet = decoded
+            else:
+                packet = copy_packet(packet)
+            self._through_boxes([packet], direction, 0)
+        else:
+            self._enter_shaper(packet, direction)
+
+    def _boxes(self, direction: Direction) -> list[int]:
+        """Middlebox indexes in the order a packet travelling `direction` meets them."""
+        indexes = list(range(len(self.middleboxes)))
+        return indexes if direction is Direction.UPSTREAM else indexes[::-1]
+
+    def _through_boxes(self, packets: list[Packet], direction: Direction, start: int) -> None:
+        order = self._boxes(direction)
+        now = self._scheduler.now
+        for position in range(start, len(order)):
+            index = order[position]
+            box = self.middleboxes[index]
+            out: list[Packet] = []
+            for packet in packets:
+                out.extend(box.process(packet, direction, now))
+            self._arm_box(index)
+            packets = out
+            if not packets:
+                return
+        for packet in packets:
+            self._enter_shaper(packet, direction)
+
+    def _arm_box(self, index: int) -> None:
+        deadline = self.middleboxes[index].next_deadline()
+        timer = self._box_timers[index]
+        if deadline is None or (timer.deadline is not None and timer.deadline <= deadline):
+            return
+        timer.deadline = deadline
+        timer.version += 1
+        self._scheduler.call_at(deadline, self._box_due, (index, timer.version))
+
+    def _box_due(self, event: tuple[int, int]) -> None:
+        index, version = event
+        timer = self._box_timers[index]
+        if version != timer.version:
+            return
+        timer.deadline = None
+        released = self.middleboxes[index].release(self._scheduler.now)
+        self._arm_box(index)
+        for packet, direction in released:
+            position = self._boxes(direction).index(index)
+            self._through_boxes([packet], direction, position + 1)
+
+    def _enter_shaper(self, packet: Packet, direction: Direction) -> None:
+        shaper = self.shapers[direction]
+        if self._codec is None:
+            shaper.enqueue(packet, packet_size(packet))
+            return
+        try:
+            data = self._codec.encode(packet)
+        except WireError as error:
+            self._count_malformed(f"encode on {shaper.name}: {error}")
+            return
+        shaper.enqueue(data, len(data))
+
+    def _arrival_handler(self, receiver: Node) -> Callable[[Any], None]:
+        def arrived(item: Any) -> None:
+            if self._codec is None:
+                self._on_arrival(receiver, item, self)
+                return
+            try:
+                packet = self._codec.decode(item)
+            except WireError as error:
+                self._count_malformed(f"decode at {receiver.name}: {error}")
+                return
+            self._on_arrival(receiver, packet, self)
+
+        return arrived
+
+    def _round_trip(self, packet: Packet) -> Packet | None:
+        assert self._codec is not None
+        try:
+            return self._codec.decode(self._codec.encode(packet))
+        except WireError as error:
+            self._count_malformed(f"round trip before middleboxes of {self.name}: {error}")
+            return None
+
+    def _count_malformed(self, message: str) -> None:
+        self.malformed += 1
+        if len(self.malformed_messages) < MAX_MALFORMED_MESSAGES:
+            self.malformed_messages.append(message)
+
+    # --- reporting -----------------------------------------------------------------------
+    def counters(self) -> dict[str, object]:
+        """Per-direction shaper counters, malformed drops and each middlebox's counters."""
+        return {
+            "up": self.is_up,
+            "upstream": self.shapers[Direction.UPSTREAM].counters.as_dict(),
+            "downstream": self.shapers[Direction.DOWNSTREAM].counters.as_dict(),
+            "malformed": self.malformed,
+            "malformed_messages": list(self.malformed_messages),
+            "middleboxes": {box.name: box.counters.as_dict() for box in self.middleboxes},
+        }

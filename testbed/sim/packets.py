@@ -1,0 +1,66 @@
+"""Packet handling shared by links: copying before edits, and the optional codec round trip.
+
+Ownership (testbed.wire.types): a receiver owns the Packet it gets. A middlebox edits packets in
+place, so a link copies a packet before its middleboxes see it; with the codec on, the decode at
+each hop already yields a fresh object, and the round trip exercises encoding, decoding and
+checksums on every packet that crosses the simulated network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from testbed.sim.sizing import packet_size
+from testbed.wire.types import Packet, TcpSegment
+
+
+def copy_packet(packet: Packet) -> Packet:
+    """A copy that shares nothing mutable with `packet` (options are frozen, payload is bytes)."""
+    segment = packet.tcp
+    return Packet(
+        src=packet.src,
+        dst=packet.dst,
+        tcp=TcpSegment(
+            src_port=segment.src_port,
+            dst_port=segment.dst_port,
+            seq=segment.seq,
+            ack=segment.ack,
+            flags=segment.flags,
+            window=segment.window,
+            options=list(segment.options),
+            payload=segment.payload,
+            urgent=segment.urgent,
+            checksum=segment.checksum,
+        ),
+        ttl=packet.ttl,
+        ident=packet.ident,
+        tos=packet.tos,
+        dont_fragment=packet.dont_fragment,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WireCodec:
+    """The pair of codec functions a hop uses: Packet -> bytes and bytes -> Packet."""
+
+    encode: Callable[[Packet], bytes]
+    decode: Callable[[bytes], Packet]
+
+
+def load_wire_codec() -> WireCodec:
+    """testbed.wire's encode_packet/decode_packet, imported late so the simulator runs (with
+    the codec off) even in a tree where the codec is broken."""
+    try:
+        from testbed.wire import decode_packet, encode_packet  # type: ignore[attr-defined]
+    except ImportError as error:
+        raise ImportError(
+            "testbed.sim: codec round trip requested but testbed.wire has no "
+            f"encode_packet/decode_packet ({error}); pass codec=False"
+        ) from error
+    return WireCodec(encode=encode_packet, decode=decode_packet)
+
+
+def wire_size(packet: Packet) -> int:
+    """Size used to serialize a packet on a link when it is not encoded."""
+    return packet_size(packet)
