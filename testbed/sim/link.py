@@ -181,6 +181,9 @@ class Link:
                 return
             try:
                 packet = self._codec.decode(item)
+                if self._codec.verify is not None and not self._codec.verify(item):
+                    raise WireError("checksum", "IPv4 or TCP checksum of an encoded packet "
+                                                "does not verify")
             except WireError as error:
                 self._count_malformed(f"decode at {receiver.name}: {error}")
                 return

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from testbed.sim.sizing import packet_size
 from testbed.wire.types import Packet, TcpSegment
 
 
@@ -42,25 +41,26 @@ def copy_packet(packet: Packet) -> Packet:
 
 @dataclass(frozen=True, slots=True)
 class WireCodec:
-    """The pair of codec functions a hop uses: Packet -> bytes and bytes -> Packet."""
+    """The codec functions a hop uses: Packet -> bytes, bytes -> Packet, and a check of the
+    IPv4 and TCP checksums of the bytes (None skips the check)."""
 
     encode: Callable[[Packet], bytes]
     decode: Callable[[bytes], Packet]
+    verify: Callable[[bytes], bool] | None = None
 
 
 def load_wire_codec() -> WireCodec:
     """testbed.wire's encode_packet/decode_packet, imported late so the simulator runs (with
     the codec off) even in a tree where the codec is broken."""
     try:
-        from testbed.wire import decode_packet, encode_packet  # type: ignore[attr-defined]
+        from testbed.wire import (  # type: ignore[attr-defined]
+            decode_packet,
+            encode_packet,
+            verify_checksums,
+        )
     except ImportError as error:
         raise ImportError(
             "testbed.sim: codec round trip requested but testbed.wire has no "
             f"encode_packet/decode_packet ({error}); pass codec=False"
         ) from error
-    return WireCodec(encode=encode_packet, decode=decode_packet)
-
-
-def wire_size(packet: Packet) -> int:
-    """Size used to serialize a packet on a link when it is not encoded."""
-    return packet_size(packet)
+    return WireCodec(encode=encode_packet, decode=decode_packet, verify=verify_checksums)
