@@ -1,0 +1,17 @@
+"""The inline packet process: an L2-transparent bump between two legs of a namespace.
+
+It emulates link delay and jitter in userspace (this project's kernels may lack sch_netem) and
+runs the Python middlebox pipeline on middlebox nodes. Modules, one concern each:
+
+    legs          AF_PACKET sockets on the two legs; `prepare_leg` (offloads off)
+    delay         the per-direction delay/jitter line (sans-IO)
+    pipeline      middleboxes on decoded packets, frames in and out (sans-IO)
+    config        the JSON configuration, checked strictly
+    commands      the JSON-lines control protocol (request -> response)
+    controlserver the Unix socket serving it inside the event loop
+    runtime       the event loop (select with microsecond timeouts)
+    app           command line: ``python -m testbed.inline --left IF --right IF --control PATH``
+    control       `InlineControl`, the client the orchestrator uses
+    lab           a throwaway three-namespace line (A - bump - C) for tests and the benchmark
+    bench         ``python -m testbed.inline.bench``: forwarding ceiling vs a kernel bridge
+"""

@@ -1,0 +1,111 @@
+"""The control protocol: one JSON object per line in, one JSON object per line out.
+
+Requests, dispatched through the table `OPERATIONS` (op -> handler, allowed keys):
+
+    {"op": "set_delay", "direction": "both|upstream|downstream", "delay_ms": 10,
+     "jitter_ms": 0, "queue_limit": 1000}          jitter_ms, queue_limit optional
+    {"op": "stats"}
+    {"op": "stop"}
+
+Responses are ``{"ok": true, ...}`` or ``{"ok": false, "error": "<what was wrong>"}``. A bad
+request never changes anything and never stops the process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from middleboxes.base import Direction
+from testbed.inline.delay import DelayParams
+
+
+class Controllable(Protocol):
+    """What the control protocol drives (the inline process implements it)."""
+
+    def delay_params(self, direction: Direction) -> DelayParams: ...
+
+    def set_delay(self, direction: Direction, params: DelayParams) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def request_stop(self) -> None: ...
+
+
+class RequestError(ValueError):
+    """A request that cannot be carried out; the message goes back to the client."""
+
+
+_DIRECTIONS: dict[str, tuple[Direction, ...]] = {
+    "both": (Direction.UPSTREAM, Direction.DOWNSTREAM),
+    "upstream": (Direction.UPSTREAM,),
+    "downstream": (Direction.DOWNSTREAM,),
+}
+
+
+def _set_delay(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
+    if "direction" not in request or "delay_ms" not in request:
+        raise RequestError("set_delay needs 'direction' and 'delay_ms'")
+    directions = _DIRECTIONS.get(request["direction"])
+    if directions is None:
+        raise RequestError(f"direction must be one of {sorted(_DIRECTIONS)}, "
+                           f"got {request['direction']!r}")
+    new_params = {}
+    for direction in directions:
+        current = target.delay_params(direction)
+        try:
+            new_params[direction] = DelayParams(
+                delay_ms=request["delay_ms"],
+                jitter_ms=request.get("jitter_ms", 0.0),
+                queue_limit=request.get("queue_limit", current.queue_limit),
+            )
+        except ValueError as error:
+            raise RequestError(str(error)) from error
+    # Validate everything before applying anything, so a bad request changes nothing.
+    for direction, params in new_params.items():
+        target.set_delay(direction, params)
+    return {"delay": {d.value: {"delay_ms": p.delay_ms, "jitter_ms": p.jitter_ms,
+                                "queue_limit": p.queue_limit}
+                      for d, p in new_params.items()}}
+
+
+def _stats(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
+    return {"stats": target.stats()}
+
+
+def _stop(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
+    target.request_stop()
+    return {"stopping": True}
+
+
+Handler = Callable[[Controllable, dict[str, Any]], dict[str, Any]]
+OPERATIONS: dict[str, tuple[Handler, frozenset[str]]] = {
+    "set_delay": (_set_delay, frozenset({"op", "direction", "delay_ms", "jitter_ms",
+                                         "queue_limit"})),
+    "stats": (_stats, frozenset({"op"})),
+    "stop": (_stop, frozenset({"op"})),
+}
+
+
+def handle_line(line: bytes, target: Controllable) -> dict[str, Any]:
+    """Parse one request line, run it, and return the response object."""
+    try:
+        request = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return {"ok": False, "error": f"request is not valid JSON: {error}"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "request must be a JSON object"}
+    op = request.get("op")
+    entry = OPERATIONS.get(op) if isinstance(op, str) else None
+    if entry is None:
+        return {"ok": False, "error": f"unknown op {op!r}; known: {sorted(OPERATIONS)}"}
+    handler, allowed = entry
+    unknown = sorted(set(request) - allowed)
+    if unknown:
+        return {"ok": False, "error": f"{op}: unknown key(s) {unknown}; allowed: {sorted(allowed)}"}
+    try:
+        result = handler(target, request)
+    except RequestError as error:
+        return {"ok": False, "error": f"{op}: {error}"}
+    return {"ok": True, **result}

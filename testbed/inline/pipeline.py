@@ -1,0 +1,204 @@
+"""The middlebox stage of the inline process: Ethernet frames in, Ethernet frames out, sans-IO.
+
+Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is the adapter:
+
+* Only IPv4/TCP frames are decoded, and only when at least one middlebox is configured; ARP,
+  IPv6 and everything else passes untouched.
+* Bytes are re-encoded only for packets a middlebox changed or created. A packet that comes out
+  of the chain as the very object that went in, and still equal to a snapshot taken before the
+  chain ran, leaves as the original frame bytes (byte-exact, original checksums and all).
+* A frame the codec cannot decode (WireError) is forwarded unchanged and counted: a middlebox
+  testbed must not turn odd-but-legal traffic into loss. A changed packet that cannot be encoded
+  is dropped and counted (it is a middlebox bug, and sending something else would hide it).
+* Chain order is spatial: the configured list runs from the client-side leg to the server-side
+  leg, so upstream packets meet the boxes in list order and downstream packets in reverse.
+  A packet a box releases later (next_deadline/release) continues with the boxes after it in
+  the direction it was released for.
+* A created packet gets the Ethernet header of the frame that triggered it; a released one the
+  last header seen in its direction (or, before any, the reverse direction's with the MAC
+  addresses swapped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from middleboxes.base import Direction, Middlebox
+from testbed.wire.errors import WireError
+from testbed.wire.types import Packet
+
+ETH_HEADER_LEN = 14
+_ETHERTYPE_IPV4 = b"\x08\x00"
+
+
+class Codec(Protocol):
+    """The two testbed.wire functions the pipeline needs (injected so tests can count calls)."""
+
+    def decode(self, data: bytes) -> Packet: ...
+
+    def encode(self, packet: Packet) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCodec:
+    """A Codec made of two plain functions, e.g. testbed.wire.decode_packet/encode_packet."""
+
+    decode: Callable[[bytes], Packet]
+    encode: Callable[[Packet], bytes]
+
+
+def wire_codec() -> FunctionCodec:
+    """The project codec; imported lazily so a process without middleboxes never needs it."""
+    from testbed.wire import decode_packet, encode_packet  # type: ignore[attr-defined]
+
+    return FunctionCodec(decode=decode_packet, encode=encode_packet)
+
+
+def is_ipv4_tcp(frame: bytes) -> bool:
+    """Ethernet II, IPv4, protocol TCP (no VLAN tag: veth strips tags into metadata)."""
+    return (len(frame) >= ETH_HEADER_LEN + 20 and frame[12:14] == _ETHERTYPE_IPV4
+            and frame[14] >> 4 == 4 and frame[23] == 6)
+
+
+def _snapshot(packet: Packet) -> Packet:
+    """A copy deep enough to detect in-place edits: options are frozen and payload immutable."""
+    return dataclasses.replace(
+        packet, tcp=dataclasses.replace(packet.tcp, options=list(packet.tcp.options))
+    )
+
+
+def _swap_macs(header: bytes) -> bytes:
+    return header[6:12] + header[0:6] + header[12:14]
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    decoded: int = 0
+    kept_original: int = 0
+    reencoded: int = 0
+    undecodable: int = 0
+    unencodable: int = 0
+    released: int = 0
+    last_wire_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class MiddleboxPipeline:
+    """Runs a chain of Middlebox objects on frames of both directions."""
+
+    def __init__(self, middleboxes: Sequence[Middlebox], codec: Codec) -> None:
+        self._boxes: list[Middlebox] = list(middleboxes)
+        self._codec = codec
+        self._last_header: dict[Direction, bytes] = {}
+        self.stats = PipelineStats()
+
+    @property
+    def middleboxes(self) -> list[Middlebox]:
+        return list(self._boxes)
+
+    def _chain(self, direction: Direction, after_index: int | None = None) -> list[Middlebox]:
+        """Boxes a packet travelling in `direction` meets, after box `after_index` if given."""
+        boxes = self._boxes
+        if direction is Direction.UPSTREAM:
+            return boxes if after_index is None else boxes[after_index + 1:]
+        head = boxes if after_index is None else boxes[:after_index]
+        return head[::-1]
+
+    def process(self, frame: bytes, direction: Direction,
+                now: float) -> list[tuple[bytes, Direction]]:
+        """Frames to forward now for one arriving frame (empty when dropped or held)."""
+        if not self._boxes or not is_ipv4_tcp(frame):
+            return [(frame, direction)]
+        header = frame[:ETH_HEADER_LEN]
+        self._last_header[direction] = header
+        try:
+            packet = self._codec.decode(frame[ETH_HEADER_LEN:])
+        except WireError as error:
+            self.stats.undecodable += 1
+            self.stats.last_wire_error = str(error)
+            return [(frame, direction)]
+        self.stats.decoded += 1
+        original = _snapshot(packet)
+        try:
+            outputs = self._run_chain([packet], self._chain(direction), direction, now)
+        except WireError as error:
+            self.stats.undecodable += 1
+            self.stats.last_wire_error = str(error)
+            return [(frame, direction)]
+        frames: list[tuple[bytes, Direction]] = []
+        for out in outputs:
+            if out is packet and out == original:
+                self.stats.kept_original += 1
+                frames.append((frame, direction))
+            else:
+                encoded = self._encode(out, header)
+                if encoded is not None:
+                    frames.append((encoded, direction))
+        return frames
+
+    def next_deadline(self) -> float | None:
+        """The earliest time any middlebox wants `release` called, or None."""
+        deadlines = [d for box in self._boxes if (d := box.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def release(self, now: float) -> list[tuple[bytes, Direction]]:
+        """Frames released by boxes whose deadline has come, run through the rest of the chain."""
+        frames: list[tuple[bytes, Direction]] = []
+        for index, box in enumerate(self._boxes):
+            deadline = box.next_deadline()
+            if deadline is None or deadline > now:
+                continue
+            for packet, direction in box.release(now):
+                self.stats.released += 1
+                try:
+                    outputs = self._run_chain([packet], self._chain(direction, index),
+                                              direction, now)
+                except WireError as error:
+                    self.stats.unencodable += 1
+                    self.stats.last_wire_error = str(error)
+                    continue
+                for out in outputs:
+                    encoded = self._encode(out, self._header_for(direction))
+                    if encoded is not None:
+                        frames.append((encoded, direction))
+        return frames
+
+    def counters(self) -> list[dict[str, Any]]:
+        return [{"name": box.name, "counters": box.counters.as_dict()} for box in self._boxes]
+
+    @staticmethod
+    def _run_chain(packets: list[Packet], chain: list[Middlebox], direction: Direction,
+                   now: float) -> list[Packet]:
+        for box in chain:
+            if not packets:
+                break
+            next_packets: list[Packet] = []
+            for packet in packets:
+                next_packets.extend(box.process(packet, direction, now))
+            packets = next_packets
+        return packets
+
+    def _header_for(self, direction: Direction) -> bytes:
+        header = self._last_header.get(direction)
+        if header is not None:
+            return header
+        reverse = self._last_header.get(direction.reverse())
+        if reverse is not None:
+            return _swap_macs(reverse)
+        # No frame seen yet in either direction: broadcast keeps the packet deliverable on a link.
+        return b"\xff" * 6 + b"\x00" * 6 + _ETHERTYPE_IPV4
+
+    def _encode(self, packet: Packet, header: bytes) -> bytes | None:
+        try:
+            data = self._codec.encode(packet)
+        except WireError as error:
+            self.stats.unencodable += 1
+            self.stats.last_wire_error = str(error)
+            return None
+        self.stats.reencoded += 1
+        return header + data
