@@ -1,0 +1,167 @@
+"""IPv4 (RFC 791) around TCP: `decode_packet` / `encode_packet`, the pair everyone else uses.
+
+Only what the testbed exchanges is accepted: IPv4 without options, carrying one whole TCP
+segment. A fragment, another protocol or IP options raise WireError naming the field, so a
+middlebox runtime can count such packets and forward them untouched instead of mangling them.
+Bytes after the IPv4 total length (Ethernet minimum-frame padding) are ignored.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import NamedTuple
+
+from testbed.wire.checksum import ones_complement_sum
+from testbed.wire.errors import WireError
+from testbed.wire.tcp import decode_tcp_at, tcp_header_and_checksum, verify_tcp_checksum
+from testbed.wire.types import IPPROTO_TCP, Packet
+
+IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+IPV4_HEADER_LENGTH = 20
+IPV4_MAX_TOTAL_LENGTH = 0xFFFF
+FLAG_DONT_FRAGMENT = 0x4000
+FLAG_MORE_FRAGMENTS = 0x2000
+FRAGMENT_OFFSET_MASK = 0x1FFF
+
+# Address string <-> 4 bytes, validated once (inet_aton would accept "1" as 0.0.0.1).
+_ADDRESS_BYTES: dict[str, bytes] = {}
+_ADDRESS_CACHE_LIMIT = 4096
+
+
+class Ipv4Header(NamedTuple):
+    """Every IPv4 header field, as received (for analysis; Packet keeps what TCP users need)."""
+
+    version: int
+    header_length: int
+    tos: int
+    total_length: int
+    ident: int
+    dont_fragment: bool
+    more_fragments: bool
+    fragment_offset: int  # in 8-byte units
+    ttl: int
+    protocol: int
+    checksum: int
+    src: str
+    dst: str
+    options: bytes
+
+
+def ipv4_address_bytes(address: str, field: str = "ip.address") -> bytes:
+    """4-byte form of a dotted-quad string; WireError naming `field` if it is not one."""
+    raw = _ADDRESS_BYTES.get(address)
+    if raw is not None:
+        return raw
+    try:
+        raw = socket.inet_pton(socket.AF_INET, address)
+    except (OSError, TypeError):
+        raise WireError(field, f"not an IPv4 address: {address!r}") from None
+    if len(_ADDRESS_BYTES) >= _ADDRESS_CACHE_LIMIT:
+        _ADDRESS_BYTES.clear()
+    _ADDRESS_BYTES[address] = raw
+    return raw
+
+
+def decode_ipv4(data: bytes) -> tuple[Ipv4Header, bytes]:
+    """The IPv4 header and its payload (up to the total length). Any protocol, any fragment."""
+    header = _decode_header(data)
+    return header, bytes(data[header.header_length : header.total_length])
+
+
+def _decode_header(data: bytes) -> Ipv4Header:
+    if len(data) < IPV4_HEADER_LENGTH:
+        raise WireError("ip.length", f"an IPv4 header has at least 20 bytes, got {len(data)}")
+    version_ihl, tos, total_length, ident, flags_fragment, ttl, protocol, checksum, src, dst = (
+        IPV4_HEADER.unpack_from(data, 0)
+    )
+    version = version_ihl >> 4
+    if version != 4:
+        raise WireError("ip.version", f"expected 4, got {version}")
+    header_length = (version_ihl & 0x0F) * 4
+    if header_length < IPV4_HEADER_LENGTH:
+        raise WireError("ip.ihl", f"{header_length // 4} words is below the minimum 5")
+    if total_length < header_length:
+        raise WireError("ip.total_length", f"{total_length} is shorter than the header")
+    if total_length > len(data):
+        raise WireError(
+            "ip.total_length", f"{total_length} exceeds the {len(data)} bytes received"
+        )
+    return Ipv4Header(
+        version, header_length, tos, total_length, ident,
+        bool(flags_fragment & FLAG_DONT_FRAGMENT), bool(flags_fragment & FLAG_MORE_FRAGMENTS),
+        flags_fragment & FRAGMENT_OFFSET_MASK, ttl, protocol, checksum,
+        socket.inet_ntoa(src), socket.inet_ntoa(dst),
+        bytes(data[IPV4_HEADER_LENGTH:header_length]),
+    )
+
+
+def decode_packet(data: bytes) -> Packet:
+    """An IPv4+TCP packet as a Packet. Checksums are not verified (see `verify_checksums`);
+    the received TCP checksum is kept in `packet.tcp.checksum`."""
+    if len(data) < IPV4_HEADER_LENGTH:
+        raise WireError("ip.length", f"an IPv4 header has at least 20 bytes, got {len(data)}")
+    version_ihl, tos, total_length, ident, flags_fragment, ttl, protocol, _, src, dst = (
+        IPV4_HEADER.unpack_from(data, 0)
+    )
+    if version_ihl != 0x45:
+        if version_ihl >> 4 != 4:
+            raise WireError("ip.version", f"expected 4, got {version_ihl >> 4}")
+        if version_ihl & 0x0F < 5:
+            raise WireError("ip.ihl", f"{version_ihl & 0x0F} words is below the minimum 5")
+        raise WireError("ip.options", "IPv4 options are not supported (header length > 20)")
+    if protocol != IPPROTO_TCP:
+        raise WireError("ip.protocol", f"not TCP: protocol {protocol}")
+    if flags_fragment & (FLAG_MORE_FRAGMENTS | FRAGMENT_OFFSET_MASK):
+        raise WireError("ip.fragment", "fragments are not supported (MF set or offset > 0)")
+    if total_length > len(data):
+        raise WireError(
+            "ip.total_length", f"{total_length} exceeds the {len(data)} bytes received"
+        )
+    if total_length < IPV4_HEADER_LENGTH:
+        raise WireError("ip.total_length", f"{total_length} is shorter than the header")
+    segment = decode_tcp_at(data, IPV4_HEADER_LENGTH, total_length)
+    return Packet(
+        socket.inet_ntoa(src), socket.inet_ntoa(dst), segment, ttl, ident, tos,
+        bool(flags_fragment & FLAG_DONT_FRAGMENT),
+    )
+
+
+def encode_ipv4_header(packet: Packet, payload_length: int) -> bytes:
+    """The 20-byte IPv4 header for a TCP payload of `payload_length` bytes, checksum filled."""
+    total_length = IPV4_HEADER_LENGTH + payload_length
+    if total_length > IPV4_MAX_TOTAL_LENGTH:
+        raise WireError("ip.total_length", f"{total_length} exceeds 65535")
+    src = ipv4_address_bytes(packet.src, "ip.src")
+    dst = ipv4_address_bytes(packet.dst, "ip.dst")
+    flags = FLAG_DONT_FRAGMENT if packet.dont_fragment else 0
+    try:
+        header = IPV4_HEADER.pack(
+            0x45, packet.tos, total_length, packet.ident, flags, packet.ttl, IPPROTO_TCP, 0,
+            src, dst,
+        )
+    except struct.error as error:
+        raise WireError("ip", f"header field out of range: {error}") from None
+    checksum = ~ones_complement_sum(header) & 0xFFFF
+    return header[:10] + checksum.to_bytes(2, "big") + header[12:]
+
+
+def encode_packet(packet: Packet) -> bytes:
+    """The IPv4+TCP bytes of `packet`: total length, IP header checksum and TCP checksum are
+    computed (whatever `packet.tcp.checksum` holds)."""
+    tcp_header, _ = tcp_header_and_checksum(packet.tcp, packet.src, packet.dst)
+    payload = packet.tcp.payload
+    ip_header = encode_ipv4_header(packet, len(tcp_header) + len(payload))
+    return b"".join((ip_header, tcp_header, payload))
+
+
+def verify_checksums(data: bytes) -> bool:
+    """True when both the IPv4 header checksum and the TCP checksum of an IPv4+TCP packet are
+    correct. Raises WireError if `data` is not a well-formed IPv4 packet carrying TCP."""
+    header = _decode_header(data)
+    if header.protocol != IPPROTO_TCP:
+        raise WireError("ip.protocol", f"not TCP: protocol {header.protocol}")
+    if ones_complement_sum(data[: header.header_length]) != 0xFFFF:
+        return False
+    tcp_bytes = data[header.header_length : header.total_length]
+    return verify_tcp_checksum(header.src, header.dst, tcp_bytes)

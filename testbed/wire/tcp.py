@@ -1,0 +1,93 @@
+"""The TCP header (RFC 9293): decode into a TcpSegment, encode with data offset and checksum.
+
+Only header byte 13 is kept as `flags`; the NS/AE bit and the reserved bits of byte 12 are
+dropped on decode and sent as zero. The received checksum is kept in `TcpSegment.checksum` and
+not verified here (see `verify_tcp_checksum`): a middlebox must be able to look at, and count,
+a segment whose checksum a previous box broke.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from testbed.wire.checksum import ones_complement_sum, pseudo_header_sum
+from testbed.wire.errors import WireError
+from testbed.wire.tcp_options import decode_options_at, encode_options
+from testbed.wire.types import TcpSegment
+
+TCP_HEADER = struct.Struct("!HHIIBBHHH")
+TCP_MIN_HEADER_LENGTH = 20
+TCP_CHECKSUM_OFFSET = 16
+_U16 = struct.Struct("!H")
+
+def decode_tcp_at(buf: bytes, start: int, end: int) -> TcpSegment:
+    """Decode the TCP segment in `buf[start:end]` (no intermediate copies)."""
+    available = end - start
+    if available < TCP_MIN_HEADER_LENGTH:
+        raise WireError("tcp.length", f"a TCP header has at least 20 bytes, got {available}")
+    src_port, dst_port, seq, ack, offset_byte, flags, window, checksum, urgent = (
+        TCP_HEADER.unpack_from(buf, start)
+    )
+    header_length = (offset_byte >> 4) * 4
+    if header_length < TCP_MIN_HEADER_LENGTH:
+        raise WireError("tcp.data_offset", f"{offset_byte >> 4} words is below the minimum 5")
+    if header_length > available:
+        raise WireError(
+            "tcp.data_offset", f"header of {header_length} bytes exceeds the {available} available"
+        )
+    options = (
+        decode_options_at(buf, start + TCP_MIN_HEADER_LENGTH, start + header_length)
+        if header_length > TCP_MIN_HEADER_LENGTH
+        else []
+    )
+    return TcpSegment(
+        src_port, dst_port, seq, ack, flags, window, options,
+        bytes(buf[start + header_length : end]), urgent, checksum,
+    )
+
+
+def decode_tcp(data: bytes) -> TcpSegment:
+    """Decode a TCP segment (header, options, payload); keeps the received checksum."""
+    return decode_tcp_at(data, 0, len(data))
+
+
+def encode_tcp_header(segment: TcpSegment, checksum: int = 0) -> bytes:
+    """Header and options of `segment` with the given checksum field value."""
+    options = encode_options(segment.options) if segment.options else b""
+    header_length = TCP_MIN_HEADER_LENGTH + len(options)
+    try:
+        header = TCP_HEADER.pack(
+            segment.src_port, segment.dst_port, segment.seq, segment.ack,
+            (header_length // 4) << 4, segment.flags, segment.window, checksum, segment.urgent,
+        )
+    except struct.error as error:
+        raise WireError("tcp", f"header field out of range: {error}") from None
+    return header + options if options else header
+
+
+def tcp_header_and_checksum(segment: TcpSegment, src: str, dst: str) -> tuple[bytes, int]:
+    """The encoded header with its checksum filled in, and that checksum."""
+    header = encode_tcp_header(segment)
+    payload = segment.payload
+    initial = pseudo_header_sum(src, dst, len(header) + len(payload))
+    # The header is a multiple of 4 bytes, so summing it and the payload apart stays aligned.
+    total = ones_complement_sum(payload, ones_complement_sum(header, initial))
+    checksum = ~total & 0xFFFF
+    return header[:TCP_CHECKSUM_OFFSET] + _U16.pack(checksum) + header[18:], checksum
+
+
+def encode_tcp(segment: TcpSegment, src: str, dst: str, *, checksum: int | None = None) -> bytes:
+    """Bytes of `segment` between `src` and `dst`, with data offset and checksum filled in.
+
+    `checksum`, when given, is written instead of the correct value (to test how receivers and
+    middleboxes treat a broken checksum); `segment.checksum` is ignored either way.
+    """
+    if checksum is not None:
+        return encode_tcp_header(segment, checksum) + segment.payload
+    header, _ = tcp_header_and_checksum(segment, src, dst)
+    return header + segment.payload
+
+
+def verify_tcp_checksum(src: str, dst: str, tcp_bytes: bytes) -> bool:
+    """True when the checksum carried in `tcp_bytes` is correct for src -> dst."""
+    return ones_complement_sum(tcp_bytes, pseudo_header_sum(src, dst, len(tcp_bytes))) == 0xFFFF
