@@ -1,0 +1,132 @@
+"""coalesce: merges consecutive in-order data segments of a flow into one, as LRO/GRO do.
+
+Imitates receive offload (LRO in NICs, the kernel's GRO) and transparent proxies that re-send
+what they buffered: in-order segments of one flow and direction are held up to `hold_ms` and
+merged while the merged payload stays within `max_bytes`. Only one segment's options survive
+(`keep_options`): the first's (LRO keeps the head's header) or the last's (a proxy writing with
+its latest state). This is why RFC 8684 §3.3 lets one DSS mapping cover bytes of several
+segments and why MPTCP must cope when options of merged segments vanish.
+The held run is flushed, in order, when a segment does not continue it (out-of-order or
+retransmission), when any other packet of the same flow and direction arrives (FIN, SYN, RST,
+a pure ACK: it must not overtake held data), when `max_bytes` is reached, or at the deadline.
+The merged segment carries the latest ACK and window and any PSH. Mind the output link's MTU:
+merged segments are larger than the input ones.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from middleboxes.base import Direction
+from middleboxes.common import MiddleboxBase
+from middleboxes.flows import FlowKey, flow_key, seq_add
+from middleboxes.spec import CommonParams, directions_of, param
+from middleboxes.split import MAX_TCP_PAYLOAD
+from testbed.wire.types import ACK, PSH, Packet
+
+_MERGEABLE_FLAGS = ACK | PSH
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoalesceParams(CommonParams):
+    max_bytes: int = param(2896, "largest merged payload, bytes (the output link MTU must fit it "
+                           "plus headers)", minimum=2, maximum=MAX_TCP_PAYLOAD)
+    hold_ms: float = param(1.0, "longest time a segment waits for followers, milliseconds",
+                           minimum=0.0)
+    keep_options: Literal["first", "last"] = param(
+        "first", "whose TCP options the merged segment carries")
+    direction: Literal["upstream", "downstream", "both"] = param(
+        "both", "direction of the segments to merge")
+
+
+@dataclass(slots=True)
+class _HeldRun:
+    packet: Packet  # the merged segment so far (the first arrival, edited in place)
+    deadline: float
+    order: int  # tie-breaker so equal deadlines release in arrival order
+    segments: int = 1
+
+
+class Coalesce(MiddleboxBase):
+    name = "coalesce"
+    imitates = "receive offload (NIC LRO, Linux GRO) or a buffering transparent proxy"
+    params_type = CoalesceParams
+
+    def __init__(self, params: CoalesceParams, rng: random.Random) -> None:
+        super().__init__(params, rng)
+        self.params: CoalesceParams = params
+        self._directions = directions_of(params.direction)
+        self._held: dict[tuple[FlowKey, Direction], _HeldRun] = {}
+        self._arrivals = 0
+
+    def process(self, packet: Packet, direction: Direction, now: float) -> list[Packet]:
+        self.counters.seen += 1
+        if direction not in self._directions:
+            return [packet]
+        slot = (flow_key(packet, direction), direction)
+        run = self._held.get(slot)
+        tcp = packet.tcp
+        mergeable = bool(tcp.payload) and not tcp.flags & ~_MERGEABLE_FLAGS
+        out: list[Packet] = []
+        if run is not None:
+            held = run.packet.tcp
+            continues = (mergeable and tcp.seq == seq_add(held.seq, len(held.payload))
+                         and len(held.payload) + len(tcp.payload) <= self.params.max_bytes)
+            if continues:
+                self._merge(run, packet)
+                if len(held.payload) < self.params.max_bytes:
+                    return []
+            del self._held[slot]
+            out.append(self._emit(run, direction, now))
+            if continues:
+                return out
+        if mergeable and len(tcp.payload) < self.params.max_bytes:
+            self._arrivals += 1
+            self._held[slot] = _HeldRun(packet, now + self.params.hold_ms / 1000.0,
+                                        self._arrivals)
+        else:
+            out.append(packet)
+        return out
+
+    def _merge(self, run: _HeldRun, packet: Packet) -> None:
+        held = run.packet.tcp
+        tcp = packet.tcp
+        held.payload += tcp.payload
+        held.ack = tcp.ack
+        held.window = tcp.window
+        held.flags |= tcp.flags & PSH
+        held.checksum = None
+        if self.params.keep_options == "last":
+            held.options = tcp.options
+        run.segments += 1
+
+    def _emit(self, run: _HeldRun, direction: Direction, now: float) -> Packet:
+        if run.segments > 1:
+            self.counters.changed += run.segments
+            self.change_log.record(now, direction, run.packet,
+                                   f"merged {run.segments} segments into "
+                                   f"{len(run.packet.tcp.payload)} bytes",
+                                   keep_options=self.params.keep_options)
+        return run.packet
+
+    def next_deadline(self) -> float | None:
+        if not self._held:
+            return None
+        return min(run.deadline for run in self._held.values())
+
+    def release(self, now: float) -> list[tuple[Packet, Direction]]:
+        due = sorted(((run.deadline, run.order, slot) for slot, run in self._held.items()
+                      if run.deadline <= now))
+        released = []
+        for _, _, slot in due:
+            run = self._held.pop(slot)
+            released.append((self._emit(run, slot[1], now), slot[1]))
+        return released
+
+    def flush(self, now: float) -> list[tuple[Packet, Direction]]:
+        """Everything still held, in arrival order (for a runtime shutting down)."""
+        runs = sorted(self._held.items(), key=lambda item: item[1].order)
+        self._held.clear()
+        return [(self._emit(run, slot[1], now), slot[1]) for slot, run in runs]

@@ -1,0 +1,196 @@
+"""rewrite_payload: an application-level gateway that replaces a byte pattern in payloads.
+
+Imitates ALGs such as the FTP helper of NATs (Linux nf_nat_ftp rewriting PORT/PASV lines), SIP
+ALGs and transparent "fix-up" proxies. When the replacement has a different length the box
+must keep the connection consistent: it remembers, per flow and direction, where it changed
+the length and by how much, shifts the sequence numbers of later segments, and shifts the
+acknowledgements (and SACK blocks) travelling the other way back (as nf_conntrack_seqadj does).
+MPTCP cannot see this at the TCP level: only the DSS checksum (RFC 8684 §3.3.1) detects the
+edit, otherwise the data-level stream is silently corrupted. That is what experiments with
+this box are for.
+
+Matching is per segment, as real ALGs do: a pattern split across two segments is not found.
+A retransmitted segment gets the same edit without counting the length change twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from middleboxes.base import Direction
+from middleboxes.common import MiddleboxBase
+from middleboxes.flows import SEQ_MASK, FlowKey, SeqUnwrapper, flow_key
+from middleboxes.spec import CommonParams, ParamError, directions_of, param
+from testbed.wire.types import ACK, SYN, Packet, Sack
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewritePayloadParams(CommonParams):
+    pattern: str = param(doc="text to find (UTF-8; TOML escapes such as \\r\\n work)")
+    replacement: str = param(doc="text to put in its place (may differ in length)")
+    direction: Literal["upstream", "downstream", "both"] = param(
+        "both", "direction of the payloads to rewrite")
+
+    def check(self) -> None:
+        if not self.pattern:
+            raise ParamError("pattern", "must not be empty")
+
+
+@dataclass
+class _StreamEdits:
+    """Length changes made in one direction of one flow, in unwrapped stream positions.
+
+    positions[k] is where the k-th remembered edit starts in the original stream, deltas[k]
+    its length change, cumulative[k] the total change up to and including it. Edits that the
+    receiver has acknowledged are folded into `base_shift` so memory stays bounded by the
+    data in flight rather than growing with the flow.
+    """
+
+    unwrapper: SeqUnwrapper
+    positions: list[int] = field(default_factory=list)
+    deltas: list[int] = field(default_factory=list)
+    cumulative: list[int] = field(default_factory=list)
+    base_position: int = -(1 << 62)  # edits before this are folded into base_shift
+    base_shift: int = 0
+
+    def shift_before(self, position: int) -> int:
+        """Total length change of edits that start strictly before `position`."""
+        index = bisect.bisect_left(self.positions, position)
+        return self.cumulative[index - 1] if index else self.base_shift
+
+    def record(self, position: int, delta: int) -> bool:
+        """Remember an edit; False when it was already known (a retransmission)."""
+        if position < self.base_position:
+            return False
+        index = bisect.bisect_left(self.positions, position)
+        if index < len(self.positions) and self.positions[index] == position:
+            return False
+        self.positions.insert(index, position)
+        self.deltas.insert(index, delta)
+        previous = self.cumulative[index - 1] if index else self.base_shift
+        del self.cumulative[index:]
+        for k in range(index, len(self.positions)):
+            previous += self.deltas[k]
+            self.cumulative.append(previous)
+        return True
+
+    def original_of(self, rewritten: int, pattern_length: int) -> int:
+        """Map a position of the rewritten stream (an ACK or SACK edge) to the original one.
+
+        An edge inside a replacement maps to the start of the original pattern: the receiver
+        has not got all of the replacement, so none of the pattern counts as received.
+        """
+        shift = self.base_shift
+        for position, delta, total in zip(self.positions, self.deltas, self.cumulative, strict=True):
+            start = position + shift  # where the replacement starts in the rewritten stream
+            if rewritten <= start:
+                break
+            if rewritten < start + pattern_length + delta:
+                return position
+            shift = total
+        return rewritten - shift
+
+    def forget_acknowledged(self, acked: int, pattern_length: int) -> None:
+        """Fold edits wholly below the original position `acked` into the base shift."""
+        count = 0
+        while count < len(self.positions) and self.positions[count] + pattern_length <= acked:
+            count += 1
+        if count:
+            self.base_shift = self.cumulative[count - 1]
+            self.base_position = self.positions[count - 1] + pattern_length
+            del self.positions[:count], self.deltas[:count], self.cumulative[:count]
+
+
+class RewritePayload(MiddleboxBase):
+    name = "rewrite_payload"
+    imitates = "application-level gateway (FTP/SIP ALG of NATs, e.g. Linux nf_nat_ftp)"
+    params_type = RewritePayloadParams
+
+    def __init__(self, params: RewritePayloadParams, rng: random.Random) -> None:
+        super().__init__(params, rng)
+        self.params: RewritePayloadParams = params
+        self._pattern = params.pattern.encode()
+        self._replacement = params.replacement.encode()
+        self._delta = len(self._replacement) - len(self._pattern)
+        self._directions = directions_of(params.direction)
+        self._streams: dict[tuple[FlowKey, Direction], _StreamEdits] = {}
+
+    def process(self, packet: Packet, direction: Direction, now: float) -> list[Packet]:
+        self.counters.seen += 1
+        key = flow_key(packet, direction)
+        tcp = packet.tcp
+        changes: list[str] = []
+        stream = self._stream(key, direction, tcp.seq) if direction in self._directions else None
+        if stream is not None:
+            changes.extend(self._rewrite_forward(packet, stream))
+        reverse = self._streams.get((key, direction.reverse()))
+        if reverse is not None and (reverse.positions or reverse.base_shift):
+            changes.extend(self._fix_acks(packet, reverse))
+        if changes:
+            self.counters.changed += 1
+            self.change_log.record(now, direction, packet, ", ".join(changes))
+        return [packet]
+
+    def _stream(self, key: FlowKey, direction: Direction, seq: int) -> _StreamEdits:
+        slot = (key, direction)
+        stream = self._streams.get(slot)
+        if stream is None:
+            stream = _StreamEdits(SeqUnwrapper(seq))
+            self._streams[slot] = stream
+        return stream
+
+    def _rewrite_forward(self, packet: Packet, stream: _StreamEdits) -> list[str]:
+        tcp = packet.tcp
+        start = stream.unwrapper.unwrap(tcp.seq)
+        payload_start = start + 1 if tcp.flags & SYN else start
+        changes: list[str] = []
+        if self._pattern in tcp.payload:
+            pieces: list[bytes] = []
+            cursor = 0
+            count = 0
+            while (index := tcp.payload.find(self._pattern, cursor)) >= 0:
+                pieces.append(tcp.payload[cursor:index])
+                pieces.append(self._replacement)
+                cursor = index + len(self._pattern)
+                count += 1
+                if self._delta:
+                    stream.record(payload_start + index, self._delta)
+            pieces.append(tcp.payload[cursor:])
+            tcp.payload = b"".join(pieces)
+            changes.append(f"replaced {count} occurrence(s) ({self._delta:+d} bytes each)")
+        shift = stream.shift_before(payload_start)
+        if shift:
+            old = tcp.seq
+            tcp.seq = (tcp.seq + shift) & SEQ_MASK
+            changes.append(f"seq {old}->{tcp.seq}")
+        return changes
+
+    def _fix_acks(self, packet: Packet, reverse: _StreamEdits) -> list[str]:
+        """Shift ACK and SACK edges about the rewritten stream back to original positions."""
+        tcp = packet.tcp
+        changes: list[str] = []
+        length = len(self._pattern)
+
+        def to_original(edge: int) -> int:
+            unwrapped = reverse.unwrapper.peek(edge)
+            return (edge + reverse.original_of(unwrapped, length) - unwrapped) & SEQ_MASK
+
+        if tcp.flags & ACK:
+            unwrapped = reverse.unwrapper.peek(tcp.ack)
+            original = reverse.original_of(unwrapped, length)
+            new_ack = (tcp.ack + original - unwrapped) & SEQ_MASK
+            if new_ack != tcp.ack:
+                changes.append(f"ack {tcp.ack}->{new_ack}")
+                tcp.ack = new_ack
+            reverse.forget_acknowledged(original, length)
+        for index, option in enumerate(tcp.options):
+            if isinstance(option, Sack):
+                blocks = tuple((to_original(left), to_original(right))
+                               for left, right in option.blocks)
+                if blocks != option.blocks:
+                    tcp.options[index] = Sack(blocks)
+                    changes.append(f"sack {list(option.blocks)}->{list(blocks)}")
+        return changes
