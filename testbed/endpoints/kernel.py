@@ -1,0 +1,460 @@
+"""Traffic endpoint on the Linux kernel's MPTCP (or plain TCP), run inside a testbed host.
+
+    python -m testbed.endpoints.kernel server --listen ADDR:PORT [--mptcp|--tcp]
+        [--connections K] [--timeout S] [--sample-ms MS] [--timeseries CSV]
+    python -m testbed.endpoints.kernel client --connect ADDR:PORT [--bind ADDR[:PORT]]
+        [--mptcp|--tcp] (--bytes N | --seconds T) [--direction upload|download]
+        [--seed S] [--timeout S] [--sample-ms MS] [--timeseries CSV]
+
+MPTCP means ``socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)``: no mptcpize, no LD_PRELOAD.
+Stdout carries JSON lines only (see testbed.endpoints.report): the server's
+``{"event":"listening",...}`` as soon as it listens, then one report per connection.
+Human-readable diagnostics go to stderr.
+
+Exit codes: 0 every connection completed; 1 a connection failed (its report says why);
+2 bad command line; 3 the kernel refused IPPROTO_MPTCP (net.mptcp.enabled=0, or no MPTCP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from testbed.endpoints.kernel_info import IPPROTO_MPTCP, MptcpInfo
+from testbed.endpoints.payload import SEED_MAX, PayloadSource
+from testbed.endpoints.report import EndpointReport, ListeningEvent, MptcpCounters, Role
+from testbed.endpoints.sampler import SocketSampler, TimeseriesWriter
+from testbed.endpoints.transfer import (
+    REQUEST,
+    IdleTimeout,
+    ProtocolError,
+    StreamProgress,
+    TransferRequest,
+    finish_sending,
+    receive_exactly,
+    receive_stream,
+    send_stream,
+    wait_until_acknowledged,
+)
+
+EXIT_OK = 0
+EXIT_TRANSFER_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MPTCP_UNAVAILABLE = 3
+
+Transport = Literal["mptcp", "tcp"]
+_EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+_MPTCP_REFUSED_ERRNOS = (errno.EPROTONOSUPPORT, errno.ENOPROTOOPT, errno.EINVAL)
+
+
+class MptcpUnavailable(Exception):
+    """The kernel refused to create an IPPROTO_MPTCP socket."""
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """Everything a connection handler needs besides the socket."""
+
+    role: Role
+    transport: Transport
+    io_timeout: float
+    sample_interval_s: float
+    timeseries: Path | None
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+
+def open_socket(transport: Transport) -> socket.socket:
+    """A TCP socket, or an MPTCP one; MptcpUnavailable names the sysctl when refused."""
+    if transport == "tcp":
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    except OSError as exc:
+        if exc.errno in _MPTCP_REFUSED_ERRNOS:
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            raise MptcpUnavailable(
+                f"MPTCP unavailable: the kernel refused socket(AF_INET, SOCK_STREAM, "
+                f"IPPROTO_MPTCP) with {name}; check sysctl net.mptcp.enabled (must be 1 in "
+                f"this network namespace) and that the kernel has CONFIG_MPTCP, or use --tcp"
+            ) from None
+        raise
+
+
+def _format_address(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _counters(info: MptcpInfo | None) -> MptcpCounters | None:
+    if info is None:
+        return None
+    return MptcpCounters(
+        subflows=info.subflows,
+        subflows_total=info.subflows_total,
+        add_addr_signal=info.add_addr_signal,
+        add_addr_accepted=info.add_addr_accepted,
+        flags=info.flags,
+        fallback=info.fallback,
+        remote_key_received=info.remote_key_received,
+        csum_enabled=info.csum_enabled,
+        token=info.token,
+        retransmits=info.retransmits,
+        bytes_retrans=info.bytes_retrans,
+        bytes_sent=info.bytes_sent,
+        bytes_received=info.bytes_received,
+        bytes_acked=info.bytes_acked,
+    )
+
+
+def classify_error(exc: BaseException) -> tuple[str, str]:
+    """(error_kind, message) for an exception that ended a connection."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", f"connection refused ({exc.strerror})"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return "reset", f"connection reset by peer ({exc.strerror})"
+    if isinstance(exc, IdleTimeout):
+        return "timeout", str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timeout", f"timed out ({exc})"
+    if isinstance(exc, ProtocolError):
+        return "protocol", str(exc)
+    if isinstance(exc, MptcpUnavailable):
+        return "mptcp-unavailable", str(exc)
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "?")
+        return "os", f"{name}: {exc.strerror or exc}"
+    return "os", f"{type(exc).__name__}: {exc}"
+
+
+def failed_report(
+    settings: EndpointSettings,
+    connection: int,
+    exc: BaseException,
+    request: TransferRequest | None,
+    exit_code: int = EXIT_TRANSFER_FAILED,
+) -> EndpointReport:
+    """The report of a connection that never carried payload (refused, accept timeout...)."""
+    kind, message = classify_error(exc)
+    return EndpointReport(
+        role=settings.role,
+        connection=connection,
+        transport=settings.transport,
+        mptcp_requested=settings.transport == "mptcp",
+        mptcp_used=False,
+        direction=request.direction if request else None,
+        sending=False,
+        mode=request.mode if request else None,
+        requested_bytes=request.byte_limit if request else None,
+        requested_seconds=request.seconds if request else None,
+        seed=request.seed if request else None,
+        bytes=0,
+        sha256=_EMPTY_SHA256,
+        duration_s=0.0,
+        goodput_mbps=0.0,
+        local=None,
+        remote=None,
+        started_at_unix=None,
+        error=message,
+        error_kind=kind,
+        exit_code=exit_code,
+    )
+
+
+def _timeseries_path(base: Path | None, connection: int, connections: int) -> Path | None:
+    """One CSV per connection: the given path, or PATH.<index>.csv when there are several."""
+    if base is None or connections == 1:
+        return base
+    return base.with_name(f"{base.stem}.{connection}{base.suffix}")
+
+
+def run_connection(
+    sock: socket.socket,
+    settings: EndpointSettings,
+    connection: int,
+    request: TransferRequest | None,
+    timeseries: Path | None,
+) -> EndpointReport:
+    """Carry one connected socket through request, payload and close; always a report.
+
+    ``request`` is what a client asks for; a server passes None and reads it from the wire.
+    """
+    origin = settings.clock()
+    started_at_unix = settings.wall_clock()
+    local = _format_address(sock.getsockname())
+    remote = _format_address(sock.getpeername())
+    writer = TimeseriesWriter(timeseries.open("w", encoding="ascii")) if timeseries else None
+    sampler = SocketSampler(
+        sock,
+        settings.transport == "mptcp",
+        (local, remote),
+        settings.sample_interval_s,
+        settings.clock,
+        origin,
+        writer,
+    )
+    progress = StreamProgress()
+    sending = False
+    end_at: float | None = None
+    error: BaseException | None = None
+    try:
+        sampler.start()
+        if request is None:
+            request = TransferRequest.decode(receive_exactly(sock, REQUEST.size, settings.io_timeout))
+        else:
+            sock.settimeout(settings.io_timeout)
+            sock.sendall(request.encode())
+        sending = (request.direction == "upload") == (settings.role == "client")
+        if sending:
+            seconds = request.seconds
+            send_stream(
+                sock,
+                PayloadSource(request.seed),
+                progress,
+                byte_limit=request.byte_limit,
+                deadline=None if seconds is None else settings.clock() + seconds,
+                io_timeout=settings.io_timeout,
+                clock=settings.clock,
+            )
+            end_at = wait_until_acknowledged(sock, settings.io_timeout, settings.clock, settings.sleep)
+            sampler.sample()
+            finish_sending(sock, settings.io_timeout, settings.clock)
+        else:
+            receive_stream(sock, progress, settings.io_timeout, settings.clock)
+            end_at = progress.finished_at
+    except (OSError, IdleTimeout, ProtocolError) as exc:
+        error = exc
+    finally:
+        sampler.finish()
+        if writer is not None:
+            writer.close()
+    tracker = sampler.tracker
+    mptcp_used = tracker.mptcp_at_end and not (
+        tracker.last_mptcp_info is not None and tracker.last_mptcp_info.fallback
+    )
+    start_at = progress.first_byte_at
+    if end_at is None:
+        end_at = progress.finished_at or settings.clock()
+    duration = max(end_at - start_at, 0.0) if start_at is not None else 0.0
+    goodput = progress.byte_count * 8 / duration / 1e6 if duration > 0 else 0.0
+    kind, message = classify_error(error) if error is not None else (None, None)
+    return EndpointReport(
+        role=settings.role,
+        connection=connection,
+        transport=settings.transport,
+        mptcp_requested=settings.transport == "mptcp",
+        mptcp_used=mptcp_used,
+        direction=request.direction if request else None,
+        sending=sending,
+        mode=request.mode if request else None,
+        requested_bytes=request.byte_limit if request else None,
+        requested_seconds=request.seconds if request else None,
+        seed=request.seed if request and sending else None,
+        bytes=progress.byte_count,
+        sha256=progress.digest.hexdigest(),
+        duration_s=round(duration, 6),
+        goodput_mbps=round(goodput, 3),
+        local=local,
+        remote=remote,
+        started_at_unix=round(started_at_unix, 6),
+        subflows=tuple(tracker.subflow_reports()),
+        mptcp_info=_counters(tracker.last_mptcp_info),
+        samples=tracker.samples,
+        error=message,
+        error_kind=kind,
+        exit_code=EXIT_OK if error is None else EXIT_TRANSFER_FAILED,
+    )
+
+
+class _ReportPrinter:
+    """Writes JSON lines to stdout, one at a time (connections finish in threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def emit(self, line: str) -> None:
+        with self._lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+
+def _parse_host_port(text: str, what: str, port_required: bool = True) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        if port_required:
+            raise argparse.ArgumentTypeError(f"{what} must be ADDR:PORT, got {text!r}")
+        host, port_text = text, "0"
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}: {host!r} is not an IPv4 address") from None
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{what}: port {port_text!r} is not in 0..65535")
+    return host, int(port_text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed must be <= 2**64-1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.endpoints.kernel",
+        description="Kernel MPTCP / TCP traffic endpoint for the testbed (JSON lines on stdout).",
+    )
+    roles = parser.add_subparsers(dest="role", required=True)
+    server = roles.add_parser("server", help="accept K connections, then exit")
+    server.add_argument("--listen", required=True, type=lambda t: _parse_host_port(t, "--listen"))
+    server.add_argument("--connections", type=_positive_int, default=1)
+    client = roles.add_parser("client", help="open one connection and transfer")
+    client.add_argument("--connect", required=True, type=lambda t: _parse_host_port(t, "--connect"))
+    client.add_argument("--bind", type=lambda t: _parse_host_port(t, "--bind", port_required=False))
+    amount = client.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--bytes", type=_non_negative_int, help="payload size in bytes")
+    amount.add_argument("--seconds", type=_positive_float, help="send for this long")
+    client.add_argument("--direction", choices=("upload", "download"), default="upload")
+    client.add_argument("--seed", type=_seed, default=1)
+    for sub in (server, client):
+        transport = sub.add_mutually_exclusive_group()
+        transport.add_argument("--mptcp", dest="transport", action="store_const", const="mptcp")
+        transport.add_argument("--tcp", dest="transport", action="store_const", const="tcp")
+        sub.set_defaults(transport="mptcp")
+        sub.add_argument(
+            "--timeout",
+            type=_positive_float,
+            default=30.0,
+            help="seconds without progress (connect, accept, I/O) before failing",
+        )
+        sub.add_argument("--sample-ms", type=_positive_float, default=50.0)
+        sub.add_argument("--timeseries", type=Path, help="per-subflow CSV samples")
+    return parser
+
+
+def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
+    connections: int = args.connections
+    listener = open_socket(settings.transport)
+    with listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(args.listen)
+        listener.listen(max(connections, 8))
+        listener.settimeout(settings.io_timeout)
+        out.emit(
+            ListeningEvent(
+                address=_format_address(listener.getsockname()),
+                transport=settings.transport,
+                connections=connections,
+                pid=os.getpid(),
+            ).to_json()
+        )
+        reports: list[EndpointReport] = []
+        workers: list[threading.Thread] = []
+
+        def serve(conn: socket.socket, index: int) -> None:
+            with conn:
+                path = _timeseries_path(settings.timeseries, index, connections)
+                report = run_connection(conn, settings, index, None, path)
+            reports.append(report)
+            out.emit(report.to_json())
+
+        for index in range(connections):
+            try:
+                conn, _peer = listener.accept()
+            except OSError as exc:
+                report = failed_report(settings, index, exc, None)
+                reports.append(report)
+                out.emit(report.to_json())
+                break
+            worker = threading.Thread(target=serve, args=(conn, index), name=f"connection-{index}")
+            worker.start()
+            workers.append(worker)
+        for worker in workers:
+            worker.join()
+    return max((report.exit_code for report in reports), default=EXIT_OK)
+
+
+def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
+    if args.seconds is not None:
+        request = TransferRequest(args.direction, "seconds", round(args.seconds * 1e6), args.seed)
+    else:
+        request = TransferRequest(args.direction, "bytes", args.bytes, args.seed)
+    sock = open_socket(settings.transport)
+    with sock:
+        try:
+            if args.bind is not None:
+                sock.bind(args.bind)
+            sock.settimeout(settings.io_timeout)
+            sock.connect(args.connect)
+        except OSError as exc:
+            report = failed_report(settings, 0, exc, request)
+        else:
+            report = run_connection(sock, settings, 0, request, settings.timeseries)
+    out.emit(report.to_json())
+    return report.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = EndpointSettings(
+        role=args.role,
+        transport=args.transport,
+        io_timeout=args.timeout,
+        sample_interval_s=args.sample_ms / 1000.0,
+        timeseries=args.timeseries,
+        clock=time.monotonic,
+        wall_clock=time.time,
+        sleep=time.sleep,
+    )
+    out = _ReportPrinter()
+    try:
+        if args.role == "server":
+            return run_server(args, settings, out)
+        return run_client(args, settings, out)
+    except MptcpUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        out.emit(failed_report(settings, 0, exc, None, EXIT_MPTCP_UNAVAILABLE).to_json())
+        return EXIT_MPTCP_UNAVAILABLE
+    except OSError as exc:  # bind/listen failures: address in use, not local, ...
+        _kind, message = classify_error(exc)
+        print(f"{args.role}: {message}", file=sys.stderr)
+        out.emit(failed_report(settings, 0, exc, None).to_json())
+        return EXIT_TRANSFER_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
