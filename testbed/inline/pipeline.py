@@ -5,8 +5,8 @@ Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is 
 * Only IPv4/TCP frames are decoded, and only when at least one middlebox is configured; ARP,
   IPv6 and everything else passes untouched.
 * Bytes are re-encoded only for packets a middlebox changed or created. A packet that comes out
-  of the chain as the very object that went in, and still equal to a snapshot taken before the
-  chain ran, leaves as the original frame bytes (byte-exact, original checksums and all).
+  of the chain as the very object that went in, with every value as it was before the chain
+  ran (`fingerprint`), leaves as the original frame bytes (byte-exact, original checksums and all).
 * A frame the codec cannot decode (WireError) is forwarded unchanged and counted: a middlebox
   testbed must not turn odd-but-legal traffic into loss. A changed packet that cannot be encoded
   is dropped and counted (it is a middlebox bug, and sending something else would hide it).
@@ -22,13 +22,14 @@ Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from middleboxes.base import Direction, Middlebox
 from testbed.wire.errors import WireError
-from testbed.wire.types import Packet
+from testbed.wire.types import Packet, TcpSegment
 
 ETH_HEADER_LEN = 14
 _ETHERTYPE_IPV4 = b"\x08\x00"
@@ -63,11 +64,19 @@ def is_ipv4_tcp(frame: bytes) -> bool:
             and frame[14] >> 4 == 4 and frame[23] == 6)
 
 
-def _snapshot(packet: Packet) -> Packet:
-    """A copy deep enough to detect in-place edits: options are frozen and payload immutable."""
-    return dataclasses.replace(
-        packet, tcp=dataclasses.replace(packet.tcp, options=list(packet.tcp.options))
-    )
+_PACKET_FIELDS = tuple(f.name for f in dataclasses.fields(Packet) if f.name != "tcp")
+_SEGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(TcpSegment) if f.name != "options")
+_packet_values = operator.attrgetter(*_PACKET_FIELDS)
+_segment_values = operator.attrgetter(*_SEGMENT_FIELDS)
+
+
+def fingerprint(packet: Packet) -> tuple[Any, ...]:
+    """Every value of a packet, to detect in-place edits (options are frozen, payload immutable).
+
+    Cheaper than a copy plus dataclass equality (about 1 us against 4 us per packet), and
+    fields added to the types later are covered because the names come from the dataclasses.
+    """
+    return (_packet_values(packet), _segment_values(packet.tcp), tuple(packet.tcp.options))
 
 
 def _swap_macs(header: bytes) -> bytes:
@@ -123,7 +132,7 @@ class MiddleboxPipeline:
             self.stats.last_wire_error = str(error)
             return [(frame, direction)]
         self.stats.decoded += 1
-        original = _snapshot(packet)
+        original = fingerprint(packet)
         try:
             outputs = self._run_chain([packet], self._chain(direction), direction, now)
         except WireError as error:
@@ -132,7 +141,7 @@ class MiddleboxPipeline:
             return [(frame, direction)]
         frames: list[tuple[bytes, Direction]] = []
         for out in outputs:
-            if out is packet and out == original:
+            if out is packet and fingerprint(out) == original:
                 self.stats.kept_original += 1
                 frames.append((frame, direction))
             else:

@@ -81,6 +81,7 @@ class InlineProcess:
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
+        self._owns_wakeup_fd = False
 
     # --- Controllable ------------------------------------------------------------------
     def delay_params(self, direction: Direction) -> DelayParams:
@@ -90,8 +91,11 @@ class InlineProcess:
         self._delay[direction].set_params(params)
 
     def request_stop(self, reason: str = "stop request") -> None:
+        """End the loop after the current wake-up; safe from signal handlers and other threads."""
         if self._stop_reason is None:
             self._stop_reason = reason
+        with contextlib.suppress(OSError):  # full or closed: the loop is awake or gone anyway
+            self._wakeup_w.send(b"\0")
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -120,6 +124,7 @@ class InlineProcess:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT end the loop cleanly; the wake-up fd interrupts a pending select."""
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+        self._owns_wakeup_fd = True
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
 
@@ -133,8 +138,9 @@ class InlineProcess:
             self._control = None
         for leg in self._legs.values():
             leg.close()
-        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+        if self._owns_wakeup_fd:
             signal.set_wakeup_fd(-1)
+            self._owns_wakeup_fd = False
         self._wakeup_r.close()
         self._wakeup_w.close()
 
