@@ -1,0 +1,154 @@
+"""Checksums against RFC 1071's worked example and a word-by-word reference implementation."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from testbed.wire import (
+    WireError,
+    checksum_adjust,
+    checksum_adjust_u16,
+    checksum_adjust_u32,
+    dss_checksum,
+    internet_checksum,
+    ipv4_header_checksum,
+    ones_complement_sum,
+    tcp_checksum,
+)
+
+
+def reference_sum(data: bytes) -> int:
+    """RFC 1071 section 4.1, transcribed: add 16-bit words, fold carries as they come."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = 0
+    for index in range(0, len(data), 2):
+        total += (data[index] << 8) | data[index + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def reference_checksum(data: bytes) -> int:
+    return ~reference_sum(data) & 0xFFFF
+
+
+def test_rfc1071_numerical_example() -> None:
+    # RFC 1071 section 3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to ddf2 (checksum 220d).
+    data = bytes.fromhex("0001f203f4f5f6f7")
+    assert ones_complement_sum(data) == 0xDDF2
+    assert internet_checksum(data) == 0x220D
+
+
+def test_zero_and_negative_zero() -> None:
+    assert ones_complement_sum(b"") == 0
+    assert ones_complement_sum(bytes(100)) == 0
+    assert ones_complement_sum(b"\xff\xff" * 700) == 0xFFFF  # never folds to +0
+    assert ones_complement_sum(b"\x80\x00\x80\x00") == 0x0001  # end-around carry
+
+
+@given(st.binary(max_size=3000))
+def test_sum_matches_reference(data: bytes) -> None:
+    assert ones_complement_sum(data) == reference_sum(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 1023, 1024, 1025, 1479, 1480, 1481, 9000, 65515])
+def test_sum_matches_reference_around_fold_threshold(size: int) -> None:
+    data = bytes((index * 151 + 7) & 0xFF for index in range(size))
+    assert ones_complement_sum(data) == reference_sum(data)
+
+
+@given(st.binary(max_size=600).filter(lambda b: len(b) % 2 == 0), st.binary(max_size=600))
+def test_sums_chain(head: bytes, tail: bytes) -> None:
+    assert ones_complement_sum(tail, ones_complement_sum(head)) == reference_sum(head + tail)
+
+
+def test_ipv4_header_checksum_known_header() -> None:
+    # A classic example header (Wikipedia "IPv4 header checksum"): checksum b861.
+    header = bytes.fromhex("450000730000400040110000c0a80001c0a800c7")
+    assert ipv4_header_checksum(header) == 0xB861
+
+
+def _reference_tcp_checksum(src: str, dst: str, segment: bytes) -> int:
+    if ":" in src:
+        pseudo = (
+            socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+            + struct.pack("!I", len(segment)) + b"\x00\x00\x00\x06"
+        )
+    else:
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(segment))
+    return reference_checksum(pseudo + segment)
+
+
+@given(st.binary(min_size=20, max_size=200), st.sampled_from([
+    ("10.0.0.1", "10.0.0.2"), ("192.168.200.255", "1.2.3.4"), ("2001:db8::1", "fe80::2"),
+    ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+]))
+def test_tcp_checksum_matches_reference(segment: bytes, addresses: tuple[str, str]) -> None:
+    src, dst = addresses
+    segment = segment[:16] + b"\x00\x00" + segment[18:]
+    expected = _reference_tcp_checksum(src, dst, segment)
+    assert tcp_checksum(src, dst, segment) == expected
+    filled = segment[:16] + expected.to_bytes(2, "big") + segment[18:]
+    assert tcp_checksum(src, dst, filled) == 0
+
+
+def test_tcp_checksum_rejects_bad_or_mixed_addresses() -> None:
+    with pytest.raises(WireError) as error:
+        tcp_checksum("10.0.0.300", "10.0.0.1", bytes(20))
+    assert error.value.field == "ip.src"
+    with pytest.raises(WireError) as error:
+        tcp_checksum("10.0.0.1", "::1", bytes(20))
+    assert error.value.field == "ip.dst"
+
+
+@given(
+    st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF),
+    st.binary(max_size=300),
+)
+def test_dss_checksum_matches_rfc8684_pseudo_header(
+    dsn: int, subflow_seq: int, data_len: int, payload: bytes
+) -> None:
+    pseudo = dsn.to_bytes(8, "big") + subflow_seq.to_bytes(4, "big") + data_len.to_bytes(2, "big")
+    expected = reference_checksum(pseudo + b"\x00\x00" + payload)
+    assert dss_checksum(dsn, subflow_seq, data_len, payload) == expected
+    # The receiver's check: the same sum with the received checksum in place gives 0.
+    assert reference_sum(pseudo + expected.to_bytes(2, "big") + payload) == 0xFFFF
+
+
+def test_dss_checksum_rejects_out_of_range() -> None:
+    with pytest.raises(WireError) as error:
+        dss_checksum(2**64, 0, 0, b"")
+    assert error.value.field == "mptcp.dss.checksum"
+
+
+@given(
+    st.binary(min_size=8, max_size=200).filter(lambda b: len(b) % 2 == 0),
+    st.integers(0, 100), st.binary(min_size=4, max_size=4),
+)
+def test_checksum_adjust_equals_recomputation(data: bytes, where: int, new: bytes) -> None:
+    offset = (where * 2) % (len(data) - 3) & ~1
+    old = data[offset : offset + 4]
+    changed = data[:offset] + new + data[offset + 4 :]
+    adjusted = checksum_adjust(internet_checksum(data), old, new)
+    # Equal as one's-complement values (0x0000 and 0xFFFF both mean zero); a receiver's
+    # verification succeeds either way.
+    recomputed = internet_checksum(changed)
+    assert adjusted == recomputed or {adjusted, recomputed} == {0, 0xFFFF}
+    assert reference_sum(changed + adjusted.to_bytes(2, "big")) in (0xFFFF, 0)
+
+
+def test_checksum_adjust_helpers_for_fields() -> None:
+    segment = bytearray(bytes.fromhex("c35000500000000100000000501000ff00000000") + b"payload!")
+    before = internet_checksum(segment)
+    segment[4:8] = (0x12345678).to_bytes(4, "big")
+    assert checksum_adjust_u32(before, 1, 0x12345678) == internet_checksum(segment)
+    middle = internet_checksum(segment)
+    segment[0:2] = (40000).to_bytes(2, "big")
+    assert checksum_adjust_u16(middle, 50000, 40000) == internet_checksum(segment)
+    with pytest.raises(WireError):
+        checksum_adjust(0, b"\x00", b"\x01")
