@@ -13,7 +13,7 @@ It imports nothing of the socket side, so the runner can use it on any machine.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -161,6 +161,14 @@ def _check_value(where: str, name: str, hint: object, value: object) -> object:
         raise ReportError(f"{where}: field {name!r} has an unsupported union type")
     if value is None:
         raise ReportError(f"{where}: field {name!r} must not be null")
+    if is_dataclass(hint):
+        assert isinstance(hint, type)
+        return _build(hint, value, f"{where}.{name}")
+    if origin is tuple:
+        element = get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ReportError(f"{where}: field {name!r} must be a list, got {value!r}")
+        return tuple(_check_value(where, f"{name}[{i}]", element, item) for i, item in enumerate(value))
     if origin is Literal:
         allowed = list(get_args(hint))
         if value not in allowed:
@@ -193,17 +201,7 @@ def _build(cls: type, data: object, where: str) -> Any:
             if spec.default is not MISSING or spec.default_factory is not MISSING:
                 continue
             raise ReportError(f"{where}: missing field {name!r}")
-        value = data[name]
-        if name == "subflows":
-            if not isinstance(value, list):
-                raise ReportError(f"{where}: field 'subflows' must be a list")
-            kwargs[name] = tuple(
-                _build(SubflowReport, item, f"{where}.subflows[{i}]") for i, item in enumerate(value)
-            )
-        elif name == "mptcp_info":
-            kwargs[name] = None if value is None else _build(MptcpCounters, value, f"{where}.mptcp_info")
-        else:
-            kwargs[name] = _check_value(where, name, hints[name], value)
+        kwargs[name] = _check_value(where, name, hints[name], data[name])
     return cls(**kwargs)
 
 
