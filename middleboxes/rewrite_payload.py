@@ -10,7 +10,9 @@ edit, otherwise the data-level stream is silently corrupted. That is what experi
 this box are for.
 
 Matching is per segment, as real ALGs do: a pattern split across two segments is not found.
-A retransmitted segment gets the same edit without counting the length change twice.
+A retransmitted segment gets the same edit without counting the length change twice. Edits
+below the receiver's cumulative ACK are folded into one offset to bound memory, so an ACK older
+than one already seen maps only approximately (never beyond what was already acknowledged).
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ class RewritePayload(MiddleboxBase):
         self._delta = len(self._replacement) - len(self._pattern)
         self._directions = directions_of(params.direction)
         self._streams: dict[tuple[FlowKey, Direction], _StreamEdits] = {}
+
+    def remembered_edits(self) -> int:
+        """Length-changing edits still remembered (not yet acknowledged) across all flows."""
+        return sum(len(stream.positions) for stream in self._streams.values())
 
     def process(self, packet: Packet, direction: Direction, now: float) -> list[Packet]:
         self.counters.seen += 1

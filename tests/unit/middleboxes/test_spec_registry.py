@@ -13,8 +13,8 @@ from middleboxes.registry import (
     parse_middlebox_params,
 )
 from middleboxes.spec import MiddleboxSpecError
-from tests.unit.middleboxes.packets import DOWN, UP, build, packet
 from testbed.wire.types import Dss
+from tests.unit.middleboxes.packets import DOWN, UP, build, packet
 
 # Smallest valid params for each middlebox.
 MINIMAL_PARAMS: dict[str, dict] = {
