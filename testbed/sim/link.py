@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from middleboxes.base import Direction, Middlebox
-from testbed.sim.packets import WireCodec, copy_packet
+from testbed.sim.packets import WireCodec, copy_packet, packet_size
 from testbed.sim.params import LinkParams
 from testbed.sim.scheduler import EventScheduler
 from testbed.sim.shaper import Shaper
-from testbed.sim.sizing import packet_size
 from testbed.wire.errors import WireError
 from testbed.wire.types import Packet
 

@@ -11,7 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from testbed.wire.tcp_options import options_length
 from testbed.wire.types import Packet, TcpSegment
+
+IPV4_HEADER = 20
+IPV6_HEADER = 40
+TCP_HEADER = 20
+
+
+def packet_size(packet: Packet) -> int:
+    """Bytes the packet takes on the wire (IP + TCP header + padded options + payload), without
+    encoding it: what a link serializes when the codec is not run per hop."""
+    segment = packet.tcp
+    ip_header = IPV6_HEADER if ":" in packet.dst else IPV4_HEADER
+    return ip_header + TCP_HEADER + options_length(segment.options) + len(segment.payload)
 
 
 def copy_packet(packet: Packet) -> Packet:

@@ -161,6 +161,9 @@ class Shaper:
             if arrival < self._last_arrival:
                 arrival = self._last_arrival
             self._last_arrival = arrival
+        if arrival == now:  # a zero-delay hop (an unshaped core link): no event needed
+            self._arrived((item, size, self._generation))
+            return
         self._scheduler.call_at(arrival, self._arrived, (item, size, self._generation))
 
     def _arrived(self, event: tuple[Any, int, int]) -> None:

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from middleboxes.base import Direction, MiddleboxCounters
 from testbed.sim.network import SimNetwork
+from testbed.sim.packets import packet_size
 from testbed.sim.params import LinkParams
-from testbed.sim.sizing import packet_size
 from testbed.wire import encode_packet
 from testbed.wire.types import (
     ACK,
