@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  mininet iproute2 nftables iptables ethtool iperf3 tshark tcpdump procps
+  mininet iproute2 nftables iptables ethtool iperf3 tshark tcpdump procps iputils-ping
   python3 python3-venv python3-dev gcc
 )
 

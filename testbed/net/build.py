@@ -1,0 +1,339 @@
+"""Building a Topology for real: Mininet nodes (namespaces, no OVS, no controller), veth links,
+addresses, routes and policy rules, bridges or inline processes in bumps, shaping, NAT.
+
+Mininet supplies the namespaces (`Node`, started through mnexec) and the veth pairs (`Link`);
+everything after that goes through pyroute2 and nft with checked results, and every command a
+node runs is a subprocess with a checked exit code (Mininet's `cmd()` loses them). Every
+namespace is given a name (`ip netns attach tb-<run>-<node>`) recorded in the run state before
+use, so teardown and `testbed clean` find exactly what this run made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from testbed.errors import EnvironmentProblem, RunFailed
+from testbed.net.loss import NodeLoss, nft
+from testbed.net.params import LinkParams
+from testbed.net.shaping import Backends, InterfaceShaper
+from testbed.net.state import RunState, delete_netns
+from testbed.net.topo import LinkSpec, NodeKind, Topology
+
+log = logging.getLogger(__name__)
+
+OFFLOADS_OFF = ("tso", "gso", "gro", "tx")  # see testbed.inline.legs for why each one
+
+
+@dataclass
+class BumpRuntime:
+    """What a bump runs in its inline process: middleboxes and/or a userspace delay stage.
+
+    Bumps without one are kernel bridges.
+    """
+
+    middleboxes: list[dict[str, Any]] = field(default_factory=list)
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class InlineProcess:
+    node: str
+    process: subprocess.Popen
+    control_path: str
+    stats_path: str
+    log_path: str
+
+
+def run_checked(command: list[str], what: str, *, input_text: str | None = None) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, input=input_text, check=False)
+    if done.returncode != 0:
+        raise EnvironmentProblem(
+            f"{what}: `{' '.join(command)}` exited {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()}"
+        )
+    return done.stdout
+
+
+class Network:
+    """One built topology. Use as a context manager: teardown always runs."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        backends: Backends,
+        state: RunState,
+        *,
+        bumps: dict[str, BumpRuntime] | None = None,
+        shaped_links: set[str] | None = None,
+    ) -> None:
+        self.topo = topo.finalize()
+        self.backends = backends
+        self.state = state
+        self.bumps = bumps or {}
+        self.shaped_links = set(shaped_links or ()) | {
+            name for name, link in self.topo.links.items() if self._needs_tree(link.params)
+        }
+        self.nodes: dict[str, Any] = {}  # mininet.node.Node
+        self.shapers: dict[str, list[InterfaceShaper]] = {}
+        self.losses: dict[str, NodeLoss] = {}
+        self.inline: dict[str, InlineProcess] = {}
+        self.link_params: dict[str, LinkParams] = {n: lk.params for n, lk in self.topo.links.items()}
+        self.link_up: dict[str, bool] = dict.fromkeys(self.topo.links, True)
+        self.timings: dict[str, float] = {}
+
+    @staticmethod
+    def _needs_tree(params: LinkParams) -> bool:
+        return params.shaped or params.delay_ms > 0 or params.jitter_ms > 0 or params.loss_pct > 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Network:
+        try:
+            self.build()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    def netns(self, node: str) -> str:
+        return self.state.netns_name(node)
+
+    def build(self) -> None:
+        started = time.monotonic()
+        from mininet.link import Link
+        from mininet.node import Node
+
+        for name in self.topo.nodes:
+            netns = self.netns(name)
+            self.state.add_netns(netns)  # recorded before it exists: clean can always find it
+            node = Node(name, inNamespace=True)
+            self.nodes[name] = node
+            run_checked(["ip", "netns", "attach", netns, str(node.pid)], f"naming namespace of {name}")
+        for link in self.topo.links.values():
+            for segment in link.segments:
+                Link(self.nodes[segment.left.node], self.nodes[segment.right.node],
+                     intfName1=segment.left.name, intfName2=segment.right.name)
+        for name, spec in self.topo.nodes.items():
+            self._configure_node(name, spec.kind)
+        for name, spec in self.topo.nodes.items():
+            if spec.nat_subnets:
+                self._masquerade(name, spec.nat_subnets)
+        for link_name in sorted(self.shaped_links):
+            self._shape(self.topo.links[link_name])
+        for name, spec in self.topo.nodes.items():
+            if spec.kind is NodeKind.MIDDLEBOX:
+                if name in self.bumps:
+                    self._start_inline(name, self.bumps[name])
+                else:
+                    self._bridge(name)
+        self.timings["setup_s"] = time.monotonic() - started
+
+    def teardown(self) -> None:
+        started = time.monotonic()
+        for proc in self.inline.values():
+            if proc.process.poll() is None:
+                proc.process.terminate()
+        for proc in self.inline.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.process.wait(timeout=3)
+            if proc.process.poll() is None:
+                proc.process.kill()
+        delete_netns(list(self.state.netns))
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                node.shell = None  # the shell died with its namespace; stop Mininet touching it
+        self.nodes.clear()
+        self.timings["teardown_s"] = time.monotonic() - started
+
+    # --- configuration ------------------------------------------------------------------------
+    def _sysctl(self, node: str, settings: dict[str, str]) -> None:
+        args = [f"{key}={value}" for key, value in settings.items()]
+        run_checked(["ip", "netns", "exec", self.netns(node), "sysctl", "-q", "-w", *args],
+                    f"sysctl in {node}")
+
+    def _configure_node(self, name: str, kind: NodeKind) -> None:
+        settings = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+        if kind is not NodeKind.MIDDLEBOX:
+            settings |= {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+        if kind is NodeKind.ROUTER:
+            settings["net.ipv4.ip_forward"] = "1"
+        self._sysctl(name, settings)
+        interfaces = [i for link in self.topo.links.values() for seg in link.segments
+                      for i in (seg.left, seg.right) if i.node == name]
+        for iface in interfaces:
+            run_checked(["ip", "netns", "exec", self.netns(name), "ethtool", "-K", iface.name,
+                         *(x for off in OFFLOADS_OFF for x in (off, "off"))],
+                        f"offloads of {iface.name}")
+        with IPRoute(netns=self.netns(name)) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            for iface in interfaces:
+                index = ipr.link_lookup(ifname=iface.name)[0]
+                if iface.address:
+                    address, prefix = iface.address.split("/")
+                    ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+                ipr.link("set", index=index, state="up")
+            try:
+                for route in self.topo.routes.get(name, []):
+                    index = ipr.link_lookup(ifname=route.device)[0]
+                    kwargs: dict[str, Any] = {"oif": index}
+                    if route.destination != "default":
+                        kwargs["dst"] = route.destination
+                    else:
+                        kwargs["dst"] = "0.0.0.0/0"
+                    if route.via:
+                        kwargs["gateway"] = route.via
+                    if route.table is not None:
+                        kwargs["table"] = route.table
+                    ipr.route("replace", **kwargs)
+                for rule in self.topo.rules.get(name, []):
+                    ipr.rule("add", src=rule.source, src_len=32, table=rule.table, priority=1000)
+            except NetlinkError as exc:
+                raise EnvironmentProblem(f"routing in {name}: {exc}") from exc
+
+    def _masquerade(self, name: str, subnets: list[str]) -> None:
+        rules = "\n".join(f"add rule ip testbed_nat post ip saddr {s} ip daddr != {s} masquerade"
+                          for s in subnets)
+        nft(self.netns(name), "add table ip testbed_nat\n"
+            "add chain ip testbed_nat post { type nat hook postrouting priority 100; }\n" + rules + "\n")
+
+    def _bridge(self, name: str) -> None:
+        legs = [i.name for link in self.topo.links.values() for seg in link.segments
+                for i in (seg.left, seg.right) if i.node == name]
+        with IPRoute(netns=self.netns(name)) as ipr:
+            ipr.link("add", ifname="br0", kind="bridge", br_stp_state=0, br_forward_delay=0)
+            bridge = ipr.link_lookup(ifname="br0")[0]
+            for leg in legs:
+                ipr.link("set", index=ipr.link_lookup(ifname=leg)[0], master=bridge)
+            ipr.link("set", index=bridge, state="up")
+
+    def _shape(self, link: LinkSpec) -> None:
+        params = self.link_params[link.name]
+        shapers = []
+        for iface in (link.a_interface, link.b_interface):
+            shaper = InterfaceShaper(self.netns(iface.node), iface.name, self.backends)
+            shaper.apply(params)
+            shapers.append(shaper)
+            if self.backends.loss == "nft":
+                loss = self.losses.setdefault(iface.node, NodeLoss(self.netns(iface.node)))
+                loss.set(iface.name, params.loss_pct)
+        self.shapers[link.name] = shapers
+
+    def _start_inline(self, name: str, runtime: BumpRuntime) -> None:
+        link = self.topo.link_of_middlebox(name)
+        legs = [i for seg in link.segments for i in (seg.left, seg.right) if i.node == name]
+        left, right = legs[0].name, legs[1].name  # left faces link.a, the client side
+        work = Path(self.state.work_dir)
+        config = {"seed": runtime.seed, "middleboxes": runtime.middleboxes}
+        if runtime.delay_ms or runtime.jitter_ms:
+            config["delay"] = {"both": {"delay_ms": runtime.delay_ms, "jitter_ms": runtime.jitter_ms}}
+        config_path = work / f"{name}.inline.json"
+        config_path.write_text(json.dumps(config))
+        control = str(work / f"{name}.ctl")
+        stats = str(work / f"{name}.stats.json")
+        log_path = str(work / f"{name}.inline.log")
+        with open(log_path, "w") as log_file:
+            process = self.nodes[name].popen(
+                [sys.executable, "-m", "testbed.inline", "--left", left, "--right", right,
+                 "--control", control, "--config", str(config_path), "--stats-out", stats,
+                 "--no-prepare"],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        self.inline[name] = InlineProcess(name, process, control, stats, log_path)
+        deadline = time.monotonic() + 10
+        while not Path(control).exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RunFailed(f"inline process on {name} did not start: "
+                                f"{Path(log_path).read_text().strip()[-500:]}")
+            time.sleep(0.02)
+
+    # --- live changes -------------------------------------------------------------------------
+    def change_link(self, name: str, changes: dict[str, Any]) -> LinkParams:
+        """Change a link's parameters while traffic flows; returns the new full parameter set."""
+        from testbed.inline.control import InlineControl
+
+        if name not in self.topo.links:
+            raise RunFailed(f"no link {name!r} (links: {', '.join(self.topo.links)})")
+        link = self.topo.links[name]
+        new = self.link_params[name].updated(changes, where=f"link {name}")
+        if name not in self.shapers:
+            raise RunFailed(f"link {name} was built without a shaping tree; "
+                            "the runner must declare it shaped before building")
+        for shaper in self.shapers[name]:
+            shaper.change(new)
+            if self.backends.loss == "nft":
+                self.losses[self._node_of(shaper)].set(shaper.ifname, new.loss_pct)
+        if not self.backends.netem and (new.delay_ms, new.jitter_ms) != (
+            self.link_params[name].delay_ms, self.link_params[name].jitter_ms
+        ):
+            bump = self.delay_bump(link)
+            if bump is None or bump not in self.inline:
+                raise RunFailed(f"link {name}: no userspace delay stage was built for it")
+            InlineControl(self.inline[bump].control_path).set_delay(new.delay_ms, new.jitter_ms)
+        self.link_params[name] = new
+        return new
+
+    def _node_of(self, shaper: InterfaceShaper) -> str:
+        return shaper.ifname.rsplit("-eth", 1)[0]
+
+    def delay_bump(self, link: LinkSpec) -> str | None:
+        """The bump that carries a link's userspace delay stage: its first middlebox node."""
+        return link.via[0] if link.via else None
+
+    def set_link_up(self, name: str, up: bool) -> None:
+        """Take a link's interfaces down or up at both ends (a link flap)."""
+        link = self.topo.links[name]
+        for iface in (link.a_interface, link.b_interface):
+            with IPRoute(netns=self.netns(iface.node)) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname=iface.name)[0],
+                         state="up" if up else "down")
+        if up:  # interface down flushed its routes: put them back
+            for node in (link.a, link.b):
+                self._restore_routes(node)
+        self.link_up[name] = up
+
+    def _restore_routes(self, node: str) -> None:
+        with IPRoute(netns=self.netns(node)) as ipr:
+            for route in self.topo.routes.get(node, []):
+                kwargs: dict[str, Any] = {"oif": ipr.link_lookup(ifname=route.device)[0],
+                                          "dst": "0.0.0.0/0" if route.destination == "default"
+                                          else route.destination}
+                if route.via:
+                    kwargs["gateway"] = route.via
+                if route.table is not None:
+                    kwargs["table"] = route.table
+                with contextlib.suppress(NetlinkError):
+                    ipr.route("replace", **kwargs)
+
+    # --- running things in nodes --------------------------------------------------------------
+    def popen(self, node: str, args: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Start a program inside a node (mnexec -da PID, Mininet's attach)."""
+        return self.nodes[node].popen(args, **kwargs)
+
+    def node_pid(self, node: str) -> int:
+        return int(self.nodes[node].pid)
+
+    def inline_stats(self) -> dict[str, Any]:
+        from testbed.inline.control import InlineControl, InlineControlError
+
+        out = {}
+        for name, proc in self.inline.items():
+            try:
+                out[name] = InlineControl(proc.control_path).stats()
+            except InlineControlError as exc:
+                out[name] = {"error": str(exc)}
+        return out

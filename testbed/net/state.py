@@ -1,0 +1,183 @@
+"""What a run created, tracked by id on disk, so teardown and `testbed clean` remove exactly that.
+
+Mininet cleans up with `mn -c`, killing processes by name; here every run writes a state file
+under /run/testbed/runs/ BEFORE it creates anything, naming its network namespaces (all called
+`tb-<run id>-<node>`) and the processes it started. Processes are found for killing by the
+network namespace they live in, never by name, so nothing outside the run is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/run/testbed"))
+RUNS_DIR = STATE_DIR / "runs"
+NETNS_DIR = Path("/run/netns")
+NETNS_PATTERN = re.compile(r"^tb-([0-9a-f]{6})-[A-Za-z0-9_]+$")
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(3)
+
+
+@dataclass
+class RunState:
+    """The resources of one run, persisted after every change."""
+
+    run_id: str
+    runner_pid: int
+    started: float
+    netns: list[str] = field(default_factory=list)
+    work_dir: str = ""
+
+    @property
+    def path(self) -> Path:
+        return RUNS_DIR / f"{self.run_id}.json"
+
+    @classmethod
+    def create(cls) -> RunState:
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        state = cls(new_run_id(), os.getpid(), time.time())
+        state.work_dir = str(STATE_DIR / state.run_id)
+        Path(state.work_dir).mkdir(parents=True, exist_ok=True)
+        state.save()
+        return state
+
+    def netns_name(self, node: str) -> str:
+        return f"tb-{self.run_id}-{node}"
+
+    def add_netns(self, name: str) -> None:
+        self.netns.append(name)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            for entry in Path(self.work_dir).iterdir():
+                entry.unlink()
+            Path(self.work_dir).rmdir()
+
+
+def netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(NETNS_DIR / name).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def pids_in_netns(name: str) -> list[int]:
+    """Every process whose network namespace is the named one."""
+    inode = netns_inode(name)
+    if inode is None:
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino == inode:
+                pids.append(int(entry.name))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return pids
+
+
+def kill_netns_processes(names: list[str], grace_s: float = 1.0) -> None:
+    """SIGTERM (and SIGHUP, which interactive shells such as Mininet's obey) every process in
+    the namespaces at once, then SIGKILL whatever is left after `grace_s`."""
+    pids = [pid for name in names for pid in pids_in_netns(name)]
+    for pid in pids:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    deadline = time.monotonic() + grace_s
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def delete_netns(names: list[str]) -> None:
+    """Kill everything in the namespaces and remove their names; the kernel then frees their
+    veths, qdiscs and nft tables with them."""
+    kill_netns_processes([n for n in names if netns_inode(n) is not None])
+    for name in names:
+        if netns_inode(name) is None:
+            continue
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+        if netns_inode(name) is not None:  # a busy mount: unmount lazily and unlink
+            subprocess.run(["umount", "-l", str(NETNS_DIR / name)], check=False, capture_output=True)
+            with contextlib.suppress(OSError):
+                (NETNS_DIR / name).unlink()
+
+
+def runner_alive(state: dict) -> bool:
+    pid = state.get("runner_pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # pid reuse: the process must have started before the run did
+    try:
+        started = Path(f"/proc/{pid}").stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return started <= state.get("started", 0) + 5
+
+
+def clean(*, include_live: bool = False) -> list[str]:
+    """Remove what crashed or killed runs left behind; returns what was removed.
+
+    Runs whose runner is still alive are left alone unless include_live is set.
+    """
+    removed: list[str] = []
+    live_ids: set[str] = set()
+    if RUNS_DIR.is_dir():
+        for path in sorted(RUNS_DIR.glob("*.json")):
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                path.unlink(missing_ok=True)
+                continue
+            if runner_alive(state) and not include_live:
+                live_ids.add(state.get("run_id", ""))
+                continue
+            present = [n for n in state.get("netns", []) if netns_inode(n) is not None]
+            delete_netns(present)
+            removed += [f"netns {n}" for n in present]
+            RunState(**{k: state[k] for k in ("run_id", "runner_pid", "started")},
+                     work_dir=state.get("work_dir", "")).remove()
+            removed.append(f"run {state.get('run_id')}")
+    # namespaces named like ours whose state file was lost (crash between create and save)
+    if NETNS_DIR.is_dir():
+        orphans = [e.name for e in sorted(NETNS_DIR.iterdir())
+                   if (m := NETNS_PATTERN.match(e.name)) and m.group(1) not in live_ids]
+        delete_netns(orphans)
+        removed += [f"netns {n}" for n in orphans]
+    return removed
