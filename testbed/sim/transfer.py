@@ -179,6 +179,11 @@ def open_connection(host: Any, local_address: str, remote_address: str, port: in
     return host.connect(remote_address, port, local_address=local_address)
 
 
+def connection_outcome(connection: Any) -> str:
+    """The stack's own view of the connection (mptcp, fallback-syn, mp-fail, ...)."""
+    return str(connection.outcome())
+
+
 def connection_stats(connection: Any) -> Any:
     return None if connection is None else connection.stats()
 
@@ -266,19 +271,22 @@ def classify(setup: TransferSetup) -> str:
             receiver.complete and receiver.hasher.hexdigest()
             != hashlib.sha256(setup.payload).hexdigest()):
         return "corrupted"
-    fallbacks = sender.log.fallbacks + receiver.log.fallbacks
     if not receiver.complete:
         reasons = {sender.log.closed_reason, receiver.log.closed_reason}
-        if reasons & {"reset", "fastclose", "refused", "timeout"}:
+        if reasons & {"reset", "fastclose", "refused"}:
             return "reset"
         return "stalled"
-    for kind in ("mp-fail", "fallback-infinite-map", "fallback-syn"):
-        if kind in fallbacks:
+    # What each side's connection concluded about MPTCP, plus what the events said.
+    seen = set(sender.log.fallbacks + receiver.log.fallbacks)
+    for connection in (sender.connection, receiver.connection):
+        if connection is not None:
+            seen.add(connection_outcome(connection))
+    if any("reject" in reason or "refus" in reason
+           for reason in sender.log.subflows_closed + receiver.log.subflows_closed):
+        seen.add("subflow-rejected")
+    for kind in ("mp-fail", "fallback-infinite-map", "fallback-syn", "subflow-rejected"):
+        if kind in seen:
             return kind
-    rejected = [reason for reason in sender.log.subflows_closed + receiver.log.subflows_closed
-                if "reject" in reason or "refus" in reason]
-    if rejected:
-        return "subflow-rejected"
     return "mptcp"
 
 
