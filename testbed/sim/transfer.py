@@ -172,11 +172,13 @@ def _plain(value: Any) -> Any:
 def make_host(name: str, addresses: list[str], config: StackConfig, seed: int) -> Any:
     from testbed.mptcp.host import MptcpHost
 
-    return MptcpHost(addresses=addresses, config=config, rng=derive_rng(seed, f"host/{name}"))
+    return MptcpHost(addresses=addresses, config=config, rng=derive_rng(seed, f"host/{name}"),
+                     now=0.0)
 
 
-def open_connection(host: Any, local_address: str, remote_address: str, port: int) -> Any:
-    return host.connect(remote_address, port, local_address=local_address)
+def open_connection(host: Any, local_address: str, remote_address: str, port: int,
+                    now: float) -> Any:
+    return host.connect(remote_address, port, now=now, local_address=local_address)
 
 
 def connection_outcome(connection: Any) -> str:
@@ -234,7 +236,7 @@ def build_transfer(spec: TransferSpec) -> TransferSetup:
 
     def connect() -> None:
         sender.attach(open_connection(client_host, client_addresses[0], SERVER_ADDRESS,
-                                      spec.server_port))
+                                      spec.server_port, network.now))
 
     network.call_at(0.0, connect)
     return TransferSetup(spec, network, client, server, sender, receiver, payload)
