@@ -1,0 +1,81 @@
+"""The congestion-control interface (aioquic quic/congestion style) and the coupling group.
+
+Every controller keeps its window in bytes as a float (coupled increases are fractional) and
+exposes `cwnd` as whole bytes. Hooks are keyword-only so call sites read unambiguously.
+Coupled controllers (LIA, OLIA, BALIA) belong to one `CouplingGroup` per MPTCP connection and
+read their siblings' windows and RTTs through it; an uncoupled controller ignores the group.
+"""
+
+from __future__ import annotations
+
+
+class CouplingGroup:
+    """The controllers of one connection's subflows."""
+
+    __slots__ = ("members",)
+
+    def __init__(self) -> None:
+        self.members: list[CongestionControl] = []
+
+    def join(self, member: CongestionControl) -> None:
+        self.members.append(member)
+
+    def leave(self, member: CongestionControl) -> None:
+        if member in self.members:
+            self.members.remove(member)
+
+    def with_rtt(self) -> list[CongestionControl]:
+        return [m for m in self.members if m.smoothed_rtt]
+
+
+class CongestionControl:
+    """NewReno-shaped base: slow start, byte-counted congestion avoidance, halving on loss.
+
+    Subclasses override `congestion_avoidance_increase` (and `reduce_on_loss` when the
+    decrease is coupled too).
+    """
+
+    name = "base"
+
+    def __init__(self, *, mss: int, initial_window_segments: int, group: CouplingGroup) -> None:
+        self.mss = mss
+        self.window = float(mss * initial_window_segments)
+        self.ssthresh = float("inf")
+        self.smoothed_rtt: float | None = None
+        self.group = group
+        group.join(self)
+
+    @property
+    def cwnd(self) -> int:
+        return int(self.window)
+
+    def on_rtt_measurement(self, *, now: float, smoothed_rtt: float) -> None:
+        self.smoothed_rtt = smoothed_rtt
+
+    def on_packet_acked(self, *, now: float, acked_bytes: int) -> None:
+        """Grow the window for newly (cumulatively or selectively) acknowledged bytes."""
+        if self.window < self.ssthresh:
+            self.window = min(self.window + acked_bytes, max(self.ssthresh, self.window))
+            if self.window < self.ssthresh or self.ssthresh == float("inf"):
+                return
+            return
+        self.window += self.congestion_avoidance_increase(acked_bytes)
+
+    def congestion_avoidance_increase(self, acked_bytes: int) -> float:
+        """Reno: one MSS per window of acknowledged bytes."""
+        return acked_bytes * self.mss / self.window
+
+    def on_packets_lost(self, *, now: float, lost_bytes: int) -> None:
+        """Called once per loss episode (entering fast recovery)."""
+        self.window = self.reduce_on_loss()
+        self.ssthresh = self.window
+
+    def reduce_on_loss(self) -> float:
+        return max(self.window / 2, 2.0 * self.mss)
+
+    def on_retransmission_timeout(self, *, now: float) -> None:
+        self.ssthresh = max(self.window / 2, 2.0 * self.mss)
+        self.window = float(self.mss)
+
+    def close(self) -> None:
+        self.group.leave(self)

@@ -1,0 +1,1144 @@
+"""One MPTCP connection: keys, subflows, the data-level stream, signalling and fallback.
+
+The connection is the `SubflowOwner` of its subflows: they call its hooks for the MPTCP
+options to put on segments and for what arrived. Data flow:
+
+    send() -> send buffer (DSN-indexed) -> scheduler -> Subflow.send_data (one mapping per
+    segment) ... peer ... Subflow in-order bytes -> MappingReceiver -> data-level Reassembly
+    -> receive()
+
+Protocol errors raised by the peer's behaviour (RemoteProtocolError) are caught in exactly
+one place, `receive_segment`, and turned into a subflow reset (MP_TCPRST with the reason) or,
+when the error poisons the whole connection, a reset of every subflow.
+
+Modes: "pending" (handshake), "mptcp", "fallback" (plain TCP on one subflow; never left).
+Internal DSNs are unbounded integers; only their low 64 bits travel on the wire.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from testbed.mptcp import events
+from testbed.mptcp.cc import CouplingGroup, create_congestion_control
+from testbed.mptcp.config import StackConfig
+from testbed.mptcp.counters import new_counters
+from testbed.mptcp.errors import LocalProtocolError, RemoteProtocolError
+from testbed.mptcp.mapping import MappingOutcome, MappingReceiver, unwrap_relative
+from testbed.mptcp.path_manager import create_path_manager
+from testbed.mptcp.reassembly import Reassembly
+from testbed.mptcp.scheduler import create_scheduler, eligible_subflows
+from testbed.mptcp.scoreboard import SentSegment
+from testbed.mptcp.subflow import Subflow
+from testbed.mptcp.tcp_state import TcpState
+from testbed.wire.checksum import dss_checksum
+from testbed.wire.crypto import (
+    add_addr_hmac,
+    join_ack_hmac,
+    join_synack_hmac,
+    key_to_idsn,
+    key_to_token,
+)
+from testbed.wire.tcp_options import encoded_length
+from testbed.wire.types import (
+    MPCAPABLE_FLAG_CHECKSUM,
+    MPCAPABLE_FLAG_HMAC_SHA256,
+    MPTCPRST_MIDDLEBOX_INTERFERENCE,
+    MPTCPRST_MPTCP_ERROR,
+    MPTCPRST_UNSPECIFIED,
+    AddAddr,
+    Dss,
+    MpCapable,
+    MpFail,
+    MpFastclose,
+    MpJoinAck,
+    MpJoinSyn,
+    MpJoinSynAck,
+    MpPrio,
+    MpTcpRst,
+    Packet,
+    RemoveAddr,
+    TcpOption,
+    TcpSegment,
+)
+
+if TYPE_CHECKING:
+    from testbed.mptcp.host import MptcpHost
+
+MASK32 = 0xFFFFFFFF
+MASK64 = (1 << 64) - 1
+HALF64 = 1 << 63
+PENDING, MPTCP, FALLBACK = "pending", "mptcp", "fallback"
+
+
+def _unwrap64(value: int, near: int, is_64: bool) -> int:
+    """The internal DSN whose low 64 (or 32) bits are `value`, closest to `near`."""
+    bits = 64 if is_64 else 32
+    mask = (1 << bits) - 1
+    delta = (value - near) & mask
+    if delta >= 1 << (bits - 1):
+        delta -= 1 << bits
+    return near + delta
+
+
+class Connection:
+    """An MPTCP connection (or the plain TCP connection it fell back to)."""
+
+    def __init__(self, *, host: MptcpHost, is_client: bool, config: StackConfig,
+                 rng: random.Random, now: float, local_address: str, local_port: int,
+                 remote_address: str, remote_port: int, local_key: int) -> None:
+        self.host = host
+        self.is_client = is_client
+        self.config = config
+        self.rng = rng
+        self.created_at = now
+        self.local_address = local_address
+        self.local_port = local_port
+        self.remote_address = remote_address
+        self.remote_port = remote_port
+        self.counters = new_counters()
+        self.mode = PENDING
+        self.fallback_kind: str | None = None
+        self.mp_fail_seen = False
+        self.subflow_rejected = False
+        self.closed_reason: str | None = None
+        self.checksum = config.checksum
+        self.mptcp_requested = config.mptcp_enabled
+        self.local_key = local_key
+        self.local_token = key_to_token(local_key)
+        self.remote_key: int | None = None
+        self.remote_token: int | None = None
+        self.allow_infinite_fallback = True
+        self.scheduler = create_scheduler(config.scheduler)
+        self.path_manager = create_path_manager(config.path_manager)
+        self.cc_group = CouplingGroup()
+        self.subflows: list[Subflow] = []
+        self.all_subflows: list[Subflow] = []  # those that may still have output
+        self.history: list[Subflow] = []  # every subflow ever created, for stats()
+        self._next_subflow_id = 0
+        self.local_address_ids: dict[str, int] = {local_address: 0}
+        self.remote_addresses: dict[int, tuple[str, int | None]] = {}
+        # --- send side ---
+        self._send_buf = bytearray()
+        self._send_buf_offset = 0
+        self.snd_data_una = 1  # re-based once keys are known
+        self.snd_data_nxt = 1
+        self.peer_window_right = 1 + 0xFFFF
+        self.reinject: list[tuple[int, int]] = []
+        self.epoch = 0
+        self.infinite_map_pending = False
+        self.data_fin_requested = False
+        self.data_fin_dsn: int | None = None
+        self.data_fin_deadline: float | None = None
+        self.data_fin_backoff = 1
+        self._send_blocked = False
+        self.data_rtx_deadline: float | None = None
+        # --- receive side ---
+        self.rcv = Reassembly(1)
+        self._recv_buf = bytearray()
+        self.peer_data_fin_dsn: int | None = None
+        self.peer_data_fin_received = False
+        self.remote_idsn = 0
+        # --- signalling ---
+        self.pending_add_addr: list[AddAddr] = []
+        self.pending_echo: list[AddAddr] = []
+        self.pending_remove: list[int] = []
+        self.announced: dict[int, tuple[AddAddr, float, int]] = {}  # id -> (opt, deadline, tries)
+        self.pending_mp_fail: int | None = None
+        self.established_reported = False
+        self.bytes_delivered = 0
+
+    # ================================================================== properties
+    @property
+    def local_addresses(self) -> list[str]:
+        return list(self.host.addresses)
+
+    @property
+    def send_end(self) -> int:
+        return self.snd_data_una + len(self._send_buf) - self._send_buf_offset
+
+    def _new_subflow(self, local_address: str, local_port: int, remote_address: str,
+                     remote_port: int, now: float) -> Subflow:
+        cc = create_congestion_control(self.config.congestion_control, mss=self.config.mss,
+                                       initial_window_segments=self.config.initial_cwnd_segments,
+                                       group=self.cc_group)
+        subflow = Subflow(owner=self, local_address=local_address, local_port=local_port,
+                          remote_address=remote_address, remote_port=remote_port,
+                          config=self.config, rng=self.rng, cc=cc, now=now,
+                          subflow_id=self._next_subflow_id)
+        self._next_subflow_id += 1
+        subflow.rx = MappingReceiver(checksum=self.checksum)
+        self.subflows.append(subflow)
+        self.all_subflows.append(subflow)
+        self.history.append(subflow)
+        self.host.register_subflow(subflow, self)
+        return subflow
+
+    def _local_address_id(self, address: str) -> int:
+        if address not in self.local_address_ids:
+            self.local_address_ids[address] = len(self.local_address_ids)
+        return self.local_address_ids[address]
+
+    # ================================================================== opening
+    def start_active(self, now: float) -> Subflow:
+        subflow = self._new_subflow(self.local_address, self.local_port, self.remote_address,
+                                    self.remote_port, now)
+        subflow.open_active(now)
+        return subflow
+
+    def start_passive(self, subflow_syn: Packet, now: float) -> Subflow:
+        syn = subflow_syn.tcp
+        subflow = self._new_subflow(self.local_address, self.local_port, self.remote_address,
+                                    self.remote_port, now)
+        subflow.is_passive = True
+        capable = syn.find(MpCapable)
+        if (self.config.mptcp_enabled and type(capable) is MpCapable
+                and capable.version == 1 and capable.flags & 0x1F == MPCAPABLE_FLAG_HMAC_SHA256
+                and capable.sender_key is None):
+            self.counters["MPCapableSYNRX"] += 1
+            self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)
+            subflow.rx = MappingReceiver(checksum=self.checksum)
+            subflow.mptcp = True
+        else:
+            self.mptcp_requested = False
+        subflow.open_passive(syn, now)
+        return subflow
+
+    def can_open_subflow(self) -> bool:
+        alive = [s for s in self.subflows if not s.is_closed]
+        return (self.mode == MPTCP and self.closed_reason is None and not self.data_fin_requested
+                and len(alive) < self.config.max_subflows and self.remote_token is not None)
+
+    def open_subflow(self, local_address: str, remote_address: str, remote_port: int, *,
+                     now: float, backup: bool = False) -> Subflow:
+        """Start an MP_JOIN subflow (used by path managers, or directly by a test)."""
+        if self.mode != MPTCP:
+            raise LocalProtocolError(f"open_subflow: connection is {self.mode}, not mptcp")
+        if local_address not in self.host.addresses:
+            raise LocalProtocolError(f"open_subflow: {local_address} is not an address of "
+                                     f"this host {self.host.addresses}")
+        port = self.host.allocate_port(local_address, remote_address, remote_port)
+        subflow = self._new_subflow(local_address, port, remote_address, remote_port, now)
+        subflow.is_join = True
+        subflow.mptcp = True
+        subflow.backup_local = backup
+        subflow.local_nonce = self.rng.getrandbits(32)
+        subflow.local_address_id = self._local_address_id(local_address)
+        subflow.open_active(now)
+        return subflow
+
+    def accept_join(self, packet: Packet, join: MpJoinSyn, now: float) -> Subflow | None:
+        """A SYN with MP_JOIN carrying our token arrived; None when refused."""
+        self.counters["MPJoinSynRx"] += 1
+        alive = [s for s in self.subflows if not s.is_closed]
+        if (self.mode != MPTCP or self.closed_reason is not None
+                or len(alive) >= self.config.max_subflows):
+            return None
+        syn = packet.tcp
+        subflow = self._new_subflow(packet.dst, syn.dst_port, packet.src, syn.src_port, now)
+        subflow.is_join = True
+        subflow.is_passive = True
+        subflow.mptcp = True
+        subflow.backup_remote = join.backup
+        subflow.remote_address_id = join.address_id
+        subflow.remote_nonce = join.sender_nonce
+        subflow.local_nonce = self.rng.getrandbits(32)
+        subflow.local_address_id = self._local_address_id(packet.dst)
+        subflow.open_passive(syn, now)
+        return subflow
+
+    def _become_mptcp(self, now: float) -> None:
+        assert self.remote_key is not None
+        self.mode = MPTCP
+        self.remote_token = key_to_token(self.remote_key)
+        local_idsn = key_to_idsn(self.local_key)
+        self.remote_idsn = key_to_idsn(self.remote_key)
+        buffered = bytes(self._send_buf[self._send_buf_offset:])
+        self.snd_data_una = self.snd_data_nxt = local_idsn + 1
+        self._send_buf = bytearray(buffered)
+        self._send_buf_offset = 0
+        self.rcv = Reassembly(self.remote_idsn + 1)
+        initial = self.subflows[0]
+        self.peer_window_right = self.snd_data_una + initial.snd_wnd
+
+    def _fall_back(self, kind: str, now: float) -> None:
+        """Switch to plain TCP for good (RFC 8684 3.7)."""
+        if self.mode == FALLBACK:
+            return
+        self.mode = FALLBACK
+        if self.fallback_kind is None:
+            self.fallback_kind = kind
+        self.host.emit(events.FallbackOccurred(self, kind))
+        for subflow in self.subflows:
+            subflow.data_ready = subflow is self.subflows[0]
+
+    # ================================================================== subflow hooks
+    def handshake_options(self, subflow: Subflow) -> list[TcpOption]:
+        flags = MPCAPABLE_FLAG_HMAC_SHA256 | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0)
+        if subflow.is_join:
+            if subflow.is_passive:
+                assert self.remote_key is not None
+                truncated = join_synack_hmac(self.local_key, self.remote_key,
+                                             subflow.local_nonce, subflow.remote_nonce)
+                return [MpJoinSynAck(backup=subflow.backup_local,
+                                     address_id=subflow.local_address_id,
+                                     sender_truncated_hmac=truncated,
+                                     sender_nonce=subflow.local_nonce)]
+            assert self.remote_token is not None
+            return [MpJoinSyn(backup=subflow.backup_local, address_id=subflow.local_address_id,
+                              receiver_token=self.remote_token,
+                              sender_nonce=subflow.local_nonce)]
+        if subflow.is_passive:
+            if not subflow.mptcp:
+                return []
+            return [MpCapable(version=1, flags=flags, sender_key=self.local_key)]
+        if not self.config.mptcp_enabled:
+            return []
+        if subflow.syn_transmissions > 1 + self.config.syn_retries_before_fallback:
+            if self.mptcp_requested:
+                self.mptcp_requested = False
+                self.counters["MPCapableSYNTXDrop"] += 1
+            return []
+        self.counters["MPCapableSYNTX"] += 1
+        return [MpCapable(version=1, flags=flags)]
+
+    def _data_ack_dss(self) -> Dss:
+        return Dss(data_ack=self.rcv.next & MASK64)
+
+    def ack_options(self, subflow: Subflow, budget: int) -> list[TcpOption]:
+        if self.mode == PENDING or not subflow.mptcp:
+            return []
+        if self.mode == FALLBACK:
+            if self.infinite_map_pending and subflow is self.subflows[0]:
+                return [self._infinite_mapping(subflow)]
+            return []
+        if subflow.is_join and not subflow.fully_established and not subflow.is_passive:
+            assert self.remote_key is not None
+            return [MpJoinAck(join_ack_hmac(self.local_key, self.remote_key,
+                                            subflow.local_nonce, subflow.remote_nonce))]
+        if not subflow.is_join and self.is_client and not subflow.fully_established:
+            flags = MPCAPABLE_FLAG_HMAC_SHA256 | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0)
+            return [MpCapable(version=1, flags=flags, sender_key=self.local_key,
+                              receiver_key=self.remote_key)]
+        options: list[TcpOption] = []
+        if subflow.pending_prio is not None:
+            options.append(MpPrio(backup=subflow.pending_prio))
+            self.counters["MPPrioTx"] += 1
+            subflow.pending_prio = None
+        if self.pending_mp_fail is not None:
+            options.append(MpFail(self.pending_mp_fail & MASK64))
+            self.counters["MPFailTx"] += 1
+            self.pending_mp_fail = None
+        dss = self._data_ack_dss()
+        if (self.data_fin_dsn is not None and self.data_fin_deadline is not None
+                and self.snd_data_una <= self.data_fin_dsn):
+            csum = dss_checksum(self.data_fin_dsn & MASK64, 0, 1, b"") if self.checksum else None
+            dss = Dss(data_ack=dss.data_ack, dsn=self.data_fin_dsn & MASK64, subflow_seq=0,
+                      data_len=1, checksum=csum, data_fin=True)
+        options.append(dss)
+        used = sum(encoded_length(o) for o in options)
+        signals: list[TcpOption] = []
+        if self.pending_echo:
+            signals.append(self.pending_echo[0])
+        elif self.pending_add_addr:
+            signals.append(self.pending_add_addr[0])
+        if self.pending_remove:
+            signals.append(RemoveAddr(tuple(self.pending_remove)))
+        for signal in signals:
+            size = encoded_length(signal)
+            if used + size > budget:
+                continue
+            used += size
+            options.append(signal)
+            if type(signal) is AddAddr:
+                if signal.echo:
+                    self.pending_echo.pop(0)
+                    self.counters["EchoAddTx"] += 1
+                else:
+                    self.pending_add_addr.pop(0)
+                    self.counters["AddAddrTx"] += 1
+            else:
+                self.counters["RmAddrTx"] += 1
+                self.pending_remove = []
+        return options
+
+    def _infinite_mapping(self, subflow: Subflow) -> Dss:
+        self.infinite_map_pending = False
+        self.counters["InfiniteMapTx"] += 1
+        return Dss(data_ack=self.rcv.next & MASK64, dsn=self.snd_data_nxt & MASK64,
+                   subflow_seq=subflow.snd_nxt & MASK32, data_len=0,
+                   checksum=0 if self.checksum else None)
+
+    def data_options(self, subflow: Subflow, segment: SentSegment,
+                     budget: int) -> list[TcpOption]:
+        if self.mode == FALLBACK or not subflow.mptcp or segment.dsn is None:
+            if self.infinite_map_pending and subflow is self.subflows[0]:
+                self.infinite_map_pending = False
+                self.counters["InfiniteMapTx"] += 1
+                return [Dss(data_ack=self.rcv.next & MASK64, dsn=segment.dsn & MASK64
+                            if segment.dsn is not None else 0,
+                            subflow_seq=segment.start & MASK32, data_len=0,
+                            checksum=0 if self.checksum else None)]
+            return []
+        payload = segment.payload
+        length = len(payload)
+        csum = None
+        if self.checksum:
+            csum = dss_checksum(segment.dsn & MASK64, segment.start & MASK32, length, payload)
+        if (not subflow.is_join and self.is_client and not subflow.fully_established
+                and segment.start == 1):
+            flags = MPCAPABLE_FLAG_HMAC_SHA256 | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0)
+            return [MpCapable(version=1, flags=flags, sender_key=self.local_key,
+                              receiver_key=self.remote_key, data_len=length, checksum=csum)]
+        return [Dss(data_ack=self.rcv.next & MASK64, dsn=segment.dsn & MASK64,
+                    subflow_seq=segment.start & MASK32, data_len=length, checksum=csum)]
+
+    def on_synack(self, subflow: Subflow, segment: TcpSegment) -> None:
+        if subflow.is_join:
+            join = segment.find(MpJoinSynAck)
+            if join is None:
+                self.subflow_rejected = True
+                raise RemoteProtocolError("SYN/ACK of an MP_JOIN subflow without MP_JOIN",
+                                          reason=MPTCPRST_MPTCP_ERROR)
+            assert self.remote_key is not None
+            expected = join_synack_hmac(self.remote_key, self.local_key, join.sender_nonce,
+                                        subflow.local_nonce)
+            if expected != join.sender_truncated_hmac:
+                self.counters["MPJoinSynAckHMacFailure"] += 1
+                self.subflow_rejected = True
+                raise RemoteProtocolError("MP_JOIN SYN/ACK HMAC mismatch",
+                                          reason=MPTCPRST_MPTCP_ERROR)
+            self.counters["MPJoinSynAckRx"] += 1
+            subflow.remote_nonce = join.sender_nonce
+            subflow.remote_address_id = join.address_id
+            subflow.backup_remote = join.backup
+            return
+        capable = segment.find(MpCapable)
+        if (self.mptcp_requested and type(capable) is MpCapable and capable.version == 1
+                and capable.sender_key is not None):
+            self.counters["MPCapableSYNACKRX"] += 1
+            self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)
+            subflow.rx = MappingReceiver(checksum=self.checksum)
+            self.remote_key = capable.sender_key
+            subflow.mptcp = True
+            return
+        if self.mptcp_requested:
+            self.counters["MPCapableFallbackSYNACK"] += 1
+
+    def on_third_ack(self, subflow: Subflow, segment: TcpSegment) -> None:
+        if subflow.is_join:
+            join = segment.find(MpJoinAck)
+            assert self.remote_key is not None
+            expected = join_ack_hmac(self.remote_key, self.local_key, subflow.remote_nonce,
+                                     subflow.local_nonce)
+            if join is None or join.sender_hmac != expected:
+                self.counters["MPJoinAckHMacFailure"] += 1
+                self.subflow_rejected = True
+                raise RemoteProtocolError("MP_JOIN third ACK missing or HMAC mismatch",
+                                          reason=MPTCPRST_MPTCP_ERROR)
+            self.counters["MPJoinAckRx"] += 1
+            return
+        if not subflow.mptcp:
+            return
+        capable = segment.find(MpCapable)
+        if type(capable) is MpCapable and capable.sender_key is not None:
+            if capable.receiver_key != self.local_key:
+                raise RemoteProtocolError("MP_CAPABLE third ACK echoes a key that is not ours",
+                                          whole_connection=True)
+            self.counters["MPCapableACKRX"] += 1
+            self.remote_key = capable.sender_key
+            return
+        self.counters["MPCapableFallbackACK"] += 1
+        subflow.mptcp = False
+
+    def on_established(self, subflow: Subflow, now: float) -> None:
+        if subflow.is_join:
+            if subflow.is_passive:
+                subflow.fully_established = subflow.data_ready = True
+                self.allow_infinite_fallback = False
+                subflow.send_ack(now)  # the fourth ACK: tells the initiator it may send
+                self.host.emit(events.SubflowEstablished(self, subflow))
+            else:
+                subflow.rto_deadline = now + subflow.rtt.rto  # third-ACK retransmission
+            return
+        # the initial subflow
+        subflow.data_ready = True
+        if subflow.mptcp and self.remote_key is not None:
+            self._become_mptcp(now)
+            subflow.fully_established = subflow.is_passive
+        else:
+            self.mode = PENDING
+            self._become_plain(subflow, now)
+        if self.mode == MPTCP and subflow.fully_established:
+            self.path_manager.on_established(self, now)
+        if not self.established_reported:
+            self.established_reported = True
+            if not self.is_client:
+                self.host.emit(events.ConnectionAccepted(self))
+            self.host.emit(events.ConnectionEstablished(self))
+
+    def _become_plain(self, subflow: Subflow, now: float) -> None:
+        subflow.mptcp = False
+        subflow.fully_established = subflow.data_ready = True
+        subflow.rx = MappingReceiver(checksum=False)
+        subflow.rx.set_infinite(1, self.rcv.next)
+        self.peer_window_right = 1 << 62
+        if self.config.mptcp_enabled:
+            self._fall_back("fallback-syn", now)
+        else:
+            self.mode = FALLBACK
+
+    def receive_window(self, subflow: Subflow) -> int:
+        return max(0, self.config.recv_buffer - len(self._recv_buf) - self.rcv.buffered)
+
+    def on_segment_options(self, subflow: Subflow, segment: TcpSegment, offset: int,
+                           now: float) -> None:
+        if not subflow.mptcp or self.mode == PENDING:
+            return
+        if subflow.is_join and not subflow.fully_established and not subflow.is_passive:
+            subflow.fully_established = subflow.data_ready = True  # the fourth ACK
+            self.allow_infinite_fallback = False
+            if subflow.snd_nxt == subflow.snd_una:
+                subflow.rto_deadline = None
+            self.host.emit(events.SubflowEstablished(self, subflow))
+        for option in segment.options:
+            kind = type(option)
+            if kind is Dss:
+                self._on_dss(subflow, option, segment, offset, now)  # type: ignore[arg-type]
+            elif kind is MpCapable:
+                self._on_mp_capable_data(subflow, option, segment, now)  # type: ignore[arg-type]
+            elif kind is AddAddr:
+                self._on_add_addr(subflow, option, now)  # type: ignore[arg-type]
+            elif kind is RemoveAddr:
+                self._on_remove_addr(option, now)  # type: ignore[arg-type]
+            elif kind is MpPrio:
+                self.counters["MPPrioRx"] += 1
+                subflow.backup_remote = option.backup  # type: ignore[union-attr]
+            elif kind is MpFail:
+                self._on_mp_fail(subflow, option, now)  # type: ignore[arg-type]
+            elif kind is MpFastclose:
+                self._on_fastclose(option, now)  # type: ignore[arg-type]
+                return
+
+    def _on_dss(self, subflow: Subflow, dss: Dss, segment: TcpSegment, offset: int,
+                now: float) -> None:
+        subflow.dss_seen = True
+        if not subflow.fully_established and not subflow.is_join:
+            subflow.fully_established = True  # MP_CAPABLE client: the server sent a DSS
+            if self.mode == MPTCP:
+                self.path_manager.on_established(self, now)
+        if dss.data_ack is not None and self.mode == MPTCP:
+            subflow.data_ack_seen = True
+            ack = _unwrap64(dss.data_ack, self.snd_data_una, dss.data_ack_64)
+            self._on_data_ack(ack, now)
+            right = ack + (segment.window << subflow.peer_window_shift)
+            if right > self.peer_window_right:
+                self.peer_window_right = right
+        if dss.data_len is None or dss.dsn is None:
+            return
+        dsn = _unwrap64(dss.dsn, self.rcv.next, dss.dsn_64)
+        if dss.data_len == 0:
+            self._on_infinite_mapping(subflow, dsn, dss, offset, now)
+            return
+        if self.mode != MPTCP:
+            return
+        if dss.data_fin and dss.subflow_seq == 0 and dss.data_len == 1:
+            self._on_data_fin(dsn, now)
+            return
+        assert dss.subflow_seq is not None
+        start = unwrap_relative(dss.subflow_seq, offset)
+        length = dss.data_len - (1 if dss.data_fin else 0)
+        rx = subflow.rx
+        assert rx is not None
+        if not rx.add(start, length, dsn, dss.data_len, dss.checksum, dss.data_fin):
+            self.counters["DSSNotMatching"] += 1
+        elif rx.pending:
+            self._deliver(subflow, rx.process(), now)
+
+    def _on_mp_capable_data(self, subflow: Subflow, capable: MpCapable, segment: TcpSegment,
+                            now: float) -> None:
+        """MP_CAPABLE with data-level length: the implicit first mapping (DSN = IDSN + 1)."""
+        if subflow.is_join or self.is_client or capable.data_len is None:
+            return
+        if self.remote_key is None and capable.sender_key is not None:
+            self.remote_key = capable.sender_key
+        rx = subflow.rx
+        assert rx is not None
+        rx.add(1, capable.data_len, self.remote_idsn + 1, capable.data_len, capable.checksum,
+               False)
+
+    def _on_infinite_mapping(self, subflow: Subflow, dsn: int, dss: Dss, offset: int,
+                             now: float) -> None:
+        self.counters["InfiniteMapRx"] += 1
+        rx = subflow.rx
+        assert rx is not None and dss.subflow_seq is not None
+        if rx.infinite_base is None:
+            rx.set_infinite(unwrap_relative(dss.subflow_seq, offset), dsn)
+        kind = "mp-fail" if self.mp_fail_seen else "fallback-infinite-map"
+        self._fall_back(kind, now)
+        self._deliver(subflow, rx.process(), now)
+
+    def on_subflow_data(self, subflow: Subflow, offset: int, data: bytes, now: float) -> None:
+        rx = subflow.rx
+        assert rx is not None
+        self._deliver(subflow, rx.feed(offset, data), now)
+
+    def _deliver(self, subflow: Subflow, outcome: MappingOutcome, now: float) -> None:
+        for dsn, data in outcome.delivered:
+            self._receive_data(dsn, data, now)
+        if outcome.data_fin_dsn is not None:
+            self._on_data_fin(outcome.data_fin_dsn, now)
+        if outcome.checksum_failed is not None:
+            self._on_checksum_failure(subflow, outcome.checksum_failed.dsn, now)
+        elif outcome.unmapped:
+            self._on_unmapped_data(subflow, now)
+
+    def _receive_data(self, dsn: int, data: bytes, now: float) -> None:
+        rcv = self.rcv
+        if dsn + len(data) <= rcv.next:
+            self.counters["DuplicateData"] += 1
+            return
+        if dsn > rcv.next:
+            self.counters["OFOQueue"] += 1
+        in_order = rcv.add(dsn, data)
+        if in_order:
+            self._recv_buf += in_order
+            self.bytes_delivered += len(in_order)
+            self.host.emit(events.DataReceived(self, len(in_order)))
+        if self.peer_data_fin_dsn is not None and rcv.next == self.peer_data_fin_dsn:
+            self._on_data_fin(self.peer_data_fin_dsn, now)
+
+    def _on_data_fin(self, dsn: int, now: float) -> None:
+        if self.peer_data_fin_received:
+            return
+        if dsn != self.rcv.next:
+            if dsn > self.rcv.next:
+                self.peer_data_fin_dsn = dsn
+            return
+        self.rcv.next += 1
+        self.peer_data_fin_received = True
+        self.peer_data_fin_dsn = None
+        self.host.emit(events.DataEndReceived(self))
+        usable = eligible_subflows(self.subflows) or [s for s in self.subflows
+                                                       if not s.is_closed]
+        if usable:
+            usable[0].send_ack(now)  # acknowledge the DATA_FIN at data level now
+        self._maybe_finish(now)
+
+    def _on_unmapped_data(self, subflow: Subflow, now: float) -> None:
+        """Payload without a DSS mapping: a middlebox strips options from data."""
+        rx = subflow.rx
+        assert rx is not None
+        if subflow.is_join:
+            self.counters["SubflowResetMiddlebox"] += 1
+            self.subflow_rejected = True
+            raise RemoteProtocolError("data without DSS mapping on a join subflow",
+                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
+        if not self.allow_infinite_fallback:
+            raise RemoteProtocolError("data without DSS mapping after joins",
+                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE,
+                                      whole_connection=True)
+        self.counters["DSSNoMatchTCP"] += 1
+        rx.set_infinite(rx.pending_offset, self.rcv.next)
+        self._fall_back("fallback-infinite-map", now)
+        self._deliver(subflow, rx.process(), now)
+
+    def _on_checksum_failure(self, subflow: Subflow, dsn: int, now: float) -> None:
+        self.counters["DataCsumErr"] += 1
+        self.mp_fail_seen = True
+        alive = [s for s in self.subflows if not s.is_closed]
+        if len(alive) > 1:
+            # several subflows: reset this one with MP_FAIL; the peer reinjects elsewhere
+            self.counters["MPFailTx"] += 1
+            self.counters["MPRstTx"] += 1
+            subflow.reset(now, [MpFail(dsn & MASK64), MpTcpRst(MPTCPRST_MPTCP_ERROR)])
+            return
+        self.pending_mp_fail = dsn
+        subflow.send_ack(now)
+
+    def _on_mp_fail(self, subflow: Subflow, option: MpFail, now: float) -> None:
+        self.counters["MPFailRx"] += 1
+        self.mp_fail_seen = True
+        alive = [s for s in self.subflows if not s.is_closed]
+        if len(alive) > 1 or self.mode != MPTCP:
+            return  # the peer resets that subflow; reinjection follows
+        failed = _unwrap64(option.dsn, self.snd_data_una, True)
+        failed = max(failed, self.snd_data_una)
+        self.epoch += 1
+        self.snd_data_nxt = min(failed, self.send_end)
+        self.reinject = []
+        self.infinite_map_pending = True
+        self._fall_back("mp-fail", now)
+        if self.snd_data_nxt == self.send_end:
+            subflow.send_ack(now)  # nothing to send: carry the infinite mapping on an ACK
+
+    def _on_fastclose(self, option: MpFastclose, now: float) -> None:
+        if option.receiver_key != self.local_key:
+            self.counters["MPFastcloseRxIgnored"] += 1
+            return
+        self.counters["MPFastcloseRx"] += 1
+        self._close_connection("fastclose", now, send_rst=True)
+
+    def _on_add_addr(self, subflow: Subflow, option: AddAddr, now: float) -> None:
+        if option.echo:
+            self.counters["EchoAdd"] += 1
+            self.announced.pop(option.address_id, None)
+            return
+        assert self.remote_key is not None
+        expected = add_addr_hmac(self.remote_key, self.local_key, option.address_id,
+                                 option.address, option.port)
+        if option.hmac != expected:
+            self.counters["AddAddrDrop"] += 1
+            return
+        self.counters["AddAddr"] += 1
+        self.pending_echo.append(AddAddr(address_id=option.address_id, address=option.address,
+                                         port=option.port, echo=True))
+        subflow.send_ack(now)
+        known = self.remote_addresses.get(option.address_id)
+        self.remote_addresses[option.address_id] = (option.address, option.port)
+        if known is None:
+            self.host.emit(events.AddressAnnounced(self, option.address_id, option.address,
+                                                   option.port))
+            self.path_manager.on_address_announced(self, option.address_id, option.address,
+                                                   option.port, now)
+
+    def _on_remove_addr(self, option: RemoveAddr, now: float) -> None:
+        for address_id in option.address_ids:
+            self.counters["RmAddr"] += 1
+            self.remote_addresses.pop(address_id, None)
+            self.host.emit(events.AddressRemoved(self, address_id))
+            for subflow in list(self.subflows):
+                if subflow.remote_address_id == address_id and not subflow.is_closed:
+                    self.counters["RmSubflow"] += 1
+                    subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
+
+    def on_subflow_acked(self, subflow: Subflow, segments: list[SentSegment],
+                         now: float) -> None:
+        if self.mode == FALLBACK:
+            best = self.snd_data_una
+            for segment in segments:
+                if segment.dsn is not None and segment.epoch == self.epoch:
+                    best = max(best, segment.dsn + len(segment.payload))
+            if best > self.snd_data_una:
+                self._on_data_ack(min(best, self.send_end), now)
+            if subflow.fin_offset is not None:
+                self._maybe_finish(now)
+            return
+        if self.mode != MPTCP or subflow.data_ack_seen:
+            return
+        if not any(s.payload for s in segments):
+            return
+        # data acknowledged at subflow level, never at data level: DSS options are stripped
+        if subflow.is_join:
+            self.counters["SubflowResetMiddlebox"] += 1
+            self.subflow_rejected = True
+            raise RemoteProtocolError("data ACKed without DSS on a join subflow",
+                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
+        if not self.allow_infinite_fallback:
+            raise RemoteProtocolError("data ACKed without DSS after joins",
+                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE,
+                                      whole_connection=True)
+        self.infinite_map_pending = True
+        self._fall_back("fallback-infinite-map", now)
+        self.on_subflow_acked(subflow, segments, now)
+
+    def _on_data_ack(self, ack: int, now: float) -> None:
+        if ack <= self.snd_data_una:
+            return
+        end = self.send_end + (1 if self.data_fin_dsn is not None else 0)
+        if ack > end:
+            return
+        freed = min(ack, self.send_end) - self.snd_data_una
+        self._send_buf_offset += freed
+        if self._send_buf_offset > 1 << 20 or self._send_buf_offset == len(self._send_buf):
+            del self._send_buf[:self._send_buf_offset]
+            self._send_buf_offset = 0
+        self.snd_data_una = ack
+        if self.snd_data_nxt < ack:
+            self.snd_data_nxt = ack
+        self.data_rtx_deadline = None
+        if self._send_blocked and freed:
+            self._send_blocked = False
+            self.host.emit(events.SendBufferAvailable(self, self.send_buffer_free()))
+        if self.data_fin_dsn is not None and ack > self.data_fin_dsn:
+            self.data_fin_deadline = None
+            self._maybe_finish(now)
+
+    def on_fin(self, subflow: Subflow, now: float) -> None:
+        if self.mode == FALLBACK and subflow is self.subflows[0]:
+            if not self.peer_data_fin_received:
+                self.peer_data_fin_received = True
+                self.host.emit(events.DataEndReceived(self))
+            self._maybe_finish(now)
+            return
+        subflow.close(now)  # MPTCP: the peer closed this subflow; close our half too
+
+    def on_rst(self, subflow: Subflow, segment: TcpSegment, now: float) -> None:
+        for option in segment.options:
+            if type(option) is MpTcpRst:
+                self.counters["MPRstRx"] += 1
+            elif type(option) is MpFastclose:
+                if option.receiver_key == self.local_key:
+                    self.counters["MPFastcloseRx"] += 1
+                    self._close_connection("fastclose", now, send_rst=False)
+                else:
+                    self.counters["MPFastcloseRxIgnored"] += 1
+            elif type(option) is MpFail:
+                self.counters["MPFailRx"] += 1
+                self.mp_fail_seen = True
+
+    def on_closed(self, subflow: Subflow, reason: str, now: float) -> None:
+        if subflow in self.subflows:
+            self.subflows.remove(subflow)
+        self.host.unregister_subflow(subflow)
+        self.host.emit(events.SubflowClosed(self, subflow, reason))
+        if self.closed_reason is not None:
+            return
+        if self.mode == MPTCP:
+            for segment in subflow.scoreboard.unacked():
+                if segment.dsn is not None and segment.payload:
+                    end = segment.dsn + len(segment.payload)
+                    if end > self.snd_data_una:
+                        self.reinject.append((segment.dsn, len(segment.payload)))
+            alive = [s for s in self.subflows if not s.is_closed]
+            if alive:
+                return
+        finished = (self.peer_data_fin_received
+                    and (self.data_fin_dsn is None or self.snd_data_una > self.data_fin_dsn
+                         or self.mode == FALLBACK))
+        if subflow.is_join and self.mode == MPTCP and reason != "closed":
+            return
+        self._close_connection("closed" if finished or reason == "closed" else reason, now,
+                               send_rst=False)
+
+    # ================================================================== closing
+    def _maybe_finish(self, now: float) -> None:
+        """Close the subflows once both directions are finished (DATA_FINs acknowledged;
+        after fallback: our FIN sent after all data, and both FINs exchanged)."""
+        if self.closed_reason is not None:
+            return
+        if self.mode == FALLBACK:
+            subflow = self.subflows[0] if self.subflows else None
+            if subflow is None:
+                return
+            if (self.data_fin_requested and self.snd_data_nxt == self.send_end
+                    and subflow.fin_offset is None):
+                subflow.close(now)
+            if subflow.state in (TcpState.TIME_WAIT, TcpState.CLOSED):
+                self._close_connection("closed", now, send_rst=False)
+            return
+        ours_done = self.data_fin_dsn is not None and self.snd_data_una > self.data_fin_dsn
+        if ours_done and self.peer_data_fin_received:
+            self._close_connection("closed", now, send_rst=False)
+            for subflow in list(self.subflows):
+                subflow.close(now)
+
+    def _close_connection(self, reason: str, now: float, *, send_rst: bool) -> None:
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        for subflow in list(self.subflows):
+            if send_rst:
+                subflow.reset(now, reason=reason)
+            elif not subflow.is_closed and reason != "closed":
+                subflow.reset(now, reason=reason)
+        self.host.emit(events.ConnectionClosed(self, reason))
+        self.host.connection_closed(self)
+
+    # ================================================================== application API
+    def send_buffer_free(self) -> int:
+        return max(0, self.config.send_buffer - (len(self._send_buf) - self._send_buf_offset))
+
+    def send(self, data: bytes) -> int:
+        """Queue data; returns how many bytes fit in the send buffer (the rest is the
+        caller's to retry after a SendBufferAvailable event)."""
+        if self.data_fin_requested or self.closed_reason is not None:
+            raise LocalProtocolError("send() after close() or on a closed connection")
+        accepted = min(len(data), self.send_buffer_free())
+        if accepted < len(data):
+            self._send_blocked = True
+        if accepted:
+            self._send_buf += data[:accepted]
+        return accepted
+
+    def receive(self, max_bytes: int = -1) -> bytes:
+        """Take up to max_bytes (all when negative) of in-order received data."""
+        buf = self._recv_buf
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        if data:
+            self._window_update()
+        return data
+
+    def _window_update(self) -> None:
+        """Tell the peer the window opened (as Linux does after reads free space)."""
+        window = self.config.recv_buffer - len(self._recv_buf) - self.rcv.buffered
+        for subflow in self.subflows:
+            if subflow.state is TcpState.ESTABLISHED and subflow.data_ready:
+                if (subflow.last_window_advertised < subflow.mss * 2
+                        and window >= subflow.mss * 2) or (
+                        window >= 2 * subflow.last_window_advertised + subflow.mss):
+                    subflow.ack_pending = True
+                return
+
+    def close(self) -> None:
+        """Close our sending direction: DATA_FIN after all queued data (FIN after fallback)."""
+        if self.closed_reason is not None:
+            raise LocalProtocolError("close() on a closed connection")
+        self.data_fin_requested = True
+
+    def abort(self, now: float) -> None:
+        """MP_FASTCLOSE: RST on every subflow carrying the peer's key (plain RST if TCP)."""
+        if self.closed_reason is not None:
+            return
+        options: list[TcpOption] = []
+        if self.mode == MPTCP and self.remote_key is not None:
+            options = [MpFastclose(self.remote_key)]
+            self.counters["MPFastcloseTx"] += 1
+        self.closed_reason = "fastclose"
+        for subflow in list(self.subflows):
+            subflow.reset(now, options, reason="fastclose")
+        self.host.emit(events.ConnectionClosed(self, "fastclose"))
+        self.host.connection_closed(self)
+
+    def add_address(self, address: str, *, now: float, port: int | None = None) -> int:
+        """Announce a local address (ADD_ADDR, retransmitted until echoed)."""
+        if self.mode != MPTCP or self.remote_key is None:
+            raise LocalProtocolError(f"add_address: connection is {self.mode}, not mptcp")
+        address_id = self._local_address_id(address)
+        if address_id in self.announced:
+            return address_id
+        option = AddAddr(address_id=address_id, address=address, port=port,
+                         hmac=add_addr_hmac(self.local_key, self.remote_key, address_id, address,
+                                            port))
+        self.pending_add_addr.append(option)
+        self.announced[address_id] = (option, now + self.config.add_addr_timeout_s, 0)
+        self._signal_now(now)
+        return address_id
+
+    def remove_address(self, address: str, *, now: float) -> None:
+        """REMOVE_ADDR for a local address, and close our subflows that use it."""
+        if address not in self.local_address_ids:
+            raise LocalProtocolError(f"remove_address: {address} has no address id here")
+        address_id = self.local_address_ids[address]
+        self.announced.pop(address_id, None)
+        self.pending_remove.append(address_id)
+        self._signal_now(now)
+        for subflow in list(self.subflows):
+            if subflow.local_address == address and not subflow.is_closed:
+                subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
+
+    def set_backup(self, subflow: Subflow, backup: bool, *, now: float) -> None:
+        """MP_PRIO on that subflow: ask the peer to treat it as (non-)backup."""
+        if subflow not in self.subflows:
+            raise LocalProtocolError("set_backup: subflow does not belong to this connection")
+        subflow.backup_local = backup
+        subflow.pending_prio = backup
+        subflow.send_ack(now)
+
+    def _signal_now(self, now: float) -> None:
+        usable = eligible_subflows(self.subflows)
+        if usable:
+            usable[0].send_ack(now)
+
+    # ================================================================== host-facing
+    def receive_segment(self, subflow: Subflow, packet: Packet, now: float) -> None:
+        """The one catch site for RemoteProtocolError."""
+        try:
+            subflow.receive(packet.tcp, now)
+        except RemoteProtocolError as error:
+            self.counters["MPRstTx"] += 1
+            if error.whole_connection or not subflow.is_join:
+                self.closed_reason = None
+                for other in list(self.subflows):
+                    other.reset(now, [MpTcpRst(error.reason)], reason="reset")
+                self._close_connection("reset", now, send_rst=False)
+            else:
+                subflow.reset(now, [MpTcpRst(error.reason)], reason="rejected")
+
+    def flush(self, now: float) -> None:
+        """Schedule queued data onto subflows and send any due DATA_FIN."""
+        if self.closed_reason is not None or self.mode == PENDING:
+            return
+        if self.mode == FALLBACK:
+            self._flush_fallback(now)
+            return
+        self._flush_mptcp(now)
+        if (self.data_fin_requested and self.data_fin_dsn is None
+                and self.snd_data_nxt == self.send_end and not self.reinject):
+            self.data_fin_dsn = self.send_end
+            self._send_data_fin(now)
+
+    def _send_data_fin(self, now: float) -> None:
+        usable = eligible_subflows(self.subflows)
+        if not usable:
+            return
+        subflow = usable[0]
+        self.data_fin_deadline = now + subflow.rtt.rto * self.data_fin_backoff
+        subflow.send_ack(now)
+
+    def _flush_fallback(self, now: float) -> None:
+        if not self.subflows:
+            return
+        subflow = self.subflows[0]
+        while self.snd_data_nxt < self.send_end:
+            room = subflow.send_space()
+            if room <= 0:
+                if subflow.window_limited() and subflow.snd_nxt == subflow.snd_una:
+                    subflow.arm_probe(now)
+                break
+            size = min(subflow.mss, room, self.send_end - self.snd_data_nxt)
+            start = self.snd_data_nxt - self.snd_data_una + self._send_buf_offset
+            subflow.send_data(bytes(self._send_buf[start:start + size]), self.snd_data_nxt,
+                              now, epoch=self.epoch)
+            self.snd_data_nxt += size
+        if self.infinite_map_pending and self.snd_data_nxt == self.send_end:
+            subflow.send_ack(now)
+        if self.data_fin_requested and self.snd_data_nxt == self.send_end:
+            self._maybe_finish(now)
+
+    def _flush_mptcp(self, now: float) -> None:
+        subflows = self.subflows
+        scheduler = self.scheduler
+        while True:
+            if self.reinject:
+                dsn, length = self.reinject[0]
+                if dsn + length <= self.snd_data_una:
+                    self.reinject.pop(0)
+                    continue
+                if dsn < self.snd_data_una:
+                    length -= self.snd_data_una - dsn
+                    dsn = self.snd_data_una
+                available = length
+                reinjecting = True
+            else:
+                dsn = self.snd_data_nxt
+                available = self.send_end - dsn
+                reinjecting = False
+                if available <= 0:
+                    return
+            window = self.peer_window_right - dsn
+            eligible = eligible_subflows(subflows)
+            if not eligible:
+                return
+            if window <= 0 and not reinjecting:
+                if all(s.snd_nxt == s.snd_una for s in eligible):
+                    eligible[0].arm_probe(now)
+                return
+            ready = [s for s in eligible if s.send_space() > 0]
+            if not ready:
+                if all(s.snd_nxt == s.snd_una and s.window_limited() for s in eligible):
+                    eligible[0].arm_probe(now)
+                return
+            chosen = scheduler.select(ready)
+            size = min(available, max(window, 1) if reinjecting else window)
+            for subflow in chosen:
+                size = min(size, subflow.mss, subflow.send_space())
+            start = dsn - self.snd_data_una + self._send_buf_offset
+            payload = bytes(self._send_buf[start:start + size])
+            for subflow in chosen:
+                subflow.send_data(payload, dsn, now, epoch=self.epoch)
+            if reinjecting:
+                self.counters["Reinjected"] += 1
+                rest = length - size
+                if rest > 0:
+                    self.reinject[0] = (dsn + size, rest)
+                else:
+                    self.reinject.pop(0)
+            else:
+                self.snd_data_nxt = dsn + size
+
+    def next_deadline(self) -> float | None:
+        best = None
+        for subflow in self.subflows:
+            deadline = subflow.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        for deadline in (self.data_fin_deadline, self._add_addr_deadline()):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def _add_addr_deadline(self) -> float | None:
+        if not self.announced:
+            return None
+        return min(deadline for _, deadline, _ in self.announced.values())
+
+    def handle_timer(self, now: float) -> None:
+        for subflow in list(self.subflows):
+            deadline = subflow.next_deadline()
+            if deadline is not None and deadline <= now:
+                try:
+                    subflow.handle_timer(now)
+                except RemoteProtocolError as error:  # pragma: no cover - defensive
+                    subflow.reset(now, [MpTcpRst(error.reason)])
+        if self.data_fin_deadline is not None and now >= self.data_fin_deadline:
+            self.data_fin_backoff = min(self.data_fin_backoff * 2, 64)
+            self._send_data_fin(now)
+        for address_id, (option, deadline, tries) in list(self.announced.items()):
+            if now < deadline:
+                continue
+            if tries >= self.config.add_addr_max_retransmits:
+                del self.announced[address_id]
+                continue
+            self.pending_add_addr.append(option)
+            self.announced[address_id] = (option, now + self.config.add_addr_timeout_s,
+                                          tries + 1)
+            self._signal_now(now)
+
+    def take_output(self) -> list[Packet]:
+        out: list[Packet] = []
+        for subflow in self.all_subflows:
+            if subflow.outbox:
+                out.extend(subflow.take_output())
+        self.all_subflows = [s for s in self.all_subflows if not s.is_closed or s.outbox]
+        return out
+
+    def flush_acks(self, now: float) -> None:
+        for subflow in self.subflows:
+            if subflow.ack_pending:
+                subflow.send_ack(now)
+
+    # ================================================================== reporting
+    def outcome(self) -> str:
+        if self.closed_reason in ("reset", "fastclose"):
+            return "reset"
+        if self.closed_reason == "timeout":
+            return "stalled"
+        if self.mp_fail_seen:
+            return "mp-fail"
+        if self.fallback_kind is not None:
+            return self.fallback_kind
+        if self.mode == FALLBACK:
+            return "fallback-syn"
+        if self.subflow_rejected:
+            return "subflow-rejected"
+        if self.mode == PENDING:
+            return "stalled"
+        return "mptcp"
+
+    def stats(self) -> dict:
+        return {
+            "outcome": self.outcome(),
+            "mode": self.mode,
+            "checksum": self.checksum,
+            "closed_reason": self.closed_reason,
+            "bytes_delivered": self.bytes_delivered,
+            "subflows": [
+                {"id": s.subflow_id, "local": f"{s.local_address}:{s.local_port}",
+                 "remote": f"{s.remote_address}:{s.remote_port}",
+                 "bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+                 "backup": s.backup, "state": s.state.value, "join": s.is_join,
+                 "srtt": s.rtt.srtt, "cwnd": s.cc.cwnd,
+                 "close_reason": s.close_reason}
+                for s in self._known_subflows()],
+            "counters": dict(self.counters),
+        }
+
+    def _known_subflows(self) -> list[Subflow]:
+        return self.history

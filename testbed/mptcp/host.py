@@ -1,0 +1,199 @@
+"""MptcpHost: one host's whole stack, demultiplexing packets by four-tuple and MPTCP token.
+
+Sans-IO (aioquic shape): feed `receive_packet(packet, now)` and `handle_timer(now)`, take
+`packets_to_send(now)`, ask `get_timer()` for the next absolute deadline, and drain
+`next_event()`. Applications act on `Connection` objects (send/receive/close/abort/...).
+
+Like a kernel, the host answers a packet to a closed port with a RST, an MP_JOIN carrying an
+unknown token with a RST + MP_TCPRST, and ignores packets for addresses it does not own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from testbed.mptcp.config import StackConfig
+from testbed.mptcp.connection import Connection
+from testbed.mptcp.errors import LocalProtocolError
+from testbed.mptcp.events import Event
+from testbed.mptcp.subflow import Subflow
+from testbed.wire.crypto import key_to_token
+from testbed.wire.types import (
+    ACK,
+    FIN,
+    MPTCPRST_ADMIN_PROHIBITED,
+    MPTCPRST_MPTCP_ERROR,
+    RST,
+    SYN,
+    MpJoinSyn,
+    MpTcpRst,
+    Packet,
+    TcpOption,
+    TcpSegment,
+)
+
+EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999  # net.ipv4.ip_local_port_range
+
+
+class MptcpHost:
+    def __init__(self, *, addresses: list[str], config: StackConfig, rng: random.Random,
+                 now: float) -> None:
+        if not addresses:
+            raise ValueError("MptcpHost: at least one address is required")
+        self.addresses = list(addresses)
+        self._address_set = frozenset(addresses)
+        self.config = config
+        self.rng = rng
+        self.created_at = now
+        self.listening: set[int] = set()
+        self.connections: list[Connection] = []
+        self._by_tuple: dict[tuple[str, int, str, int], tuple[Subflow, Connection]] = {}
+        self._by_token: dict[int, Connection] = {}
+        self._events: deque[Event] = deque()
+        self._output: list[Packet] = []
+        self.counters = {"RstSentClosedPort": 0, "MPJoinNoTokenFound": 0,
+                         "MPJoinRejected": 0, "NotOurAddress": 0}
+
+    # ------------------------------------------------------------------ API
+    def listen(self, port: int) -> None:
+        if not 0 < port < 65536:
+            raise LocalProtocolError(f"listen: port {port} outside 1..65535")
+        self.listening.add(port)
+
+    def connect(self, remote_address: str, remote_port: int, *, now: float,
+                local_address: str | None = None) -> Connection:
+        local = local_address if local_address is not None else self.addresses[0]
+        if local not in self._address_set:
+            raise LocalProtocolError(f"connect: {local} is not one of {self.addresses}")
+        port = self.allocate_port(local, remote_address, remote_port)
+        connection = Connection(host=self, is_client=True, config=self.config, rng=self.rng,
+                                now=now, local_address=local, local_port=port,
+                                remote_address=remote_address, remote_port=remote_port,
+                                local_key=self._new_key())
+        self._add_connection(connection)
+        connection.start_active(now)
+        return connection
+
+    def receive_packet(self, packet: Packet, now: float) -> None:
+        if packet.dst not in self._address_set:
+            self.counters["NotOurAddress"] += 1
+            return
+        segment = packet.tcp
+        key = (packet.dst, segment.dst_port, packet.src, segment.src_port)
+        found = self._by_tuple.get(key)
+        if found is not None:
+            subflow, connection = found
+            connection.receive_segment(subflow, packet, now)
+            return
+        flags = segment.flags
+        if flags & RST:
+            return
+        if flags & SYN and not flags & ACK:
+            join = segment.find(MpJoinSyn)
+            if join is not None and self.config.mptcp_enabled:
+                self._accept_join(packet, join, now)  # type: ignore[arg-type]
+                return
+            if segment.dst_port in self.listening:
+                self._accept(packet, now)
+                return
+        self.counters["RstSentClosedPort"] += 1
+        self._send_rst(packet, [])
+
+    def packets_to_send(self, now: float) -> list[Packet]:
+        out = self._output
+        self._output = []
+        keep: list[Connection] = []
+        for connection in self.connections:
+            connection.flush(now)
+            connection.flush_acks(now)
+            out.extend(connection.take_output())
+            if connection.closed_reason is None or connection.subflows:
+                keep.append(connection)
+        self.connections = keep
+        return out
+
+    def get_timer(self) -> float | None:
+        best = None
+        for connection in self.connections:
+            deadline = connection.next_deadline()
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        for connection in list(self.connections):
+            deadline = connection.next_deadline()
+            if deadline is not None and deadline <= now:
+                connection.handle_timer(now)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ for connections
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def register_subflow(self, subflow: Subflow, connection: Connection) -> None:
+        self._by_tuple[subflow.four_tuple] = (subflow, connection)
+
+    def unregister_subflow(self, subflow: Subflow) -> None:
+        found = self._by_tuple.get(subflow.four_tuple)
+        if found is not None and found[0] is subflow:
+            del self._by_tuple[subflow.four_tuple]
+            # a RST or FIN may still be waiting in the subflow's outbox
+            self._output.extend(subflow.take_output())
+
+    def connection_closed(self, connection: Connection) -> None:
+        if self._by_token.get(connection.local_token) is connection:
+            del self._by_token[connection.local_token]
+
+    def allocate_port(self, local_address: str, remote_address: str, remote_port: int) -> int:
+        for _ in range(1000):
+            port = self.rng.randint(EPHEMERAL_LOW, EPHEMERAL_HIGH)
+            if (local_address, port, remote_address, remote_port) not in self._by_tuple:
+                return port
+        raise LocalProtocolError("no free ephemeral port")
+
+    # ------------------------------------------------------------------ internals
+    def _new_key(self) -> int:
+        while True:
+            key = self.rng.getrandbits(64)
+            if key and key_to_token(key) not in self._by_token:
+                return key
+
+    def _add_connection(self, connection: Connection) -> None:
+        self.connections.append(connection)
+        self._by_token[connection.local_token] = connection
+
+    def _accept(self, packet: Packet, now: float) -> None:
+        connection = Connection(host=self, is_client=False, config=self.config, rng=self.rng,
+                                now=now, local_address=packet.dst,
+                                local_port=packet.tcp.dst_port, remote_address=packet.src,
+                                remote_port=packet.tcp.src_port, local_key=self._new_key())
+        self._add_connection(connection)
+        connection.start_passive(packet, now)
+
+    def _accept_join(self, packet: Packet, join: MpJoinSyn, now: float) -> None:
+        connection = self._by_token.get(join.receiver_token)
+        if connection is None:
+            self.counters["MPJoinNoTokenFound"] += 1
+            self._send_rst(packet, [MpTcpRst(MPTCPRST_MPTCP_ERROR)])
+            return
+        if connection.accept_join(packet, join, now) is None:
+            self.counters["MPJoinRejected"] += 1
+            connection.subflow_rejected = True
+            self._send_rst(packet, [MpTcpRst(MPTCPRST_ADMIN_PROHIBITED)])
+
+    def _send_rst(self, packet: Packet, options: list[TcpOption]) -> None:
+        """RFC 9293 3.10.7.1: the reset a closed port sends."""
+        segment = packet.tcp
+        if segment.flags & ACK:
+            seq, ack, flags = segment.ack, 0, RST
+        else:
+            length = len(segment.payload) + (1 if segment.flags & SYN else 0) + (
+                1 if segment.flags & FIN else 0)
+            seq, ack, flags = 0, (segment.seq + length) & 0xFFFFFFFF, RST | ACK
+        reply = TcpSegment(src_port=segment.dst_port, dst_port=segment.src_port, seq=seq,
+                           ack=ack, flags=flags, window=0, options=list(options))
+        self._output.append(Packet(src=packet.dst, dst=packet.src, tcp=reply))

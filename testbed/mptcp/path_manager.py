@@ -1,0 +1,106 @@
+"""Path managers: which extra subflows to open and which addresses to announce.
+
+A path manager only decides; it acts through the connection's public methods
+(`open_subflow`, `add_address`) and reads its public state (`local_addresses`,
+`remote_addresses`, `subflows`, `is_client`). Chosen by name from `PATH_MANAGERS`.
+
+- fullmesh: the client opens a subflow from each local address to each known remote address
+  (the initial one and every announced one); the server announces its other addresses so a
+  client can mesh to them (Linux: client `subflow fullmesh` + server `signal` endpoints).
+- ndiffports: the client opens N subflows in total between the initial address pair, each
+  from a different source port.
+- announce: ADD_ADDR for every local address other than the initial one; no subflows.
+- none: nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from testbed.mptcp.connection import Connection
+
+
+class PathManager:
+    name = "none"
+
+    def on_established(self, connection: Connection, now: float) -> None:
+        """The connection became MPTCP-capable end to end."""
+
+    def on_address_announced(self, connection: Connection, address_id: int, address: str,
+                             port: int | None, now: float) -> None:
+        """The peer sent ADD_ADDR."""
+
+
+class NonePathManager(PathManager):
+    name = "none"
+
+
+def _announce_extra_addresses(connection: Connection, now: float) -> None:
+    for address in connection.local_addresses:
+        if address != connection.local_address:
+            connection.add_address(address, now=now)
+
+
+class AnnouncePathManager(PathManager):
+    name = "announce"
+
+    def on_established(self, connection: Connection, now: float) -> None:
+        _announce_extra_addresses(connection, now)
+
+
+class FullmeshPathManager(PathManager):
+    name = "fullmesh"
+
+    def on_established(self, connection: Connection, now: float) -> None:
+        if connection.is_client:
+            self._mesh(connection, now)
+        else:
+            _announce_extra_addresses(connection, now)
+
+    def on_address_announced(self, connection: Connection, address_id: int, address: str,
+                             port: int | None, now: float) -> None:
+        if connection.is_client:
+            self._mesh(connection, now)
+
+    def _mesh(self, connection: Connection, now: float) -> None:
+        existing = {(s.local_address, s.remote_address) for s in connection.subflows
+                    if not s.is_closed}
+        remotes = [(connection.remote_address, connection.remote_port)]
+        remotes += [(address, port or connection.remote_port)
+                    for address, port in connection.remote_addresses.values()]
+        for local in connection.local_addresses:
+            for remote, port in remotes:
+                if (local, remote) in existing:
+                    continue
+                if not connection.can_open_subflow():
+                    return
+                connection.open_subflow(local, remote, port, now=now)
+                existing.add((local, remote))
+
+
+class NdiffportsPathManager(PathManager):
+    name = "ndiffports"
+
+    def on_established(self, connection: Connection, now: float) -> None:
+        if not connection.is_client:
+            return
+        while (len([s for s in connection.subflows if not s.is_closed])
+               < connection.config.ndiffports and connection.can_open_subflow()):
+            connection.open_subflow(connection.local_address, connection.remote_address,
+                                    connection.remote_port, now=now)
+
+
+PATH_MANAGERS: dict[str, type[PathManager]] = {
+    "fullmesh": FullmeshPathManager,
+    "ndiffports": NdiffportsPathManager,
+    "announce": AnnouncePathManager,
+    "none": NonePathManager,
+}
+
+
+def create_path_manager(name: str) -> PathManager:
+    try:
+        return PATH_MANAGERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown path manager {name!r}; known: {sorted(PATH_MANAGERS)}") from None

@@ -1,0 +1,86 @@
+"""Packet schedulers: which subflow(s) carry the next chunk of data.
+
+The connection hands a scheduler only subflows that can send right now (congestion and
+flow-control room), already narrowed by the backup rule of `eligible_subflows`; the
+scheduler only has to rank them. Chosen by name from the explicit `SCHEDULERS` registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from testbed.mptcp.subflow import Subflow
+
+
+def eligible_subflows(subflows: list[Subflow]) -> list[Subflow]:
+    """Usable subflows, with backups only when no non-backup subflow is usable (RFC 8684
+    3.3.8: backup paths carry data only when no regular path is available)."""
+    usable = [s for s in subflows if s.data_ready and s.fin_offset is None
+              and not s.is_closed and s.close_reason is None]
+    regular = [s for s in usable if not s.backup]
+    return regular if regular else usable
+
+
+def _rtt_key(subflow: Subflow) -> tuple[float, int]:
+    srtt = subflow.rtt.srtt
+    return (srtt if srtt is not None else subflow.rtt.initial_rto, subflow.subflow_id)
+
+
+class Scheduler:
+    name = "base"
+
+    def select(self, ready: list[Subflow]) -> list[Subflow]:
+        """The subflow(s) to put the next chunk on; `ready` is never empty."""
+        raise NotImplementedError
+
+
+class LowestRttScheduler(Scheduler):
+    """Linux's default: the ready subflow with the smallest smoothed RTT."""
+
+    name = "lowest_rtt"
+
+    def select(self, ready: list[Subflow]) -> list[Subflow]:
+        return [min(ready, key=_rtt_key)]
+
+
+class RoundRobinScheduler(Scheduler):
+    """Each chunk on the next ready subflow after the one used last (by subflow id)."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self.last_id = -1
+
+    def select(self, ready: list[Subflow]) -> list[Subflow]:
+        ordered = sorted(ready, key=lambda s: s.subflow_id)
+        for subflow in ordered:
+            if subflow.subflow_id > self.last_id:
+                break
+        else:
+            subflow = ordered[0]
+        self.last_id = subflow.subflow_id
+        return [subflow]
+
+
+class RedundantScheduler(Scheduler):
+    """Every chunk on every ready subflow (lowest latency at the cost of capacity)."""
+
+    name = "redundant"
+
+    def select(self, ready: list[Subflow]) -> list[Subflow]:
+        return sorted(ready, key=lambda s: s.subflow_id)
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "lowest_rtt": LowestRttScheduler,
+    "round_robin": RoundRobinScheduler,
+    "redundant": RedundantScheduler,
+}
+
+
+def create_scheduler(name: str) -> Scheduler:
+    try:
+        return SCHEDULERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown scheduler {name!r}; known: {sorted(SCHEDULERS)}") from None

@@ -1,0 +1,718 @@
+"""One TCP subflow: handshake, reliable delivery, SACK loss recovery, flow control, close.
+
+The subflow is plain TCP. Everything MPTCP is asked of, or reported to, its `owner` (the
+MPTCP connection) through the `SubflowOwner` hooks, so this module knows nothing about keys,
+DSNs or schedulers, and the connection knows nothing about sequence-number arithmetic.
+
+Sequence numbers are handled as unbounded offsets relative to the ISNs (our SYN is offset 0,
+our first payload byte offset 1; likewise for the peer), converted from/to 32-bit wire values
+only at the edge. That makes every comparison a plain integer comparison and makes the DSS
+"relative subflow sequence number" simply the offset modulo 2**32.
+
+Timers are deadlines (floats) on the object; the host asks for the earliest one. There is no
+timer object per segment: one retransmission deadline covers the oldest outstanding segment.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+from testbed.mptcp.cc.base import CongestionControl
+from testbed.mptcp.config import StackConfig
+from testbed.mptcp.reassembly import Reassembly
+from testbed.mptcp.rtt import RttEstimator
+from testbed.mptcp.scoreboard import Scoreboard, SentSegment
+from testbed.mptcp.tcp_state import (
+    RECEIVE_OPEN,
+    SEND_OPEN,
+    TcpEvent,
+    TcpState,
+    transition,
+)
+from testbed.wire.tcp_options import encoded_length
+from testbed.wire.types import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    MaximumSegmentSize,
+    Packet,
+    Sack,
+    SackPermitted,
+    TcpOption,
+    TcpSegment,
+    Timestamps,
+    WindowScale,
+)
+
+MASK32 = 0xFFFFFFFF
+HALF32 = 0x80000000
+MAX_OPTION_SPACE = 40
+DEFAULT_PEER_MSS = 536  # RFC 9293 when no MSS option
+
+
+class SubflowOwner(Protocol):
+    """What a subflow needs from its MPTCP connection."""
+
+    def handshake_options(self, subflow: Subflow) -> list[TcpOption]: ...
+
+    def ack_options(self, subflow: Subflow, budget: int) -> list[TcpOption]: ...
+
+    def data_options(self, subflow: Subflow, segment: SentSegment,
+                     budget: int) -> list[TcpOption]: ...
+
+    def on_synack(self, subflow: Subflow, segment: TcpSegment) -> None: ...
+
+    def on_third_ack(self, subflow: Subflow, segment: TcpSegment) -> None: ...
+
+    def on_established(self, subflow: Subflow, now: float) -> None: ...
+
+    def on_segment_options(self, subflow: Subflow, segment: TcpSegment, offset: int,
+                           now: float) -> None: ...
+
+    def on_subflow_data(self, subflow: Subflow, offset: int, data: bytes, now: float) -> None: ...
+
+    def on_subflow_acked(self, subflow: Subflow, segments: list[SentSegment],
+                         now: float) -> None: ...
+
+    def on_fin(self, subflow: Subflow, now: float) -> None: ...
+
+    def on_closed(self, subflow: Subflow, reason: str, now: float) -> None: ...
+
+    def on_rst(self, subflow: Subflow, segment: TcpSegment, now: float) -> None: ...
+
+    def receive_window(self, subflow: Subflow) -> int: ...
+
+
+def _option_bytes(options: list[TcpOption]) -> int:
+    return sum(encoded_length(option) for option in options)
+
+
+class Subflow:
+    """A TCP connection carrying one MPTCP subflow (or the whole connection after fallback)."""
+
+    def __init__(self, *, owner: SubflowOwner, local_address: str, local_port: int,
+                 remote_address: str, remote_port: int, config: StackConfig,
+                 rng: random.Random, cc: CongestionControl, now: float,
+                 subflow_id: int) -> None:
+        self.owner = owner
+        self.subflow_id = subflow_id
+        self.local_address = local_address
+        self.local_port = local_port
+        self.remote_address = remote_address
+        self.remote_port = remote_port
+        self.config = config
+        self.cc = cc
+        self.state = TcpState.CLOSED
+        self.created_at = now
+        # --- send side (offsets relative to our ISN) ---
+        self.iss = rng.getrandbits(32)
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.snd_wnd = 0xFFFF
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.peer_mss = DEFAULT_PEER_MSS
+        self.peer_window_shift = 0
+        self.our_window_shift = 0
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_offset = rng.getrandbits(32)
+        self.ts_recent = 0
+        self.scoreboard = Scoreboard(dupthresh=config.dupack_threshold)
+        self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto,
+                                max_rto=config.max_rto)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recovery_point = 0
+        self.fin_offset: int | None = None  # offset of our FIN once sent
+        self.syn_transmissions = 0
+        self.retransmit_count = 0  # consecutive RTO expiries without progress
+        # --- receive side (offsets relative to the peer's ISN) ---
+        self.irs = 0
+        self.rcv = Reassembly(1)
+        self.rcv_adv_end = 0  # right edge of the window we advertised
+        self.peer_fin_offset: int | None = None
+        self.unacked_segments = 0
+        self.ack_pending = False
+        self.last_window_advertised = 0
+        # --- timers (absolute deadlines) ---
+        self.rto_deadline: float | None = None
+        self.delack_deadline: float | None = None
+        self.timewait_deadline: float | None = None
+        self.probe_deadline: float | None = None
+        self.probe_backoff = 1
+        # --- output ---
+        self.outbox: list[Packet] = []
+        # --- per-subflow MPTCP state, owned and interpreted by the connection ---
+        self.is_join = False
+        self.local_nonce = 0
+        self.remote_nonce = 0
+        self.local_address_id = 0
+        self.remote_address_id = 0
+        self.backup_local = False
+        self.backup_remote = False
+        self.fully_established = False  # MPTCP: the peer is known to have our keys/HMAC
+        self.data_ready = False  # the scheduler may put data on it
+        self.mptcp = False  # options negotiated on this subflow
+        self.data_ack_seen = False
+        self.dss_seen = False
+        self.send_mp_capable_syn = True
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.close_reason: str | None = None
+        self.is_passive = False
+        self.pending_prio: bool | None = None  # MP_PRIO to send on this subflow
+        self.rx = None  # testbed.mptcp.mapping.MappingReceiver, attached by the connection
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def four_tuple(self) -> tuple[str, int, str, int]:
+        return (self.local_address, self.local_port, self.remote_address, self.remote_port)
+
+    @property
+    def mss(self) -> int:
+        """Payload bytes per segment: the smaller MSS, less the timestamp option."""
+        mss = min(self.config.mss, self.peer_mss)
+        return mss - 12 if self.ts_ok else mss
+
+    @property
+    def backup(self) -> bool:
+        return self.backup_local or self.backup_remote
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is TcpState.CLOSED
+
+    def _rcv_offset(self, wire_seq: int) -> int:
+        delta = (wire_seq - self.irs - self.rcv.next) & MASK32
+        if delta >= HALF32:
+            delta -= 1 << 32
+        return self.rcv.next + delta
+
+    def _snd_offset(self, wire_ack: int) -> int:
+        delta = (wire_ack - self.iss - self.snd_una) & MASK32
+        if delta >= HALF32:
+            delta -= 1 << 32
+        return self.snd_una + delta
+
+    def in_flight(self) -> int:
+        return self.snd_nxt - self.snd_una
+
+    def send_space(self) -> int:
+        """Bytes the subflow may send now: congestion window and peer window, whichever is
+        tighter (0 when the subflow cannot carry data)."""
+        if self.state not in SEND_OPEN or self.fin_offset is not None:
+            return 0
+        cwnd_room = self.cc.cwnd - self.scoreboard.pipe
+        window_room = self.snd_una + self.snd_wnd - self.snd_nxt
+        return min(cwnd_room, window_room)
+
+    def window_limited(self) -> bool:
+        return self.snd_una + self.snd_wnd - self.snd_nxt <= 0
+
+    def next_deadline(self) -> float | None:
+        best = None
+        for deadline in (self.rto_deadline, self.delack_deadline, self.timewait_deadline,
+                         self.probe_deadline):
+            if deadline is not None and (best is None or deadline < best):
+                best = deadline
+        return best
+
+    def _set_state(self, event: TcpEvent) -> None:
+        self.state = transition(self.state, event)
+
+    def _tsval(self, now: float) -> int:
+        return (int(now * 1000) + self.ts_offset) & MASK32
+
+    # ------------------------------------------------------------------ output
+    def _emit(self, flags: int, seq_offset: int, options: list[TcpOption],
+              payload: bytes = b"", *, ack: bool = True) -> None:
+        window = self._window_field(flags & SYN)
+        segment = TcpSegment(
+            src_port=self.local_port, dst_port=self.remote_port,
+            seq=(self.iss + seq_offset) & MASK32,
+            ack=((self.irs + self.rcv.next) & MASK32) if ack else 0,
+            flags=flags, window=window, options=options, payload=payload)
+        self.outbox.append(Packet(src=self.local_address, dst=self.remote_address, tcp=segment))
+        if flags & ACK:
+            self.ack_pending = False
+            self.unacked_segments = 0
+            self.delack_deadline = None
+
+    def _window_field(self, syn: int) -> int:
+        window = max(0, self.owner.receive_window(self))
+        if syn:
+            return min(window, 0xFFFF)
+        field = min(window >> self.our_window_shift, 0xFFFF)
+        advertised_end = self.rcv.next + (field << self.our_window_shift)
+        if advertised_end > self.rcv_adv_end:
+            self.rcv_adv_end = advertised_end
+        self.last_window_advertised = field << self.our_window_shift
+        return field
+
+    def _base_options(self, now: float) -> list[TcpOption]:
+        if self.ts_ok:
+            return [Timestamps(self._tsval(now), self.ts_recent)]
+        return []
+
+    def _add_sack(self, options: list[TcpOption]) -> None:
+        if not self.sack_ok or not self.rcv.buffered:
+            return
+        room = MAX_OPTION_SPACE - _option_bytes(options) - 2
+        count = min(4, room // 8)
+        if count <= 0:
+            return
+        base = self.irs
+        blocks = tuple(((base + s) & MASK32, (base + e) & MASK32)
+                       for s, e in self.rcv.ranges()[:count])
+        options.append(Sack(blocks))
+
+    def send_ack(self, now: float) -> None:
+        """A pure ACK now (carrying whatever MPTCP signal the owner has pending)."""
+        options = self._base_options(now)
+        options.extend(self.owner.ack_options(self, MAX_OPTION_SPACE - _option_bytes(options)))
+        self._add_sack(options)
+        self._emit(ACK, self.snd_nxt, options)
+
+    def _syn_options(self, now: float, synack: bool) -> list[TcpOption]:
+        config = self.config
+        options: list[TcpOption] = [MaximumSegmentSize(config.mss)]
+        if config.sack and (not synack or self.sack_ok):
+            options.append(SackPermitted())
+        if config.timestamps and (not synack or self.ts_ok):
+            options.append(Timestamps(self._tsval(now), self.ts_recent if synack else 0))
+        if config.window_scaling and (not synack or self.peer_window_shift >= 0):
+            options.append(WindowScale(self.our_window_shift))
+        options.extend(self.owner.handshake_options(self))
+        return options
+
+    # ------------------------------------------------------------------ open
+    def open_active(self, now: float) -> None:
+        """Send the SYN (client side)."""
+        self._set_state(TcpEvent.ACTIVE_OPEN)
+        self.our_window_shift = self.config.window_shift
+        self.snd_nxt = 1
+        self._send_syn(now)
+
+    def _send_syn(self, now: float) -> None:
+        self.syn_transmissions += 1
+        self._emit(SYN, 0, self._syn_options(now, synack=False), ack=False)
+        self.rto_deadline = now + self.rtt.rto
+
+    def open_passive(self, syn: TcpSegment, now: float) -> None:
+        """Answer a SYN that arrived on a listening port with a SYN/ACK."""
+        self._set_state(TcpEvent.PASSIVE_OPEN)
+        self.irs = syn.seq
+        self._read_syn_options(syn)
+        self.our_window_shift = self.config.window_shift if self.peer_window_shift >= 0 else 0
+        if self.peer_window_shift < 0:
+            self.peer_window_shift = 0
+        self.snd_wnd = syn.window
+        self.snd_nxt = 1
+        self._send_synack(now)
+
+    def _send_synack(self, now: float) -> None:
+        self.syn_transmissions += 1
+        self._emit(SYN | ACK, 0, self._syn_options(now, synack=True))
+        self.rto_deadline = now + self.rtt.rto
+
+    def _read_syn_options(self, segment: TcpSegment) -> None:
+        self.peer_window_shift = -1
+        self.sack_ok = False
+        self.ts_ok = False
+        for option in segment.options:
+            kind = type(option)
+            if kind is MaximumSegmentSize:
+                self.peer_mss = option.mss  # type: ignore[union-attr]
+            elif kind is WindowScale and self.config.window_scaling:
+                self.peer_window_shift = min(option.shift, 14)  # type: ignore[union-attr]
+            elif kind is SackPermitted and self.config.sack:
+                self.sack_ok = True
+            elif kind is Timestamps and self.config.timestamps:
+                self.ts_ok = True
+                self.ts_recent = option.tsval  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ input
+    def receive(self, segment: TcpSegment, now: float) -> None:
+        """Process one arriving segment addressed to this subflow's four-tuple."""
+        flags = segment.flags
+        if flags & RST:
+            self._receive_rst(segment, now)
+            return
+        state = self.state
+        if state is TcpState.SYN_SENT:
+            self._receive_in_syn_sent(segment, now)
+            return
+        if state is TcpState.CLOSED:
+            return
+        if flags & SYN:
+            self._receive_syn_when_synchronized(segment, now)
+            return
+        if not flags & ACK:
+            return
+        if state is TcpState.SYN_RECEIVED:
+            ack_offset = self._snd_offset(segment.ack)
+            if ack_offset != 1:
+                self._send_rst_for(segment)
+                return
+            self.owner.on_third_ack(self, segment)
+            self._set_state(TcpEvent.RECV_ACK_OF_SYN)
+            self._process_ack(segment, now)
+            self.owner.on_established(self, now)
+        else:
+            self._process_ack(segment, now)
+        if self.state is TcpState.CLOSED:
+            return
+        self._process_data(segment, now)
+
+    def _receive_rst(self, segment: TcpSegment, now: float) -> None:
+        if self.state is TcpState.SYN_SENT:
+            if not segment.flags & ACK or self._snd_offset(segment.ack) != 1:
+                return
+        elif self.state is TcpState.CLOSED:
+            return
+        else:
+            offset = self._rcv_offset(segment.seq)
+            if not self.rcv.next <= offset <= max(self.rcv_adv_end, self.rcv.next + 1):
+                return  # RFC 5961: only an in-window RST resets
+        self._set_state(TcpEvent.RECV_RST)
+        self.owner.on_rst(self, segment, now)
+        self._terminate("reset", now)
+
+    def _receive_in_syn_sent(self, segment: TcpSegment, now: float) -> None:
+        flags = segment.flags
+        if not flags & ACK or not flags & SYN:
+            return  # simultaneous open is not supported
+        if ((segment.ack - self.iss) & MASK32) != 1:
+            self._send_rst_for(segment)
+            return
+        self.irs = segment.seq
+        self.rcv = Reassembly(1)
+        self._read_syn_options(segment)
+        if self.peer_window_shift < 0:
+            self.peer_window_shift = 0
+            self.our_window_shift = 0
+        self.snd_una = 1
+        self.snd_wnd = segment.window  # never scaled on a SYN
+        self.snd_wl1 = 0
+        self.snd_wl2 = 1
+        if self.syn_transmissions == 1:
+            self.rtt.add_sample(now - self.created_at)
+            self.cc.on_rtt_measurement(now=now, smoothed_rtt=self.rtt.srtt or 0.0)
+        self.rto_deadline = None
+        self._set_state(TcpEvent.RECV_SYNACK)
+        self.owner.on_synack(self, segment)  # may raise RemoteProtocolError
+        self.owner.on_established(self, now)
+        self.send_ack(now)
+
+    def _receive_syn_when_synchronized(self, segment: TcpSegment, now: float) -> None:
+        """A retransmitted SYN (our SYN/ACK was lost) or SYN/ACK (our third ACK was lost)."""
+        if self.state is TcpState.SYN_RECEIVED and not segment.flags & ACK:
+            if segment.seq == self.irs:
+                self._send_synack(now)
+            return
+        if segment.flags & ACK and segment.seq == self.irs:
+            self.send_ack(now)
+
+    def _send_rst_for(self, segment: TcpSegment) -> None:
+        if segment.flags & ACK:
+            tcp = TcpSegment(src_port=self.local_port, dst_port=self.remote_port,
+                             seq=segment.ack, ack=0, flags=RST, window=0)
+        else:
+            tcp = TcpSegment(src_port=self.local_port, dst_port=self.remote_port, seq=0,
+                             ack=(segment.seq + len(segment.payload) + 1) & MASK32,
+                             flags=RST | ACK, window=0)
+        self.outbox.append(Packet(src=self.local_address, dst=self.remote_address, tcp=tcp))
+
+    def _process_ack(self, segment: TcpSegment, now: float) -> None:
+        ack = self._snd_offset(segment.ack)
+        if ack > self.snd_nxt:
+            self.ack_pending = True  # acks something never sent: answer with an ACK
+            return
+        seg_offset = self._rcv_offset(segment.seq)
+        if self.ts_ok:
+            ts = segment.find(Timestamps)
+            if ts is not None and seg_offset <= self.rcv.next:
+                self.ts_recent = ts.tsval  # type: ignore[union-attr]
+        window = segment.window << self.peer_window_shift
+        window_changed = False
+        if (self.snd_wl1 < seg_offset
+                or (self.snd_wl1 == seg_offset and self.snd_wl2 <= ack)):
+            window_changed = window != self.snd_wnd
+            if window > self.snd_wnd:
+                self.probe_deadline = None
+                self.probe_backoff = 1
+            self.snd_wnd = window
+            self.snd_wl1 = seg_offset
+            self.snd_wl2 = ack
+        scoreboard = self.scoreboard
+        sack_newly = 0
+        if self.sack_ok and scoreboard.first() is not None:
+            sack = segment.find(Sack)
+            if sack is not None:
+                blocks = [(self._snd_offset(left), self._snd_offset(right))
+                          for left, right in sack.blocks]  # type: ignore[union-attr]
+                sack_newly = scoreboard.apply_sack(blocks)
+        if ack > self.snd_una:
+            self._on_new_ack(ack, now)
+        elif (ack == self.snd_una and self.snd_nxt > self.snd_una and not segment.payload
+              and not segment.flags & FIN and (not window_changed or sack_newly)):
+            self.dupacks += 1
+        self.owner.on_segment_options(self, segment, seg_offset, now)
+        if self.state is TcpState.CLOSED:
+            return
+        self._detect_loss(now)
+        self._retransmit_lost(now)
+
+    def _on_new_ack(self, ack: int, now: float) -> None:
+        acked_bytes = ack - self.snd_una
+        done = self.scoreboard.acknowledge(ack)
+        self.snd_una = ack
+        self.dupacks = 0
+        self.retransmit_count = 0
+        if done:
+            newest = done[-1]
+            if newest.transmissions == 1:
+                self.rtt.add_sample(now - newest.sent_at)
+                self.cc.on_rtt_measurement(now=now, smoothed_rtt=self.rtt.srtt or 0.0)
+        if self.in_recovery:
+            if ack >= self.recovery_point:
+                self.in_recovery = False
+            elif not self.sack_ok:
+                first = self.scoreboard.first()  # NewReno partial ACK (RFC 6582)
+                if first is not None:
+                    self.scoreboard.mark_lost(first)
+        else:
+            self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes)
+        self.rto_deadline = now + self.rtt.rto if self.snd_nxt > self.snd_una else None
+        if self.fin_offset is not None and ack > self.fin_offset:
+            self._set_state(TcpEvent.RECV_ACK_OF_FIN)
+            if self.state is TcpState.TIME_WAIT:
+                self.timewait_deadline = now + self.config.time_wait_s
+            elif self.state is TcpState.CLOSED:
+                self._terminate("closed", now)
+                return
+        self.owner.on_subflow_acked(self, done, now)
+
+    def _detect_loss(self, now: float) -> None:
+        if self.snd_nxt == self.snd_una:
+            return
+        lost = self.scoreboard.detect_losses(self.mss) if self.sack_ok else []
+        if (not lost and not self.in_recovery and self.dupacks >= self.config.dupack_threshold
+                and self.scoreboard.first() is not None):
+            first = self.scoreboard.first()
+            assert first is not None
+            if not first.lost and first.transmissions == 1:
+                self.scoreboard.mark_lost(first)
+                lost = [first]
+        if lost and not self.in_recovery:
+            self.in_recovery = True
+            self.recovery_point = self.snd_nxt
+            self.cc.on_packets_lost(now=now, lost_bytes=sum(s.length for s in lost))
+
+    def _retransmit_lost(self, now: float) -> None:
+        scoreboard = self.scoreboard
+        while scoreboard.pipe < self.cc.cwnd:
+            segment = scoreboard.next_lost()
+            if segment is None:
+                return
+            self._transmit(segment, now, retransmission=True)
+
+    def _process_data(self, segment: TcpSegment, now: float) -> None:
+        payload = segment.payload
+        fin = segment.flags & FIN
+        if not payload and not fin:
+            if self.ack_pending:
+                self.send_ack(now)
+            return
+        offset = self._rcv_offset(segment.seq)
+        rcv = self.rcv
+        if self.state not in RECEIVE_OPEN:
+            if fin and self.state is TcpState.TIME_WAIT:
+                self.timewait_deadline = now + self.config.time_wait_s
+            self.send_ack(now)
+            return
+        if payload:
+            end = offset + len(payload)
+            limit = max(self.rcv_adv_end, rcv.next)
+            if end > limit:
+                payload = payload[:max(0, limit - offset)]
+                fin = 0
+            was_in_order = offset == rcv.next and not rcv.buffered
+            had_holes = rcv.buffered > 0
+            start = rcv.next
+            data = rcv.add(offset, payload) if payload else b""
+            if data:
+                self.bytes_received += len(data)
+                self.owner.on_subflow_data(self, start, data, now)
+                if self.state is TcpState.CLOSED:
+                    return
+            if fin:
+                self.peer_fin_offset = offset + len(segment.payload)
+            if not was_in_order or had_holes or not data:
+                self.send_ack(now)  # out of order, filling a hole, or a duplicate
+            else:
+                self.unacked_segments += 1
+                if self.unacked_segments >= 2:
+                    self.ack_pending = True
+                elif self.delack_deadline is None:
+                    self.delack_deadline = now + self.config.delayed_ack_ms / 1000.0
+        elif fin:
+            self.peer_fin_offset = offset
+        if self.peer_fin_offset is not None and self.peer_fin_offset == rcv.next:
+            rcv.next += 1
+            self.peer_fin_offset = None
+            self._set_state(TcpEvent.RECV_FIN)
+            if self.state is TcpState.TIME_WAIT:
+                self.timewait_deadline = now + self.config.time_wait_s
+            self.send_ack(now)
+            self.owner.on_fin(self, now)
+            return
+        if self.ack_pending:
+            self.send_ack(now)
+
+    # ------------------------------------------------------------------ send
+    def send_data(self, payload: bytes, dsn: int | None, now: float, *,
+                  epoch: int = 0) -> SentSegment:
+        """Queue and transmit one segment of new data (at most `mss` bytes)."""
+        start = self.snd_nxt
+        segment = SentSegment(start=start, end=start + len(payload), payload=payload, dsn=dsn,
+                              sent_at=now, epoch=epoch)
+        self.snd_nxt = segment.end
+        self.scoreboard.add(segment)
+        self._transmit(segment, now, retransmission=False)
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.rto
+        return segment
+
+    def _transmit(self, segment: SentSegment, now: float, *, retransmission: bool) -> None:
+        if retransmission:
+            self.scoreboard.on_retransmit(segment, now)
+        options = self._base_options(now)
+        if segment.payload:
+            options.extend(self.owner.data_options(
+                self, segment, MAX_OPTION_SPACE - _option_bytes(options)))
+        else:
+            options.extend(self.owner.ack_options(
+                self, MAX_OPTION_SPACE - _option_bytes(options)))
+        self._add_sack(options)
+        flags = ACK
+        if segment.payload:
+            flags |= PSH
+            self.bytes_sent += len(segment.payload)
+        if segment.fin:
+            flags |= FIN
+        self._emit(flags, segment.start, options, segment.payload)
+
+    def close(self, now: float) -> None:
+        """Send our FIN after whatever data is queued (the subflow's half-close)."""
+        if self.state in (TcpState.CLOSED, TcpState.SYN_SENT):
+            self._set_state(TcpEvent.CLOSE)
+            self._terminate("closed", now)
+            return
+        if self.fin_offset is not None or self.state not in (
+                TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.SYN_RECEIVED):
+            return
+        self._set_state(TcpEvent.CLOSE)
+        start = self.snd_nxt
+        segment = SentSegment(start=start, end=start + 1, payload=b"", dsn=None, fin=True,
+                              sent_at=now)
+        self.fin_offset = start
+        self.snd_nxt = start + 1
+        self.scoreboard.add(segment)
+        self._transmit(segment, now, retransmission=False)
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.rto
+
+    def reset(self, now: float, options: list[TcpOption] | None = None,
+              reason: str = "reset") -> None:
+        """Abort: send a RST (with the owner's MP_TCPRST/MP_FASTCLOSE options) and close."""
+        if self.state is TcpState.CLOSED:
+            return
+        if self.state is not TcpState.SYN_SENT:
+            self._emit(RST | ACK, self.snd_nxt, list(options or []))
+        self._set_state(TcpEvent.ABORT)
+        self._terminate(reason, now)
+
+    def _terminate(self, reason: str, now: float) -> None:
+        self.state = TcpState.CLOSED
+        self.rto_deadline = self.delack_deadline = self.probe_deadline = None
+        self.timewait_deadline = None
+        if self.close_reason is None:
+            self.close_reason = reason
+            self.cc.close()
+            self.owner.on_closed(self, reason, now)
+
+    def arm_probe(self, now: float) -> None:
+        """Start zero-window probing (the persist timer) if it is not running."""
+        if self.probe_deadline is None:
+            self.probe_deadline = now + self.rtt.rto * self.probe_backoff
+
+    # ------------------------------------------------------------------ timers
+    def handle_timer(self, now: float) -> None:
+        if self.timewait_deadline is not None and now >= self.timewait_deadline:
+            self.timewait_deadline = None
+            self._set_state(TcpEvent.TIMEOUT_2MSL)
+            self._terminate("closed", now)
+            return
+        if self.delack_deadline is not None and now >= self.delack_deadline:
+            self.delack_deadline = None
+            self.send_ack(now)
+        if self.probe_deadline is not None and now >= self.probe_deadline:
+            self.probe_backoff = min(self.probe_backoff * 2, 64)
+            self.probe_deadline = None
+            if self.window_limited():
+                # window probe: an old sequence number forces the peer to answer with its
+                # current window (Linux tcp_xmit_probe_skb)
+                options = self._base_options(now)
+                self._emit(ACK, self.snd_una - 1, options)
+                self.arm_probe(now)
+        if self.rto_deadline is not None and now >= self.rto_deadline:
+            self.rto_deadline = None
+            self._on_rto(now)
+
+    def _on_rto(self, now: float) -> None:
+        self.rtt.on_timeout()
+        if self.state is TcpState.SYN_SENT:
+            if self.syn_transmissions > self.config.syn_retries:
+                self._set_state(TcpEvent.ABORT)
+                self._terminate("timeout", now)
+                return
+            self._send_syn(now)
+            return
+        if self.state is TcpState.SYN_RECEIVED:
+            if self.syn_transmissions > self.config.syn_retries:
+                self._set_state(TcpEvent.ABORT)
+                self._terminate("timeout", now)
+                return
+            self._send_synack(now)
+            return
+        first = self.scoreboard.first()
+        if first is None:
+            if not self.fully_established and self.is_join and not self.is_passive:
+                self.send_ack(now)  # resend the MP_JOIN third ACK until the fourth arrives
+                self.rto_deadline = now + self.rtt.rto
+            return
+        self.retransmit_count += 1
+        if self.retransmit_count > self.config.max_retransmits:
+            self.reset(now, reason="timeout")
+            return
+        self.cc.on_retransmission_timeout(now=now)
+        self.scoreboard.mark_all_lost()
+        self.in_recovery = True
+        self.recovery_point = self.snd_nxt
+        self.dupacks = 0
+        self._transmit(first, now, retransmission=True)
+        self.rto_deadline = now + self.rtt.rto
+
+    def flush_acks(self, now: float) -> None:
+        if self.ack_pending:
+            self.send_ack(now)
+
+    def take_output(self) -> list[Packet]:
+        out = self.outbox
+        self.outbox = []
+        return out
