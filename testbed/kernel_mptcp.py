@@ -1,0 +1,72 @@
+"""The Linux kernel's MPTCP in a node: `ip mptcp` limits and endpoints, sysctls, counters.
+
+Counters come from /proc/<pid>/net/netstat of a process inside the node (its shell), which is
+that namespace's view of the MPTcpExt and TcpExt counters — what `nstat` reads, without a
+subprocess and without nstat's history files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed.errors import EnvironmentProblem
+from testbed.net.build import run_checked
+
+COUNTER_GROUPS = ("MPTcpExt", "TcpExt")
+TCP_COUNTERS_KEPT = ("TCPLossProbes", "TCPSackRecovery", "TCPTimeouts", "TCPFastRetrans")
+
+
+def read_counters(pid: int) -> dict[str, int]:
+    """MPTcpExt counters (all) and a few TcpExt ones, as seen by process `pid`'s namespace."""
+    try:
+        lines = Path(f"/proc/{pid}/net/netstat").read_text().splitlines()
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot read counters of pid {pid}: {exc.strerror}") from exc
+    counters: dict[str, int] = {}
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        group, _, names = header.partition(":")
+        if group not in COUNTER_GROUPS:
+            continue
+        for name, value in zip(names.split(), values.partition(":")[2].split(), strict=True):
+            if group == "MPTcpExt" or name in TCP_COUNTERS_KEPT:
+                counters[f"{group}{name}"] = int(value)
+    snmp = Path(f"/proc/{pid}/net/snmp").read_text().splitlines()
+    for header, values in zip(snmp[::2], snmp[1::2], strict=False):
+        if header.startswith("Tcp:"):
+            for name, value in zip(header.split()[1:], values.split()[1:], strict=True):
+                if name in ("InCsumErrors", "RetransSegs", "OutRsts"):
+                    counters[f"Tcp{name}"] = int(value)
+    return counters
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Counters that moved, as after - before (nonzero only, to keep results readable)."""
+    return {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] != before.get(k, 0)}
+
+
+def configure(
+    netns: str,
+    *,
+    subflows: int,
+    add_addr_accepted: int,
+    checksum: bool,
+    subflow_endpoints: tuple[tuple[str, str], ...] = (),  # (address, device)
+    signal_endpoints: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Limits, checksum sysctl and path-manager endpoints of one namespace."""
+    exec_ns = ["ip", "netns", "exec", netns]
+    run_checked([*exec_ns, "sysctl", "-q", "-w", "net.mptcp.enabled=1",
+                 f"net.mptcp.checksum_enabled={int(checksum)}"], f"MPTCP sysctls in {netns}")
+    run_checked(["ip", "-n", netns, "mptcp", "limits", "set", "subflows", str(subflows),
+                 "add_addr_accepted", str(add_addr_accepted)], f"ip mptcp limits in {netns}")
+    run_checked(["ip", "-n", netns, "mptcp", "endpoint", "flush"], f"ip mptcp endpoint flush in {netns}")
+    for flag, endpoints in (("subflow", subflow_endpoints), ("signal", signal_endpoints)):
+        for address, device in endpoints:
+            run_checked(["ip", "-n", netns, "mptcp", "endpoint", "add", address, "dev", device, flag],
+                        f"ip mptcp endpoint {address} {flag} in {netns}")
+
+
+def disable(netns: str) -> None:
+    """Plain-TCP host: MPTCP off in the namespace (sockets asking for it are refused)."""
+    run_checked(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.mptcp.enabled=0"],
+                f"disabling MPTCP in {netns}")

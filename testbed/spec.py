@@ -1,0 +1,275 @@
+"""Experiment specs: TOML files describing topology, middleboxes, endpoints, traffic, a timeline
+of live link changes, MPTCP settings, expectations and a seed.
+
+Every table is checked strictly: an unknown key, a wrong type or an impossible value is a
+SpecError naming the file, the key and what is allowed, raised before anything is built.
+See experiments/two_path_kernel.toml for a commented example.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import SpecError
+from testbed.net.params import LinkParams
+from testbed.net.topo import NodeKind, Topology
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+STACKS = ("kernel", "tcp", "python")
+OUTCOMES = ("mptcp", "fallback-syn", "fallback-infinite-map", "mp-fail", "subflow-rejected",
+            "reset", "stalled", "corrupted")
+
+
+def _table(data: Any, where: str, allowed: dict[str, type | tuple[type, ...]],
+           required: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: must be a table")
+    for key in data:
+        if key not in allowed:
+            raise SpecError(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+    for key in required:
+        if key not in data:
+            raise SpecError(f"{where}: missing required key {key!r}")
+    for key, value in data.items():
+        expected = allowed[key]
+        types = expected if isinstance(expected, tuple) else (expected,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if isinstance(value, bool) and bool not in types:
+            raise SpecError(f"{where}.{key}: expected {_type_names(types)}, got a boolean")
+        if not isinstance(value, types):
+            raise SpecError(f"{where}.{key}: expected {_type_names(types)}, got {value!r}")
+    return data
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+             dict: "a table", list: "a list"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+@dataclass(frozen=True)
+class MiddleboxPlacement:
+    node: str
+    type: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    role: str  # "client" | "server"
+    host: str
+    stack: str  # "kernel" | "tcp" | "python"
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    bytes: int | None = None
+    seconds: float | None = None
+    direction: str = "upload"
+    port: int = 5201
+    sample_ms: float = 50.0
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class MptcpSpec:
+    subflows: int = 2
+    add_addr_accepted: int = 2
+    client_subflow_endpoints: bool = True  # the client's extra addresses as `subflow` endpoints
+    server_signal: tuple[str, ...] = ()  # server addresses announced with ADD_ADDR
+    checksum: bool = False
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    at_s: float
+    link: str
+    set: dict[str, Any] = field(default_factory=dict)
+    up: bool | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    description: str
+    seed: int
+    topology: str
+    topology_params: dict[str, Any]
+    middleboxes: tuple[MiddleboxPlacement, ...]
+    endpoints: tuple[EndpointSpec, ...]
+    traffic: TrafficSpec
+    mptcp: MptcpSpec
+    timeline: tuple[TimelineEvent, ...]
+    capture: bool
+    expect: dict[str, Any]
+    source: str = ""
+
+    @property
+    def client(self) -> EndpointSpec:
+        return next(e for e in self.endpoints if e.role == "client")
+
+    @property
+    def server(self) -> EndpointSpec:
+        return next(e for e in self.endpoints if e.role == "server")
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a spec file; every problem is a one-line SpecError."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: no such spec file") from exc
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: malformed TOML: {exc}") from exc
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec:
+    top = _table(raw, source, {
+        "name": str, "description": str, "seed": int, "topology": dict, "middleboxes": list,
+        "endpoints": list, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
+        "expect": dict,
+    }, required=("topology", "endpoints", "traffic"))
+
+    topo_raw = _table(top["topology"], f"{source}: [topology]", {"name": str, "params": dict},
+                      required=("name",))
+    middleboxes = []
+    for i, item in enumerate(top.get("middleboxes", [])):
+        where = f"{source}: middleboxes[{i}]"
+        box = _table(item, where, {"node": str, "type": str, "params": dict},
+                     required=("node", "type"))
+        middleboxes.append(MiddleboxPlacement(box["node"], box["type"], dict(box.get("params", {}))))
+
+    endpoints = []
+    for i, item in enumerate(top["endpoints"]):
+        where = f"{source}: endpoints[{i}]"
+        ep = _table(item, where, {"role": str, "host": str, "stack": str}, required=("role", "stack"))
+        if ep["role"] not in ("client", "server"):
+            raise SpecError(f"{where}.role: {ep['role']!r} is not client or server")
+        if ep["stack"] not in STACKS:
+            raise SpecError(f"{where}.stack: unknown stack {ep['stack']!r} (known: {', '.join(STACKS)})")
+        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), ep["stack"]))
+    roles = sorted(e.role for e in endpoints)
+    if roles != ["client", "server"]:
+        raise SpecError(f"{source}: endpoints must be exactly one client and one server, got {roles}")
+
+    tr = _table(top["traffic"], f"{source}: [traffic]", {
+        "bytes": int, "seconds": float, "direction": str, "port": int, "sample_ms": float,
+        "timeout_s": float,
+    })
+    if ("bytes" in tr) == ("seconds" in tr):
+        raise SpecError(f"{source}: [traffic] needs exactly one of bytes or seconds")
+    if tr.get("bytes", 1) <= 0 or tr.get("seconds", 1) <= 0:
+        raise SpecError(f"{source}: [traffic] bytes/seconds must be positive")
+    if tr.get("direction", "upload") not in ("upload", "download"):
+        raise SpecError(f"{source}: [traffic].direction must be upload or download")
+    if not 1 <= tr.get("port", 5201) <= 65535:
+        raise SpecError(f"{source}: [traffic].port must be 1..65535")
+    if not 10 <= tr.get("sample_ms", 50) <= 100:
+        raise SpecError(f"{source}: [traffic].sample_ms must be 10..100 (bins are at most 100 ms)")
+    seconds = float(tr["seconds"]) if "seconds" in tr else None
+    traffic = TrafficSpec(
+        bytes=tr.get("bytes"), seconds=seconds, direction=tr.get("direction", "upload"),
+        port=tr.get("port", 5201), sample_ms=float(tr.get("sample_ms", 50.0)),
+        timeout_s=float(tr.get("timeout_s", max(60.0, (seconds or 0) * 3))),
+    )
+
+    mp = _table(top.get("mptcp", {}), f"{source}: [mptcp]", {
+        "subflows": int, "add_addr_accepted": int, "client_subflow_endpoints": bool,
+        "server_signal": list, "checksum": bool,
+    })
+    for key in ("subflows", "add_addr_accepted"):
+        if not 0 <= mp.get(key, 0) <= 8:
+            raise SpecError(f"{source}: [mptcp].{key} must be 0..8 (the kernel's limit)")
+    mptcp = MptcpSpec(
+        subflows=mp.get("subflows", 2), add_addr_accepted=mp.get("add_addr_accepted", 2),
+        client_subflow_endpoints=mp.get("client_subflow_endpoints", True),
+        server_signal=tuple(str(a) for a in mp.get("server_signal", [])),
+        checksum=mp.get("checksum", False),
+    )
+
+    timeline = []
+    for i, item in enumerate(top.get("timeline", [])):
+        where = f"{source}: timeline[{i}]"
+        ev = _table(item, where, {"at_s": float, "link": str, "set": dict, "up": bool},
+                    required=("at_s", "link"))
+        if "set" not in ev and "up" not in ev:
+            raise SpecError(f"{where}: needs `set = {{...}}` (link parameters) or `up = true/false`")
+        if ev["at_s"] < 0:
+            raise SpecError(f"{where}.at_s must be >= 0")
+        LinkParams().updated(ev.get("set", {}), where=f"{where}.set")  # validates keys and values
+        timeline.append(TimelineEvent(float(ev["at_s"]), ev["link"], dict(ev.get("set", {})),
+                                      ev.get("up")))
+    timeline.sort(key=lambda e: e.at_s)
+
+    capture = _table(top.get("capture", {}), f"{source}: [capture]", {"pcap": bool})
+    expect = _table(top.get("expect", {}), f"{source}: [expect]", {
+        "outcome": str, "min_goodput_mbps": float, "max_goodput_mbps": float, "subflows": int,
+    })
+    if "outcome" in expect and expect["outcome"] not in OUTCOMES:
+        raise SpecError(f"{source}: [expect].outcome {expect['outcome']!r} is not one of "
+                        f"{', '.join(OUTCOMES)}")
+
+    return ExperimentSpec(
+        name=top.get("name", Path(source).stem), description=top.get("description", ""),
+        seed=top.get("seed", 1), topology=topo_raw["name"],
+        topology_params=dict(topo_raw.get("params", {})), middleboxes=tuple(middleboxes),
+        endpoints=tuple(endpoints), traffic=traffic, mptcp=mptcp, timeline=tuple(timeline),
+        capture=capture.get("pcap", False), expect=dict(expect), source=source,
+    )
+
+
+def check_against_topology(spec: ExperimentSpec, topo: Topology) -> None:
+    """Names in the spec that must exist in the topology: hosts, middlebox nodes, links."""
+    for ep in spec.endpoints:
+        node = topo.nodes.get(ep.host)
+        if node is None or node.kind is not NodeKind.HOST:
+            hosts = [n for n, s in topo.nodes.items() if s.kind is NodeKind.HOST]
+            raise SpecError(f"{spec.source}: endpoint host {ep.host!r} is not a host of {topo.name} "
+                            f"(hosts: {', '.join(hosts)})")
+    bumps = [n for n, s in topo.nodes.items() if s.kind is NodeKind.MIDDLEBOX]
+    for box in spec.middleboxes:
+        if box.node not in bumps:
+            raise SpecError(f"{spec.source}: middlebox node {box.node!r} is not in {topo.name} "
+                            f"(middlebox nodes: {', '.join(bumps)})")
+        _validate_middlebox(box, spec)
+    for ev in spec.timeline:
+        if ev.link not in topo.links:
+            raise SpecError(f"{spec.source}: timeline link {ev.link!r} is not in {topo.name} "
+                            f"(links: {', '.join(topo.links)})")
+    server_addresses = topo.host_addresses(spec.server.host)
+    for address in spec.mptcp.server_signal:
+        if address not in server_addresses:
+            raise SpecError(f"{spec.source}: [mptcp].server_signal {address!r} is not an address of "
+                            f"{spec.server.host} ({', '.join(server_addresses)})")
+
+
+def _validate_middlebox(box: MiddleboxPlacement, spec: ExperimentSpec) -> None:
+    """Build the middlebox once, so a bad name or parameter fails before anything runs."""
+    try:
+        from middleboxes.registry import MiddleboxSpecError, build_middlebox
+    except ImportError as exc:  # pragma: no cover - the package ships with the project
+        raise SpecError(f"middlebox catalogue unavailable: {exc}") from exc
+    try:
+        build_middlebox(box.type, dict(box.params), random.Random(spec.seed))
+    except MiddleboxSpecError as exc:
+        raise SpecError(f"{spec.source}: middleboxes on {box.node}: {exc}") from exc
