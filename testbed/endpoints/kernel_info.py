@@ -44,13 +44,15 @@ MPTCP_INFO_REQUEST_SIZE = 128
 
 # struct tcp_info offsets (include/uapi/linux/tcp.h, checked with offsetof on this machine).
 TCP_CLOSE = 7
-_TCPI_RTT = (68, "=I")
-_TCPI_SND_CWND = (80, "=I")
-_TCPI_TOTAL_RETRANS = (100, "=I")
-_TCPI_BYTES_ACKED = (120, "=Q")
-_TCPI_BYTES_RECEIVED = (128, "=Q")
-_TCPI_BYTES_SENT = (200, "=Q")
-_TCPI_BYTES_RETRANS = (208, "=Q")
+TCP_INFO_FIELDS: dict[str, tuple[int, str]] = {  # name -> (offset, struct format)
+    "tcpi_rtt": (68, "=I"),
+    "tcpi_snd_cwnd": (80, "=I"),
+    "tcpi_total_retrans": (100, "=I"),
+    "tcpi_bytes_acked": (120, "=Q"),
+    "tcpi_bytes_received": (128, "=Q"),
+    "tcpi_bytes_sent": (200, "=Q"),
+    "tcpi_bytes_retrans": (208, "=Q"),
+}
 TCP_INFO_REQUEST_SIZE = 232  # sizeof(struct tcp_info) in the 6.1 UAPI: covers every field above
 
 _SUBFLOW_DATA_HEADER = struct.Struct("=IIII")  # aligned(8): 16 bytes, no tail padding
@@ -179,8 +181,8 @@ def parse_mptcp_info(raw: bytes) -> MptcpInfo:
     )
 
 
-def _field(raw: bytes, spec: tuple[int, str]) -> int | None:
-    offset, fmt = spec
+def _field(raw: bytes, name: str) -> int | None:
+    offset, fmt = TCP_INFO_FIELDS[name]
     if len(raw) < offset + struct.calcsize(fmt):
         return None
     value: int = struct.unpack_from(fmt, raw, offset)[0]
@@ -189,17 +191,17 @@ def _field(raw: bytes, spec: tuple[int, str]) -> int | None:
 
 def parse_tcp_info(raw: bytes) -> TcpCounters:
     """Decode the fields we report from a ``struct tcp_info`` (maybe a prefix)."""
-    if len(raw) < _TCPI_TOTAL_RETRANS[0] + 4:
+    if len(raw) < TCP_INFO_FIELDS["tcpi_total_retrans"][0] + 4:
         raise KernelInfoError(f"struct tcp_info too short: {len(raw)} bytes, need at least 104")
     return TcpCounters(
         state=raw[0],
-        bytes_sent=_field(raw, _TCPI_BYTES_SENT),
-        bytes_acked=_field(raw, _TCPI_BYTES_ACKED),
-        bytes_received=_field(raw, _TCPI_BYTES_RECEIVED),
-        bytes_retrans=_field(raw, _TCPI_BYTES_RETRANS),
-        total_retrans=_field(raw, _TCPI_TOTAL_RETRANS) or 0,
-        rtt_us=_field(raw, _TCPI_RTT) or 0,
-        snd_cwnd=_field(raw, _TCPI_SND_CWND) or 0,
+        bytes_sent=_field(raw, "tcpi_bytes_sent"),
+        bytes_acked=_field(raw, "tcpi_bytes_acked"),
+        bytes_received=_field(raw, "tcpi_bytes_received"),
+        bytes_retrans=_field(raw, "tcpi_bytes_retrans"),
+        total_retrans=_field(raw, "tcpi_total_retrans") or 0,
+        rtt_us=_field(raw, "tcpi_rtt") or 0,
+        snd_cwnd=_field(raw, "tcpi_snd_cwnd") or 0,
     )
 
 

@@ -1,0 +1,126 @@
+"""Payload stream, request codec and the send/receive loops over a local socket pair."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import threading
+
+import pytest
+
+from testbed.endpoints.payload import PayloadSource, StreamDigest, expected_digest
+from testbed.endpoints.transfer import (
+    REQUEST,
+    ProtocolError,
+    StreamProgress,
+    TransferRequest,
+    receive_stream,
+    send_stream,
+)
+
+
+def _naive_stream(seed: int, size: int, chunk_size: int) -> bytes:
+    """The documented construction, written out independently of PayloadSource."""
+    body = random.Random(seed).randbytes(chunk_size)
+    out = bytearray()
+    index = 0
+    while len(out) < size:
+        tag = hashlib.sha256(
+            b"mptcp-testbed payload v1" + seed.to_bytes(8, "big") + index.to_bytes(8, "big")
+        ).digest()
+        out += tag + body[32:]
+        index += 1
+    return bytes(out[:size])
+
+
+def test_payload_matches_its_definition_across_chunk_boundaries() -> None:
+    source = PayloadSource(5, chunk_size=100)
+    pieces = bytearray()
+    offset = 0
+    while offset < 1000:
+        piece = source.window(offset, 37)  # never crosses a chunk boundary
+        pieces += piece
+        offset += len(piece)
+    assert bytes(pieces) == _naive_stream(5, 1000, 100)
+    assert expected_digest(5, 1000, 100) == hashlib.sha256(_naive_stream(5, 1000, 100)).hexdigest()
+
+
+def test_payload_chunks_differ_and_seeds_differ() -> None:
+    source = PayloadSource(1, chunk_size=64)
+    assert bytes(source.chunk(0)) != bytes(source.chunk(1))
+    assert expected_digest(1, 4096) != expected_digest(2, 4096)
+    assert expected_digest(1, 4096) == expected_digest(1, 4096)
+
+
+def test_payload_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"seed must be in 0\.\.2\*\*64-1"):
+        PayloadSource(-1)
+    with pytest.raises(ValueError, match="chunk_size must exceed 32"):
+        PayloadSource(1, chunk_size=32)
+
+
+def test_request_round_trip_and_errors() -> None:
+    request = TransferRequest("download", "seconds", 1_500_000, 2**64 - 1)
+    raw = request.encode()
+    assert len(raw) == REQUEST.size == 24
+    assert TransferRequest.decode(raw) == request
+    assert request.seconds == 1.5 and request.byte_limit is None
+    with pytest.raises(ProtocolError, match="not a testbed endpoint client"):
+        TransferRequest.decode(b"GET / HTTP/1.1\r\nHost: x\r\n"[:24])
+    with pytest.raises(ProtocolError, match="version 9 unsupported"):
+        TransferRequest.decode(raw[:4] + b"\x09" + raw[5:])
+    with pytest.raises(ValueError, match="direction must be one of"):
+        TransferRequest("sideways", "bytes", 1, 1)  # type: ignore[arg-type]
+
+
+class StepClock:
+    """A clock that advances a fixed step per reading (deterministic deadlines)."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def _receive_in_thread(sock: socket.socket) -> tuple[threading.Thread, StreamProgress]:
+    progress = StreamProgress()
+    thread = threading.Thread(target=receive_stream, args=(sock, progress, 10.0, StepClock(0.001)))
+    thread.start()
+    return thread, progress
+
+
+def test_send_and_receive_exact_byte_count() -> None:
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        thread, received = _receive_in_thread(receiver)
+        sent = StreamProgress()
+        size = 3 * (1 << 20) + 12345
+        send_stream(sender, PayloadSource(3), sent, size, None, 10.0, StepClock(0.001))
+        sender.shutdown(socket.SHUT_WR)
+        thread.join(10)
+    assert sent.byte_count == received.byte_count == size
+    assert sent.digest.hexdigest() == received.digest.hexdigest() == expected_digest(3, size)
+
+
+def test_send_stops_at_the_deadline_and_counts_exactly() -> None:
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        thread, received = _receive_in_thread(receiver)
+        sent = StreamProgress()
+        clock = StepClock(0.01)  # deadline 0.5 s of clock readings: a few dozen sends
+        send_stream(sender, PayloadSource(4), sent, None, 0.5, 10.0, clock)
+        sender.shutdown(socket.SHUT_WR)
+        thread.join(10)
+    assert 0 < sent.byte_count == received.byte_count
+    assert sent.digest.hexdigest() == expected_digest(4, sent.byte_count)
+
+
+def test_stream_digest_counts() -> None:
+    digest = StreamDigest()
+    digest.update(b"abc")
+    digest.update(memoryview(b"def"))
+    assert digest.byte_count == 6 and digest.hexdigest() == hashlib.sha256(b"abcdef").hexdigest()
