@@ -179,6 +179,8 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"{side:8}: {segments} data segments in {seconds:.2f} s of CPU = "
                   f"{rate:,.0f} segments/s (target {TARGET_SEGMENTS_PER_SECOND:,})")
     if profiler is not None:
+        print("(the figures above include cProfile's own overhead; run without --profile for "
+              "the real rate)", file=sys.stderr if args.json else sys.stdout)
         buffer = io.StringIO()
         stats = pstats.Stats(profiler, stream=buffer)
         stats.sort_stats("tottime").print_stats(25)
