@@ -121,8 +121,8 @@ class Scoreboard:
                 continue
             if seg.start >= self.highest_sacked:
                 continue
-            if seg.lost:
-                continue
+            if seg.lost or seg.transmissions > 1:
+                continue  # already retransmitted once: only the RTO resends it again
             if sacked_count >= self.dupthresh or sacked_above >= threshold_bytes:
                 self.mark_lost(seg)
                 lost.append(seg)

@@ -245,7 +245,9 @@ class Subflow:
     def _window_field(self, syn: int) -> int:
         window = max(0, self.owner.receive_window(self))
         if syn:
-            return min(window, 0xFFFF)
+            field = min(window, 0xFFFF)
+            self.rcv_adv_end = max(self.rcv_adv_end, self.rcv.next + field)
+            return field
         field = min(window >> self.our_window_shift, 0xFFFF)
         advertised_end = self.rcv.next + (field << self.our_window_shift)
         if advertised_end > self.rcv_adv_end:
@@ -448,6 +450,9 @@ class Subflow:
             self.snd_wnd = window
             self.snd_wl1 = seg_offset
             self.snd_wl2 = ack
+        self.owner.on_segment_options(self, segment, seg_offset, now)
+        if self.state is TcpState.CLOSED:
+            return
         scoreboard = self.scoreboard
         sack_newly = 0
         if self.sack_ok and scoreboard.first() is not None:
@@ -461,7 +466,6 @@ class Subflow:
         elif (ack == self.snd_una and self.snd_nxt > self.snd_una and not segment.payload
               and not segment.flags & FIN and (not window_changed or sack_newly)):
             self.dupacks += 1
-        self.owner.on_segment_options(self, segment, seg_offset, now)
         if self.state is TcpState.CLOSED:
             return
         self._detect_loss(now)
