@@ -57,13 +57,19 @@ def build_registered_middleboxes(specs: Sequence[MiddleboxSpec],
 
 def build_process(config: InlineConfig, left: str, right: str,
                   middlebox_factory: MiddleboxFactory = build_registered_middleboxes,
-                  codec: Codec | None = None) -> InlineProcess:
-    """Open both legs and assemble the stages. RNG streams: delay lines first, then boxes."""
+                  codec: Codec | None = None, prepare_legs: bool = True) -> InlineProcess:
+    """Assemble the stages, then prepare and open both legs (so a bad config touches nothing).
+
+    RNG streams are drawn from the seed in a fixed order: delay lines first, then the boxes.
+    """
     rng = random.Random(config.seed)
     delay_lines = {d: DelayLine(config.delay[d], random.Random(rng.getrandbits(64)))
                    for d in Direction}
     boxes = middlebox_factory(config.middleboxes, rng)
     pipeline = MiddleboxPipeline(boxes, codec or wire_codec()) if boxes else None
+    if prepare_legs:
+        for leg in (left, right):
+            prepare_leg(leg, disable_ipv6=True)
     left_leg = open_leg(left)
     try:
         right_leg = open_leg(right)
@@ -101,10 +107,8 @@ def main(argv: Sequence[str] | None = None,
         config = load_config(args.config) if args.config else InlineConfig()
         if args.left == args.right:
             raise ConfigError(f"--left and --right must differ, both are {args.left!r}")
-        if not args.no_prepare:
-            for leg in (args.left, args.right):
-                prepare_leg(leg, disable_ipv6=True)
-        process = build_process(config, args.left, args.right, middlebox_factory)
+        process = build_process(config, args.left, args.right, middlebox_factory,
+                                prepare_legs=not args.no_prepare)
     except (ConfigError, LegError) as error:
         print(f"testbed.inline: {error}", file=sys.stderr)
         return 2

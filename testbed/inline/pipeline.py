@@ -14,6 +14,8 @@ Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is 
   leg, so upstream packets meet the boxes in list order and downstream packets in reverse.
   A packet a box releases later (next_deadline/release) continues with the boxes after it in
   the direction it was released for.
+* ARP requests for an address a box owns (a NAT's public address) are answered by the bump
+  (see testbed.inline.arp); all other ARP passes through.
 * A created packet gets the Ethernet header of the frame that triggered it; a released one the
   last header seen in its direction (or, before any, the reverse direction's with the MAC
   addresses swapped).
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from middleboxes.base import Direction, Middlebox
+from testbed.inline.arp import ETHERTYPE_ARP, ArpResponder, owned_addresses
 from testbed.wire.errors import WireError
 from testbed.wire.types import Packet, TcpSegment
 
@@ -91,6 +94,7 @@ class PipelineStats:
     undecodable: int = 0
     unencodable: int = 0
     released: int = 0
+    arp_answered: int = 0
     last_wire_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,6 +108,7 @@ class MiddleboxPipeline:
         self._boxes: list[Middlebox] = list(middleboxes)
         self._codec = codec
         self._last_header: dict[Direction, bytes] = {}
+        self._arp = ArpResponder(owned_addresses(self._boxes))
         self.stats = PipelineStats()
 
     @property
@@ -121,7 +126,15 @@ class MiddleboxPipeline:
     def process(self, frame: bytes, direction: Direction,
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
-        if not self._boxes or not is_ipv4_tcp(frame):
+        if not self._boxes:
+            return [(frame, direction)]
+        arp = self._arp
+        if arp:
+            arp.learn(frame, direction)
+            if frame[12:14] == ETHERTYPE_ARP and (reply := arp.answer(frame, direction)):
+                self.stats.arp_answered += 1
+                return [(reply, direction.reverse())]
+        if not is_ipv4_tcp(frame):
             return [(frame, direction)]
         header = frame[:ETH_HEADER_LEN]
         self._last_header[direction] = header

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
 import sys
 
 import pytest
 
-from testbed.inline.lab import C_ADDR, LabError, LineLab
+from testbed.inline.lab import A_ADDR, C_ADDR, LabError, LineLab
 
 from .conftest import ping
 
@@ -26,7 +27,7 @@ conn, _ = listener.accept()
 digest, total = hashlib.sha256(), 0
 while chunk := conn.recv(1 << 16):
     digest.update(chunk); total += len(chunk)
-print(json.dumps({{"sha256": digest.hexdigest(), "bytes": total}}))
+print(json.dumps({{"sha256": digest.hexdigest(), "bytes": total, "peer": _[0]}}))
 """
 
 SENDER = f"""
@@ -44,8 +45,7 @@ conn.close()
 
 
 def transfer(lab: LineLab) -> dict[str, object]:
-    import subprocess
-
+    """Send TRANSFER_BYTES seeded bytes A -> C; C's digest, byte count and the peer it saw."""
     receiver = lab.spawn(lab.c, [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE)
     lab.sh(lab.a, sys.executable, "-c", SENDER, timeout_s=60)
     out, _ = receiver.communicate(timeout=30)
@@ -76,9 +76,33 @@ def test_tcp_data_arrives_intact(lab: LineLab, start_bump, mode: str | None) -> 
     bump = start_bump(mode=mode)
     result = transfer(lab)
     expected = hashlib.sha256(random.Random(42).randbytes(TRANSFER_BYTES)).hexdigest()
-    assert result == {"sha256": expected, "bytes": TRANSFER_BYTES}
+    assert result == {"sha256": expected, "bytes": TRANSFER_BYTES, "peer": A_ADDR}
     stats = bump.control.stats()
     if mode == "reencode":
         assert stats["pipeline"]["reencoded"] > TRANSFER_BYTES // 1500
         assert stats["pipeline"]["undecodable"] == 0
         assert stats["middleboxes"][0]["counters"]["seen"] == stats["pipeline"]["decoded"]
+
+
+EXPECTED = hashlib.sha256(random.Random(42).randbytes(TRANSFER_BYTES)).hexdigest()
+
+
+def test_catalogue_rewrite_seq_keeps_kernel_tcp_intact(lab: LineLab, start_bump) -> None:
+    """A real catalogue box from the config (registry path): shifted sequence numbers both ways."""
+    bump = start_bump({"seed": 3, "middleboxes": [
+        {"name": "rewrite_seq", "params": {"direction": "both"}}]})
+    assert transfer(lab) == {"sha256": EXPECTED, "bytes": TRANSFER_BYTES, "peer": A_ADDR}
+    [box] = bump.control.stats()["middleboxes"]
+    assert box["name"] == "rewrite_seq"
+    assert box["counters"]["changed"] > TRANSFER_BYTES // 1500
+
+
+def test_nat_public_address_is_answered_by_the_bump(lab: LineLab, start_bump) -> None:
+    """C sees the NAT's public address, ARPs for it, and the bump answers with A's MAC."""
+    bump = start_bump({"middleboxes": [
+        {"name": "nat", "params": {"public_address": "10.99.0.9"}}]})
+    assert transfer(lab) == {"sha256": EXPECTED, "bytes": TRANSFER_BYTES, "peer": "10.99.0.9"}
+    a_mac = json.loads(lab.sh(lab.a, "ip", "-j", "link", "show", "a-eth0"))[0]["address"]
+    neighbours = json.loads(lab.sh(lab.c, "ip", "-j", "neigh", "show", "10.99.0.9"))
+    assert neighbours and neighbours[0]["lladdr"] == a_mac
+    assert bump.control.stats()["pipeline"]["arp_answered"] >= 1

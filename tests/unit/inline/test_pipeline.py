@@ -192,3 +192,40 @@ def test_function_codec_wraps_the_wire_functions() -> None:
     codec = FunctionCodec(decode_packet, encode_packet)
     packet = tcp_packet()
     assert codec.decode(codec.encode(packet)).tcp.payload == packet.tcp.payload
+
+
+class OwningBox(Box):
+    def owned_addresses(self) -> list[str]:
+        return ["10.99.0.9"]
+
+
+def arp_request_for(target: str, sender_mac: bytes) -> bytes:
+    body = (bytes.fromhex("0001080006040001") + sender_mac + bytes([10, 99, 0, 2])
+            + bytes(6) + bytes(int(x) for x in target.split(".")))
+    return b"\xff" * 6 + sender_mac + b"\x08\x06" + body
+
+
+def test_arp_for_an_owned_address_is_answered_with_the_far_side_host_mac() -> None:
+    stage = pipeline(OwningBox("nat"))
+    server_mac = bytes.fromhex("020000000002")
+    request = arp_request_for("10.99.0.9", server_mac)
+    # Nothing seen from the client side yet: no MAC to answer with, the request passes.
+    assert stage.process(request, DOWN, 0.0) == [(request, DOWN)]
+    client_frame = tcp_frame(upstream=True)
+    stage.process(client_frame, UP, 0.0)
+    [(reply, direction)] = stage.process(request, DOWN, 0.1)
+    client_mac = client_frame[6:12]
+    assert direction is UP  # back out of the leg the request came in on
+    assert reply[:12] == server_mac + client_mac and reply[12:14] == b"\x08\x06"
+    assert reply[14 + 6:14 + 8] == b"\x00\x02"  # op = reply
+    assert reply[14 + 8:14 + 18] == client_mac + bytes([10, 99, 0, 9])
+    assert reply[14 + 18:14 + 28] == server_mac + bytes([10, 99, 0, 2])
+    assert stage.stats.arp_answered == 1
+
+
+def test_arp_for_other_addresses_passes_through() -> None:
+    stage = pipeline(OwningBox("nat"))
+    stage.process(tcp_frame(upstream=True), UP, 0.0)
+    other = arp_request_for("10.99.0.1", bytes.fromhex("020000000002"))
+    assert stage.process(other, DOWN, 0.0) == [(other, DOWN)]
+    assert pipeline(Box("plain")).process(other, DOWN, 0.0) == [(other, DOWN)]
