@@ -9,8 +9,10 @@ segments and why MPTCP must cope when options of merged segments vanish.
 The held run is flushed, in order, when a segment does not continue it (out-of-order or
 retransmission), when any other packet of the same flow and direction arrives (FIN, SYN, RST,
 a pure ACK: it must not overtake held data), when `max_bytes` is reached, or at the deadline.
-The merged segment carries the latest ACK and window and any PSH. Mind the output link's MTU:
-merged segments are larger than the input ones.
+The merged segment carries the latest ACK and window and any PSH. On a forwarding path GRO'd
+super-segments are cut up again before they leave, so what reaches the wire is at most an MSS:
+the default `max_bytes` (1448) merges small segments as a proxy does and fits a 1500-byte MTU;
+larger values model jumbo paths and need the output link's MTU to match.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ _MERGEABLE_FLAGS = ACK | PSH
 
 @dataclass(frozen=True, kw_only=True)
 class CoalesceParams(CommonParams):
-    max_bytes: int = param(2896, "largest merged payload, bytes (the output link MTU must fit it "
-                           "plus headers)", minimum=2, maximum=MAX_TCP_PAYLOAD)
+    max_bytes: int = param(1448, "largest merged payload, bytes; the default fits a 1500-byte MTU "
+                           "with timestamps, larger values need a larger MTU on the output link",
+                           minimum=2, maximum=MAX_TCP_PAYLOAD)
     hold_ms: float = param(1.0, "longest time a segment waits for followers, milliseconds",
                            minimum=0.0)
     keep_options: Literal["first", "last"] = param(

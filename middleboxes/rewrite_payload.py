@@ -35,6 +35,9 @@ class RewritePayloadParams(CommonParams):
     replacement: str = param(doc="text to put in its place (may differ in length)")
     direction: Literal["upstream", "downstream", "both"] = param(
         "both", "direction of the payloads to rewrite")
+    limit: int = param(0, "rewrite at most this many occurrences per flow and direction "
+                       "(0 = all); an ALG edits a few control lines, not every match",
+                       minimum=0)
 
     def check(self) -> None:
         if not self.pattern:
@@ -57,6 +60,7 @@ class _StreamEdits:
     cumulative: list[int] = field(default_factory=list)
     base_position: int = -(1 << 62)  # edits before this are folded into base_shift
     base_shift: int = 0
+    edited: set[int] = field(default_factory=set)  # positions edited, kept only under a limit
 
     def shift_before(self, position: int) -> int:
         """Total length change of edits that start strictly before `position`."""
@@ -157,16 +161,26 @@ class RewritePayload(MiddleboxBase):
             pieces: list[bytes] = []
             cursor = 0
             count = 0
+            limit = self.params.limit
             while (index := tcp.payload.find(self._pattern, cursor)) >= 0:
+                position = payload_start + index
+                if limit and position not in stream.edited:
+                    if len(stream.edited) >= limit:  # keep this occurrence as it is
+                        end = index + len(self._pattern)
+                        pieces.append(tcp.payload[cursor:end])
+                        cursor = end
+                        continue
+                    stream.edited.add(position)
                 pieces.append(tcp.payload[cursor:index])
                 pieces.append(self._replacement)
                 cursor = index + len(self._pattern)
                 count += 1
                 if self._delta:
-                    stream.record(payload_start + index, self._delta)
-            pieces.append(tcp.payload[cursor:])
-            tcp.payload = b"".join(pieces)
-            changes.append(f"replaced {count} occurrence(s) ({self._delta:+d} bytes each)")
+                    stream.record(position, self._delta)
+            if count:
+                pieces.append(tcp.payload[cursor:])
+                tcp.payload = b"".join(pieces)
+                changes.append(f"replaced {count} occurrence(s) ({self._delta:+d} bytes each)")
         shift = stream.shift_before(payload_start)
         if shift:
             old = tcp.seq

@@ -39,6 +39,16 @@ def test_merges_contiguous_segments_until_the_deadline_keeping_first_options() -
     assert box.counters.as_dict() == {"seen": 3, "changed": 3, "dropped": 0, "injected": 0}
 
 
+def test_default_merges_small_segments_up_to_one_mss() -> None:
+    box = build("coalesce")
+    assert box.process(seg(1, 1000), UP, 0.0) == []
+    [first] = box.process(seg(1001, 500), UP, 0.0)  # 1500 > 1448: flush, hold the new one
+    assert len(first.tcp.payload) == 1000
+    assert box.process(seg(1501, 448), UP, 0.0) == []
+    [(merged, _)] = box.release(1.0)
+    assert (merged.tcp.seq, len(merged.tcp.payload)) == (1001, 948)
+
+
 def test_keep_last_options() -> None:
     box = build("coalesce", keep_options="last")
     box.process(seg(1, 100), UP, 0.0)

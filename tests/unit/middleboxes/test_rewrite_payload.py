@@ -116,3 +116,15 @@ def test_acknowledged_edits_are_forgotten_but_still_shift_later_data() -> None:
     assert (later.tcp.seq, later.tcp.payload) == (1151, b"AA")
     [ack2] = box.process(down_ack(1153), DOWN, 0.0)
     assert ack2.tcp.ack == 1102
+
+
+def test_limit_rewrites_only_the_first_occurrences_and_their_retransmissions() -> None:
+    box = build("rewrite_payload", pattern="A", replacement="BB", limit=2, direction="upstream")
+    handshake(box)
+    [s1] = box.process(up(1001, b"xAyA"), UP, 0.0)
+    assert s1.tcp.payload == b"xBByBB"
+    [s2] = box.process(up(1005, b"AzA"), UP, 0.0)
+    assert (s2.tcp.seq, s2.tcp.payload) == (1007, b"AzA")
+    [again] = box.process(up(1001, b"xAyAAzA"), UP, 0.0)  # a retransmission merging both
+    assert (again.tcp.seq, again.tcp.payload) == (1001, b"xBByBBAzA")
+    assert box.counters.changed == 3  # s2 kept its bytes but its seq moved

@@ -17,7 +17,7 @@ CONFIGS = [
     ("strip_options", {"what": ["unknown"], "packets": ["syn", "synack"], "how": "nop"}),
     ("strip_options", {"what": ["dss"], "packets": ["data", "fin"]}),
     ("rewrite_seq", {"direction": "both", "fix_sack": False}),
-    ("coalesce", {"keep_options": "first"}),
+    ("coalesce", {"keep_options": "first", "max_bytes": 2896}),
     ("coalesce", {"keep_options": "last", "max_bytes": 4000}),
     ("split", {"mss_bytes": 300}),
     ("split", {"mss_bytes": 300, "options_on_pieces": "first"}),
