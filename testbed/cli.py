@@ -1,8 +1,151 @@
-"""Command-line entry point (placeholder until the orchestrator lands)."""
+"""The `testbed` command: one subcommand per user task; errors are one line with an exit code."""
 
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from pathlib import Path
+
+from testbed import __version__
+from testbed.errors import TestbedError
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from testbed.doctor import format_report, run_doctor
+
+    report = run_doctor()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(format_report(report))
+    if report.problems:
+        if not args.json:
+            print("testbed doctor: essential capabilities missing (see FAIL lines)", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_topo(args: argparse.Namespace) -> int:
+    from topologies import TOPOLOGIES, build_topology, topology_parameters
+
+    if args.action == "list":
+        for name, builder in TOPOLOGIES.items():
+            doc = (sys.modules[builder.__module__].__doc__ or "").strip()
+            print(f"{name:<10} {doc.splitlines()[0] if doc else ''}")
+        return 0
+    if not args.name:
+        raise TestbedError("testbed topo show: give a topology name (see `testbed topo list`)")
+    params = json.loads(args.params) if args.params else {}
+    topo = build_topology(args.name, params)
+    described = topo.describe()
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    print(f"{described['name']}: {described['description']}")
+    print(f"parameters: {json.dumps(topology_parameters(args.name))}")
+    print("nodes:")
+    for node in described["nodes"]:
+        addresses = ", ".join(node["addresses"]) or "-"
+        extra = f"  masquerades {', '.join(node['masquerade'])}" if node.get("masquerade") else ""
+        print(f"  {node['name']:<8} {node['kind']:<9} {addresses}{extra}")
+    print("links:")
+    for link in described["links"]:
+        via = f" via {','.join(link['via'])}" if link["via"] else ""
+        params_text = ", ".join(f"{k}={v}" for k, v in link["params"].items()
+                                if v not in (None, 0, 0.0))
+        print(f"  {link['name']:<8} {link['a']} {link['a_address']} <->{via} {link['b']} "
+              f"{link['b_address']}  [{params_text or 'unshaped'}]")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from testbed.runner import run_experiment
+    from testbed.spec import load_spec
+
+    spec = load_spec(args.spec)
+    result = run_experiment(spec, Path(args.out), progress=lambda m: print(f"[testbed] {m}", flush=True))
+    conn = result["connections"][0]
+    print(f"outcome: {conn['outcome']}  integrity: {conn['integrity']}  "
+          f"goodput: {conn['goodput_mbps']:.1f} Mbit/s  bytes: {conn['bytes']}  "
+          f"duration: {conn['duration_s']:.2f} s")
+    for sub in conn["subflows"]:
+        share = sub["bytes"] * 8 / conn["duration_s"] / 1e6 if conn["duration_s"] else 0.0
+        print(f"  subflow {sub['local']} -> {sub['remote']}: {sub['bytes']} bytes (~{share:.1f} Mbit/s)")
+    print(f"results in {args.out}/ (result.json, timeseries.csv)")
+    expectations = result["expectations"]
+    if not expectations["passed"]:
+        print("expectations failed: " + "; ".join(expectations["failures"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from testbed.net.state import clean
+
+    removed = clean(include_live=args.all)
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean")
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    return int(args.stack_run(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="testbed", description="MPTCP middlebox testbed")
+    parser.add_argument("--version", action="version", version=f"testbed {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    doctor = sub.add_parser("doctor", help="probe this machine and choose link-emulation backends")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=cmd_doctor)
+
+    topo = sub.add_parser("topo", help="list or show the named topologies")
+    topo.add_argument("action", choices=("list", "show"))
+    topo.add_argument("name", nargs="?")
+    topo.add_argument("--params", help='topology parameters as JSON, e.g. \'{"rate_mbit": 50}\'')
+    topo.add_argument("--json", action="store_true")
+    topo.set_defaults(func=cmd_topo)
+
+    run = sub.add_parser("run", help="run one experiment spec (TOML)")
+    run.add_argument("spec")
+    run.add_argument("--out", required=True, help="directory for result.json and time series")
+    run.set_defaults(func=cmd_run)
+
+    clean = sub.add_parser("clean", help="remove what crashed or killed runs left behind")
+    clean.add_argument("--all", action="store_true", help="also runs whose runner is still alive")
+    clean.set_defaults(func=cmd_clean)
+
+    stack = sub.add_parser("stack", help="the bundled Python MPTCP stack without I/O")
+    stack_sub = stack.add_subparsers(dest="stack_command", required=True)
+    from testbed.sim import bench as sim_bench
+    from testbed.sim import cli as sim_cli
+
+    sim = stack_sub.add_parser("sim", help="one transfer in the deterministic simulated network")
+    sim_cli.add_arguments(sim)
+    sim.set_defaults(func=cmd_stack, stack_run=sim_cli.run)
+    bench = stack_sub.add_parser("bench", help="segments per second of the protocol core")
+    sim_bench.add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_stack, stack_run=sim_bench.run_bench)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("testbed: not yet implemented", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except TestbedError as exc:
+        print(f"testbed: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("testbed: interrupted; everything this run created was removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""`testbed run`: build the network, start endpoints, apply the timeline, record, tear down.
+
+The runner owns the order of things and nothing else: the network comes from testbed.net, the
+traffic from testbed.endpoints, the link changes from Network.change_link, the files from
+testbed.results. Whatever happens (an error, Ctrl-C, SIGTERM), teardown runs and the run's
+state file is removed; after `kill -9`, `testbed clean` finds the same resources from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from testbed import kernel_mptcp
+from testbed.doctor import run_doctor
+from testbed.endpoints.report import ReportError, merge_reports, parse_output
+from testbed.errors import EnvironmentProblem, RunFailed, SpecError
+from testbed.net.build import BumpRuntime, Network
+from testbed.net.shaping import Backends
+from testbed.net.state import RunState
+from testbed.net.topo import Topology
+from testbed.results import (
+    RESULT_FILE,
+    SCHEMA,
+    TIMESERIES_FILE,
+    bin_samples,
+    write_json_atomic,
+    write_timeseries,
+)
+from testbed.spec import ExperimentSpec, check_against_topology
+from topologies import build_topology
+
+Progress = Callable[[str], None]
+
+
+def detect_backends() -> Backends:
+    report = run_doctor()
+    if report.problems or report.backends is None:
+        problems = "; ".join(f"{c.name}: {c.detail}" for c in report.problems)
+        raise EnvironmentProblem(f"this machine cannot run experiments ({problems}); see `testbed doctor`")
+    return report.backends
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a run like Ctrl-C does: through the same teardown."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def plan_bumps(spec: ExperimentSpec, topo: Topology, backends: Backends) -> dict[str, BumpRuntime]:
+    """Which bumps run the inline process: those with middleboxes, and, without netem, those
+    carrying a link's userspace delay stage (a link with delay now or later in the timeline)."""
+    bumps: dict[str, BumpRuntime] = {}
+    for box in spec.middleboxes:
+        runtime = bumps.setdefault(box.node, BumpRuntime(seed=spec.seed))
+        runtime.middleboxes.append({"name": box.type, "params": box.params})
+    if backends.netem:
+        return bumps
+    delayed = {name for name, link in topo.links.items()
+               if link.params.delay_ms > 0 or link.params.jitter_ms > 0}
+    delayed |= {ev.link for ev in spec.timeline if "delay_ms" in ev.set or "jitter_ms" in ev.set}
+    for name in sorted(delayed):
+        link = topo.links[name]
+        if not link.via:
+            raise SpecError(f"link {name} needs a userspace delay stage (this kernel has no netem) but has "
+                            "no middlebox node to run it in; use a link with a middlebox node")
+        runtime = bumps.setdefault(link.via[0], BumpRuntime(seed=spec.seed))
+        runtime.delay_ms = link.params.delay_ms
+        runtime.jitter_ms = link.params.jitter_ms
+    return bumps
+
+
+def environment(backends: Backends) -> dict[str, Any]:
+    return {
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "backends": backends.as_dict(),
+        "hostname": platform.node(),
+    }
+
+
+def classify(
+    record: Any, counters: dict[str, dict[str, int]], expected_subflows: int
+) -> tuple[str, list[str]]:
+    """A first outcome class from the evidence at hand (ends' reports, kernel counters)."""
+    evidence: list[str] = []
+    every = {k: v for per_ns in counters.values() for k, v in per_ns.items()}
+    if record.integrity != "ok":
+        if record.errors:
+            evidence += list(record.errors)
+            return "reset", evidence
+        evidence += list(record.problems)
+        return "corrupted", evidence
+    if record.errors:
+        evidence += list(record.errors)
+        return "reset", evidence
+    if record.bytes == 0:
+        return "stalled", ["no payload byte delivered"]
+    if every.get("MPTcpExtMPFailTx") or every.get("MPTcpExtMPFailRx"):
+        evidence.append("MPFailTx/Rx moved")
+        return "mp-fail", evidence
+    if every.get("MPTcpExtInfiniteMapTx") or every.get("MPTcpExtInfiniteMapRx"):
+        evidence.append("InfiniteMapTx/Rx moved")
+        return "fallback-infinite-map", evidence
+    if not record.mptcp_used:
+        evidence.append("MPTCP_INFO reports fallback or plain TCP")
+        return "fallback-syn", evidence
+    carrying = [s for s in record.subflows if s.bytes_acked > 0]
+    evidence.append(f"{len(carrying)} subflow(s) carried data")
+    if len(carrying) < expected_subflows and (
+        every.get("MPTcpExtMPJoinSynTx", 0) or every.get("MPTcpExtMPJoinSynRx", 0)
+        or every.get("MPTcpExtMPJoinSynAckHMacFailure", 0)
+    ):
+        return "subflow-rejected", evidence
+    return "mptcp", evidence
+
+
+def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
+                      timeseries: Path) -> list[str]:
+    traffic = spec.traffic
+    command = [sys.executable, "-m", "testbed.endpoints.kernel", role,
+               "--mptcp" if stack == "kernel" else "--tcp",
+               "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
+               "--timeseries", str(timeseries)]
+    if role == "server":
+        return [*command, "--listen", listen]
+    command += ["--connect", listen, "--direction", traffic.direction, "--seed", str(spec.seed)]
+    if bind:
+        command += ["--bind", bind]
+    if traffic.bytes is not None:
+        command += ["--bytes", str(traffic.bytes)]
+    else:
+        command += ["--seconds", str(traffic.seconds)]
+    return command
+
+
+def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print) -> dict[str, Any]:
+    """Run one experiment and write its result files into out_dir; returns the result."""
+    for endpoint in spec.endpoints:
+        if endpoint.stack == "python":
+            raise SpecError(f"{spec.source}: stack 'python' endpoints are not available in this version "
+                            "yet (the bundled stack runs only in `testbed stack sim`); use kernel or tcp")
+    topo = build_topology(spec.topology, spec.topology_params)
+    check_against_topology(spec, topo)
+    backends = detect_backends()
+    bumps = plan_bumps(spec, topo, backends)
+    shaped = {ev.link for ev in spec.timeline}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sigterm_as_interrupt():
+        state = RunState.create()
+        try:
+            return _run(spec, topo, backends, bumps, shaped, state, out_dir, progress)
+        finally:
+            state.remove()
+
+
+def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[str, BumpRuntime],
+         shaped: set[str], state: RunState, out_dir: Path, progress: Progress) -> dict[str, Any]:
+    work = Path(state.work_dir)
+    progress(f"building {topo.name} (run {state.run_id}, backends rate={backends.rate} "
+             f"loss={backends.loss} delay={backends.delay})")
+    timeline_log: list[dict[str, Any]] = []
+    with Network(topo, backends, state, bumps=bumps, shaped_links=shaped) as net:
+        client, server = spec.client, spec.server
+        client_ns, server_ns = net.netns(client.host), net.netns(server.host)
+        client_addresses = [(iface.address.split("/")[0], iface.name)
+                            for _link, iface, _peer in topo.l3_interfaces(client.host) if iface.address]
+        server_addresses = [(iface.address.split("/")[0], iface.name)
+                            for _link, iface, _peer in topo.l3_interfaces(server.host) if iface.address]
+        for stack, ns, subflow_eps, signal_eps in (
+            (client.stack, client_ns,
+             client_addresses[1:] if spec.mptcp.client_subflow_endpoints else [], []),
+            (server.stack, server_ns, [],
+             [a for a in server_addresses if a[0] in spec.mptcp.server_signal]),
+        ):
+            if stack == "tcp":
+                kernel_mptcp.disable(ns)
+            else:
+                kernel_mptcp.configure(ns, subflows=spec.mptcp.subflows,
+                                       add_addr_accepted=spec.mptcp.add_addr_accepted,
+                                       checksum=spec.mptcp.checksum, subflow_endpoints=tuple(subflow_eps),
+                                       signal_endpoints=tuple(signal_eps))
+        pids = {client.host: net.node_pid(client.host), server.host: net.node_pid(server.host)}
+        before = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
+        capture = _start_capture(net, client.host, topo, work) if spec.capture else None
+
+        listen = f"{server_addresses[0][0]}:{spec.traffic.port}"
+        server_proc = net.popen(server.host, _endpoint_command(
+            "server", server.stack, spec, listen, None, work / "server.samples.csv"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        first = server_proc.stdout.readline() if server_proc.stdout else ""
+        if '"listening"' not in first:
+            server_proc.kill()
+            raise RunFailed(f"server endpoint did not start: {first.strip()} "
+                            f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
+        progress(f"server listening on {listen}; client {client.stack} -> server {server.stack}, "
+                 + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
+        started = time.monotonic()
+        client_proc = net.popen(client.host, _endpoint_command(
+            "client", client.stack, spec, listen, client_addresses[0][0], work / "client.samples.csv"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        pending = list(spec.timeline)
+        deadline = started + spec.traffic.timeout_s + (spec.traffic.seconds or 0) + 10
+        while client_proc.poll() is None:
+            now = time.monotonic() - started
+            while pending and pending[0].at_s <= now:
+                event = pending.pop(0)
+                entry = {"at_s": round(now, 3), "planned_at_s": event.at_s, "link": event.link}
+                if event.set:
+                    entry["params"] = net.change_link(event.link, event.set).as_dict()
+                if event.up is not None:
+                    net.set_link_up(event.link, event.up)
+                    entry["up"] = event.up
+                timeline_log.append(entry)
+                progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
+                         f"{'' if event.up is None else (' up' if event.up else ' down')}")
+            if time.monotonic() > deadline:
+                client_proc.kill()
+                break
+            wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending else 0.05
+            time.sleep(wait)
+        client_out, client_err = client_proc.communicate(timeout=10)
+        try:
+            server_out, server_err = server_proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server_proc.kill()
+            server_out, server_err = server_proc.communicate()
+        after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
+        inline_stats = net.inline_stats()
+        loss_counters = {node: loss.counters() for node, loss in net.losses.items()}
+        shaping = {name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()}
+        if capture is not None:
+            capture.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                capture.wait(timeout=5)
+    timings = dict(net.timings)
+
+    try:
+        _l, client_reports = parse_output(client_out)
+        _l, server_reports = parse_output(first + server_out)
+    except ReportError as exc:
+        raise RunFailed(f"unreadable endpoint output: {exc}; client stderr: {client_err.strip()[-300:]}; "
+                        f"server stderr: {server_err.strip()[-300:]}") from exc
+    if not client_reports or not server_reports:
+        raise RunFailed(f"an endpoint produced no report; client stderr: {client_err.strip()[-300:]}; "
+                        f"server stderr: {server_err.strip()[-300:]}")
+    record = merge_reports(client_reports[-1], server_reports[-1])
+    counters = {host: kernel_mptcp.counter_deltas(before[host], after[host]) for host in before}
+    expected_subflows = min(len(client_addresses), spec.mptcp.subflows + 1)
+    outcome, evidence = classify(record, counters, expected_subflows)
+
+    sender_samples = work / ("client.samples.csv" if spec.traffic.direction == "upload"
+                             else "server.samples.csv")
+    series = bin_samples(sender_samples) if sender_samples.exists() else []
+    write_timeseries(out_dir / TIMESERIES_FILE, series)
+    if spec.capture and (work / "capture.pcap").exists():
+        shutil.copy(work / "capture.pcap", out_dir / "capture.pcap")
+    connection = {
+        "client_stack": client.stack,
+        "server_stack": server.stack,
+        "mptcp": record.mptcp_used,
+        "outcome": outcome,
+        "evidence": evidence,
+        "subflows": [{"local": s.local, "remote": s.remote, "bytes": s.bytes_acked,
+                      "bytes_sent": s.bytes_sent, "bytes_retrans": s.bytes_retrans,
+                      "rtt_ms": round(s.rtt_us / 1000, 3), "open_at_end": s.open_at_end}
+                     for s in record.subflows],
+        "bytes": record.bytes,
+        "duration_s": record.client.duration_s if spec.traffic.direction == "upload"
+        else record.server.duration_s,
+        "goodput_mbps": record.goodput_mbps,
+        "integrity": record.integrity,
+        "problems": list(record.problems),
+        "sha256": {"client": record.client.sha256, "server": record.server.sha256},
+        "counters": counters,
+        "mptcp_info": {"client": record.client.mptcp_info.__dict__ if record.client.mptcp_info else None,
+                       "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
+    }
+    result = {
+        "schema": SCHEMA,
+        "kind": "experiment",
+        "name": spec.name,
+        "description": spec.description,
+        "spec": spec.as_dict(),
+        "seed": spec.seed,
+        "environment": environment(backends),
+        "topology": topo.describe(),
+        "middleboxes": [{"node": b.node, "type": b.type, "params": b.params} for b in spec.middleboxes],
+        "middlebox_stats": inline_stats,
+        "timeline": timeline_log,
+        "shaping": shaping,
+        "loss_counters": loss_counters,
+        "connections": [connection],
+        "timeseries": {"file": TIMESERIES_FILE, "bin_s": 0.1, "columns": ["t_s", "subflow", "local",
+                       "remote", "bytes", "mbps"], "units": {"t_s": "s", "bytes": "B", "mbps": "Mbit/s"}},
+        "timings": timings,
+        "expect": spec.expect,
+        "expectations": check_expectations(spec.expect, connection),
+    }
+    write_json_atomic(out_dir / RESULT_FILE, result)
+    return result
+
+
+def check_expectations(expect: dict[str, Any], connection: dict[str, Any]) -> dict[str, Any]:
+    failures = []
+    if "outcome" in expect and connection["outcome"] != expect["outcome"]:
+        failures.append(f"outcome {connection['outcome']} != expected {expect['outcome']}")
+    if "min_goodput_mbps" in expect and connection["goodput_mbps"] < expect["min_goodput_mbps"]:
+        failures.append(f"goodput {connection['goodput_mbps']:.1f} < {expect['min_goodput_mbps']} Mbit/s")
+    if "max_goodput_mbps" in expect and connection["goodput_mbps"] > expect["max_goodput_mbps"]:
+        failures.append(f"goodput {connection['goodput_mbps']:.1f} > {expect['max_goodput_mbps']} Mbit/s")
+    if "subflows" in expect:
+        carrying = sum(1 for s in connection["subflows"] if s["bytes"] > 0)
+        if carrying != expect["subflows"]:
+            failures.append(f"{carrying} subflows carried data, expected {expect['subflows']}")
+    if connection["integrity"] != "ok":
+        failures.append("payload integrity mismatch")
+    return {"passed": not failures, "failures": failures}
+
+
+def _start_capture(net: Network, host: str, topo: Topology, work: Path) -> subprocess.Popen:
+    """tcpdump on every interface of the client host, headers plus options (snaplen 200)."""
+    return net.popen(host, ["tcpdump", "-i", "any", "-s", "200", "-U", "-w", str(work / "capture.pcap"),
+                            "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
