@@ -65,6 +65,7 @@ class TwoPathNet:
     """The namespaces of one test; ``close`` removes them and any process still running."""
 
     tag: str
+    rate: str | None = PATH_RATE  # TBF rate on every veth end; None leaves the paths unshaped
     client_ns: str = field(init=False)
     server_ns: str = field(init=False)
     processes: list[subprocess.Popen[str]] = field(default_factory=list)
@@ -90,9 +91,10 @@ class TwoPathNet:
             ):
                 run_checked("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", ifname)
                 run_checked("ip", "-n", ns, "link", "set", ifname, "up")
-                with IPRoute(netns=ns) as ipr:
-                    index = ipr.link_lookup(ifname=ifname)[0]
-                    ipr.tc("add", "tbf", index, rate=PATH_RATE, burst=64000, latency="20ms")
+                if self.rate is not None:
+                    with IPRoute(netns=ns) as ipr:
+                        index = ipr.link_lookup(ifname=ifname)[0]
+                        ipr.tc("add", "tbf", index, rate=self.rate, burst=64000, latency="20ms")
             table = str(100 + path)
             source = CLIENT_ADDRESSES[path - 1]
             gateway = SERVER_ADDRESSES[path - 1]
@@ -144,6 +146,10 @@ class TwoPathNet:
         process = self._popen(self._command(self.client_ns, "client", args))
         stdout, stderr = process.communicate(timeout=timeout)
         return EndpointRun(process.returncode, stdout, stderr)
+
+    def spawn(self, ns: str, *command: str) -> subprocess.Popen[str]:
+        """Any program in a namespace (a peer that is not a testbed endpoint)."""
+        return self._popen(["ip", "netns", "exec", ns, *command])
 
     def start_client(self, *args: str) -> subprocess.Popen[str]:
         return self._popen(self._command(self.client_ns, "client", args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import itertools
 import signal
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -233,3 +234,54 @@ def test_server_handles_several_connections(two_path_net: TwoPathNet, tmp_path: 
     assert digests[2 * MIB] == expected_digest(1, 2 * MIB)
     assert digests[3 * MIB] == expected_digest(2, 3 * MIB)
     assert (tmp_path / "s.0.csv").exists() and (tmp_path / "s.1.csv").exists()
+
+
+def test_bind_selects_the_source_address(two_path_net: TwoPathNet) -> None:
+    client, server = _transfer(
+        two_path_net, ("--tcp",), ("--tcp", "--bind", CLIENT_ADDRESSES[1], "--bytes", str(MIB))
+    )
+    assert client.local is not None and client.local.startswith(f"{CLIENT_ADDRESSES[1]}:")
+    assert server.remote == client.local
+    assert merge_reports(client, server).complete
+
+
+_SILENT_PEER = (
+    "import socket, sys, time\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 5300)); s.listen(); print('ready', flush=True)\n"
+    "c, _ = s.accept(); time.sleep(30)\n"
+)
+
+
+def test_peer_that_stops_reading_gives_timeout(two_path_net: TwoPathNet) -> None:
+    peer = two_path_net.spawn(two_path_net.server_ns, sys.executable, "-c", _SILENT_PEER)
+    assert peer.stdout is not None and peer.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    run = two_path_net.run_client(
+        "--connect", f"{SERVER_ADDRESSES[0]}:5300", "--bytes", str(200 * MIB), "--timeout", "1"
+    )
+    assert time.monotonic() - started < 8
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    report = parse_report(run.stdout.strip().splitlines()[-1])
+    assert report.error_kind == "timeout" and "no progress" in (report.error or "")
+    assert 0 < report.bytes < 200 * MIB  # what the kernel accepted before the peer stalled
+
+
+_FOREIGN_CLIENT = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n"
+    "s.sendall(b'GET / HTTP/1.1\\r\\nHost: testbed\\r\\n\\r\\n'); s.recv(1)\n"
+)
+
+
+def test_server_rejects_a_foreign_client_with_a_protocol_error(two_path_net: TwoPathNet) -> None:
+    server = two_path_net.start_server("--listen", "0.0.0.0:0")
+    foreign = two_path_net.spawn(
+        two_path_net.client_ns, sys.executable, "-c", _FOREIGN_CLIENT,
+        SERVER_ADDRESSES[0], str(server.port),
+    )  # fmt: skip
+    run = server.result(timeout=15)
+    foreign.communicate(timeout=10)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    report = parse_report(run.stdout.strip().splitlines()[-1])
+    assert report.error_kind == "protocol" and "not a testbed endpoint client" in (report.error or "")
