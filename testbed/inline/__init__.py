@@ -6,6 +6,7 @@ runs the Python middlebox pipeline on middlebox nodes. Modules, one concern each
     legs          AF_PACKET sockets on the two legs; `prepare_leg` (offloads off)
     delay         the per-direction delay/jitter line (sans-IO)
     pipeline      middleboxes on decoded packets, frames in and out (sans-IO)
+    arp           answers ARP for addresses a middlebox owns (a NAT's public address)
     config        the JSON configuration, checked strictly
     commands      the JSON-lines control protocol (request -> response)
     controlserver the Unix socket serving it inside the event loop
@@ -14,4 +15,6 @@ runs the Python middlebox pipeline on middlebox nodes. Modules, one concern each
     control       `InlineControl`, the client the orchestrator uses
     lab           a throwaway three-namespace line (A - bump - C) for tests and the benchmark
     bench         ``python -m testbed.inline.bench``: forwarding ceiling vs a kernel bridge
+
+See README.md beside this file for usage, the offload findings and measured figures.
 """

@@ -21,6 +21,7 @@ addresses) do not emit their own router solicitations and neighbour discovery in
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -88,7 +89,7 @@ def prepare_leg(
     still_on = [name for name, on in read_offloads(ifname, command_prefix).items() if on]
     if still_on:
         raise LegError(f"{ifname}: offloads {still_on} are still on after ethtool -K")
-    if disable_ipv6:
+    if disable_ipv6 and (command_prefix or os.path.isdir(f"/proc/sys/net/ipv6/conf/{ifname}")):
         _run([*command_prefix, "sysctl", "-q", "-w", f"net.ipv6.conf.{ifname}.disable_ipv6=1"])
 
 
