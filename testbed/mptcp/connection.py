@@ -232,7 +232,7 @@ class Connection:
         """A SYN with MP_JOIN carrying our token arrived; None when refused."""
         self.counters["MPJoinSynRx"] += 1
         alive = [s for s in self.subflows if not s.is_closed]
-        if (self.mode != MPTCP or self.closed_reason is not None
+        if (self.mode != MPTCP or self.closed_reason is not None or self.remote_key is None
                 or len(alive) >= self.config.max_subflows):
             return None
         syn = packet.tcp
@@ -470,13 +470,13 @@ class Connection:
         else:
             self.mode = PENDING
             self._become_plain(subflow, now)
-        if self.mode == MPTCP and subflow.fully_established:
-            self.path_manager.on_established(self, now)
         if not self.established_reported:
             self.established_reported = True
             if not self.is_client:
                 self.host.emit(events.ConnectionAccepted(self))
             self.host.emit(events.ConnectionEstablished(self))
+        if self.mode == MPTCP:
+            self.path_manager.on_established(self, now)
 
     def _become_plain(self, subflow: Subflow, now: float) -> None:
         subflow.mptcp = False
@@ -520,14 +520,14 @@ class Connection:
             elif kind is MpFastclose:
                 self._on_fastclose(option, now)  # type: ignore[arg-type]
                 return
+            elif kind is MpJoinAck and subflow.is_passive:
+                subflow.ack_pending = True  # a resent third ACK: the fourth was lost
 
     def _on_dss(self, subflow: Subflow, dss: Dss, segment: TcpSegment, offset: int,
                 now: float) -> None:
         subflow.dss_seen = True
         if not subflow.fully_established and not subflow.is_join:
             subflow.fully_established = True  # MP_CAPABLE client: the server sent a DSS
-            if self.mode == MPTCP:
-                self.path_manager.on_established(self, now)
         if dss.data_ack is not None and self.mode == MPTCP:
             subflow.data_ack_seen = True
             ack = _unwrap64(dss.data_ack, self.snd_data_una, dss.data_ack_64)
@@ -775,6 +775,8 @@ class Connection:
         subflow.close(now)  # MPTCP: the peer closed this subflow; close our half too
 
     def on_rst(self, subflow: Subflow, segment: TcpSegment, now: float) -> None:
+        if subflow.is_join and not subflow.data_ready:
+            self.subflow_rejected = True  # the peer refused the join
         for option in segment.options:
             if type(option) is MpTcpRst:
                 self.counters["MPRstRx"] += 1

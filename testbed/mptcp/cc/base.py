@@ -55,9 +55,8 @@ class CongestionControl:
     def on_packet_acked(self, *, now: float, acked_bytes: int) -> None:
         """Grow the window for newly (cumulatively or selectively) acknowledged bytes."""
         if self.window < self.ssthresh:
-            self.window = min(self.window + acked_bytes, max(self.ssthresh, self.window))
-            if self.window < self.ssthresh or self.ssthresh == float("inf"):
-                return
+            # slow start: one byte per byte acknowledged, stopping at ssthresh
+            self.window = min(self.window + acked_bytes, self.ssthresh)
             return
         self.window += self.congestion_avoidance_increase(acked_bytes)
 

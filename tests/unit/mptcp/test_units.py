@@ -1,0 +1,151 @@
+"""Pure-logic units: state table, RTT estimator, reassembly, scoreboard, config."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.mptcp.config import StackConfig
+from testbed.mptcp.errors import LocalProtocolError
+from testbed.mptcp.mapping import MappingReceiver
+from testbed.mptcp.reassembly import Reassembly
+from testbed.mptcp.rtt import RttEstimator
+from testbed.mptcp.scoreboard import Scoreboard, SentSegment
+from testbed.mptcp.tcp_state import TcpEvent, TcpState, render_diagram, transition
+from testbed.wire.checksum import dss_checksum
+
+
+def test_state_table_close_sequences() -> None:
+    state = transition(TcpState.CLOSED, TcpEvent.ACTIVE_OPEN)
+    assert state is TcpState.SYN_SENT
+    state = transition(state, TcpEvent.RECV_SYNACK)
+    assert state is TcpState.ESTABLISHED
+    # active close
+    active = transition(state, TcpEvent.CLOSE)
+    active = transition(active, TcpEvent.RECV_ACK_OF_FIN)
+    assert active is TcpState.FIN_WAIT_2
+    assert transition(active, TcpEvent.RECV_FIN) is TcpState.TIME_WAIT
+    # passive close
+    passive = transition(state, TcpEvent.RECV_FIN)
+    assert passive is TcpState.CLOSE_WAIT
+    passive = transition(passive, TcpEvent.CLOSE)
+    assert transition(passive, TcpEvent.RECV_ACK_OF_FIN) is TcpState.CLOSED
+    # simultaneous close
+    both = transition(transition(state, TcpEvent.CLOSE), TcpEvent.RECV_FIN)
+    assert both is TcpState.CLOSING
+    assert transition(both, TcpEvent.RECV_ACK_OF_FIN) is TcpState.TIME_WAIT
+
+
+def test_state_table_rejects_missing_entry_with_names() -> None:
+    with pytest.raises(LocalProtocolError, match="recv_fin.*SYN_SENT"):
+        transition(TcpState.SYN_SENT, TcpEvent.RECV_FIN)
+    assert '"TIME_WAIT" -> "CLOSED" [label="timeout_2msl"]' in render_diagram()
+
+
+def test_rtt_estimator_rfc6298_values() -> None:
+    rtt = RttEstimator(initial_rto=1.0, min_rto=0.2, max_rto=120.0)
+    assert rtt.rto == 1.0
+    rtt.add_sample(0.1)  # SRTT=0.1, RTTVAR=0.05 -> 0.1 + 4*0.05 = 0.3
+    assert rtt.srtt == pytest.approx(0.1)
+    assert rtt.rto == pytest.approx(0.3)
+    rtt.add_sample(0.2)  # RTTVAR=0.75*0.05+0.25*0.1=0.0625, SRTT=0.1125 -> 0.3625
+    assert rtt.rttvar == pytest.approx(0.0625)
+    assert rtt.srtt == pytest.approx(0.1125)
+    assert rtt.rto == pytest.approx(0.3625)
+    rtt.on_timeout()
+    assert rtt.rto == pytest.approx(0.725)
+    rtt.on_timeout()
+    assert rtt.rto == pytest.approx(1.45)
+    rtt.add_sample(0.01)  # a new sample clears the backoff; the floor applies
+    assert rtt.rto == pytest.approx(max(0.2, rtt.srtt + 4 * rtt.rttvar))
+
+
+def test_rto_is_capped_at_max() -> None:
+    rtt = RttEstimator(initial_rto=1.0, min_rto=0.2, max_rto=120.0)
+    for _ in range(10):
+        rtt.on_timeout()
+    assert rtt.rto == 120.0
+
+
+def test_reassembly_out_of_order_and_overlaps() -> None:
+    stream = bytes(range(256)) * 2  # byte at offset o is stream[o - 100]
+    r = Reassembly(100)
+
+    def piece(start: int, end: int) -> bytes:
+        return stream[start - 100:end - 100]
+
+    assert r.add(110, piece(110, 120)) == b""
+    assert r.add(130, piece(130, 140)) == b""
+    assert r.ranges() == [(130, 140), (110, 120)]  # most recent first (RFC 2018)
+    assert r.add(105, piece(105, 115)) == b""  # overlaps the 110 piece: merged
+    assert r.ranges()[0] == (105, 120) and r.buffered == 25
+    assert r.add(100, piece(100, 105)) == piece(100, 120)
+    assert r.next == 120
+    assert r.add(90, stream[:1] * 10 + piece(100, 140)) == piece(120, 140)
+    assert r.next == 140 and r.buffered == 0
+    assert r.add(100, piece(100, 140)) == b""  # a full duplicate
+
+
+def _segment(start: int, length: int) -> SentSegment:
+    return SentSegment(start=start, end=start + length, payload=b"x" * length, dsn=start)
+
+
+def test_scoreboard_sack_loss_detection_rfc6675() -> None:
+    board = Scoreboard(dupthresh=3)
+    for i in range(6):
+        board.add(_segment(1 + i * 100, 100))
+    assert board.pipe == 600
+    board.apply_sack([(201, 401)])  # two segments above the hole: not yet lost
+    assert board.detect_losses(100) == []
+    board.apply_sack([(401, 501)])  # third SACKed segment: the hole [1,201) is lost
+    lost = board.detect_losses(100)
+    assert [s.start for s in lost] == [1, 101]
+    assert board.pipe == 100  # only [501,601) is still believed in flight
+    board.on_retransmit(lost[0], now=1.0)
+    assert board.pipe == 200
+    assert board.detect_losses(100) == []  # a retransmitted segment is not re-declared lost
+    done = board.acknowledge(151)  # partial ACK cuts the second segment
+    assert [s.start for s in done] == [1]
+    assert board.first().start == 151 and len(board.first().payload) == 50
+
+
+def test_mapping_receiver_checksum_rejects_corruption() -> None:
+    rx = MappingReceiver(checksum=True)
+    payload = b"hello world"
+    good = dss_checksum(5000, 1, len(payload), payload)
+    rx.add(1, len(payload), 5000, len(payload), good, False)
+    out = rx.feed(1, payload[:5])
+    assert out.delivered == []  # a checksummed mapping is delivered whole
+    out = rx.feed(6, payload[5:])
+    assert out.delivered == [(5000, payload)]
+    rx.add(12, 3, 5011, 3, dss_checksum(5011, 12, 3, b"abc"), False)
+    out = rx.feed(12, b"abX")
+    assert out.delivered == [] and out.checksum_failed is not None
+    assert out.checksum_failed.dsn == 5011
+
+
+def test_mapping_receiver_tolerates_duplicates_and_flags_contradictions() -> None:
+    rx = MappingReceiver(checksum=False)
+    assert rx.add(1, 100, 7000, 100, None, False)
+    assert rx.add(1, 100, 7000, 100, None, False)  # TSO copy
+    assert not rx.add(1, 100, 9000, 100, None, False)  # different DSN for the same bytes
+    assert rx.not_matching == 1
+    out = rx.feed(1, b"x" * 60)
+    assert out.delivered == [(7000, b"x" * 60)]
+    out = rx.feed(61, b"y" * 40)
+    assert out.delivered == [(7060, b"y" * 40)]
+    out = rx.feed(101, b"unmapped")
+    assert out.delivered == [] and not out.unmapped  # mappings were seen: wait for one
+    rx.add(101, 8, 7100, 8, None, False)
+    assert rx.process().delivered == [(7100, b"unmapped")]
+
+
+def test_config_rejects_unknown_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="unknown key.*'schedular'"):
+        StackConfig.from_dict({"schedular": "round_robin"})
+    with pytest.raises(ValueError, match="congestion_control"):
+        StackConfig(congestion_control="cubic")
+    with pytest.raises(ValueError, match="mss"):
+        StackConfig(mss=0)
+    assert StackConfig.from_dict({"scheduler": "redundant"}).scheduler == "redundant"
+    assert StackConfig(recv_buffer=4 * 1024 * 1024).window_shift == 7
+    assert StackConfig(recv_buffer=65535).window_shift == 0
