@@ -22,6 +22,8 @@ from testbed.wire.types import Packet
 # How much to hand to Connection.send in one call: large enough to keep the send buffer full,
 # small enough not to copy the whole payload per call.
 WRITE_CHUNK = 256 * 1024
+# Bound on host/application ping-pong within one pump (events -> writes -> packets -> events).
+MAX_EVENT_ROUNDS = 8
 
 
 class Application(Protocol):
@@ -39,8 +41,15 @@ class HostDriver:
         self.host.receive_packet(packet, now)
 
     def packets_to_send(self, now: float) -> list[Packet]:
+        # The application may react to events emitted while the host produced packets (for
+        # example send-buffer space freed by the flush), so alternate until both are quiet.
         self.deliver_events(now)
-        return self.host.packets_to_send(now)
+        packets: list[Packet] = []
+        for _ in range(MAX_EVENT_ROUNDS):
+            packets.extend(self.host.packets_to_send(now))
+            if not self.deliver_events(now):
+                break
+        return packets
 
     def get_timer(self) -> float | None:
         return self.host.get_timer()
@@ -48,14 +57,17 @@ class HostDriver:
     def handle_timer(self, now: float) -> None:
         self.host.handle_timer(now)
 
-    def deliver_events(self, now: float) -> None:
-        """Hand every pending host event to the application (which may act on the host)."""
+    def deliver_events(self, now: float) -> int:
+        """Hand every pending host event to the application (which may act on the host);
+        returns how many there were."""
         host, application = self.host, self.application
+        delivered = 0
         while True:
             event = host.next_event()
             if event is None:
-                return
+                return delivered
             application.on_event(event, now)
+            delivered += 1
 
 
 @dataclass
