@@ -1,0 +1,194 @@
+"""Data transfer over the TCP subflow engine: integrity, loss recovery, timers, windows, close."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from testbed.mptcp.config import StackConfig
+from testbed.mptcp.connection import Connection
+from testbed.mptcp.tcp_state import TcpState
+from testbed.wire.types import ACK, FIN, RST, Packet, Sack
+
+from .harness import Pair
+
+
+def _open(pair: Pair) -> tuple[Connection, Connection]:
+    client = pair.connect()
+    pair.run_until(lambda: "ConnectionAccepted" in pair.event_types("server"), 2.0)
+    return client, pair.server_connection()
+
+
+def transfer(pair: Pair, sender: Connection, receiver: Connection, data: bytes,
+             limit: float = 60.0) -> bytes:
+    """Push `data` through, reading as it arrives; return what the receiver got."""
+    pending = [data]
+    got = bytearray()
+
+    def done() -> bool:
+        if pending[0]:
+            taken = sender.send(pending[0])
+            pending[0] = pending[0][taken:]
+        got.extend(receiver.receive())
+        return len(got) >= len(data)
+
+    pair.run_until(done, limit)
+    return bytes(got)
+
+
+def _payload(size: int, seed: int = 7) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def test_bulk_transfer_both_directions_sha256() -> None:
+    pair = Pair()
+    client, server = _open(pair)
+    up, down = _payload(400_000, 1), _payload(300_000, 2)
+    client.send(up)
+    server.send(down)
+    got_up, got_down = bytearray(), bytearray()
+
+    def done() -> bool:
+        got_up.extend(server.receive())
+        got_down.extend(client.receive())
+        return len(got_up) == len(up) and len(got_down) == len(down)
+
+    pair.run_until(done, 20.0)
+    assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+    assert client.stats()["outcome"] == "mptcp"
+
+
+def test_sack_recovery_retransmits_hole_before_rto() -> None:
+    dropped: list[int] = []
+
+    def drop_one(packet: Packet, where: str) -> list[Packet]:
+        if where == "c2s" and len(packet.tcp.payload) and not dropped and pair.now > 0.05:
+            dropped.append(packet.tcp.seq)
+            return []
+        return [packet]
+
+    pair = Pair(tamper=drop_one)
+    client, server = _open(pair)
+    data = _payload(150_000, 3)
+    got = transfer(pair, client, server, data)
+    assert got == data
+    retransmissions = [t for t, d, p in pair.sent if d == "c2s" and p.tcp.seq == dropped[0]
+                       and p.tcp.payload]
+    assert len(retransmissions) == 2
+    # fast retransmit: one RTT (20 ms) after the loss, well before the 200 ms RTO floor
+    assert retransmissions[1] - retransmissions[0] < 0.05
+    assert any(type(o) is Sack for _, d, p in pair.sent if d == "s2c" for o in p.tcp.options)
+    subflow = client.subflows[0]
+    assert subflow.cc.ssthresh < float("inf")  # one loss episode halved the window
+
+
+def test_rto_exponential_backoff_values() -> None:
+    black_hole = [False]
+
+    def drop_data(packet: Packet, where: str) -> list[Packet]:
+        if black_hole[0] and where == "c2s" and packet.tcp.payload:
+            return []
+        return [packet]
+
+    pair = Pair(tamper=drop_data, delay=0.05)
+    client, server = _open(pair)
+    subflow = client.subflows[0]
+    rto0 = subflow.rtt.rto
+    assert rto0 == pytest.approx(0.1 + 4 * 0.05)  # one sample of 100 ms RTT
+    black_hole[0] = True
+    start = pair.now
+    client.send(b"z" * 100)
+    pair.run(10.0)
+    times = [t - start for t, d, p in pair.sent if d == "c2s" and p.tcp.payload]
+    gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
+    assert gaps[:5] == pytest.approx([rto0, 2 * rto0, 4 * rto0, 8 * rto0, 16 * rto0])
+    assert subflow.rtt.backoff == 2 ** len(gaps)
+    assert subflow.cc.cwnd == subflow.cc.mss  # RTO collapses the window to one segment
+
+
+def test_delayed_ack_timing() -> None:
+    pair = Pair()
+    client, server = _open(pair)
+    pair.run(0.5)
+    before = len(pair.sent)
+    client.send(b"a" * 100)  # one small segment: the receiver delays its ACK by 40 ms
+    pair.run(0.5)
+    data_time = next(t for t, d, p in pair.sent[before:] if d == "c2s" and p.tcp.payload)
+    ack_time = next(t for t, d, p in pair.sent[before:] if d == "s2c")
+    assert ack_time - data_time == pytest.approx(0.010 + 0.040)  # one-way delay + ATO
+    before = len(pair.sent)
+    client.send(b"b" * 2 * 1448)  # two full segments: acknowledged at once
+    pair.run(0.5)
+    data_times = [t for t, d, p in pair.sent[before:] if d == "c2s" and p.tcp.payload]
+    ack_times = [t for t, d, p in pair.sent[before:] if d == "s2c"]
+    assert ack_times[0] == pytest.approx(data_times[-1] + 0.010)
+
+
+def test_zero_window_then_window_update() -> None:
+    config = StackConfig(recv_buffer=20_000)
+    pair = Pair(server_config=config)
+    client, server = _open(pair)
+    data = _payload(60_000)
+    client.send(data)
+    pair.run(2.0)  # the server application does not read
+    assert client.snd_data_nxt - client.snd_data_una <= 20_000
+    zero = [p for _, d, p in pair.sent if d == "s2c" and p.tcp.window == 0]
+    assert zero, "the receiver never advertised a zero window"
+    stalled_at = client.snd_data_nxt
+    pair.run(1.0)
+    assert client.snd_data_nxt == stalled_at  # the sender respects the closed window
+    got = bytearray(server.receive())
+    pair.run_until(lambda: got.extend(server.receive()) or len(got) == len(data), 30.0)
+    assert bytes(got) == data
+
+
+def test_fin_and_time_wait() -> None:
+    config = StackConfig(time_wait_s=5.0)
+    pair = Pair(client_config=config, server_config=config)
+    client, server = _open(pair)
+    client.send(b"bye")
+    client.close()
+    pair.run(0.5)
+    assert server.receive() == b"bye"
+    assert "DataEndReceived" in pair.event_types("server")
+    server.close()
+    pair.run(0.5)
+    assert "ConnectionClosed" in pair.event_types("client")
+    assert "ConnectionClosed" in pair.event_types("server")
+    client_subflow = client.history[0]
+    assert client_subflow.state is TcpState.TIME_WAIT
+    # both ends close their subflow after the DATA_FIN exchange (a simultaneous close)
+    assert server.history[0].state in (TcpState.TIME_WAIT, TcpState.CLOSED)
+    fins = [p for _, _, p in pair.sent if p.tcp.flags & FIN]
+    assert len(fins) == 2
+    pair.run(5.0)
+    assert client_subflow.state is TcpState.CLOSED
+    assert server.history[0].state is TcpState.CLOSED
+    assert pair.client.get_timer() is None and pair.server.get_timer() is None
+
+
+def test_peer_rst_closes_connection() -> None:
+    pair = Pair()
+    client, server = _open(pair)
+    subflow = server.subflows[0]
+    subflow.reset(pair.now)
+    pair.run(0.2)
+    assert pair.events["client"][-1].reason == "reset"
+    assert client.stats()["outcome"] == "reset"
+    assert [p.tcp.flags for _, d, p in pair.sent if d == "s2c"][-1] == RST | ACK
+
+
+def test_flow_control_respects_small_peer_window() -> None:
+    pair = Pair(server_config=StackConfig(recv_buffer=8_000))
+    client, server = _open(pair)
+    data = _payload(200_000, 4)
+    got = transfer(pair, client, server, data)
+    assert got == data
+    highest_outstanding = 0
+    for _, d, p in pair.sent:
+        if d == "c2s" and p.tcp.payload:
+            highest_outstanding = max(highest_outstanding, len(p.tcp.payload))
+    assert highest_outstanding <= 8_000
