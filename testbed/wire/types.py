@@ -12,7 +12,6 @@ Addresses are dotted-quad (IPv4) or RFC 5952 (IPv6) strings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 # --- TCP flags (header byte 13, plus the NS bit is not used) ---------------------------------
 FIN = 0x01
@@ -209,14 +208,14 @@ class UnknownMptcp:
     data: bytes
 
 
-MptcpOption = Union[
-    MpCapable, MpJoinSyn, MpJoinSynAck, MpJoinAck, Dss, AddAddr, RemoveAddr, MpPrio, MpFail,
-    MpFastclose, MpTcpRst, UnknownMptcp,
-]
-TcpOption = Union[
-    EndOfOptions, NoOperation, MaximumSegmentSize, WindowScale, SackPermitted, Sack, Timestamps,
-    UnknownOption, MptcpOption,
-]
+MptcpOption = (
+    MpCapable | MpJoinSyn | MpJoinSynAck | MpJoinAck | Dss | AddAddr | RemoveAddr | MpPrio | MpFail
+    | MpFastclose | MpTcpRst | UnknownMptcp
+)
+TcpOption = (
+    EndOfOptions | NoOperation | MaximumSegmentSize | WindowScale | SackPermitted | Sack | Timestamps
+    | UnknownOption | MptcpOption
+)
 
 
 @dataclass(slots=True)
