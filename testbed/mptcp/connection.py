@@ -780,6 +780,8 @@ class Connection:
         for option in segment.options:
             if type(option) is MpTcpRst:
                 self.counters["MPRstRx"] += 1
+                if subflow.is_join and option.reason == MPTCPRST_MIDDLEBOX_INTERFERENCE:
+                    self.subflow_rejected = True
             elif type(option) is MpFastclose:
                 if option.receiver_key == self.local_key:
                     self.counters["MPFastcloseRx"] += 1

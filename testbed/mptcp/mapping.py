@@ -167,9 +167,9 @@ class MappingReceiver:
         while self.pending:
             mapping = self._covering(self.pending_offset)
             if mapping is None:
-                if not self.mapped_seen or any(
-                        m.start > self.pending_offset for m in self._by_start.values()):
-                    outcome.unmapped = True
+                # in-order bytes whose segments carried no mapping (a mapping rides on the
+                # segment it covers or an earlier one): options were stripped
+                outcome.unmapped = True
                 return outcome
             skip = self.pending_offset - mapping.start
             available = len(self.pending)

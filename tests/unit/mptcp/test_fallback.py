@@ -1,0 +1,159 @@
+"""RFC 8684 3.7 fallbacks and failures provoked by middlebox-like tampering."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from testbed.mptcp.config import StackConfig
+from testbed.wire.types import RST, Dss, MpFail, MpJoinSyn, MpTcpRst, Packet
+
+from .harness import Pair
+from .test_transfer import _open, _payload, transfer
+
+
+def _strip_dss_on_data(only_address: str | None = None):
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        if packet.tcp.payload and (only_address is None or only_address in (packet.src,
+                                                                            packet.dst)):
+            packet.tcp.options = [o for o in packet.tcp.options if type(o) is not Dss]
+        return [packet]
+    return tamper
+
+
+def test_dss_stripped_on_data_falls_back_with_infinite_mapping() -> None:
+    pair = Pair(tamper=_strip_dss_on_data())
+    client, server = _open(pair)
+    data = _payload(80_000)
+    got = transfer(pair, client, server, data)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert server.mode == "fallback" and client.mode == "fallback"
+    assert server.stats()["outcome"] == "fallback-infinite-map"
+    assert client.stats()["outcome"] == "fallback-infinite-map"
+    assert server.counters["DSSNoMatchTCP"] == 1 or client.counters["InfiniteMapTx"] == 1
+    back = _payload(30_000, 9)
+    assert transfer(pair, server, client, back) == back  # continues as plain TCP
+
+
+def test_dss_stripped_on_join_subflow_resets_it_with_reason_6() -> None:
+    pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"],
+                tamper=_strip_dss_on_data("10.0.0.2"),
+                client_config=StackConfig(scheduler="round_robin"))
+    client, server = _open(pair)
+    data = _payload(200_000)
+    got = transfer(pair, client, server, data)
+    assert got == data
+    resets = [p for _, _, p in pair.sent if p.tcp.flags & RST]
+    assert any(p.tcp.find(MpTcpRst) is not None and p.tcp.find(MpTcpRst).reason == 6
+               for p in resets)
+    assert client.mode == "mptcp"
+    assert client.stats()["outcome"] == "subflow-rejected"
+
+
+def _corrupt_once(address: str | None = None, after: float = 0.0):
+    state = {"done": False}
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        if (not state["done"] and where == "c2s" and len(packet.tcp.payload) > 10
+                and (address is None or packet.src == address) and tamper.now() >= after):
+            payload = bytearray(packet.tcp.payload)
+            payload[5] ^= 0xFF  # an ALG rewriting payload
+            packet.tcp.payload = bytes(payload)
+            state["done"] = True
+        return [packet]
+
+    tamper.now = lambda: 0.0
+    return tamper
+
+
+def test_checksum_failure_single_subflow_mp_fail_then_infinite_mapping() -> None:
+    config = StackConfig(checksum=True)
+    tamper = _corrupt_once()
+    pair = Pair(client_config=config, server_config=config, tamper=tamper)
+    tamper.now = lambda: pair.now
+    client, server = _open(pair)
+    data = _payload(60_000)
+    got = transfer(pair, client, server, data)
+    assert got == data  # corrupted bytes were never delivered
+    assert server.counters["DataCsumErr"] == 1
+    assert server.counters["MPFailTx"] == 1 and client.counters["MPFailRx"] == 1
+    assert client.counters["InfiniteMapTx"] == 1 and server.counters["InfiniteMapRx"] == 1
+    assert client.mode == server.mode == "fallback"
+    assert server.stats()["outcome"] == "mp-fail"
+    assert pair.sent_options("s2c", MpFail)
+
+
+def test_checksum_negotiated_when_either_side_asks() -> None:
+    pair = Pair(server_config=StackConfig(checksum=True))
+    client, server = _open(pair)
+    assert client.checksum and server.checksum
+    data = _payload(20_000)
+    assert transfer(pair, client, server, data) == data
+    assert all(o.checksum is not None for o in pair.sent_options("c2s", Dss)
+               if o.data_len)
+
+
+def test_checksum_failure_with_two_subflows_resets_that_subflow() -> None:
+    config = StackConfig(checksum=True, scheduler="round_robin")
+    tamper = _corrupt_once("10.0.0.2", after=0.1)
+    pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"], client_config=config,
+                server_config=config, tamper=tamper)
+    tamper.now = lambda: pair.now
+    client, server = _open(pair)
+    pair.run(0.1)
+    data = _payload(300_000)
+    got = transfer(pair, client, server, data)
+    assert got == data
+    assert server.counters["DataCsumErr"] == 1 and server.counters["MPFailTx"] == 1
+    rst = [p for _, d, p in pair.sent if d == "s2c" and p.tcp.flags & RST]
+    assert rst and rst[0].tcp.find(MpFail) is not None
+    assert client.mode == "mptcp"
+    assert client.counters["Reinjected"] >= 1
+
+
+def _forged_ack(pair: Pair, server_side_conn, key: int) -> Packet:
+    """An in-window ACK from the client to the server carrying MP_FASTCLOSE(key)."""
+    from testbed.wire.types import ACK, MpFastclose, TcpSegment
+    client_subflow = pair.client.connections[0].subflows[0]
+    return Packet(src=client_subflow.local_address, dst=client_subflow.remote_address,
+                  tcp=TcpSegment(src_port=client_subflow.local_port,
+                                 dst_port=client_subflow.remote_port,
+                                 seq=(client_subflow.iss + client_subflow.snd_nxt) & 0xFFFFFFFF,
+                                 ack=(client_subflow.irs + client_subflow.rcv.next) & 0xFFFFFFFF,
+                                 flags=ACK, window=1000, options=[MpFastclose(key)]))
+
+
+def test_fastclose_with_wrong_key_is_ignored_and_right_key_honoured() -> None:
+    pair = Pair()
+    client, server = _open(pair)
+    pair.server.receive_packet(_forged_ack(pair, server, server.local_key ^ 1), pair.now)
+    assert server.counters["MPFastcloseRxIgnored"] == 1
+    assert server.closed_reason is None
+    pair.server.receive_packet(_forged_ack(pair, server, server.local_key), pair.now)
+    assert server.counters["MPFastcloseRx"] == 1
+    assert server.closed_reason == "fastclose"
+
+
+def test_abort_sends_fastclose_and_peer_closes() -> None:
+    pair = Pair()
+    client, server = _open(pair)
+    client.abort(pair.now)
+    pair.run(0.1)
+    assert client.counters["MPFastcloseTx"] == 1
+    assert server.counters["MPFastcloseRx"] == 1
+    assert pair.events["server"][-2].reason == "fastclose" or any(
+        getattr(e, "reason", None) == "fastclose" for e in pair.events["server"])
+
+
+def test_once_fallen_back_never_return() -> None:
+    pair = Pair(tamper=_strip_dss_on_data())
+    client, server = _open(pair)
+    transfer(pair, client, server, _payload(20_000))
+    assert client.mode == "fallback"
+    with_join = dataclasses.replace  # noqa: F841 - kept for readability of the intent
+    assert not client.can_open_subflow()
+    sent_before = len(pair.sent)
+    transfer(pair, client, server, _payload(20_000, 5))
+    assert not any(type(o) is Dss and o.data_len for _, _, p in pair.sent[sent_before:]
+                   for o in p.tcp.options)
+    assert not pair.sent_options("c2s", MpJoinSyn)
