@@ -1,10 +1,9 @@
 """A link between two nodes: two independently shaped directions and optional middleboxes.
 
 Direction.UPSTREAM is node_a -> node_b, so build links with the client-side node as `node_a`.
-A packet entering the link goes through the middleboxes in the order it meets them (a to b for
-UPSTREAM, b to a for DOWNSTREAM), then through the shaper of its direction. Any object with the
-middleboxes.base.Middlebox shape drops in unchanged: `process` per packet, and packets it holds
-come back through `release` at its `next_deadline`, continuing from the box after it.
+A packet entering the link goes through the link's middlebox chain (testbed.sim.chain: a to b
+for UPSTREAM, b to a for DOWNSTREAM), then through the shaper of its direction. Any object
+with the middleboxes.base.Middlebox shape drops in unchanged.
 
 With the codec on, each packet is encoded when it enters the shaper (its exact length sets the
 serialization time) and decoded on arrival, so every hop exercises testbed.wire; a packet the
@@ -15,10 +14,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from middleboxes.base import Direction, Middlebox
+from testbed.sim.chain import MiddleboxChain
 from testbed.sim.packets import WireCodec, copy_packet, packet_size
 from testbed.sim.params import LinkParams
 from testbed.sim.scheduler import EventScheduler
@@ -30,14 +29,6 @@ if TYPE_CHECKING:
     from testbed.sim.nodes import Node
 
 MAX_MALFORMED_MESSAGES = 20
-
-
-@dataclass(slots=True)
-class _BoxTimer:
-    """The release event currently scheduled for one middlebox, and its version."""
-
-    deadline: float | None = None
-    version: int = 0
 
 
 class Link:
@@ -60,7 +51,6 @@ class Link:
         self.name = name
         self.node_a = node_a
         self.node_b = node_b
-        self.middleboxes: list[Middlebox] = list(middleboxes)
         self.malformed = 0
         self.malformed_messages: list[str] = []
         self._scheduler = scheduler
@@ -74,7 +64,11 @@ class Link:
                 f"{name}:down", downstream, rng_for(f"link/{name}/downstream"), scheduler,
                 self._arrival_handler(node_a)),
         }
-        self._box_timers = [_BoxTimer() for _ in self.middleboxes]
+        self.chain = MiddleboxChain(middleboxes, scheduler, self._enter_shaper)
+
+    @property
+    def middleboxes(self) -> list[Middlebox]:
+        return self.chain.boxes
 
     # --- control -------------------------------------------------------------------------
     def other_end(self, node: Node) -> Node:
@@ -107,7 +101,7 @@ class Link:
     def send(self, packet: Packet, sender: Node) -> None:
         """`sender` (one of the two ends) puts `packet` on this link now."""
         direction = Direction.UPSTREAM if sender is self.node_a else Direction.DOWNSTREAM
-        if self.middleboxes:
+        if self.chain:
             if self._codec is not None:
                 decoded = self._round_trip(packet)
                 if decoded is None:
@@ -115,51 +109,9 @@ class Link:
                 packet = decoded
             else:
                 packet = copy_packet(packet)
-            self._through_boxes([packet], direction, 0)
+            self.chain.push(packet, direction)
         else:
             self._enter_shaper(packet, direction)
-
-    def _boxes(self, direction: Direction) -> list[int]:
-        """Middlebox indexes in the order a packet travelling `direction` meets them."""
-        indexes = list(range(len(self.middleboxes)))
-        return indexes if direction is Direction.UPSTREAM else indexes[::-1]
-
-    def _through_boxes(self, packets: list[Packet], direction: Direction, start: int) -> None:
-        order = self._boxes(direction)
-        now = self._scheduler.now
-        for position in range(start, len(order)):
-            index = order[position]
-            box = self.middleboxes[index]
-            out: list[Packet] = []
-            for packet in packets:
-                out.extend(box.process(packet, direction, now))
-            self._arm_box(index)
-            packets = out
-            if not packets:
-                return
-        for packet in packets:
-            self._enter_shaper(packet, direction)
-
-    def _arm_box(self, index: int) -> None:
-        deadline = self.middleboxes[index].next_deadline()
-        timer = self._box_timers[index]
-        if deadline is None or (timer.deadline is not None and timer.deadline <= deadline):
-            return
-        timer.deadline = deadline
-        timer.version += 1
-        self._scheduler.call_at(deadline, self._box_due, (index, timer.version))
-
-    def _box_due(self, event: tuple[int, int]) -> None:
-        index, version = event
-        timer = self._box_timers[index]
-        if version != timer.version:
-            return
-        timer.deadline = None
-        released = self.middleboxes[index].release(self._scheduler.now)
-        self._arm_box(index)
-        for packet, direction in released:
-            position = self._boxes(direction).index(index)
-            self._through_boxes([packet], direction, position + 1)
 
     def _enter_shaper(self, packet: Packet, direction: Direction) -> None:
         shaper = self.shapers[direction]
@@ -212,5 +164,5 @@ class Link:
             "downstream": self.shapers[Direction.DOWNSTREAM].counters.as_dict(),
             "malformed": self.malformed,
             "malformed_messages": list(self.malformed_messages),
-            "middleboxes": {box.name: box.counters.as_dict() for box in self.middleboxes},
+            "middleboxes": self.chain.counters(),
         }

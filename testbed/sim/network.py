@@ -18,10 +18,11 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 
 from middleboxes.base import Direction, Middlebox
+from testbed.sim.chain import MiddleboxChain
 from testbed.sim.endpoint import PacketEndpoint
 from testbed.sim.link import Link
 from testbed.sim.nodes import EndpointNode, Node, RouterNode
-from testbed.sim.packets import WireCodec, load_wire_codec
+from testbed.sim.packets import WireCodec, copy_packet, load_wire_codec
 from testbed.sim.params import LinkParams
 from testbed.sim.rng import derive_rng
 from testbed.sim.scheduler import EventScheduler, RunResult, SimulationError
@@ -95,9 +96,15 @@ class SimNetwork:
         self.nodes[name] = node
         return node
 
-    def add_router(self, name: str) -> RouterNode:
+    def add_router(self, name: str, middleboxes: Sequence[Middlebox] = ()) -> RouterNode:
+        """A router; `middleboxes` run inside it on every packet it forwards (a packet that
+        arrived on a link where the router is the `b` end is UPSTREAM)."""
         self._check_new_name(name, self.nodes, "node")  # type: ignore[arg-type]
         node = RouterNode(name)
+        if middleboxes:
+            node.chain = MiddleboxChain(
+                middleboxes, self.scheduler,
+                lambda packet, _direction: self._forward(node, packet))
         self.nodes[name] = node
         return node
 
@@ -259,6 +266,14 @@ class SimNetwork:
             self._trace("ttl", node.name, packet)
             return
         packet.ttl -= 1
+        if node.chain is not None:
+            direction = Direction.UPSTREAM if node is link.node_b else Direction.DOWNSTREAM
+            node.chain.push(packet if self._codec is not None else copy_packet(packet),
+                            direction)
+            return
+        self._forward(node, packet)
+
+    def _forward(self, node: RouterNode, packet: Packet) -> None:
         out = node.route_for_destination(packet.dst)
         if out is None:
             node.counters.dropped_no_route += 1
@@ -299,10 +314,17 @@ class SimNetwork:
         return self.scheduler.run(until=until, stop_when=stop_when, max_events=max_events)
 
     # --- reporting -----------------------------------------------------------------------
+    @staticmethod
+    def _node_counters(node: Node) -> dict[str, object]:
+        counters: dict[str, object] = dict(node.counters.as_dict())
+        if isinstance(node, RouterNode) and node.chain is not None:
+            counters["middleboxes"] = node.chain.counters()
+        return counters
+
     def counters(self) -> dict[str, object]:
         """Links, nodes and flows, as plain data for JSON."""
         return {
             "links": {name: link.counters() for name, link in self.links.items()},
-            "nodes": {name: node.counters.as_dict() for name, node in self.nodes.items()},
+            "nodes": {name: self._node_counters(node) for name, node in self.nodes.items()},
             "flows": {key.label(): stats.as_dict() for key, stats in self.flows.flows.items()},
         }

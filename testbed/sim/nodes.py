@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from testbed.sim.endpoint import PacketEndpoint
 
 if TYPE_CHECKING:
+    from testbed.sim.chain import MiddleboxChain
     from testbed.sim.link import Link
 
 
@@ -84,10 +85,15 @@ class _Route:
 
 
 class RouterNode(Node):
-    """Forwards by destination address along static routes (longest prefix wins)."""
+    """Forwards by destination address along static routes (longest prefix wins).
+
+    `chain` (set by the network) holds the router's own middleboxes, if any: a packet that
+    arrived on a link where this router is the `b` end travelled a -> b, so it is UPSTREAM.
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
+        self.chain: MiddleboxChain | None = None
         self._routes: list[_Route] = []
         self._cache: dict[str, Link | None] = {}
 

@@ -202,3 +202,19 @@ def test_application_actions_run_at_their_time_and_are_pumped() -> None:
     network.call_at(1.5, lambda: burst.outbox.append(data_packet("10.0.0.1", "10.0.0.2", 0, 1)))
     network.run()
     assert [when for when, _ in sink.received] == pytest.approx([1.502])
+
+
+def test_router_middleboxes_see_directions_by_arrival_link_and_can_hold() -> None:
+    seen = DropMatching(lambda _packet: False, name="observer")
+    network = SimNetwork(1)
+    client = network.add_endpoint("client", Burst([data_packet(CLIENT_1, SERVER, 7, 10)]))
+    server = network.add_endpoint("server", Echo())
+    router = network.add_router("r", middleboxes=[seen, HoldFor(0.1)])
+    network.add_link("access", client, router, LinkParams(delay_ms=1), a_address=CLIENT_1)
+    network.add_link("core", router, server, LinkParams(delay_ms=1), b_address=SERVER)
+    network.run()
+    assert seen.seen_directions == [Direction.UPSTREAM, Direction.DOWNSTREAM]
+    # held 100 ms inside the router each way, plus 2 x 1 ms per direction
+    assert [when for when, _ in client.endpoint.received] == pytest.approx([0.204])
+    counters = network.counters()["nodes"]["r"]
+    assert counters["forwarded"] == 2 and counters["middleboxes"]["hold"]["seen"] == 2
