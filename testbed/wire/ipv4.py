@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from testbed.wire.checksum import ones_complement_sum
 from testbed.wire.errors import WireError
-from testbed.wire.tcp import decode_tcp_at, tcp_header_and_checksum, verify_tcp_checksum
+from testbed.wire.tcp import decode_tcp_at, tcp_header_and_checksum
 from testbed.wire.types import IPPROTO_TCP, Packet
 
 IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
@@ -158,10 +158,22 @@ def encode_packet(packet: Packet) -> bytes:
 def verify_checksums(data: bytes) -> bool:
     """True when both the IPv4 header checksum and the TCP checksum of an IPv4+TCP packet are
     correct. Raises WireError if `data` is not a well-formed IPv4 packet carrying TCP."""
-    header = _decode_header(data)
-    if header.protocol != IPPROTO_TCP:
-        raise WireError("ip.protocol", f"not TCP: protocol {header.protocol}")
-    if ones_complement_sum(data[: header.header_length]) != 0xFFFF:
+    if len(data) < IPV4_HEADER_LENGTH or data[0] != 0x45:
+        header = _decode_header(data)  # raises for what is malformed; IP options are fine here
+        header_length, total_length, protocol = (
+            header.header_length, header.total_length, header.protocol
+        )
+    else:
+        header_length = IPV4_HEADER_LENGTH
+        total_length = int.from_bytes(data[2:4], "big")
+        protocol = data[9]
+        if not header_length <= total_length <= len(data):
+            _decode_header(data)  # raises with the field at fault
+    if protocol != IPPROTO_TCP:
+        raise WireError("ip.protocol", f"not TCP: protocol {protocol}")
+    if ones_complement_sum(data[:header_length]) != 0xFFFF:
         return False
-    tcp_bytes = data[header.header_length : header.total_length]
-    return verify_tcp_checksum(header.src, header.dst, tcp_bytes)
+    tcp_length = total_length - header_length
+    # Pseudo-header straight from the address bytes: addresses + protocol + TCP length.
+    pseudo = ones_complement_sum(data[12:20], IPPROTO_TCP + tcp_length)
+    return ones_complement_sum(data[header_length:total_length], pseudo) == 0xFFFF

@@ -527,6 +527,12 @@ _CODEC_BY_CLASS: dict[type, MptcpCodec] = {
     cls: codec for codec in (*MPTCP_CODECS.values(), _UNKNOWN_CODEC) for cls in codec.classes
 }
 MPTCP_OPTION_CLASSES: tuple[type, ...] = tuple(_CODEC_BY_CLASS)
+MPTCP_ENCODERS: dict[type, Callable[..., bytes]] = {
+    cls: codec.encode for cls, codec in _CODEC_BY_CLASS.items()
+}
+MPTCP_FIELD_NAMES: dict[type, str] = {
+    cls: f"mptcp.{codec.name}" for cls, codec in _CODEC_BY_CLASS.items()
+}
 
 
 def decode_mptcp(buf: bytes, start: int = 0, length: int | None = None) -> MptcpOption:

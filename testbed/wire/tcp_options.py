@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterable
 from testbed.wire.errors import WireError
 from testbed.wire.mptcp_options import (
     MPTCP_DECODERS,
+    MPTCP_ENCODERS,
+    MPTCP_FIELD_NAMES,
     MPTCP_OPTION_CLASSES,
     decode_mptcp,
     decode_unknown_mptcp,
-    encode_mptcp,
     mptcp_encoded_length,
 )
 from testbed.wire.types import (
@@ -57,6 +58,8 @@ _TIMESTAMPS = struct.Struct("!BBII")
 _U32 = struct.Struct("!I")
 _U16 = struct.Struct("!H")
 _MAX_SACK_BLOCKS = 4
+_NOP_NOP_TIMESTAMPS = b"\x01\x01\x08\x0a"
+_TIMESTAMP_VALUES = struct.Struct("!II")
 
 
 # --- decoders: (buffer, start, length) -> option; raise WireError with a field relative to the option
@@ -117,6 +120,11 @@ def decode_options_at(buf: bytes, start: int, end: int) -> list[TcpOption]:
     mptcp_decoders = MPTCP_DECODERS
     position = start
     index = 0
+    if end - start >= 12 and buf[start : start + 4] == _NOP_NOP_TIMESTAMPS:
+        # Fast path: Linux starts every non-SYN segment's options with NOP, NOP, timestamps.
+        options += (_NOP, _NOP, Timestamps(*_TIMESTAMP_VALUES.unpack_from(buf, start + 4)))
+        position += 12
+        index = 3
     while position < end:
         kind = buf[position]
         if kind == TCPOPT_NOP:
@@ -191,8 +199,10 @@ _ENCODERS: dict[type, Callable[..., bytes]] = {
     Timestamps: lambda option: _TIMESTAMPS.pack(TCPOPT_TIMESTAMPS, 10, option.tsval, option.tsecr),
     UnknownOption: _encode_unknown,
 }
+# MPTCP classes go straight to their codec's encoder (one call less on every data segment);
+# encode_options turns a struct.error into a WireError just as encode_mptcp would.
 for _mptcp_class in MPTCP_OPTION_CLASSES:
-    _ENCODERS[_mptcp_class] = encode_mptcp
+    _ENCODERS[_mptcp_class] = MPTCP_ENCODERS[_mptcp_class]
 
 _FIXED_LENGTHS: dict[type, int] = {
     EndOfOptions: 1,
@@ -217,8 +227,10 @@ def encode_options(options: Iterable[TcpOption]) -> bytes:
         except WireError as error:
             raise WireError(f"tcp.option[{index}].{error.field}", error.message) from None
         except (struct.error, TypeError, ValueError, OverflowError) as error:
+            name = MPTCP_FIELD_NAMES.get(type(option))
             raise WireError(
-                f"tcp.option[{index}]", f"{type(option).__name__} field out of range: {error}"
+                f"tcp.option[{index}].{name}" if name else f"tcp.option[{index}]",
+                f"{type(option).__name__} field out of range: {error}",
             ) from None
     raw = b"".join(parts)
     padding = -len(raw) % 4

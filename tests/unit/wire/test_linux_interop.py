@@ -109,7 +109,9 @@ def _in_ns(namespace: str, *command: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def kernel_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Packet]]:
+def kernel_capture(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[list[tuple[bytes, Packet]]]:
     reason = _missing_tools()
     if reason is not None:
         pytest.skip(reason)
@@ -174,14 +176,14 @@ def kernel_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Pa
             subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
 
 
-def _packets_from(pcap: Path) -> list[Packet]:
+def _packets_from(pcap: Path) -> list[tuple[bytes, Packet]]:
     """IPv4 packets of a tcpdump `-i any` capture (Linux cooked v1 or v2 headers)."""
     with open(pcap, "rb") as stream:
         header = stream.read(24)
     linktype = int.from_bytes(header[20:24], "little")
     skip = {LINKTYPE_LINUX_SLL: 16, LINKTYPE_LINUX_SLL2: 20}[linktype]
     raws = [record.data[skip:] for record in read_pcap(pcap)]
-    return [(raw, decode_packet(raw)) for raw in raws if raw[:1] == b"\x45"]  # type: ignore[misc]
+    return [(raw, decode_packet(raw)) for raw in raws if raw[:1] == b"\x45"]
 
 
 def _options_of(captured: list, option_type: type) -> list:

@@ -61,6 +61,9 @@ def _field_of(call, *args) -> str:  # type: ignore[no-untyped-def]
         ("050b 0000000100000002 00", "tcp.option[0].length"),  # SACK 2 + 9
         ("0809 0000000100000002 00", "tcp.option[0].length"),  # timestamps 9
         ("1e02 0000", "tcp.option[0].mptcp.length"),  # MPTCP without a subtype byte
+        # After the NOP, NOP, timestamps fast path the index still counts from the start.
+        ("0101 080a 0000000100000002 1e02 0000", "tcp.option[3].mptcp.length"),
+        ("0101 080a 0000000100000002 1e0c 2000", "tcp.option[3].length"),
         ("1e05 0101 0000", "tcp.option[0].mptcp.mp_capable.length"),
         ("1e0d 0101 0000000000000000 00 00 00", "tcp.option[0].mptcp.mp_capable.length"),
         ("1e0d 1100 0000000000000000 00 00 00", "tcp.option[0].mptcp.mp_join.length"),
