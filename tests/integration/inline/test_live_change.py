@@ -45,9 +45,11 @@ def test_rtt_follows_live_changes_without_loss(lab: LineLab, start_bump) -> None
           f"60 ms RTT {1000 * (first_slow - to_30):.1f} ms after set_delay(30); last one "
           f"{1000 * (last_slow - back_to_10):.1f} ms after set_delay(10)")
     assert (result.transmitted, result.received) == (450, 450)
-    assert all(19.5 < rtt < 24 for rtt in before)
-    assert all(59.5 < rtt < 64 for rtt in during)
-    assert statistics.median(after) < 22
+    # Lower bounds are hard (a frame never leaves early); upper ones are medians because a
+    # busy machine adds scheduling outliers.
+    assert min(before) >= 20.0 and statistics.median(before) < 22
+    assert min(during) >= 60.0 and statistics.median(during) < 62
+    assert min(after) >= 20.0 and statistics.median(after) < 22
     assert first_slow - to_30 < 1.0 and last_slow - back_to_10 < 1.0
     stats = bump.control.stats()
     for direction in ("upstream", "downstream"):
