@@ -9,6 +9,7 @@ state file is removed; after `kill -9`, `testbed clean` finds the same resources
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 import signal
@@ -51,8 +52,16 @@ def detect_backends() -> Backends:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a run like Ctrl-C does: through the same teardown."""
+    """SIGTERM ends a run like Ctrl-C does: through the same teardown.
+
+    pyroute2 forks helper processes to enter namespaces; a fork inherits this handler and must
+    not unwind into the runner's teardown, so anything but the owner just exits.
+    """
+    owner = os.getpid()
+
     def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -144,6 +145,8 @@ class Network:
         self.timings["setup_s"] = time.monotonic() - started
 
     def teardown(self) -> None:
+        if os.getpid() != self.state.runner_pid:  # a forked helper (pyroute2) must not tear down
+            return
         started = time.monotonic()
         for proc in self.inline.values():
             if proc.process.poll() is None:

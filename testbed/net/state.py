@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -65,12 +66,17 @@ class RunState:
         tmp.replace(self.path)
 
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        with contextlib.suppress(OSError):
-            for entry in Path(self.work_dir).iterdir():
-                entry.unlink()
-            Path(self.work_dir).rmdir()
+        if os.getpid() != self.runner_pid:  # a forked helper (pyroute2) must not clean up
+            return
+        remove_run_files(self.run_id, self.work_dir)
+
+
+def remove_run_files(run_id: str, work_dir: str) -> None:
+    """The state file and the work directory (inline configs, control sockets, samples)."""
+    with contextlib.suppress(FileNotFoundError):
+        (RUNS_DIR / f"{run_id}.json").unlink()
+    if work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def netns_inode(name: str) -> int | None:
@@ -171,8 +177,7 @@ def clean(*, include_live: bool = False) -> list[str]:
             present = [n for n in state.get("netns", []) if netns_inode(n) is not None]
             delete_netns(present)
             removed += [f"netns {n}" for n in present]
-            RunState(**{k: state[k] for k in ("run_id", "runner_pid", "started")},
-                     work_dir=state.get("work_dir", "")).remove()
+            remove_run_files(str(state.get("run_id", path.stem)), str(state.get("work_dir", "")))
             removed.append(f"run {state.get('run_id')}")
     # namespaces named like ours whose state file was lost (crash between create and save)
     if NETNS_DIR.is_dir():
