@@ -47,6 +47,7 @@ def network_from_topology(
     seed: int = 0,
     codec: bool = True,
     middleboxes: Mapping[str, Sequence[Middlebox]] | None = None,
+    link_middleboxes: Mapping[str, Sequence[Middlebox]] | None = None,
     trace: bool = False,
 ) -> SimNetwork:
     """A SimNetwork shaped like `topology`.
@@ -54,9 +55,15 @@ def network_from_topology(
     endpoints: one PacketEndpoint per host node, by host name.
     middleboxes: per middlebox node name (e.g. "mb_a"), the chain placed at that bump; the
         bumps of one link are met in `via` order going from `a` (client side) to `b`.
+    link_middleboxes: per link name, a chain placed after the bumps' (nearest `b`).
     """
     topology.finalize()
     middleboxes = dict(middleboxes or {})
+    link_middleboxes = dict(link_middleboxes or {})
+    unknown_links = sorted(set(link_middleboxes) - set(topology.links))
+    if unknown_links:
+        raise TopologyError(f"topology {topology.name}: middleboxes given for unknown links "
+                            f"{unknown_links} (links: {sorted(topology.links)})")
     network = SimNetwork(seed, codec=codec, trace=trace)
     nodes: dict[str, Node] = {}
     for name, spec in topology.nodes.items():
@@ -82,6 +89,7 @@ def network_from_topology(
         for bump in link.via:
             chain.extend(middleboxes.get(bump, ()))
             placed.add(bump)
+        chain.extend(link_middleboxes.get(link.name, ()))
         node_a, node_b = nodes[link.a], nodes[link.b]
         network.add_link(
             link.name, node_a, node_b, sim_params(link.params),

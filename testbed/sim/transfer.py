@@ -1,15 +1,16 @@
 """One bulk transfer between two bundled-stack hosts over N simulated paths, classified.
 
-This is what `testbed stack sim` and the scenario tests run:
+This is what `testbed stack sim` and the scenario tests run. By default the network is
 
     client --path1 (10.0.1.1)--+
     client --path2 (10.0.2.1)--+-- r --core-- server (10.0.100.2)
 
-Each path is an access link shaped by its own LinkParams, with optional middleboxes on it;
-the core link is unshaped, so the paths are the bottlenecks (as in topologies/two_path). The
-client connects from its first address; the path manager opens further subflows. The payload
-is drawn from the seed; the receiver checks every byte, and the result carries the outcome
-class of DESIGN.md with its evidence.
+where each path is an access link shaped by its own LinkParams, with optional middleboxes on
+it, and the core link is unshaped, so the paths are the bottlenecks (as in
+topologies/two_path). Alternatively a named testbed topology is used as it is (its client and
+server hosts, its links as paths). The client connects from its first address; the path
+manager opens further subflows. The payload is drawn from the seed; the receiver checks every
+byte, and the result carries the outcome class of DESIGN.md with its evidence.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from middleboxes.base import Middlebox
 from testbed.mptcp.config import StackConfig
@@ -26,6 +27,10 @@ from testbed.sim.network import SimNetwork
 from testbed.sim.params import LinkParams
 from testbed.sim.rng import derive_rng
 from testbed.sim.stats import FlowKey
+from testbed.sim.topology import network_from_topology
+
+if TYPE_CHECKING:
+    from testbed.net.topo import Topology
 
 OUTCOMES = ("mptcp", "fallback-syn", "fallback-infinite-map", "mp-fail", "subflow-rejected",
             "reset", "stalled", "corrupted")
@@ -54,8 +59,8 @@ class PathSpec:
 
 @dataclass
 class TimelineStep:
-    """At virtual `time`, on path `path` (1-based name such as "path1"): cut, restore, or set
-    new parameters (both directions)."""
+    """At virtual `time`, on link `path` ("path1", "core", or a topology's link name): cut,
+    restore, or set new parameters (both directions)."""
 
     time: float
     path: str
@@ -65,7 +70,11 @@ class TimelineStep:
 
 @dataclass
 class TransferSpec:
-    paths: list[PathSpec]
+    """What to run. Give either `paths` (the built-in network) or `topology` (a finalized
+    testbed topology; `topology_middleboxes` then places middleboxes by bump node name, e.g.
+    "mb_a", or by link name)."""
+
+    paths: list[PathSpec] = field(default_factory=list)
     size: int = 200_000
     seed: int = 1
     client_config: StackConfig = field(default_factory=StackConfig)
@@ -74,22 +83,38 @@ class TransferSpec:
     time_limit: float = 60.0
     timeline: list[TimelineStep] = field(default_factory=list)
     server_port: int = SERVER_PORT
+    topology: Topology | None = None
+    topology_middleboxes: dict[str, Sequence[Middlebox]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.paths:
-            raise ValueError("TransferSpec.paths: at least one path is needed")
+        if (self.topology is None) == (not self.paths):
+            raise ValueError("TransferSpec: give either paths or a topology (exactly one)")
+        if self.topology_middleboxes and self.topology is None:
+            raise ValueError("TransferSpec.topology_middleboxes: only with a topology")
         if self.size < 0:
             raise ValueError(f"TransferSpec.size: must be >= 0, got {self.size}")
         if not self.time_limit > 0:
             raise ValueError(f"TransferSpec.time_limit: must be > 0, got {self.time_limit}")
-        names = {path_name(i) for i in range(len(self.paths))}
+        names = set(self.link_names())
         for step in self.timeline:
             if step.path not in names:
-                raise ValueError(f"timeline: no path named {step.path!r}; paths: {sorted(names)}")
+                raise ValueError(f"timeline: no link named {step.path!r}; links: {sorted(names)}")
             if step.action not in ("cut", "restore", "set"):
                 raise ValueError(f"timeline: action {step.action!r} is not cut, restore or set")
             if (step.action == "set") != (step.params is not None):
                 raise ValueError("timeline: 'set' needs params, cut/restore take none")
+
+    def path_names(self) -> list[str]:
+        """The client's access links, in the order of the client's addresses."""
+        if self.topology is None:
+            return [path_name(i) for i in range(len(self.paths))]
+        client = self.topology.finalize().client
+        return [link.name for link, _iface, _peer in self.topology.l3_interfaces(client)]
+
+    def link_names(self) -> list[str]:
+        if self.topology is None:
+            return [*self.path_names(), CORE_LINK]
+        return list(self.topology.finalize().links)
 
 
 @dataclass
@@ -122,6 +147,7 @@ class TransferResult:
     client_stats: Any
     server_stats: Any
     network: SimNetwork
+    server_address: str = SERVER_ADDRESS
 
     @property
     def hash_ok(self) -> bool:
@@ -202,19 +228,13 @@ class TransferSetup:
     sender: BulkSender
     receiver: BulkReceiver
     payload: bytes
+    server_address: str = SERVER_ADDRESS
+    path_of: dict[str, str] = field(default_factory=dict)
 
 
-def build_transfer(spec: TransferSpec) -> TransferSetup:
-    """Network, hosts and applications for `spec`, with the connect scheduled at t=0."""
+def _built_in_network(spec: TransferSpec, client: HostDriver, server: HostDriver,
+                      client_addresses: list[str]) -> SimNetwork:
     network = SimNetwork(spec.seed, codec=spec.codec)
-    payload = derive_rng(spec.seed, "payload").randbytes(spec.size)
-    client_addresses = [client_address(i) for i in range(len(spec.paths))]
-    client_host = make_host("client", client_addresses, spec.client_config, spec.seed)
-    server_host = make_host("server", [SERVER_ADDRESS], spec.server_config, spec.seed)
-    sender = BulkSender(payload)
-    receiver = BulkReceiver(payload)
-    client = HostDriver(client_host, sender)
-    server = HostDriver(server_host, receiver)
     client_node = network.add_endpoint("client", client)
     server_node = network.add_endpoint("server", server)
     router = network.add_router("r")
@@ -224,6 +244,37 @@ def build_transfer(spec: TransferSpec) -> TransferSetup:
                          middleboxes=path.middleboxes)
     network.add_link(CORE_LINK, router, server_node, LinkParams(queue_packets=None),
                      b_address=SERVER_ADDRESS)
+    return network
+
+
+def _addresses(spec: TransferSpec) -> tuple[list[str], str]:
+    if spec.topology is None:
+        return [client_address(i) for i in range(len(spec.paths))], SERVER_ADDRESS
+    topology = spec.topology.finalize()
+    return topology.host_addresses(topology.client), topology.host_addresses(topology.server)[0]
+
+
+def build_transfer(spec: TransferSpec) -> TransferSetup:
+    """Network, hosts and applications for `spec`, with the connect scheduled at t=0."""
+    payload = derive_rng(spec.seed, "payload").randbytes(spec.size)
+    client_addresses, server_address = _addresses(spec)
+    client_host = make_host("client", client_addresses, spec.client_config, spec.seed)
+    server_host = make_host("server", [server_address], spec.server_config, spec.seed)
+    sender = BulkSender(payload)
+    receiver = BulkReceiver(payload)
+    client = HostDriver(client_host, sender)
+    server = HostDriver(server_host, receiver)
+    if spec.topology is None:
+        network = _built_in_network(spec, client, server, client_addresses)
+    else:
+        topology = spec.topology
+        bumps = {name: boxes for name, boxes in spec.topology_middleboxes.items()
+                 if name not in topology.links}
+        on_links = {name: boxes for name, boxes in spec.topology_middleboxes.items()
+                    if name in topology.links}
+        network = network_from_topology(
+            topology, {topology.client: client, topology.server: server}, seed=spec.seed,
+            codec=spec.codec, middleboxes=bumps, link_middleboxes=on_links)
     server_host.listen(spec.server_port)
     for step in spec.timeline:
         if step.action == "cut":
@@ -235,11 +286,13 @@ def build_transfer(spec: TransferSpec) -> TransferSetup:
             network.set_link_params_at(step.time, step.path, step.params)
 
     def connect() -> None:
-        sender.attach(open_connection(client_host, client_addresses[0], SERVER_ADDRESS,
+        sender.attach(open_connection(client_host, client_addresses[0], server_address,
                                       spec.server_port, network.now))
 
     network.call_at(0.0, connect)
-    return TransferSetup(spec, network, client, server, sender, receiver, payload)
+    path_of = dict(zip(client_addresses, spec.path_names(), strict=True))
+    return TransferSetup(spec, network, client, server, sender, receiver, payload,
+                         server_address, path_of)
 
 
 def finish_transfer(setup: TransferSetup,
@@ -295,11 +348,10 @@ def classify(setup: TransferSetup) -> str:
 def _result(setup: TransferSetup, stop_reason: str) -> TransferResult:
     network, receiver = setup.network, setup.receiver
     subflows = []
-    path_of = {client_address(i): path_name(i) for i in range(len(setup.spec.paths))}
     for key in network.flows.data_flows():
         stats = network.flows.flows[key]
-        if key.dst == SERVER_ADDRESS:
-            subflows.append(SubflowBytes(key.label(), path_of.get(key.src, "?"),
+        if key.dst == setup.server_address:
+            subflows.append(SubflowBytes(key.label(), setup.path_of.get(key.src, "?"),
                                          stats.payload_bytes_received))
     start = setup.sender.log.established_at or 0.0
     end = receiver.last_byte_at if receiver.last_byte_at is not None else network.now
@@ -322,6 +374,7 @@ def _result(setup: TransferSetup, stop_reason: str) -> TransferResult:
         client_stats=connection_stats(setup.sender.connection),
         server_stats=connection_stats(receiver.connection),
         network=network,
+        server_address=setup.server_address,
     )
 
 
@@ -329,4 +382,4 @@ def series_for(result: TransferResult) -> dict[str, list[tuple[float, int]]]:
     """Per-subflow payload byte series (data direction), for plotting or the CLI."""
     flows = result.network.flows
     return {key.label(): flows.series(key) for key in flows.data_flows()
-            if isinstance(key, FlowKey) and key.dst == SERVER_ADDRESS}
+            if isinstance(key, FlowKey) and key.dst == result.server_address}
