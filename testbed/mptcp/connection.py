@@ -475,8 +475,8 @@ class Connection:
             if not self.is_client:
                 self.host.emit(events.ConnectionAccepted(self))
             self.host.emit(events.ConnectionEstablished(self))
-        if self.mode == MPTCP:
-            self.path_manager.on_established(self, now)
+        if self.mode == MPTCP and subflow.fully_established:
+            self.path_manager.on_established(self, now)  # server: keys known both ways
 
     def _become_plain(self, subflow: Subflow, now: float) -> None:
         subflow.mptcp = False
@@ -494,6 +494,7 @@ class Connection:
 
     def on_segment_options(self, subflow: Subflow, segment: TcpSegment, offset: int,
                            now: float) -> None:
+        subflow.segment_had_data_ack = False
         if not subflow.mptcp or self.mode == PENDING:
             return
         if subflow.is_join and not subflow.fully_established and not subflow.is_passive:
@@ -528,8 +529,11 @@ class Connection:
         subflow.dss_seen = True
         if not subflow.fully_established and not subflow.is_join:
             subflow.fully_established = True  # MP_CAPABLE client: the server sent a DSS
+            if self.mode == MPTCP:
+                # like Linux, the client's path manager starts once fully established
+                self.path_manager.on_established(self, now)
         if dss.data_ack is not None and self.mode == MPTCP:
-            subflow.data_ack_seen = True
+            subflow.data_ack_seen = subflow.segment_had_data_ack = True
             ack = _unwrap64(dss.data_ack, self.snd_data_una, dss.data_ack_64)
             self._on_data_ack(ack, now)
             right = ack + (segment.window << subflow.peer_window_shift)
@@ -725,11 +729,12 @@ class Connection:
             if subflow.fin_offset is not None:
                 self._maybe_finish(now)
             return
-        if self.mode != MPTCP or subflow.data_ack_seen:
+        if self.mode != MPTCP or subflow.segment_had_data_ack or not subflow.mptcp:
             return
         if not any(s.payload for s in segments):
             return
-        # data acknowledged at subflow level, never at data level: DSS options are stripped
+        # data acknowledged at subflow level without a data ACK: DSS options are stripped
+        # (or the peer fell back after finding our data unmapped)
         if subflow.is_join:
             self.counters["SubflowResetMiddlebox"] += 1
             self.subflow_rejected = True

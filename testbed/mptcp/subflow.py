@@ -158,6 +158,7 @@ class Subflow:
         self.data_ready = False  # the scheduler may put data on it
         self.mptcp = False  # options negotiated on this subflow
         self.data_ack_seen = False
+        self.segment_had_data_ack = False  # the segment being processed carried a data ACK
         self.dss_seen = False
         self.send_mp_capable_syn = True
         self.bytes_sent = 0

@@ -23,7 +23,7 @@ def _strip_dss_on_data(only_address: str | None = None):
 
 def test_dss_stripped_on_data_falls_back_with_infinite_mapping() -> None:
     pair = Pair(tamper=_strip_dss_on_data())
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     data = _payload(80_000)
     got = transfer(pair, client, server, data)
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
@@ -39,7 +39,7 @@ def test_dss_stripped_on_join_subflow_resets_it_with_reason_6() -> None:
     pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"],
                 tamper=_strip_dss_on_data("10.0.0.2"),
                 client_config=StackConfig(scheduler="round_robin"))
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     data = _payload(200_000)
     got = transfer(pair, client, server, data)
     assert got == data
@@ -71,7 +71,7 @@ def test_checksum_failure_single_subflow_mp_fail_then_infinite_mapping() -> None
     tamper = _corrupt_once()
     pair = Pair(client_config=config, server_config=config, tamper=tamper)
     tamper.now = lambda: pair.now
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     data = _payload(60_000)
     got = transfer(pair, client, server, data)
     assert got == data  # corrupted bytes were never delivered
@@ -85,7 +85,7 @@ def test_checksum_failure_single_subflow_mp_fail_then_infinite_mapping() -> None
 
 def test_checksum_negotiated_when_either_side_asks() -> None:
     pair = Pair(server_config=StackConfig(checksum=True))
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     assert client.checksum and server.checksum
     data = _payload(20_000)
     assert transfer(pair, client, server, data) == data
@@ -99,7 +99,7 @@ def test_checksum_failure_with_two_subflows_resets_that_subflow() -> None:
     pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"], client_config=config,
                 server_config=config, tamper=tamper)
     tamper.now = lambda: pair.now
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     pair.run(0.1)
     data = _payload(300_000)
     got = transfer(pair, client, server, data)
@@ -125,7 +125,7 @@ def _forged_ack(pair: Pair, server_side_conn, key: int) -> Packet:
 
 def test_fastclose_with_wrong_key_is_ignored_and_right_key_honoured() -> None:
     pair = Pair()
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     pair.server.receive_packet(_forged_ack(pair, server, server.local_key ^ 1), pair.now)
     assert server.counters["MPFastcloseRxIgnored"] == 1
     assert server.closed_reason is None
@@ -136,7 +136,7 @@ def test_fastclose_with_wrong_key_is_ignored_and_right_key_honoured() -> None:
 
 def test_abort_sends_fastclose_and_peer_closes() -> None:
     pair = Pair()
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     client.abort(pair.now)
     pair.run(0.1)
     assert client.counters["MPFastcloseTx"] == 1
@@ -147,7 +147,7 @@ def test_abort_sends_fastclose_and_peer_closes() -> None:
 
 def test_once_fallen_back_never_return() -> None:
     pair = Pair(tamper=_strip_dss_on_data())
-    client, server = _open(pair)
+    client, server = _open(pair, warm=True)
     transfer(pair, client, server, _payload(20_000))
     assert client.mode == "fallback"
     with_join = dataclasses.replace  # noqa: F841 - kept for readability of the intent

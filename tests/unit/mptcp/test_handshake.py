@@ -20,6 +20,7 @@ from testbed.wire.types import (
 )
 
 from .harness import Pair
+from .test_transfer import _open
 
 
 def _strip(option_type: type, *, direction: str | None = None, flags: int | None = None):
@@ -161,7 +162,7 @@ def _two_path_pair(**kwargs) -> Pair:
 
 def test_mp_join_both_roles_and_fourth_ack() -> None:
     pair = _two_path_pair()
-    client = pair.connect()
+    client, _ = _open(pair, warm=True)
     pair.run_until(lambda: pair.event_types("client").count("SubflowEstablished") == 1, 1.0)
     server = pair.server_connection()
     join_syn = pair.sent_options("c2s", MpJoinSyn)[0]
@@ -187,7 +188,7 @@ def test_join_not_usable_until_fourth_ack() -> None:
 
     dropped: list[Packet] = []
     pair = _two_path_pair(tamper=drop_fourth_ack)
-    client = pair.connect()
+    client, _ = _open(pair, warm=True)
     pair.run_until(lambda: len(client.subflows) == 2 and client.subflows[1].state
                    is TcpState.ESTABLISHED, 1.0)
     join = client.subflows[1]
@@ -206,7 +207,7 @@ def test_forged_join_ack_hmac_is_rejected() -> None:
         return [packet]
 
     pair = _two_path_pair(tamper=forge)
-    client = pair.connect()
+    client, _ = _open(pair, warm=True)
     pair.run(1.0)
     server = pair.server_connection()
     assert server.counters["MPJoinAckHMacFailure"] >= 1
@@ -226,7 +227,7 @@ def test_forged_synack_hmac_is_rejected_by_initiator() -> None:
         return [packet]
 
     pair = _two_path_pair(tamper=forge)
-    client = pair.connect()
+    client, _ = _open(pair, warm=True)
     pair.run(1.0)
     assert client.counters["MPJoinSynAckHMacFailure"] == 1
     assert len(client.subflows) == 1
@@ -241,7 +242,7 @@ def test_join_with_unknown_token_gets_rst_with_reason() -> None:
         return [packet]
 
     pair = _two_path_pair(tamper=corrupt_token)
-    pair.connect()
+    _open(pair, warm=True)
     pair.run(1.0)
     assert pair.server.counters["MPJoinNoTokenFound"] == 1
     rst = [p for _, d, p in pair.sent if d == "s2c" and p.tcp.flags & RST]
@@ -250,7 +251,7 @@ def test_join_with_unknown_token_gets_rst_with_reason() -> None:
 
 def test_join_stripped_leaves_connection_on_initial_subflow() -> None:
     pair = _two_path_pair(tamper=_strip(MpJoinSyn))
-    client = pair.connect()
+    client, _ = _open(pair, warm=True)
     pair.run(1.0)
     server = pair.server_connection()
     assert client.stats()["outcome"] == "subflow-rejected"

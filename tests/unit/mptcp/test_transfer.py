@@ -15,10 +15,18 @@ from testbed.wire.types import ACK, FIN, RST, Packet, Sack
 from .harness import Pair
 
 
-def _open(pair: Pair) -> tuple[Connection, Connection]:
+def _open(pair: Pair, *, warm: bool = False) -> tuple[Connection, Connection]:
+    """Connect; with warm=True also move one byte client->server (consumed), so the client
+    sees a DSS from the server, becomes fully established and its path manager runs."""
     client = pair.connect()
     pair.run_until(lambda: "ConnectionAccepted" in pair.event_types("server"), 2.0)
-    return client, pair.server_connection()
+    server = pair.server_connection()
+    if warm:
+        client.send(b"!")
+        got = bytearray()
+        pair.run_until(lambda: got.extend(server.receive()) or got == b"!", 2.0)
+        pair.run(0.2)
+    return client, server
 
 
 def transfer(pair: Pair, sender: Connection, receiver: Connection, data: bytes,
