@@ -15,13 +15,15 @@ import argparse
 import json
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from middleboxes.base import Middlebox
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.sim.params import LinkParams, LinkParamsError
 from testbed.sim.rng import derive_rng
+from testbed.sim.topology import TopologyError, check_simulable
 from testbed.sim.transfer import (
+    CORE_LINK,
     PathSpec,
     TimelineStep,
     TransferSpec,
@@ -29,6 +31,9 @@ from testbed.sim.transfer import (
     run_transfer,
     series_for,
 )
+
+if TYPE_CHECKING:
+    from testbed.net.topo import Topology
 
 DEFAULT_PATH = "rate=20,delay=10,queue=100"
 EXIT_USAGE = 2
@@ -48,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one path per use: rate=Mbit/s,delay=ms,jitter=ms,loss=fraction|N%%,queue=packets,"
              "queue_bytes=N,reorder=0|1; UP/DOWN (two specs split by '/') shapes the return "
              f"direction differently (default: two paths {DEFAULT_PATH})")
+    parser.add_argument(
+        "--topology", metavar="NAME[:JSON]",
+        help="run over a named testbed topology instead of --path, e.g. two_path or "
+             "'n_path:{\"n\": 3, \"rate_mbit\": 20}'; paths are then the client's links")
     parser.add_argument("--size", default="200k",
                         help="bytes to transfer, e.g. 200000, 200k, 2M, 1Mi (default 200k)")
     parser.add_argument("--cc", default="lia",
@@ -70,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "DIRECTION upstream|downstream|both; PATHS e.g. path2 (default all)")
     parser.add_argument(
         "--middlebox", action="append", default=[], metavar="PATH:NAME[:JSON]",
-        help="any catalogue middlebox on a path, e.g. "
+        help="any catalogue middlebox on a path (or any link of a --topology), e.g. "
              "'path1:rewrite_payload:{\"pattern\": \"ab\", \"replacement\": \"cd\"}'")
     parser.add_argument(
         "--at", action="append", default=[], metavar="TIME:PATH:ACTION",
@@ -112,13 +121,33 @@ def parse_path(text: str) -> PathSpec:
     return PathSpec(upstream=upstream, downstream=downstream)
 
 
+def parse_topology(text: str) -> Topology:
+    """A named topology from topologies/, with optional JSON parameters."""
+    from testbed.errors import SpecError
+    from topologies import build_topology
+
+    name, _, raw = text.partition(":")
+    try:
+        params = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--topology {text!r}: parameters are not JSON ({error})") from None
+    if not isinstance(params, dict):
+        raise UsageError(f"--topology {text!r}: parameters must be a JSON object")
+    try:
+        topology = build_topology(name, params).finalize()
+        check_simulable(topology)
+    except (SpecError, TopologyError) as error:
+        raise UsageError(f"--topology {text!r}: {error}") from None
+    return topology
+
+
 def parse_timeline(text: str, path_names: list[str]) -> TimelineStep:
     parts = text.split(":", 3)
     if len(parts) < 3:
         raise UsageError(f"--at {text!r}: expected TIME:PATH:ACTION (cut, restore, set:PARAMS)")
     time = parse_number("--at", parts[0], float)
     if parts[1] not in path_names:
-        raise UsageError(f"--at {text!r}: no path {parts[1]!r}; paths: {', '.join(path_names)}")
+        raise UsageError(f"--at {text!r}: no link {parts[1]!r}; links: {', '.join(path_names)}")
     action = parts[2]
     if action in ("cut", "restore") and len(parts) == 3:
         return TimelineStep(time, parts[1], action)
@@ -183,19 +212,30 @@ def spec_from_args(args: argparse.Namespace) -> TransferSpec:
     time_limit = parse_number("--time-limit", args.time_limit, float)
     if not time_limit > 0:
         raise UsageError(f"--time-limit: must be > 0, got {args.time_limit}")
-    paths = [parse_path(text) for text in (args.path or [DEFAULT_PATH, DEFAULT_PATH])]
-    names = [path_name(i) for i in range(len(paths))]
-    boxes: dict[str, list[Middlebox]] = {name: [] for name in names}
+    topology = parse_topology(args.topology) if args.topology else None
+    if topology is not None and args.path:
+        raise UsageError("--path and --topology exclude each other (a topology has its links)")
+    paths = [] if topology is not None else [
+        parse_path(text) for text in (args.path or [DEFAULT_PATH, DEFAULT_PATH])]
+    if topology is None:
+        names = [path_name(i) for i in range(len(paths))]
+        link_names = [*names, CORE_LINK]
+    else:
+        names = [link.name for link, _iface, _peer in topology.l3_interfaces(topology.client)]
+        link_names = list(topology.links)
+    boxes: dict[str, list[Middlebox]] = {name: [] for name in link_names}
     for index, text in enumerate(args.strip):
         params, on_paths = parse_strip(text, names)
         for name in on_paths:  # one box per path: each keeps its own per-flow state
             boxes[name].append(build_box("--strip", text, "strip_options", params, seed,
                                          f"strip/{index}/{name}"))
     for index, text in enumerate(args.middlebox):
-        name, box = build_catalogue_box(text, seed, index, names)
+        name, box = build_catalogue_box(text, seed, index,
+                                        names if topology is None else link_names)
         boxes[name].append(box)
-    for name, path in zip(names, paths, strict=True):
-        path.middleboxes = boxes[name]
+    if topology is None:
+        for name, path in zip(names, paths, strict=True):
+            path.middleboxes = boxes[name]
     try:
         client = StackConfig(checksum=args.checksum, congestion_control=args.cc,
                              scheduler=args.scheduler, path_manager=args.path_manager)
@@ -204,11 +244,14 @@ def spec_from_args(args: argparse.Namespace) -> TransferSpec:
                              mptcp_enabled=not args.server_no_mptcp)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    timeline = [parse_timeline(text, names) for text in args.at]
+    timeline = [parse_timeline(text, link_names) for text in args.at]
     try:
         return TransferSpec(paths=paths, size=parse_size(args.size), seed=seed,
                             client_config=client, server_config=server,
-                            codec=not args.no_codec, time_limit=time_limit, timeline=timeline)
+                            codec=not args.no_codec, time_limit=time_limit, timeline=timeline,
+                            topology=topology,
+                            topology_middleboxes={name: chain for name, chain in boxes.items()
+                                                  if chain} if topology is not None else {})
     except ValueError as error:
         raise UsageError(str(error)) from None
 

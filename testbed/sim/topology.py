@@ -29,6 +29,16 @@ class TopologyError(ValueError):
     """The topology cannot be simulated as asked (a host without endpoint, a NAT router...)."""
 
 
+def check_simulable(topology: Topology) -> None:
+    """Raise TopologyError if the simulator cannot build this topology."""
+    for name, spec in topology.nodes.items():
+        if spec.kind is NodeKind.ROUTER and spec.nat_subnets:
+            raise TopologyError(
+                f"topology {topology.name}: router {name!r} masquerades "
+                f"{spec.nat_subnets}; the simulator has no NAT router (put a 'nat' "
+                "middlebox on a link instead)")
+
+
 def sim_params(params: TopologyLinkParams) -> LinkParams:
     """The simulator's LinkParams for a topology link (same in both directions)."""
     return LinkParams(
@@ -58,6 +68,7 @@ def network_from_topology(
     link_middleboxes: per link name, a chain placed after the bumps' (nearest `b`).
     """
     topology.finalize()
+    check_simulable(topology)
     middleboxes = dict(middleboxes or {})
     link_middleboxes = dict(link_middleboxes or {})
     unknown_links = sorted(set(link_middleboxes) - set(topology.links))
@@ -73,11 +84,6 @@ def network_from_topology(
                                     f"{name!r} (hosts: {sorted(_hosts(topology))})")
             nodes[name] = network.add_endpoint(name, endpoints[name])
         elif spec.kind is NodeKind.ROUTER:
-            if spec.nat_subnets:
-                raise TopologyError(
-                    f"topology {topology.name}: router {name!r} masquerades "
-                    f"{spec.nat_subnets}; the simulator has no NAT router (put a 'nat' "
-                    "middlebox on a link instead)")
             nodes[name] = network.add_router(name)
     unknown = sorted(set(endpoints) - set(_hosts(topology)))
     if unknown:

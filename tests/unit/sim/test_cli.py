@@ -31,6 +31,11 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     (["--middlebox", "path1:drop:{nope"], "parameters are not JSON"),
     (["--at", "1:path1:explode"], "action must be cut, restore or set:PARAMS"),
     (["--at", "1:path1:set:rate=-1"], "rate_mbit must be > 0"),
+    (["--at", "1:path7:cut"], "no link 'path7'"),
+    (["--topology", "moon"], "unknown topology 'moon'"),
+    (["--topology", "nat_home"], "the simulator has no NAT router"),
+    (["--topology", "two_path", "--path", "rate=1"], "--path and --topology exclude each other"),
+    (["--topology", "two_path", "--strip", "dss:data:both:path1"], "no path 'path1'"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(
         capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -77,3 +82,16 @@ def test_module_entry_point_runs_without_a_traceback_on_bad_input() -> None:
                                capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr and "loss must be a fraction" in completed.stderr
+
+
+def test_sim_runs_over_a_named_topology_and_its_link_names(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--topology", 'two_path:{"rate_mbit": 20, "delay_ms": 5}',
+                           "--size", "100k", "--strip", "mp_capable:syn:both:a",
+                           "--at", "5:core_b:cut")
+    summary = json.loads(out)
+    assert code == 0 and summary["hash_ok"] is True and summary["outcome"] == "fallback-syn"
+    assert {flow["path"] for flow in summary["subflows"]} == {"a"}
+    links = summary["counters"]["links"]
+    assert set(links) == {"a", "b", "core_a", "core_b", "server"}
+    assert links["a"]["middleboxes"]["strip_options"]["changed"] >= 1
