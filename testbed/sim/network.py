@@ -197,13 +197,28 @@ class SimNetwork:
         for node in self.endpoints() if nodes is None else nodes:
             self._pump(node)
 
+    def _failed(self, node: EndpointNode, call: str, error: Exception) -> SimulationError:
+        """The error to raise when an endpoint call fails: says where and when (the original
+        exception stays chained, with its traceback)."""
+        return SimulationError(f"endpoint {node.name} raised {type(error).__name__} in {call} "
+                               f"at t={self.scheduler.now:.6f}: {error}")
+
     def _pump(self, node: EndpointNode) -> None:
         node.pump_pending = False
         now = self.scheduler.now
         endpoint = node.endpoint
-        for packet in endpoint.packets_to_send(now):
+        try:
+            packets = list(endpoint.packets_to_send(now))
+        except SimulationError:
+            raise
+        except Exception as error:
+            raise self._failed(node, "packets_to_send", error) from error
+        for packet in packets:
             self._send_from(node, packet)
-        deadline = endpoint.get_timer()
+        try:
+            deadline = endpoint.get_timer()
+        except Exception as error:
+            raise self._failed(node, "get_timer", error) from error
         if deadline == node.timer_deadline:
             return
         node.timer_version += 1
@@ -229,7 +244,12 @@ class SimNetwork:
             node.last_timer_fire = now
             node.same_instant_timer_fires = 0
         node.timer_deadline = None
-        node.endpoint.handle_timer(now)
+        try:
+            node.endpoint.handle_timer(now)
+        except SimulationError:
+            raise
+        except Exception as error:
+            raise self._failed(node, "handle_timer", error) from error
         self._pump(node)
 
     def _send_from(self, node: EndpointNode, packet: Packet) -> None:
@@ -255,7 +275,12 @@ class SimNetwork:
             self.flows.record_received(packet, self.scheduler.now)
             if self.trace is not None:
                 self._trace("deliver", f"{link.name}>{node.name}", packet)
-            node.endpoint.receive_packet(packet, self.scheduler.now)
+            try:
+                node.endpoint.receive_packet(packet, self.scheduler.now)
+            except SimulationError:
+                raise
+            except Exception as error:
+                raise self._failed(node, "receive_packet", error) from error
             if not node.pump_pending:
                 node.pump_pending = True
                 self.scheduler.call_at(self.scheduler.now, self._pump_event, node)

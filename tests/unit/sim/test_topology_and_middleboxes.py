@@ -218,3 +218,19 @@ def test_router_middleboxes_see_directions_by_arrival_link_and_can_hold() -> Non
     assert [when for when, _ in client.endpoint.received] == pytest.approx([0.204])
     counters = network.counters()["nodes"]["r"]
     assert counters["forwarded"] == 2 and counters["middleboxes"]["hold"]["seen"] == 2
+
+
+class Exploding(Sink):
+    def receive_packet(self, packet: object, now: float) -> None:  # type: ignore[override]
+        raise KeyError("no such subflow")
+
+
+def test_an_endpoint_failure_names_the_endpoint_call_and_time() -> None:
+    network = SimNetwork(1)
+    sender = network.add_endpoint("a", Burst([data_packet("10.0.0.1", "10.0.0.2", 0, 10)]))
+    network.add_link("ab", sender, network.add_endpoint("b", Exploding()), LinkParams(delay_ms=3),
+                     a_address="10.0.0.1", b_address="10.0.0.2")
+    with pytest.raises(SimulationError, match=r"endpoint b raised KeyError in receive_packet "
+                                              r"at t=0\.003000") as caught:
+        network.run()
+    assert isinstance(caught.value.__cause__, KeyError)
