@@ -1012,8 +1012,11 @@ class Connection:
             self._maybe_finish(now)
 
     def _flush_mptcp(self, now: float) -> None:
-        subflows = self.subflows
+        eligible = eligible_subflows(self.subflows)
+        if not eligible:
+            return
         scheduler = self.scheduler
+        single = eligible[0] if len(eligible) == 1 else None
         while True:
             if self.reinject:
                 dsn, length = self.reinject[0]
@@ -1032,22 +1035,30 @@ class Connection:
                 if available <= 0:
                     return
             window = self.peer_window_right - dsn
-            eligible = eligible_subflows(subflows)
-            if not eligible:
-                return
             if window <= 0 and not reinjecting:
                 if all(s.snd_nxt == s.snd_una for s in eligible):
                     eligible[0].arm_probe(now)
                 return
-            ready = [s for s in eligible if s.send_space() > 0]
-            if not ready:
-                if all(s.snd_nxt == s.snd_una and s.window_limited() for s in eligible):
-                    eligible[0].arm_probe(now)
-                return
-            chosen = scheduler.select(ready)
-            size = min(available, max(window, 1) if reinjecting else window)
-            for subflow in chosen:
-                size = min(size, subflow.mss, subflow.send_space())
+            if single is not None:
+                space = single.send_space()
+                if space <= 0:
+                    if single.snd_nxt == single.snd_una and single.window_limited():
+                        single.arm_probe(now)
+                    return
+                chosen = [single]
+                size = min(available, single.mss, space)
+            else:
+                ready = [s for s in eligible if s.send_space() > 0]
+                if not ready:
+                    if all(s.snd_nxt == s.snd_una and s.window_limited() for s in eligible):
+                        eligible[0].arm_probe(now)
+                    return
+                chosen = scheduler.select(ready)
+                size = available
+                for subflow in chosen:
+                    size = min(size, subflow.mss, subflow.send_space())
+            if not reinjecting:
+                size = min(size, window)
             start = dsn - self.snd_data_una + self._send_buf_offset
             payload = bytes(self._send_buf[start:start + size])
             for subflow in chosen:

@@ -36,13 +36,15 @@ class SentSegment:
 
 
 class Scoreboard:
-    __slots__ = ("_segments", "dupthresh", "highest_sacked", "pipe", "sacked_bytes")
+    __slots__ = ("_segments", "dupthresh", "highest_sacked", "lost_count", "pipe",
+                 "sacked_bytes")
 
     def __init__(self, *, dupthresh: int = 3) -> None:
         self._segments: deque[SentSegment] = deque()
         self.pipe = 0
         self.sacked_bytes = 0
         self.highest_sacked = 0
+        self.lost_count = 0  # segments marked lost and not yet retransmitted
         self.dupthresh = dupthresh
 
     def __len__(self) -> int:
@@ -72,6 +74,8 @@ class Scoreboard:
                 self.pipe -= seg.length
             if seg.sacked:
                 self.sacked_bytes -= seg.length
+            if seg.lost:
+                self.lost_count -= 1
             done.append(seg)
         if segments and segments[0].start < ack:
             seg = segments[0]
@@ -133,6 +137,7 @@ class Scoreboard:
         if seg.lost or seg.sacked:
             return
         seg.lost = True
+        self.lost_count += 1
         if seg.in_flight:
             seg.in_flight = False
             self.pipe -= seg.length
@@ -143,7 +148,9 @@ class Scoreboard:
             self.mark_lost(seg)
 
     def on_retransmit(self, seg: SentSegment, now: float) -> None:
-        seg.lost = False
+        if seg.lost:
+            seg.lost = False
+            self.lost_count -= 1
         seg.transmissions += 1
         seg.sent_at = now
         if not seg.in_flight:
@@ -152,6 +159,8 @@ class Scoreboard:
 
     def next_lost(self) -> SentSegment | None:
         """The oldest segment marked lost and not yet retransmitted since."""
+        if not self.lost_count:
+            return None
         for seg in self._segments:
             if seg.lost:
                 return seg
@@ -165,4 +174,5 @@ class Scoreboard:
         self._segments.clear()
         self.pipe = 0
         self.sacked_bytes = 0
+        self.lost_count = 0
         return segments

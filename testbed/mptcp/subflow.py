@@ -261,6 +261,10 @@ class Subflow:
             return [Timestamps(self._tsval(now), self.ts_recent)]
         return []
 
+    def _budget(self) -> int:
+        """Option bytes left after the timestamp option."""
+        return MAX_OPTION_SPACE - 10 if self.ts_ok else MAX_OPTION_SPACE
+
     def _add_sack(self, options: list[TcpOption]) -> None:
         if not self.sack_ok or not self.rcv.buffered:
             return
@@ -276,7 +280,7 @@ class Subflow:
     def send_ack(self, now: float) -> None:
         """A pure ACK now (carrying whatever MPTCP signal the owner has pending)."""
         options = self._base_options(now)
-        options.extend(self.owner.ack_options(self, MAX_OPTION_SPACE - _option_bytes(options)))
+        options.extend(self.owner.ack_options(self, self._budget()))
         self._add_sack(options)
         self._emit(ACK, self.snd_nxt, options)
 
@@ -598,12 +602,11 @@ class Subflow:
             self.scoreboard.on_retransmit(segment, now)
         options = self._base_options(now)
         if segment.payload:
-            options.extend(self.owner.data_options(
-                self, segment, MAX_OPTION_SPACE - _option_bytes(options)))
+            options.extend(self.owner.data_options(self, segment, self._budget()))
         else:
-            options.extend(self.owner.ack_options(
-                self, MAX_OPTION_SPACE - _option_bytes(options)))
-        self._add_sack(options)
+            options.extend(self.owner.ack_options(self, self._budget()))
+        if self.rcv.buffered:
+            self._add_sack(options)
         flags = ACK
         if segment.payload:
             flags |= PSH
