@@ -132,19 +132,22 @@ class SimNetwork:
                 raise ValueError(f"link {name}: node {node.name!r} is not in this network")
         if node_a is node_b:
             raise ValueError(f"link {name}: both ends are node {node_a.name!r}")
+        bindings = [(node, address) for node, address in ((node_a, a_address),
+                                                          (node_b, b_address))
+                    if address is not None]
+        for node, address in bindings:  # check everything before changing anything
+            if not isinstance(node, EndpointNode):
+                raise ValueError(f"link {name}: only endpoint nodes take an address "
+                                 f"({node.name} is a router; use add_route)")
+            node.check_bindable(address)
         upstream = params or LinkParams()
         link = Link(
             name, node_a, node_b, upstream, downstream or upstream,
             scheduler=self.scheduler, rng_for=self.rng, codec=self._codec,
             middleboxes=middleboxes, on_arrival=self._arrive,
         )
-        for node, address in ((node_a, a_address), (node_b, b_address)):
-            if address is None:
-                continue
-            if not isinstance(node, EndpointNode):
-                raise ValueError(f"link {name}: only endpoint nodes take an address "
-                                 f"({node.name} is a router; use add_route)")
-            node.bind(address, link)
+        for node, address in bindings:
+            node.bind(address, link)  # type: ignore[union-attr]
         self.links[name] = link
         node_a.links.append(link)
         node_b.links.append(link)

@@ -62,12 +62,16 @@ class EndpointNode(Node):
         self.same_instant_timer_fires = 0
         self.last_timer_fire: float | None = None
 
-    def bind(self, address: str, link: Link) -> None:
-        """Tie `address` to `link`: packets from that source address leave through it."""
+    def check_bindable(self, address: str) -> None:
+        """Raise ValueError if `address` is malformed or already bound on this node."""
         ipaddress.ip_address(address)  # raises ValueError naming a malformed address
         if address in self.link_by_address:
             raise ValueError(f"node {self.name}: address {address} is already bound to "
                              f"link {self.link_by_address[address].name}")
+
+    def bind(self, address: str, link: Link) -> None:
+        """Tie `address` to `link`: packets from that source address leave through it."""
+        self.check_bindable(address)
         self.link_by_address[address] = link
 
     def route_for_source(self, source: str) -> Link | None:
