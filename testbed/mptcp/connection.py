@@ -25,18 +25,18 @@ from testbed.mptcp.cc import CouplingGroup, create_congestion_control
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.counters import new_counters
 from testbed.mptcp.errors import LocalProtocolError, RemoteProtocolError
+from testbed.mptcp.handshake import HandshakeMixin
 from testbed.mptcp.mapping import MappingOutcome, MappingReceiver, unwrap_relative
 from testbed.mptcp.path_manager import create_path_manager
 from testbed.mptcp.reassembly import Reassembly
 from testbed.mptcp.scheduler import create_scheduler, eligible_subflows
 from testbed.mptcp.scoreboard import SentSegment
+from testbed.mptcp.signalling import SignallingMixin
 from testbed.mptcp.subflow import Subflow
 from testbed.mptcp.tcp_state import TcpState
 from testbed.wire.checksum import dss_checksum
 from testbed.wire.crypto import (
-    add_addr_hmac,
     join_ack_hmac,
-    join_synack_hmac,
     key_to_idsn,
     key_to_token,
 )
@@ -46,15 +46,12 @@ from testbed.wire.types import (
     MPCAPABLE_FLAG_HMAC_SHA256,
     MPTCPRST_MIDDLEBOX_INTERFERENCE,
     MPTCPRST_MPTCP_ERROR,
-    MPTCPRST_UNSPECIFIED,
     AddAddr,
     Dss,
     MpCapable,
     MpFail,
     MpFastclose,
     MpJoinAck,
-    MpJoinSyn,
-    MpJoinSynAck,
     MpPrio,
     MpTcpRst,
     Packet,
@@ -82,7 +79,7 @@ def _unwrap64(value: int, near: int, is_64: bool) -> int:
     return near + delta
 
 
-class Connection:
+class Connection(HandshakeMixin, SignallingMixin):
     """An MPTCP connection (or the plain TCP connection it fell back to)."""
 
     def __init__(self, *, host: MptcpHost, is_client: bool, config: StackConfig,
@@ -181,73 +178,6 @@ class Connection:
         return self.local_address_ids[address]
 
     # ================================================================== opening
-    def start_active(self, now: float) -> Subflow:
-        subflow = self._new_subflow(self.local_address, self.local_port, self.remote_address,
-                                    self.remote_port, now)
-        subflow.open_active(now)
-        return subflow
-
-    def start_passive(self, subflow_syn: Packet, now: float) -> Subflow:
-        syn = subflow_syn.tcp
-        subflow = self._new_subflow(self.local_address, self.local_port, self.remote_address,
-                                    self.remote_port, now)
-        subflow.is_passive = True
-        capable = syn.find(MpCapable)
-        if (self.config.mptcp_enabled and type(capable) is MpCapable
-                and capable.version == 1 and capable.flags & 0x1F == MPCAPABLE_FLAG_HMAC_SHA256
-                and capable.sender_key is None):
-            self.counters["MPCapableSYNRX"] += 1
-            self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)
-            subflow.rx = MappingReceiver(checksum=self.checksum)
-            subflow.mptcp = True
-        else:
-            self.mptcp_requested = False
-        subflow.open_passive(syn, now)
-        return subflow
-
-    def can_open_subflow(self) -> bool:
-        alive = [s for s in self.subflows if not s.is_closed]
-        return (self.mode == MPTCP and self.closed_reason is None and not self.data_fin_requested
-                and len(alive) < self.config.max_subflows and self.remote_token is not None)
-
-    def open_subflow(self, local_address: str, remote_address: str, remote_port: int, *,
-                     now: float, backup: bool = False) -> Subflow:
-        """Start an MP_JOIN subflow (used by path managers, or directly by a test)."""
-        if self.mode != MPTCP:
-            raise LocalProtocolError(f"open_subflow: connection is {self.mode}, not mptcp")
-        if local_address not in self.host.addresses:
-            raise LocalProtocolError(f"open_subflow: {local_address} is not an address of "
-                                     f"this host {self.host.addresses}")
-        port = self.host.allocate_port(local_address, remote_address, remote_port)
-        subflow = self._new_subflow(local_address, port, remote_address, remote_port, now)
-        subflow.is_join = True
-        subflow.mptcp = True
-        subflow.backup_local = backup
-        subflow.local_nonce = self.rng.getrandbits(32)
-        subflow.local_address_id = self._local_address_id(local_address)
-        subflow.open_active(now)
-        return subflow
-
-    def accept_join(self, packet: Packet, join: MpJoinSyn, now: float) -> Subflow | None:
-        """A SYN with MP_JOIN carrying our token arrived; None when refused."""
-        self.counters["MPJoinSynRx"] += 1
-        alive = [s for s in self.subflows if not s.is_closed]
-        if (self.mode != MPTCP or self.closed_reason is not None or self.remote_key is None
-                or len(alive) >= self.config.max_subflows):
-            return None
-        syn = packet.tcp
-        subflow = self._new_subflow(packet.dst, syn.dst_port, packet.src, syn.src_port, now)
-        subflow.is_join = True
-        subflow.is_passive = True
-        subflow.mptcp = True
-        subflow.backup_remote = join.backup
-        subflow.remote_address_id = join.address_id
-        subflow.remote_nonce = join.sender_nonce
-        subflow.local_nonce = self.rng.getrandbits(32)
-        subflow.local_address_id = self._local_address_id(packet.dst)
-        subflow.open_passive(syn, now)
-        return subflow
-
     def _become_mptcp(self, now: float) -> None:
         assert self.remote_key is not None
         self.mode = MPTCP
@@ -274,35 +204,6 @@ class Connection:
             subflow.data_ready = subflow is self.subflows[0]
 
     # ================================================================== subflow hooks
-    def handshake_options(self, subflow: Subflow) -> list[TcpOption]:
-        flags = MPCAPABLE_FLAG_HMAC_SHA256 | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0)
-        if subflow.is_join:
-            if subflow.is_passive:
-                assert self.remote_key is not None
-                truncated = join_synack_hmac(self.local_key, self.remote_key,
-                                             subflow.local_nonce, subflow.remote_nonce)
-                return [MpJoinSynAck(backup=subflow.backup_local,
-                                     address_id=subflow.local_address_id,
-                                     sender_truncated_hmac=truncated,
-                                     sender_nonce=subflow.local_nonce)]
-            assert self.remote_token is not None
-            return [MpJoinSyn(backup=subflow.backup_local, address_id=subflow.local_address_id,
-                              receiver_token=self.remote_token,
-                              sender_nonce=subflow.local_nonce)]
-        if subflow.is_passive:
-            if not subflow.mptcp:
-                return []
-            return [MpCapable(version=1, flags=flags, sender_key=self.local_key)]
-        if not self.config.mptcp_enabled:
-            return []
-        if subflow.syn_transmissions > 1 + self.config.syn_retries_before_fallback:
-            if self.mptcp_requested:
-                self.mptcp_requested = False
-                self.counters["MPCapableSYNTXDrop"] += 1
-            return []
-        self.counters["MPCapableSYNTX"] += 1
-        return [MpCapable(version=1, flags=flags)]
-
     def _data_ack_dss(self) -> Dss:
         return Dss(data_ack=self.rcv.next & MASK64)
 
@@ -393,64 +294,6 @@ class Connection:
                               receiver_key=self.remote_key, data_len=length, checksum=csum)]
         return [Dss(data_ack=self.rcv.next & MASK64, dsn=segment.dsn & MASK64,
                     subflow_seq=segment.start & MASK32, data_len=length, checksum=csum)]
-
-    def on_synack(self, subflow: Subflow, segment: TcpSegment) -> None:
-        if subflow.is_join:
-            join = segment.find(MpJoinSynAck)
-            if join is None:
-                self.subflow_rejected = True
-                raise RemoteProtocolError("SYN/ACK of an MP_JOIN subflow without MP_JOIN",
-                                          reason=MPTCPRST_MPTCP_ERROR)
-            assert self.remote_key is not None
-            expected = join_synack_hmac(self.remote_key, self.local_key, join.sender_nonce,
-                                        subflow.local_nonce)
-            if expected != join.sender_truncated_hmac:
-                self.counters["MPJoinSynAckHMacFailure"] += 1
-                self.subflow_rejected = True
-                raise RemoteProtocolError("MP_JOIN SYN/ACK HMAC mismatch",
-                                          reason=MPTCPRST_MPTCP_ERROR)
-            self.counters["MPJoinSynAckRx"] += 1
-            subflow.remote_nonce = join.sender_nonce
-            subflow.remote_address_id = join.address_id
-            subflow.backup_remote = join.backup
-            return
-        capable = segment.find(MpCapable)
-        if (self.mptcp_requested and type(capable) is MpCapable and capable.version == 1
-                and capable.sender_key is not None):
-            self.counters["MPCapableSYNACKRX"] += 1
-            self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)
-            subflow.rx = MappingReceiver(checksum=self.checksum)
-            self.remote_key = capable.sender_key
-            subflow.mptcp = True
-            return
-        if self.mptcp_requested:
-            self.counters["MPCapableFallbackSYNACK"] += 1
-
-    def on_third_ack(self, subflow: Subflow, segment: TcpSegment) -> None:
-        if subflow.is_join:
-            join = segment.find(MpJoinAck)
-            assert self.remote_key is not None
-            expected = join_ack_hmac(self.remote_key, self.local_key, subflow.remote_nonce,
-                                     subflow.local_nonce)
-            if join is None or join.sender_hmac != expected:
-                self.counters["MPJoinAckHMacFailure"] += 1
-                self.subflow_rejected = True
-                raise RemoteProtocolError("MP_JOIN third ACK missing or HMAC mismatch",
-                                          reason=MPTCPRST_MPTCP_ERROR)
-            self.counters["MPJoinAckRx"] += 1
-            return
-        if not subflow.mptcp:
-            return
-        capable = segment.find(MpCapable)
-        if type(capable) is MpCapable and capable.sender_key is not None:
-            if capable.receiver_key != self.local_key:
-                raise RemoteProtocolError("MP_CAPABLE third ACK echoes a key that is not ours",
-                                          whole_connection=True)
-            self.counters["MPCapableACKRX"] += 1
-            self.remote_key = capable.sender_key
-            return
-        self.counters["MPCapableFallbackACK"] += 1
-        subflow.mptcp = False
 
     def on_established(self, subflow: Subflow, now: float) -> None:
         if subflow.is_join:
@@ -677,46 +520,6 @@ class Connection:
         if self.snd_data_nxt == self.send_end:
             subflow.send_ack(now)  # nothing to send: carry the infinite mapping on an ACK
 
-    def _on_fastclose(self, option: MpFastclose, now: float) -> None:
-        if option.receiver_key != self.local_key:
-            self.counters["MPFastcloseRxIgnored"] += 1
-            return
-        self.counters["MPFastcloseRx"] += 1
-        self._close_connection("fastclose", now, send_rst=True)
-
-    def _on_add_addr(self, subflow: Subflow, option: AddAddr, now: float) -> None:
-        if option.echo:
-            self.counters["EchoAdd"] += 1
-            self.announced.pop(option.address_id, None)
-            return
-        assert self.remote_key is not None
-        expected = add_addr_hmac(self.remote_key, self.local_key, option.address_id,
-                                 option.address, option.port)
-        if option.hmac != expected:
-            self.counters["AddAddrDrop"] += 1
-            return
-        self.counters["AddAddr"] += 1
-        self.pending_echo.append(AddAddr(address_id=option.address_id, address=option.address,
-                                         port=option.port, echo=True))
-        subflow.send_ack(now)
-        known = self.remote_addresses.get(option.address_id)
-        self.remote_addresses[option.address_id] = (option.address, option.port)
-        if known is None:
-            self.host.emit(events.AddressAnnounced(self, option.address_id, option.address,
-                                                   option.port))
-            self.path_manager.on_address_announced(self, option.address_id, option.address,
-                                                   option.port, now)
-
-    def _on_remove_addr(self, option: RemoveAddr, now: float) -> None:
-        for address_id in option.address_ids:
-            self.counters["RmAddr"] += 1
-            self.remote_addresses.pop(address_id, None)
-            self.host.emit(events.AddressRemoved(self, address_id))
-            for subflow in list(self.subflows):
-                if subflow.remote_address_id == address_id and not subflow.is_closed:
-                    self.counters["RmSubflow"] += 1
-                    subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
-
     def on_subflow_acked(self, subflow: Subflow, segments: list[SentSegment],
                          now: float) -> None:
         if self.mode == FALLBACK:
@@ -848,9 +651,7 @@ class Connection:
             return
         self.closed_reason = reason
         for subflow in list(self.subflows):
-            if send_rst:
-                subflow.reset(now, reason=reason)
-            elif not subflow.is_closed and reason != "closed":
+            if send_rst or (not subflow.is_closed and reason != "closed"):
                 subflow.reset(now, reason=reason)
         self.host.emit(events.ConnectionClosed(self, reason))
         self.host.connection_closed(self)
@@ -900,60 +701,6 @@ class Connection:
         if self.closed_reason is not None:
             raise LocalProtocolError("close() on a closed connection")
         self.data_fin_requested = True
-
-    def abort(self, now: float) -> None:
-        """MP_FASTCLOSE: RST on every subflow carrying the peer's key (plain RST if TCP)."""
-        if self.closed_reason is not None:
-            return
-        options: list[TcpOption] = []
-        if self.mode == MPTCP and self.remote_key is not None:
-            options = [MpFastclose(self.remote_key)]
-            self.counters["MPFastcloseTx"] += 1
-        self.closed_reason = "fastclose"
-        for subflow in list(self.subflows):
-            subflow.reset(now, options, reason="fastclose")
-        self.host.emit(events.ConnectionClosed(self, "fastclose"))
-        self.host.connection_closed(self)
-
-    def add_address(self, address: str, *, now: float, port: int | None = None) -> int:
-        """Announce a local address (ADD_ADDR, retransmitted until echoed)."""
-        if self.mode != MPTCP or self.remote_key is None:
-            raise LocalProtocolError(f"add_address: connection is {self.mode}, not mptcp")
-        address_id = self._local_address_id(address)
-        if address_id in self.announced:
-            return address_id
-        option = AddAddr(address_id=address_id, address=address, port=port,
-                         hmac=add_addr_hmac(self.local_key, self.remote_key, address_id, address,
-                                            port))
-        self.pending_add_addr.append(option)
-        self.announced[address_id] = (option, now + self.config.add_addr_timeout_s, 0)
-        self._signal_now(now)
-        return address_id
-
-    def remove_address(self, address: str, *, now: float) -> None:
-        """REMOVE_ADDR for a local address, and close our subflows that use it."""
-        if address not in self.local_address_ids:
-            raise LocalProtocolError(f"remove_address: {address} has no address id here")
-        address_id = self.local_address_ids[address]
-        self.announced.pop(address_id, None)
-        self.pending_remove.append(address_id)
-        self._signal_now(now)
-        for subflow in list(self.subflows):
-            if subflow.local_address == address and not subflow.is_closed:
-                subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
-
-    def set_backup(self, subflow: Subflow, backup: bool, *, now: float) -> None:
-        """MP_PRIO on that subflow: ask the peer to treat it as (non-)backup."""
-        if subflow not in self.subflows:
-            raise LocalProtocolError("set_backup: subflow does not belong to this connection")
-        subflow.backup_local = backup
-        subflow.pending_prio = backup
-        subflow.send_ack(now)
-
-    def _signal_now(self, now: float) -> None:
-        usable = eligible_subflows(self.subflows)
-        if usable:
-            usable[0].send_ack(now)
 
     # ================================================================== host-facing
     def receive_segment(self, subflow: Subflow, packet: Packet, now: float) -> None:
@@ -1084,11 +831,6 @@ class Connection:
                 best = deadline
         return best
 
-    def _add_addr_deadline(self) -> float | None:
-        if not self.announced:
-            return None
-        return min(deadline for _, deadline, _ in self.announced.values())
-
     def handle_timer(self, now: float) -> None:
         for subflow in list(self.subflows):
             deadline = subflow.next_deadline()
@@ -1100,16 +842,7 @@ class Connection:
         if self.data_fin_deadline is not None and now >= self.data_fin_deadline:
             self.data_fin_backoff = min(self.data_fin_backoff * 2, 64)
             self._send_data_fin(now)
-        for address_id, (option, deadline, tries) in list(self.announced.items()):
-            if now < deadline:
-                continue
-            if tries >= self.config.add_addr_max_retransmits:
-                del self.announced[address_id]
-                continue
-            self.pending_add_addr.append(option)
-            self.announced[address_id] = (option, now + self.config.add_addr_timeout_s,
-                                          tries + 1)
-            self._signal_now(now)
+        self._signal_timers(now)
 
     def take_output(self) -> list[Packet]:
         out: list[Packet] = []

@@ -79,10 +79,10 @@ class MappingReceiver:
             self.not_matching += 1
             return False
         for mapping in self._by_start.values():
-            if mapping.start < end and start < mapping.end:
-                if mapping.dsn - mapping.start != dsn - start or self.checksum:
-                    self.not_matching += 1
-                    return False
+            overlaps = mapping.start < end and start < mapping.end
+            if overlaps and (mapping.dsn - mapping.start != dsn - start or self.checksum):
+                self.not_matching += 1
+                return False
         self._by_start[start] = Mapping(start, length, dsn, data_len, checksum, data_fin)
         return True
 

@@ -89,7 +89,7 @@ class Reassembly:
 
     def ranges(self) -> list[tuple[int, int]]:
         """Out-of-order ranges (start, end-exclusive), the most recently changed first."""
-        spans = [(s, s + len(d)) for s, d in zip(self._starts, self._data)]
+        spans = [(s, s + len(d)) for s, d in zip(self._starts, self._data, strict=True)]
         if self.recent_start is not None:
             for i, span in enumerate(spans):
                 if span[0] == self.recent_start:

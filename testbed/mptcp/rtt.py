@@ -12,8 +12,16 @@ class RttEstimator:
     enforces that because only it knows what was retransmitted.
     """
 
-    __slots__ = ("backoff", "initial_rto", "latest", "max_rto", "min_rtt", "min_rto",
-                 "rttvar", "srtt")
+    __slots__ = (
+        "backoff",
+        "initial_rto",
+        "latest",
+        "max_rto",
+        "min_rto",
+        "min_rtt",
+        "rttvar",
+        "srtt",
+    )
 
     def __init__(self, *, initial_rto: float, min_rto: float, max_rto: float) -> None:
         self.initial_rto = initial_rto
@@ -41,10 +49,9 @@ class RttEstimator:
         self.backoff = 1
 
     def base_rto(self) -> float:
-        if self.srtt is None:
-            rto = self.initial_rto
-        else:
-            rto = self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)
+        srtt = self.srtt
+        rto = self.initial_rto if srtt is None else srtt + max(CLOCK_GRANULARITY,
+                                                                4 * self.rttvar)
         return min(max(rto, self.min_rto), self.max_rto)
 
     @property

@@ -109,13 +109,13 @@ class Pair:
     def event_types(self, name: str) -> list[str]:
         return [type(e).__name__ for e in self.events[name]]
 
-    def connect(self, port: int = 5201, local_address: str | None = None):  # noqa: ANN201
+    def connect(self, port: int = 5201, local_address: str | None = None):
         self.server.listen(port)
         conn = self.client.connect(self.server_addresses[0], port, now=self.now,
                                    local_address=local_address)
         return conn
 
-    def server_connection(self):  # noqa: ANN201
+    def server_connection(self):
         for event in self.events["server"]:
             if type(event).__name__ == "ConnectionAccepted":
                 return event.connection

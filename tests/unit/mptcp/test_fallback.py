@@ -125,7 +125,7 @@ def _forged_ack(pair: Pair, server_side_conn, key: int) -> Packet:
 
 def test_fastclose_with_wrong_key_is_ignored_and_right_key_honoured() -> None:
     pair = Pair()
-    client, server = _open(pair, warm=True)
+    _, server = _open(pair, warm=True)
     pair.server.receive_packet(_forged_ack(pair, server, server.local_key ^ 1), pair.now)
     assert server.counters["MPFastcloseRxIgnored"] == 1
     assert server.closed_reason is None

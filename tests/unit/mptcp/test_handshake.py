@@ -180,10 +180,10 @@ def test_mp_join_both_roles_and_fourth_ack() -> None:
 def test_join_not_usable_until_fourth_ack() -> None:
     def drop_fourth_ack(packet: Packet, where: str) -> list[Packet]:
         # the server's first pure ACK on the join subflow (the fourth ACK) is lost
-        if where == "s2c" and packet.dst == "10.0.0.2" and packet.tcp.flags == ACK:
-            if not dropped:
-                dropped.append(packet)
-                return []
+        if (where == "s2c" and packet.dst == "10.0.0.2" and packet.tcp.flags == ACK
+                and not dropped):
+            dropped.append(packet)
+            return []
         return [packet]
 
     dropped: list[Packet] = []

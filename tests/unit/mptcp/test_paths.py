@@ -155,7 +155,7 @@ def test_lowest_rtt_prefers_the_faster_path() -> None:
     pair = Pair(client_addresses=TWO_CLIENT)
     pair.path_delay["10.0.0.2"] = 0.002
     pair.path_delay["10.0.0.1"] = 0.050
-    client, server = _open(pair, warm=True)
+    client, _ = _open(pair, warm=True)
     pair.run(0.5)
     client.send(_payload(3_000))  # three segments: all fit on the fast path
     pair.run(0.5)

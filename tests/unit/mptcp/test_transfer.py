@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 
 import pytest
@@ -102,7 +103,7 @@ def test_rto_exponential_backoff_values() -> None:
         return [packet]
 
     pair = Pair(tamper=drop_data, delay=0.05)
-    client, server = _open(pair)
+    client, _ = _open(pair)
     subflow = client.subflows[0]
     rto0 = subflow.rtt.rto
     assert rto0 == pytest.approx(0.1 + 4 * 0.05)  # one sample of 100 ms RTT
@@ -111,7 +112,7 @@ def test_rto_exponential_backoff_values() -> None:
     client.send(b"z" * 100)
     pair.run(10.0)
     times = [t - start for t, d, p in pair.sent if d == "c2s" and p.tcp.payload]
-    gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
     assert gaps[:5] == pytest.approx([rto0, 2 * rto0, 4 * rto0, 8 * rto0, 16 * rto0])
     assert subflow.rtt.backoff == 2 ** len(gaps)
     assert subflow.cc.cwnd == subflow.cc.mss  # RTO collapses the window to one segment
@@ -119,7 +120,7 @@ def test_rto_exponential_backoff_values() -> None:
 
 def test_delayed_ack_timing() -> None:
     pair = Pair()
-    client, server = _open(pair)
+    client, _ = _open(pair)
     pair.run(0.5)
     before = len(pair.sent)
     client.send(b"a" * 100)  # one small segment: the receiver delays its ACK by 40 ms

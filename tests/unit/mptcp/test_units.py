@@ -36,7 +36,7 @@ def test_state_table_close_sequences() -> None:
 
 
 def test_state_table_rejects_missing_entry_with_names() -> None:
-    with pytest.raises(LocalProtocolError, match="recv_fin.*SYN_SENT"):
+    with pytest.raises(LocalProtocolError, match=r"recv_fin.*SYN_SENT"):
         transition(TcpState.SYN_SENT, TcpEvent.RECV_FIN)
     assert '"TIME_WAIT" -> "CLOSED" [label="timeout_2msl"]' in render_diagram()
 
@@ -140,7 +140,7 @@ def test_mapping_receiver_tolerates_duplicates_and_flags_contradictions() -> Non
 
 
 def test_config_rejects_unknown_and_bad_values() -> None:
-    with pytest.raises(ValueError, match="unknown key.*'schedular'"):
+    with pytest.raises(ValueError, match=r"unknown key.*'schedular'"):
         StackConfig.from_dict({"schedular": "round_robin"})
     with pytest.raises(ValueError, match="congestion_control"):
         StackConfig(congestion_control="cubic")
