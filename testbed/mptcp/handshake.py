@@ -60,7 +60,8 @@ class HandshakeMixin:
 
     def can_open_subflow(self) -> bool:
         alive = [s for s in self.subflows if not s.is_closed]
-        return (self.mode == MPTCP and self.closed_reason is None and not self.data_fin_requested
+        data_fin_acked = self.data_fin_dsn is not None and self.snd_data_una > self.data_fin_dsn
+        return (self.mode == MPTCP and self.closed_reason is None and not data_fin_acked
                 and len(alive) < self.config.max_subflows and self.remote_token is not None)
 
     def open_subflow(self, local_address: str, remote_address: str, remote_port: int, *,
