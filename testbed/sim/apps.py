@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from testbed.mptcp import events as ev
+from testbed.mptcp.errors import LocalProtocolError
 from testbed.wire.types import Packet
 
 # How much to hand to Connection.send in one call: large enough to keep the send buffer full,
@@ -80,6 +81,7 @@ class EventLog:
     fallbacks: list[str] = field(default_factory=list)
     subflows_established: int = 0
     subflows_closed: list[str] = field(default_factory=list)
+    refused_calls: list[str] = field(default_factory=list)  # API calls the stack refused
 
     def record(self, event: ev.Event, now: float) -> None:
         if isinstance(event, ev.ConnectionEstablished) and self.established_at is None:
@@ -99,6 +101,7 @@ class EventLog:
             "closed_at": self.closed_at, "fallbacks": list(self.fallbacks),
             "subflows_established": self.subflows_established,
             "subflows_closed": list(self.subflows_closed),
+            "refused_calls": list(self.refused_calls),
         }
 
 
@@ -127,14 +130,17 @@ class BulkSender:
         if connection is None or self.closed or self.log.closed_reason is not None:
             return
         payload = self.payload
-        while self.offset < len(payload):
-            accepted = connection.send(payload[self.offset:self.offset + WRITE_CHUNK])
-            if not accepted:
-                return
-            self.offset += accepted
-        if self.close_when_done:
-            self.closed = True
-            connection.close()
+        try:
+            while self.offset < len(payload):
+                accepted = connection.send(payload[self.offset:self.offset + WRITE_CHUNK])
+                if not accepted:
+                    return
+                self.offset += accepted
+            if self.close_when_done:
+                self.closed = True
+                connection.close()
+        except LocalProtocolError as error:  # the connection died under us (reset, ...)
+            self.log.refused_calls.append(str(error))
 
 
 class BulkReceiver:
@@ -162,7 +168,10 @@ class BulkReceiver:
         elif isinstance(event, ev.DataEndReceived):
             self.read(event.connection, now)
             self.end_of_data = True
-            event.connection.close()
+            try:
+                event.connection.close()
+            except LocalProtocolError as error:  # already closed (reset, fastclose)
+                self.log.refused_calls.append(str(error))
 
     def read(self, connection: Any, now: float) -> None:
         data = connection.receive()
