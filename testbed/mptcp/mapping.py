@@ -78,11 +78,11 @@ class MappingReceiver:
                 return True
             self.not_matching += 1
             return False
-        for mapping in self._by_start.values():
-            overlaps = mapping.start < end and start < mapping.end
-            if overlaps and (mapping.dsn - mapping.start != dsn - start or self.checksum):
-                self.not_matching += 1
-                return False
+        current = self._covering_fast(self.pending_offset)
+        if (current is not None and current.start < end and start < current.end
+                and (current.dsn - current.start != dsn - start or self.checksum)):
+            self.not_matching += 1  # contradicts the mapping now being consumed
+            return False
         self._by_start[start] = Mapping(start, length, dsn, data_len, checksum, data_fin)
         return True
 
@@ -139,6 +139,9 @@ class MappingReceiver:
                 mapping.start + moved, mapping.length - moved, mapping.dsn + moved,
                 mapping.data_len, mapping.checksum, mapping.data_fin)
         return outcome
+
+    def _covering_fast(self, offset: int) -> Mapping | None:
+        return self._by_start.get(offset)
 
     def _covering(self, offset: int) -> Mapping | None:
         mapping = self._by_start.get(offset)

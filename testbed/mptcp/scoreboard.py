@@ -11,7 +11,8 @@ Loss is declared per RFC 6675's IsLost(): a hole is lost once DupThresh segments
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -36,29 +37,34 @@ class SentSegment:
 
 
 class Scoreboard:
-    __slots__ = ("_segments", "dupthresh", "highest_sacked", "lost_count", "pipe",
-                 "sacked_bytes")
+    """Segments in sequence order in a list with a moving head (cheap pops from the front
+    and bisection by start offset for SACK blocks)."""
+
+    __slots__ = ("_head", "_segments", "dupthresh", "highest_sacked", "lost_count", "pipe",
+                 "sacked_bytes", "sacked_count")
 
     def __init__(self, *, dupthresh: int = 3) -> None:
-        self._segments: deque[SentSegment] = deque()
+        self._segments: list[SentSegment] = []
+        self._head = 0
         self.pipe = 0
         self.sacked_bytes = 0
+        self.sacked_count = 0
         self.highest_sacked = 0
         self.lost_count = 0  # segments marked lost and not yet retransmitted
         self.dupthresh = dupthresh
 
     def __len__(self) -> int:
-        return len(self._segments)
+        return len(self._segments) - self._head
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self._segments)
+    def __iter__(self) -> Iterator[SentSegment]:
+        return iter(self._segments[self._head:])
 
     def first(self) -> SentSegment | None:
-        return self._segments[0] if self._segments else None
+        return self._segments[self._head] if self._head < len(self._segments) else None
 
     def add(self, segment: SentSegment) -> None:
         self._segments.append(segment)
-        self.pipe += segment.length
+        self.pipe += segment.end - segment.start
 
     def acknowledge(self, ack: int) -> list[SentSegment]:
         """Drop every segment fully below the cumulative ACK; return them (oldest first).
@@ -66,19 +72,28 @@ class Scoreboard:
         A segment partly acknowledged (a middlebox re-segmented, or the peer trimmed) is
         cut down so its remaining bytes can still be retransmitted.
         """
-        done: list[SentSegment] = []
         segments = self._segments
-        while segments and segments[0].end <= ack:
-            seg = segments.popleft()
+        head = self._head
+        count = len(segments)
+        first = head
+        while head < count and segments[head].end <= ack:
+            seg = segments[head]
+            length = seg.end - seg.start
             if seg.in_flight:
-                self.pipe -= seg.length
+                self.pipe -= length
             if seg.sacked:
-                self.sacked_bytes -= seg.length
+                self.sacked_bytes -= length
+                self.sacked_count -= 1
             if seg.lost:
                 self.lost_count -= 1
-            done.append(seg)
-        if segments and segments[0].start < ack:
-            seg = segments[0]
+            head += 1
+        done = segments[first:head]
+        if head > 4096 and head * 2 > count:
+            del segments[:head]
+            head = 0
+        self._head = head
+        if head < len(segments) and segments[head].start < ack:
+            seg = segments[head]
             cut = ack - seg.start
             if seg.in_flight:
                 self.pipe -= cut
@@ -94,43 +109,59 @@ class Scoreboard:
     def apply_sack(self, blocks: list[tuple[int, int]]) -> int:
         """Mark segments fully inside SACK blocks; return the number of bytes newly SACKed."""
         newly = 0
+        segments = self._segments
+        count = len(segments)
         for left, right in blocks:
-            for seg in self._segments:
+            index = bisect_left(segments, left, self._head, count, key=_start_of)
+            while index < count:
+                seg = segments[index]
+                index += 1
                 if seg.start >= right:
                     break
-                if seg.sacked or seg.start < left or seg.end > right:
+                if seg.sacked or seg.end > right:
                     continue
+                length = seg.end - seg.start
                 seg.sacked = True
-                self.sacked_bytes += seg.length
-                newly += seg.length
+                self.sacked_bytes += length
+                self.sacked_count += 1
+                newly += length
+                if seg.lost:
+                    seg.lost = False
+                    self.lost_count -= 1
                 if seg.in_flight:
                     seg.in_flight = False
-                    self.pipe -= seg.length
+                    self.pipe -= length
                 if seg.end > self.highest_sacked:
                     self.highest_sacked = seg.end
         return newly
 
     def detect_losses(self, mss: int) -> list[SentSegment]:
-        """Mark holes below SACKed data as lost (RFC 6675 IsLost); return newly lost ones."""
+        """Mark holes below SACKed data as lost (RFC 6675 IsLost); return newly lost ones.
+
+        Walks forward from the oldest segment; the SACKed bytes/segments above a hole only
+        shrink as the walk advances, so it stops at the first hole that is not yet lost.
+        """
         if not self.sacked_bytes:
             return []
         lost: list[SentSegment] = []
-        sacked_above = 0
-        sacked_count = 0
+        sacked_above = self.sacked_bytes
+        sacked_count = self.sacked_count
         threshold_bytes = (self.dupthresh - 1) * mss + 1
-        for seg in reversed(self._segments):
-            if seg.sacked:
-                sacked_above += seg.length
-                sacked_count += 1
-                continue
+        segments = self._segments
+        for index in range(self._head, len(segments)):
+            seg = segments[index]
             if seg.start >= self.highest_sacked:
+                break
+            if seg.sacked:
+                sacked_above -= seg.end - seg.start
+                sacked_count -= 1
                 continue
+            if sacked_count < self.dupthresh and sacked_above < threshold_bytes:
+                break
             if seg.lost or seg.transmissions > 1:
                 continue  # already retransmitted once: only the RTO resends it again
-            if sacked_count >= self.dupthresh or sacked_above >= threshold_bytes:
-                self.mark_lost(seg)
-                lost.append(seg)
-        lost.reverse()
+            self.mark_lost(seg)
+            lost.append(seg)
         return lost
 
     def mark_lost(self, seg: SentSegment) -> None:
@@ -140,12 +171,12 @@ class Scoreboard:
         self.lost_count += 1
         if seg.in_flight:
             seg.in_flight = False
-            self.pipe -= seg.length
+            self.pipe -= seg.end - seg.start
 
     def mark_all_lost(self) -> None:
         """After an RTO every un-SACKed segment is considered lost (RFC 6675 section 5.1)."""
-        for seg in self._segments:
-            self.mark_lost(seg)
+        for index in range(self._head, len(self._segments)):
+            self.mark_lost(self._segments[index])
 
     def on_retransmit(self, seg: SentSegment, now: float) -> None:
         if seg.lost:
@@ -155,24 +186,31 @@ class Scoreboard:
         seg.sent_at = now
         if not seg.in_flight:
             seg.in_flight = True
-            self.pipe += seg.length
+            self.pipe += seg.end - seg.start
 
     def next_lost(self) -> SentSegment | None:
         """The oldest segment marked lost and not yet retransmitted since."""
         if not self.lost_count:
             return None
-        for seg in self._segments:
-            if seg.lost:
-                return seg
+        segments = self._segments
+        for index in range(self._head, len(segments)):
+            if segments[index].lost:
+                return segments[index]
         return None
 
     def unacked(self) -> list[SentSegment]:
-        return list(self._segments)
+        return self._segments[self._head:]
 
     def clear(self) -> list[SentSegment]:
-        segments = list(self._segments)
-        self._segments.clear()
+        segments = self._segments[self._head:]
+        self._segments = []
+        self._head = 0
         self.pipe = 0
         self.sacked_bytes = 0
+        self.sacked_count = 0
         self.lost_count = 0
         return segments
+
+
+def _start_of(segment: SentSegment) -> int:
+    return segment.start

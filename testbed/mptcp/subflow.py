@@ -473,7 +473,8 @@ class Subflow:
             self.dupacks += 1
         if self.state is TcpState.CLOSED:
             return
-        self._detect_loss(now)
+        if sack_newly or self.dupacks >= self.config.dupack_threshold:
+            self._detect_loss(now)
         self._retransmit_lost(now)
 
     def _on_new_ack(self, ack: int, now: float) -> None:
