@@ -87,15 +87,21 @@ class Reassembly:
         self.buffered += len(data)
         self.recent_start = offset
 
-    def ranges(self) -> list[tuple[int, int]]:
-        """Out-of-order ranges (start, end-exclusive), the most recently changed first."""
-        spans = [(s, s + len(d)) for s, d in zip(self._starts, self._data, strict=True)]
-        if self.recent_start is not None:
-            for i, span in enumerate(spans):
-                if span[0] == self.recent_start:
-                    if i:
-                        spans.insert(0, spans.pop(i))
-                    break
+    def ranges(self, limit: int = 4) -> list[tuple[int, int]]:
+        """Up to `limit` out-of-order ranges (start, end-exclusive), the most recently
+        changed first, then the others in sequence order."""
+        starts, data = self._starts, self._data
+        spans: list[tuple[int, int]] = []
+        recent = self.recent_start
+        if recent is not None:
+            index = bisect_left(starts, recent)
+            if index < len(starts) and starts[index] == recent:
+                spans.append((recent, recent + len(data[index])))
+        for index in range(len(starts)):
+            if len(spans) >= limit:
+                break
+            if starts[index] != recent:
+                spans.append((starts[index], starts[index] + len(data[index])))
         return spans
 
     def highest(self) -> int:

@@ -40,7 +40,8 @@ class Scoreboard:
     """Segments in sequence order in a list with a moving head (cheap pops from the front
     and bisection by start offset for SACK blocks)."""
 
-    __slots__ = ("_head", "_segments", "dupthresh", "highest_sacked", "lost_count", "pipe",
+    __slots__ = ("_head", "_hint", "_hint_sacked_bytes", "_hint_sacked_count", "_sack_seen",
+                 "_segments", "dupthresh", "highest_sacked", "lost_count", "pipe",
                  "sacked_bytes", "sacked_count")
 
     def __init__(self, *, dupthresh: int = 3) -> None:
@@ -52,6 +53,12 @@ class Scoreboard:
         self.highest_sacked = 0
         self.lost_count = 0  # segments marked lost and not yet retransmitted
         self.dupthresh = dupthresh
+        # the loss walk resumes at _hint: every segment below it is SACKed, lost or
+        # already retransmitted; the _hint_* sums count the SACKed ones among them
+        self._hint = 0
+        self._hint_sacked_bytes = 0
+        self._hint_sacked_count = 0
+        self._sack_seen: dict[int, int] = {}  # SACK block left edge -> right edge processed
 
     def __len__(self) -> int:
         return len(self._segments) - self._head
@@ -84,14 +91,22 @@ class Scoreboard:
             if seg.sacked:
                 self.sacked_bytes -= length
                 self.sacked_count -= 1
+                if head < self._hint:
+                    self._hint_sacked_bytes -= length
+                    self._hint_sacked_count -= 1
             if seg.lost:
                 self.lost_count -= 1
             head += 1
         done = segments[first:head]
+        if self._hint < head:
+            self._hint = head
         if head > 4096 and head * 2 > count:
             del segments[:head]
+            self._hint -= head
             head = 0
         self._head = head
+        if len(self._sack_seen) > 64:
+            self._sack_seen.clear()
         if head < len(segments) and segments[head].start < ack:
             seg = segments[head]
             cut = ack - seg.start
@@ -99,6 +114,8 @@ class Scoreboard:
                 self.pipe -= cut
             if seg.sacked:
                 self.sacked_bytes -= cut
+                if head < self._hint:
+                    self._hint_sacked_bytes -= cut
             payload_cut = min(cut, len(seg.payload))
             seg.payload = seg.payload[payload_cut:]
             if seg.dsn is not None:
@@ -111,19 +128,29 @@ class Scoreboard:
         newly = 0
         segments = self._segments
         count = len(segments)
+        seen = self._sack_seen
         for left, right in blocks:
-            index = bisect_left(segments, left, self._head, count, key=_start_of)
+            done_to = seen.get(left, left)
+            if done_to >= right:
+                continue  # the same block as before: nothing new in it
+            seen[left] = right
+            # step back one: a segment straddling the old right edge may now fit
+            index = max(self._head,
+                        bisect_left(segments, done_to, self._head, count, key=_start_of) - 1)
             while index < count:
                 seg = segments[index]
                 index += 1
                 if seg.start >= right:
                     break
-                if seg.sacked or seg.end > right:
+                if seg.sacked or seg.end > right or seg.start < left:
                     continue
                 length = seg.end - seg.start
                 seg.sacked = True
                 self.sacked_bytes += length
                 self.sacked_count += 1
+                if index - 1 < self._hint:
+                    self._hint_sacked_bytes += length
+                    self._hint_sacked_count += 1
                 newly += length
                 if seg.lost:
                     seg.lost = False
@@ -144,24 +171,37 @@ class Scoreboard:
         if not self.sacked_bytes:
             return []
         lost: list[SentSegment] = []
-        sacked_above = self.sacked_bytes
-        sacked_count = self.sacked_count
+        sacked_above = self.sacked_bytes - self._hint_sacked_bytes
+        sacked_count = self.sacked_count - self._hint_sacked_count
         threshold_bytes = (self.dupthresh - 1) * mss + 1
         segments = self._segments
-        for index in range(self._head, len(segments)):
+        highest = self.highest_sacked
+        index = max(self._hint, self._head)
+        advancing = True
+        while index < len(segments):
             seg = segments[index]
-            if seg.start >= self.highest_sacked:
+            if seg.start >= highest:
                 break
             if seg.sacked:
-                sacked_above -= seg.end - seg.start
+                length = seg.end - seg.start
+                sacked_above -= length
                 sacked_count -= 1
-                continue
-            if sacked_count < self.dupthresh and sacked_above < threshold_bytes:
+                if advancing:
+                    self._hint_sacked_bytes += length
+                    self._hint_sacked_count += 1
+                    self._hint = index + 1
+            elif seg.lost or seg.transmissions > 1:
+                # already lost or retransmitted once: only the RTO resends it again
+                if advancing:
+                    self._hint = index + 1
+            elif sacked_count < self.dupthresh and sacked_above < threshold_bytes:
                 break
-            if seg.lost or seg.transmissions > 1:
-                continue  # already retransmitted once: only the RTO resends it again
-            self.mark_lost(seg)
-            lost.append(seg)
+            else:
+                self.mark_lost(seg)
+                lost.append(seg)
+                if advancing:
+                    self._hint = index + 1
+            index += 1
         return lost
 
     def mark_lost(self, seg: SentSegment) -> None:
@@ -205,6 +245,10 @@ class Scoreboard:
         segments = self._segments[self._head:]
         self._segments = []
         self._head = 0
+        self._hint = 0
+        self._hint_sacked_bytes = 0
+        self._hint_sacked_count = 0
+        self._sack_seen.clear()
         self.pipe = 0
         self.sacked_bytes = 0
         self.sacked_count = 0

@@ -274,7 +274,7 @@ class Subflow:
             return
         base = self.irs
         blocks = tuple(((base + s) & MASK32, (base + e) & MASK32)
-                       for s, e in self.rcv.ranges()[:count])
+                       for s, e in self.rcv.ranges(count))
         options.append(Sack(blocks))
 
     def send_ack(self, now: float) -> None:
