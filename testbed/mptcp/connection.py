@@ -238,6 +238,8 @@ class Connection(HandshakeMixin, SignallingMixin):
             dss = Dss(data_ack=dss.data_ack, dsn=self.data_fin_dsn & MASK64, subflow_seq=0,
                       data_len=1, checksum=csum, data_fin=True)
         options.append(dss)
+        if not (self.pending_echo or self.pending_add_addr or self.pending_remove):
+            return options
         used = sum(encoded_length(o) for o in options)
         signals: list[TcpOption] = []
         if self.pending_echo:
@@ -759,6 +761,8 @@ class Connection(HandshakeMixin, SignallingMixin):
             self._maybe_finish(now)
 
     def _flush_mptcp(self, now: float) -> None:
+        if not self.reinject and self.snd_data_nxt >= self.send_end:
+            return
         eligible = eligible_subflows(self.subflows)
         if not eligible:
             return
