@@ -149,3 +149,28 @@ def test_config_rejects_unknown_and_bad_values() -> None:
     assert StackConfig.from_dict({"scheduler": "redundant"}).scheduler == "redundant"
     assert StackConfig(recv_buffer=4 * 1024 * 1024).window_shift == 7
     assert StackConfig(recv_buffer=65535).window_shift == 0
+
+
+def test_reassembly_random_arrival_order_matches_stream() -> None:
+    import random
+
+    rng = random.Random(5)
+    stream = rng.randbytes(20_000)
+    chunks = []
+    offset = 0
+    while offset < len(stream):
+        size = rng.randint(1, 1500)
+        chunks.append((offset, stream[offset:offset + size]))
+        offset += size
+    # duplicates and overlapping re-segmented copies, in random order
+    for _ in range(40):
+        start = rng.randrange(len(stream))
+        chunks.append((start, stream[start:start + rng.randint(1, 3000)]))
+    rng.shuffle(chunks)
+    r = Reassembly(0)
+    out = bytearray()
+    for start, data in chunks:
+        out += r.add(start, data)
+        for left, right in r.ranges():
+            assert r.next < left < right
+    assert bytes(out) == stream and r.buffered == 0 and r.ranges() == []
