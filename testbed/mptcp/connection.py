@@ -131,6 +131,8 @@ class Connection(HandshakeMixin, SignallingMixin):
         self.data_fin_backoff = 1
         self._send_blocked = False
         self.data_rtx_deadline: float | None = None
+        self.data_rtx_backoff = 1
+        self.last_now = now  # the latest time seen, for API calls made without one
         # --- receive side ---
         self.rcv = Reassembly(1)
         self._recv_buf = bytearray()
@@ -534,9 +536,17 @@ class Connection(HandshakeMixin, SignallingMixin):
             if subflow.fin_offset is not None:
                 self._maybe_finish(now)
             return
-        if self.mode != MPTCP or subflow.segment_had_data_ack or not subflow.mptcp:
+        if self.mode != MPTCP or not subflow.mptcp:
             return
-        if not any(s.payload for s in segments):
+        # remember what the subflow delivered but the peer has not acknowledged at data
+        # level yet: if the subflow dies, those bytes must go again on another one
+        unconfirmed = subflow.acked_unconfirmed
+        for segment in segments:
+            if segment.dsn is not None and segment.payload:
+                unconfirmed.append((segment.dsn, len(segment.payload)))
+        while unconfirmed and unconfirmed[0][0] + unconfirmed[0][1] <= self.snd_data_una:
+            unconfirmed.popleft()
+        if subflow.segment_had_data_ack or not any(s.payload for s in segments):
             return
         # data acknowledged at subflow level without a data ACK: DSS options are stripped
         # (or the peer fell back after finding our data unmapped)
@@ -568,6 +578,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         if self.snd_data_nxt < ack:
             self.snd_data_nxt = ack
         self.data_rtx_deadline = None
+        self.data_rtx_backoff = 1
         if self._send_blocked and freed:
             self._send_blocked = False
             self.host.emit(events.SendBufferAvailable(self, self.send_buffer_free()))
@@ -610,11 +621,12 @@ class Connection(HandshakeMixin, SignallingMixin):
         if self.closed_reason is not None:
             return
         if self.mode == MPTCP:
-            for segment in subflow.scoreboard.unacked():
-                if segment.dsn is not None and segment.payload:
-                    end = segment.dsn + len(segment.payload)
-                    if end > self.snd_data_una:
-                        self.reinject.append((segment.dsn, len(segment.payload)))
+            ranges = list(subflow.acked_unconfirmed)
+            ranges += [(s.dsn, len(s.payload)) for s in subflow.scoreboard.unacked()
+                       if s.dsn is not None and s.payload]
+            for dsn, length in ranges:
+                if dsn + length > self.snd_data_una:
+                    self.reinject.append((dsn, length))
             alive = [s for s in self.subflows if not s.is_closed]
             if alive:
                 return
@@ -707,6 +719,7 @@ class Connection(HandshakeMixin, SignallingMixin):
     # ================================================================== host-facing
     def receive_segment(self, subflow: Subflow, packet: Packet, now: float) -> None:
         """The one catch site for RemoteProtocolError."""
+        self.last_now = now
         try:
             subflow.receive(packet.tcp, now)
         except RemoteProtocolError as error:
@@ -721,12 +734,14 @@ class Connection(HandshakeMixin, SignallingMixin):
 
     def flush(self, now: float) -> None:
         """Schedule queued data onto subflows and send any due DATA_FIN."""
+        self.last_now = now
         if self.closed_reason is not None or self.mode == PENDING:
             return
         if self.mode == FALLBACK:
             self._flush_fallback(now)
             return
         self._flush_mptcp(now)
+        self._arm_data_retransmission(now)
         if (self.data_fin_requested and self.data_fin_dsn is None
                 and self.snd_data_nxt == self.send_end and not self.reinject):
             self.data_fin_dsn = self.send_end
@@ -824,13 +839,27 @@ class Connection(HandshakeMixin, SignallingMixin):
             else:
                 self.snd_data_nxt = dsn + size
 
+    def _arm_data_retransmission(self, now: float) -> None:
+        """MPTCP-level retransmission (as Linux's msk timer): data that every subflow has
+        delivered but the peer never acknowledged at data level goes again."""
+        if (self.data_rtx_deadline is not None or self.snd_data_una >= self.snd_data_nxt
+                or self.reinject):
+            return
+        if any(s.snd_nxt != s.snd_una for s in self.subflows):
+            return
+        usable = eligible_subflows(self.subflows)
+        if usable:
+            rto = max(s.rtt.rto for s in usable)
+            self.data_rtx_deadline = now + rto * self.data_rtx_backoff
+
     def next_deadline(self) -> float | None:
         best = None
         for subflow in self.subflows:
             deadline = subflow.next_deadline()
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
-        for deadline in (self.data_fin_deadline, self._add_addr_deadline()):
+        for deadline in (self.data_fin_deadline, self._add_addr_deadline(),
+                         self.data_rtx_deadline):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -846,6 +875,11 @@ class Connection(HandshakeMixin, SignallingMixin):
         if self.data_fin_deadline is not None and now >= self.data_fin_deadline:
             self.data_fin_backoff = min(self.data_fin_backoff * 2, 64)
             self._send_data_fin(now)
+        if self.data_rtx_deadline is not None and now >= self.data_rtx_deadline:
+            self.data_rtx_deadline = None
+            self.data_rtx_backoff = min(self.data_rtx_backoff * 2, 64)
+            if self.mode == MPTCP and self.snd_data_una < self.snd_data_nxt:
+                self.reinject.append((self.snd_data_una, self.snd_data_nxt - self.snd_data_una))
         self._signal_timers(now)
 
     def take_output(self) -> list[Packet]:

@@ -84,8 +84,9 @@ class SignallingMixin:
                     self.counters["RmSubflow"] += 1
                     subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
 
-    def abort(self, now: float) -> None:
+    def abort(self, now: float | None = None) -> None:
         """MP_FASTCLOSE: RST on every subflow carrying the peer's key (plain RST if TCP)."""
+        now = self.last_now if now is None else now
         if self.closed_reason is not None:
             return
         options: list[TcpOption] = []
@@ -98,8 +99,10 @@ class SignallingMixin:
         self.host.emit(events.ConnectionClosed(self, "fastclose"))
         self.host.connection_closed(self)
 
-    def add_address(self, address: str, *, now: float, port: int | None = None) -> int:
+    def add_address(self, address: str, *, now: float | None = None,
+                    port: int | None = None) -> int:
         """Announce a local address (ADD_ADDR, retransmitted until echoed)."""
+        now = self.last_now if now is None else now
         if self.mode != MPTCP or self.remote_key is None:
             raise LocalProtocolError(f"add_address: connection is {self.mode}, not mptcp")
         address_id = self._local_address_id(address)
@@ -113,8 +116,9 @@ class SignallingMixin:
         self._signal_now(now)
         return address_id
 
-    def remove_address(self, address: str, *, now: float) -> None:
+    def remove_address(self, address: str, *, now: float | None = None) -> None:
         """REMOVE_ADDR for a local address, and close our subflows that use it."""
+        now = self.last_now if now is None else now
         if address not in self.local_address_ids:
             raise LocalProtocolError(f"remove_address: {address} has no address id here")
         address_id = self.local_address_ids[address]
@@ -125,8 +129,9 @@ class SignallingMixin:
             if subflow.local_address == address and not subflow.is_closed:
                 subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
 
-    def set_backup(self, subflow: Subflow, backup: bool, *, now: float) -> None:
+    def set_backup(self, subflow: Subflow, backup: bool, *, now: float | None = None) -> None:
         """MP_PRIO on that subflow: ask the peer to treat it as (non-)backup."""
+        now = self.last_now if now is None else now
         if subflow not in self.subflows:
             raise LocalProtocolError("set_backup: subflow does not belong to this connection")
         subflow.backup_local = backup

@@ -16,6 +16,7 @@ timer object per segment: one retransmission deadline covers the oldest outstand
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import Protocol
 
 from testbed.mptcp.cc.base import CongestionControl
@@ -159,6 +160,7 @@ class Subflow:
         self.mptcp = False  # options negotiated on this subflow
         self.data_ack_seen = False
         self.segment_had_data_ack = False  # the segment being processed carried a data ACK
+        self.acked_unconfirmed: deque[tuple[int, int]] = deque()  # (dsn, len) not data-acked
         self.dss_seen = False
         self.send_mp_capable_syn = True
         self.bytes_sent = 0

@@ -211,3 +211,34 @@ def test_fullmesh_server_side_refuses_beyond_its_limit() -> None:
     assert len(server.subflows) == 2
     assert pair.server.counters["MPJoinRejected"] == 1
     assert client.stats()["outcome"] == "subflow-rejected"
+
+
+def test_dead_subflow_times_out_and_its_data_is_reinjected() -> None:
+    cut = {"on": False}
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        if cut["on"] and "10.0.0.2" in (packet.src, packet.dst):
+            return []  # path 2 goes silent in both directions
+        return [packet]
+
+    config = StackConfig(scheduler="round_robin", max_retransmits=3)
+    pair = Pair(client_addresses=TWO_CLIENT, client_config=config, tamper=tamper)
+    client, server = _open(pair, warm=True)
+    pair.run(0.2)
+    data = _payload(300_000, 11)
+    client.send(data)
+    pair.run(0.03)
+    cut["on"] = True
+    got = bytearray()
+    pair.run_until(lambda: got.extend(server.receive()) or len(got) == len(data), 60.0)
+    assert bytes(got) == data
+    closed = [e for e in pair.events["client"] if type(e).__name__ == "SubflowClosed"]
+    assert [e.reason for e in closed] == ["timeout"]
+    assert client.counters["Reinjected"] >= 1
+    stats = client.stats()
+    assert stats["outcome"] == "mptcp"
+    by_local = {s["local"].split(":")[0]: s for s in stats["subflows"]}
+    assert by_local["10.0.0.2"]["state"] == "CLOSED"
+    assert by_local["10.0.0.1"]["bytes_sent"] > 0 and by_local["10.0.0.2"]["bytes_sent"] > 0
+    assert set(by_local["10.0.0.1"]) >= {"local", "remote", "bytes_sent", "bytes_received",
+                                         "backup", "state"}
