@@ -110,6 +110,7 @@ class BulkSender:
 
     def __init__(self, payload: bytes, *, close_when_done: bool = True) -> None:
         self.payload = payload
+        self._view = memoryview(payload)  # slices without copying: the stack copies what fits
         self.offset = 0
         self.connection: Any = None
         self.log = EventLog()
@@ -132,7 +133,7 @@ class BulkSender:
         payload = self.payload
         try:
             while self.offset < len(payload):
-                accepted = connection.send(payload[self.offset:self.offset + WRITE_CHUNK])
+                accepted = connection.send(self._view[self.offset:self.offset + WRITE_CHUNK])
                 if not accepted:
                     return
                 self.offset += accepted
@@ -151,6 +152,7 @@ class BulkReceiver:
         self.expected = expected
         self.received = 0
         self.hasher = hashlib.sha256()
+        self._expected_view = memoryview(expected)
         self.first_mismatch: int | None = None
         self.end_of_data = False
         self.first_byte_at: float | None = None
@@ -181,9 +183,9 @@ class BulkReceiver:
             self.first_byte_at = now
         self.last_byte_at = now
         start = self.received
-        expected = self.expected[start:start + len(data)]
+        expected = self._expected_view[start:start + len(data)]
         if self.first_mismatch is None and data != expected:
-            self.first_mismatch = start + first_difference(data, expected)
+            self.first_mismatch = start + first_difference(data, bytes(expected))
         self.hasher.update(data)
         self.received += len(data)
 

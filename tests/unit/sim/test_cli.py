@@ -95,3 +95,13 @@ def test_sim_runs_over_a_named_topology_and_its_link_names(
     links = summary["counters"]["links"]
     assert set(links) == {"a", "b", "core_a", "core_b", "server"}
     assert links["a"]["middleboxes"]["strip_options"]["changed"] >= 1
+
+
+def test_bench_reports_both_sides_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--size", "300k", "--json", "--repeat", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["hash_ok"] is True and report["size"] == 300_000
+    for side in ("sender", "receiver"):
+        assert report[side]["data_segments"] >= 300_000 // 1460
+        assert report[side]["segments_per_second"] > 0
+        assert report[side]["stack_segments_per_second"] >= report[side]["segments_per_second"]
