@@ -68,6 +68,22 @@ MASK64 = (1 << 64) - 1
 HALF64 = 1 << 63
 PENDING, MPTCP, FALLBACK = "pending", "mptcp", "fallback"
 
+# Connection modes as a table (h11 style): a missing entry is an error naming mode and event.
+# There is no way out of FALLBACK: once fallen back a connection never returns to MPTCP.
+MODE_TRANSITIONS: dict[str, dict[str, str]] = {
+    PENDING: {"keys_exchanged": MPTCP, "fallback": FALLBACK},
+    MPTCP: {"fallback": FALLBACK},
+    FALLBACK: {},
+}
+
+
+def next_mode(mode: str, event: str) -> str:
+    try:
+        return MODE_TRANSITIONS[mode][event]
+    except KeyError:
+        raise LocalProtocolError(f"connection mode machine: event {event} is not allowed in "
+                                 f"mode {mode}") from None
+
 
 def _unwrap64(value: int, near: int, is_64: bool) -> int:
     """The internal DSN whose low 64 (or 32) bits are `value`, closest to `near`."""
@@ -182,7 +198,7 @@ class Connection(HandshakeMixin, SignallingMixin):
     # ================================================================== opening
     def _become_mptcp(self, now: float) -> None:
         assert self.remote_key is not None
-        self.mode = MPTCP
+        self.mode = next_mode(self.mode, "keys_exchanged")
         self.remote_token = key_to_token(self.remote_key)
         local_idsn = key_to_idsn(self.local_key)
         self.remote_idsn = key_to_idsn(self.remote_key)
@@ -198,7 +214,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         """Switch to plain TCP for good (RFC 8684 3.7)."""
         if self.mode == FALLBACK:
             return
-        self.mode = FALLBACK
+        self.mode = next_mode(self.mode, "fallback")
         if self.fallback_kind is None:
             self.fallback_kind = kind
         self.host.emit(events.FallbackOccurred(self, kind))
@@ -315,7 +331,6 @@ class Connection(HandshakeMixin, SignallingMixin):
             self._become_mptcp(now)
             subflow.fully_established = subflow.is_passive
         else:
-            self.mode = PENDING
             self._become_plain(subflow, now)
         if not self.established_reported:
             self.established_reported = True
@@ -334,7 +349,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         if self.config.mptcp_enabled:
             self._fall_back("fallback-syn", now)
         else:
-            self.mode = FALLBACK
+            self.mode = next_mode(self.mode, "fallback")  # plain TCP by configuration
 
     def receive_window(self, subflow: Subflow) -> int:
         return max(0, self.config.recv_buffer - len(self._recv_buf) - self.rcv.buffered)
@@ -454,9 +469,11 @@ class Connection(HandshakeMixin, SignallingMixin):
             self.counters["OFOQueue"] += 1
         in_order = rcv.add(dsn, data)
         if in_order:
+            was_empty = not self._recv_buf
             self._recv_buf += in_order
             self.bytes_delivered += len(in_order)
-            self.host.emit(events.DataReceived(self, len(in_order)))
+            if was_empty:  # edge-triggered: the connection became readable
+                self.host.emit(events.DataReceived(self, len(in_order)))
         if self.peer_data_fin_dsn is not None and rcv.next == self.peer_data_fin_dsn:
             self._on_data_fin(self.peer_data_fin_dsn, now)
 

@@ -32,7 +32,9 @@ class ConnectionEstablished(Event):
 
 @dataclass(slots=True)
 class DataReceived(Event):
-    """`length` new in-order bytes are waiting in `connection.receive()`."""
+    """The connection became readable: its receive buffer went from empty to holding
+    `length` bytes. Edge-triggered: no further DataReceived arrives until the application
+    has drained the buffer with `connection.receive()` (read everything on each event)."""
 
     length: int
 

@@ -174,3 +174,13 @@ def test_reassembly_random_arrival_order_matches_stream() -> None:
         for left, right in r.ranges():
             assert r.next < left < right
     assert bytes(out) == stream and r.buffered == 0 and r.ranges() == []
+
+
+def test_connection_mode_table_has_no_way_back_from_fallback() -> None:
+    from testbed.mptcp.connection import MODE_TRANSITIONS, next_mode
+
+    assert next_mode("pending", "keys_exchanged") == "mptcp"
+    assert next_mode("mptcp", "fallback") == "fallback"
+    assert MODE_TRANSITIONS["fallback"] == {}
+    with pytest.raises(LocalProtocolError, match=r"keys_exchanged.*fallback"):
+        next_mode("fallback", "keys_exchanged")
