@@ -61,8 +61,9 @@ class LinkParams:
     def parse(cls, text: str, base: LinkParams | None = None) -> LinkParams:
         """Parse `rate=100,delay=10,jitter=1,loss=0.01,queue=100,queue_bytes=150000,reorder=1`.
 
-        rate is Mbit/s ("none" or "inf" = unlimited), delay and jitter are ms, loss is a
-        fraction or a percentage ("1%"), queue counts packets ("none" = unlimited).
+        rate is Mbit/s unless suffixed kbit/mbit/gbit ("none" or "inf" = unlimited), delay
+        and jitter are ms unless suffixed us/ms/s, loss is a fraction or a percentage ("1%"),
+        queue counts packets ("none" = unlimited).
         Keys not given keep their value from `base` (defaults when None).
         """
         changes: dict[str, object] = {}
@@ -93,10 +94,29 @@ def _number(value: str) -> float:
     return number
 
 
+def _with_unit(value: str, units: dict[str, float], default_unit: str) -> float:
+    """A number with an optional unit suffix, in the default unit ("10ms", "0.5s", "10")."""
+    lowered = value.lower()
+    for unit in sorted(units, key=len, reverse=True):
+        if lowered.endswith(unit):
+            return _number(lowered[: -len(unit)]) * units[unit]
+    if lowered[-1:].isalpha():
+        raise ValueError(f"unknown unit; use {default_unit} or one of {', '.join(units)}")
+    return _number(lowered)
+
+
+_TIME_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_RATE_UNITS = {"kbit": 0.001, "mbit": 1.0, "gbit": 1000.0}
+
+
+def _milliseconds(value: str) -> float:
+    return _with_unit(value, _TIME_UNITS, "ms")
+
+
 def _optional_rate(value: str) -> float | None:
     if value.lower() in ("none", "inf", "unlimited"):
         return None
-    return _number(value)
+    return _with_unit(value, _RATE_UNITS, "mbit")
 
 
 def _fraction(value: str) -> float:
@@ -122,8 +142,8 @@ def _flag(value: str) -> bool:
 
 _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "rate": ("rate_mbit", _optional_rate),
-    "delay": ("delay_ms", _number),
-    "jitter": ("jitter_ms", _number),
+    "delay": ("delay_ms", _milliseconds),
+    "jitter": ("jitter_ms", _milliseconds),
     "loss": ("loss", _fraction),
     "queue": ("queue_packets", _optional_count),
     "queue_bytes": ("queue_bytes", _optional_count),

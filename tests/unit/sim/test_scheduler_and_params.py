@@ -66,6 +66,9 @@ def test_parse_link_params() -> None:
                                 queue_packets=50, queue_bytes=9000)
     assert LinkParams.parse("rate=none,queue=none") == LinkParams(rate_mbit=None, queue_packets=None)
     assert LinkParams.parse("loss=0.2", base=params).delay_ms == 10.0
+    assert LinkParams.parse("rate=500kbit,delay=0.25s,jitter=500us") == LinkParams(
+        rate_mbit=0.5, delay_ms=250.0, jitter_ms=0.5)
+    assert LinkParams.parse("rate=1gbit,delay=3ms").rate_mbit == 1000.0
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -76,6 +79,8 @@ def test_parse_link_params() -> None:
     ("delay", "is not key=value"),
     ("queue=0", "queue_packets must be >= 1"),
     ("reorder=maybe", "reorder=.maybe."),
+    ("delay=10min", "unknown unit; use ms or one of us, ms, s"),
+    ("rate=10mbps", "unknown unit; use mbit"),
 ])
 def test_bad_link_params_name_the_problem(text: str, message: str) -> None:
     with pytest.raises(LinkParamsError, match=message):
