@@ -72,6 +72,11 @@ class MappingReceiver:
         end = start + length
         if end <= self.pending_offset and not data_fin:
             return True  # entirely old (a retransmission's copy)
+        if start < self.pending_offset and not self.checksum:
+            # a copy of a mapping partly consumed already (TSO copies one DSS onto every
+            # segment it cuts): compare what is left of it with what is left of ours
+            skip = self.pending_offset - start
+            start, dsn, length = start + skip, dsn + skip, length - skip
         existing = self._by_start.get(start)
         if existing is not None:
             if existing.dsn == dsn and existing.data_len == data_len:

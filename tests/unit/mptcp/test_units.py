@@ -184,3 +184,24 @@ def test_connection_mode_table_has_no_way_back_from_fallback() -> None:
     assert MODE_TRANSITIONS["fallback"] == {}
     with pytest.raises(LocalProtocolError, match=r"keys_exchanged.*fallback"):
         next_mode("fallback", "keys_exchanged")
+
+
+def test_mapping_copied_onto_every_segment_by_tso_is_tolerated() -> None:
+    rx = MappingReceiver(checksum=False)
+    stream = bytes(range(256)) * 12  # 3072 bytes under one 3000-byte mapping
+    delivered = []
+    for offset in range(1, 3001, 1000):
+        assert rx.add(1, 3000, 50_000, 3000, None, False)  # the same DSS on each piece
+        delivered += rx.feed(offset, stream[offset - 1:offset + 999]).delivered
+    assert rx.not_matching == 0
+    assert b"".join(d for _, d in delivered) == stream[:3000]
+    assert [dsn for dsn, _ in delivered] == [50_000, 51_000, 52_000]
+
+
+def test_mapping_contradicting_the_one_being_consumed_is_dropped() -> None:
+    rx = MappingReceiver(checksum=False)
+    assert rx.add(1, 3000, 50_000, 3000, None, False)
+    assert rx.feed(1, b"a" * 1000).delivered == [(50_000, b"a" * 1000)]
+    assert not rx.add(1, 3000, 60_000, 3000, None, False)  # other DSNs for the same bytes
+    assert rx.not_matching == 1
+    assert rx.feed(1001, b"b" * 10).delivered == [(51_000, b"b" * 10)]
