@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="any catalogue middlebox on a path (or any link of a --topology), e.g. "
              "'path1:rewrite_payload:{\"pattern\": \"ab\", \"replacement\": \"cd\"}'")
     parser.add_argument(
-        "--at", action="append", default=[], metavar="TIME:PATH:ACTION",
+        "--at", action="append", default=[], metavar="TIME:LINK:ACTION",
         help="timeline step: 1.5:path1:cut, 3:path1:restore, 2:path2:set:rate=5,delay=40")
     parser.add_argument("--seed", default="1", help="experiment seed (integer, default 1)")
     parser.add_argument("--time-limit", default="60",
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the encode/decode of every packet at every hop (faster)")
     parser.add_argument("--series", action="store_true",
                         help="include each subflow's payload bytes per 100 ms bin")
-    parser.add_argument("--indent", type=int, default=2, help="JSON indentation (0 = one line)")
+    parser.add_argument("--indent", default="2", help="JSON indentation (0 = one line)")
 
 
 def parse_size(text: str) -> int:
@@ -261,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
     intact, 1 when it did not (stalled, reset, corrupted), 2 for bad arguments."""
     try:
         spec = spec_from_args(args)
+        indent = parse_number("--indent", args.indent, int)
     except UsageError as error:
         print(f"testbed stack sim: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if args.series:
         summary["series"] = {label: [[start, size] for start, size in series]
                              for label, series in series_for(result).items()}
-    print(json.dumps(summary, indent=args.indent or None, sort_keys=False))
+    print(json.dumps(summary, indent=indent or None, sort_keys=False))
     return 0 if result.hash_ok else 1
 
 
