@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.mptcp.config import CONGESTION_CONTROLS, StackConfig
-from testbed.sim.cli import UsageError, parse_number, parse_size
+from testbed.sim.cli import OneLineErrorParser, UsageError, parse_number, parse_size
 from testbed.sim.params import LinkParams
 from testbed.sim.transfer import PathSpec, TransferSpec, build_transfer, finish_transfer
 from testbed.wire.types import Packet
@@ -238,8 +238,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.sim.bench",
-                                     description=(__doc__ or "").split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python -m testbed.sim.bench",
+                                description=(__doc__ or "").split("\n\n")[0])
     add_bench_arguments(parser)
     return run_bench(parser.parse_args(argv))
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from middleboxes.base import Middlebox
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
@@ -274,8 +274,16 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.hash_ok else 1
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints the usage block before its error; keep it to the one line that names
+    the problem (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.sim",
-                                     description=(__doc__ or "").split("\n\n")[0])
+    parser = OneLineErrorParser(prog="python -m testbed.sim",
+                                description=(__doc__ or "").split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

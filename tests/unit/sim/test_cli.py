@@ -45,6 +45,13 @@ def test_bad_arguments_give_one_line_and_exit_2(
     assert message in err
 
 
+def test_unknown_options_also_give_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--bogus"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "--bogus" in err
+
+
 def test_size_suffixes() -> None:
     assert [cli.parse_size(text) for text in ("1500", "200k", "2M", "1Mi", "3kb")] == [
         1500, 200_000, 2_000_000, 1_048_576, 3000]
