@@ -13,15 +13,22 @@ Human-readable diagnostics go to stderr.
 
 Exit codes: 0 every connection completed; 1 a connection failed (its report says why);
 2 bad command line; 3 the kernel refused IPPROTO_MPTCP (net.mptcp.enabled=0, or no MPTCP).
+SIGTERM/SIGINT stop the endpoint within about 0.25 s with an "interrupted" report for
+every unfinished connection (a second signal kills it outright; a client still in
+connect() notices only when connect returns or times out).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import ipaddress
 import os
+import queue
+import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -32,17 +39,26 @@ from typing import Literal
 
 from testbed.endpoints.kernel_info import IPPROTO_MPTCP, MptcpInfo
 from testbed.endpoints.payload import SEED_MAX, PayloadSource
-from testbed.endpoints.report import EndpointReport, ListeningEvent, MptcpCounters, Role
+from testbed.endpoints.report import (
+    EndpointReport,
+    ErrorKind,
+    ListeningEvent,
+    MptcpCounters,
+    Role,
+)
 from testbed.endpoints.sampler import SocketSampler, TimeseriesWriter
 from testbed.endpoints.transfer import (
     REQUEST,
     IdleTimeout,
+    Interrupted,
+    IoPolicy,
     ProtocolError,
     StreamProgress,
     TransferRequest,
     finish_sending,
     receive_exactly,
     receive_stream,
+    send_all,
     send_stream,
     wait_until_acknowledged,
 )
@@ -61,6 +77,30 @@ class MptcpUnavailable(Exception):
     """The kernel refused to create an IPPROTO_MPTCP socket."""
 
 
+class StopRequest:
+    """Records SIGTERM/SIGINT; the I/O loops poll it.
+
+    The handler only records the signal: an exception raised from a handler can land on
+    any line (inside a report write, inside Thread.join), which loses reports.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.reason = f"stopped by {signal.Signals(signum).name}"
+        # A second signal kills the process the default way.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+
+
 @dataclass(frozen=True)
 class EndpointSettings:
     """Everything a connection handler needs besides the socket."""
@@ -73,6 +113,11 @@ class EndpointSettings:
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
     sleep: Callable[[float], None]
+    stop_reason: Callable[[], str | None]
+
+    @property
+    def io_policy(self) -> IoPolicy:
+        return IoPolicy(io_timeout=self.io_timeout, clock=self.clock, stop_reason=self.stop_reason)
 
 
 def open_socket(transport: Transport) -> socket.socket:
@@ -117,7 +162,7 @@ def _counters(info: MptcpInfo | None) -> MptcpCounters | None:
     )
 
 
-def classify_error(exc: BaseException) -> tuple[str, str]:
+def classify_error(exc: BaseException) -> tuple[ErrorKind, str]:
     """(error_kind, message) for an exception that ended a connection."""
     if isinstance(exc, ConnectionRefusedError):
         return "refused", f"connection refused ({exc.strerror})"
@@ -131,6 +176,8 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
         return "protocol", str(exc)
     if isinstance(exc, MptcpUnavailable):
         return "mptcp-unavailable", str(exc)
+    if isinstance(exc, Interrupted):
+        return "interrupted", str(exc)
     if isinstance(exc, OSError):
         name = errno.errorcode.get(exc.errno or 0, "?")
         return "os", f"{name}: {exc.strerror or exc}"
@@ -178,6 +225,17 @@ def _timeseries_path(base: Path | None, connection: int, connections: int) -> Pa
     return base.with_name(f"{base.stem}.{connection}{base.suffix}")
 
 
+def _abort_on_close(sock: socket.socket) -> None:
+    """Make close() reset the connection (RST, or MP_FASTCLOSE for MPTCP).
+
+    An interrupted endpoint must not leave its peer waiting: closed gracefully, an MPTCP
+    socket that stops reading can leave the peer's data unacknowledged at the data level
+    until the peer's own timeout.
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 def run_connection(
     sock: socket.socket,
     settings: EndpointSettings,
@@ -207,13 +265,13 @@ def run_connection(
     sending = False
     end_at: float | None = None
     error: BaseException | None = None
+    policy = settings.io_policy
     try:
         sampler.start()
         if request is None:
-            request = TransferRequest.decode(receive_exactly(sock, REQUEST.size, settings.io_timeout))
+            request = TransferRequest.decode(receive_exactly(sock, REQUEST.size, policy))
         else:
-            sock.settimeout(settings.io_timeout)
-            sock.sendall(request.encode())
+            send_all(sock, request.encode(), policy)
         sending = (request.direction == "upload") == (settings.role == "client")
         if sending:
             seconds = request.seconds
@@ -223,17 +281,18 @@ def run_connection(
                 progress,
                 byte_limit=request.byte_limit,
                 deadline=None if seconds is None else settings.clock() + seconds,
-                io_timeout=settings.io_timeout,
-                clock=settings.clock,
+                policy=policy,
             )
-            end_at = wait_until_acknowledged(sock, settings.io_timeout, settings.clock, settings.sleep)
+            end_at = wait_until_acknowledged(sock, policy, settings.sleep)
             sampler.sample()
-            finish_sending(sock, settings.io_timeout, settings.clock)
+            finish_sending(sock, policy)
         else:
-            receive_stream(sock, progress, settings.io_timeout, settings.clock)
+            receive_stream(sock, progress, policy)
             end_at = progress.finished_at
-    except (OSError, IdleTimeout, ProtocolError) as exc:
+    except (OSError, IdleTimeout, ProtocolError, Interrupted) as exc:
         error = exc
+        if isinstance(exc, Interrupted):
+            _abort_on_close(sock)
     finally:
         sampler.finish()
         if writer is not None:
@@ -366,6 +425,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _accept(listener: socket.socket, policy: IoPolicy) -> socket.socket:
+    """Wait for one connection, in poll slices so a stop request is seen."""
+    waiting_since = policy.clock()
+    while True:
+        policy.arm(listener, waiting_since)
+        try:
+            conn, _peer = listener.accept()
+        except TimeoutError:
+            if policy.idle_expired(waiting_since):
+                raise IdleTimeout(f"no connection within {policy.io_timeout:g} s") from None
+            continue
+        return conn
+
+
 def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
     connections: int = args.connections
     listener = open_socket(settings.transport)
@@ -373,7 +446,6 @@ def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(args.listen)
         listener.listen(max(connections, 8))
-        listener.settimeout(settings.io_timeout)
         out.emit(
             ListeningEvent(
                 address=_format_address(listener.getsockname()),
@@ -382,29 +454,33 @@ def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
                 pid=os.getpid(),
             ).to_json()
         )
+        finished: queue.Queue[EndpointReport] = queue.Queue()
         reports: list[EndpointReport] = []
-        workers: list[threading.Thread] = []
+        workers = 0
 
         def serve(conn: socket.socket, index: int) -> None:
             with conn:
                 path = _timeseries_path(settings.timeseries, index, connections)
                 report = run_connection(conn, settings, index, None, path)
-            reports.append(report)
             out.emit(report.to_json())
+            finished.put(report)
 
+        policy = settings.io_policy
         for index in range(connections):
             try:
-                conn, _peer = listener.accept()
-            except OSError as exc:
-                report = failed_report(settings, index, exc, None)
-                reports.append(report)
-                out.emit(report.to_json())
+                conn = _accept(listener, policy)
+            except (OSError, IdleTimeout, Interrupted) as exc:
+                # Every connection not accepted gets a report, so the runner can count.
+                for missing in range(index, connections):
+                    report = failed_report(settings, missing, exc, None)
+                    reports.append(report)
+                    out.emit(report.to_json())
                 break
-            worker = threading.Thread(target=serve, args=(conn, index), name=f"connection-{index}")
-            worker.start()
-            workers.append(worker)
-        for worker in workers:
-            worker.join()
+            threading.Thread(target=serve, args=(conn, index), name=f"connection-{index}").start()
+            workers += 1
+        # Workers notice a stop request themselves; this loop only collects.
+        for _ in range(workers):
+            reports.append(finished.get())
     return max((report.exit_code for report in reports), default=EXIT_OK)
 
 
@@ -420,7 +496,8 @@ def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
                 sock.bind(args.bind)
             sock.settimeout(settings.io_timeout)
             sock.connect(args.connect)
-        except OSError as exc:
+            settings.io_policy.check_stop()
+        except (OSError, Interrupted) as exc:
             report = failed_report(settings, 0, exc, request)
         else:
             report = run_connection(sock, settings, 0, request, settings.timeseries)
@@ -430,6 +507,8 @@ def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop = StopRequest()
+    stop.install()
     settings = EndpointSettings(
         role=args.role,
         transport=args.transport,
@@ -439,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         clock=time.monotonic,
         wall_clock=time.time,
         sleep=time.sleep,
+        stop_reason=stop,
     )
     out = _ReportPrinter()
     try:

@@ -23,14 +23,15 @@ Role = Literal["client", "server"]
 Direction = Literal["upload", "download"]
 Integrity = Literal["ok", "mismatch"]
 
-ERROR_KINDS = (
+ErrorKind = Literal[
     "refused",  # nobody listening (RST to the SYN)
     "reset",  # connection reset or broken pipe during the transfer
     "timeout",  # connect/accept/IO made no progress for --timeout seconds
     "mptcp-unavailable",  # the kernel refused IPPROTO_MPTCP
     "protocol",  # the peer is not a testbed endpoint, or sent data it must not
+    "interrupted",  # SIGTERM/SIGINT before the connection finished
     "os",  # any other system call failure
-)
+]
 
 
 class ReportError(ValueError):
@@ -101,7 +102,7 @@ class EndpointReport:
     mptcp_info: MptcpCounters | None = None
     samples: int = 0
     error: str | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     exit_code: int = 0
     schema: int = REPORT_SCHEMA
 

@@ -153,6 +153,11 @@ def take_observation(sock: socket.socket, mptcp_requested: bool, local: str, rem
             subflows = read_mptcp_subflows(sock)
             if subflows is not None:
                 return Observation(mptcp_info=info, subflows=subflows)
+            # Either the connection fell back between the two reads, or the kernel
+            # predates MPTCP_TCPINFO (5.16): MPTCP_INFO tells which.
+            info = read_mptcp_info(sock)
+            if info is not None:
+                return Observation(mptcp_info=info, subflows=[])
     return Observation(mptcp_info=None, subflows=[read_tcp_subflow(sock, local, remote)])
 
 

@@ -45,6 +45,10 @@ class IdleTimeout(Exception):
     """No progress for the configured I/O timeout."""
 
 
+class Interrupted(Exception):
+    """The program was asked to stop (SIGTERM/SIGINT) before the transfer finished."""
+
+
 @dataclass(frozen=True)
 class TransferRequest:
     """What the client asks for; sent as the first 24 bytes of the connection."""
@@ -118,23 +122,71 @@ class StreamProgress:
         return self.digest.byte_count
 
 
-def _set_timeout(sock: socket.socket, seconds: float) -> None:
-    sock.settimeout(max(seconds, 0.001))
+@dataclass(frozen=True)
+class IoPolicy:
+    """How the blocking loops wait.
+
+    Every blocking call waits at most ``poll_slice`` seconds, so a stop request (a signal
+    recorded by the program) is noticed quickly without raising from a signal handler at
+    an arbitrary line; ``io_timeout`` is the longest stretch without progress.
+    """
+
+    io_timeout: float
+    clock: Callable[[], float]
+    stop_reason: Callable[[], str | None]
+    poll_slice: float = 0.25
+
+    def check_stop(self) -> None:
+        reason = self.stop_reason()
+        if reason is not None:
+            raise Interrupted(reason)
+
+    def arm(self, sock: socket.socket, idle_since: float, deadline: float | None = None) -> None:
+        """Bound the next blocking call on ``sock`` by slice, idle budget and deadline."""
+        self.check_stop()
+        now = self.clock()
+        wait = min(self.poll_slice, self.io_timeout - (now - idle_since))
+        if deadline is not None:
+            wait = min(wait, deadline - now)
+        sock.settimeout(max(wait, 0.001))
+
+    def idle_expired(self, idle_since: float) -> bool:
+        return self.clock() - idle_since >= self.io_timeout
 
 
-def receive_exactly(sock: socket.socket, size: int, io_timeout: float) -> bytes:
+def receive_exactly(sock: socket.socket, size: int, policy: IoPolicy) -> bytes:
     """Read exactly ``size`` bytes (the request); EOF before that is a ProtocolError."""
-    _set_timeout(sock, io_timeout)
     data = bytearray()
+    idle_since = policy.clock()
     while len(data) < size:
+        policy.arm(sock, idle_since)
         try:
             chunk = sock.recv(size - len(data))
         except TimeoutError:
-            raise IdleTimeout(f"no request from the client within {io_timeout:g} s") from None
+            if policy.idle_expired(idle_since):
+                raise IdleTimeout(f"no request from the client within {policy.io_timeout:g} s") from None
+            continue
         if not chunk:
             raise ProtocolError(f"connection closed after {len(data)} of {size} request bytes")
         data += chunk
+        idle_since = policy.clock()
     return bytes(data)
+
+
+def send_all(sock: socket.socket, data: bytes, policy: IoPolicy) -> None:
+    """Send a small message completely (the request)."""
+    view = memoryview(data)
+    idle_since = policy.clock()
+    while view:
+        policy.arm(sock, idle_since)
+        try:
+            count = sock.send(view)
+        except TimeoutError:
+            if policy.idle_expired(idle_since):
+                raise IdleTimeout(f"could not send the request in {policy.io_timeout:g} s") from None
+            continue
+        view = view[count:]
+        idle_since = policy.clock()
 
 
 def send_stream(
@@ -143,8 +195,7 @@ def send_stream(
     progress: StreamProgress,
     byte_limit: int | None,
     deadline: float | None,
-    io_timeout: float,
-    clock: Callable[[], float],
+    policy: IoPolicy,
 ) -> None:
     """Send the payload until ``byte_limit`` bytes or the ``deadline`` (clock time).
 
@@ -154,51 +205,49 @@ def send_stream(
     if byte_limit is None and deadline is None:
         raise ValueError("send_stream needs a byte limit or a deadline")
     sent = 0
-    idle_since = clock()
-    _set_timeout(sock, io_timeout)
+    idle_since = policy.clock()
     while byte_limit is None or sent < byte_limit:
-        now = clock()
-        if deadline is not None:
-            if now >= deadline:
-                break
-            _set_timeout(sock, min(io_timeout - (now - idle_since), deadline - now))
+        if deadline is not None and policy.clock() >= deadline:
+            break
+        policy.arm(sock, idle_since, deadline)
         remaining = SEND_WINDOW if byte_limit is None else min(SEND_WINDOW, byte_limit - sent)
         window = source.window(sent, remaining)
         try:
             count = sock.send(window)
         except TimeoutError:
-            now = clock()
-            if deadline is not None and now >= deadline:
-                break
-            if now - idle_since >= io_timeout:
-                raise IdleTimeout(f"send made no progress for {io_timeout:g} s") from None
+            if policy.idle_expired(idle_since):
+                raise IdleTimeout(f"send made no progress for {policy.io_timeout:g} s") from None
             continue
+        idle_since = policy.clock()
         if progress.first_byte_at is None:
-            progress.first_byte_at = now
-        idle_since = clock()
+            progress.first_byte_at = idle_since
         progress.digest.update(window[:count])
         sent += count
-    progress.finished_at = clock()
+    progress.finished_at = policy.clock()
 
 
-def receive_stream(
-    sock: socket.socket, progress: StreamProgress, io_timeout: float, clock: Callable[[], float]
-) -> None:
+def receive_stream(sock: socket.socket, progress: StreamProgress, policy: IoPolicy) -> None:
     """Receive and hash until the peer closes its write side."""
-    _set_timeout(sock, io_timeout)
     digest = progress.digest
     buffer = bytearray(RECV_BUFFER)
     view = memoryview(buffer)
+    idle_since = policy.clock()
     while True:
+        policy.arm(sock, idle_since)
         try:
             count = sock.recv_into(buffer)
         except TimeoutError:
-            raise IdleTimeout(f"no data for {io_timeout:g} s after {digest.byte_count} bytes") from None
+            if policy.idle_expired(idle_since):
+                raise IdleTimeout(
+                    f"no data for {policy.io_timeout:g} s after {digest.byte_count} bytes"
+                ) from None
+            continue
+        idle_since = policy.clock()
         if count == 0:
-            progress.finished_at = clock()
+            progress.finished_at = idle_since
             return
         if progress.first_byte_at is None:
-            progress.first_byte_at = clock()
+            progress.first_byte_at = idle_since
         digest.update(view[:count])
 
 
@@ -211,8 +260,7 @@ def unacknowledged_bytes(sock: socket.socket) -> int:
 
 def wait_until_acknowledged(
     sock: socket.socket,
-    io_timeout: float,
-    clock: Callable[[], float],
+    policy: IoPolicy,
     sleep: Callable[[float], None],
     poll_interval: float = 0.001,
 ) -> float:
@@ -223,31 +271,38 @@ def wait_until_acknowledged(
     tcp_info is gone.
     """
     last_level = unacknowledged_bytes(sock)
-    progress_at = clock()
+    progress_at = policy.clock()
     while last_level > 0:
+        policy.check_stop()
         sleep(poll_interval)
         level = unacknowledged_bytes(sock)
-        now = clock()
         if level < last_level:
-            progress_at = now
-        elif now - progress_at >= io_timeout:
-            raise IdleTimeout(f"{level} bytes stayed unacknowledged for {io_timeout:g} s")
+            progress_at = policy.clock()
+        elif policy.idle_expired(progress_at):
+            raise IdleTimeout(f"{level} bytes stayed unacknowledged for {policy.io_timeout:g} s")
         last_level = level
-    return clock()
+    return policy.clock()
 
 
-def finish_sending(sock: socket.socket, io_timeout: float, clock: Callable[[], float]) -> float:
+def finish_sending(sock: socket.socket, policy: IoPolicy) -> float:
     """Shut down the write side and wait for the peer to close; returns when it did.
 
-    The receiver closes only after reading everything, so its close marks delivery of the
-    last byte. Any data arriving here breaks the protocol (the receiver never sends).
+    The receiver closes only after reading everything, so its close confirms that the
+    payload was consumed. Any data arriving here breaks the protocol (the receiver never
+    sends).
     """
     sock.shutdown(socket.SHUT_WR)
-    _set_timeout(sock, io_timeout)
-    try:
-        data = sock.recv(4096)
-    except TimeoutError:
-        raise IdleTimeout(f"peer did not close within {io_timeout:g} s after the payload") from None
-    if data:
-        raise ProtocolError(f"receiver sent {len(data)} unexpected bytes")
-    return clock()
+    idle_since = policy.clock()
+    while True:
+        policy.arm(sock, idle_since)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            if policy.idle_expired(idle_since):
+                raise IdleTimeout(
+                    f"peer did not close within {policy.io_timeout:g} s after the payload"
+                ) from None
+            continue
+        if data:
+            raise ProtocolError(f"receiver sent {len(data)} unexpected bytes")
+        return policy.clock()

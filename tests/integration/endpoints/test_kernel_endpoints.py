@@ -285,3 +285,29 @@ def test_server_rejects_a_foreign_client_with_a_protocol_error(two_path_net: Two
     assert run.returncode == 1 and "Traceback" not in run.stderr
     report = parse_report(run.stdout.strip().splitlines()[-1])
     assert report.error_kind == "protocol" and "not a testbed endpoint client" in (report.error or "")
+
+
+def test_sigterm_stops_a_waiting_server_with_a_report(two_path_net: TwoPathNet) -> None:
+    server = two_path_net.start_server("--listen", "0.0.0.0:0", "--connections", "2")
+    server.process.send_signal(signal.SIGTERM)
+    run = server.result(timeout=10)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    _listening, reports = parse_output(run.stdout)
+    assert [(r.connection, r.error_kind) for r in reports] == [(0, "interrupted"), (1, "interrupted")]
+
+
+def test_sigterm_mid_transfer_reports_what_got_through(two_path_net: TwoPathNet) -> None:
+    server = two_path_net.start_server("--listen", "0.0.0.0:0")
+    client = two_path_net.start_client(
+        "--connect", _server_target(two_path_net, server.port), "--seconds", "10"
+    )
+    time.sleep(1.0)
+    server.process.send_signal(signal.SIGTERM)
+    run = server.result(timeout=10)
+    client_out, _client_err = client.communicate(timeout=15)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    report = parse_report(run.stdout.strip().splitlines()[-1])
+    assert report.error_kind == "interrupted" and report.bytes > MIB
+    assert len(report.subflows) == 2 and report.mptcp_used
+    client_report = parse_report(client_out.strip().splitlines()[-1])
+    assert client.returncode == 1 and client_report.error_kind == "reset"

@@ -12,6 +12,9 @@ import pytest
 from testbed.endpoints.payload import PayloadSource, StreamDigest, expected_digest
 from testbed.endpoints.transfer import (
     REQUEST,
+    IdleTimeout,
+    Interrupted,
+    IoPolicy,
     ProtocolError,
     StreamProgress,
     TransferRequest,
@@ -86,9 +89,14 @@ class StepClock:
         return self.now
 
 
+def _policy(clock: StepClock, stop_reason: str | None = None, io_timeout: float = 10.0) -> IoPolicy:
+    return IoPolicy(io_timeout=io_timeout, clock=clock, stop_reason=lambda: stop_reason, poll_slice=0.01)
+
+
 def _receive_in_thread(sock: socket.socket) -> tuple[threading.Thread, StreamProgress]:
     progress = StreamProgress()
-    thread = threading.Thread(target=receive_stream, args=(sock, progress, 10.0, StepClock(0.001)))
+    policy = _policy(StepClock(0.001))
+    thread = threading.Thread(target=receive_stream, args=(sock, progress, policy))
     thread.start()
     return thread, progress
 
@@ -99,7 +107,7 @@ def test_send_and_receive_exact_byte_count() -> None:
         thread, received = _receive_in_thread(receiver)
         sent = StreamProgress()
         size = 3 * (1 << 20) + 12345
-        send_stream(sender, PayloadSource(3), sent, size, None, 10.0, StepClock(0.001))
+        send_stream(sender, PayloadSource(3), sent, size, None, _policy(StepClock(0.001)))
         sender.shutdown(socket.SHUT_WR)
         thread.join(10)
     assert sent.byte_count == received.byte_count == size
@@ -112,7 +120,7 @@ def test_send_stops_at_the_deadline_and_counts_exactly() -> None:
         thread, received = _receive_in_thread(receiver)
         sent = StreamProgress()
         clock = StepClock(0.01)  # deadline 0.5 s of clock readings: a few dozen sends
-        send_stream(sender, PayloadSource(4), sent, None, 0.5, 10.0, clock)
+        send_stream(sender, PayloadSource(4), sent, None, 0.5, _policy(clock))
         sender.shutdown(socket.SHUT_WR)
         thread.join(10)
     assert 0 < sent.byte_count == received.byte_count
@@ -124,3 +132,21 @@ def test_stream_digest_counts() -> None:
     digest.update(b"abc")
     digest.update(memoryview(b"def"))
     assert digest.byte_count == 6 and digest.hexdigest() == hashlib.sha256(b"abcdef").hexdigest()
+
+
+def test_stop_request_interrupts_and_keeps_the_count() -> None:
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        progress = StreamProgress()
+        with pytest.raises(Interrupted, match="stopped by SIGTERM"):
+            send_stream(
+                sender, PayloadSource(1), progress, 10, None, _policy(StepClock(0.001), "stopped by SIGTERM")
+            )
+    assert progress.byte_count == 0
+
+
+def test_receive_without_progress_times_out() -> None:
+    sender, receiver = socket.socketpair()
+    # Each clock reading advances 0.2 s, so the 1 s idle budget runs out in a few slices.
+    with sender, receiver, pytest.raises(IdleTimeout, match="no data for 1 s after 0 bytes"):
+        receive_stream(receiver, StreamProgress(), _policy(StepClock(0.2), io_timeout=1.0))
