@@ -537,6 +537,8 @@ class Subflow:
         payload = segment.payload
         fin = segment.flags & FIN
         if not payload and not fin:
+            if self._rcv_offset(segment.seq) < self.rcv.next:
+                self.ack_pending = True  # an old sequence number: a window probe
             if self.ack_pending:
                 self.send_ack(now)
             return

@@ -258,3 +258,30 @@ def test_join_stripped_leaves_connection_on_initial_subflow() -> None:
     client.send(b"still works")
     pair.run(0.5)
     assert server.receive() == b"still works"
+
+
+def test_syn_timer_values_and_state_sequence() -> None:
+    pair = Pair(tamper=lambda packet, where: [] if where == "c2s" else [packet])
+    client = pair.connect()
+    subflow = client.subflows[0]
+    assert subflow.state is TcpState.SYN_SENT
+    assert pair.client.get_timer() == 1.0  # RFC 6298 initial RTO
+    pair.collect()
+    pair.now = 1.0
+    pair.client.handle_timer(1.0)
+    assert pair.client.get_timer() == 3.0  # backed off to 2 s
+    pair.now = 3.0
+    pair.client.handle_timer(3.0)
+    assert pair.client.get_timer() == 7.0
+    assert subflow.syn_transmissions == 3
+
+
+def test_server_state_sequence_through_handshake() -> None:
+    pair = Pair()
+    pair.connect()
+    pair.step()  # SYN reaches the server
+    server_subflow = pair.server.connections[0].subflows[0]
+    assert server_subflow.state is TcpState.SYN_RECEIVED
+    assert pair.server.get_timer() == 0.010 + 1.0  # SYN/ACK retransmission deadline
+    pair.run_until(lambda: server_subflow.state is TcpState.ESTABLISHED, 1.0)
+    assert pair.now == 0.030  # SYN, SYN/ACK, third ACK: three one-way delays

@@ -201,3 +201,34 @@ def test_flow_control_respects_small_peer_window() -> None:
         if d == "c2s" and p.tcp.payload:
             highest_outstanding = max(highest_outstanding, len(p.tcp.payload))
     assert highest_outstanding <= 8_000
+
+
+def test_lost_window_update_is_recovered_by_zero_window_probe() -> None:
+    blocking = {"on": False}
+
+    def drop_window_updates(packet: Packet, where: str) -> list[Packet]:
+        if where == "s2c" and packet.tcp.window == 0:
+            blocking["on"] = True
+        elif where == "s2c" and blocking["on"] and not packet.tcp.payload:
+            blocking["on"] = False  # the first window update after the zero window is lost
+            return []
+        return [packet]
+
+    pair = Pair(server_config=StackConfig(recv_buffer=20_000), tamper=drop_window_updates)
+    client, server = _open(pair)
+    data = _payload(60_000)
+    client.send(data)
+    pair.run(1.0)
+    got = bytearray(server.receive())
+    pair.run_until(lambda: got.extend(server.receive()) or len(got) == len(data), 30.0)
+    assert bytes(got) == data
+    probes = 0
+    sent_end = None  # the highest sequence number the client has sent so far
+    for _, direction, packet in pair.sent:
+        if direction != "c2s":
+            continue
+        end = packet.tcp.seq + len(packet.tcp.payload)
+        if sent_end is not None and not packet.tcp.payload and end == sent_end - 1:
+            probes += 1  # a pure ACK one below what was sent: a window probe
+        sent_end = end if sent_end is None else max(sent_end, end)
+    assert probes >= 1, "the sender never probed the closed window"
