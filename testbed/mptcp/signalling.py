@@ -124,7 +124,7 @@ class SignallingMixin:
         address_id = self.local_address_ids[address]
         self.announced.pop(address_id, None)
         self.pending_remove.append(address_id)
-        self._signal_now(now)
+        self._signal_now(now, avoid_address=address)
         for subflow in list(self.subflows):
             if subflow.local_address == address and not subflow.is_closed:
                 subflow.reset(now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], reason="removed")
@@ -138,10 +138,12 @@ class SignallingMixin:
         subflow.pending_prio = backup
         subflow.send_ack(now)
 
-    def _signal_now(self, now: float) -> None:
+    def _signal_now(self, now: float, avoid_address: str | None = None) -> None:
+        """Send pending signals on a pure ACK now, preferring a subflow that will survive."""
         usable = eligible_subflows(self.subflows)
-        if usable:
-            usable[0].send_ack(now)
+        preferred = [s for s in usable if s.local_address != avoid_address]
+        if preferred or usable:
+            (preferred or usable)[0].send_ack(now)
 
     def _add_addr_deadline(self) -> float | None:
         if not self.announced:
