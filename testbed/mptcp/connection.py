@@ -803,7 +803,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         while True:
             if self.reinject:
                 dsn, length = self.reinject[0]
-                if dsn + length <= self.snd_data_una:
+                if length <= 0 or dsn + length <= self.snd_data_una:
                     self.reinject.pop(0)
                     continue
                 if dsn < self.snd_data_una:
