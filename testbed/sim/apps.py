@@ -82,6 +82,7 @@ class EventLog:
     subflows_established: int = 0
     subflows_closed: list[str] = field(default_factory=list)
     refused_calls: list[str] = field(default_factory=list)  # API calls the stack refused
+    other_connection_events: int = 0  # events of connections the application does not use
 
     def record(self, event: ev.Event, now: float) -> None:
         if isinstance(event, ev.ConnectionEstablished) and self.established_at is None:
@@ -102,6 +103,7 @@ class EventLog:
             "subflows_established": self.subflows_established,
             "subflows_closed": list(self.subflows_closed),
             "refused_calls": list(self.refused_calls),
+            "other_connection_events": self.other_connection_events,
         }
 
 
@@ -121,6 +123,9 @@ class BulkSender:
         self.connection = connection
 
     def on_event(self, event: ev.Event, now: float) -> None:
+        if event.connection is not self.connection:
+            self.log.other_connection_events += 1
+            return
         self.log.record(event, now)
         if isinstance(event, (ev.ConnectionEstablished, ev.SendBufferAvailable)):
             self.write_more()
@@ -162,10 +167,17 @@ class BulkReceiver:
         self._on_complete = on_complete
 
     def on_event(self, event: ev.Event, now: float) -> None:
-        self.log.record(event, now)
         if isinstance(event, ev.ConnectionAccepted) and self.connection is None:
             self.connection = event.connection
-        elif isinstance(event, ev.DataReceived):
+        if event.connection is not self.connection:
+            # Another connection on the port (e.g. an MP_JOIN whose option a middlebox
+            # stripped arrives as a plain SYN): not the transfer under test.
+            self.log.other_connection_events += 1
+            return
+        self.log.record(event, now)
+        if isinstance(event, ev.ConnectionAccepted):
+            return
+        if isinstance(event, ev.DataReceived):
             self.read(event.connection, now)
         elif isinstance(event, ev.DataEndReceived):
             self.read(event.connection, now)
