@@ -60,6 +60,11 @@ class FlowTable:
         self.bin_seconds = bin_seconds
         self.flows: dict[FlowKey, FlowStats] = {}
 
+    def bin_index(self, now: float) -> int:
+        """The bin holding time `now`; the epsilon keeps 0.3 s in bin 3 despite 0.3 / 0.1
+        being 2.9999999999999996 in floating point."""
+        return int(now / self.bin_seconds + 1e-9)
+
     def _stats(self, packet: Packet) -> FlowStats:
         segment = packet.tcp
         key = FlowKey(packet.src, segment.src_port, packet.dst, segment.dst_port)
@@ -87,7 +92,7 @@ class FlowTable:
         stats.last_received = now
         if size:
             stats.payload_bytes_received += size
-            index = int(now / self.bin_seconds)
+            index = self.bin_index(now)
             stats.bins[index] = stats.bins.get(index, 0) + size
 
     def series(self, key: FlowKey, until: float | None = None) -> list[tuple[float, int]]:
@@ -98,7 +103,7 @@ class FlowTable:
             return []
         last = max(stats.bins, default=-1)
         if until is not None:
-            last = max(last, int(until / self.bin_seconds))
+            last = max(last, self.bin_index(until))
         return [(round(index * self.bin_seconds, 9), stats.bins.get(index, 0))
                 for index in range(last + 1)]
 

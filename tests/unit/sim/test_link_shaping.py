@@ -140,3 +140,15 @@ def test_flow_counters_and_time_series_bins() -> None:
     # 120 ms of serialization: two 100 ms bins, the first holding 83 whole packets
     assert [start for start, _ in series] == [0.0, 0.1]
     assert series[0][1] == 83 * PAYLOAD and sum(size for _, size in series) == 100 * PAYLOAD
+
+
+def test_bins_are_assigned_by_virtual_time_without_float_slips() -> None:
+    network = SimNetwork(1)
+    sink = Sink()
+    sender = network.add_endpoint("a", PacedSender("10.0.0.1", "10.0.0.2", 8, 0.1, 100))
+    network.add_link("ab", sender, network.add_endpoint("b", sink), a_address="10.0.0.1",
+                     b_address="10.0.0.2")
+    network.run()
+    (key,) = network.flows.data_flows()
+    # one packet every 100 ms, arriving exactly on bin boundaries (0.1 x k accumulates error)
+    assert [size for _, size in network.flows.series(key)] == [100] * 8
