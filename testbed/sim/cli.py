@@ -12,14 +12,17 @@ naming the problem and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from middleboxes.base import Middlebox
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.sim.params import LinkParams, LinkParamsError
+from testbed.sim.pcap import PcapWriter
 from testbed.sim.rng import derive_rng
 from testbed.sim.topology import TopologyError, check_simulable
 from testbed.sim.transfer import (
@@ -27,8 +30,9 @@ from testbed.sim.transfer import (
     PathSpec,
     TimelineStep,
     TransferSpec,
+    build_transfer,
+    finish_transfer,
     path_name,
-    run_transfer,
     series_for,
 )
 
@@ -91,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the encode/decode of every packet at every hop (faster)")
     parser.add_argument("--series", action="store_true",
                         help="include each subflow's payload bytes per 100 ms bin")
+    parser.add_argument("--pcap", metavar="DIR",
+                        help="write DIR/<link>.pcap for every link (raw IPv4, virtual time), "
+                             "for tshark")
     parser.add_argument("--indent", default="2", help="JSON indentation (0 = one line)")
 
 
@@ -265,8 +272,24 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"testbed stack sim: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = run_transfer(spec)
+    setup = build_transfer(spec)
+    pcap_dir = Path(args.pcap) if args.pcap else None
+    with contextlib.ExitStack() as files:
+        pcaps: dict[str, str] = {}
+        if pcap_dir is not None:
+            try:
+                pcap_dir.mkdir(parents=True, exist_ok=True)
+                for name in setup.network.links:
+                    path = pcap_dir / f"{name}.pcap"
+                    setup.network.capture(name, PcapWriter(files.enter_context(path.open("wb"))))
+                    pcaps[name] = str(path)
+            except OSError as error:
+                print(f"testbed stack sim: error: --pcap {args.pcap}: {error}", file=sys.stderr)
+                return EXIT_USAGE
+        result = finish_transfer(setup)
     summary = result.summary()
+    if pcaps:
+        summary["pcaps"] = pcaps
     if args.series:
         summary["series"] = {label: [[start, size] for start, size in series]
                              for label, series in series_for(result).items()}

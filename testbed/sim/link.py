@@ -59,12 +59,14 @@ class Link:
         self.shapers: dict[Direction, Shaper] = {
             Direction.UPSTREAM: Shaper(
                 f"{name}:up", upstream, rng_for(f"link/{name}/upstream"), scheduler,
-                self._arrival_handler(node_b)),
+                self._arrival_handler(node_b, Direction.UPSTREAM)),
             Direction.DOWNSTREAM: Shaper(
                 f"{name}:down", downstream, rng_for(f"link/{name}/downstream"), scheduler,
-                self._arrival_handler(node_a)),
+                self._arrival_handler(node_a, Direction.DOWNSTREAM)),
         }
         self.chain = MiddleboxChain(middleboxes, scheduler, self._enter_shaper)
+        # Observers of every packet the link delivers: (virtual time, direction, packet).
+        self.taps: list[Callable[[float, Direction, Packet], None]] = []
 
     @property
     def middleboxes(self) -> list[Middlebox]:
@@ -125,9 +127,11 @@ class Link:
             return
         shaper.enqueue(data, len(data))
 
-    def _arrival_handler(self, receiver: Node) -> Callable[[Any], None]:
+    def _arrival_handler(self, receiver: Node, direction: Direction) -> Callable[[Any], None]:
         def arrived(item: Any) -> None:
             if self._codec is None:
+                for tap in self.taps:
+                    tap(self._scheduler.now, direction, item)
                 self._on_arrival(receiver, item, self)
                 return
             try:
@@ -138,6 +142,8 @@ class Link:
             except WireError as error:
                 self._count_malformed(f"decode at {receiver.name}: {error}")
                 return
+            for tap in self.taps:
+                tap(self._scheduler.now, direction, packet)
             self._on_arrival(receiver, packet, self)
 
         return arrived

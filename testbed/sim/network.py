@@ -24,6 +24,7 @@ from testbed.sim.link import Link
 from testbed.sim.nodes import EndpointNode, Node, RouterNode
 from testbed.sim.packets import WireCodec, copy_packet, load_wire_codec
 from testbed.sim.params import LinkParams
+from testbed.sim.pcap import PcapWriter
 from testbed.sim.rng import derive_rng
 from testbed.sim.scheduler import EventScheduler, RunResult, SimulationError
 from testbed.sim.stats import MAX_BIN_SECONDS, FlowTable
@@ -168,6 +169,21 @@ class SimNetwork:
 
     def endpoints(self) -> list[EndpointNode]:
         return [node for node in self.nodes.values() if isinstance(node, EndpointNode)]
+
+    def capture(self, name: str, writer: PcapWriter) -> None:
+        """Record every packet link `name` delivers, both directions, into `writer`."""
+        link = self.link(name)
+        from testbed.wire import encode_packet
+        from testbed.wire.errors import WireError
+
+        def tap(now: float, _direction: Direction, packet: Packet) -> None:
+            try:
+                data = encode_packet(packet)
+            except WireError:
+                return  # already counted as malformed by the link, or never sendable
+            writer.write(now, data)
+
+        link.taps.append(tap)
 
     # --- timeline ------------------------------------------------------------------------
     def call_at(self, when: float, action: Callable[[], None]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,12 @@ def test_bench_reports_both_sides_as_json(capsys: pytest.CaptureFixture[str]) ->
         assert report[side]["data_segments"] >= 300_000 // 1460
         assert report[side]["segments_per_second"] > 0
         assert report[side]["stack_segments_per_second"] >= report[side]["segments_per_second"]
+
+
+def test_sim_writes_one_pcap_per_link(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run_cli(capsys, "--path", "rate=10,delay=5", "--size", "50k",
+                           "--pcap", str(tmp_path / "caps"))
+    summary = json.loads(out)
+    assert code == 0 and set(summary["pcaps"]) == {"path1", "core"}
+    for path in summary["pcaps"].values():
+        assert Path(path).stat().st_size > 24 + 50_000  # header plus at least the payload
