@@ -184,11 +184,16 @@ class Connection(HandshakeMixin, SignallingMixin):
                           subflow_id=self._next_subflow_id)
         self._next_subflow_id += 1
         subflow.rx = MappingReceiver(checksum=self.checksum)
+        subflow.option_overhead = self._dss_overhead()
         self.subflows.append(subflow)
         self.all_subflows.append(subflow)
         self.history.append(subflow)
         self.host.register_subflow(subflow, self)
         return subflow
+
+    def _dss_overhead(self) -> int:
+        """Bytes of a DSS with 64-bit data ACK and 64-bit mapping (+ checksum)."""
+        return 28 if self.checksum else 26
 
     def _local_address_id(self, address: str) -> int:
         if address not in self.local_address_ids:
@@ -208,6 +213,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         self._send_buf_offset = 0
         self.rcv = Reassembly(self.remote_idsn + 1)
         initial = self.subflows[0]
+        initial.option_overhead = self._dss_overhead()  # checksum is known only now
         self.peer_window_right = self.snd_data_una + initial.snd_wnd
 
     def _fall_back(self, kind: str, now: float) -> None:
@@ -342,6 +348,7 @@ class Connection(HandshakeMixin, SignallingMixin):
 
     def _become_plain(self, subflow: Subflow, now: float) -> None:
         subflow.mptcp = False
+        subflow.option_overhead = 0
         subflow.fully_established = subflow.data_ready = True
         subflow.rx = MappingReceiver(checksum=False)
         subflow.rx.set_infinite(1, self.rcv.next)

@@ -167,6 +167,7 @@ class Subflow:
         self.bytes_received = 0
         self.close_reason: str | None = None
         self.is_passive = False
+        self.option_overhead = 0  # MPTCP option bytes reserved on data segments
         self.pending_prio: bool | None = None  # MP_PRIO to send on this subflow
         self.rx = None  # testbed.mptcp.mapping.MappingReceiver, attached by the connection
 
@@ -177,9 +178,11 @@ class Subflow:
 
     @property
     def mss(self) -> int:
-        """Payload bytes per segment: the smaller MSS, less the timestamp option."""
-        mss = min(self.config.mss, self.peer_mss)
-        return mss - 12 if self.ts_ok else mss
+        """Payload bytes per segment: the smaller MSS, less the options every data segment
+        carries (timestamps, and the DSS the connection reserves), padded to 4 bytes, so
+        that header + options + payload never exceed the path MTU the MSS came from."""
+        options = (10 if self.ts_ok else 0) + self.option_overhead
+        return min(self.config.mss, self.peer_mss) - ((options + 3) & ~3)
 
     @property
     def backup(self) -> bool:
