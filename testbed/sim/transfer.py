@@ -131,6 +131,9 @@ class SubflowBytes:
 
 @dataclass
 class TransferResult:
+    """How one transfer went: outcome class, integrity, timing, per-subflow bytes, and the
+    evidence (each side's events and stack statistics, the network's counters)."""
+
     outcome: str
     complete: bool
     size: int
