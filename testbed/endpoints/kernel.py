@@ -225,6 +225,17 @@ def _timeseries_path(base: Path | None, connection: int, connections: int) -> Pa
     return base.with_name(f"{base.stem}.{connection}{base.suffix}")
 
 
+def _socket_addresses(sock: socket.socket) -> tuple[str, str]:
+    """(local, remote) as "ip:port"; "?" for a side the kernel no longer knows (peer reset)."""
+    addresses = []
+    for getter in (sock.getsockname, sock.getpeername):
+        try:
+            addresses.append(_format_address(getter()))
+        except OSError:
+            addresses.append("?")
+    return addresses[0], addresses[1]
+
+
 def _abort_on_close(sock: socket.socket) -> None:
     """Make close() reset the connection (RST, or MP_FASTCLOSE for MPTCP).
 
@@ -249,8 +260,7 @@ def run_connection(
     """
     origin = settings.clock()
     started_at_unix = settings.wall_clock()
-    local = _format_address(sock.getsockname())
-    remote = _format_address(sock.getpeername())
+    local, remote = _socket_addresses(sock)
     writer = TimeseriesWriter(timeseries.open("w", encoding="ascii")) if timeseries else None
     sampler = SocketSampler(
         sock,
@@ -329,6 +339,7 @@ def run_connection(
         subflows=tuple(tracker.subflow_reports()),
         mptcp_info=_counters(tracker.last_mptcp_info),
         samples=tracker.samples,
+        mptcp_seen=tracker.mptcp_seen,
         error=message,
         error_kind=kind,
         exit_code=EXIT_OK if error is None else EXIT_TRANSFER_FAILED,
@@ -459,9 +470,14 @@ def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
         workers = 0
 
         def serve(conn: socket.socket, index: int) -> None:
+            # Always hand over a report: the main thread waits for one per connection.
             with conn:
-                path = _timeseries_path(settings.timeseries, index, connections)
-                report = run_connection(conn, settings, index, None, path)
+                try:
+                    path = _timeseries_path(settings.timeseries, index, connections)
+                    report = run_connection(conn, settings, index, None, path)
+                except Exception as exc:  # e.g. the time-series file cannot be created
+                    _abort_on_close(conn)
+                    report = failed_report(settings, index, exc, None)
             out.emit(report.to_json())
             finished.put(report)
 

@@ -84,7 +84,7 @@ class EndpointReport:
     connection: int  # index of the connection at this endpoint (server: accept order)
     transport: Literal["mptcp", "tcp"]  # what was asked for
     mptcp_requested: bool
-    mptcp_used: bool  # MPTCP_INFO answered and the fallback flag was clear at the end
+    mptcp_used: bool  # still MPTCP at the end: MPTCP_INFO answered, fallback flag clear
     direction: Direction | None  # None when the server failed before reading the request
     sending: bool  # this side sent the payload
     mode: Literal["bytes", "seconds"] | None
@@ -97,10 +97,13 @@ class EndpointReport:
     goodput_mbps: float
     local: str | None
     remote: str | None
-    started_at_unix: float | None
+    started_at_unix: float | None  # wall clock when the connection was up: t_s = 0 of the CSV
     subflows: tuple[SubflowReport, ...] = ()
     mptcp_info: MptcpCounters | None = None
     samples: int = 0
+    # Some sample saw MPTCP: with mptcp_used False this is a fallback after the handshake
+    # (infinite mapping), not a fallback on the SYN.
+    mptcp_seen: bool = False
     error: str | None = None
     error_kind: ErrorKind | None = None
     exit_code: int = 0

@@ -78,6 +78,7 @@ class SubflowTracker:
         self._last_sample_s: float | None = None
         self.last_mptcp_info: MptcpInfo | None = None
         self.mptcp_at_end = False  # the latest sample still answered MPTCP_INFO
+        self.mptcp_seen = False  # some sample answered MPTCP_INFO (fallback came later)
         self.samples = 0
 
     def observe(self, t_s: float, observation: Observation) -> list[tuple[object, ...]]:
@@ -86,6 +87,7 @@ class SubflowTracker:
         self._last_sample_s = t_s
         self.mptcp_at_end = observation.mptcp_info is not None
         if observation.mptcp_info is not None:
+            self.mptcp_seen = True
             self.last_mptcp_info = observation.mptcp_info
         rows: list[tuple[object, ...]] = []
         for snapshot in observation.subflows:

@@ -56,6 +56,7 @@ def test_mptcp_upload_uses_both_paths_and_hashes_match(two_path_net: TwoPathNet)
     assert client.bytes == server.bytes == size
     assert client.sha256 == server.sha256 == expected_digest(7, size)
     assert client.mptcp_used and server.mptcp_used and record.mptcp_used
+    assert client.mptcp_seen and server.mptcp_seen
     assert client.sending and not server.sending
     # Two subflows, one per client address, each carrying payload; their acked bytes
     # add up to the payload plus the 24-byte request.
@@ -118,6 +119,7 @@ def test_mptcp_client_falls_back_against_tcp_server(two_path_net: TwoPathNet) ->
     size = 4 * MIB
     client, server = _transfer(two_path_net, ("--tcp",), ("--mptcp", "--bytes", str(size)))
     assert client.mptcp_requested and not client.mptcp_used
+    assert not client.mptcp_seen  # fallback on the SYN/ACK, not later
     assert client.mptcp_info is None
     assert not server.mptcp_used
     # One TCP connection, and its counters survive the close (read before the FINs).
@@ -311,3 +313,18 @@ def test_sigterm_mid_transfer_reports_what_got_through(two_path_net: TwoPathNet)
     assert len(report.subflows) == 2 and report.mptcp_used
     client_report = parse_report(client_out.strip().splitlines()[-1])
     assert client.returncode == 1 and client_report.error_kind == "reset"
+
+
+def test_unwritable_timeseries_fails_the_connection_not_the_server(
+    two_path_net: TwoPathNet, tmp_path: Path
+) -> None:
+    bad_path = tmp_path / "missing-dir" / "s.csv"
+    server = two_path_net.start_server("--listen", "0.0.0.0:0", "--timeseries", str(bad_path))
+    client = two_path_net.run_client(
+        "--connect", _server_target(two_path_net, server.port), "--bytes", str(MIB), "--timeout", "5"
+    )
+    run = server.result(timeout=15)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    report = parse_report(run.stdout.strip().splitlines()[-1])
+    assert report.error_kind == "os" and "No such file" in (report.error or "")
+    assert client.returncode == 1  # the server closed without reading: reset

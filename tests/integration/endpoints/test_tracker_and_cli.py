@@ -59,6 +59,7 @@ def test_void_closed_snapshot_does_not_erase_totals() -> None:
     [report] = tracker.subflow_reports()
     assert report.bytes_acked == 4000 and not report.open_at_end
     assert not tracker.mptcp_at_end and tracker.last_mptcp_info is None
+    assert not tracker.mptcp_seen
 
 
 def test_fallback_after_mptcp_is_visible() -> None:
@@ -66,6 +67,7 @@ def test_fallback_after_mptcp_is_visible() -> None:
     tracker.observe(0.0, Observation(_info(), [_snap("10.98.1.1:1", 1)]))
     tracker.observe(0.1, Observation(None, [_snap("10.98.1.1:1", 2)]))
     assert not tracker.mptcp_at_end and tracker.last_mptcp_info is not None
+    assert tracker.mptcp_seen
 
 
 def test_timeseries_writer_header_and_rows() -> None:
