@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from middleboxes.base import Middlebox
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
-from testbed.sim.params import LinkParams, LinkParamsError
+from testbed.sim.params import LinkParams, LinkParamsError, parse_changes
 from testbed.sim.pcap import PcapWriter
 from testbed.sim.rng import derive_rng
 from testbed.sim.topology import TopologyError, check_simulable
@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "'path1:rewrite_payload:{\"pattern\": \"ab\", \"replacement\": \"cd\"}'")
     parser.add_argument(
         "--at", action="append", default=[], metavar="TIME:LINK:ACTION",
-        help="timeline step: 1.5:path1:cut, 3:path1:restore, 2:path2:set:rate=5,delay=40")
+        help="timeline step: 1.5:path1:cut, 3:path1:restore, 2:path2:set:rate=5,delay=40 "
+             "(set changes only the keys given, both directions)")
     parser.add_argument("--seed", default="1", help="experiment seed (integer, default 1)")
     parser.add_argument("--time-limit", default="60",
                         help="stop after this many seconds of virtual time (default 60)")
@@ -160,10 +161,12 @@ def parse_timeline(text: str, path_names: list[str]) -> TimelineStep:
         return TimelineStep(time, parts[1], action)
     if action == "set" and len(parts) == 4:
         try:
-            params = LinkParams.parse(parts[3])
+            changes = parse_changes(parts[3])
         except LinkParamsError as error:
             raise UsageError(f"--at {text!r}: {error}") from None
-        return TimelineStep(time, parts[1], "set", params)
+        if not changes:
+            raise UsageError(f"--at {text!r}: set needs at least one key=value")
+        return TimelineStep(time, parts[1], "set", changes)
     raise UsageError(f"--at {text!r}: action must be cut, restore or set:PARAMS")
 
 

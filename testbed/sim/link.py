@@ -99,6 +99,14 @@ class Link:
             if direction is None or which is direction:
                 shaper.set_params(params)
 
+    def change_params(self, changes: dict[str, object],
+                      direction: Direction | None = None) -> None:
+        """Change only the named fields (LinkParams names) of each direction's current
+        shaping, like `tc change` with the rest of the state carried over."""
+        for which, shaper in self.shapers.items():
+            if direction is None or which is direction:
+                shaper.set_params(shaper.params.with_changes(**changes))
+
     # --- data path -----------------------------------------------------------------------
     def send(self, packet: Packet, sender: Node) -> None:
         """`sender` (one of the two ends) puts `packet` on this link now."""

@@ -206,8 +206,19 @@ class SimNetwork:
     def set_link_params_at(
         self, when: float, name: str, params: LinkParams, direction: Direction | None = None
     ) -> None:
+        """At `when`, replace the link's shaping (one direction or both) with `params`."""
         link = self.link(name)
         self.call_at(when, lambda: link.set_params(params, direction))
+
+    def change_link_at(
+        self, when: float, name: str, changes: dict[str, object],
+        direction: Direction | None = None,
+    ) -> None:
+        """At `when`, change only the named LinkParams fields, keeping the others as they are
+        then (e.g. {"rate_mbit": 5} after an earlier delay change keeps that delay)."""
+        LinkParams().with_changes(**changes)  # unknown names and bad values fail now
+        link = self.link(name)
+        self.call_at(when, lambda: link.change_params(changes, direction))
 
     # --- driving endpoints ---------------------------------------------------------------
     def poke(self, nodes: Iterable[EndpointNode] | None = None) -> None:

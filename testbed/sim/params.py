@@ -66,26 +66,32 @@ class LinkParams:
         queue counts packets ("none" = unlimited).
         Keys not given keep their value from `base` (defaults when None).
         """
-        changes: dict[str, object] = {}
-        for item in text.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            key, sep, value = item.partition("=")
-            key, value = key.strip(), value.strip()
-            if not sep or not value:
-                raise LinkParamsError(f"link parameter {item!r} is not key=value")
-            parser = _PARSERS.get(key)
-            if parser is None:
-                raise LinkParamsError(
-                    f"unknown link parameter {key!r}; known: {', '.join(sorted(_PARSERS))}")
-            field_name, convert = parser
-            try:
-                changes[field_name] = convert(value)
-            except ValueError as error:
-                raise LinkParamsError(f"link parameter {key}={value!r}: {error}") from None
-        return (base or cls()).with_changes(**changes)
+        return (base or cls()).with_changes(**parse_changes(text))
 
+
+def parse_changes(text: str) -> dict[str, object]:
+    """The `key=value,...` form as {field name: value}, for changing only those fields of a
+    link's current parameters (see LinkParams.parse for the keys and units)."""
+    changes: dict[str, object] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not value:
+            raise LinkParamsError(f"link parameter {item!r} is not key=value")
+        parser = _PARSERS.get(key)
+        if parser is None:
+            raise LinkParamsError(
+                f"unknown link parameter {key!r}; known: {', '.join(sorted(_PARSERS))}")
+        field_name, convert = parser
+        try:
+            changes[field_name] = convert(value)
+        except ValueError as error:
+            raise LinkParamsError(f"link parameter {key}={value!r}: {error}") from None
+    LinkParams().with_changes(**changes)  # validates ranges now, not at the change's time
+    return changes
 
 def _number(value: str) -> float:
     number = float(value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from middleboxes.base import Middlebox
@@ -60,12 +60,13 @@ class PathSpec:
 @dataclass
 class TimelineStep:
     """At virtual `time`, on link `path` ("path1", "core", or a topology's link name): cut,
-    restore, or set new parameters (both directions)."""
+    restore, or "set" = change the LinkParams fields in `changes` (both directions), keeping
+    the other fields as they are at that time."""
 
     time: float
     path: str
     action: str  # "cut" | "restore" | "set"
-    params: LinkParams | None = None
+    changes: dict[str, object] | None = None
 
 
 @dataclass
@@ -101,8 +102,37 @@ class TransferSpec:
                 raise ValueError(f"timeline: no link named {step.path!r}; links: {sorted(names)}")
             if step.action not in ("cut", "restore", "set"):
                 raise ValueError(f"timeline: action {step.action!r} is not cut, restore or set")
-            if (step.action == "set") != (step.params is not None):
-                raise ValueError("timeline: 'set' needs params, cut/restore take none")
+            if (step.action == "set") != bool(step.changes):
+                raise ValueError("timeline: 'set' needs changes, cut/restore take none")
+            if step.changes:
+                LinkParams().with_changes(**step.changes)
+
+    def describe(self) -> dict[str, object]:
+        """The inputs as plain data, so a printed result says what produced it."""
+        def config(stack: StackConfig) -> dict[str, object]:
+            return {"mptcp_enabled": stack.mptcp_enabled, "checksum": stack.checksum,
+                    "congestion_control": stack.congestion_control,
+                    "scheduler": stack.scheduler, "path_manager": stack.path_manager}
+
+        described: dict[str, object] = {
+            "size": self.size, "seed": self.seed, "codec": self.codec,
+            "time_limit_s": self.time_limit,
+            "client": config(self.client_config), "server": config(self.server_config),
+            "timeline": [{"time": step.time, "link": step.path, "action": step.action,
+                          **({"changes": dict(step.changes)} if step.changes else {})}
+                         for step in self.timeline],
+        }
+        if self.topology is None:
+            described["paths"] = {
+                path_name(i): {"upstream": asdict(path.upstream),
+                               "downstream": asdict(path.downstream or path.upstream),
+                               "middleboxes": [box.name for box in path.middleboxes]}
+                for i, path in enumerate(self.paths)}
+        else:
+            described["topology"] = self.topology.describe()
+            described["middleboxes"] = {name: [box.name for box in boxes]
+                                        for name, boxes in self.topology_middleboxes.items()}
+        return described
 
     def path_names(self) -> list[str]:
         """The client's access links, in the order of the client's addresses."""
@@ -151,6 +181,7 @@ class TransferResult:
     server_stats: Any
     network: SimNetwork
     server_address: str = SERVER_ADDRESS
+    spec: TransferSpec | None = None
 
     @property
     def hash_ok(self) -> bool:
@@ -162,6 +193,7 @@ class TransferResult:
     def summary(self) -> dict[str, object]:
         """Plain data for JSON: what the CLI prints."""
         return {
+            "spec": self.spec.describe() if self.spec is not None else None,
             "outcome": self.outcome,
             "complete": self.complete,
             "size": self.size,
@@ -285,8 +317,8 @@ def build_transfer(spec: TransferSpec) -> TransferSetup:
         elif step.action == "restore":
             network.restore_link_at(step.time, step.path)
         else:
-            assert step.params is not None
-            network.set_link_params_at(step.time, step.path, step.params)
+            assert step.changes is not None
+            network.change_link_at(step.time, step.path, step.changes)
 
     def connect() -> None:
         sender.attach(open_connection(client_host, client_addresses[0], server_address,
@@ -378,6 +410,7 @@ def _result(setup: TransferSetup, stop_reason: str) -> TransferResult:
         server_stats=connection_stats(receiver.connection),
         network=network,
         server_address=setup.server_address,
+        spec=setup.spec,
     )
 
 

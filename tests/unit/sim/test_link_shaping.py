@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams
+from testbed.sim.params import LinkParams, LinkParamsError
 from tests.unit.sim.toy_endpoints import Burst, Echo, PacedSender, Sink, data_packet
 
 PAYLOAD = 1460  # 1500-byte IPv4 packets: 1.2 ms each at 10 Mbit/s
@@ -152,3 +152,18 @@ def test_bins_are_assigned_by_virtual_time_without_float_slips() -> None:
     (key,) = network.flows.data_flows()
     # one packet every 100 ms, arriving exactly on bin boundaries (0.1 x k accumulates error)
     assert [size for _, size in network.flows.series(key)] == [100] * 8
+
+
+def test_changing_some_parameters_keeps_the_others() -> None:
+    network, sink = burst_network(20, LinkParams(rate_mbit=10, delay_ms=20, queue_packets=None))
+    network.change_link_at(0.0065, "ab", {"rate_mbit": 1})
+    network.run()
+    assert sink.received[-1][0] == pytest.approx(0.0072 + 14 * 0.012 + 0.020)
+    assert network.link("ab").shapers[next(iter(network.link("ab").shapers))].params == (
+        LinkParams(rate_mbit=1, delay_ms=20, queue_packets=None))
+
+
+def test_a_bad_change_fails_when_scheduled_not_when_applied() -> None:
+    network, _ = burst_network(1, LinkParams())
+    with pytest.raises(LinkParamsError, match="unknown link parameter 'rate'"):
+        network.change_link_at(1.0, "ab", {"rate": 1})
