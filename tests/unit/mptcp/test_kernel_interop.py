@@ -1,0 +1,197 @@
+"""Interoperability with the Linux kernel MPTCP (the arbiter), in two network namespaces.
+
+Namespace K runs kernel MPTCP sockets (IPPROTO_MPTCP) on 10.99.x.1; namespace S runs our
+stack (`stack_peer.py`) on AF_PACKET with addresses the kernel of S does not own, reached
+through static neighbour entries in K. Each test moves a known byte pattern both ways and
+checks the hashes, our outcome, and the kernel's MPTcpExt counters (nstat) in K.
+Exactly the namespaces created here are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+KERNEL_PEER = r"""
+import hashlib, json, socket, sys
+role, addr = sys.argv[1], sys.argv[2]
+port, send, expect = (int(value) for value in sys.argv[3:6])
+payload = bytes((i * 7) & 0xFF for i in range(send))
+def drain(conn, until):
+    got = bytearray()
+    while until is None or len(got) < until:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+if role == "server":
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(1); s.settimeout(30)
+    conn, _ = s.accept(); conn.settimeout(30)
+    got = drain(conn, expect); conn.sendall(payload); conn.shutdown(socket.SHUT_WR); drain(conn, None)
+else:
+    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); conn.settimeout(30)
+    conn.connect((addr, port)); conn.sendall(payload); conn.shutdown(socket.SHUT_WR)
+    got = drain(conn, None)
+conn.close()
+print(json.dumps({"received": len(got), "sha256": hashlib.sha256(bytes(got)).hexdigest()}))
+"""
+
+
+def _pattern_hash(size: int, factor: int) -> str:
+    return hashlib.sha256(bytes((i * factor) & 0xFF for i in range(size))).hexdigest()
+
+
+def _run(*command: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr}")
+    return result.stdout
+
+
+def _available() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("nstat") \
+        is not None
+
+
+class Namespaces:
+    def __init__(self) -> None:
+        suffix = f"{os.getpid()}{time.monotonic_ns() % 100000}"
+        self.kernel = f"mpk{suffix}"
+        self.stack = f"mps{suffix}"
+        self.created: list[str] = []
+
+    def __enter__(self) -> Namespaces:
+        for name in (self.kernel, self.stack):
+            _run("ip", "netns", "add", name)
+            self.created.append(name)
+        _run("ip", "link", "add", "vk", "netns", self.kernel, "type", "veth", "peer", "name",
+             "vs", "netns", self.stack)
+        _run("ip", "-n", self.kernel, "addr", "add", "10.99.0.1/24", "dev", "vk")
+        for name, link in ((self.kernel, "vk"), (self.stack, "vs")):
+            _run("ip", "-n", name, "link", "set", link, "up")
+            _run("ip", "-n", name, "link", "set", "lo", "up")
+            # real MTU-sized segments with real checksums (no offload shortcuts on veth)
+            subprocess.run(["ip", "netns", "exec", name, "ethtool", "-K", link, "tso", "off",
+                            "gso", "off", "gro", "off", "tx", "off"], capture_output=True,
+                           check=False)
+        self.stack_mac = json.loads(_run("ip", "-j", "-n", self.stack, "link", "show", "vs"))[0][
+            "address"]
+        self.kernel_mac = json.loads(_run("ip", "-j", "-n", self.kernel, "link", "show", "vk"))[
+            0]["address"]
+        for address in ("10.99.0.2", "10.99.0.12"):
+            _run("ip", "-n", self.kernel, "neigh", "add", address, "lladdr", self.stack_mac,
+                 "dev", "vk")
+        _run("ip", "netns", "exec", self.kernel, "sysctl", "-q", "-w", "net.mptcp.enabled=1")
+        _run("ip", "netns", "exec", self.kernel, "ip", "mptcp", "limits", "set", "subflows",
+             "4", "add_addr_accepted", "4")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.created:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+    def counters(self) -> dict[str, int]:
+        out = _run("ip", "netns", "exec", self.kernel, "nstat", "-az")
+        values = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if parts and parts[0].startswith("MPTcpExt"):
+                values[parts[0][len("MPTcpExt"):]] = int(parts[1])
+        return values
+
+
+def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: bool = False,
+              up: int = 1_500_000, down: int = 700_000) -> tuple[dict, dict]:
+    """Our side sends `up` bytes (pattern x3) and receives `down` bytes (pattern x7).
+
+    A kernel client connects before our side listens at times; its SYN retransmission
+    covers that, as it would on a real network."""
+    kernel_role = "server" if our_role == "client" else "client"
+    kernel_address = "10.99.0.1" if kernel_role == "server" else "10.99.0.2"
+    if kernel_checksum:
+        _run("ip", "netns", "exec", ns.kernel, "sysctl", "-q", "-w",
+             "net.mptcp.checksum_enabled=1")
+    kernel = subprocess.Popen(
+        ["ip", "netns", "exec", ns.kernel, sys.executable, "-c", KERNEL_PEER, kernel_role,
+         kernel_address, "5201", str(down), str(up)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    if kernel_role == "server":
+        time.sleep(0.3)
+    command = ["ip", "netns", "exec", ns.stack, sys.executable, "-m",
+               "tests.unit.mptcp.stack_peer", our_role, "--local", local, "--remote",
+               "10.99.0.1", "--send", str(up), "--expect", str(down), "--peer-mac",
+               ns.kernel_mac, "--iface", "vs"]
+    ours = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60,
+                          check=False)
+    kernel_out, kernel_err = kernel.communicate(timeout=60)
+    assert ours.returncode == 0, ours.stderr
+    assert kernel.returncode == 0, kernel_err
+    return json.loads(ours.stdout), json.loads(kernel_out)
+
+
+needs_root = pytest.mark.skipif(not _available(), reason="needs root, ip and nstat")
+
+
+@needs_root
+def test_our_client_against_kernel_server() -> None:
+    with Namespaces() as ns:
+        ours, kernel = _exchange(ns, our_role="client", local="10.99.0.2")
+        counters = ns.counters()
+    assert kernel["sha256"] == _pattern_hash(1_500_000, 3)
+    assert ours["sha256"] == _pattern_hash(700_000, 7)
+    assert ours["stats"]["outcome"] == "mptcp"
+    assert counters["MPCapableSYNRX"] == 1 and counters["MPCapableACKRX"] == 1
+    assert counters.get("DSSNotMatching", 0) == 0 and counters.get("InfiniteMapRx", 0) == 0
+
+
+@needs_root
+def test_our_join_accepted_by_kernel_and_both_subflows_carry_data() -> None:
+    with Namespaces() as ns:
+        ours, kernel = _exchange(ns, our_role="client", local="10.99.0.2,10.99.0.12")
+        counters = ns.counters()
+    assert kernel["sha256"] == _pattern_hash(1_500_000, 3)
+    assert ours["sha256"] == _pattern_hash(700_000, 7)
+    assert counters["MPJoinSynRx"] == 1 and counters["MPJoinAckRx"] == 1
+    assert counters.get("MPJoinAckHMacFailure", 0) == 0
+    subflows = ours["stats"]["subflows"]
+    assert len(subflows) == 2 and all(s["bytes_sent"] > 0 for s in subflows)
+
+
+@needs_root
+def test_kernel_client_against_our_server() -> None:
+    with Namespaces() as ns:
+        ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2",
+                                 up=700_000, down=1_500_000)
+        counters = ns.counters()
+    assert ours["sha256"] == _pattern_hash(1_500_000, 7)
+    assert kernel["sha256"] == _pattern_hash(700_000, 3)
+    assert ours["stats"]["outcome"] == "mptcp"
+    assert counters["MPCapableSYNACKRX"] == 1
+
+
+@needs_root
+def test_checksums_requested_by_kernel_are_negotiated_and_verified_both_ways() -> None:
+    with Namespaces() as ns:
+        # our side does not ask for checksums; the kernel's A flag on the SYN/ACK must win
+        ours, kernel = _exchange(ns, our_role="client", local="10.99.0.2",
+                                 kernel_checksum=True)
+        counters = ns.counters()
+    assert ours["stats"]["checksum"] is True
+    assert kernel["sha256"] == _pattern_hash(1_500_000, 3)
+    assert ours["sha256"] == _pattern_hash(700_000, 7)
+    assert counters.get("DataCsumErr", 0) == 0
+    assert ours["stats"]["counters"]["DataCsumErr"] == 0
