@@ -144,7 +144,11 @@ def test_mptcp_disabled_is_a_clear_error_exit_3(two_path_net: TwoPathNet) -> Non
     assert len(stderr_lines) == 1 and "net.mptcp.enabled" in stderr_lines[0], run.stderr
     report = parse_report(run.stdout.strip().splitlines()[-1])
     assert report.error_kind == "mptcp-unavailable" and report.exit_code == 3
-    # The same namespace still runs plain TCP.
+    two_path_net.sysctl(two_path_net.server_ns, "net.mptcp.enabled", "0")
+    server_run = two_path_net.start_server("--listen", "0.0.0.0:0", wait_listening=False).result()
+    assert server_run.returncode == 3 and "net.mptcp.enabled" in server_run.stderr
+    assert parse_report(server_run.stdout.strip()).error_kind == "mptcp-unavailable"
+    # The same namespaces still run plain TCP.
     server = two_path_net.start_server("--listen", "0.0.0.0:0", "--tcp")
     tcp_run = two_path_net.run_client(
         "--connect", _server_target(two_path_net, server.port), "--tcp", "--bytes", "1000"
