@@ -27,6 +27,7 @@ KERNEL_PEER = r"""
 import hashlib, json, socket, sys
 role, addr = sys.argv[1], sys.argv[2]
 port, send, expect = (int(value) for value in sys.argv[3:6])
+proto = 0 if sys.argv[6:] == ["tcp"] else 262  # plain TCP when MPTCP is disabled
 payload = bytes((i * 7) & 0xFF for i in range(send))
 def drain(conn, until):
     got = bytearray()
@@ -37,13 +38,13 @@ def drain(conn, until):
         got += chunk
     return got
 if role == "server":
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((addr, port)); s.listen(1); s.settimeout(30)
+    s.bind(("0.0.0.0", port)); s.listen(1); s.settimeout(30)
     conn, _ = s.accept(); conn.settimeout(30)
     got = drain(conn, expect); conn.sendall(payload); conn.shutdown(socket.SHUT_WR); drain(conn, None)
 else:
-    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); conn.settimeout(30)
+    conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto); conn.settimeout(30)
     conn.connect((addr, port)); conn.sendall(payload); conn.shutdown(socket.SHUT_WR)
     got = drain(conn, None)
 conn.close()
@@ -92,7 +93,7 @@ class Namespaces:
             "address"]
         self.kernel_mac = json.loads(_run("ip", "-j", "-n", self.kernel, "link", "show", "vk"))[
             0]["address"]
-        for address in ("10.99.0.2", "10.99.0.12"):
+        for address in ("10.99.0.2", "10.99.0.12", "10.99.0.22"):
             _run("ip", "-n", self.kernel, "neigh", "add", address, "lladdr", self.stack_mac,
                  "dev", "vk")
         _run("ip", "netns", "exec", self.kernel, "sysctl", "-q", "-w", "net.mptcp.enabled=1")
@@ -103,6 +104,9 @@ class Namespaces:
     def __exit__(self, *exc: object) -> None:
         for name in self.created:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+    def in_kernel(self, *command: str) -> None:
+        _run("ip", "netns", "exec", self.kernel, *command)
 
     def counters(self) -> dict[str, int]:
         out = _run("ip", "netns", "exec", self.kernel, "nstat", "-az")
@@ -115,7 +119,8 @@ class Namespaces:
 
 
 def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: bool = False,
-              up: int = 1_500_000, down: int = 700_000) -> tuple[dict, dict]:
+              up: int = 1_500_000, down: int = 700_000,
+              kernel_plain_tcp: bool = False) -> tuple[dict, dict]:
     """Our side sends `up` bytes (pattern x3) and receives `down` bytes (pattern x7).
 
     A kernel client connects before our side listens at times; its SYN retransmission
@@ -127,7 +132,8 @@ def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: boo
              "net.mptcp.checksum_enabled=1")
     kernel = subprocess.Popen(
         ["ip", "netns", "exec", ns.kernel, sys.executable, "-c", KERNEL_PEER, kernel_role,
-         kernel_address, "5201", str(down), str(up)], stdout=subprocess.PIPE,
+         kernel_address, "5201", str(down), str(up), *(["tcp"] if kernel_plain_tcp else [])],
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     if kernel_role == "server":
         time.sleep(0.3)
@@ -195,3 +201,62 @@ def test_checksums_requested_by_kernel_are_negotiated_and_verified_both_ways() -
     assert ours["sha256"] == _pattern_hash(700_000, 7)
     assert counters.get("DataCsumErr", 0) == 0
     assert ours["stats"]["counters"]["DataCsumErr"] == 0
+
+
+@needs_root
+def test_kernel_client_joins_our_server_from_a_second_address() -> None:
+    with Namespaces() as ns:
+        ns.in_kernel("ip", "addr", "add", "10.99.0.11/24", "dev", "vk")
+        ns.in_kernel("ip", "mptcp", "endpoint", "add", "10.99.0.11", "dev", "vk", "subflow")
+        ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2",
+                                 up=700_000, down=1_500_000)
+        counters = ns.counters()
+    assert ours["sha256"] == _pattern_hash(1_500_000, 7)
+    assert kernel["sha256"] == _pattern_hash(700_000, 3)
+    assert counters["MPJoinSynAckRx"] == 1
+    assert ours["stats"]["counters"]["MPJoinAckRx"] == 1
+    remotes = {s["remote"].split(":")[0] for s in ours["stats"]["subflows"]}
+    assert remotes == {"10.99.0.1", "10.99.0.11"}
+
+
+@needs_root
+def test_kernel_add_addr_is_verified_echoed_and_joined() -> None:
+    with Namespaces() as ns:
+        ns.in_kernel("ip", "addr", "add", "10.99.0.21/24", "dev", "vk")
+        ns.in_kernel("ip", "mptcp", "endpoint", "add", "10.99.0.21", "dev", "vk", "signal")
+        ours, kernel = _exchange(ns, our_role="client", local="10.99.0.2")
+        counters = ns.counters()
+    assert kernel["sha256"] == _pattern_hash(1_500_000, 3)
+    assert ours["sha256"] == _pattern_hash(700_000, 7)
+    assert ours["stats"]["counters"]["AddAddr"] == 1  # the kernel's HMAC verified
+    assert counters["EchoAdd"] == 1 and counters["MPJoinSynRx"] == 1
+    remotes = {s["remote"].split(":")[0] for s in ours["stats"]["subflows"]}
+    assert remotes == {"10.99.0.1", "10.99.0.21"}
+
+
+@needs_root
+def test_plain_tcp_kernel_server_makes_our_client_fall_back() -> None:
+    with Namespaces() as ns:
+        ns.in_kernel("sysctl", "-q", "-w", "net.mptcp.enabled=0")
+        ours, kernel = _exchange(ns, our_role="client", local="10.99.0.2",
+                                 kernel_plain_tcp=True)
+    assert kernel["sha256"] == _pattern_hash(1_500_000, 3)
+    assert ours["sha256"] == _pattern_hash(700_000, 7)
+    assert ours["stats"]["outcome"] == "fallback-syn"
+    assert ours["stats"]["counters"]["MPCapableFallbackSYNACK"] == 1
+
+
+@needs_root
+def test_our_add_addr_is_accepted_by_kernel_client_which_joins_it() -> None:
+    with Namespaces() as ns:
+        # our server owns two addresses; its (fullmesh) path manager announces the second
+        ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2,10.99.0.12",
+                                 up=700_000, down=1_500_000)
+        counters = ns.counters()
+    assert ours["sha256"] == _pattern_hash(1_500_000, 7)
+    assert kernel["sha256"] == _pattern_hash(700_000, 3)
+    assert counters["AddAddr"] == 1  # the kernel verified our ADD_ADDR HMAC
+    assert ours["stats"]["counters"]["EchoAdd"] == 1
+    assert counters["MPJoinSynAckRx"] == 1
+    locals_ = {s["local"].split(":")[0] for s in ours["stats"]["subflows"]}
+    assert locals_ == {"10.99.0.2", "10.99.0.12"}
