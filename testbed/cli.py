@@ -91,6 +91,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from testbed.fidelity import format_fidelity, measure
+
+    result = measure(delay_ms=args.delay_ms, loss_pct=args.loss_pct, loss_packets=args.packets)
+    print(json.dumps(result, indent=2) if args.json else format_fidelity(result))
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     return int(args.stack_run(args))
 
@@ -119,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove what crashed or killed runs left behind")
     clean.add_argument("--all", action="store_true", help="also runs whose runner is still alive")
     clean.set_defaults(func=cmd_clean)
+
+    fidelity = sub.add_parser("fidelity", help="measure delay and loss emulation accuracy on two_path")
+    fidelity.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay on path a")
+    fidelity.add_argument("--loss-pct", type=float, default=1.0)
+    fidelity.add_argument("--packets", type=int, default=100_000, help="packets for the loss figure")
+    fidelity.add_argument("--json", action="store_true")
+    fidelity.set_defaults(func=cmd_fidelity)
 
     stack = sub.add_parser("stack", help="the bundled Python MPTCP stack without I/O")
     stack_sub = stack.add_subparsers(dest="stack_command", required=True)

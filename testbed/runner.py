@@ -28,6 +28,7 @@ from testbed.net.build import BumpRuntime, Network
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState
 from testbed.net.topo import Topology
+from testbed.outcome import classify
 from testbed.results import (
     RESULT_FILE,
     SCHEMA,
@@ -102,42 +103,6 @@ def environment(backends: Backends) -> dict[str, Any]:
         "backends": backends.as_dict(),
         "hostname": platform.node(),
     }
-
-
-def classify(
-    record: Any, counters: dict[str, dict[str, int]], expected_subflows: int
-) -> tuple[str, list[str]]:
-    """A first outcome class from the evidence at hand (ends' reports, kernel counters)."""
-    evidence: list[str] = []
-    every = {k: v for per_ns in counters.values() for k, v in per_ns.items()}
-    if record.integrity != "ok":
-        if record.errors:
-            evidence += list(record.errors)
-            return "reset", evidence
-        evidence += list(record.problems)
-        return "corrupted", evidence
-    if record.errors:
-        evidence += list(record.errors)
-        return "reset", evidence
-    if record.bytes == 0:
-        return "stalled", ["no payload byte delivered"]
-    if every.get("MPTcpExtMPFailTx") or every.get("MPTcpExtMPFailRx"):
-        evidence.append("MPFailTx/Rx moved")
-        return "mp-fail", evidence
-    if every.get("MPTcpExtInfiniteMapTx") or every.get("MPTcpExtInfiniteMapRx"):
-        evidence.append("InfiniteMapTx/Rx moved")
-        return "fallback-infinite-map", evidence
-    if not record.mptcp_used:
-        evidence.append("MPTCP_INFO reports fallback or plain TCP")
-        return "fallback-syn", evidence
-    carrying = [s for s in record.subflows if s.bytes_acked > 0]
-    evidence.append(f"{len(carrying)} subflow(s) carried data")
-    if len(carrying) < expected_subflows and (
-        every.get("MPTcpExtMPJoinSynTx", 0) or every.get("MPTcpExtMPJoinSynRx", 0)
-        or every.get("MPTcpExtMPJoinSynAckHMacFailure", 0)
-    ):
-        return "subflow-rejected", evidence
-    return "mptcp", evidence
 
 
 def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,

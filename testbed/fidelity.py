@@ -1,0 +1,108 @@
+"""`testbed fidelity`: how faithfully this machine emulates links, measured, not assumed.
+
+Builds two_path with a configured one-way delay and loss on path a and reports:
+- RTT over path a idle, under a paced UDP flow near the link rate, and under a saturating TCP
+  flow (which adds the bottleneck queue's own delay, as a real link would);
+- the loss measured by the nft (or netem) drop over many packets;
+- set-up and teardown time of the topology.
+Figures are printed and returned; nothing is asserted here (tests assert loose bounds).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import time
+from typing import Any
+
+from testbed.net.build import BumpRuntime, Network
+from testbed.net.state import RunState
+from testbed.runner import detect_backends
+from topologies import build_topology
+
+RTT_LINE = re.compile(r"time=([0-9.]+) ms")
+
+
+def _ping(net: Network, count: int, interval_s: float) -> list[float]:
+    done = subprocess.run(
+        ["ip", "netns", "exec", net.netns("client"), "ping", "-n", "-c", str(count), "-i", str(interval_s),
+         "-I", "10.0.1.1", "10.0.100.2"], capture_output=True, text=True, check=False)
+    return [float(m) for m in RTT_LINE.findall(done.stdout)]
+
+
+def _summary(rtts: list[float]) -> dict[str, float]:
+    if not rtts:
+        return {"samples": 0}
+    ordered = sorted(rtts)
+    return {"samples": len(rtts), "median_ms": round(statistics.median(ordered), 3),
+            "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+            "min_ms": round(ordered[0], 3), "max_ms": round(ordered[-1], 3)}
+
+
+def _iperf(net: Network, args: list[str], seconds: float) -> subprocess.Popen:
+    return net.popen("client", ["iperf3", "-c", "10.0.100.2", "-B", "10.0.1.1", "-t", str(seconds),
+                                "-J", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def measure(delay_ms: float = 10.0, loss_pct: float = 1.0, rate_mbit: float = 100.0,
+            loss_packets: int = 100_000, pings: int = 200) -> dict[str, Any]:
+    backends = detect_backends()
+    out: dict[str, Any] = {"backends": backends.as_dict(), "configured": {
+        "delay_ms_one_way": delay_ms, "loss_pct": loss_pct, "rate_mbit": rate_mbit,
+        "target_rtt_ms": 2 * delay_ms}}
+    topo = build_topology("two_path", {"rate_mbit": rate_mbit, "path_a": {"delay_ms": delay_ms}})
+    bumps = {} if backends.netem else {"mb_a": BumpRuntime(delay_ms=delay_ms)}
+    state = RunState.create()
+    try:
+        net = Network(topo, backends, state, bumps=bumps)
+        with net:
+            server = net.popen("server", ["iperf3", "-s", "-B", "10.0.100.2"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            _ping(net, 3, 0.2)  # ARP and route caches warm
+            out["rtt_idle"] = _summary(_ping(net, pings, 0.01))
+            seconds = pings * 0.01 + 2
+            udp = _iperf(net, ["-u", "-b", f"{int(rate_mbit * 0.9)}M", "-l", "1400"], seconds)
+            time.sleep(0.5)
+            out["rtt_udp_90pct_load"] = _summary(_ping(net, pings, 0.01))
+            udp.communicate(timeout=seconds + 10)
+            tcp = _iperf(net, [], seconds)
+            time.sleep(1.0)
+            out["rtt_tcp_saturated"] = _summary(_ping(net, pings, 0.01))
+            out["rtt_tcp_saturated"]["note"] = "includes the bottleneck queue's delay"
+            tcp.communicate(timeout=seconds + 10)
+            server.terminate()
+
+            net.change_link("a", {"loss_pct": loss_pct})
+            # a paced UDP flow of loss_packets datagrams; the drop rule's own counters are the judge
+            server = net.popen("server", ["iperf3", "-s", "-1", "-B", "10.0.100.2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            pps = rate_mbit * 0.8e6 / 8 / 1000
+            udp = _iperf(net, ["-u", "-b", f"{int(rate_mbit * 0.8)}M", "-l", "1000",
+                               "-k", str(loss_packets)], loss_packets / pps * 2 + 10)
+            udp.communicate(timeout=loss_packets / pps * 2 + 30)
+            server.wait(timeout=10)
+            if net.losses:
+                counters = net.losses["client"].counters()["client-eth0"]
+                out["loss"] = {"packets": counters["packets"], "dropped": counters["dropped"],
+                               "measured_pct": round(100 * counters["dropped"] / counters["packets"], 4),
+                               "mechanism": "nft numgen drop rule counters"}
+            else:
+                shaper = net.shapers["a"][0].read_back()
+                out["loss"] = {"qdiscs": shaper["qdiscs"], "mechanism": "netem qdisc statistics"}
+        out["timings"] = {k: round(v, 3) for k, v in net.timings.items()}
+    finally:
+        state.remove()
+    return out
+
+
+def format_fidelity(result: dict[str, Any]) -> str:
+    lines = [f"backends: {result['backends']}", f"configured: {result['configured']}"]
+    for key in ("rtt_idle", "rtt_udp_90pct_load", "rtt_tcp_saturated"):
+        lines.append(f"{key}: {result[key]}")
+    lines.append(f"loss: {result.get('loss')}")
+    lines.append(f"two_path set-up {result['timings'].get('setup_s')} s, "
+                 f"teardown {result['timings'].get('teardown_s')} s")
+    return "\n".join(lines)
