@@ -260,3 +260,23 @@ def test_our_add_addr_is_accepted_by_kernel_client_which_joins_it() -> None:
     assert counters["MPJoinSynAckRx"] == 1
     locals_ = {s["local"].split(":")[0] for s in ours["stats"]["subflows"]}
     assert locals_ == {"10.99.0.2", "10.99.0.12"}
+
+
+@needs_root
+def test_loss_recovery_against_kernel_with_three_percent_loss_each_way() -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("needs nft")
+    with Namespaces() as ns:
+        ns.in_kernel("nft", "add", "table", "inet", "lossy")
+        for chain, hook in (("out", "output"), ("in", "input")):
+            ns.in_kernel("nft", "add", "chain", "inet", "lossy", chain,
+                         f"{{ type filter hook {hook} priority 0 ; }}")
+            ns.in_kernel("nft", "add", "rule", "inet", "lossy", chain, "meta", "l4proto", "tcp",
+                         "numgen", "random", "mod", "100", "<", "3", "drop")
+        ours, kernel = _exchange(ns, our_role="client", local="10.99.0.2,10.99.0.12",
+                                 up=3_000_000, down=2_000_000)
+    assert kernel["sha256"] == _pattern_hash(3_000_000, 3)
+    assert ours["sha256"] == _pattern_hash(2_000_000, 7)
+    assert ours["stats"]["outcome"] == "mptcp"
+    sent = sum(s["bytes_sent"] for s in ours["stats"]["subflows"])
+    assert sent > 3_000_000  # some bytes went twice: losses really happened and were repaired
