@@ -897,8 +897,11 @@ class Connection(HandshakeMixin, SignallingMixin):
                 except RemoteProtocolError as error:  # pragma: no cover - defensive
                     subflow.reset(now, [MpTcpRst(error.reason)])
         if self.data_fin_deadline is not None and now >= self.data_fin_deadline:
+            self.data_fin_deadline = None
             self.data_fin_backoff = min(self.data_fin_backoff * 2, 64)
             self._send_data_fin(now)
+            if self.data_fin_deadline is None:  # no usable subflow right now: try later
+                self.data_fin_deadline = now + self.config.initial_rto * self.data_fin_backoff
         if self.data_rtx_deadline is not None and now >= self.data_rtx_deadline:
             self.data_rtx_deadline = None
             self.data_rtx_backoff = min(self.data_rtx_backoff * 2, 64)
