@@ -807,6 +807,7 @@ class Connection(HandshakeMixin, SignallingMixin):
             return
         scheduler = self.scheduler
         single = eligible[0] if len(eligible) == 1 else None
+        sticky: Subflow | None = None
         while True:
             if self.reinject:
                 dsn, length = self.reinject[0]
@@ -837,6 +838,9 @@ class Connection(HandshakeMixin, SignallingMixin):
                     return
                 chosen = [single]
                 size = min(available, single.mss, space)
+            elif sticky is not None and sticky.send_space() > 0:
+                chosen = [sticky]  # the choice cannot change until its room is used up
+                size = min(available, sticky.mss, sticky.send_space())
             else:
                 ready = [s for s in eligible if s.send_space() > 0]
                 if not ready:
@@ -844,6 +848,7 @@ class Connection(HandshakeMixin, SignallingMixin):
                         eligible[0].arm_probe(now)
                     return
                 chosen = scheduler.select(ready)
+                sticky = chosen[0] if scheduler.sticky and len(chosen) == 1 else None
                 size = available
                 for subflow in chosen:
                     size = min(size, subflow.mss, subflow.send_space())
@@ -914,7 +919,8 @@ class Connection(HandshakeMixin, SignallingMixin):
         for subflow in self.all_subflows:
             if subflow.outbox:
                 out.extend(subflow.take_output())
-        self.all_subflows = [s for s in self.all_subflows if not s.is_closed or s.outbox]
+        if len(self.all_subflows) != len(self.subflows):
+            self.all_subflows = [s for s in self.all_subflows if not s.is_closed or s.outbox]
         return out
 
     def flush_acks(self, now: float) -> None:

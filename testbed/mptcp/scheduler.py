@@ -29,6 +29,9 @@ def _rtt_key(subflow: Subflow) -> tuple[float, int]:
 
 class Scheduler:
     name = "base"
+    # True when the choice depends only on properties that sending does not change except
+    # the chosen subflow's own room (so the connection may keep filling it without asking)
+    sticky = False
 
     def select(self, ready: list[Subflow]) -> list[Subflow]:
         """The subflow(s) to put the next chunk on; `ready` is never empty."""
@@ -39,6 +42,7 @@ class LowestRttScheduler(Scheduler):
     """Linux's default: the ready subflow with the smallest smoothed RTT."""
 
     name = "lowest_rtt"
+    sticky = True
 
     def select(self, ready: list[Subflow]) -> list[Subflow]:
         return [min(ready, key=_rtt_key)]
