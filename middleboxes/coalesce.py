@@ -10,9 +10,9 @@ The held run is flushed, in order, when a segment does not continue it (out-of-o
 retransmission), when any other packet of the same flow and direction arrives (FIN, SYN, RST,
 a pure ACK: it must not overtake held data), when `max_bytes` is reached, or at the deadline.
 The merged segment carries the latest ACK and window and any PSH. On a forwarding path GRO'd
-super-segments are cut up again before they leave, so what reaches the wire is at most an MSS:
-the default `max_bytes` (1448) merges small segments as a proxy does and fits a 1500-byte MTU;
-larger values model jumbo paths and need the output link's MTU to match.
+super-segments are cut up again before they leave, so what reaches the wire fits the MTU:
+merging stops where the merged packet (headers and kept options included) would exceed
+`mtu_bytes` (1500 by default; 0 models a jumbo path and then `max_bytes` alone limits).
 """
 
 from __future__ import annotations
@@ -24,24 +24,33 @@ from typing import Literal
 from middleboxes.base import Direction
 from middleboxes.common import MiddleboxBase
 from middleboxes.flows import FlowKey, flow_key, seq_add
-from middleboxes.spec import CommonParams, directions_of, param
+from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from middleboxes.split import MAX_TCP_PAYLOAD
-from testbed.wire.types import ACK, PSH, Packet
+from testbed.wire.tcp_options import options_length
+from testbed.wire.types import ACK, PSH, Packet, TcpOption
 
 _MERGEABLE_FLAGS = ACK | PSH
+HEADERS_BYTES = 40  # IPv4 + TCP without options
 
 
 @dataclass(frozen=True, kw_only=True)
 class CoalesceParams(CommonParams):
-    max_bytes: int = param(1448, "largest merged payload, bytes; the default fits a 1500-byte MTU "
-                           "with timestamps, larger values need a larger MTU on the output link",
-                           minimum=2, maximum=MAX_TCP_PAYLOAD)
+    max_bytes: int = param(MAX_TCP_PAYLOAD, "largest merged payload, bytes", minimum=2,
+                           maximum=MAX_TCP_PAYLOAD)
+    mtu_bytes: int = param(1500, "largest merged IP packet (headers and options included) the "
+                           "output link carries; 0 = no limit (jumbo paths)", minimum=0,
+                           maximum=65535)
     hold_ms: float = param(1.0, "longest time a segment waits for followers, milliseconds",
                            minimum=0.0)
     keep_options: Literal["first", "last"] = param(
         "first", "whose TCP options the merged segment carries")
     direction: Literal["upstream", "downstream", "both"] = param(
         "both", "direction of the segments to merge")
+
+    def check(self) -> None:
+        if self.mtu_bytes and self.mtu_bytes < HEADERS_BYTES + 2:
+            raise ParamError("mtu_bytes", f"got {self.mtu_bytes}: no room for two payload bytes "
+                                          f"after {HEADERS_BYTES} bytes of headers")
 
 
 @dataclass(slots=True)
@@ -64,6 +73,13 @@ class Coalesce(MiddleboxBase):
         self._held: dict[tuple[FlowKey, Direction], _HeldRun] = {}
         self._arrivals = 0
 
+    def capacity(self, options: list[TcpOption]) -> int:
+        """The largest payload a merged segment carrying `options` may have."""
+        if not self.params.mtu_bytes:
+            return self.params.max_bytes
+        room = self.params.mtu_bytes - HEADERS_BYTES - options_length(options)
+        return min(self.params.max_bytes, room)
+
     def process(self, packet: Packet, direction: Direction, now: float) -> list[Packet]:
         self.counters.seen += 1
         if direction not in self._directions:
@@ -75,17 +91,19 @@ class Coalesce(MiddleboxBase):
         out: list[Packet] = []
         if run is not None:
             held = run.packet.tcp
+            kept = held.options if self.params.keep_options == "first" else tcp.options
+            limit = self.capacity(kept)
             continues = (mergeable and tcp.seq == seq_add(held.seq, len(held.payload))
-                         and len(held.payload) + len(tcp.payload) <= self.params.max_bytes)
+                         and len(held.payload) + len(tcp.payload) <= limit)
             if continues:
                 self._merge(run, packet)
-                if len(held.payload) < self.params.max_bytes:
+                if len(held.payload) < limit:
                     return []
             del self._held[slot]
             out.append(self._emit(run, direction, now))
             if continues:
                 return out
-        if mergeable and len(tcp.payload) < self.params.max_bytes:
+        if mergeable and len(tcp.payload) < self.capacity(tcp.options):
             self._arrivals += 1
             self._held[slot] = _HeldRun(packet, now + self.params.hold_ms / 1000.0,
                                         self._arrivals)

@@ -10,9 +10,12 @@ edit, otherwise the data-level stream is silently corrupted. That is what experi
 this box are for.
 
 Matching is per segment, as real ALGs do: a pattern split across two segments is not found.
-A retransmitted segment gets the same edit without counting the length change twice. Edits
-below the receiver's cumulative ACK are folded into one offset to bound memory, so an ACK older
-than one already seen maps only approximately (never beyond what was already acknowledged).
+A segment that grows past `mtu_bytes` is cut in pieces, as the output path's GSO would; a
+real ALG on a full-size segment with DF set would otherwise blackhole the flow (it only ever
+meets short control segments). A retransmitted segment gets the same edit without counting
+the length change twice. Edits below the receiver's cumulative ACK are folded into one offset
+to bound memory, so an ACK older than one already seen maps only approximately (never beyond
+what was already acknowledged).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from middleboxes.base import Direction
 from middleboxes.common import MiddleboxBase
 from middleboxes.flows import SEQ_MASK, FlowKey, SeqUnwrapper, flow_key
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
+from middleboxes.split import cut_segment
+from testbed.wire.tcp_options import MAX_OPTIONS_LENGTH, options_length
 from testbed.wire.types import ACK, SYN, Packet, Sack
 
 
@@ -38,10 +43,17 @@ class RewritePayloadParams(CommonParams):
     limit: int = param(0, "rewrite at most this many occurrences per flow and direction "
                        "(0 = all); an ALG edits a few control lines, not every match",
                        minimum=0)
+    mtu_bytes: int = param(1500, "a segment that grows beyond this IP packet size leaves cut "
+                           "in pieces (options copied, as GSO does) instead of being lost; "
+                           "0 = never cut", minimum=0, maximum=65535)
 
     def check(self) -> None:
         if not self.pattern:
             raise ParamError("pattern", "must not be empty")
+        if self.mtu_bytes and self.mtu_bytes < 41 + MAX_OPTIONS_LENGTH:
+            raise ParamError("mtu_bytes", f"got {self.mtu_bytes}, must be 0 or at least "
+                                          f"{41 + MAX_OPTIONS_LENGTH} (headers, full options "
+                                          f"and one byte)")
 
 
 @dataclass
@@ -139,10 +151,24 @@ class RewritePayload(MiddleboxBase):
         reverse = self._streams.get((key, direction.reverse()))
         if reverse is not None and (reverse.positions or reverse.base_shift):
             changes.extend(self._fix_acks(packet, reverse))
+        out = [packet]
+        room = self._room_for(packet)
+        if room is not None:
+            out = cut_segment(packet, room, lambda options, index: list(options))
+            self.counters.injected += len(out) - 1
+            changes.append(f"cut into {len(out)} pieces to fit mtu_bytes")
         if changes:
             self.counters.changed += 1
             self.change_log.record(now, direction, packet, ", ".join(changes))
-        return [packet]
+        return out
+
+    def _room_for(self, packet: Packet) -> int | None:
+        """Payload bytes per piece when the packet exceeds mtu_bytes, else None."""
+        mtu = self.params.mtu_bytes
+        if not mtu or not packet.tcp.payload or packet.tcp.flags & SYN:
+            return None
+        room = mtu - 40 - options_length(packet.tcp.options)
+        return room if len(packet.tcp.payload) > room else None
 
     def _stream(self, key: FlowKey, direction: Direction, seq: int) -> _StreamEdits:
         slot = (key, direction)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,34 @@ class SplitParams(CommonParams):
         "both", "direction of the segments to split")
 
 
+def cut_segment(packet: Packet, piece_bytes: int,
+                options_for_piece: Callable[[list[TcpOption], int], list[TcpOption]]
+                ) -> list[Packet]:
+    """Cut a segment's payload into pieces of at most `piece_bytes`, as TSO does.
+
+    Sequence numbers are consecutive, FIN and PSH stay on the last piece, the IP
+    identification increments per piece; `options_for_piece(options, index)` gives each
+    piece's option list.
+    """
+    tcp = packet.tcp
+    offsets = range(0, len(tcp.payload), piece_bytes)
+    last = len(offsets) - 1
+    pieces = []
+    for index, offset in enumerate(offsets):
+        flags = tcp.flags if index == last else tcp.flags & ~(FIN | PSH)
+        piece_tcp = dataclasses.replace(
+            tcp,
+            seq=(tcp.seq + offset) & 0xFFFFFFFF,
+            flags=flags,
+            options=options_for_piece(tcp.options, index),
+            payload=tcp.payload[offset:offset + piece_bytes],
+            checksum=None,
+        )
+        pieces.append(dataclasses.replace(packet, tcp=piece_tcp,
+                                          ident=(packet.ident + index) & 0xFFFF))
+    return pieces
+
+
 class Split(MiddleboxBase):
     name = "split"
     imitates = "TCP segmentation offload (TSO/GSO) or a re-segmenting proxy"
@@ -55,21 +84,7 @@ class Split(MiddleboxBase):
         if (direction not in self._directions or len(tcp.payload) <= mss
                 or tcp.flags & (SYN | RST | URG)):
             return [packet]
-        offsets = range(0, len(tcp.payload), mss)
-        last = len(offsets) - 1
-        pieces = []
-        for index, offset in enumerate(offsets):
-            flags = tcp.flags if index == last else tcp.flags & ~(FIN | PSH)
-            piece_tcp = dataclasses.replace(
-                tcp,
-                seq=(tcp.seq + offset) & 0xFFFFFFFF,
-                flags=flags,
-                options=self._options_for_piece(tcp.options, index),
-                payload=tcp.payload[offset:offset + mss],
-                checksum=None,
-            )
-            pieces.append(dataclasses.replace(packet, tcp=piece_tcp,
-                                              ident=(packet.ident + index) & 0xFFFF))
+        pieces = cut_segment(packet, mss, self._options_for_piece)
         self.counters.changed += 1
         self.counters.injected += len(pieces) - 1
         self.change_log.record(now, direction, packet,

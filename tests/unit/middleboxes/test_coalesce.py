@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testbed.wire.tcp_options import options_length
 from testbed.wire.types import ACK, FIN, PSH, RST, Dss, Timestamps
 from tests.unit.middleboxes.packets import DOWN, UP, build, packet
 
@@ -19,7 +20,7 @@ def seg(seq: int, length: int, ack: int = 1, window: int = 100, flags: int = ACK
 
 
 def test_merges_contiguous_segments_until_the_deadline_keeping_first_options() -> None:
-    box = build("coalesce", max_bytes=2896, hold_ms=1.0)
+    box = build("coalesce", max_bytes=2896, mtu_bytes=0, hold_ms=1.0)
     a, b, c = seg(1000, 500, ack=7), seg(1500, 500, ack=8), seg(2000, 500, ack=9, window=300,
                                                                flags=ACK | PSH)
     expected_payload = a.tcp.payload + b.tcp.payload + c.tcp.payload
@@ -39,14 +40,25 @@ def test_merges_contiguous_segments_until_the_deadline_keeping_first_options() -
     assert box.counters.as_dict() == {"seen": 3, "changed": 3, "dropped": 0, "injected": 0}
 
 
-def test_default_merges_small_segments_up_to_one_mss() -> None:
+def test_default_merges_up_to_a_1500_byte_ip_packet_with_the_kept_options() -> None:
     box = build("coalesce")
+    # Timestamps (10) + this DSS (26) = 36 option bytes: 1500 - 40 - 36 = 1424 payload bytes.
+    assert box.capacity(seg(1, 1).tcp.options) == 1424
     assert box.process(seg(1, 1000), UP, 0.0) == []
-    [first] = box.process(seg(1001, 500), UP, 0.0)  # 1500 > 1448: flush, hold the new one
+    [first] = box.process(seg(1001, 500), UP, 0.0)  # 1500 > 1424: flush, hold the new one
     assert len(first.tcp.payload) == 1000
-    assert box.process(seg(1501, 448), UP, 0.0) == []
-    [(merged, _)] = box.release(1.0)
-    assert (merged.tcp.seq, len(merged.tcp.payload)) == (1001, 948)
+    [merged] = box.process(seg(1501, 924), UP, 0.0)  # exactly full: leaves at once
+    assert (merged.tcp.seq, len(merged.tcp.payload)) == (1001, 1424)
+    assert 40 + options_length(merged.tcp.options) + len(merged.tcp.payload) == 1500
+    assert box.next_deadline() is None
+
+
+def test_keep_last_checks_the_mtu_with_the_last_segments_options() -> None:
+    box = build("coalesce", keep_options="last")
+    box.process(packet(UP, seq=1, payload=b"a" * 1000), UP, 0.0)  # no options: room 1460
+    bigger = seg(1001, 440)  # its 36 option bytes would leave room for 1424 only
+    assert len(box.process(bigger, UP, 0.0)) == 1
+    assert box.release(1.0) == [(bigger, UP)]
 
 
 def test_keep_last_options() -> None:
@@ -59,7 +71,7 @@ def test_keep_last_options() -> None:
 
 
 def test_reaching_max_bytes_flushes_at_once_and_larger_segments_pass() -> None:
-    box = build("coalesce", max_bytes=2896)
+    box = build("coalesce", max_bytes=2896, mtu_bytes=0)
     assert box.process(seg(1, 1448), UP, 0.0) == []
     [merged] = box.process(seg(1449, 1448), UP, 0.0)
     assert (merged.tcp.seq, len(merged.tcp.payload)) == (1, 2896)
@@ -69,7 +81,7 @@ def test_reaching_max_bytes_flushes_at_once_and_larger_segments_pass() -> None:
 
 
 def test_overflowing_segment_flushes_the_run_and_starts_a_new_one() -> None:
-    box = build("coalesce", max_bytes=2500)
+    box = build("coalesce", max_bytes=2500, mtu_bytes=0)
     first = seg(1, 2000)
     box.process(first, UP, 0.0)
     second = seg(2001, 1000)
@@ -146,7 +158,7 @@ def test_direction_filter_passes_other_direction_untouched() -> None:
        st.integers(min_value=2, max_value=4000), st.integers(min_value=0, max_value=(1 << 32) - 1))
 def test_bytes_and_sequence_numbers_are_conserved(sizes: list[int], max_bytes: int,
                                                   isn: int) -> None:
-    box = build("coalesce", max_bytes=max_bytes, hold_ms=1000)
+    box = build("coalesce", max_bytes=max_bytes, mtu_bytes=0, hold_ms=1000)
     sent = b""
     out = []
     seq = isn

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from testbed.wire.types import ACK, FIN, SYN, Sack
+from testbed.wire.tcp_options import options_length
+from testbed.wire.types import ACK, FIN, PSH, SYN, Sack, Timestamps
 from tests.unit.middleboxes.packets import DOWN, UP, build, packet
+
+TS = Timestamps(1, 2)
 
 
 def up(seq: int, payload: bytes, ack: int = 5001, flags: int = ACK):
@@ -128,3 +131,26 @@ def test_limit_rewrites_only_the_first_occurrences_and_their_retransmissions() -
     [again] = box.process(up(1001, b"xAyAAzA"), UP, 0.0)  # a retransmission merging both
     assert (again.tcp.seq, again.tcp.payload) == (1001, b"xBByBBAzA")
     assert box.counters.changed == 3  # s2 kept its bytes but its seq moved
+
+
+def test_growth_beyond_the_mtu_leaves_in_pieces_with_options_copied() -> None:
+    box = build("rewrite_payload", pattern="A", replacement="AAA", direction="upstream")
+    handshake(box)
+    full = packet(UP, seq=1001, ack=5001, flags=ACK | PSH, payload=b"xA" + b"y" * 1446,
+                  options=[TS])  # 20 + 20 + 12 + 1448 = 1500: a full-size segment
+    pieces = box.process(full, UP, 0.0)
+    assert [(p.tcp.seq, len(p.tcp.payload)) for p in pieces] == [(1001, 1448), (2449, 2)]
+    assert b"".join(p.tcp.payload for p in pieces) == b"xAAA" + b"y" * 1446
+    assert [p.tcp.options for p in pieces] == [[TS], [TS]]
+    assert [p.tcp.flags for p in pieces] == [ACK, ACK | PSH]
+    assert all(40 + options_length(p.tcp.options) + len(p.tcp.payload) <= 1500 for p in pieces)
+    assert box.counters.injected == 1
+    [after] = box.process(up(2449, b"z"), UP, 0.0)
+    assert after.tcp.seq == 2451
+
+
+def test_mtu_zero_never_cuts() -> None:
+    box = build("rewrite_payload", pattern="A", replacement="AAA", mtu_bytes=0)
+    handshake(box)
+    [whole] = box.process(up(1001, b"A" * 1448), UP, 0.0)
+    assert len(whole.tcp.payload) == 3 * 1448
