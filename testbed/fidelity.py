@@ -16,6 +16,7 @@ import subprocess
 import time
 from typing import Any
 
+from testbed.errors import RunFailed
 from testbed.net.build import BumpRuntime, Network
 from testbed.net.state import RunState
 from testbed.runner import detect_backends
@@ -40,9 +41,10 @@ def _summary(rtts: list[float]) -> dict[str, float]:
             "min_ms": round(ordered[0], 3), "max_ms": round(ordered[-1], 3)}
 
 
-def _iperf(net: Network, args: list[str], seconds: float) -> subprocess.Popen:
-    return net.popen("client", ["iperf3", "-c", "10.0.100.2", "-B", "10.0.1.1", "-t", str(seconds),
-                                "-J", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _iperf(net: Network, args: list[str]) -> subprocess.Popen:
+    """An iperf3 client over path a; `args` must hold the end condition (-t or -k)."""
+    return net.popen("client", ["iperf3", "-c", "10.0.100.2", "-B", "10.0.1.1", "-J", *args],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def measure(delay_ms: float = 10.0, loss_pct: float = 1.0, rate_mbit: float = 100.0,
@@ -63,29 +65,27 @@ def measure(delay_ms: float = 10.0, loss_pct: float = 1.0, rate_mbit: float = 10
             _ping(net, 3, 0.2)  # ARP and route caches warm
             out["rtt_idle"] = _summary(_ping(net, pings, 0.01))
             seconds = pings * 0.01 + 2
-            udp = _iperf(net, ["-u", "-b", f"{int(rate_mbit * 0.9)}M", "-l", "1400"], seconds)
+            udp = _iperf(net, ["-u", "-b", f"{int(rate_mbit * 0.9)}M", "-l", "1400", "-t", str(seconds)])
             time.sleep(0.5)
             out["rtt_udp_90pct_load"] = _summary(_ping(net, pings, 0.01))
             udp.communicate(timeout=seconds + 10)
-            tcp = _iperf(net, [], seconds)
+            tcp = _iperf(net, ["-t", str(seconds)])
             time.sleep(1.0)
             out["rtt_tcp_saturated"] = _summary(_ping(net, pings, 0.01))
             out["rtt_tcp_saturated"]["note"] = "includes the bottleneck queue's delay"
             tcp.communicate(timeout=seconds + 10)
-            server.terminate()
 
             net.change_link("a", {"loss_pct": loss_pct})
             # a paced UDP flow of loss_packets datagrams; the drop rule's own counters are the judge
-            server = net.popen("server", ["iperf3", "-s", "-1", "-B", "10.0.100.2"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.3)
             pps = rate_mbit * 0.8e6 / 8 / 1000
             udp = _iperf(net, ["-u", "-b", f"{int(rate_mbit * 0.8)}M", "-l", "1000",
-                               "-k", str(loss_packets)], loss_packets / pps * 2 + 10)
-            udp.communicate(timeout=loss_packets / pps * 2 + 30)
-            server.wait(timeout=10)
+                               "-k", str(loss_packets)])
+            output, errors = udp.communicate(timeout=loss_packets / pps * 2 + 30)
+            if udp.returncode != 0:
+                raise RunFailed(f"iperf3 UDP flow for the loss figure failed: {(errors or output)[-300:]}")
+            server.terminate()
             if net.losses:
-                counters = net.losses["client"].counters()["client-eth0"]
+                counters = net.losses["ra"].counters()["ra-eth0"]  # ingress of the far end
                 out["loss"] = {"packets": counters["packets"], "dropped": counters["dropped"],
                                "measured_pct": round(100 * counters["dropped"] / counters["packets"], 4),
                                "mechanism": "nft numgen drop rule counters"}

@@ -1,10 +1,18 @@
-"""Random loss without netem: an nftables `numgen random` drop rule per interface, in the node.
+"""Random loss without netem: an nftables `numgen random` drop rule, in the node that RECEIVES
+from the link.
 
-The rule sits in the postrouting hook of an `inet testbed_loss` table in the node's namespace,
-so it drops locally sent and forwarded packets alike before they reach the interface's qdisc —
-the same place netem's loss acts. The chain is rewritten whole in one atomic `nft -f`
-transaction on every change, so a live change never leaves a window without the rule.
-Probability resolution is 1e-6 (numgen modulus 1,000,000).
+Why ingress: a drop in the sender's own output path (postrouting, or the netdev egress hook) is
+reported back to a local socket (EPERM / NET_XMIT_DROP), so a local TCP sender learns that the
+segment never left and simply sends it again later — no loss signal, no congestion response,
+nothing like a lossy link (netem avoids this by lying about its drops). A drop at the ingress of
+the node at the far end of the link happens after the segment crossed the sender's qdisc and the
+link, exactly where a corrupted frame would be discarded, so the sender sees a real loss.
+
+Each interface of a lossy link gets a netdev-family chain on its ingress hook, dropping that
+fraction of what arrives from the other end; the link's loss_pct therefore applies to each
+direction. A chain is rewritten whole in one atomic `nft -f` transaction on every change, so a
+live change never leaves a window without the rule. Probability resolution is 1e-6 (numgen
+modulus 1,000,000).
 """
 
 from __future__ import annotations
@@ -18,70 +26,61 @@ TABLE = "testbed_loss"
 MODULUS = 1_000_000
 
 
-def nft(netns: str, script: str, *, json_output: bool = False) -> str:
+def nft(netns: str, script: str) -> str:
     """Run an nft script inside a namespace; a failure is an error with nft's own message."""
-    command = ["ip", "netns", "exec", netns, "nft"] + (["-j"] if json_output else []) + ["-f", "-"]
+    command = ["ip", "netns", "exec", netns, "nft", "-f", "-"]
     done = subprocess.run(command, input=script, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise EnvironmentProblem(f"nft in {netns} failed: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
 
 
+def _chain(ifname: str) -> str:
+    return "in_" + ifname.replace("-", "_")
+
+
 class NodeLoss:
-    """The loss rules of one node: interface -> percent."""
+    """The ingress loss rules of one node: interface -> percent of arriving packets dropped."""
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
         self.loss_pct: dict[str, float] = {}
-        self._created = False
 
     def set(self, ifname: str, loss_pct: float) -> None:
-        self.loss_pct[ifname] = loss_pct
+        chain = _chain(ifname)
         lines = []
-        if not self._created:
-            lines.append(f"add table inet {TABLE}")
-            lines.append(
-                f"add chain inet {TABLE} loss {{ type filter hook postrouting priority 0; policy accept; }}"
-            )
-        lines.append(f"flush chain inet {TABLE} loss")
-        for name, pct in sorted(self.loss_pct.items()):
-            threshold = round(pct / 100 * MODULUS)
-            lines.append(f'add rule inet {TABLE} loss oifname "{name}" counter')
-            if threshold > 0:
-                lines.append(
-                    f'add rule inet {TABLE} loss oifname "{name}" '
-                    f"numgen random mod {MODULUS} < {threshold} counter drop"
-                )
+        if not self.loss_pct:
+            lines.append(f"add table netdev {TABLE}")
+        if ifname not in self.loss_pct:
+            lines.append(f'add chain netdev {TABLE} {chain} {{ type filter hook ingress device "{ifname}" '
+                         "priority 0; policy accept; }")
+        lines.append(f"flush chain netdev {TABLE} {chain}")
+        lines.append(f"add rule netdev {TABLE} {chain} counter")
+        threshold = round(loss_pct / 100 * MODULUS)
+        if threshold > 0:
+            lines.append(f"add rule netdev {TABLE} {chain} numgen random mod {MODULUS} < {threshold} "
+                         "counter drop")
         nft(self.netns, "\n".join(lines) + "\n")
-        self._created = True
+        self.loss_pct[ifname] = loss_pct
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """Per interface: packets that reached the rule, and packets it dropped."""
-        if not self._created:
+        """Per interface: packets that arrived at the rule, and packets it dropped (since the
+        last change of that interface's loss)."""
+        if not self.loss_pct:
             return {}
         done = subprocess.run(
-            ["ip", "netns", "exec", self.netns, "nft", "-j", "list", "chain", "inet", TABLE, "loss"],
+            ["ip", "netns", "exec", self.netns, "nft", "-j", "list", "table", "netdev", TABLE],
             capture_output=True, text=True, check=False,
         )
         if done.returncode != 0:
             raise EnvironmentProblem(f"nft list in {self.netns} failed: {done.stderr.strip()}")
-        out: dict[str, dict[str, int]] = {}
+        by_chain = {_chain(name): name for name in self.loss_pct}
+        out = {name: {"packets": 0, "dropped": 0} for name in self.loss_pct}
         for item in json.loads(done.stdout)["nftables"]:
             rule = item.get("rule")
-            if not rule:
+            if not rule or rule.get("chain") not in by_chain:
                 continue
-            ifname = None
-            packets = 0
-            dropped = False
-            for expr in rule["expr"]:
-                if "match" in expr and expr["match"]["left"].get("meta", {}).get("key") == "oifname":
-                    ifname = expr["match"]["right"]
-                if "counter" in expr:
-                    packets = expr["counter"]["packets"]
-                if "drop" in expr:
-                    dropped = True
-            if ifname is None:
-                continue
-            entry = out.setdefault(ifname, {"packets": 0, "dropped": 0})
-            entry["dropped" if dropped else "packets"] = packets
+            packets = next((e["counter"]["packets"] for e in rule["expr"] if "counter" in e), 0)
+            dropped = any("drop" in e for e in rule["expr"])
+            out[by_chain[rule["chain"]]]["dropped" if dropped else "packets"] = packets
         return out
