@@ -9,6 +9,7 @@ state file is removed; after `kill -9`, `testbed clean` finds the same resources
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -41,6 +42,12 @@ from testbed.spec import ExperimentSpec, check_against_topology
 from topologies import build_topology
 
 Progress = Callable[[str], None]
+# every endpoint program takes the same command line and prints the same JSON-lines reports
+ENDPOINT_MODULES = {
+    "kernel": "testbed.endpoints.kernel",
+    "tcp": "testbed.endpoints.kernel",
+    "python": "testbed.endpoints.python",
+}
 
 
 def detect_backends() -> Backends:
@@ -108,8 +115,8 @@ def environment(backends: Backends) -> dict[str, Any]:
 def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
                       timeseries: Path) -> list[str]:
     traffic = spec.traffic
-    command = [sys.executable, "-m", "testbed.endpoints.kernel", role,
-               "--mptcp" if stack == "kernel" else "--tcp",
+    command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
+               "--tcp" if stack == "tcp" else "--mptcp",
                "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
                "--timeseries", str(timeseries)]
     if role == "server":
@@ -127,9 +134,9 @@ def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, 
 def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print) -> dict[str, Any]:
     """Run one experiment and write its result files into out_dir; returns the result."""
     for endpoint in spec.endpoints:
-        if endpoint.stack == "python":
-            raise SpecError(f"{spec.source}: stack 'python' endpoints are not available in this version "
-                            "yet (the bundled stack runs only in `testbed stack sim`); use kernel or tcp")
+        if importlib.util.find_spec(ENDPOINT_MODULES[endpoint.stack]) is None:
+            raise SpecError(f"{spec.source}: stack {endpoint.stack!r} endpoints are not available in this "
+                            f"installation (no module {ENDPOINT_MODULES[endpoint.stack]})")
     topo = build_topology(spec.topology, spec.topology_params)
     check_against_topology(spec, topo)
     backends = detect_backends()
