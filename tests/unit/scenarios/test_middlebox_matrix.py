@@ -63,7 +63,8 @@ def test_coalescing_segments_never_corrupts_and_never_stalls() -> None:
     with TSO often maps many segments at once). Treating that like stripped options (an
     infinite-mapping fallback, or resetting the affected subflow) is correct; corrupting,
     stalling or resetting the connection is not."""
-    merger = box("coalesce", {"max_bytes": 2896, "direction": "upstream"}, "coalesce")
+    merger = box("coalesce", {"max_bytes": 2896, "mtu_bytes": 0, "direction": "upstream"},
+                 "coalesce")  # a jumbo path: whole segments merge two by two
     result = two_paths([merger], [])
     assert merger.counters.changed > 0  # segments really were merged
     assert_intact(result)
