@@ -146,13 +146,14 @@ class RewritePayload(MiddleboxBase):
         tcp = packet.tcp
         changes: list[str] = []
         stream = self._stream(key, direction, tcp.seq) if direction in self._directions else None
+        length_before = len(tcp.payload)
         if stream is not None:
             changes.extend(self._rewrite_forward(packet, stream))
         reverse = self._streams.get((key, direction.reverse()))
         if reverse is not None and (reverse.positions or reverse.base_shift):
             changes.extend(self._fix_acks(packet, reverse))
         out = [packet]
-        room = self._room_for(packet)
+        room = self._room_for(packet) if len(tcp.payload) > length_before else None
         if room is not None:
             out = cut_segment(packet, room, lambda options, index: list(options))
             self.counters.injected += len(out) - 1
@@ -163,10 +164,12 @@ class RewritePayload(MiddleboxBase):
         return out
 
     def _room_for(self, packet: Packet) -> int | None:
-        """Payload bytes per piece when the packet exceeds mtu_bytes, else None."""
+        """Payload bytes per piece when the grown packet exceeds mtu_bytes, else None."""
         mtu = self.params.mtu_bytes
-        if not mtu or not packet.tcp.payload or packet.tcp.flags & SYN:
+        if not mtu or packet.tcp.flags & SYN:
             return None
+        if len(packet.tcp.payload) <= mtu - 40 - MAX_OPTIONS_LENGTH:
+            return None  # fits whatever the options are; skip computing their length
         room = mtu - 40 - options_length(packet.tcp.options)
         return room if len(packet.tcp.payload) > room else None
 
@@ -211,7 +214,7 @@ class RewritePayload(MiddleboxBase):
         if shift:
             old = tcp.seq
             tcp.seq = (tcp.seq + shift) & SEQ_MASK
-            changes.append(f"seq {old}->{tcp.seq}")
+            changes.append(f"seq {old}->{tcp.seq}" if self.change_log.enabled else "seq")
         return changes
 
     def _fix_acks(self, packet: Packet, reverse: _StreamEdits) -> list[str]:
@@ -229,7 +232,7 @@ class RewritePayload(MiddleboxBase):
             original = reverse.original_of(unwrapped, length)
             new_ack = (tcp.ack + original - unwrapped) & SEQ_MASK
             if new_ack != tcp.ack:
-                changes.append(f"ack {tcp.ack}->{new_ack}")
+                changes.append(f"ack {tcp.ack}->{new_ack}" if self.change_log.enabled else "ack")
                 tcp.ack = new_ack
             reverse.forget_acknowledged(original, length)
         for index, option in enumerate(tcp.options):

@@ -58,24 +58,24 @@ class RewriteSeq(MiddleboxBase):
         self.counters.seen += 1
         key = flow_key(packet, direction)
         tcp = packet.tcp
-        changes: list[str] = []
+        before = (tcp.seq, tcp.ack)
+        sack_changes: list[str] = []
         if direction in self._shifted:
-            offset = self.offset_for(key, direction)
-            old = tcp.seq
-            tcp.seq = seq_add(tcp.seq, offset)
-            changes.append(f"seq {old}->{tcp.seq}")
+            tcp.seq = seq_add(tcp.seq, self.offset_for(key, direction))
         reverse = direction.reverse()
         if reverse in self._shifted:
             offset = self.offset_for(key, reverse)
             if tcp.flags & ACK:
-                old = tcp.ack
                 tcp.ack = seq_add(tcp.ack, -offset)
-                changes.append(f"ack {old}->{tcp.ack}")
-            if self.params.fix_sack:
-                changes.extend(self._unshift_sack(packet, offset))
-        if changes:
+            if self.params.fix_sack and tcp.options:
+                sack_changes = self._unshift_sack(packet, offset)
+        if (tcp.seq, tcp.ack) != before or sack_changes:
             self.counters.changed += 1
-            self.change_log.record(now, direction, packet, ", ".join(changes))
+            if self.change_log.enabled:
+                changes = [f"{name} {old}->{new}" for name, old, new in
+                           (("seq", before[0], tcp.seq), ("ack", before[1], tcp.ack))
+                           if old != new]
+                self.change_log.record(now, direction, packet, ", ".join(changes + sack_changes))
         return [packet]
 
     @staticmethod

@@ -154,3 +154,10 @@ def test_mtu_zero_never_cuts() -> None:
     handshake(box)
     [whole] = box.process(up(1001, b"A" * 1448), UP, 0.0)
     assert len(whole.tcp.payload) == 3 * 1448
+
+
+def test_packets_that_did_not_grow_are_never_cut() -> None:
+    box = build("rewrite_payload", pattern="A", replacement="AAA", direction="upstream")
+    handshake(box)
+    jumbo = packet(UP, seq=1001, ack=5001, payload=b"z" * 3000)  # arrived bigger than 1500
+    assert box.process(jumbo, UP, 0.0) == [jumbo]
