@@ -165,6 +165,8 @@ class Subflow:
         self.send_mp_capable_syn = True
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.bytes_retrans = 0  # payload bytes sent again (tcpi_bytes_retrans)
+        self.total_retrans = 0  # segments sent again (tcpi_total_retrans)
         self.close_reason: str | None = None
         self.is_passive = False
         self.option_overhead = 0  # MPTCP option bytes reserved on data segments
@@ -608,6 +610,8 @@ class Subflow:
     def _transmit(self, segment: SentSegment, now: float, *, retransmission: bool) -> None:
         if retransmission:
             self.scoreboard.on_retransmit(segment, now)
+            self.total_retrans += 1
+            self.bytes_retrans += len(segment.payload)
         options = self._base_options(now)
         if segment.payload:
             options.extend(self.owner.data_options(self, segment, self._budget()))
