@@ -41,6 +41,9 @@ class StackConfig:
     timestamps: bool = True
     window_scaling: bool = True
     dupack_threshold: int = 3
+    # local addresses whose subflows the path manager opens as backup (MP_JOIN B bit), like
+    # a Linux `ip mptcp endpoint ... subflow backup`
+    backup_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         choices = {"congestion_control": CONGESTION_CONTROLS, "scheduler": SCHEDULERS,
@@ -73,6 +76,8 @@ class StackConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"StackConfig: unknown key(s) {unknown}; known: {sorted(known)}")
+        if "backup_addresses" in values:
+            values = {**values, "backup_addresses": tuple(values["backup_addresses"])}
         return cls(**values)
 
     @property

@@ -38,9 +38,16 @@ EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999  # net.ipv4.ip_local_port_range
 
 class MptcpHost:
     def __init__(self, *, addresses: list[str], config: StackConfig, rng: random.Random,
-                 now: float) -> None:
+                 now: float, ephemeral_ports: tuple[int, int] = (EPHEMERAL_LOW, EPHEMERAL_HIGH),
+                 ) -> None:
         if not addresses:
             raise ValueError("MptcpHost: at least one address is required")
+        low, high = ephemeral_ports
+        if not 0 < low <= high < 65536:
+            raise ValueError(f"MptcpHost: ephemeral_ports {ephemeral_ports} is not a range in "
+                             "1..65535")
+        # A stack sharing addresses with a kernel picks ports the kernel never picks itself.
+        self.ephemeral_ports = (low, high)
         self.addresses = list(addresses)
         self._address_set = frozenset(addresses)
         self.config = config
@@ -150,7 +157,7 @@ class MptcpHost:
 
     def allocate_port(self, local_address: str, remote_address: str, remote_port: int) -> int:
         for _ in range(1000):
-            port = self.rng.randint(EPHEMERAL_LOW, EPHEMERAL_HIGH)
+            port = self.rng.randint(*self.ephemeral_ports)
             if (local_address, port, remote_address, remote_port) not in self._by_tuple:
                 return port
         raise LocalProtocolError("no free ephemeral port")

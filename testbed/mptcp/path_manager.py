@@ -75,7 +75,8 @@ class FullmeshPathManager(PathManager):
                     continue
                 if not connection.can_open_subflow():
                     return
-                connection.open_subflow(local, remote, port, now=now)
+                connection.open_subflow(local, remote, port, now=now,
+                                        backup=local in connection.config.backup_addresses)
                 existing.add((local, remote))
 
 
