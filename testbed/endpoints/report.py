@@ -108,6 +108,9 @@ class EndpointReport:
     error_kind: ErrorKind | None = None
     exit_code: int = 0
     schema: int = REPORT_SCHEMA
+    # The bundled Python stack's own per-connection counters (MPTcpExt names where the
+    # kernel has one, see testbed.mptcp.counters); None for a kernel endpoint.
+    stack_counters: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,6 +171,16 @@ def _check_value(where: str, name: str, hint: object, value: object) -> object:
     if is_dataclass(hint):
         assert isinstance(hint, type)
         return _build(hint, value, f"{where}.{name}")
+    if origin is dict:
+        key_type, value_type = get_args(hint)
+        if not isinstance(value, dict):
+            raise ReportError(f"{where}: field {name!r} must be an object, got {value!r}")
+        return {
+            _check_value(where, f"{name} key", key_type, key): _check_value(
+                where, f"{name}[{key!r}]", value_type, item
+            )
+            for key, item in value.items()
+        }
     if origin is tuple:
         element = get_args(hint)[0]
         if not isinstance(value, list):

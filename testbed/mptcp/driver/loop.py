@@ -1,0 +1,141 @@
+"""StackDriver: runs a sans-IO MptcpHost on real packets and the monotonic clock.
+
+One iteration: read every packet that is waiting (up to a batch), feed them all, run a due
+timer, let the application react to the events and act (queue data, timed actions), then
+encode and send everything the host wants to send — so ACKs and data of one batch leave
+together. It then waits in select() until a packet arrives, the host's timer or the
+application's own deadline, whichever is first. select() takes a timeval, so a timer is
+late by the scheduler's wake-up latency only (tens of µs), not by poll()'s millisecond
+rounding; `TimerLateness` records how late every timer actually ran.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from testbed.mptcp.driver.packet_io import PacketIO
+from testbed.mptcp.events import Event
+from testbed.mptcp.host import MptcpHost
+from testbed.wire import decode_packet, encode_packet
+from testbed.wire.errors import WireError
+
+BATCH = 256
+IDLE_WAIT_S = 0.05  # longest sleep: keeps stop requests and app checks responsive
+
+
+class DriverApp(Protocol):
+    """The application side of a driven host (an endpoint program, a test)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def on_event(self, event: Event, now: float) -> None: ...
+
+    def step(self, now: float) -> float | None:
+        """Act on the host's connections; returns the app's next deadline (or None)."""
+        ...
+
+
+@dataclass
+class TimerLateness:
+    """How late host timers ran, in µs after their deadline."""
+
+    count: int = 0
+    over_1ms: int = 0
+    max_us: float = 0.0
+    total_us: float = 0.0
+    samples: list[float] = field(default_factory=list)
+
+    def record(self, late_s: float) -> None:
+        late_us = late_s * 1e6
+        self.count += 1
+        self.total_us += late_us
+        self.max_us = max(self.max_us, late_us)
+        if late_us >= 1000:
+            self.over_1ms += 1
+        if len(self.samples) < 100_000:
+            self.samples.append(late_us)
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.samples)
+        pick = (lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)) \
+            if ordered else (lambda q: 0.0)
+        return {"timers": self.count, "over_1ms": self.over_1ms, "p50_us": pick(0.5),
+                "p99_us": pick(0.99), "max_us": round(self.max_us, 1)}
+
+
+class StackDriver:
+    """Moves packets between a PacketIO and a host until the app is finished or stopped."""
+
+    def __init__(self, host: MptcpHost, io: PacketIO,
+                 clock: Callable[[], float] = time.monotonic, batch: int = BATCH) -> None:
+        self.host = host
+        self.io = io
+        self.clock = clock
+        self.batch = batch
+        self.lateness = TimerLateness()
+        self.malformed = 0
+        self.iterations = 0
+
+    def _events(self, app: DriverApp, now: float) -> None:
+        host = self.host
+        while (event := host.next_event()) is not None:
+            app.on_event(event, now)
+
+    def _send_all(self, now: float) -> None:
+        send = self.io.send
+        for packet in self.host.packets_to_send(now):
+            send(packet.src, packet.dst, encode_packet(packet))
+
+    def run(self, app: DriverApp, stop: Callable[[], bool], linger_s: float = 0.2) -> None:
+        """Drive until `app.finished` (plus `linger_s` to answer the peer's last segments)
+        or until `stop()` says so."""
+        host, io, clock = self.host, self.io, self.clock
+        receive_packet = host.receive_packet
+        wait_on = [io.rx]
+        linger_until: float | None = None
+        while not stop():
+            self.iterations += 1
+            now = clock()
+            raw_packets = io.receive(self.batch)
+            for raw in raw_packets:
+                try:
+                    packet = decode_packet(raw)
+                except WireError:
+                    self.malformed += 1
+                    continue
+                receive_packet(packet, now)
+            timer = host.get_timer()
+            if timer is not None and timer <= now:
+                self.lateness.record(now - timer)
+                host.handle_timer(now)
+            self._events(app, now)
+            app_deadline = app.step(now)
+            self._send_all(now)
+            self._events(app, now)
+            if app.finished:
+                if linger_until is None:
+                    linger_until = now + linger_s
+                elif now >= linger_until:
+                    return
+            if len(raw_packets) == self.batch:
+                continue
+            deadline = now + IDLE_WAIT_S
+            timer = host.get_timer()
+            if timer is not None and timer < deadline:
+                deadline = timer
+            if app_deadline is not None and app_deadline < deadline:
+                deadline = app_deadline
+            if linger_until is not None and linger_until < deadline:
+                deadline = linger_until
+            wait = deadline - clock()
+            if wait > 0:
+                select.select(wait_on, [], [], wait)
+
+    def stats(self) -> dict[str, object]:
+        return {"io": self.io.stats(), "malformed": self.malformed,
+                "iterations": self.iterations, "timer_lateness": self.lateness.summary()}
