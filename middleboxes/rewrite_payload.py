@@ -104,11 +104,12 @@ class _StreamEdits:
         shift = self.base_shift
         for position, delta, total in zip(self.positions, self.deltas, self.cumulative, strict=True):
             start = position + shift  # where the replacement starts in the rewritten stream
+            if rewritten >= start + pattern_length + delta:  # all of the replacement received
+                shift = total
+                continue
             if rewritten <= start:
                 break
-            if rewritten < start + pattern_length + delta:
-                return position
-            shift = total
+            return position
         return rewritten - shift
 
     def forget_acknowledged(self, acked: int, pattern_length: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from testbed.wire.tcp_options import options_length
 from testbed.wire.types import ACK, FIN, PSH, SYN, Sack, Timestamps
 from tests.unit.middleboxes.packets import DOWN, UP, build, packet
@@ -161,3 +164,29 @@ def test_packets_that_did_not_grow_are_never_cut() -> None:
     handshake(box)
     jumbo = packet(UP, seq=1001, ack=5001, payload=b"z" * 3000)  # arrived bigger than 1500
     assert box.process(jumbo, UP, 0.0) == [jumbo]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([b"x", b"yy", b"AB"]), max_size=12), min_size=1,
+                max_size=15),
+       st.sampled_from([b"", b"Z", b"ZZ", b"ZZZZZ"]),
+       st.integers(min_value=0, max_value=(1 << 32) - 1))
+def test_stream_rewrite_and_ack_mapping_hold_for_any_segmentation(
+        segments: list[list[bytes]], replacement: bytes, isn: int) -> None:
+    box = build("rewrite_payload", pattern="AB", replacement=replacement.decode(),
+                direction="upstream", mtu_bytes=0)
+    handshake(box, client_isn=isn)
+    seq = (isn + 1) % (1 << 32)
+    rewritten_seq = seq
+    outputs = []
+    for parts in segments:
+        payload = b"".join(parts)
+        [out] = box.process(up(seq, payload), UP, 0.0)
+        outputs.append(out)
+        seq = (seq + len(payload)) % (1 << 32)
+        assert out.tcp.seq == rewritten_seq  # later segments shifted by the edits before them
+        rewritten_seq = (rewritten_seq + len(out.tcp.payload)) % (1 << 32)
+        [ack] = box.process(down_ack(rewritten_seq), DOWN, 0.0)  # the receiver got all of it
+        assert ack.tcp.ack == seq
+    original = b"".join(b"".join(parts) for parts in segments)
+    assert b"".join(p.tcp.payload for p in outputs) == original.replace(b"AB", replacement)
