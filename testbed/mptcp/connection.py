@@ -417,7 +417,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         if self.mode != MPTCP:
             return
         if dss.data_fin and dss.subflow_seq == 0 and dss.data_len == 1:
-            self._on_data_fin(dsn, now)
+            self._on_data_fin(dsn, now, subflow)
             return
         assert dss.subflow_seq is not None
         start = unwrap_relative(dss.subflow_seq, offset)
@@ -461,7 +461,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         for dsn, data in outcome.delivered:
             self._receive_data(dsn, data, now)
         if outcome.data_fin_dsn is not None:
-            self._on_data_fin(outcome.data_fin_dsn, now)
+            self._on_data_fin(outcome.data_fin_dsn, now, subflow)
         if outcome.checksum_failed is not None:
             self._on_checksum_failure(subflow, outcome.checksum_failed.dsn, now)
         elif outcome.unmapped:
@@ -484,8 +484,10 @@ class Connection(HandshakeMixin, SignallingMixin):
         if self.peer_data_fin_dsn is not None and rcv.next == self.peer_data_fin_dsn:
             self._on_data_fin(self.peer_data_fin_dsn, now)
 
-    def _on_data_fin(self, dsn: int, now: float) -> None:
+    def _on_data_fin(self, dsn: int, now: float, subflow: Subflow | None = None) -> None:
         if self.peer_data_fin_received:
+            if subflow is not None and not subflow.is_closed:
+                subflow.send_ack(now)  # a resent DATA_FIN: our data ACK was lost; answer here
             return
         if dsn != self.rcv.next:
             if dsn > self.rcv.next:
@@ -495,10 +497,11 @@ class Connection(HandshakeMixin, SignallingMixin):
         self.peer_data_fin_received = True
         self.peer_data_fin_dsn = None
         self.host.emit(events.DataEndReceived(self))
-        usable = eligible_subflows(self.subflows) or [s for s in self.subflows
-                                                       if not s.is_closed]
-        if usable:
-            usable[0].send_ack(now)  # acknowledge the DATA_FIN at data level now
+        # acknowledge the DATA_FIN at data level now, on every subflow: one of them may
+        # be on a dead path, and a pure ACK is never retransmitted
+        for other in self.subflows:
+            if not other.is_closed and other.data_ready:
+                other.send_ack(now)
         self._maybe_finish(now)
 
     def _on_unmapped_data(self, subflow: Subflow, now: float) -> None:
@@ -560,6 +563,9 @@ class Connection(HandshakeMixin, SignallingMixin):
             if subflow.fin_offset is not None:
                 self._maybe_finish(now)
             return
+        if subflow.stale:
+            subflow.stale = False  # the path works again
+            self.counters["SubflowRecover"] += 1
         if self.mode != MPTCP or not subflow.mptcp:
             return
         # remember what the subflow delivered but the peer has not acknowledged at data
@@ -772,12 +778,14 @@ class Connection(HandshakeMixin, SignallingMixin):
             self._send_data_fin(now)
 
     def _send_data_fin(self, now: float) -> None:
+        """DATA_FIN on every usable subflow (as Linux's mptcp_send_ack): a pure ACK is never
+        retransmitted by TCP, so one sent on a dead path would be lost until our timer."""
         usable = eligible_subflows(self.subflows)
         if not usable:
             return
-        subflow = usable[0]
-        self.data_fin_deadline = now + subflow.rtt.rto * self.data_fin_backoff
-        subflow.send_ack(now)
+        self.data_fin_deadline = now + min(s.rtt.rto for s in usable) * self.data_fin_backoff
+        for subflow in usable:
+            subflow.send_ack(now)
 
     def _flush_fallback(self, now: float) -> None:
         if not self.subflows:
@@ -881,6 +889,30 @@ class Connection(HandshakeMixin, SignallingMixin):
             rto = max(s.rtt.rto for s in usable)
             self.data_rtx_deadline = now + rto * self.data_rtx_backoff
 
+    def _on_subflow_timeout(self, subflow: Subflow) -> None:
+        """A subflow's RTO fired without progress: mark it stale and send what it carries
+        that the peer has not acknowledged at data level again on the others (RFC 8684
+        3.3.6; Linux marks the subflow stale and re-sends pending data on active subflows).
+        Only when another active subflow exists: alone, the subflow's own RTO is all there is.
+        The peer drops whichever copy arrives second."""
+        if self.mode != MPTCP or subflow.stale:
+            return
+        if not any(s is not subflow and not s.stale for s in eligible_subflows(self.subflows)):
+            return
+        subflow.stale = True
+        self.counters["SubflowStale"] += 1
+        una = self.snd_data_una
+        ranges: list[tuple[int, int]] = []
+        for segment in subflow.scoreboard.unacked():
+            dsn = segment.dsn
+            if dsn is None or not segment.payload or dsn + len(segment.payload) <= una:
+                continue
+            if ranges and ranges[-1][0] + ranges[-1][1] == dsn:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + len(segment.payload))
+            else:
+                ranges.append((dsn, len(segment.payload)))
+        self.reinject.extend(ranges)
+
     def next_deadline(self) -> float | None:
         best = None
         for subflow in self.subflows:
@@ -897,10 +929,13 @@ class Connection(HandshakeMixin, SignallingMixin):
         for subflow in list(self.subflows):
             deadline = subflow.next_deadline()
             if deadline is not None and deadline <= now:
+                timeouts = subflow.retransmit_count
                 try:
                     subflow.handle_timer(now)
                 except RemoteProtocolError as error:  # pragma: no cover - defensive
                     subflow.reset(now, [MpTcpRst(error.reason)])
+                if subflow.retransmit_count > timeouts and not subflow.is_closed:
+                    self._on_subflow_timeout(subflow)
         if self.data_fin_deadline is not None and now >= self.data_fin_deadline:
             self.data_fin_deadline = None
             self.data_fin_backoff = min(self.data_fin_backoff * 2, 64)

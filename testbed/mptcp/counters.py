@@ -14,7 +14,7 @@ KERNEL_COUNTERS = (
     "InfiniteMapRx", "DataCsumErr", "AddAddr", "AddAddrTx", "EchoAdd", "EchoAddTx",
     "AddAddrDrop", "RmAddr", "RmAddrTx", "RmSubflow", "MPPrioTx", "MPPrioRx", "MPFailTx",
     "MPFailRx", "MPFastcloseTx", "MPFastcloseRx", "MPRstTx", "MPRstRx", "DSSNoMatchTCP",
-    "DuplicateData", "OFOQueue",
+    "DuplicateData", "OFOQueue", "SubflowStale", "SubflowRecover",
 )
 OWN_COUNTERS = (
     "MPFastcloseRxIgnored",  # MP_FASTCLOSE whose key was not ours

@@ -15,9 +15,14 @@ if TYPE_CHECKING:
 
 def eligible_subflows(subflows: list[Subflow]) -> list[Subflow]:
     """Usable subflows, with backups only when no non-backup subflow is usable (RFC 8684
-    3.3.8: backup paths carry data only when no regular path is available)."""
+    3.3.8: backup paths carry data only when no regular path is available), and stale ones
+    (an RTO without progress: the path may be dead) only when every usable one is stale, as
+    Linux's scheduler skips stale subflows while another is active."""
     usable = [s for s in subflows if s.data_ready and s.fin_offset is None
               and not s.is_closed and s.close_reason is None]
+    active = [s for s in usable if not s.stale]
+    if active:
+        usable = active
     regular = [s for s in usable if not s.backup]
     return regular if regular else usable
 

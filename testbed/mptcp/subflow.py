@@ -162,6 +162,9 @@ class Subflow:
         self.segment_had_data_ack = False  # the segment being processed carried a data ACK
         self.acked_unconfirmed: deque[tuple[int, int]] = deque()  # (dsn, len) not data-acked
         self.dss_seen = False
+        # an RTO fired with no progress since: the scheduler avoids it while another
+        # subflow works (Linux mptcp_subflow_context.stale); set and cleared by the owner
+        self.stale = False
         self.send_mp_capable_syn = True
         self.bytes_sent = 0
         self.bytes_received = 0
