@@ -42,6 +42,9 @@ from testbed.spec import ExperimentSpec, check_against_topology
 from topologies import build_topology
 
 Progress = Callable[[str], None]
+# called about every 50 ms while the client runs: (the run's work directory, seconds since the
+# client started); lets a caller follow <work_dir>/client.samples.csv live (the Prague demo graph)
+Observer = Callable[[Path, float], None]
 # every endpoint program takes the same command line and prints the same JSON-lines reports
 ENDPOINT_MODULES = {
     "kernel": "testbed.endpoints.kernel",
@@ -131,7 +134,8 @@ def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, 
     return command
 
 
-def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print) -> dict[str, Any]:
+def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print,
+                   observer: Observer | None = None) -> dict[str, Any]:
     """Run one experiment and write its result files into out_dir; returns the result."""
     for endpoint in spec.endpoints:
         if importlib.util.find_spec(ENDPOINT_MODULES[endpoint.stack]) is None:
@@ -146,13 +150,14 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = 
     with sigterm_as_interrupt():
         state = RunState.create()
         try:
-            return _run(spec, topo, backends, bumps, shaped, state, out_dir, progress)
+            return _run(spec, topo, backends, bumps, shaped, state, out_dir, progress, observer)
         finally:
             state.remove()
 
 
 def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[str, BumpRuntime],
-         shaped: set[str], state: RunState, out_dir: Path, progress: Progress) -> dict[str, Any]:
+         shaped: set[str], state: RunState, out_dir: Path, progress: Progress,
+         observer: Observer | None = None) -> dict[str, Any]:
     work = Path(state.work_dir)
     progress(f"building {topo.name} (run {state.run_id}, backends rate={backends.rate} "
              f"loss={backends.loss} delay={backends.delay})")
@@ -214,6 +219,8 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
             if time.monotonic() > deadline:
                 client_proc.kill()
                 break
+            if observer is not None:
+                observer(work, time.monotonic() - started)
             wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending else 0.05
             time.sleep(wait)
         client_out, client_err = client_proc.communicate(timeout=10)
