@@ -508,15 +508,15 @@ class Connection(HandshakeMixin, SignallingMixin):
         """Payload without a DSS mapping: a middlebox strips options from data."""
         rx = subflow.rx
         assert rx is not None
-        if subflow.is_join:
+        if subflow.is_join or not self.allow_infinite_fallback:
+            # no infinite-mapping fallback once joins exist (RFC 8684 3.7): reset this
+            # subflow only, as Linux does; the peer reinjects its data on the others
             self.counters["SubflowResetMiddlebox"] += 1
             self.subflow_rejected = True
-            raise RemoteProtocolError("data without DSS mapping on a join subflow",
+            raise RemoteProtocolError("data without DSS mapping on a join subflow"
+                                      if subflow.is_join else
+                                      "data without DSS mapping after joins",
                                       reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
-        if not self.allow_infinite_fallback:
-            raise RemoteProtocolError("data without DSS mapping after joins",
-                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE,
-                                      whole_connection=True)
         self.counters["DSSNoMatchTCP"] += 1
         rx.set_infinite(rx.pending_offset, self.rcv.next)
         self._fall_back("fallback-infinite-map", now)
@@ -580,15 +580,13 @@ class Connection(HandshakeMixin, SignallingMixin):
             return
         # data acknowledged at subflow level without a data ACK: DSS options are stripped
         # (or the peer fell back after finding our data unmapped)
-        if subflow.is_join:
+        if subflow.is_join or not self.allow_infinite_fallback:
             self.counters["SubflowResetMiddlebox"] += 1
             self.subflow_rejected = True
-            raise RemoteProtocolError("data ACKed without DSS on a join subflow",
+            raise RemoteProtocolError("data ACKed without DSS on a join subflow"
+                                      if subflow.is_join else
+                                      "data ACKed without DSS after joins",
                                       reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
-        if not self.allow_infinite_fallback:
-            raise RemoteProtocolError("data ACKed without DSS after joins",
-                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE,
-                                      whole_connection=True)
         self.infinite_map_pending = True
         self._fall_back("fallback-infinite-map", now)
         self.on_subflow_acked(subflow, segments, now)
@@ -631,8 +629,8 @@ class Connection(HandshakeMixin, SignallingMixin):
         for option in segment.options:
             if type(option) is MpTcpRst:
                 self.counters["MPRstRx"] += 1
-                if subflow.is_join and option.reason == MPTCPRST_MIDDLEBOX_INTERFERENCE:
-                    self.subflow_rejected = True
+                if option.reason == MPTCPRST_MIDDLEBOX_INTERFERENCE:
+                    self.subflow_rejected = True  # a join, or the initial subflow after joins
             elif type(option) is MpFastclose:
                 if option.receiver_key == self.local_key:
                     self.counters["MPFastcloseRx"] += 1
@@ -754,7 +752,10 @@ class Connection(HandshakeMixin, SignallingMixin):
             subflow.receive(packet.tcp, now)
         except RemoteProtocolError as error:
             self.counters["MPRstTx"] += 1
-            if error.whole_connection or not subflow.is_join:
+            # an error on the initial subflow poisons the connection only when nothing else
+            # carries it (Linux resets just that subflow once joins exist)
+            alone = not any(s is not subflow and not s.is_closed for s in self.subflows)
+            if error.whole_connection or (not subflow.is_join and alone):
                 self.closed_reason = None
                 for other in list(self.subflows):
                     other.reset(now, [MpTcpRst(error.reason)], reason="reset")

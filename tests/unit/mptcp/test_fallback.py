@@ -157,3 +157,51 @@ def test_once_fallen_back_never_return() -> None:
     assert not any(type(o) is Dss and o.data_len for _, _, p in pair.sent[sent_before:]
                    for o in p.tcp.options)
     assert not pair.sent_options("c2s", MpJoinSyn)
+
+
+def _coalesce_pairs(address: str, after: float):
+    """Merges each c2s data segment from `address` with the next one, keeping the first's
+    options (an LRO-like box): the second segment's bytes arrive without their mapping."""
+    state: dict[str, object] = {"held": None}
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        tcp = packet.tcp
+        if where != "c2s" or packet.src != address or not tcp.payload or tamper.now() < after:
+            return [packet]
+        held = state["held"]
+        if held is None:
+            state["held"] = packet
+            return []
+        state["held"] = None
+        assert isinstance(held, Packet)
+        if (held.tcp.seq + len(held.tcp.payload)) & 0xFFFFFFFF != tcp.seq:
+            return [held, packet]  # not contiguous: pass both unchanged
+        merged = dataclasses.replace(held.tcp, payload=held.tcp.payload + tcp.payload,
+                                     ack=tcp.ack, window=tcp.window, checksum=None)
+        return [dataclasses.replace(held, tcp=merged)]
+
+    tamper.now = lambda: 0.0
+    return tamper
+
+
+def test_unmapped_data_on_the_initial_subflow_after_joins_resets_only_that_subflow() -> None:
+    """With joins up, infinite-mapping fallback is no longer allowed (RFC 8684 3.7): bytes
+    without a mapping on the initial subflow reset that subflow alone (as Linux does, and as
+    for a join subflow); its data is reinjected and the connection carries on."""
+    tamper = _coalesce_pairs("10.0.0.1", after=0.3)
+    pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"], tamper=tamper,
+                client_config=StackConfig(scheduler="round_robin"))
+    tamper.now = lambda: pair.now
+    client, server = _open(pair, warm=True)
+    pair.run(0.3)
+    assert len(client.subflows) == 2 and not server.allow_infinite_fallback
+    data = _payload(300_000)
+    got = transfer(pair, client, server, data)
+    assert got == data
+    assert server.counters["SubflowResetMiddlebox"] == 1
+    resets = [(p.dst, p.tcp.find(MpTcpRst)) for _, d, p in pair.sent
+              if d == "s2c" and p.tcp.flags & RST and p.tcp.find(MpTcpRst) is not None]
+    assert [(dst, option.reason) for dst, option in resets] == [("10.0.0.1", 6)]
+    assert client.mode == server.mode == "mptcp"
+    assert client.counters["Reinjected"] >= 1
+    assert client.stats()["outcome"] == "subflow-rejected"
