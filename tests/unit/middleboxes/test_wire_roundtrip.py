@@ -63,3 +63,23 @@ def test_every_middlebox_is_exercised() -> None:
     from middleboxes.registry import MIDDLEBOXES
 
     assert {name for name, _ in CONFIGS} == set(MIDDLEBOXES)
+
+
+@pytest.mark.parametrize(("name", "params"), CONFIGS,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_counters_add_up_and_change_log_describes_each_change(name: str, params: dict) -> None:
+    box = build(name, **params, log_changes=True, log_limit=1000)
+    conversation = mptcp_conversation()
+    emitted_count = 0
+    for index, (packet, direction) in enumerate(conversation):
+        emitted_count += len(box.process(packet, direction, index * 0.0001))
+    emitted_count += len(box.release(100.0))
+    counters = box.counters
+    assert counters.seen == len(conversation)
+    if name != "coalesce":  # coalesce absorbs merged segments (counted as changed)
+        assert emitted_count == counters.seen - counters.dropped + counters.injected
+    entries = box.change_log.entries
+    assert len(entries) >= (1 if counters.changed or counters.dropped else 0)
+    for entry in entries:
+        assert set(entry) >= {"time", "direction", "flow", "change"}
+        assert entry["direction"] in ("upstream", "downstream") and entry["change"]
