@@ -1,0 +1,491 @@
+"""`testbed matrix SPEC --out DIR`: every middlebox x every endpoint pairing, as one table.
+
+A matrix spec (TOML, see experiments/fallback_matrix.toml) holds a base experiment (topology,
+traffic, mptcp, optional timeline and capture), the pairings (client-server stacks, default the
+four of kernel and python) and the middleboxes, one row each: a name, the box or chain of boxes
+(node, type, params), optional traffic/mptcp overrides, and the expected outcome per pairing.
+
+Every cell becomes an ordinary experiment spec, validated up front (a bad cell is a one-line
+SpecError, exit 2, before anything runs), and runs through testbed.runner into
+DIR/cells/<row>/<pairing>/. A failing cell is recorded as an error and the matrix goes on.
+matrix.json is rewritten atomically after every cell, so Ctrl-C (or kill -9) keeps what ran;
+after Ctrl-C it is marked partial and the command exits 130. Exit 1 when any cell differs from
+its expectation (an error differs from every expectation), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from testbed.errors import SpecError, TestbedError
+from testbed.progress import ProgressBar
+from testbed.report.files import write_text_atomic
+from testbed.report.summary import summarize_result
+from testbed.report.tables import cell_text, matrix_html, matrix_markdown
+from testbed.results import RESULT_FILE, SCHEMA, TIMESERIES_FILE, read_result
+from testbed.spec import OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+MATRIX_FILE = "matrix.json"
+MATRIX_MD = "matrix.md"
+MATRIX_HTML = "matrix.html"
+CELLS_DIR = "cells"
+RUN_LOG = "run.log"
+DEFAULT_PAIRINGS = ("kernel-kernel", "python-kernel", "kernel-python", "python-python")
+ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+EXIT_DIFFERS = 1
+EXIT_INTERRUPTED = 130
+
+Runner = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    name: str
+    label: str
+    middleboxes: tuple[dict[str, Any], ...]
+    traffic: dict[str, Any]
+    mptcp: dict[str, Any]
+    expect: dict[str, str]  # pairing -> outcome
+
+
+@dataclass(frozen=True)
+class Cell:
+    row: MatrixRow
+    pairing: str
+    spec: ExperimentSpec
+
+    @property
+    def expected(self) -> str | None:
+        return self.row.expect.get(self.pairing)
+
+    @property
+    def key(self) -> str:
+        return f"{self.row.name} \u00d7 {self.pairing}"
+
+    def directory(self, out: Path) -> Path:
+        return out / CELLS_DIR / self.row.name / self.pairing
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    name: str
+    description: str
+    seed: int
+    pairings: tuple[str, ...]
+    base: dict[str, Any]
+    rows: tuple[MatrixRow, ...]
+    raw: dict[str, Any]
+    source: str
+    cells: tuple[Cell, ...] = field(default=())
+
+
+def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ...]],
+                 required: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: must be a table")
+    for key, value in data.items():
+        if key not in allowed:
+            raise SpecError(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+        types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise SpecError(f"{where}.{key}: wrong type {type(value).__name__} ({value!r})")
+    for key in required:
+        if key not in data:
+            raise SpecError(f"{where}: missing required key {key!r}")
+    return data
+
+
+def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
+    if not isinstance(pairing, str) or pairing.count("-") != 1:
+        raise SpecError(f"{where}: pairing {pairing!r} must be CLIENT-SERVER, e.g. kernel-python")
+    client, server = pairing.split("-")
+    for stack in (client, server):
+        if stack not in STACKS:
+            raise SpecError(f"{where}: pairing {pairing!r}: unknown stack {stack!r} (known: {', '.join(STACKS)})")
+    return client, server
+
+
+def load_matrix_spec(path: str | Path) -> MatrixSpec:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: no such matrix spec file") from exc
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: malformed TOML: {exc}") from exc
+    return parse_matrix_spec(raw, source=str(path))
+
+
+def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> MatrixSpec:
+    """Validate a matrix spec and every cell it implies; any problem is one SpecError line."""
+    top = _check_table(raw, source, {
+        "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
+    }, required=("base", "middleboxes"))
+    pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
+    if not pairings:
+        raise SpecError(f"{source}: pairings is empty")
+    for pairing in pairings:
+        parse_pairing(pairing, f"{source}: pairings")
+    if len(set(pairings)) != len(pairings):
+        raise SpecError(f"{source}: pairings lists a pairing twice")
+    base = _check_table(top["base"], f"{source}: [base]", {
+        "topology": dict, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
+    }, required=("topology", "traffic"))
+    if not top["middleboxes"]:
+        raise SpecError(f"{source}: middleboxes is empty (one [[middleboxes]] table per row)")
+    rows = []
+    seen: set[str] = set()
+    for index, item in enumerate(top["middleboxes"]):
+        row = _parse_row(item, f"{source}: middleboxes[{index}]", pairings)
+        if row.name in seen:
+            raise SpecError(f"{source}: middleboxes[{index}]: row name {row.name!r} used twice")
+        seen.add(row.name)
+        rows.append(row)
+    spec = MatrixSpec(name=top.get("name", Path(source).stem), description=top.get("description", ""),
+                      seed=top.get("seed", 1), pairings=pairings, base=base, rows=tuple(rows),
+                      raw=copy.deepcopy(raw), source=source)
+    cells = tuple(_build_cell(spec, row, pairing) for row in spec.rows for pairing in pairings)
+    _check_cells_against_topologies(cells)
+    return MatrixSpec(**{**spec.__dict__, "cells": cells})
+
+
+def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
+    row = _check_table(item, where, {
+        "name": str, "label": str, "node": str, "type": str, "params": dict, "chain": list,
+        "traffic": dict, "mptcp": dict, "expect": dict,
+    }, required=("name",))
+    name = row["name"]
+    if not ROW_NAME.match(name):
+        raise SpecError(f"{where}.name: {name!r} must be letters, digits, '_', '.', '-' (it names a directory)")
+    single = [k for k in ("node", "type", "params") if k in row]
+    if "chain" in row and single:
+        raise SpecError(f"{where}: give either node/type/params or chain = [...], not both")
+    if "chain" in row:
+        boxes = []
+        for i, box in enumerate(row["chain"]):
+            box = _check_table(box, f"{where}.chain[{i}]", {"node": str, "type": str, "params": dict},
+                               required=("node", "type"))
+            boxes.append({"node": box["node"], "type": box["type"], "params": dict(box.get("params", {}))})
+    elif single:
+        if "node" not in row or "type" not in row:
+            raise SpecError(f"{where}: a middlebox needs both node and type (or chain = [] for no box)")
+        boxes = [{"node": row["node"], "type": row["type"], "params": dict(row.get("params", {}))}]
+    else:
+        raise SpecError(f"{where}: no middlebox: give node and type, or chain = [...] (chain = [] for none)")
+    expect = _check_table(row.get("expect", {}), f"{where}.expect",
+                          {p: str for p in (*pairings, "default")})
+    for pairing, outcome in expect.items():
+        if outcome not in OUTCOMES:
+            raise SpecError(f"{where}.expect.{pairing}: {outcome!r} is not an outcome class "
+                            f"(one of {', '.join(OUTCOMES)})")
+    default = expect.get("default")
+    per_pairing = {p: expect.get(p, default) for p in pairings if expect.get(p, default) is not None}
+    return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
+                     traffic=dict(row.get("traffic", {})), mptcp=dict(row.get("mptcp", {})),
+                     expect=per_pairing)
+
+
+def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
+    """The experiment spec (as TOML would give it) of one cell: the base plus the row."""
+    client, server = parse_pairing(pairing, matrix.source)
+    base = copy.deepcopy(matrix.base)
+    raw: dict[str, Any] = {
+        "name": f"{matrix.name}/{row.name}/{pairing}",
+        "description": row.label,
+        "seed": matrix.seed,
+        "topology": base["topology"],
+        "middleboxes": copy.deepcopy(list(row.middleboxes)),
+        "endpoints": [{"role": "server", "stack": server}, {"role": "client", "stack": client}],
+        "traffic": {**base["traffic"], **row.traffic},
+        "mptcp": {**base.get("mptcp", {}), **row.mptcp},
+    }
+    if "timeline" in base:
+        raw["timeline"] = base["timeline"]
+    if "capture" in base:
+        raw["capture"] = base["capture"]
+    expected = row.expect.get(pairing)
+    if expected is not None:
+        raw["expect"] = {"outcome": expected}
+    # bytes and seconds exclude each other: a row giving one replaces the base's other
+    if "bytes" in row.traffic:
+        raw["traffic"].pop("seconds", None)
+    if "seconds" in row.traffic:
+        raw["traffic"].pop("bytes", None)
+    return raw
+
+
+def _build_cell(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> Cell:
+    where = f"{matrix.source}: row {row.name} \u00d7 {pairing}"
+    return Cell(row=row, pairing=pairing, spec=parse_spec(cell_raw_spec(matrix, row, pairing), source=where))
+
+
+def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
+    """Node names and middlebox parameters, checked for every cell before the first run."""
+    from topologies import build_topology
+
+    built: dict[str, Any] = {}
+    for cell in cells:
+        key = repr((cell.spec.topology, sorted(cell.spec.topology_params.items())))
+        if key not in built:
+            built[key] = build_topology(cell.spec.topology, cell.spec.topology_params)
+        check_against_topology(cell.spec, built[key])
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], expected: str | None,
+                            directory: str) -> dict[str, Any]:
+    """A matrix cell from its result file: the same numbers `testbed report` re-derives."""
+    conn = summarize_result(result, where=directory).connections[0]
+    return {
+        **cell_key,
+        "status": "ok",
+        "outcome": conn.outcome,
+        "goodput_mbps": conn.goodput_mbps,
+        "integrity": conn.integrity,
+        "bytes": conn.bytes,
+        "duration_s": conn.duration_s,
+        "subflows_carrying": conn.carrying,
+        "subflows_total": len(conn.subflows),
+        "expected": expected,
+        "as_expected": None if expected is None else conn.outcome == expected,
+        "evidence": list(conn.evidence),
+        "dir": directory,
+    }
+
+
+def error_record(cell_key: dict[str, Any], message: str, expected: str | None, directory: str) -> dict[str, Any]:
+    return {**cell_key, "status": "error", "error": message, "expected": expected,
+            "as_expected": None if expected is None else False, "dir": directory}
+
+
+def _cell_key(cell: Cell) -> dict[str, Any]:
+    client, server = parse_pairing(cell.pairing, "pairing")
+    return {"row": cell.row.name, "pairing": cell.pairing, "client_stack": client, "server_stack": server}
+
+
+def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
+    return {
+        "cells": total,
+        "run": len(cells),
+        "as_expected": sum(1 for c in cells if c.get("as_expected") is True),
+        "differ": sum(1 for c in cells if c.get("as_expected") is False),
+        "errors": sum(1 for c in cells if c.get("status") == "error"),
+        "no_expectation": sum(1 for c in cells if c.get("as_expected") is None),
+        "not_run": total - len(cells),
+    }
+
+
+def matrix_document(matrix: MatrixSpec, cells: list[dict[str, Any]], *, partial: bool, interrupted: bool,
+                    started_at: str, elapsed_s: float, environment: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "kind": "matrix",
+        "name": matrix.name,
+        "description": matrix.description,
+        "source": matrix.source,
+        "spec": matrix.raw,
+        "pairings": list(matrix.pairings),
+        "rows": [{"name": r.name, "label": r.label, "middleboxes": list(r.middleboxes), "expect": r.expect}
+                 for r in matrix.rows],
+        "cells": cells,
+        "summary": summarize_cells(cells, len(matrix.cells)),
+        "partial": partial,
+        "interrupted": interrupted,
+        "started_at": started_at,
+        "elapsed_s": round(elapsed_s, 3),
+        "environment": environment or {},
+    }
+
+
+def write_matrix_outputs(out: Path, doc: dict[str, Any]) -> None:
+    """matrix.json, matrix.md and matrix.html; a failed write raises (results are never lost silently)."""
+    write_text_atomic(out / MATRIX_FILE, json.dumps(doc, indent=2, default=str) + "\n")
+    write_text_atomic(out / MATRIX_MD, matrix_markdown(doc))
+    links = {(c["row"], c["pairing"]): f"{c['dir']}/{RESULT_FILE}" for c in doc["cells"] if c.get("dir")}
+    write_text_atomic(out / MATRIX_HTML, matrix_html(doc, links))
+
+
+def _reusable(cell: Cell, directory: Path) -> dict[str, Any] | None:
+    """A finished result of exactly this cell's spec (for --resume), else None."""
+    if not (directory / RESULT_FILE).exists():
+        return None
+    try:
+        result = read_result(directory)
+    except TestbedError:
+        return None
+    return result if result.get("spec") == cell.spec.as_dict() else None
+
+
+def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, resume: bool = False,
+               stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
+               tty: bool | None = None) -> dict[str, Any]:
+    """Run every cell (or reuse finished ones with resume), writing outputs after each; returns
+    the matrix document. KeyboardInterrupt propagates after the partial document is written."""
+    if runner is None:
+        from testbed.runner import run_experiment as runner
+    out.mkdir(parents=True, exist_ok=True)
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = clock()
+    bar = ProgressBar(len(matrix.cells), label="matrix", stream=stream, clock=clock, tty=tty)
+    records: list[dict[str, Any]] = []
+    environment: dict[str, Any] | None = None
+
+    def write(partial: bool, interrupted: bool) -> dict[str, Any]:
+        doc = matrix_document(matrix, records, partial=partial, interrupted=interrupted,
+                              started_at=started_at, elapsed_s=clock() - started, environment=environment)
+        write_matrix_outputs(out, doc)
+        return doc
+
+    try:
+        for cell in matrix.cells:
+            record, result = _run_cell(cell, out, runner, bar, resume)
+            if result is not None and environment is None:
+                environment = result.get("environment")
+            records.append(record)
+            mark = "" if record.get("as_expected") is not False else f"  \u2717 expected {record.get('expected')}"
+            bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}")
+            write(partial=len(records) < len(matrix.cells), interrupted=False)
+    except KeyboardInterrupt:
+        doc = write(partial=True, interrupted=True)
+        bar.finish(f"matrix: interrupted after {len(records)} of {len(matrix.cells)} cells; partial results "
+                   f"in {out / MATRIX_FILE}")
+        raise MatrixInterrupted(doc) from None
+    doc = write(partial=False, interrupted=False)
+    summary = doc["summary"]
+    bar.finish(f"matrix: {summary['as_expected']} of {summary['cells']} cells as expected, "
+               f"{summary['differ']} differ ({summary['errors']} errors)")
+    return doc
+
+
+class MatrixInterrupted(Exception):
+    """Ctrl-C during a matrix, after the partial document was written."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        super().__init__("matrix interrupted")
+        self.doc = doc
+
+
+def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
+              resume: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    directory = cell.directory(out)
+    rel = directory.relative_to(out).as_posix()
+    key = _cell_key(cell)
+    if resume:
+        previous = _reusable(cell, directory)
+        if previous is not None:
+            return cell_record_from_result(key, previous, cell.expected, rel) | {"reused": True}, previous
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, TIMESERIES_FILE, RUN_LOG):
+        (directory / stale).unlink(missing_ok=True)
+    bar.status(f"{cell.key}: starting")
+    with (directory / RUN_LOG).open("w") as log:
+        def progress(message: str) -> None:
+            log.write(message + "\n")
+            log.flush()
+            bar.status(f"{cell.key}: {message[:60]}")
+
+        try:
+            result = runner(cell.spec, directory, progress=progress)
+        except KeyboardInterrupt:
+            log.write("interrupted\n")
+            raise
+        except TestbedError as exc:
+            log.write(f"error: {exc.message}\n")
+            return error_record(key, exc.message, cell.expected, rel), None
+        except Exception as exc:  # a bug in a stack or endpoint must not end the matrix
+            log.write(traceback.format_exc())
+            return error_record(key, f"{type(exc).__name__}: {exc}", cell.expected, rel), None
+    try:
+        return cell_record_from_result(key, result, cell.expected, rel), result
+    except TestbedError as exc:
+        return error_record(key, f"unusable result: {exc.message}", cell.expected, rel), result
+
+
+# --- command ---------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="matrix spec (TOML), e.g. experiments/fallback_matrix.toml")
+    parser.add_argument("--out", required=True, help="directory for matrix.json, matrix.md, matrix.html, cells/")
+    parser.add_argument("--rows", help="comma-separated row names to run (default: all)")
+    parser.add_argument("--pairings", help="comma-separated pairings to run, e.g. kernel-kernel (default: the spec's)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse cells of DIR whose result.json comes from the same cell spec")
+    parser.add_argument("--check", action="store_true", help="validate the spec and list the cells; run nothing")
+
+
+def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> MatrixSpec:
+    """The matrix restricted to some rows and pairings; unknown names are a SpecError."""
+    wanted_rows = [r.strip() for r in rows.split(",")] if rows else [r.name for r in matrix.rows]
+    wanted_pairings = [p.strip() for p in pairings.split(",")] if pairings else list(matrix.pairings)
+    known_rows = {r.name for r in matrix.rows}
+    for name in wanted_rows:
+        if name not in known_rows:
+            raise SpecError(f"--rows: no row {name!r} in {matrix.source} (rows: {', '.join(sorted(known_rows))})")
+    for pairing in wanted_pairings:
+        if pairing not in matrix.pairings:
+            raise SpecError(f"--pairings: {pairing!r} is not a pairing of {matrix.source} "
+                            f"({', '.join(matrix.pairings)})")
+    kept_rows = tuple(r for r in matrix.rows if r.name in wanted_rows)
+    kept_pairings = tuple(p for p in matrix.pairings if p in wanted_pairings)
+    cells = tuple(c for c in matrix.cells if c.row.name in wanted_rows and c.pairing in wanted_pairings)
+    return MatrixSpec(**{**matrix.__dict__, "rows": kept_rows, "pairings": kept_pairings, "cells": cells})
+
+
+def run(args: argparse.Namespace) -> int:
+    matrix = select(load_matrix_spec(args.spec), args.rows, args.pairings)
+    if args.check:
+        for cell in matrix.cells:
+            print(f"{cell.row.name:<28} {cell.pairing:<16} expect {cell.expected or '-'}")
+        print(f"{len(matrix.cells)} cells ({len(matrix.rows)} rows x {len(matrix.pairings)} pairings): spec ok")
+        return 0
+    out = Path(args.out)
+    from testbed.runner import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():  # SIGTERM between two cells also keeps the partial matrix
+            doc = run_matrix(matrix, out, resume=args.resume)
+    except MatrixInterrupted:
+        return EXIT_INTERRUPTED
+    print(f"{doc['summary']['as_expected']}/{doc['summary']['cells']} cells as expected; "
+          f"tables in {out / MATRIX_MD} and {out / MATRIX_HTML}")
+    for cell in doc["cells"]:
+        if cell.get("as_expected") is False:
+            print(f"  differs: {cell['row']} \u00d7 {cell['pairing']}: {cell_text(cell)} "
+                  f"(expected {cell['expected']})")
+    return EXIT_DIFFERS if doc["summary"]["differ"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="testbed matrix", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except TestbedError as exc:
+        print(f"testbed: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Markdown and HTML tables: the fallback matrix and the summary of one run.
+
+The matrix table follows the fallback table of the IETF MPTCP implementation survey: one row
+per middlebox, one column per endpoint pairing, each cell the outcome class and the goodput.
+A cell that differs from its expectation is marked (a cross and the expected class in
+Markdown, a red frame in HTML); an error cell says why the run failed. Both renderings take
+only a matrix document (matrix.json, re-derivable from the cells' result files), so
+`testbed report` reproduces them from files alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.report.html import esc, outcome_class, page
+from testbed.report.summary import RunSummary, describe_middleboxes
+
+DIFFERS_MARK = "\u2717"  # ✗
+ERROR_CHARS = 80
+
+
+def pairing_title(pairing: str) -> str:
+    """'python-kernel' -> 'python \u2192 kernel' (client to server), as column headers read."""
+    client, _, server = pairing.partition("-")
+    return f"{client} \u2192 {server}" if server else pairing
+
+
+def cell_text(cell: dict[str, Any]) -> str:
+    """Outcome and goodput of a cell in plain words (no markup)."""
+    status = cell.get("status")
+    if status == "not-run":
+        return "not run"
+    if status == "error":
+        message = str(cell.get("error") or "run failed")
+        return "error: " + (message if len(message) <= ERROR_CHARS else message[:ERROR_CHARS - 1] + "\u2026")
+    goodput = cell.get("goodput_mbps")
+    text = str(cell.get("outcome", "?"))
+    if isinstance(goodput, (int, float)):
+        text += f" {goodput:.1f} Mbit/s"
+    carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
+    if isinstance(carrying, int) and isinstance(total, int) and total > 1:
+        text += f" ({carrying}/{total} subflows)"
+    return text
+
+
+def cell_differs(cell: dict[str, Any]) -> bool:
+    return cell.get("as_expected") is False
+
+
+def _cells_by_key(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["row"], c["pairing"]): c for c in doc.get("cells", [])}
+
+
+def _row_header_text(row: dict[str, Any]) -> str:
+    label = row.get("label") or row["name"]
+    boxes = row.get("middleboxes") or []
+    return f"{label} ({describe_middleboxes(boxes)})" if boxes else label
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _summary_line(doc: dict[str, Any]) -> str:
+    s = doc.get("summary") or {}
+    line = (f"{s.get('cells', 0)} cells: {s.get('as_expected', 0)} as expected, "
+            f"{s.get('differ', 0)} differ from their expectation ({s.get('errors', 0)} errors), "
+            f"{s.get('no_expectation', 0)} without expectation, {s.get('not_run', 0)} not run")
+    if doc.get("partial"):
+        line += " \u2014 PARTIAL: " + ("interrupted" if doc.get("interrupted") else "not every cell ran")
+    return line
+
+
+def matrix_markdown(doc: dict[str, Any]) -> str:
+    """The fallback table as GitHub-flavoured Markdown."""
+    pairings = list(doc.get("pairings", []))
+    cells = _cells_by_key(doc)
+    lines = [f"# Fallback matrix: {doc.get('name', '')}", ""]
+    if doc.get("description"):
+        lines += [str(doc["description"]).strip(), ""]
+    lines += [_summary_line(doc), ""]
+    lines.append("| Middlebox | " + " | ".join(pairing_title(p) for p in pairings) + " |")
+    lines.append("|---" * (len(pairings) + 1) + "|")
+    for row in doc.get("rows", []):
+        entries = []
+        for pairing in pairings:
+            cell = cells.get((row["name"], pairing), {"status": "not-run"})
+            text = cell_text(cell)
+            if cell_differs(cell):
+                expected = cell.get("expected")
+                text = f"**{DIFFERS_MARK} {text}** (expected {expected})"
+            entries.append(_md_escape(text))
+        lines.append(f"| {_md_escape(_row_header_text(row))} | " + " | ".join(entries) + " |")
+    lines += ["", f"Columns are client \u2192 server stacks. {DIFFERS_MARK} marks a cell whose outcome "
+              "differs from the expectation declared in the matrix spec.", ""]
+    env = doc.get("environment") or {}
+    if env:
+        lines.append(f"Kernel {env.get('kernel', '?')}, link emulation {format_backends(env.get('backends'))}.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def matrix_html(doc: dict[str, Any], cell_links: dict[tuple[str, str], str] | None = None) -> str:
+    """The fallback table as a self-contained HTML page; cell_links: (row, pairing) -> href."""
+    pairings = list(doc.get("pairings", []))
+    cells = _cells_by_key(doc)
+    links = cell_links or {}
+    out = []
+    if doc.get("description"):
+        out.append(f"<p>{esc(str(doc['description']).strip())}</p>")
+    out.append(f"<p class=\"note\">{esc(_summary_line(doc))}</p>")
+    out.append("<table>\n<tr><th>Middlebox</th>"
+               + "".join(f"<th>{esc(pairing_title(p))}</th>" for p in pairings) + "</tr>")
+    for row in doc.get("rows", []):
+        label = row.get("label") or row["name"]
+        out.append(f"<tr><th>{esc(label)}<br><span class=\"note\">"
+                   f"{esc(describe_middleboxes(row.get('middleboxes') or []))}</span></th>")
+        for pairing in pairings:
+            cell = cells.get((row["name"], pairing), {"status": "not-run"})
+            out.append(_html_cell(cell, links.get((row["name"], pairing))))
+        out.append("</tr>")
+    out.append("</table>")
+    out.append(f"<p class=\"note\">Columns are client \u2192 server stacks. A red frame marks a cell whose "
+               f"outcome differs from the expectation in the matrix spec.</p>")
+    return page(f"Fallback matrix: {doc.get('name', '')}", "\n".join(out))
+
+
+def _html_cell(cell: dict[str, Any], link: str | None) -> str:
+    status = cell.get("status")
+    outcome = "not-run" if status == "not-run" else "error" if status == "error" else str(cell.get("outcome"))
+    classes = ["cell", outcome_class(outcome)]
+    if cell_differs(cell):
+        classes.append("differs")
+    evidence = "\n".join(str(e) for e in cell.get("evidence") or [])
+    title = f" title=\"{esc(evidence)}\"" if evidence else ""
+    if status in ("error", "not-run"):
+        body = esc(cell_text(cell))
+    else:
+        goodput = cell.get("goodput_mbps")
+        body = f"<strong>{esc(outcome)}</strong>"
+        if isinstance(goodput, (int, float)):
+            body += f"<br><span class=\"goodput\">{goodput:.1f} Mbit/s"
+            carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
+            if isinstance(carrying, int) and isinstance(total, int) and total > 1:
+                body += f", {carrying}/{total} subflows"
+            body += "</span>"
+    if link:
+        body = f"<a href=\"{esc(link)}\">{body}</a>"
+    if cell_differs(cell):
+        body += f"<span class=\"expected\">{DIFFERS_MARK} expected {esc(cell.get('expected'))}</span>"
+    return f"<td class=\"{' '.join(classes)}\"{title}>{body}</td>"
+
+
+def run_markdown(summary: RunSummary, plot_file: str | None = None) -> str:
+    """One run: connections, subflow shares, expectations, timeline, as Markdown."""
+    lines = [f"# {summary.name}", ""]
+    if summary.description:
+        lines += [summary.description.strip(), ""]
+    lines += [f"Middleboxes: {describe_middleboxes(summary.middleboxes)}. "
+              f"Kernel {summary.kernel or '?'}, link emulation {format_backends(summary.backends)}.", ""]
+    lines += ["| client \u2192 server | outcome | goodput (Mbit/s) | bytes | duration (s) | integrity | subflows |",
+              "|---|---|---|---|---|---|---|"]
+    for conn in summary.connections:
+        lines.append(f"| {conn.client_stack} \u2192 {conn.server_stack} | {conn.outcome} | "
+                     f"{conn.goodput_mbps:.2f} | {conn.bytes} | {conn.duration_s:.2f} | {conn.integrity} | "
+                     f"{conn.carrying}/{len(conn.subflows)} |")
+    for index, conn in enumerate(summary.connections):
+        lines += ["", f"## Subflows of connection {index}", "",
+                  "| subflow | bytes | share | Mbit/s | retransmitted | RTT (ms) | open at end |",
+                  "|---|---|---|---|---|---|---|"]
+        for sub in conn.subflows:
+            lines.append(f"| {sub.local} \u2192 {sub.remote} | {sub.bytes} | {sub.share * 100:.1f}% | "
+                         f"{sub.mbps:.2f} | {sub.bytes_retrans} | {_maybe(sub.rtt_ms)} | "
+                         f"{_maybe(sub.open_at_end)} |")
+        if conn.evidence:
+            lines += ["", "Evidence:", ""] + [f"- {_md_escape(e)}" for e in conn.evidence]
+    lines += ["", _expectation_line(summary)]
+    if summary.timeline:
+        lines += ["", "Timeline as applied:", ""]
+        lines += [f"- t={ev.get('at_s')} s link {ev.get('link')}: "
+                  f"{ev.get('params', '')}{'' if 'up' not in ev else (' up' if ev['up'] else ' down')}"
+                  for ev in summary.timeline]
+    if plot_file:
+        lines += ["", f"![per-subflow throughput]({plot_file})"]
+    return "\n".join(lines) + "\n"
+
+
+def run_html(summary: RunSummary, plot_file: str | None = None) -> str:
+    out = []
+    if summary.description:
+        out.append(f"<p>{esc(summary.description.strip())}</p>")
+    out.append(f"<p class=\"note\">Middleboxes: {esc(describe_middleboxes(summary.middleboxes))}. "
+               f"Kernel {esc(summary.kernel or '?')}, link emulation {esc(format_backends(summary.backends))}.</p>")
+    out.append("<table><tr><th>client \u2192 server</th><th>outcome</th><th>goodput (Mbit/s)</th>"
+               "<th>bytes</th><th>duration (s)</th><th>integrity</th><th>subflows</th></tr>")
+    for conn in summary.connections:
+        out.append(f"<tr><td>{esc(conn.client_stack)} \u2192 {esc(conn.server_stack)}</td>"
+                   f"<td class=\"{outcome_class(conn.outcome)}\">{esc(conn.outcome)}</td>"
+                   f"<td class=\"num\">{conn.goodput_mbps:.2f}</td><td class=\"num\">{conn.bytes}</td>"
+                   f"<td class=\"num\">{conn.duration_s:.2f}</td><td>{esc(conn.integrity)}</td>"
+                   f"<td class=\"num\">{conn.carrying}/{len(conn.subflows)}</td></tr>")
+    out.append("</table>")
+    for index, conn in enumerate(summary.connections):
+        out.append(f"<h2>Subflows of connection {index}</h2><table><tr><th>subflow</th><th>bytes</th>"
+                   "<th>share</th><th>Mbit/s</th><th>retransmitted</th><th>RTT (ms)</th>"
+                   "<th>open at end</th></tr>")
+        for sub in conn.subflows:
+            out.append(f"<tr><td>{esc(sub.local)} \u2192 {esc(sub.remote)}</td><td class=\"num\">{sub.bytes}</td>"
+                       f"<td class=\"num\">{sub.share * 100:.1f}%</td><td class=\"num\">{sub.mbps:.2f}</td>"
+                       f"<td class=\"num\">{sub.bytes_retrans}</td><td class=\"num\">{esc(_maybe(sub.rtt_ms))}</td>"
+                       f"<td>{esc(_maybe(sub.open_at_end))}</td></tr>")
+        out.append("</table>")
+        if conn.evidence:
+            out.append("<p>Evidence:</p><ul>" + "".join(f"<li>{esc(e)}</li>" for e in conn.evidence) + "</ul>")
+    verdict = _expectation_line(summary)
+    css = "pass" if summary.expectations_passed else "fail" if summary.expectations_passed is False else "note"
+    out.append(f"<p class=\"{css}\">{esc(verdict)}</p>")
+    if summary.timeline:
+        out.append("<p>Timeline as applied:</p><ul>" + "".join(
+            f"<li>t={esc(ev.get('at_s'))} s link {esc(ev.get('link'))}: {esc(ev.get('params', ''))}"
+            f"{'' if 'up' not in ev else (' up' if ev['up'] else ' down')}</li>" for ev in summary.timeline)
+            + "</ul>")
+    if plot_file:
+        out.append(f"<p><img src=\"{esc(plot_file)}\" alt=\"per-subflow throughput\"></p>")
+    return page(summary.name or "testbed run", "\n".join(out))
+
+
+def _expectation_line(summary: RunSummary) -> str:
+    if summary.expectations_passed is None:
+        return "Expectations: none recorded."
+    if summary.expectations_passed:
+        return f"Expectations {summary.expect or '{}'}: PASS"
+    return f"Expectations {summary.expect}: FAIL ({'; '.join(summary.expectation_failures)})"
+
+
+def format_backends(backends: object) -> str:
+    """'rate=htb loss=nft delay=userspace' (what `testbed doctor` chose for the run)."""
+    if not isinstance(backends, dict) or not backends:
+        return "unknown"
+    return " ".join(f"{k}={v}" for k, v in backends.items())
+
+
+def _maybe(value: object) -> str:
+    return "-" if value is None else str(value)
