@@ -1,45 +1,250 @@
 """Outcome classes of a connection (DESIGN.md), decided from evidence and returned with it.
 
-Evidence so far: the two ends' reports (integrity, errors, MPTCP in use, subflows that carried
-data) and the kernel's MPTcpExt counter deltas of each endpoint namespace.
+Evidence: the two ends' reports (byte counts, SHA-256 of what each end sent or received, the
+payload seed, errors, whether MPTCP was seen and still in use at the end, per-subflow bytes)
+and the kernel's MPTcpExt/Tcp counter deltas of each endpoint namespace.
+
+The class is the first rule of RULES that holds, in this order, because a later class must
+never hide an earlier one:
+
+1. ``corrupted``: the receiver's bytes are not an intact prefix of the sender's stream (it got
+   as many bytes with another hash, more bytes than were sent, or a prefix whose hash differs
+   from the stream's own prefix, recomputed from the payload seed). Never hidden by anything.
+2. ``mp-fail``: a DSS checksum failed (DataCsumErr, MP_FAIL sent or received) — whatever
+   happened next (fallback, reset, a stall) is added to the evidence.
+3. ``reset`` / ``stalled``: the transfer did not finish (an end saw a reset or refusal; or no
+   progress until the I/O timeout, or no byte at all). Delivered bytes are an intact prefix.
+4. ``fallback-syn``: MPTCP was never in use (SYN/ACK or third ACK without MP_CAPABLE, a plain
+   TCP end).
+5. ``fallback-infinite-map``: MPTCP was negotiated, then the connection fell back to TCP
+   (data without a DSS mapping, an infinite mapping, a first ACK without DSS).
+6. ``subflow-rejected``: MPTCP end to end but fewer subflows carried data than expected and a
+   join was tried, refused or reset.
+7. ``mptcp``.
+
+Every rule that holds contributes its reasons, so the evidence of a `reset` still says that
+the connection had fallen back first, and so on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from testbed.endpoints.payload import expected_digest
+from testbed.endpoints.report import ConnectionRecord, EndpointReport
 
-def classify(
-    record: Any, counters: dict[str, dict[str, int]], expected_subflows: int
-) -> tuple[str, list[str]]:
-    """A first outcome class from the evidence at hand (ends' reports, kernel counters)."""
+# What each counter means when it moves; used to word the evidence.
+COUNTER_MEANINGS: dict[str, str] = {
+    "MPTcpExtMPCapableFallbackSYNACK": "SYN/ACK without MP_CAPABLE: plain TCP",
+    "MPTcpExtMPCapableFallbackACK": "third ACK without MP_CAPABLE: plain TCP",
+    "MPTcpExtMPCapableSYNTXDrop": "SYN retried without MP_CAPABLE after retransmissions",
+    "MPTcpExtBlackhole": "MPTCP SYNs unanswered: MPTCP blackhole assumed",
+    "MPTcpExtMPCapableDataFallback": "first packet after the handshake without DSS: fell back",
+    "MPTcpExtDssFallback": "data without a DSS mapping: fell back to TCP",
+    "MPTcpExtDSSCorruptionFallback": "mapping corrupted: fell back to TCP",
+    "MPTcpExtDSSCorruptionReset": "mapping corrupted: subflow reset",
+    "MPTcpExtInfiniteMapTx": "infinite mapping sent",
+    "MPTcpExtInfiniteMapRx": "infinite mapping received",
+    "MPTcpExtDataCsumErr": "DSS checksum failed",
+    "MPTcpExtMPFailTx": "MP_FAIL sent",
+    "MPTcpExtMPFailRx": "MP_FAIL received",
+    "MPTcpExtMPJoinSynTx": "MP_JOIN SYN sent",
+    "MPTcpExtMPJoinSynRx": "MP_JOIN SYN received",
+    "MPTcpExtMPJoinAckRx": "MP_JOIN third ACK received",
+    "MPTcpExtMPJoinRejected": "MP_JOIN refused",
+    "MPTcpExtMPJoinNoTokenFound": "MP_JOIN with an unknown token",
+    "MPTcpExtMPJoinSynAckHMacFailure": "MP_JOIN SYN/ACK HMAC wrong",
+    "MPTcpExtMPJoinAckHMacFailure": "MP_JOIN ACK HMAC wrong",
+    "MPTcpExtMPRstTx": "MP_TCPRST sent (subflow reset)",
+    "MPTcpExtMPRstRx": "MP_TCPRST received (subflow reset)",
+    "MPTcpExtMPFastcloseTx": "MP_FASTCLOSE sent",
+    "MPTcpExtMPFastcloseRx": "MP_FASTCLOSE received",
+    "MPTcpExtFallbackFailed": "fallback needed but impossible",
+    "TcpInCsumErrors": "TCP segments with a bad checksum received",
+}
+
+SYN_FALLBACK = ("MPTcpExtMPCapableFallbackSYNACK", "MPTcpExtMPCapableFallbackACK",
+                "MPTcpExtMPCapableSYNTXDrop", "MPTcpExtBlackhole")
+LATE_FALLBACK = ("MPTcpExtMPCapableDataFallback", "MPTcpExtDssFallback",
+                 "MPTcpExtDSSCorruptionFallback", "MPTcpExtInfiniteMapTx", "MPTcpExtInfiniteMapRx")
+CHECKSUM_FAILURE = ("MPTcpExtDataCsumErr", "MPTcpExtMPFailTx", "MPTcpExtMPFailRx")
+JOIN_TROUBLE = ("MPTcpExtMPJoinRejected", "MPTcpExtMPJoinNoTokenFound",
+                "MPTcpExtMPJoinSynAckHMacFailure", "MPTcpExtMPJoinAckHMacFailure",
+                "MPTcpExtMPRstTx", "MPTcpExtMPRstRx", "MPTcpExtDSSCorruptionReset")
+JOIN_TRIED = ("MPTcpExtMPJoinSynTx", "MPTcpExtMPJoinSynRx", *JOIN_TROUBLE)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the rules look at, computed once per connection."""
+
+    record: ConnectionRecord
+    counters: Mapping[str, Mapping[str, int]]  # namespace -> counter -> delta
+    expected_subflows: int
+    sender: EndpointReport
+    receiver: EndpointReport
+    prefix_intact: bool | None  # receiver's bytes = the stream's first bytes (None: unknown)
+
+    def moved(self, names: tuple[str, ...]) -> list[str]:
+        """'host: Counter +N (meaning)' for each named counter that moved in any namespace."""
+        found = []
+        for host, per_host in sorted(self.counters.items()):
+            for name in names:
+                delta = per_host.get(name, 0)
+                if delta:
+                    meaning = COUNTER_MEANINGS.get(name)
+                    found.append(f"{host}: {name} {delta:+d}" + (f" ({meaning})" if meaning else ""))
+        return found
+
+    def errors_of(self, *kinds: str) -> list[str]:
+        return [f"{r.role} {r.error_kind}: {r.error}" for r in (self.record.client, self.record.server)
+                if r.error_kind in kinds]
+
+    @property
+    def carrying(self) -> list[Any]:
+        return [s for s in self.record.subflows if s.bytes_acked > 0]
+
+
+def delivered_prefix_intact(record: ConnectionRecord) -> bool | None:
+    """Whether the receiver got exactly the first `bytes` bytes of the sender's stream.
+
+    The payload is a pure function of the seed (testbed.endpoints.payload), so the hash of any
+    prefix can be recomputed; None when the seed is unknown (the sender failed early).
+    """
+    sender, receiver = ((record.client, record.server) if record.direction != "download"
+                        else (record.server, record.client))
+    if receiver.bytes > sender.bytes:
+        return False
+    if receiver.bytes == sender.bytes:
+        return receiver.sha256 == sender.sha256
+    seed = record.client.seed
+    if seed is None:
+        return None
+    return expected_digest(seed, receiver.bytes) == receiver.sha256
+
+
+def _corrupted(facts: Facts) -> list[str]:
+    record, sender, receiver = facts.record, facts.sender, facts.receiver
+    if record.integrity == "ok" or facts.prefix_intact is not False:
+        return []
+    if receiver.bytes > sender.bytes:
+        why = f"{receiver.role} received {receiver.bytes} bytes, more than the {sender.bytes} sent"
+    elif receiver.bytes == sender.bytes:
+        why = f"{receiver.role} received all {receiver.bytes} bytes but their SHA-256 differs"
+    else:
+        why = (f"the {receiver.bytes} bytes {receiver.role} received are not the first "
+               f"{receiver.bytes} bytes of the stream (SHA-256 of the prefix differs)")
+    return [f"payload corrupted: {why}"]
+
+
+def _mp_fail(facts: Facts) -> list[str]:
+    return facts.moved(CHECKSUM_FAILURE)
+
+
+def _reset(facts: Facts) -> list[str]:
+    return facts.errors_of("reset", "refused")
+
+
+def _stalled(facts: Facts) -> list[str]:
+    reasons = facts.errors_of("timeout")
+    if facts.record.bytes == 0:
+        reasons.append("no payload byte delivered")
+    elif facts.receiver.bytes < facts.sender.bytes and not facts.record.errors:
+        reasons.append(f"{facts.receiver.role} got only {facts.receiver.bytes} of the "
+                       f"{facts.sender.bytes} bytes sent")
+    return reasons
+
+
+def _fallback_syn(facts: Facts) -> list[str]:
+    client, server = facts.record.client, facts.record.server
+    reasons = facts.moved(SYN_FALLBACK)
+    plain = [r.role for r in (client, server) if not r.mptcp_requested]
+    if plain:
+        reasons.append(f"plain TCP endpoint(s): {', '.join(plain)}")
+    if not client.mptcp_seen and not server.mptcp_seen:
+        reasons.append("neither end ever saw MPTCP in use (MPTCP_INFO)")
+    return reasons
+
+
+def _fallback_infinite_map(facts: Facts) -> list[str]:
+    reasons = facts.moved(LATE_FALLBACK)
+    ends = [r.role for r in (facts.record.client, facts.record.server)
+            if r.mptcp_seen and not r.mptcp_used]
+    if ends:
+        reasons.append(f"MPTCP in use, then fallen back at the end: {', '.join(ends)}")
+    return reasons
+
+
+def _subflow_rejected(facts: Facts) -> list[str]:
+    if not facts.record.mptcp_used or len(facts.carrying) >= facts.expected_subflows:
+        return []
+    trouble = facts.moved(JOIN_TROUBLE)
+    tried = facts.moved(JOIN_TRIED)
+    closed = [f"subflow {s.local} -> {s.remote} closed before the end"
+              for s in facts.record.subflows if not s.open_at_end]
+    if not (trouble or tried or closed):
+        return []
+    return [f"{len(facts.carrying)} of {facts.expected_subflows} expected subflows carried data",
+            *tried, *(t for t in trouble if t not in tried), *closed]
+
+
+def _mptcp(facts: Facts) -> list[str]:
+    return [f"MPTCP end to end, {len(facts.carrying)} subflow(s) carried data: "
+            + ", ".join(f"{s.local}->{s.remote} {s.bytes_acked} B" for s in facts.carrying)]
+
+
+Rule = Callable[[Facts], list[str]]
+RULES: tuple[tuple[str, Rule], ...] = (
+    ("corrupted", _corrupted),
+    ("mp-fail", _mp_fail),
+    ("reset", _reset),
+    ("stalled", _stalled),
+    ("fallback-syn", _fallback_syn),
+    ("fallback-infinite-map", _fallback_infinite_map),
+    ("subflow-rejected", _subflow_rejected),
+    ("mptcp", _mptcp),
+)
+OUTCOMES: tuple[str, ...] = tuple(name for name, _rule in RULES)
+
+
+def gather_facts(record: ConnectionRecord, counters: Mapping[str, Mapping[str, int]],
+                 expected_subflows: int) -> Facts:
+    sender, receiver = ((record.client, record.server) if record.direction != "download"
+                        else (record.server, record.client))
+    prefix = True if record.integrity == "ok" else delivered_prefix_intact(record)
+    return Facts(record, counters, expected_subflows, sender, receiver, prefix)
+
+
+def classify(record: ConnectionRecord, counters: Mapping[str, Mapping[str, int]],
+             expected_subflows: int) -> tuple[str, list[str]]:
+    """(outcome class, evidence): the first rule of RULES that holds; its reasons come first,
+    then those of every later rule that also holds, then integrity and checksum facts."""
+    facts = gather_facts(record, counters, expected_subflows)
+    outcome = ""
     evidence: list[str] = []
-    every = {k: v for per_ns in counters.values() for k, v in per_ns.items()}
-    if record.integrity != "ok":
-        if record.errors:
-            evidence += list(record.errors)
-            return "reset", evidence
-        evidence += list(record.problems)
-        return "corrupted", evidence
-    if record.errors:
-        evidence += list(record.errors)
-        return "reset", evidence
-    if record.bytes == 0:
-        return "stalled", ["no payload byte delivered"]
-    if every.get("MPTcpExtMPFailTx") or every.get("MPTcpExtMPFailRx"):
-        evidence.append("MPFailTx/Rx moved")
-        return "mp-fail", evidence
-    if every.get("MPTcpExtInfiniteMapTx") or every.get("MPTcpExtInfiniteMapRx"):
-        evidence.append("InfiniteMapTx/Rx moved")
-        return "fallback-infinite-map", evidence
-    if not record.mptcp_used:
-        evidence.append("MPTCP_INFO reports fallback or plain TCP")
-        return "fallback-syn", evidence
-    carrying = [s for s in record.subflows if s.bytes_acked > 0]
-    evidence.append(f"{len(carrying)} subflow(s) carried data")
-    if len(carrying) < expected_subflows and (
-        every.get("MPTcpExtMPJoinSynTx", 0) or every.get("MPTcpExtMPJoinSynRx", 0)
-        or every.get("MPTcpExtMPJoinSynAckHMacFailure", 0)
-    ):
-        return "subflow-rejected", evidence
-    return "mptcp", evidence
+    for name, rule in RULES:
+        reasons = rule(facts)
+        if not reasons or (name == "mptcp" and outcome):
+            continue
+        if not outcome:
+            outcome = name
+            evidence.extend(reasons)
+        else:
+            evidence.extend(f"also {name}: {reason}" for reason in reasons)
+    evidence.append(_integrity_statement(facts))
+    evidence.extend(facts.moved(("TcpInCsumErrors",)))
+    return outcome, evidence
+
+
+def _integrity_statement(facts: Facts) -> str:
+    receiver, sender = facts.receiver, facts.sender
+    if facts.record.integrity == "ok":
+        return f"integrity ok: {receiver.role} got all {receiver.bytes} bytes, SHA-256 equal"
+    if facts.prefix_intact:
+        return (f"no corrupted byte delivered: {receiver.role}'s {receiver.bytes} bytes are the "
+                f"stream's first {receiver.bytes} of {sender.bytes} (prefix SHA-256 recomputed)")
+    if facts.prefix_intact is None:
+        return "delivered bytes could not be checked (payload seed unknown)"
+    return "corrupted bytes were delivered to the application"

@@ -1,0 +1,58 @@
+"""Live middlebox runs: the spec files of experiments/middleboxes through testbed.runner, on real
+namespaces with the Linux kernel's MPTCP at both ends.
+
+Each spec runs at most once per session (several tests read the same result). A spec's I/O
+timeout can be shortened for the runs that stall by design, so the directory stays fast; the
+rest of the spec is used exactly as `testbed run` would use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.runner import run_experiment
+from testbed.spec import load_spec
+
+SPEC_DIR = Path(__file__).resolve().parents[3] / "experiments" / "middleboxes"
+
+RunSpec = Callable[..., dict[str, Any]]
+
+
+def _live_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("ip", "nft", "ethtool", "mnexec"):
+        if shutil.which(tool) is None:
+            return f"needs {tool}"
+    if not Path("/proc/sys/net/mptcp/enabled").exists():
+        return "kernel without MPTCP"
+    return None
+
+
+@pytest.fixture(scope="session")
+def run_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunSpec]:
+    """run_spec(stem, timeout_s=None) -> result.json of experiments/middleboxes/<stem>.toml."""
+    problem = _live_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    cache: dict[tuple[str, float | None], dict[str, Any]] = {}
+
+    def run(stem: str, timeout_s: float | None = None) -> dict[str, Any]:
+        key = (stem, timeout_s)
+        if key not in cache:
+            spec = load_spec(SPEC_DIR / f"{stem}.toml")
+            if timeout_s is not None:
+                spec = dataclasses.replace(
+                    spec, traffic=dataclasses.replace(spec.traffic, timeout_s=timeout_s))
+            out = tmp_path_factory.mktemp(stem)
+            cache[key] = run_experiment(spec, out, progress=lambda line: None)
+        return cache[key]
+
+    yield run
