@@ -1,0 +1,85 @@
+"""PNG plot of per-path throughput over time with phases marked, from result files alone.
+
+Uses matplotlib's Agg backend (no display). The plot is derived from timeseries.csv and the
+phase description stored next to it (prague.json), so `testbed demo prague --replot DIR`
+redraws it without re-running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from testbed.demo.phases import PhaseSummary, path_of
+from testbed.errors import TestbedError
+
+
+def smoothed_series(rows: list[dict[str, Any]], paths: dict[str, str], bin_s: float,
+                    smooth_s: float) -> dict[str, tuple[list[float], list[float]]]:
+    """Per-path (times, Mbit/s) averaged over `smooth_s` windows (bins of `bin_s`)."""
+    per_bin: dict[str, dict[int, int]] = {}
+    last_bin = 0
+    for row in rows:
+        index = int(float(row["t_s"]) / bin_s + 1e-6)
+        last_bin = max(last_bin, index)
+        path = path_of(str(row["local"]), paths)
+        bins = per_bin.setdefault(path, {})
+        bins[index] = bins.get(index, 0) + int(row["bytes"])
+    group = max(1, round(smooth_s / bin_s))
+    out = {}
+    for path, bins in sorted(per_bin.items()):
+        times, values = [], []
+        for start in range(0, last_bin + 1, group):
+            total = sum(bins.get(i, 0) for i in range(start, start + group))
+            times.append((start + group / 2) * bin_s)
+            values.append(total * 8 / (group * bin_s) / 1e6)
+        out[path] = (times, values)
+    return out
+
+
+def write_phase_plot(png: Path, rows: list[dict[str, Any]], paths: dict[str, str], bin_s: float,
+                     summaries: Sequence[PhaseSummary], title: str, smooth_s: float = 0.5) -> None:
+    """Lines per path and their total; shaded check windows, phase names, PASS/FAIL per phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    series = smoothed_series(rows, paths, bin_s, smooth_s)
+    figure, axes = pyplot.subplots(figsize=(11, 5), dpi=110)
+    try:
+        total_t: list[float] = []
+        total_v: list[float] = []
+        for path, (times, values) in series.items():
+            axes.plot(times, values, label=f"path {path}", linewidth=1.6)
+            if not total_t:
+                total_t, total_v = list(times), [0.0] * len(times)
+            for i, v in enumerate(values[: len(total_v)]):
+                total_v[i] += v
+        if total_t:
+            axes.plot(total_t, total_v, label="total", color="0.35", linewidth=1.0, linestyle="--")
+        top = max([*total_v, 1.0]) * 1.12
+        for number, summary in enumerate(summaries, start=1):
+            phase = summary.phase
+            if phase.start_s > 0:
+                axes.axvline(phase.start_s, color="0.2", linewidth=0.8)
+            start, end = phase.window
+            axes.axvspan(start, end, color="tab:green" if summary.passed else "tab:red", alpha=0.07)
+            shares = " ".join(f"{p}={v:.2f}" for p, v in summary.shares.items())
+            axes.text(phase.start_s + 0.3, top * 0.97, f"{number}. {phase.title}", fontsize=8, va="top")
+            axes.text(phase.start_s + 0.3, top * 0.90, f"{'PASS' if summary.passed else 'FAIL'} {shares}",
+                      fontsize=8, va="top", color="tab:green" if summary.passed else "tab:red")
+        axes.set_ylim(0, top)
+        axes.set_xlabel("time since the transfer started (s)")
+        axes.set_ylabel(f"goodput (Mbit/s, {smooth_s:.1f} s mean)")
+        axes.set_title(title)
+        axes.legend(loc="lower left", fontsize=8)
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        try:
+            figure.savefig(png)
+        except OSError as exc:
+            raise TestbedError(f"could not write {png}: {exc.strerror}") from exc
+    finally:
+        pyplot.close(figure)

@@ -1,0 +1,203 @@
+"""`testbed demo prague`: the IETF 80 (Prague, 2011) MPTCP demo, scripted on two_path.
+
+Two 100 Mbit/s paths; link conditions change live while one upload runs (experiments/prague.toml):
+1. clean: both paths used, about 190 Mbit/s in total;
+2. 1% loss on path a: most traffic moves to path b;
+3. the same loss on both: balanced again;
+4. loss gone, RTT of path a raised: a dip on a while its window grows, then both full again.
+
+Every run keeps result.json and timeseries.csv (from testbed.runner), and adds prague.json (the
+phases, the congestion control used, the per-phase summary) and prague.png. The summary and the
+plot are re-derived from those files alone (`--replot DIR`). Exit status 1 when a phase misses
+its expectations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from testbed.demo.congestion import set_route_congestion_control
+from testbed.demo.livegraph import LiveGraph
+from testbed.demo.phases import (
+    LinkChange,
+    Phase,
+    PhasedDemo,
+    PhaseSummary,
+    client_paths,
+    format_summary,
+    load_demo,
+    summarize,
+)
+from testbed.demo.plot import write_phase_plot
+from testbed.errors import RunFailed, SpecError, TestbedError
+from testbed.results import BIN_S, RESULT_FILE, TIMESERIES_FILE, read_result, write_json_atomic
+from testbed.runner import ENDPOINT_MODULES, run_experiment
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "prague.toml"
+DEMO_FILE = "prague.json"
+PLOT_FILE = "prague.png"
+SMOOTH_S = 0.5
+RUN_ID = re.compile(r"\(run ([0-9a-f]+),")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="directory for result.json, timeseries.csv, "
+                        "prague.json and prague.png (with --replot: the directory to re-derive from)")
+    parser.add_argument("--live", action="store_true", help="draw per-subflow throughput in the terminal")
+    parser.add_argument("--stack", choices=("kernel", "python"), default="kernel",
+                        help="MPTCP stack of both endpoints (default: kernel)")
+    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
+                        help="phased demo file (default: %(default)s)")
+    parser.add_argument("--phase-seconds", type=float, help="make every phase this long (a short rehearsal)")
+    parser.add_argument("--replot", action="store_true",
+                        help="do not run: re-derive the summary and the PNG from the files in --out")
+
+
+def check_stack(stack: str) -> None:
+    module = ENDPOINT_MODULES[stack]
+    if importlib.util.find_spec(module) is None:
+        raise SpecError(f"--stack {stack}: the endpoint program {module} is not in this installation yet")
+
+
+class _Hooks:
+    """Progress and observer callbacks for run_experiment: live graph, congestion control.
+
+    The runner names its run in its first progress message and reports the listening server
+    before it starts the client; that moment is when routes must get their congctl metric
+    (testbed.demo.congestion), because a socket takes its controller when it connects.
+    """
+
+    def __init__(self, demo: PhasedDemo, stack: str, live: bool) -> None:
+        self.demo, self.stack, self.live = demo, stack, live
+        self.run_id: str | None = None
+        requested = demo.congestion_control if stack == "kernel" else None
+        self.congestion: dict[str, Any] = {"requested": requested, "routes": {}}
+        self.graph: LiveGraph | None = None
+        self.events: list[str] = []
+
+    def progress(self, message: str) -> None:
+        found = RUN_ID.search(message)
+        if found:
+            self.run_id = found.group(1)
+        if message.startswith("server listening") and self.congestion["requested"]:
+            if self.run_id is None:
+                raise RunFailed("cannot set the congestion control: the runner did not name its run")
+            for node in (self.demo.spec.client.host, self.demo.spec.server.host):
+                self.congestion["routes"][node] = set_route_congestion_control(
+                    f"tb-{self.run_id}-{node}", self.congestion["requested"])
+        self.events.append(message)
+        if self.graph is not None:
+            self.graph.status = f"last: {message}"
+        else:
+            print(f"[prague] {message}", flush=True)
+
+    def observer(self, work_dir: Path, elapsed_s: float) -> None:
+        if self.congestion["requested"] and not self.congestion["routes"]:
+            raise RunFailed("the congestion control was not set before the client started "
+                            "(the runner's progress messages changed?)")
+        if not self.live:
+            return
+        if self.graph is None:
+            paths = {address: link for address, link in _client_paths_from_spec(self.demo).items()}
+            self.graph = LiveGraph(work_dir / "client.samples.csv", paths, self.demo.phases,
+                                   self.demo.seconds, color=sys.stdout.isatty(),
+                                   title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path")
+        self.graph.tick(elapsed_s)
+
+
+def _client_paths_from_spec(demo: PhasedDemo) -> dict[str, str]:
+    from topologies import build_topology
+
+    topo = build_topology(demo.spec.topology, demo.spec.topology_params)
+    return client_paths(topo.describe(), demo.spec.client.host)
+
+
+def read_timeseries(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError as exc:
+        raise TestbedError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def phases_from_dicts(items: list[dict[str, Any]]) -> tuple[Phase, ...]:
+    return tuple(Phase(p["name"], p["title"], float(p["start_s"]), float(p["seconds"]), float(p["settle_s"]),
+                       tuple(LinkChange(c["link"], c["set"]) for c in p["changes"]), dict(p["expect"]))
+                 for p in items)
+
+
+def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
+    """Summary table and PNG from result.json, timeseries.csv and prague.json alone."""
+    result = read_result(out_dir / RESULT_FILE)
+    try:
+        import json
+
+        demo_record = json.loads((out_dir / DEMO_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise TestbedError(f"cannot read {out_dir / DEMO_FILE}: {exc}") from exc
+    phases = phases_from_dicts(demo_record["phases"])
+    rows = read_timeseries(out_dir / TIMESERIES_FILE)
+    paths = client_paths(result["topology"])
+    bin_s = float(result.get("timeseries", {}).get("bin_s", BIN_S))
+    summaries = summarize(phases, rows, paths, bin_s)
+    passed = all(s.passed for s in summaries)
+    title = (f"IETF 80 Prague demo: {demo_record['stack']} stack, "
+             f"cc {demo_record['congestion_control'].get('requested') or 'default'}: "
+             f"{'PASS' if passed else 'FAIL'}")
+    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=SMOOTH_S)
+    return summaries, result
+
+
+def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool) -> tuple[list[PhaseSummary], dict]:
+    hooks = _Hooks(demo, stack, live)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
+    write_json_atomic(out_dir / DEMO_FILE, {
+        "schema": 1, "kind": "prague-demo", "stack": stack, "spec_source": demo.spec.source,
+        "phases": [p.as_dict() for p in demo.phases], "congestion_control": hooks.congestion,
+        "plot": {"file": PLOT_FILE, "smooth_s": SMOOTH_S, "from": [TIMESERIES_FILE, RESULT_FILE, DEMO_FILE]},
+        "events": hooks.events,
+    })
+    summaries, result = rederive(out_dir)
+    record = _read_demo_record(out_dir)
+    record["summary"] = [s.as_dict() for s in summaries]
+    record["passed"] = all(s.passed for s in summaries)
+    write_json_atomic(out_dir / DEMO_FILE, record)
+    return summaries, result
+
+
+def _read_demo_record(out_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((out_dir / DEMO_FILE).read_text())
+
+
+def run(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    if args.replot:
+        summaries, result = rederive(out_dir)
+    else:
+        check_stack(args.stack)
+        demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
+        print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of upload, {args.stack} stack"
+              + (f", congestion control {demo.congestion_control}" if args.stack == "kernel"
+                 and demo.congestion_control else ""), flush=True)
+        summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live)
+    connection = result["connections"][0]
+    print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "
+          f"goodput: {connection['goodput_mbps']:.1f} Mbit/s over {connection['duration_s']:.1f} s")
+    print(format_summary(summaries))
+    print(f"files: {out_dir / RESULT_FILE}, {out_dir / TIMESERIES_FILE}, {out_dir / DEMO_FILE}, "
+          f"{out_dir / PLOT_FILE}")
+    failed = [s for s in summaries if not s.passed]
+    if connection["outcome"] != "mptcp" or connection["integrity"] != "ok":
+        print(f"FAIL: the connection was {connection['outcome']} with integrity {connection['integrity']}",
+              file=sys.stderr)
+        return 1
+    return 1 if failed else 0
