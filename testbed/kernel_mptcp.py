@@ -70,3 +70,19 @@ def disable(netns: str) -> None:
     """Plain-TCP host: MPTCP off in the namespace (sockets asking for it are refused)."""
     run_checked(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.mptcp.enabled=0"],
                 f"disabling MPTCP in {netns}")
+
+
+def congestion_control(netns: str, wanted: str | None) -> str:
+    """The TCP congestion control endpoints in the namespace get; set per route when asked.
+
+    A non-init namespace may only change its default to algorithms the host allows, so a
+    wanted algorithm goes on every route as the `congctl` metric instead (see
+    testbed.demo.congestion), which the kernel applies to every subflow it opens or accepts.
+    """
+    if wanted is not None:
+        from testbed.demo.congestion import set_route_congestion_control
+
+        set_route_congestion_control(netns, wanted)
+        return wanted
+    return run_checked(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.tcp_congestion_control"],
+                       f"reading congestion control in {netns}").strip()

@@ -182,6 +182,9 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
                                        add_addr_accepted=spec.mptcp.add_addr_accepted,
                                        checksum=spec.mptcp.checksum, subflow_endpoints=tuple(subflow_eps),
                                        signal_endpoints=tuple(signal_eps))
+        congestion = {}
+        for host, ns in ((client.host, client_ns), (server.host, server_ns)):
+            congestion[host] = kernel_mptcp.congestion_control(ns, spec.traffic.congestion_control)
         pids = {client.host: net.node_pid(client.host), server.host: net.node_pid(server.host)}
         before = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
         capture = _start_capture(net, client.host, topo, work) if spec.capture else None
@@ -287,7 +290,7 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
         "description": spec.description,
         "spec": spec.as_dict(),
         "seed": spec.seed,
-        "environment": environment(backends),
+        "environment": {**environment(backends), "tcp_congestion_control": congestion},
         "topology": topo.describe(),
         "middleboxes": [{"node": b.node, "type": b.type, "params": b.params} for b in spec.middleboxes],
         "middlebox_stats": inline_stats,

@@ -24,6 +24,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 STACKS = ("kernel", "tcp", "python")
+KERNEL_CONGESTION_CONTROLS = ("reno", "cubic", "bbr")
 OUTCOMES = ("mptcp", "fallback-syn", "fallback-infinite-map", "mp-fail", "subflow-rejected",
             "reset", "stalled", "corrupted")
 
@@ -78,6 +79,7 @@ class TrafficSpec:
     port: int = 5201
     sample_ms: float = 50.0
     timeout_s: float = 60.0
+    congestion_control: str | None = None  # kernel endpoints' TCP CC; None = the machine's default
 
 
 @dataclass(frozen=True)
@@ -174,8 +176,11 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
 
     tr = _table(top["traffic"], f"{source}: [traffic]", {
         "bytes": int, "seconds": float, "direction": str, "port": int, "sample_ms": float,
-        "timeout_s": float,
+        "timeout_s": float, "congestion_control": str,
     })
+    if tr.get("congestion_control", "cubic") not in KERNEL_CONGESTION_CONTROLS:
+        raise SpecError(f"{source}: [traffic].congestion_control {tr['congestion_control']!r} is not one of "
+                        f"{', '.join(KERNEL_CONGESTION_CONTROLS)}")
     if ("bytes" in tr) == ("seconds" in tr):
         raise SpecError(f"{source}: [traffic] needs exactly one of bytes or seconds")
     if tr.get("bytes", 1) <= 0 or tr.get("seconds", 1) <= 0:
@@ -191,6 +196,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         bytes=tr.get("bytes"), seconds=seconds, direction=tr.get("direction", "upload"),
         port=tr.get("port", 5201), sample_ms=float(tr.get("sample_ms", 50.0)),
         timeout_s=float(tr.get("timeout_s", max(60.0, (seconds or 0) * 3))),
+        congestion_control=tr.get("congestion_control"),
     )
 
     mp = _table(top.get("mptcp", {}), f"{source}: [mptcp]", {
