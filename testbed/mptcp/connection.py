@@ -85,6 +85,11 @@ def next_mode(mode: str, event: str) -> str:
                                  f"mode {mode}") from None
 
 
+# MPTCP options other than DSS that on_segment_options acts on
+_SIGNAL_OPTIONS = frozenset({MpCapable, AddAddr, RemoveAddr, MpPrio, MpFail, MpFastclose,
+                             MpJoinAck})
+
+
 def _unwrap64(value: int, near: int, is_64: bool) -> int:
     """The internal DSN whose low 64 (or 32) bits are `value`, closest to `near`."""
     bits = 64 if is_64 else 32
@@ -151,6 +156,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         self.last_now = now  # the latest time seen, for API calls made without one
         # --- receive side ---
         self.rcv = Reassembly(1)
+        self._ack_dss: Dss | None = None
         self._recv_buf = bytearray()
         self.peer_data_fin_dsn: int | None = None
         self.peer_data_fin_received = False
@@ -229,7 +235,13 @@ class Connection(HandshakeMixin, SignallingMixin):
 
     # ================================================================== subflow hooks
     def _data_ack_dss(self) -> Dss:
-        return Dss(data_ack=self.rcv.next & MASK64)
+        """The data-ACK-only DSS; options are immutable, so one serves every ACK until the
+        data level moves (several ACKs per advance on a busy receiver)."""
+        cached = self._ack_dss
+        value = self.rcv.next & MASK64
+        if cached is None or cached.data_ack != value:
+            cached = self._ack_dss = Dss(data_ack=value)
+        return cached
 
     def ack_options(self, subflow: Subflow, budget: int) -> list[TcpOption]:
         if self.mode == PENDING or not subflow.mptcp:
@@ -376,6 +388,8 @@ class Connection(HandshakeMixin, SignallingMixin):
             kind = type(option)
             if kind is Dss:
                 self._on_dss(subflow, option, segment, offset, now)  # type: ignore[arg-type]
+            elif kind not in _SIGNAL_OPTIONS:
+                continue  # TCP's own options (timestamps, SACK): skip the chain below
             elif kind is MpCapable:
                 self._on_mp_capable_data(subflow, option, segment, now)  # type: ignore[arg-type]
             elif kind is AddAddr:
@@ -404,7 +418,8 @@ class Connection(HandshakeMixin, SignallingMixin):
         if dss.data_ack is not None and self.mode == MPTCP:
             subflow.data_ack_seen = subflow.segment_had_data_ack = True
             ack = _unwrap64(dss.data_ack, self.snd_data_una, dss.data_ack_64)
-            self._on_data_ack(ack, now)
+            if ack > self.snd_data_una:
+                self._on_data_ack(ack, now)
             right = ack + (segment.window << subflow.peer_window_shift)
             if right > self.peer_window_right:
                 self.peer_window_right = right

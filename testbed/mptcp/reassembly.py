@@ -36,8 +36,8 @@ class Reassembly:
         if offset < self.next:
             data = data[self.next - offset:]
             offset = self.next
-        if offset == self.next and not self._starts:
-            self.next = end
+        if offset == self.next and (not self._starts or end < self._starts[0]):
+            self.next = end  # in order, and not reaching anything held: nothing to join
             return data
         self._store(offset, data)
         if offset != self.next:
@@ -48,6 +48,21 @@ class Reassembly:
         """Keep the parts of [offset, end) not already held, as separate pieces."""
         end = offset + len(data)
         starts, pieces = self._starts, self._pieces
+        range_ends = self._range_ends
+        if not range_ends or offset >= range_ends[-1]:
+            # at or beyond the end of everything held (the usual case: the next chunk of
+            # the newest run, as subflows interleave): no overlap, append in order
+            if range_ends and offset == range_ends[-1]:
+                range_ends[-1] = end
+                self.recent_start = self._range_starts[-1]
+            else:
+                self._range_starts.append(offset)
+                range_ends.append(end)
+                self.recent_start = offset
+            starts.append(offset)
+            pieces[offset] = data
+            self.buffered += len(data)
+            return
         self._add_range(offset, end)
         index = bisect_right(starts, offset) - 1
         if index >= 0:

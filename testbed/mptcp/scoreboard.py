@@ -40,7 +40,8 @@ class Scoreboard:
     """Segments in sequence order in a list with a moving head (cheap pops from the front
     and bisection by start offset for SACK blocks)."""
 
-    __slots__ = ("_head", "_hint", "_hint_sacked_bytes", "_hint_sacked_count", "_sack_seen",
+    __slots__ = ("_head", "_hint", "_hint_sacked_bytes", "_hint_sacked_count", "_lost_from",
+                 "_sack_seen",
                  "_segments", "dupthresh", "highest_sacked", "lost_count", "pipe",
                  "sacked_bytes", "sacked_count")
 
@@ -59,6 +60,9 @@ class Scoreboard:
         self._hint_sacked_bytes = 0
         self._hint_sacked_count = 0
         self._sack_seen: dict[int, int] = {}  # SACK block left edge -> right edge processed
+        # no segment below this index is marked lost: next_lost() resumes here instead of
+        # rescanning the window from the head on every call
+        self._lost_from = 0
 
     def __len__(self) -> int:
         return len(self._segments) - self._head
@@ -103,6 +107,7 @@ class Scoreboard:
         if head > 4096 and head * 2 > count:
             del segments[:head]
             self._hint -= head
+            self._lost_from = max(0, self._lost_from - head)
             head = 0
         self._head = head
         if len(self._sack_seen) > 64:
@@ -197,17 +202,22 @@ class Scoreboard:
             elif sacked_count < self.dupthresh and sacked_above < threshold_bytes:
                 break
             else:
-                self.mark_lost(seg)
+                self.mark_lost(seg, index)
                 lost.append(seg)
                 if advancing:
                     self._hint = index + 1
             index += 1
         return lost
 
-    def mark_lost(self, seg: SentSegment) -> None:
+    def mark_lost(self, seg: SentSegment, index: int | None = None) -> None:
+        """Mark `seg` lost; `index` is its place in the list when the caller knows it."""
         if seg.lost or seg.sacked:
             return
         seg.lost = True
+        if index is None:
+            self._lost_from = self._head
+        elif index < self._lost_from:
+            self._lost_from = index
         self.lost_count += 1
         if seg.in_flight:
             seg.in_flight = False
@@ -233,9 +243,11 @@ class Scoreboard:
         if not self.lost_count:
             return None
         segments = self._segments
-        for index in range(self._head, len(segments)):
+        for index in range(max(self._head, self._lost_from), len(segments)):
             if segments[index].lost:
+                self._lost_from = index
                 return segments[index]
+        self._lost_from = len(segments)
         return None
 
     def unacked(self) -> list[SentSegment]:
@@ -246,6 +258,7 @@ class Scoreboard:
         self._segments = []
         self._head = 0
         self._hint = 0
+        self._lost_from = 0
         self._hint_sacked_bytes = 0
         self._hint_sacked_count = 0
         self._sack_seen.clear()

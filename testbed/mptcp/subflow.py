@@ -122,6 +122,7 @@ class Subflow:
         self.ts_ok = False
         self.ts_offset = rng.getrandbits(32)
         self.ts_recent = 0
+        self._ts_option: Timestamps | None = None  # the last one sent, reused while equal
         self.scoreboard = Scoreboard(dupthresh=config.dupack_threshold)
         self.rtt = RttEstimator(initial_rto=config.initial_rto, min_rto=config.min_rto,
                                 max_rto=config.max_rto)
@@ -215,7 +216,9 @@ class Subflow:
     def send_space(self) -> int:
         """Bytes the subflow may send now: congestion window and peer window, whichever is
         tighter (0 when the subflow cannot carry data)."""
-        if self.state not in SEND_OPEN or self.fin_offset is not None:
+        state = self.state
+        if ((state is not TcpState.ESTABLISHED and state not in SEND_OPEN)
+                or self.fin_offset is not None):
             return 0
         cwnd_room = self.cc.cwnd - self.scoreboard.pipe
         window_room = self.snd_una + self.snd_wnd - self.snd_nxt
@@ -268,7 +271,13 @@ class Subflow:
 
     def _base_options(self, now: float) -> list[TcpOption]:
         if self.ts_ok:
-            return [Timestamps(self._tsval(now), self.ts_recent)]
+            # options are immutable: one Timestamps serves every segment of the same
+            # millisecond with the same echo (most segments of a busy subflow)
+            tsval = (int(now * 1000) + self.ts_offset) & MASK32
+            cached = self._ts_option
+            if cached is None or cached.tsval != tsval or cached.tsecr != self.ts_recent:
+                cached = self._ts_option = Timestamps(tsval, self.ts_recent)
+            return [cached]
         return []
 
     def _budget(self) -> int:
@@ -485,7 +494,8 @@ class Subflow:
             return
         if sack_newly or self.dupacks >= self.config.dupack_threshold:
             self._detect_loss(now)
-        self._retransmit_lost(now)
+        if scoreboard.lost_count:
+            self._retransmit_lost(now)
 
     def _on_new_ack(self, ack: int, now: float) -> None:
         acked_bytes = ack - self.snd_una
@@ -552,8 +562,9 @@ class Subflow:
             return
         offset = self._rcv_offset(segment.seq)
         rcv = self.rcv
-        if self.state not in RECEIVE_OPEN:
-            if fin and self.state is TcpState.TIME_WAIT:
+        state = self.state
+        if state is not TcpState.ESTABLISHED and state not in RECEIVE_OPEN:
+            if fin and state is TcpState.TIME_WAIT:
                 self.timewait_deadline = now + self.config.time_wait_s
             self.send_ack(now)
             return
