@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.demo.congestion import set_route_congestion_control
+from testbed.demo.congestion import CongestionHook
 from testbed.demo.livegraph import LiveGraph
 from testbed.demo.phases import (
     LinkChange,
@@ -35,7 +34,7 @@ from testbed.demo.phases import (
     summarize,
 )
 from testbed.demo.plot import write_phase_plot
-from testbed.errors import RunFailed, SpecError, TestbedError
+from testbed.errors import SpecError, TestbedError
 from testbed.results import BIN_S, RESULT_FILE, TIMESERIES_FILE, read_result, write_json_atomic
 from testbed.runner import ENDPOINT_MODULES, run_experiment
 
@@ -43,7 +42,6 @@ DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "prague.tom
 DEMO_FILE = "prague.json"
 PLOT_FILE = "prague.png"
 SMOOTH_S = 0.5
-RUN_ID = re.compile(r"\(run ([0-9a-f]+),")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,31 +64,17 @@ def check_stack(stack: str) -> None:
 
 
 class _Hooks:
-    """Progress and observer callbacks for run_experiment: live graph, congestion control.
-
-    The runner names its run in its first progress message and reports the listening server
-    before it starts the client; that moment is when routes must get their congctl metric
-    (testbed.demo.congestion), because a socket takes its controller when it connects.
-    """
+    """Progress and observer callbacks for run_experiment: live graph and congestion control."""
 
     def __init__(self, demo: PhasedDemo, stack: str, live: bool) -> None:
         self.demo, self.stack, self.live = demo, stack, live
-        self.run_id: str | None = None
-        requested = demo.congestion_control if stack == "kernel" else None
-        self.congestion: dict[str, Any] = {"requested": requested, "routes": {}}
+        self.congestion = CongestionHook(demo.congestion_control if stack == "kernel" else None,
+                                         (demo.spec.client.host, demo.spec.server.host))
         self.graph: LiveGraph | None = None
         self.events: list[str] = []
 
     def progress(self, message: str) -> None:
-        found = RUN_ID.search(message)
-        if found:
-            self.run_id = found.group(1)
-        if message.startswith("server listening") and self.congestion["requested"]:
-            if self.run_id is None:
-                raise RunFailed("cannot set the congestion control: the runner did not name its run")
-            for node in (self.demo.spec.client.host, self.demo.spec.server.host):
-                self.congestion["routes"][node] = set_route_congestion_control(
-                    f"tb-{self.run_id}-{node}", self.congestion["requested"])
+        self.congestion.progress(message)
         self.events.append(message)
         if self.graph is not None:
             self.graph.status = f"last: {message}"
@@ -98,15 +82,12 @@ class _Hooks:
             print(f"[prague] {message}", flush=True)
 
     def observer(self, work_dir: Path, elapsed_s: float) -> None:
-        if self.congestion["requested"] and not self.congestion["routes"]:
-            raise RunFailed("the congestion control was not set before the client started "
-                            "(the runner's progress messages changed?)")
+        self.congestion.check()
         if not self.live:
             return
         if self.graph is None:
-            paths = {address: link for address, link in _client_paths_from_spec(self.demo).items()}
-            self.graph = LiveGraph(work_dir / "client.samples.csv", paths, self.demo.phases,
-                                   self.demo.seconds, color=sys.stdout.isatty(),
+            self.graph = LiveGraph(work_dir / "client.samples.csv", _client_paths_from_spec(self.demo),
+                                   self.demo.phases, self.demo.seconds, color=sys.stdout.isatty(),
                                    title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path")
         self.graph.tick(elapsed_s)
 
@@ -160,7 +141,7 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool) -> tupl
     result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
     write_json_atomic(out_dir / DEMO_FILE, {
         "schema": 1, "kind": "prague-demo", "stack": stack, "spec_source": demo.spec.source,
-        "phases": [p.as_dict() for p in demo.phases], "congestion_control": hooks.congestion,
+        "phases": [p.as_dict() for p in demo.phases], "congestion_control": hooks.congestion.as_dict(),
         "plot": {"file": PLOT_FILE, "smooth_s": SMOOTH_S, "from": [TIMESERIES_FILE, RESULT_FILE, DEMO_FILE]},
         "events": hooks.events,
     })
