@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -99,8 +100,26 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stack(args: argparse.Namespace) -> int:
-    return int(args.stack_run(args))
+def cmd_delegated(args: argparse.Namespace) -> int:
+    """Subcommands implemented by their own module's `add_arguments(parser)` and `run(args)`."""
+    return int(args.delegated_run(args))
+
+
+# (command words, module with add_arguments/run, help): one table, no registration by import
+DELEGATED = (
+    ("matrix", "testbed.matrix", "run a fallback matrix: middleboxes x endpoint pairings"),
+    ("compare", "testbed.compare", "compare result or matrix files against a baseline"),
+    ("report", "testbed.report.command", "re-derive every plot and table from result files"),
+    ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
+    ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
+    ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
+    ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
+)
+GROUP_HELP = {
+    "demo": "scripted demonstrations",
+    "vm": "a VM with a stock Debian kernel",
+    "stack": "the bundled Python MPTCP stack without I/O",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,17 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("--json", action="store_true")
     fidelity.set_defaults(func=cmd_fidelity)
 
-    stack = sub.add_parser("stack", help="the bundled Python MPTCP stack without I/O")
-    stack_sub = stack.add_subparsers(dest="stack_command", required=True)
-    from testbed.sim import bench as sim_bench
-    from testbed.sim import cli as sim_cli
-
-    sim = stack_sub.add_parser("sim", help="one transfer in the deterministic simulated network")
-    sim_cli.add_arguments(sim)
-    sim.set_defaults(func=cmd_stack, stack_run=sim_cli.run)
-    bench = stack_sub.add_parser("bench", help="segments per second of the protocol core")
-    sim_bench.add_bench_arguments(bench)
-    bench.set_defaults(func=cmd_stack, stack_run=sim_bench.run_bench)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for words, module_name, text in DELEGATED:
+        *group, name = words.split()
+        target = sub
+        if group:
+            if group[0] not in groups:
+                group_parser = sub.add_parser(group[0], help=GROUP_HELP[group[0]])
+                groups[group[0]] = group_parser.add_subparsers(dest=f"{group[0]}_command", required=True)
+            target = groups[group[0]]
+        module = importlib.import_module(module_name)
+        command = target.add_parser(name, help=text)
+        module.add_arguments(command)
+        command.set_defaults(func=cmd_delegated, delegated_run=module.run)
     return parser
 
 
