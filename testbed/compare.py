@@ -181,10 +181,11 @@ def format_table(differences: list[Difference], *, show_all: bool = False) -> st
     if not shown:
         return f"no differences\n{footer}\n"
     header = ("entry", "baseline", "current", "verdict", "what")
-    rows = [(d.key, _fmt(d.baseline), _fmt(d.current), d.verdict.upper() if d.regression else d.verdict, d.what)
-            for d in shown]
+    rows = [(d.key, _fmt(d.baseline), _fmt(d.current), d.verdict.upper() if d.regression else d.verdict,
+             d.what) for d in shown]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+             for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + f"\n{footer}\n"
 
@@ -202,7 +203,8 @@ def junit_xml(differences: list[Difference], *, suite: str = "testbed compare") 
             failure.text = f"baseline: {_fmt(diff.baseline)}\ncurrent: {_fmt(diff.current)}\n{diff.what}"
         elif diff.verdict != "same":
             out = ET.SubElement(case, "system-out")
-            out.text = f"{diff.verdict}: {diff.what} (baseline {_fmt(diff.baseline)}, current {_fmt(diff.current)})"
+            out.text = (f"{diff.verdict}: {diff.what} (baseline {_fmt(diff.baseline)}, "
+                        f"current {_fmt(diff.current)})")
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
@@ -211,7 +213,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("baseline", help="result.json, matrix.json, or a directory holding them")
     parser.add_argument("current", help="the same kind of input, from the run under test")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE_PCT, metavar="PCT",
-                        help=f"allowed goodput drop in percent of the baseline (default {DEFAULT_TOLERANCE_PCT:g})")
+                        help="allowed goodput drop in percent of the baseline "
+                        f"(default {DEFAULT_TOLERANCE_PCT:g})")
     parser.add_argument("--floor-mbps", type=float, default=DEFAULT_FLOOR_MBPS,
                         help="goodput changes below this many Mbit/s never count (default 0.5)")
     parser.add_argument("--fail-on-faster", action="store_true",

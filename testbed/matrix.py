@@ -103,7 +103,7 @@ def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ..
         if key not in allowed:
             raise SpecError(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
         types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise SpecError(f"{where}.{key}: wrong type {type(value).__name__} ({value!r})")
     for key in required:
         if key not in data:
@@ -117,7 +117,8 @@ def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
     client, server = pairing.split("-")
     for stack in (client, server):
         if stack not in STACKS:
-            raise SpecError(f"{where}: pairing {pairing!r}: unknown stack {stack!r} (known: {', '.join(STACKS)})")
+            raise SpecError(f"{where}: pairing {pairing!r}: unknown stack {stack!r} "
+                            f"(known: {', '.join(STACKS)})")
     return client, server
 
 
@@ -176,7 +177,8 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
     }, required=("name",))
     name = row["name"]
     if not ROW_NAME.match(name):
-        raise SpecError(f"{where}.name: {name!r} must be letters, digits, '_', '.', '-' (it names a directory)")
+        raise SpecError(f"{where}.name: {name!r} must be letters, digits, '_', '.', '-' "
+                        "(it names a directory)")
     single = [k for k in ("node", "type", "params") if k in row]
     if "chain" in row and single:
         raise SpecError(f"{where}: give either node/type/params or chain = [...], not both")
@@ -274,7 +276,8 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
     }
 
 
-def error_record(cell_key: dict[str, Any], message: str, expected: str | None, directory: str) -> dict[str, Any]:
+def error_record(cell_key: dict[str, Any], message: str, expected: str | None,
+                 directory: str) -> dict[str, Any]:
     return {**cell_key, "status": "error", "error": message, "expected": expected,
             "as_expected": None if expected is None else False, "dir": directory}
 
@@ -334,7 +337,9 @@ def _reusable(cell: Cell, directory: Path) -> dict[str, Any] | None:
         result = read_result(directory)
     except TestbedError:
         return None
-    return result if result.get("spec") == cell.spec.as_dict() else None
+    # compared as JSON: the stored spec went through json (tuples became lists)
+    wanted = json.loads(json.dumps(cell.spec.as_dict(), default=str))
+    return result if result.get("spec") == wanted else None
 
 
 def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, resume: bool = False,
@@ -363,7 +368,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
             if result is not None and environment is None:
                 environment = result.get("environment")
             records.append(record)
-            mark = "" if record.get("as_expected") is not False else f"  \u2717 expected {record.get('expected')}"
+            differs = record.get("as_expected") is False
+            mark = f"  \u2717 expected {record.get('expected')}" if differs else ""
             bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}")
             write(partial=len(records) < len(matrix.cells), interrupted=False)
     except KeyboardInterrupt:
@@ -426,12 +432,15 @@ def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="matrix spec (TOML), e.g. experiments/fallback_matrix.toml")
-    parser.add_argument("--out", required=True, help="directory for matrix.json, matrix.md, matrix.html, cells/")
+    parser.add_argument("--out", required=True,
+                        help="directory for matrix.json, matrix.md, matrix.html, cells/")
     parser.add_argument("--rows", help="comma-separated row names to run (default: all)")
-    parser.add_argument("--pairings", help="comma-separated pairings to run, e.g. kernel-kernel (default: the spec's)")
+    parser.add_argument("--pairings",
+                        help="comma-separated pairings to run, e.g. kernel-kernel (default: the spec's)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse cells of DIR whose result.json comes from the same cell spec")
-    parser.add_argument("--check", action="store_true", help="validate the spec and list the cells; run nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the spec and list the cells; run nothing")
 
 
 def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> MatrixSpec:
@@ -441,7 +450,8 @@ def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> Matrix
     known_rows = {r.name for r in matrix.rows}
     for name in wanted_rows:
         if name not in known_rows:
-            raise SpecError(f"--rows: no row {name!r} in {matrix.source} (rows: {', '.join(sorted(known_rows))})")
+            raise SpecError(f"--rows: no row {name!r} in {matrix.source} "
+                            f"(rows: {', '.join(sorted(known_rows))})")
     for pairing in wanted_pairings:
         if pairing not in matrix.pairings:
             raise SpecError(f"--pairings: {pairing!r} is not a pairing of {matrix.source} "
@@ -457,7 +467,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         for cell in matrix.cells:
             print(f"{cell.row.name:<28} {cell.pairing:<16} expect {cell.expected or '-'}")
-        print(f"{len(matrix.cells)} cells ({len(matrix.rows)} rows x {len(matrix.pairings)} pairings): spec ok")
+        print(f"{len(matrix.cells)} cells ({len(matrix.rows)} rows x {len(matrix.pairings)} pairings): "
+              "spec ok")
         return 0
     out = Path(args.out)
     from testbed.runner import sigterm_as_interrupt

@@ -23,7 +23,7 @@ def format_duration(seconds: float | None) -> str:
     """'1:05', '1:02:03', or '--:--' when unknown: short enough for a status line."""
     if seconds is None or seconds != seconds or seconds < 0:
         return "--:--"
-    whole = int(round(seconds))
+    whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -66,7 +66,7 @@ class ProgressBar:
 
     def line(self) -> str:
         fraction = min(1.0, self.done / self.total)
-        filled = int(round(fraction * self.width))
+        filled = round(fraction * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         count = (f"{int(self.done)}/{int(self.total)}" if self.done.is_integer() and self.total.is_integer()
                  else f"{self.done:.1f}/{self.total:.1f}")

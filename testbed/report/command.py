@@ -59,7 +59,8 @@ def rederive_matrix(directory: Path) -> dict[str, Any]:
         cell_dir = cell.get("dir")
         result_path = directory / cell_dir / RESULT_FILE if cell_dir else None
         if result_path is not None and result_path.exists():
-            cells.append(cell_record_from_result(key, read_result(result_path), cell.get("expected"), cell_dir))
+            result = read_result(result_path)
+            cells.append(cell_record_from_result(key, result, cell.get("expected"), cell_dir))
         elif cell.get("status") == "ok":
             cells.append(error_record(key, f"result file {cell_dir}/{RESULT_FILE} is missing",
                                       cell.get("expected"), cell_dir or ""))

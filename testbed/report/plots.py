@@ -28,18 +28,36 @@ THROUGHPUT_PNG = "throughput.png"
 KINDS = ("subflow_throughput",)
 
 
-def _event_label(event: dict[str, Any]) -> str:
-    parts = [str(event.get("link", "?"))]
-    params = event.get("params") or event.get("set") or {}
-    if params:
-        parts.append(", ".join(f"{k}={v}" for k, v in params.items() if v not in (None,)))
-    if "up" in event:
-        parts.append("up" if event["up"] else "down")
-    return ": ".join(parts[:1] + [" ".join(parts[1:])]) if len(parts) > 1 else parts[0]
+def _event_label(applied: dict[str, Any], planned: dict[str, Any] | None) -> str:
+    """'a: loss_pct=1.0' from what the spec asked for (the applied entry holds every parameter
+    of the link after the change, which would bury the one that changed)."""
+    changed = (planned or {}).get("set") or applied.get("params") or {}
+    words = [f"{k}={v}" for k, v in changed.items() if v is not None]
+    up = applied.get("up", (planned or {}).get("up"))
+    if up is not None:
+        words.append("up" if up else "down")
+    return f"{applied.get('link', '?')}: {' '.join(words)}" if words else str(applied.get("link", "?"))
 
 
-def throughput_plot_spec(result: dict[str, Any], *, data_file: str | None = None, output: str = THROUGHPUT_PNG,
-                         title: str | None = None, phases: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def timeline_events(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Events to mark: the timeline as applied, each labelled by the spec event it carried out."""
+    planned = list((result.get("spec") or {}).get("timeline") or [])
+    events = []
+    for applied in result.get("timeline") or []:
+        if "at_s" not in applied:
+            continue
+        planned_at = float(applied.get("planned_at_s", -2))
+        match = next((p for p in planned if p.get("link") == applied.get("link")
+                      and abs(float(p.get("at_s", -1)) - planned_at) < 1e-9), None)
+        if match is not None:
+            planned.remove(match)
+        events.append({"at_s": float(applied["at_s"]), "label": _event_label(applied, match)})
+    return events
+
+
+def throughput_plot_spec(result: dict[str, Any], *, data_file: str | None = None,
+                         output: str = THROUGHPUT_PNG, title: str | None = None,
+                         phases: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The specification of the per-subflow throughput plot of one run.
 
     Series come from the connection's subflows (label local -> remote); events are the timeline
@@ -49,12 +67,13 @@ def throughput_plot_spec(result: dict[str, Any], *, data_file: str | None = None
     series_meta = result.get("timeseries") or {}
     data = data_file or series_meta.get("file") or "timeseries.csv"
     connections = result.get("connections") or []
+    # keyed by the time series' `local` column: the subflow numbering of the CSV is the
+    # sampler's, the address pair is what both files agree on
     labels: dict[str, str] = {}
     if connections:
-        for index, sub in enumerate(connections[0].get("subflows") or []):
-            labels[str(index)] = f"{sub.get('local', '?')} \u2192 {sub.get('remote', '?')}"
-    events = [{"at_s": float(ev["at_s"]), "label": _event_label(ev)}
-              for ev in result.get("timeline") or [] if "at_s" in ev]
+        for sub in connections[0].get("subflows") or []:
+            labels[str(sub.get("local", "?"))] = f"{sub.get('local', '?')} \u2192 {sub.get('remote', '?')}"
+    events = timeline_events(result)
     outcome = connections[0].get("outcome", "") if connections else ""
     return {
         "kind": "subflow_throughput",
@@ -66,7 +85,8 @@ def throughput_plot_spec(result: dict[str, Any], *, data_file: str | None = None
         "label_from": "local",
         "labels": labels,
         "total": True,
-        "title": title or f"{result.get('name', 'run')}: per-subflow throughput" + (f" ({outcome})" if outcome else ""),
+        "title": title or (f"{result.get('name', 'run')}: per-subflow throughput"
+                          + (f" ({outcome})" if outcome else "")),
         "xlabel": "time (s)",
         "ylabel": "throughput (Mbit/s)",
         "bin_s": float(series_meta.get("bin_s", 0.1)),
@@ -109,13 +129,15 @@ def _sort_key(name: str) -> tuple[int, Any]:
 def render_plot(spec: dict[str, Any], base: Path) -> bytes:
     """PNG bytes of one plot spec, its data file read relative to base."""
     if spec.get("kind") not in KINDS:
-        raise TestbedError(f"plot spec {spec.get('file')!r}: unknown kind {spec.get('kind')!r} (known: {KINDS})")
+        raise TestbedError(f"plot spec {spec.get('file')!r}: unknown kind {spec.get('kind')!r} "
+                           f"(known: {', '.join(KINDS)})")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    groups, csv_labels = read_series(base / spec["data"], spec["x"], spec["y"], spec["group_by"],
+    groups, label_keys = read_series(base / spec["data"], spec["x"], spec["y"], spec["group_by"],
                                      spec.get("label_from"))
-    labels = {**csv_labels, **(spec.get("labels") or {})}
+    names = spec.get("labels") or {}
+    labels = {group: names.get(key, key) for group, key in label_keys.items()}
     figure = Figure(figsize=tuple(spec.get("size_in", (8.0, 4.5))), dpi=int(spec.get("dpi", 100)))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)

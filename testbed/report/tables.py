@@ -95,7 +95,8 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
               "differs from the expectation declared in the matrix spec.", ""]
     env = doc.get("environment") or {}
     if env:
-        lines.append(f"Kernel {env.get('kernel', '?')}, link emulation {format_backends(env.get('backends'))}.")
+        lines.append(f"Kernel {env.get('kernel', '?')}, "
+                     f"link emulation {format_backends(env.get('backends'))}.")
         lines.append("")
     return "\n".join(lines)
 
@@ -120,8 +121,8 @@ def matrix_html(doc: dict[str, Any], cell_links: dict[tuple[str, str], str] | No
             out.append(_html_cell(cell, links.get((row["name"], pairing))))
         out.append("</tr>")
     out.append("</table>")
-    out.append(f"<p class=\"note\">Columns are client \u2192 server stacks. A red frame marks a cell whose "
-               f"outcome differs from the expectation in the matrix spec.</p>")
+    out.append("<p class=\"note\">Columns are client \u2192 server stacks. A red frame marks a cell whose "
+               "outcome differs from the expectation in the matrix spec.</p>")
     return page(f"Fallback matrix: {doc.get('name', '')}", "\n".join(out))
 
 
@@ -158,7 +159,8 @@ def run_markdown(summary: RunSummary, plot_file: str | None = None) -> str:
         lines += [summary.description.strip(), ""]
     lines += [f"Middleboxes: {describe_middleboxes(summary.middleboxes)}. "
               f"Kernel {summary.kernel or '?'}, link emulation {format_backends(summary.backends)}.", ""]
-    lines += ["| client \u2192 server | outcome | goodput (Mbit/s) | bytes | duration (s) | integrity | subflows |",
+    lines += ["| client \u2192 server | outcome | goodput (Mbit/s) | bytes | duration (s) | integrity "
+              "| subflows |",
               "|---|---|---|---|---|---|---|"]
     for conn in summary.connections:
         lines.append(f"| {conn.client_stack} \u2192 {conn.server_stack} | {conn.outcome} | "
@@ -190,7 +192,8 @@ def run_html(summary: RunSummary, plot_file: str | None = None) -> str:
     if summary.description:
         out.append(f"<p>{esc(summary.description.strip())}</p>")
     out.append(f"<p class=\"note\">Middleboxes: {esc(describe_middleboxes(summary.middleboxes))}. "
-               f"Kernel {esc(summary.kernel or '?')}, link emulation {esc(format_backends(summary.backends))}.</p>")
+               f"Kernel {esc(summary.kernel or '?')}, "
+               f"link emulation {esc(format_backends(summary.backends))}.</p>")
     out.append("<table><tr><th>client \u2192 server</th><th>outcome</th><th>goodput (Mbit/s)</th>"
                "<th>bytes</th><th>duration (s)</th><th>integrity</th><th>subflows</th></tr>")
     for conn in summary.connections:
@@ -205,15 +208,19 @@ def run_html(summary: RunSummary, plot_file: str | None = None) -> str:
                    "<th>share</th><th>Mbit/s</th><th>retransmitted</th><th>RTT (ms)</th>"
                    "<th>open at end</th></tr>")
         for sub in conn.subflows:
-            out.append(f"<tr><td>{esc(sub.local)} \u2192 {esc(sub.remote)}</td><td class=\"num\">{sub.bytes}</td>"
+            out.append(f"<tr><td>{esc(sub.local)} \u2192 {esc(sub.remote)}</td>"
+                       f"<td class=\"num\">{sub.bytes}</td>"
                        f"<td class=\"num\">{sub.share * 100:.1f}%</td><td class=\"num\">{sub.mbps:.2f}</td>"
-                       f"<td class=\"num\">{sub.bytes_retrans}</td><td class=\"num\">{esc(_maybe(sub.rtt_ms))}</td>"
+                       f"<td class=\"num\">{sub.bytes_retrans}</td>"
+                       f"<td class=\"num\">{esc(_maybe(sub.rtt_ms))}</td>"
                        f"<td>{esc(_maybe(sub.open_at_end))}</td></tr>")
         out.append("</table>")
         if conn.evidence:
-            out.append("<p>Evidence:</p><ul>" + "".join(f"<li>{esc(e)}</li>" for e in conn.evidence) + "</ul>")
+            items = "".join(f"<li>{esc(e)}</li>" for e in conn.evidence)
+            out.append(f"<p>Evidence:</p><ul>{items}</ul>")
     verdict = _expectation_line(summary)
-    css = "pass" if summary.expectations_passed else "fail" if summary.expectations_passed is False else "note"
+    passed = summary.expectations_passed
+    css = "pass" if passed else "fail" if passed is False else "note"
     out.append(f"<p class=\"{css}\">{esc(verdict)}</p>")
     if summary.timeline:
         out.append("<p>Timeline as applied:</p><ul>" + "".join(

@@ -1,0 +1,119 @@
+"""The CI matrix for real (root, namespaces, kernel MPTCP, inline middleboxes), then `compare`
+against itself and against an edited copy, and `report` on it; plus Ctrl-C in the middle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.integration.foundation.conftest import RUN_ID, leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+if os.geteuid() != 0:
+    pytest.skip("matrix integration tests need root (namespaces, tc, nft)", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[3]
+CI_SPEC = ROOT / "experiments" / "fallback_matrix_ci.toml"
+
+
+def python_module(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def ci_matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("ci_matrix")
+    started = time.monotonic()
+    done = python_module("testbed.matrix", str(CI_SPEC), "--out", str(out))
+    print(f"CI matrix took {time.monotonic() - started:.1f} s")
+    return out, done
+
+
+def test_ci_matrix_meets_every_expectation(ci_matrix: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, done = ci_matrix
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((out / "matrix.json").read_text())
+    assert doc["partial"] is False and doc["summary"]["as_expected"] == doc["summary"]["cells"] == 6
+    outcomes = {c["row"]: c["outcome"] for c in doc["cells"]}
+    assert outcomes == {"none": "mptcp", "strip_mp_capable_syn": "fallback-syn",
+                        "strip_mp_join": "subflow-rejected", "strip_dss_all": "fallback-infinite-map",
+                        "syn_firewall_reset": "reset", "rewrite_payload": "corrupted"}
+    by_row = {c["row"]: c for c in doc["cells"]}
+    assert by_row["none"]["subflows_carrying"] == 2 and by_row["none"]["goodput_mbps"] > 120
+    assert 50 < by_row["strip_mp_capable_syn"]["goodput_mbps"] < 100  # one 100 Mbit/s path
+    for cell in doc["cells"]:
+        assert (out / cell["dir"] / "result.json").exists()
+    # progress went to stderr, one line per cell without a TTY, with an ETA
+    progress = [line for line in done.stderr.splitlines() if line.startswith("[matrix]")]
+    assert len(progress) == 6 and all("ETA" in line for line in progress)
+    assert "| Middlebox | kernel \u2192 kernel |" in (out / "matrix.md").read_text()
+    assert (out / "matrix.html").read_text().count("<tr>") == 7
+
+
+def test_compare_with_itself_passes_and_an_edit_fails(ci_matrix, tmp_path: Path) -> None:
+    out, _ = ci_matrix
+    junit = tmp_path / "junit.xml"
+    same = python_module("testbed.compare", str(out), str(out), "--junit", str(junit))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert ET.parse(junit).getroot().find("testsuite").get("tests") == "6"
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    doc = json.loads((out / "matrix.json").read_text())
+    doc["cells"][1]["outcome"] = "mptcp"
+    (edited / "matrix.json").write_text(json.dumps(doc))
+    worse = python_module("testbed.compare", str(out), str(edited), "--junit", str(junit))
+    assert worse.returncode == 1
+    assert "outcome fallback-syn -> mptcp" in worse.stdout
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+
+
+def test_report_rederives_tables_and_plots(ci_matrix, tmp_path: Path) -> None:
+    out, _ = ci_matrix
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    original_md = (copy / "matrix.md").read_text()
+    (copy / "matrix.md").unlink()
+    (copy / "matrix.html").unlink()
+    done = python_module("testbed.report", str(copy))
+    assert done.returncode == 0, done.stderr
+    assert (copy / "matrix.md").read_text() == original_md
+    for cell in json.loads((copy / "matrix.json").read_text())["cells"]:
+        cell_dir = copy / cell["dir"]
+        assert (cell_dir / "throughput.png").read_bytes().startswith(b"\x89PNG")
+        assert json.loads((cell_dir / "plots.json").read_text())["plots"][0]["data"] == "timeseries.csv"
+        assert cell["outcome"] in (cell_dir / "summary.md").read_text()
+
+
+def test_ctrl_c_keeps_a_partial_matrix_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    out = tmp_path / "partial"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.matrix", str(CI_SPEC), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the first cell is done, then interrupt the second
+        if (out / "matrix.json").exists() and json.loads((out / "matrix.json").read_text())["cells"]:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    doc = json.loads((out / "matrix.json").read_text())
+    assert doc["partial"] is True and doc["interrupted"] is True
+    assert 1 <= len(doc["cells"]) < 6 and doc["summary"]["not_run"] == 6 - len(doc["cells"])
+    assert "interrupted after" in stderr
+    assert "PARTIAL" in (out / "matrix.md").read_text()
+    # the interrupted cell tore down what it built: nothing of any run this matrix started is left
+    run_ids = {match.group(1) for log in out.glob("cells/*/*/run.log")
+               for match in [RUN_ID.search(log.read_text())] if match}
+    # (a cell interrupted before its "building" line had created nothing yet: the runner logs it
+    # before building the network)
+    assert run_ids and all(leftovers(run_id) == [] for run_id in run_ids)

@@ -1,0 +1,44 @@
+"""The shipped fallback matrix stays in step with the middlebox catalogue: every middlebox type
+has a row, and a row named after a catalogue spec runs the same boxes and traffic and expects
+the outcome measured there for kernel-kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from middleboxes.registry import MIDDLEBOXES
+from testbed.matrix import load_matrix_spec
+from testbed.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[3]
+CATALOGUE = ROOT / "experiments" / "middleboxes"
+MATRIX = load_matrix_spec(ROOT / "experiments" / "fallback_matrix.toml")
+
+
+def test_every_middlebox_type_has_a_row() -> None:
+    used = {box["type"] for row in MATRIX.rows for box in row.middleboxes}
+    assert used >= set(MIDDLEBOXES), f"no row for {sorted(set(MIDDLEBOXES) - used)}"
+
+
+def test_all_four_pairings_and_a_reference_row() -> None:
+    assert MATRIX.pairings == ("kernel-kernel", "python-kernel", "kernel-python", "python-python")
+    assert MATRIX.rows[0].middleboxes == () and set(MATRIX.rows[0].expect.values()) == {"mptcp"}
+
+
+@pytest.mark.parametrize("row", [r for r in MATRIX.rows if (CATALOGUE / f"{r.name}.toml").exists()],
+                         ids=lambda r: r.name)
+def test_row_matches_its_catalogue_spec(row) -> None:
+    catalogue = load_spec(CATALOGUE / f"{row.name}.toml")
+    cell = next(c for c in MATRIX.cells if c.row is row and c.pairing == "kernel-kernel")
+    assert row.expect["kernel-kernel"] == catalogue.expect["outcome"]
+    assert cell.spec.middleboxes == catalogue.middleboxes
+    assert cell.spec.traffic == catalogue.traffic
+    assert cell.spec.mptcp == catalogue.mptcp
+    assert cell.spec.topology == catalogue.topology
+
+
+def test_most_rows_come_from_the_catalogue() -> None:
+    from_catalogue = [r for r in MATRIX.rows if (CATALOGUE / f"{r.name}.toml").exists()]
+    assert len(from_catalogue) == len(MATRIX.rows) - 1  # all but the reference row
