@@ -1,0 +1,138 @@
+"""Phased demo files and the per-phase share checks, on synthetic time series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.demo.phases import (
+    Phase,
+    check_phase,
+    client_paths,
+    format_summary,
+    load_demo,
+    parse_demo,
+    path_mbps,
+    summarize,
+)
+from testbed.errors import SpecError
+from topologies import build_topology
+
+PRAGUE = Path(__file__).resolve().parents[3] / "experiments" / "prague.toml"
+PATHS = {"10.0.1.1": "a", "10.0.2.1": "b"}
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "topology": {"name": "two_path"},
+        "endpoints": [{"role": "server", "stack": "kernel"}, {"role": "client", "stack": "kernel"}],
+        "traffic": {},
+        "phases": [
+            {"name": "one", "seconds": 4, "settle_s": 1},
+            {"name": "two", "seconds": 6, "settle_s": 2,
+             "changes": [{"link": "a", "set": {"loss_pct": 1.0}}], "expect": {"share_min": {"b": 0.7}}},
+        ],
+    }
+    raw.update(extra)
+    return raw
+
+
+def rows_for(seconds: float, rates: dict[str, float], start: float = 0.0, bin_s: float = 0.1) -> list[dict]:
+    """Binned rows as runner/results write them: constant Mbit/s per path."""
+    rows = []
+    for i in range(round(seconds / bin_s)):
+        t = round(start + i * bin_s, 3)
+        for n, (path, mbps) in enumerate(sorted(rates.items())):
+            address = {v: k for k, v in PATHS.items()}[path]
+            rows.append({"t_s": t, "subflow": str(n), "local": f"{address}:4000{n}",
+                         "remote": "10.0.100.2:5201", "bytes": round(mbps * 1e6 / 8 * bin_s)})
+    return rows
+
+
+def test_timeline_and_length_come_from_the_phases() -> None:
+    demo = parse_demo(base())
+    assert [p.start_s for p in demo.phases] == [0.0, 4.0]
+    assert demo.seconds == 10.0 and demo.spec.traffic.seconds == 10.0
+    assert [(e.at_s, e.link, e.set) for e in demo.spec.timeline] == [(4.0, "a", {"loss_pct": 1.0})]
+    assert demo.phases[1].window == (6.0, 10.0)
+
+
+def test_stack_and_phase_length_overrides() -> None:
+    demo = parse_demo(base(), stack="python", phase_seconds=3)
+    assert {e.stack for e in demo.spec.endpoints} == {"python"}
+    assert [p.seconds for p in demo.phases] == [3.0, 3.0]
+    assert [p.settle_s for p in demo.phases] == [1.0, 1.5]  # at most half a shortened phase
+    assert demo.spec.timeline[0].at_s == 3.0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"timeline": [{"at_s": 1, "link": "a", "set": {"loss_pct": 1}}]}, "derives its timeline"),
+    ({"traffic": {"seconds": 5}}, "must not set seconds"),
+    ({"phases": []}, "at least one"),
+    ({"phases": [{"name": "x", "seconds": 2, "colour": 1}]}, "unknown key 'colour'"),
+    ({"phases": [{"name": "x", "seconds": 2, "expect": {"share_min": {"a": 1.5}}}]}, "fractions"),
+    ({"phases": [{"name": "x", "seconds": 2, "expect": {"min_goodput": 1}}]}, "unknown key 'min_goodput'"),
+    ({"phases": [{"name": "x", "seconds": 2, "settle_s": 2}]}, "leaves nothing"),
+    ({"phases": [{"name": "x", "seconds": 2}, {"name": "x", "seconds": 2}]}, "unique"),
+    ({"phases": [{"name": "x", "seconds": 2, "changes": [{"link": "a", "set": {"los": 1}}]}]}, "los"),
+    ({"demo": {"cc": "cubic"}}, "unknown key 'cc'"),
+])
+def test_bad_demo_files_fail_with_a_clear_message(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_demo(base(**change))
+
+
+def test_shipped_prague_demo_matches_the_ietf80_story() -> None:
+    demo = load_demo(PRAGUE)
+    assert [p.name for p in demo.phases] == ["clean", "loss-a", "loss-ab", "rtt-a"]
+    assert 40 <= demo.seconds <= 60
+    assert demo.spec.topology == "two_path" and demo.spec.topology_params["rate_mbit"] == 100
+    clean, loss_a, loss_ab, rtt = demo.phases
+    assert clean.expect["min_total_mbps"] >= 150
+    assert loss_a.changes[0].link == "a" and loss_a.changes[0].set == {"loss_pct": 1.0}
+    assert loss_a.expect["share_min"]["b"] >= 0.7
+    assert loss_ab.expect["share_min"] == {"a": 0.3, "b": 0.3}
+    assert any("delay_ms" in c.set for c in rtt.changes)
+    assert demo.congestion_control == "cubic"
+
+
+def test_path_mbps_counts_only_the_check_window() -> None:
+    rows = rows_for(2, {"a": 100, "b": 100}) + rows_for(2, {"a": 10, "b": 90}, start=2.0)
+    assert path_mbps(rows, PATHS, (2.0, 4.0), 0.1) == pytest.approx({"a": 10, "b": 90})
+    assert path_mbps(rows, PATHS, (0.0, 4.0), 0.1) == pytest.approx({"a": 55, "b": 95})
+    # a path with no rows in the window is still reported, at zero
+    only_b = path_mbps(rows_for(1, {"b": 50}), PATHS, (0, 1), 0.1, ("a", "b"))
+    assert only_b == pytest.approx({"a": 0, "b": 50})
+
+
+def test_phase_expectations_pass_and_fail_with_the_numbers() -> None:
+    phase = Phase("loss-a", "1% loss on a", 0, 10, 2, (), {"share_min": {"b": 0.7}, "min_total_mbps": 90})
+    good = check_phase(phase, {"a": 10.0, "b": 90.0})
+    assert good.passed and good.shares == pytest.approx({"a": 0.1, "b": 0.9})
+    bad = check_phase(phase, {"a": 40.0, "b": 40.0})
+    assert not bad.passed
+    assert bad.failures == ("total 80.0 < 90 Mbit/s", "share b 0.50 < 0.7")
+    capped = check_phase(Phase("x", "x", 0, 1, 0, (), {"share_max": {"a": 0.6}, "max_total_mbps": 100,
+                                                        "min_path_mbps": {"b": 50}}), {"a": 90.0, "b": 30.0})
+    assert capped.failures == ("total 120.0 > 100 Mbit/s", "share a 0.75 > 0.6", "path b 30.0 < 50 Mbit/s")
+    assert check_phase(phase, {"a": 0.0, "b": 0.0}).shares == {"a": 0.0, "b": 0.0}
+
+
+def test_summary_table_shows_every_phase_and_the_verdict() -> None:
+    demo = parse_demo(base())
+    rows = rows_for(4, {"a": 95, "b": 95}) + rows_for(6, {"a": 50, "b": 50}, start=4.0)
+    summaries = summarize(demo.phases, rows, PATHS, 0.1)
+    table = format_summary(summaries)
+    lines = table.splitlines()
+    assert lines[2].startswith("one") and lines[2].endswith("PASS")
+    assert lines[3].startswith("two") and "FAIL: share b 0.50 < 0.7" in lines[3]
+    assert "b>=0.7" in lines[3]
+    assert lines[-1] == "1/2 phases passed: FAIL"
+    assert summaries[1].as_dict()["shares"] == {"a": 0.5, "b": 0.5}
+
+
+def test_client_paths_follow_the_topology() -> None:
+    described = build_topology("two_path", {}).describe()
+    assert client_paths(described) == {"10.0.1.1": "a", "10.0.2.1": "b"}
