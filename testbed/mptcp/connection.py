@@ -830,22 +830,30 @@ class Connection(HandshakeMixin, SignallingMixin):
         if not eligible:
             return
         scheduler = self.scheduler
+        # nothing below changes the send buffer, snd_data_una or a subflow's MSS: read once
+        una = self.snd_data_una
+        send_end = self.send_end
+        buf = self._send_buf
+        buf_base = self._send_buf_offset - una
+        epoch = self.epoch
         single = eligible[0] if len(eligible) == 1 else None
         sticky: Subflow | None = None
+        sticky_chosen: list[Subflow] = []
+        sticky_mss = 0
         while True:
             if self.reinject:
                 dsn, length = self.reinject[0]
-                if length <= 0 or dsn + length <= self.snd_data_una:
+                if length <= 0 or dsn + length <= una:
                     self.reinject.pop(0)
                     continue
-                if dsn < self.snd_data_una:
-                    length -= self.snd_data_una - dsn
-                    dsn = self.snd_data_una
+                if dsn < una:
+                    length -= una - dsn
+                    dsn = una
                 available = length
                 reinjecting = True
             else:
                 dsn = self.snd_data_nxt
-                available = self.send_end - dsn
+                available = send_end - dsn
                 reinjecting = False
                 if available <= 0:
                     return
@@ -860,11 +868,11 @@ class Connection(HandshakeMixin, SignallingMixin):
                     if single.snd_nxt == single.snd_una and single.window_limited():
                         single.arm_probe(now)
                     return
-                chosen = [single]
+                chosen = eligible
                 size = min(available, single.mss, space)
-            elif sticky is not None and sticky.send_space() > 0:
-                chosen = [sticky]  # the choice cannot change until its room is used up
-                size = min(available, sticky.mss, sticky.send_space())
+            elif sticky is not None and (space := sticky.send_space()) > 0:
+                chosen = sticky_chosen  # the choice cannot change until its room is used up
+                size = min(available, sticky_mss, space)
             else:
                 ready = [s for s in eligible if s.send_space() > 0]
                 if not ready:
@@ -872,16 +880,19 @@ class Connection(HandshakeMixin, SignallingMixin):
                         eligible[0].arm_probe(now)
                     return
                 chosen = scheduler.select(ready)
-                sticky = chosen[0] if scheduler.sticky and len(chosen) == 1 else None
+                if scheduler.sticky and len(chosen) == 1:
+                    sticky, sticky_chosen, sticky_mss = chosen[0], chosen, chosen[0].mss
+                else:
+                    sticky = None
                 size = available
                 for subflow in chosen:
                     size = min(size, subflow.mss, subflow.send_space())
-            if not reinjecting:
-                size = min(size, window)
-            start = dsn - self.snd_data_una + self._send_buf_offset
-            payload = bytes(self._send_buf[start:start + size])
+            if not reinjecting and window < size:
+                size = window
+            start = dsn + buf_base
+            payload = bytes(buf[start:start + size])
             for subflow in chosen:
-                subflow.send_data(payload, dsn, now, epoch=self.epoch)
+                subflow.send_data(payload, dsn, now, epoch=epoch)
             if reinjecting:
                 self.counters["Reinjected"] += 1
                 rest = length - size
