@@ -244,6 +244,11 @@ class Connection(HandshakeMixin, SignallingMixin):
         return cached
 
     def ack_options(self, subflow: Subflow, budget: int) -> list[TcpOption]:
+        if (subflow.fully_established and self.mode == MPTCP and subflow.mptcp
+                and self.data_fin_dsn is None and subflow.pending_prio is None
+                and self.pending_mp_fail is None and not self.pending_echo
+                and not self.pending_add_addr and not self.pending_remove):
+            return [self._data_ack_dss()]  # the usual case: nothing but the data ACK
         if self.mode == PENDING or not subflow.mptcp:
             return []
         if self.mode == FALLBACK:

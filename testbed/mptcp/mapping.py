@@ -69,6 +69,10 @@ class MappingReceiver:
             data_fin: bool) -> bool:
         """Record a mapping; False when it contradicts a known one (DSSNotMatching)."""
         self.mapped_seen = True
+        if start == self.pending_offset and length > 0 and not self._by_start:
+            # the usual case: the mapping of the next in-order bytes, nothing else known
+            self._by_start[start] = Mapping(start, length, dsn, data_len, checksum, data_fin)
+            return True
         end = start + length
         if end <= self.pending_offset and not data_fin:
             return True  # entirely old (a retransmission's copy)
@@ -128,11 +132,15 @@ class MappingReceiver:
         if self.checksum:
             return None
         mapping = self._by_start.get(offset)
-        if mapping is None or offset + len(data) > mapping.end:
+        if mapping is None:
             return None
-        self.pending_offset = offset + len(data)
+        mapping_end = mapping.start + mapping.length
+        data_end = offset + len(data)
+        if data_end > mapping_end:
+            return None
+        self.pending_offset = data_end
         outcome = MappingOutcome([(mapping.dsn, data)])
-        if self.pending_offset >= mapping.end:
+        if data_end >= mapping_end:
             del self._by_start[mapping.start]
             if mapping.data_fin:
                 outcome.data_fin_dsn = mapping.dsn + mapping.length
