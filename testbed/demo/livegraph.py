@@ -198,13 +198,14 @@ class LiveGraph:
     """Redraws a graph in place on a terminal: the cursor goes back up over the previous frame."""
 
     def __init__(self, samples_path: Path, paths: dict[str, str], phases: Sequence[Phase], total_s: float,
-                 *, stream: TextIO = sys.stdout, width: int = 80, height: int = 12, y_max: float = 100.0,
+                 *, stream: TextIO | None = None, width: int = 80, height: int = 12, y_max: float = 100.0,
                  refresh_s: float = 0.25, color: bool = True, title: str = "") -> None:
         self.tail = SampleTail(samples_path)
         self.step_s = max(0.25, total_s / width)
         self.history = RateHistory(self.step_s, paths)
         self.phases, self.total_s = list(phases), total_s
-        self.stream, self.height, self.y_max = stream, height, y_max
+        self.stream = stream if stream is not None else sys.stdout  # the one current at start
+        self.height, self.y_max = height, y_max
         self.refresh_s, self.color, self.title = refresh_s, color, title
         self.status = ""
         self._drawn_lines = 0
