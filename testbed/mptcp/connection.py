@@ -591,10 +591,12 @@ class Connection(HandshakeMixin, SignallingMixin):
         # remember what the subflow delivered but the peer has not acknowledged at data
         # level yet: if the subflow dies, those bytes must go again on another one
         unconfirmed = subflow.acked_unconfirmed
+        una = self.snd_data_una  # the data ACK on this segment was processed already
         for segment in segments:
-            if segment.dsn is not None and segment.payload:
-                unconfirmed.append((segment.dsn, len(segment.payload)))
-        while unconfirmed and unconfirmed[0][0] + unconfirmed[0][1] <= self.snd_data_una:
+            dsn = segment.dsn
+            if dsn is not None and dsn + len(segment.payload) > una and segment.payload:
+                unconfirmed.append((dsn, len(segment.payload)))
+        while unconfirmed and unconfirmed[0][0] + unconfirmed[0][1] <= una:
             unconfirmed.popleft()
         if subflow.segment_had_data_ack or not any(s.payload for s in segments):
             return
