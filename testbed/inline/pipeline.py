@@ -48,17 +48,27 @@ class Codec(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FunctionCodec:
-    """A Codec made of two plain functions, e.g. testbed.wire.decode_packet/encode_packet."""
+    """A Codec made of two plain functions, e.g. testbed.wire.decode_packet/encode_packet.
+
+    `encode_reusing_payload(packet, original, offset)`, when given, encodes a packet whose
+    payload is still the one decoded from `original[offset:]` without re-summing it (the
+    header-edit fast path, testbed.wire.encode_packet_reusing_payload)."""
 
     decode: Callable[[bytes], Packet]
     encode: Callable[[Packet], bytes]
+    encode_reusing_payload: Callable[..., bytes] | None = None
 
 
 def wire_codec() -> FunctionCodec:
     """The project codec; imported lazily so a process without middleboxes never needs it."""
-    from testbed.wire import decode_packet, encode_packet  # type: ignore[attr-defined]
+    from testbed.wire import (  # type: ignore[attr-defined]
+        decode_packet,
+        encode_packet,
+        encode_packet_reusing_payload,
+    )
 
-    return FunctionCodec(decode=decode_packet, encode=encode_packet)
+    return FunctionCodec(decode=decode_packet, encode=encode_packet,
+                         encode_reusing_payload=encode_packet_reusing_payload)
 
 
 def is_ipv4_tcp(frame: bytes) -> bool:
@@ -91,6 +101,7 @@ class PipelineStats:
     decoded: int = 0
     kept_original: int = 0
     reencoded: int = 0
+    headers_only: int = 0  # of reencoded: payload untouched, checksum updated incrementally
     undecodable: int = 0
     unencodable: int = 0
     released: int = 0
@@ -108,7 +119,11 @@ class MiddleboxPipeline:
         self._boxes: list[Middlebox] = list(middleboxes)
         self._codec = codec
         self._last_header: dict[Direction, bytes] = {}
+        self._encode_reusing = getattr(codec, "encode_reusing_payload", None)
         self._arp = ArpResponder(owned_addresses(self._boxes))
+        self._answers_arp = bool(self._arp)
+        # Whole chains per direction, built once (the per-frame path must not rebuild them).
+        self._full_chain = {Direction.UPSTREAM: self._boxes, Direction.DOWNSTREAM: self._boxes[::-1]}
         self.stats = PipelineStats()
 
     @property
@@ -117,6 +132,8 @@ class MiddleboxPipeline:
 
     def _chain(self, direction: Direction, after_index: int | None = None) -> list[Middlebox]:
         """Boxes a packet travelling in `direction` meets, after box `after_index` if given."""
+        if after_index is None:
+            return self._full_chain[direction]
         boxes = self._boxes
         if direction is Direction.UPSTREAM:
             return boxes if after_index is None else boxes[after_index + 1:]
@@ -129,7 +146,7 @@ class MiddleboxPipeline:
         if not self._boxes:
             return [(frame, direction)]
         arp = self._arp
-        if arp:
+        if self._answers_arp:
             arp.learn(frame, direction)
             if frame[12:14] == ETHERTYPE_ARP and (reply := arp.answer(frame, direction)):
                 self.stats.arp_answered += 1
@@ -144,24 +161,47 @@ class MiddleboxPipeline:
             self.stats.undecodable += 1
             self.stats.last_wire_error = str(error)
             return [(frame, direction)]
-        self.stats.decoded += 1
+        stats = self.stats
+        stats.decoded += 1
         original = fingerprint(packet)
+        payload = packet.tcp.payload
         try:
-            outputs = self._run_chain([packet], self._chain(direction), direction, now)
+            chain = self._full_chain[direction]
+            if len(chain) == 1:  # the common case: no intermediate lists
+                outputs = chain[0].process(packet, direction, now)
+            else:
+                outputs = self._run_chain([packet], chain, direction, now)
         except WireError as error:
-            self.stats.undecodable += 1
-            self.stats.last_wire_error = str(error)
+            stats.undecodable += 1
+            stats.last_wire_error = str(error)
             return [(frame, direction)]
         frames: list[tuple[bytes, Direction]] = []
         for out in outputs:
             if out is packet and fingerprint(out) == original:
-                self.stats.kept_original += 1
+                stats.kept_original += 1
                 frames.append((frame, direction))
-            else:
+                continue
+            encoded = None
+            if out is packet and out.tcp.payload is payload and self._encode_reusing is not None:
+                encoded = self._encode_headers(out, frame, header,
+                                               _packet_values(out) == original[0])
+            if encoded is None:
                 encoded = self._encode(out, header)
-                if encoded is not None:
-                    frames.append((encoded, direction))
+            if encoded is not None:
+                frames.append((encoded, direction))
         return frames
+
+    def _encode_headers(self, packet: Packet, frame: bytes, header: bytes,
+                        ip_unchanged: bool) -> bytes | None:
+        """Header-edit fast path: the payload keeps its bytes and its share of the checksum."""
+        assert self._encode_reusing is not None
+        try:
+            data = self._encode_reusing(packet, frame, ETH_HEADER_LEN, ip_unchanged=ip_unchanged)
+        except WireError:
+            return None  # the full encoder reports it
+        self.stats.reencoded += 1
+        self.stats.headers_only += 1
+        return header + data
 
     def next_deadline(self) -> float | None:
         """The earliest time any middlebox wants `release` called, or None."""

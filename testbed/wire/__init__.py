@@ -31,6 +31,7 @@ from testbed.wire.ipv4 import (
     decode_ipv4,
     decode_packet,
     encode_packet,
+    encode_packet_reusing_payload,
     verify_checksums,
 )
 from testbed.wire.mptcp_options import (
@@ -107,7 +108,8 @@ __all__ = [
     "UnknownOption", "WindowScale", "WireError", "add_addr_hmac", "checksum_adjust",
     "checksum_adjust_u16", "checksum_adjust_u32", "decode_ipv4", "decode_mptcp",
     "decode_options", "decode_packet", "decode_tcp", "dss_checksum", "encode_mptcp",
-    "encode_options", "encode_packet", "encode_tcp", "encoded_length", "hmac_sha256",
+    "encode_options", "encode_packet", "encode_packet_reusing_payload", "encode_tcp",
+    "encoded_length", "hmac_sha256",
     "internet_checksum", "ipv4_header_checksum", "join_ack_hmac", "join_synack_hmac",
     "key_to_idsn", "key_to_token", "ones_complement_sum", "options_length", "pseudo_header_sum",
     "tcp_checksum", "verify_checksums", "verify_tcp_checksum",

@@ -12,13 +12,20 @@ import socket
 import struct
 from typing import NamedTuple
 
-from testbed.wire.checksum import ones_complement_sum
+from testbed.wire.checksum import ones_complement_sum, pseudo_header_sum
 from testbed.wire.errors import WireError
-from testbed.wire.tcp import decode_tcp_at, tcp_header_and_checksum
+from testbed.wire.tcp import (
+    TCP_CHECKSUM_OFFSET,
+    decode_tcp_at,
+    encode_tcp_header,
+    tcp_checksum_update,
+    tcp_header_and_checksum,
+)
 from testbed.wire.types import IPPROTO_TCP, Packet
 
 IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
 IPV4_HEADER_LENGTH = 20
+_U16 = struct.Struct("!H")
 IPV4_MAX_TOTAL_LENGTH = 0xFFFF
 FLAG_DONT_FRAGMENT = 0x4000
 FLAG_MORE_FRAGMENTS = 0x2000
@@ -153,6 +160,38 @@ def encode_packet(packet: Packet) -> bytes:
     payload = packet.tcp.payload
     ip_header = encode_ipv4_header(packet, len(tcp_header) + len(payload))
     return b"".join((ip_header, tcp_header, payload))
+
+
+def encode_packet_reusing_payload(packet: Packet, original: bytes | bytearray | memoryview,
+                                  offset: int = 0, *, ip_unchanged: bool = False) -> bytes:
+    """`encode_packet` for a packet decoded from `original[offset:]` whose TCP payload has not
+    changed since (headers, options, addresses may have): the TCP checksum is updated from the
+    received one (RFC 1624) instead of re-summing the payload; a wrong received checksum stays
+    wrong (see `tcp_checksum_update`). The fast path of middleboxes that edit headers only.
+
+    The caller vouches for the payload being the decoded one, and with `ip_unchanged` for the
+    IPv4 fields (addresses, TTL, ident, TOS, DF) being as received: if the TCP header length did
+    not change either, the received IPv4 header is reused as it is.
+    """
+    old_total = (original[offset + 2] << 8) | original[offset + 3]
+    tcp_start = offset + IPV4_HEADER_LENGTH
+    old_header_end = tcp_start + (original[tcp_start + 12] >> 4) * 4
+    old_header = original[tcp_start:old_header_end]
+    segment = packet.tcp
+    payload = segment.payload
+    header = encode_tcp_header(segment)
+    tcp_length = len(header) + len(payload)
+    if ip_unchanged and len(header) == len(old_header):
+        checksum = tcp_checksum_update(old_header, 0, header, 0)  # same pseudo-header
+        ip_header = original[offset:tcp_start]
+    else:
+        old_pseudo = ones_complement_sum(original[offset + 12:tcp_start],
+                                         IPPROTO_TCP + old_total - IPV4_HEADER_LENGTH)
+        checksum = tcp_checksum_update(old_header, old_pseudo, header,
+                                       pseudo_header_sum(packet.src, packet.dst, tcp_length))
+        ip_header = encode_ipv4_header(packet, tcp_length)
+    return b"".join((ip_header, header[:TCP_CHECKSUM_OFFSET], _U16.pack(checksum), header[18:],
+                     payload))
 
 
 def verify_checksums(data: bytes) -> bool:

@@ -91,3 +91,34 @@ def encode_tcp(segment: TcpSegment, src: str, dst: str, *, checksum: int | None 
 def verify_tcp_checksum(src: str, dst: str, tcp_bytes: bytes) -> bool:
     """True when the checksum carried in `tcp_bytes` is correct for src -> dst."""
     return ones_complement_sum(tcp_bytes, pseudo_header_sum(src, dst, len(tcp_bytes))) == 0xFFFF
+
+
+
+def tcp_checksum_update(old_header: bytes | bytearray | memoryview, old_pseudo_sum: int,
+                        new_header: bytes | bytearray | memoryview, new_pseudo_sum: int) -> int:
+    """The TCP checksum of a segment whose header (and pseudo-header) changed but whose payload
+    did not, from its received header `old_header` (checksum field as received) and `new_header`
+    (checksum field zero), as in RFC 1624: the payload is never re-summed. Pass 0 for both pseudo
+    sums when the pseudo-header is unchanged (same addresses and TCP length): it cancels.
+
+    The payload's share is derived from the received checksum, so a segment that arrived with a
+    wrong checksum leaves with one wrong by the same amount: a middlebox editing headers must not
+    launder corruption. Both headers are multiples of 4 bytes, so the payload's 16-bit words
+    line up the same way.
+    """
+    old_sum = ones_complement_sum(old_header, old_pseudo_sum)
+    new_sum = ones_complement_sum(new_header, new_pseudo_sum)
+    total = (new_sum + 0xFFFF - old_sum) % 0xFFFF  # 0xFFFF is one's-complement zero
+    return ~(total or 0xFFFF) & 0xFFFF
+
+
+def encode_tcp_header_incremental(segment: TcpSegment, src: str, dst: str, payload_length: int,
+                                  old_header: bytes | bytearray | memoryview,
+                                  old_pseudo_sum: int) -> bytes:
+    """The encoded header of `segment`, whose payload (`payload_length` bytes) is unchanged
+    since it arrived with header `old_header` and pseudo-header sum `old_pseudo_sum`; see
+    `tcp_checksum_update`."""
+    header = encode_tcp_header(segment)
+    checksum = tcp_checksum_update(old_header, old_pseudo_sum, header,
+                                   pseudo_header_sum(src, dst, len(header) + payload_length))
+    return header[:TCP_CHECKSUM_OFFSET] + _U16.pack(checksum) + header[18:]

@@ -219,7 +219,17 @@ def encode_options(options: Iterable[TcpOption]) -> bytes:
     parts = []
     encoders = _ENCODERS
     for index, option in enumerate(options):
-        encoder = encoders.get(type(option))
+        cls = type(option)
+        if cls is NoOperation:  # fast path: NOP runs (padding, options overwritten in place)
+            parts.append(b"\x01")
+            continue
+        if cls is Timestamps:  # fast path: on every segment of a timestamped connection
+            try:
+                parts.append(_TIMESTAMPS.pack(TCPOPT_TIMESTAMPS, 10, option.tsval, option.tsecr))
+                continue
+            except struct.error:
+                pass  # the general path below names the option in the error
+        encoder = encoders.get(cls)
         if encoder is None:
             raise WireError(f"tcp.option[{index}]", f"not a TCP option: {type(option).__name__}")
         try:
