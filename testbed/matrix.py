@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 from testbed.errors import SpecError, TestbedError
 from testbed.progress import ProgressBar
+from testbed.report.evidence import CAPTURE_FILE, WIRE_FILE, load_wire, write_wire
 from testbed.report.files import write_text_atomic
 from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
@@ -256,10 +257,11 @@ def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], expected: str | None,
-                            directory: str) -> dict[str, Any]:
-    """A matrix cell from its result file: the same numbers `testbed report` re-derives."""
+                            directory: str, wire: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A matrix cell from its result file (and wire.json when the run had a capture): the same
+    numbers `testbed report` re-derives."""
     conn = summarize_result(result, where=directory).connections[0]
-    return {
+    record = {
         **cell_key,
         "status": "ok",
         "outcome": conn.outcome,
@@ -274,6 +276,9 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         "evidence": list(conn.evidence),
         "dir": directory,
     }
+    if wire is not None:
+        record["wire"] = list(wire.get("statements", []))
+    return record
 
 
 def error_record(cell_key: dict[str, Any], message: str, expected: str | None,
@@ -400,9 +405,10 @@ def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
     if resume:
         previous = _reusable(cell, directory)
         if previous is not None:
-            return cell_record_from_result(key, previous, cell.expected, rel) | {"reused": True}, previous
+            record = cell_record_from_result(key, previous, cell.expected, rel, load_wire(directory))
+            return record | {"reused": True}, previous
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, TIMESERIES_FILE, RUN_LOG):
+    for stale in (RESULT_FILE, TIMESERIES_FILE, RUN_LOG, CAPTURE_FILE, WIRE_FILE):
         (directory / stale).unlink(missing_ok=True)
     bar.status(f"{cell.key}: starting")
     with (directory / RUN_LOG).open("w") as log:
@@ -423,9 +429,18 @@ def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
             log.write(traceback.format_exc())
             return error_record(key, f"{type(exc).__name__}: {exc}", cell.expected, rel), None
     try:
-        return cell_record_from_result(key, result, cell.expected, rel), result
+        record = cell_record_from_result(key, result, cell.expected, rel)
     except TestbedError as exc:
         return error_record(key, f"unusable result: {exc.message}", cell.expected, rel), result
+    bar.status(f"{cell.key}: reading the capture")
+    try:
+        wire = write_wire(directory, result)
+    except TestbedError as exc:  # the outcome stands; only this piece of evidence is missing
+        record["wire_error"] = exc.message
+    else:
+        if wire is not None:
+            record["wire"] = list(wire["statements"])
+    return record, result
 
 
 # --- command ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import TestbedError
+from testbed.report.evidence import WIRE_FILE, load_wire, write_wire
 from testbed.report.files import write_text_atomic
 from testbed.report.plots import PLOTS_FILE, THROUGHPUT_PNG, replot, throughput_plot_spec, write_plots
 from testbed.report.summary import summarize_result
@@ -37,9 +38,12 @@ def report_run(directory: Path) -> list[Path]:
     if not (directory / spec["data"]).exists():
         raise TestbedError(f"{directory}: result.json names the time series {spec['data']}, which is missing")
     written = write_plots([spec], directory)
-    write_text_atomic(directory / SUMMARY_MD, run_markdown(summary, THROUGHPUT_PNG))
-    write_text_atomic(directory / SUMMARY_HTML, run_html(summary, THROUGHPUT_PNG))
-    return [*written, directory / PLOTS_FILE, directory / SUMMARY_MD, directory / SUMMARY_HTML]
+    wire = write_wire(directory, result)
+    statements = tuple(wire["statements"]) if wire else ()
+    write_text_atomic(directory / SUMMARY_MD, run_markdown(summary, THROUGHPUT_PNG, statements))
+    write_text_atomic(directory / SUMMARY_HTML, run_html(summary, THROUGHPUT_PNG, statements))
+    extra = [directory / WIRE_FILE] if wire else []
+    return [*written, directory / PLOTS_FILE, *extra, directory / SUMMARY_MD, directory / SUMMARY_HTML]
 
 
 def rederive_matrix(directory: Path) -> dict[str, Any]:
@@ -60,7 +64,8 @@ def rederive_matrix(directory: Path) -> dict[str, Any]:
         result_path = directory / cell_dir / RESULT_FILE if cell_dir else None
         if result_path is not None and result_path.exists():
             result = read_result(result_path)
-            cells.append(cell_record_from_result(key, result, cell.get("expected"), cell_dir))
+            wire = load_wire(directory / cell_dir)
+            cells.append(cell_record_from_result(key, result, cell.get("expected"), cell_dir, wire))
         elif cell.get("status") == "ok":
             cells.append(error_record(key, f"result file {cell_dir}/{RESULT_FILE} is missing",
                                       cell.get("expected"), cell_dir or ""))
@@ -71,14 +76,17 @@ def rederive_matrix(directory: Path) -> dict[str, Any]:
 
 
 def report_matrix(directory: Path, *, cell_reports: bool = True) -> list[Path]:
-    doc = rederive_matrix(directory)
+    # cell reports first: they re-derive each cell's wire.json, which the table then reads
     written: list[Path] = []
+    if cell_reports:
+        for run_dir in sorted(p.parent for p in (directory / "cells").glob(f"*/*/{RESULT_FILE}")):
+            written += report_run(run_dir)
+    doc = rederive_matrix(directory)
     links = {}
     for cell in doc["cells"]:
         cell_dir = directory / cell["dir"] if cell.get("dir") else None
         if cell_dir is not None and (cell_dir / RESULT_FILE).exists():
             if cell_reports:
-                written += report_run(cell_dir)
                 links[(cell["row"], cell["pairing"])] = f"{cell['dir']}/{SUMMARY_HTML}"
             else:
                 links[(cell["row"], cell["pairing"])] = f"{cell['dir']}/{RESULT_FILE}"

@@ -132,7 +132,7 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
     classes = ["cell", outcome_class(outcome)]
     if cell_differs(cell):
         classes.append("differs")
-    evidence = "\n".join(str(e) for e in cell.get("evidence") or [])
+    evidence = "\n".join(str(e) for e in [*(cell.get("evidence") or []), *(cell.get("wire") or [])])
     title = f" title=\"{esc(evidence)}\"" if evidence else ""
     if status in ("error", "not-run"):
         body = esc(cell_text(cell))
@@ -152,7 +152,7 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
     return f"<td class=\"{' '.join(classes)}\"{title}>{body}</td>"
 
 
-def run_markdown(summary: RunSummary, plot_file: str | None = None) -> str:
+def run_markdown(summary: RunSummary, plot_file: str | None = None, wire: tuple[str, ...] = ()) -> str:
     """One run: connections, subflow shares, expectations, timeline, as Markdown."""
     lines = [f"# {summary.name}", ""]
     if summary.description:
@@ -176,6 +176,9 @@ def run_markdown(summary: RunSummary, plot_file: str | None = None) -> str:
                          f"{_maybe(sub.open_at_end)} |")
         if conn.evidence:
             lines += ["", "Evidence:", ""] + [f"- {_md_escape(e)}" for e in conn.evidence]
+    if wire:
+        lines += ["", "Options seen on the wire (client capture, tshark):", ""]
+        lines += [f"- {_md_escape(w)}" for w in wire]
     lines += ["", _expectation_line(summary)]
     if summary.timeline:
         lines += ["", "Timeline as applied:", ""]
@@ -187,7 +190,7 @@ def run_markdown(summary: RunSummary, plot_file: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_html(summary: RunSummary, plot_file: str | None = None) -> str:
+def run_html(summary: RunSummary, plot_file: str | None = None, wire: tuple[str, ...] = ()) -> str:
     out = []
     if summary.description:
         out.append(f"<p>{esc(summary.description.strip())}</p>")
@@ -218,6 +221,9 @@ def run_html(summary: RunSummary, plot_file: str | None = None) -> str:
         if conn.evidence:
             items = "".join(f"<li>{esc(e)}</li>" for e in conn.evidence)
             out.append(f"<p>Evidence:</p><ul>{items}</ul>")
+    if wire:
+        items = "".join(f"<li>{esc(w)}</li>" for w in wire)
+        out.append(f"<p>Options seen on the wire (client capture, tshark):</p><ul>{items}</ul>")
     verdict = _expectation_line(summary)
     passed = summary.expectations_passed
     css = "pass" if passed else "fail" if passed is False else "note"

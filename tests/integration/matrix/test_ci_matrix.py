@@ -53,6 +53,13 @@ def test_ci_matrix_meets_every_expectation(ci_matrix: tuple[Path, subprocess.Com
     assert 50 < by_row["strip_mp_capable_syn"]["goodput_mbps"] < 100  # one 100 Mbit/s path
     for cell in doc["cells"]:
         assert (out / cell["dir"] / "result.json").exists()
+        assert (out / cell["dir"] / "wire.json").exists() and "wire_error" not in cell
+    # what crossed the wire, read from each cell's capture by tshark, agrees with the outcome
+    assert "wire: SYN sent with MP_CAPABLE, SYN/ACK arrived without it (plain TCP)" in \
+        by_row["strip_mp_capable_syn"]["wire"]
+    join_wire = by_row["strip_mp_join"]["wire"]
+    assert any("MP_JOIN SYN(s) sent, 0 SYN/ACK(s) with MP_JOIN received" in w for w in join_wire)
+    assert any("without a DSS mapping" in w for w in by_row["strip_dss_all"]["wire"])
     # progress went to stderr, one line per cell without a TTY, with an ETA
     progress = [line for line in done.stderr.splitlines() if line.startswith("[matrix]")]
     assert len(progress) == 6 and all("ETA" in line for line in progress)
