@@ -330,7 +330,7 @@ class Connection(HandshakeMixin, SignallingMixin):
         csum = None
         if self.checksum:
             csum = dss_checksum(segment.dsn & MASK64, segment.start & MASK32, length, payload)
-        if (not subflow.is_join and self.is_client and not subflow.fully_established
+        if (not subflow.fully_established and not subflow.is_join and self.is_client
                 and segment.start == 1):
             flags = MPCAPABLE_FLAG_HMAC_SHA256 | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0)
             return [MpCapable(version=1, flags=flags, sender_key=self.local_key,

@@ -20,6 +20,8 @@ def eligible_subflows(subflows: list[Subflow]) -> list[Subflow]:
     Linux's scheduler skips stale subflows while another is active."""
     usable = [s for s in subflows if s.data_ready and s.fin_offset is None
               and not s.is_closed and s.close_reason is None]
+    if len(usable) < 2:
+        return usable  # one or none: neither rule below can change the answer
     active = [s for s in usable if not s.stale]
     if active:
         usable = active

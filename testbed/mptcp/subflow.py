@@ -262,11 +262,15 @@ class Subflow:
             field = min(window, 0xFFFF)
             self.rcv_adv_end = max(self.rcv_adv_end, self.rcv.next + field)
             return field
-        field = min(window >> self.our_window_shift, 0xFFFF)
-        advertised_end = self.rcv.next + (field << self.our_window_shift)
+        shift = self.our_window_shift
+        field = window >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        advertised = field << shift
+        advertised_end = self.rcv.next + advertised
         if advertised_end > self.rcv_adv_end:
             self.rcv_adv_end = advertised_end
-        self.last_window_advertised = field << self.our_window_shift
+        self.last_window_advertised = advertised
         return field
 
     def _base_options(self, now: float) -> list[TcpOption]:
