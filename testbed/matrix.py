@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -168,7 +169,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
                       raw=copy.deepcopy(raw), source=source)
     cells = tuple(_build_cell(spec, row, pairing) for row in spec.rows for pairing in pairings)
     _check_cells_against_topologies(cells)
-    return MatrixSpec(**{**spec.__dict__, "cells": cells})
+    return dataclasses.replace(spec, cells=cells)
 
 
 def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
@@ -474,7 +475,7 @@ def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> Matrix
     kept_rows = tuple(r for r in matrix.rows if r.name in wanted_rows)
     kept_pairings = tuple(p for p in matrix.pairings if p in wanted_pairings)
     cells = tuple(c for c in matrix.cells if c.row.name in wanted_rows and c.pairing in wanted_pairings)
-    return MatrixSpec(**{**matrix.__dict__, "rows": kept_rows, "pairings": kept_pairings, "cells": cells})
+    return dataclasses.replace(matrix, rows=kept_rows, pairings=kept_pairings, cells=cells)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def rejected_dir(tmp_path: Path) -> Path:
+    """MP_JOIN stripped on path B (subflow-rejected), with the first 20 frames of its capture."""
     return Path(shutil.copytree(FIXTURES / "run_rejected", tmp_path / "run_rejected"))
 
 
