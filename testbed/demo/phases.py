@@ -111,10 +111,16 @@ def parse_demo(raw: dict[str, Any], *, source: str = "<demo>", stack: str | None
     if phase_seconds is not None and phase_seconds <= 0:
         raise SpecError(f"phase length must be positive, got {phase_seconds}")
 
+    if stack is not None:
+        for endpoint in raw.get("endpoints", []):
+            if isinstance(endpoint, dict):
+                endpoint["stack"] = stack
+    client_stack = next((e.get("stack") for e in raw.get("endpoints", [])
+                         if isinstance(e, dict) and e.get("role") == "client"), None)
     phases: list[Phase] = []
     start = 0.0
     for i, item in enumerate(phases_raw):
-        phase = _parse_phase(item, f"{source}: phases[{i}]", start, phase_seconds)
+        phase = _parse_phase(item, f"{source}: phases[{i}]", start, phase_seconds, client_stack)
         phases.append(phase)
         start = phase.end_s
     names = [p.name for p in phases]
@@ -123,10 +129,6 @@ def parse_demo(raw: dict[str, Any], *, source: str = "<demo>", stack: str | None
 
     raw["timeline"] = [{"at_s": p.start_s, "link": c.link, "set": c.set} for p in phases for c in p.changes]
     traffic["seconds"] = start
-    if stack is not None:
-        for endpoint in raw.get("endpoints", []):
-            if isinstance(endpoint, dict):
-                endpoint["stack"] = stack
     spec = parse_spec(raw, source=source)
     cc = demo_raw.get("congestion_control")
     if cc is not None and not isinstance(cc, str):
@@ -134,8 +136,11 @@ def parse_demo(raw: dict[str, Any], *, source: str = "<demo>", stack: str | None
     return PhasedDemo(spec, tuple(phases), cc)
 
 
-def _parse_phase(item: Any, where: str, start: float, phase_seconds: float | None) -> Phase:
-    allowed = {"name", "title", "seconds", "settle_s", "changes", "expect"}
+def _parse_phase(item: Any, where: str, start: float, phase_seconds: float | None,
+                 stack: str | None) -> Phase:
+    """`expect_by_stack.STACK` replaces top-level keys of `expect` when STACK runs (a userspace
+    stack on two cores cannot fill 2 x 100 Mbit/s; the shares are the story for both)."""
+    allowed = {"name", "title", "seconds", "settle_s", "changes", "expect", "expect_by_stack"}
     if not isinstance(item, dict):
         raise SpecError(f"{where}: must be a table")
     for key in item:
@@ -159,21 +164,32 @@ def _parse_phase(item: Any, where: str, start: float, phase_seconds: float | Non
             raise SpecError(f"{cwhere}: must be {{ link = \"NAME\", set = {{ ... }} }}")
         LinkParams().updated(change["set"], where=f"{cwhere}.set")
         changes.append(LinkChange(str(change["link"]), dict(change["set"])))
-    expect = item.get("expect", {})
+    expect = _parse_expect(item.get("expect", {}), f"{where}.expect")
+    by_stack = item.get("expect_by_stack", {})
+    if not isinstance(by_stack, dict):
+        raise SpecError(f"{where}.expect_by_stack: must be a table of stack = {{ expectations }}")
+    for name, override in by_stack.items():
+        checked = _parse_expect(override, f"{where}.expect_by_stack.{name}")
+        if name == stack:
+            expect = {**expect, **checked}
+    return Phase(item["name"], str(item.get("title", item["name"])), start, seconds, settle,
+                 tuple(changes), expect)
+
+
+def _parse_expect(expect: Any, where: str) -> dict[str, Any]:
     if not isinstance(expect, dict):
-        raise SpecError(f"{where}.expect: must be a table")
+        raise SpecError(f"{where}: must be a table")
     for key, value in expect.items():
         if key not in EXPECT_KEYS:
-            raise SpecError(f"{where}.expect: unknown key {key!r} (allowed: {', '.join(EXPECT_KEYS)})")
+            raise SpecError(f"{where}: unknown key {key!r} (allowed: {', '.join(EXPECT_KEYS)})")
         if key.startswith("share") or key == "min_path_mbps":
             if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
-                raise SpecError(f"{where}.expect.{key}: must be a table of path = number")
+                raise SpecError(f"{where}.{key}: must be a table of path = number")
             if key.startswith("share") and not all(0 <= v <= 1 for v in value.values()):
-                raise SpecError(f"{where}.expect.{key}: shares are fractions in [0, 1]")
+                raise SpecError(f"{where}.{key}: shares are fractions in [0, 1]")
         elif not isinstance(value, (int, float)):
-            raise SpecError(f"{where}.expect.{key}: must be a number")
-    return Phase(item["name"], str(item.get("title", item["name"])), start, seconds, settle,
-                 tuple(changes), dict(expect))
+            raise SpecError(f"{where}.{key}: must be a number")
+    return dict(expect)
 
 
 def client_paths(topology: dict[str, Any], client: str = "client") -> dict[str, str]:

@@ -136,3 +136,14 @@ def test_summary_table_shows_every_phase_and_the_verdict() -> None:
 def test_client_paths_follow_the_topology() -> None:
     described = build_topology("two_path", {}).describe()
     assert client_paths(described) == {"10.0.1.1": "a", "10.0.2.1": "b"}
+
+
+def test_expectations_by_stack_replace_only_their_keys_for_that_stack() -> None:
+    raw = base()
+    raw["phases"][1]["expect"]["min_total_mbps"] = 150
+    raw["phases"][1]["expect_by_stack"] = {"python": {"min_total_mbps": 40}}
+    assert parse_demo(raw).phases[1].expect == {"share_min": {"b": 0.7}, "min_total_mbps": 150}
+    assert parse_demo(raw, stack="python").phases[1].expect == {"share_min": {"b": 0.7}, "min_total_mbps": 40}
+    raw["phases"][1]["expect_by_stack"] = {"python": {"min_total": 40}}
+    with pytest.raises(SpecError, match=r"expect_by_stack\.python: unknown key 'min_total'"):
+        parse_demo(raw)  # checked even when another stack runs
