@@ -110,14 +110,16 @@ class MptcpHost:
     def packets_to_send(self, now: float) -> list[Packet]:
         out = self._output
         self._output = []
-        keep: list[Connection] = []
+        finished = False
         for connection in self.connections:
             connection.flush(now)
             connection.flush_acks(now)
             out.extend(connection.take_output())
-            if connection.closed_reason is None or connection.subflows:
-                keep.append(connection)
-        self.connections = keep
+            if connection.closed_reason is not None and not connection.subflows:
+                finished = True
+        if finished:  # rebuilt only when a connection is gone (this runs per packet)
+            self.connections = [c for c in self.connections
+                                if c.closed_reason is None or c.subflows]
         return out
 
     def get_timer(self) -> float | None:
