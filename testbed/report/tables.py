@@ -123,7 +123,25 @@ def matrix_html(doc: dict[str, Any], cell_links: dict[tuple[str, str], str] | No
     out.append("</table>")
     out.append("<p class=\"note\">Columns are client \u2192 server stacks. A red frame marks a cell whose "
                "outcome differs from the expectation in the matrix spec.</p>")
+    out.append(_evidence_section(doc))
     return page(f"Fallback matrix: {doc.get('name', '')}", "\n".join(out))
+
+
+def _evidence_section(doc: dict[str, Any]) -> str:
+    """Each cell's evidence (classifier, then wire), folded, in table order."""
+    parts = ["<h2>Evidence per cell</h2>"]
+    for cell in doc.get("cells", []):
+        lines = [str(e) for e in [*(cell.get("evidence") or []), *(cell.get("wire") or [])]]
+        if cell.get("status") == "error":
+            lines.insert(0, f"error: {cell.get('error', '')}")
+        if cell.get("wire_error"):
+            lines.append(f"no wire evidence: {cell['wire_error']}")
+        mark = f" \u2014 {DIFFERS_MARK} expected {cell.get('expected')}" if cell_differs(cell) else ""
+        items = "".join(f"<li>{esc(line)}</li>" for line in lines)
+        where = f"{cell.get('row')} \u00d7 {pairing_title(str(cell.get('pairing')))}"
+        parts.append(f"<details><summary>{esc(where)}: {esc(cell_text(cell))}{esc(mark)}</summary>"
+                     f"<ul>{items}</ul></details>")
+    return "\n".join(parts)
 
 
 def _html_cell(cell: dict[str, Any], link: str | None) -> str:

@@ -82,6 +82,9 @@ def test_matrix_html_frames_exactly_the_differing_cells(matrix_dir: Path) -> Non
     assert '<td class="cell outcome-error differs"' in html
     assert 'href="cells/none/kernel-kernel/summary.html"' in html
     assert html.count("<tr>") == 3  # header + two rows
+    # below the table, every cell's evidence, folded; the error cell says why it failed
+    assert html.count("<details>") == 4
+    assert "<li>error: endpoint python client crashed: RuntimeError: example</li>" in html
 
 
 def test_matrix_html_escapes_what_comes_from_files(matrix_dir: Path) -> None:
