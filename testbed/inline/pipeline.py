@@ -102,6 +102,7 @@ class PipelineStats:
     kept_original: int = 0
     reencoded: int = 0
     headers_only: int = 0  # of reencoded: payload untouched, checksum updated incrementally
+    raw_fast_path: int = 0  # frames a RawOptionStrip handled without decoding a Packet
     undecodable: int = 0
     unencodable: int = 0
     released: int = 0
@@ -124,6 +125,13 @@ class MiddleboxPipeline:
         self._answers_arp = bool(self._arp)
         # Whole chains per direction, built once (the per-frame path must not rebuild them).
         self._full_chain = {Direction.UPSTREAM: self._boxes, Direction.DOWNSTREAM: self._boxes[::-1]}
+        # Option stripping on raw bytes (testbed.inline.fastpath), only with the project codec:
+        # an injected codec is there to be observed.
+        self._raw_strip = None
+        if self._boxes and getattr(codec, "encode_reusing_payload", None):
+            from testbed.inline.fastpath import RawOptionStrip  # imports the codec
+
+            self._raw_strip = RawOptionStrip.for_chain(self._boxes)
         self.stats = PipelineStats()
 
     @property
@@ -155,6 +163,16 @@ class MiddleboxPipeline:
             return [(frame, direction)]
         header = frame[:ETH_HEADER_LEN]
         self._last_header[direction] = header
+        raw_strip = self._raw_strip
+        if raw_strip is not None and (out_frame := raw_strip.process(frame, direction)) is not None:
+            stats = self.stats
+            stats.raw_fast_path += 1
+            if out_frame is frame:
+                stats.kept_original += 1
+            else:
+                stats.reencoded += 1
+                stats.headers_only += 1
+            return [(out_frame, direction)]
         try:
             packet = self._codec.decode(frame[ETH_HEADER_LEN:])
         except WireError as error:

@@ -1,0 +1,120 @@
+"""Raw-bytes fast path for a chain that is one option-stripping box (`strip_options`).
+
+Why: at MTU 1500 a box that rewrites every packet must handle ~80k frames/s for 800 Mbit/s;
+decoding a Packet, running the box and encoding it back costs ~10 us per frame in CPython,
+several times the budget. Stripping needs none of that: the options are told apart by the codec
+(`decode_options_at` for their classes, `option_spans` for where they are), the chosen ones are
+overwritten or cut out of the raw bytes, and the checksums are updated incrementally
+(testbed.wire.edit). The payload is never copied into objects nor re-summed.
+
+The fast path must be invisible: it applies the box's own parameters (`what`, `packets`, `how`,
+`direction`) with the box's own option and packet-class vocabulary (middleboxes.classify), keeps
+the box's counters (`seen`, `changed`) as the box would, and its output is byte-identical to the
+general path's (tests/integration/middleboxes/test_fast_paths.py checks both on many packets).
+It declines -- and the general path runs -- whenever that could differ: change logging on,
+`first_data` selected without `data` (that class needs the box's per-flow memory), an odd header
+(IPv4 options or flags, TCP reserved bits, an EOL in the options, anything malformed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from middleboxes.base import Direction, Middlebox
+from middleboxes.classify import option_types_named
+from middleboxes.spec import directions_of
+from middleboxes.strip_options import StripOptions
+from testbed.wire.edit import option_spans, strip_option_spans
+from testbed.wire.errors import WireError
+from testbed.wire.tcp_options import decode_options_at
+from testbed.wire.types import ACK, FIN, RST, SYN, EndOfOptions
+
+ETH = 14
+_IPV4_FLAGS_OK = (b"\x40\x00", b"\x00\x00")  # DF or nothing, no fragment offset
+
+
+def packet_classes(flags: int, has_payload: bool) -> frozenset[str]:
+    """middleboxes.classify.PacketClassifier's classes that need no per-flow memory (all but
+    `first_data`)."""
+    classes: set[str] = set()
+    if flags & SYN:
+        classes.add("synack" if flags & ACK else "syn")
+        if has_payload:
+            classes.add("data")
+    elif has_payload:
+        classes.add("data")
+    elif flags & ACK and not flags & (FIN | RST):
+        classes.add("pure_ack")
+    if flags & FIN:
+        classes.add("fin")
+    if flags & RST:
+        classes.add("rst")
+    return frozenset(classes)
+
+
+# (flags, has payload) -> classes: 512 entries at most, computed on first use.
+_CLASS_CACHE: dict[tuple[int, bool], frozenset[str]] = {}
+
+
+@dataclass
+class RawOptionStrip:
+    """The fast path for one StripOptions box; build it with `for_chain`."""
+
+    box: StripOptions
+    types: frozenset[type]
+    packets: frozenset[str]
+    directions: frozenset[Direction]
+    nop: bool
+
+    @classmethod
+    def for_chain(cls, chain: Sequence[Middlebox]) -> RawOptionStrip | None:
+        """The fast path if `chain` is exactly one StripOptions box it can stand in for."""
+        if len(chain) != 1 or type(chain[0]) is not StripOptions:
+            return None
+        box = chain[0]
+        params = box.params
+        if params.log_changes:
+            return None
+        packets = frozenset(params.packets)
+        if "first_data" in packets and "data" not in packets:
+            return None
+        return cls(box, option_types_named(params.what), packets - {"first_data"},
+                   frozenset(directions_of(params.direction)), params.how == "nop")
+
+    def process(self, frame: bytes, direction: Direction) -> bytes | None:
+        """The frame to send (the same object when nothing is stripped), or None when the
+        general path must handle this frame (the box's counters are then left untouched)."""
+        if frame[ETH] != 0x45 or frame[ETH + 6:ETH + 8] not in _IPV4_FLAGS_OK:
+            return None
+        total = (frame[ETH + 2] << 8) | frame[ETH + 3]
+        tcp = ETH + 20
+        if total < 40 or ETH + total > len(frame):
+            return None
+        offset_byte = frame[tcp + 12]
+        header_length = (offset_byte >> 4) * 4
+        if offset_byte & 0x0F or header_length < 20 or header_length > total - 20:
+            return None
+        counters = self.box.counters
+        key = (frame[tcp + 13], total > 20 + header_length)
+        classes = _CLASS_CACHE.get(key)
+        if classes is None:
+            classes = _CLASS_CACHE[key] = packet_classes(*key)
+        if direction not in self.directions or not classes & self.packets or header_length == 20:
+            counters.seen += 1
+            return frame
+        start, end = tcp + 20, tcp + header_length
+        try:
+            options = decode_options_at(frame, start, end)
+            spans = option_spans(frame, start, end)
+        except WireError:
+            return None
+        if type(options[-1]) is EndOfOptions or len(spans) != len(options):
+            return None
+        types = self.types
+        drop = [index for index, option in enumerate(options) if type(option) in types]
+        counters.seen += 1
+        if not drop:
+            return frame
+        counters.changed += 1
+        return strip_option_spans(frame, ETH, spans, drop, nop=self.nop)
