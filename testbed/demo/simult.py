@@ -115,17 +115,22 @@ def parse_plan(raw: dict[str, Any], *, source: str = "<simult>") -> SimultPlan:
     return plan
 
 
-def case_spec(plan: SimultPlan, case: SimultCase, stack: str) -> ExperimentSpec:
+def case_spec(plan: SimultPlan, case: SimultCase, stack: str,
+              direction: str | None = None) -> ExperimentSpec:
+    """The experiment of one case; `direction` (upload/download) overrides the base spec's."""
     raw = copy.deepcopy(plan.base)
     topology = raw.setdefault("topology", {})
     params = topology.setdefault("params", {}) if isinstance(topology, dict) else {}
     params["path_a"] = {"rate_mbit": case.rates_mbit[0], "delay_ms": case.delays_ms[0]}
     params["path_b"] = {"rate_mbit": case.rates_mbit[1], "delay_ms": case.delays_ms[1]}
     raw.setdefault("traffic", {})["bytes"] = plan.bytes
+    if direction is not None:
+        raw["traffic"]["direction"] = direction
     for endpoint in raw.get("endpoints", []):
         if isinstance(endpoint, dict):
             endpoint["stack"] = stack
-    raw["name"] = f"{raw.get('name', 'simult_flows')}-{stack}-{case.name}"
+    suffix = f"-{direction}" if direction else ""
+    raw["name"] = f"{raw.get('name', 'simult_flows')}-{stack}-{case.name}{suffix}"
     return parse_spec(raw, source=f"{plan.source} [{case.name}]")
 
 
@@ -159,16 +164,17 @@ def failed_row(case: SimultCase, stack: str, plan: SimultPlan, problem: str) -> 
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'stack':<7} {'case':<26} {'rates Mb/s':>11} {'delays ms':>10} {'time s':>7} {'limit s':>8} "
-              f"{'Mb/s':>6}  result")
+    header = (f"{'stack':<7} {'dir':<8} {'case':<26} {'rates Mb/s':>11} {'delays ms':>10} {'time s':>7} "
+              f"{'limit s':>8} {'Mb/s':>6}  result")
     lines = [header, "-" * len(header)]
     for r in rows:
         rates = "/".join(f"{v:g}" for v in r["rates_mbit"])
         delays = "/".join(f"{v:g}" for v in r["delays_ms"])
         duration = "-" if r.get("duration_s") is None else f"{r['duration_s']:.2f}"
         verdict = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["problems"])
-        lines.append(f"{r['stack']:<7} {r['case']:<26} {rates:>11} {delays:>10} {duration:>7} "
-                     f"{r['limit_s']:>8.2f} {r.get('goodput_mbps') or 0:>6.1f}  {verdict}")
+        lines.append(f"{r['stack']:<7} {r.get('direction', 'upload'):<8} {r['case']:<26} {rates:>11} "
+                     f"{delays:>10} {duration:>7} {r['limit_s']:>8.2f} {r.get('goodput_mbps') or 0:>6.1f}  "
+                     f"{verdict}")
     passed = sum(1 for r in rows if r["passed"])
     lines.append(f"{passed}/{len(rows)} cases within their limit")
     return "\n".join(lines)
@@ -179,39 +185,44 @@ def available(stack: str) -> bool:
 
 
 def run_plan(plan: SimultPlan, stacks: list[str], out_dir: Path, *, cases: list[str] | None = None,
-             say: Any = print) -> list[dict[str, Any]]:
+             directions: tuple[str, ...] = ("upload",), say: Any = print) -> list[dict[str, Any]]:
+    """Run every (stack, direction, case); simult.json is rewritten after each, so an
+    interrupted run keeps the rows it finished."""
     selected = [c for c in plan.cases if cases is None or c.name in cases]
     if cases is not None and len(selected) != len(set(cases)):
         known = ", ".join(c.name for c in plan.cases)
         raise SpecError(f"unknown case in {cases} (known: {known})")
     rows: list[dict[str, Any]] = []
-    total = len(selected) * len(stacks)
+    runs = [(stack, direction, case) for stack in stacks for direction in directions for case in selected]
     started = time.monotonic()
-    for stack in stacks:
-        for case in selected:
-            done = len(rows)
-            left = (time.monotonic() - started) / done * (total - done) if done else None
-            eta = "" if left is None else f", about {left:.0f} s left"
-            say(f"[simult] {done + 1}/{total}: {stack} {case.name} {case.rates_mbit} Mbit/s "
-                f"{case.delays_ms} ms{eta}")
-            spec = case_spec(plan, case, stack)
-            hook = CongestionHook(plan.congestion_control if stack == "kernel" else None,
-                                  (spec.client.host, spec.server.host))
-            try:
-                result = run_experiment(spec, out_dir / stack / case.name, progress=hook.progress,
-                                        observer=lambda _work, _t, hook=hook: hook.check())
-            except (EnvironmentProblem, RunFailed) as exc:  # this case only; the others still run
-                row = failed_row(case, stack, plan, exc.message)
-            else:
-                row = judge(case, stack, plan, result)
-            row["congestion_control"] = hook.as_dict()
-            rows.append(row)
-            say(f"[simult]   {row['duration_s']:.2f} s (limit {row['limit_s']:.2f} s): "
-                f"{'PASS' if row['passed'] else 'FAIL ' + '; '.join(row['problems'])}")
-            write_json_atomic(out_dir / SIMULT_FILE, {"schema": 1, "kind": "simult_flows",
-                                                      "source": plan.source, "bytes": plan.bytes,
-                                                      "slack_s": plan.slack_s, "rows": rows})
+    for number, (stack, direction, case) in enumerate(runs, start=1):
+        left = (time.monotonic() - started) / len(rows) * (len(runs) - len(rows)) if rows else None
+        say(f"[simult] {number}/{len(runs)}: {stack} {direction} {case.name} {case.rates_mbit} Mbit/s "
+            f"{case.delays_ms} ms" + ("" if left is None else f", about {left:.0f} s left"))
+        rows.append(run_case(plan, case, stack, direction, out_dir / stack / direction / case.name))
+        row = rows[-1]
+        timing = "-" if row["duration_s"] is None else f"{row['duration_s']:.2f} s"
+        say(f"[simult]   {timing} (limit {row['limit_s']:.2f} s): "
+            f"{'PASS' if row['passed'] else 'FAIL ' + '; '.join(row['problems'])}")
+        write_json_atomic(out_dir / SIMULT_FILE, {"schema": 1, "kind": "simult_flows", "source": plan.source,
+                                                  "bytes": plan.bytes, "slack_s": plan.slack_s, "rows": rows})
     return rows
+
+
+def run_case(plan: SimultPlan, case: SimultCase, stack: str, direction: str, out_dir: Path) -> dict[str, Any]:
+    spec = case_spec(plan, case, stack, direction)
+    hook = CongestionHook(plan.congestion_control if stack == "kernel" else None,
+                          (spec.client.host, spec.server.host))
+    try:
+        result = run_experiment(spec, out_dir, progress=hook.progress,
+                                observer=lambda _work, _t: hook.check())
+    except (EnvironmentProblem, RunFailed) as exc:  # this case only; the others still run
+        row = failed_row(case, stack, plan, exc.message)
+    else:
+        row = judge(case, stack, plan, result)
+    row["direction"] = direction
+    row["congestion_control"] = hook.as_dict()
+    return row
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", choices=(*STACK_CHOICES, "all"), default="all",
                         help="stack of both endpoints; all = kernel, and python when it is installed")
     parser.add_argument("--case", action="append", dest="cases", help="run only this case (repeatable)")
+    parser.add_argument("--direction", choices=("upload", "download", "both"), default="upload",
+                        help="who sends the 16 MiB (the selftest does both; default: upload)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
                             "is not in this installation yet")
         stacks = [args.stack]
     out_dir = Path(args.out)
-    rows = run_plan(plan, stacks, out_dir, cases=args.cases)
+    directions = ("upload", "download") if args.direction == "both" else (args.direction,)
+    rows = run_plan(plan, stacks, out_dir, cases=args.cases, directions=directions)
     print(format_table(rows))
     print(f"table and rows in {out_dir / SIMULT_FILE}")
     return 0 if all(r["passed"] for r in rows) else 1

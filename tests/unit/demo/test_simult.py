@@ -47,7 +47,9 @@ def test_case_spec_shapes_each_path_and_sets_the_size() -> None:
     assert spec.topology_params["path_b"] == {"rate_mbit": 5.0, "delay_ms": 25.0}
     assert spec.traffic.bytes == MIB16 and spec.traffic.seconds is None
     assert {e.stack for e in spec.endpoints} == {"python"}
-    assert spec.name.endswith("-python-x")
+    assert spec.name.endswith("-python-x") and spec.traffic.direction == "upload"
+    download = case_spec(plan, case, "kernel", "download")
+    assert download.traffic.direction == "download" and download.name.endswith("-kernel-x-download")
 
 
 def result(duration: float, outcome: str = "mptcp", integrity: str = "ok",
