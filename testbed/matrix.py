@@ -10,7 +10,7 @@ SpecError, exit 2, before anything runs), and runs through testbed.runner into
 DIR/cells/<row>/<pairing>/. A failing cell is recorded as an error and the matrix goes on.
 matrix.json is rewritten atomically after every cell, so Ctrl-C (or kill -9) keeps what ran;
 after Ctrl-C it is marked partial and the command exits 130. Exit 1 when any cell differs from
-its expectation (an error differs from every expectation), 0 otherwise.
+its expectation or could not run (an error differs from every expectation), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -478,7 +478,8 @@ def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> Matrix
     return dataclasses.replace(matrix, rows=kept_rows, pairings=kept_pairings, cells=cells)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
+    """The command; `runner` stands in for testbed.runner.run_experiment in tests."""
     matrix = select(load_matrix_spec(args.spec), args.rows, args.pairings)
     if args.check:
         for cell in matrix.cells:
@@ -491,7 +492,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with sigterm_as_interrupt():  # SIGTERM between two cells also keeps the partial matrix
-            doc = run_matrix(matrix, out, resume=args.resume)
+            doc = run_matrix(matrix, out, runner=runner, resume=args.resume)
     except MatrixInterrupted:
         return EXIT_INTERRUPTED
     print(f"{doc['summary']['as_expected']}/{doc['summary']['cells']} cells as expected; "
@@ -500,7 +501,11 @@ def run(args: argparse.Namespace) -> int:
         if cell.get("as_expected") is False:
             print(f"  differs: {cell['row']} \u00d7 {cell['pairing']}: {cell_text(cell)} "
                   f"(expected {cell['expected']})")
-    return EXIT_DIFFERS if doc["summary"]["differ"] else 0
+    for cell in doc["cells"]:
+        if cell.get("status") == "error" and cell.get("as_expected") is None:
+            print(f"  error: {cell['row']} \u00d7 {cell['pairing']}: {cell.get('error')}")
+    # a cell that could not run is never a pass, with or without an expectation
+    return EXIT_DIFFERS if doc["summary"]["differ"] or doc["summary"]["errors"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

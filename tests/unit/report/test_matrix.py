@@ -196,3 +196,31 @@ def test_a_stale_result_is_never_taken_for_a_new_one(tmp_path: Path) -> None:
                      stream=io.StringIO(), tty=False)
     assert all(c["status"] == "error" for c in doc["cells"])
     assert not (tmp_path / "cells/none/kernel-kernel/result.json").exists()
+
+
+def test_command_exit_codes(tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from testbed.matrix import add_arguments
+    from testbed.matrix import run as run_command
+
+    spec = ROOT / "experiments" / "fallback_matrix_ci.toml"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([str(spec), "--out", str(tmp_path / "a"), "--rows", "none,strip_mp_join"])
+    passing = FakeRunner({"none": "mptcp", "strip_mp_join": "subflow-rejected"})
+    assert run_command(args, runner=passing) == 0
+    assert "2/2 cells as expected" in capsys.readouterr().out
+    differing = FakeRunner({"none": "mptcp", "strip_mp_join": "mptcp"})
+    assert run_command(args, runner=differing) == 1
+    assert "differs: strip_mp_join \u00d7 kernel-kernel: mptcp" in capsys.readouterr().out
+    # an error fails the matrix even where no outcome was expected
+    bare = tmp_path / "bare.toml"
+    bare.write_text('name = "bare"\npairings = ["kernel-kernel"]\n[base.topology]\nname = "two_path"\n'
+                    '[base.traffic]\nseconds = 1\n[[middleboxes]]\nname = "none"\nchain = []\n')
+    no_expect = parser.parse_args([str(bare), "--out", str(tmp_path / "b")])
+    assert run_command(no_expect, runner=FakeRunner({"none": "stalled"})) == 0
+    assert run_command(no_expect, runner=FakeRunner({}, crash={"bare/none/kernel-kernel"})) == 1
+    assert "error: none \u00d7 kernel-kernel: ZeroDivisionError: stack bug" in capsys.readouterr().out
+    interrupting = FakeRunner({"none": "mptcp"}, interrupt_at=1)
+    assert run_command(no_expect, runner=interrupting) == 130
