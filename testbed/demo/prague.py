@@ -86,8 +86,11 @@ class _Hooks:
         if not self.live:
             return
         if self.graph is None:
+            terminal = sys.stdout.isatty()
             self.graph = LiveGraph(work_dir / "client.samples.csv", _client_paths_from_spec(self.demo),
-                                   self.demo.phases, self.demo.seconds, color=sys.stdout.isatty(),
+                                   self.demo.phases, self.demo.seconds, color=terminal,
+                                   refresh_s=0.25 if terminal else 2.0,  # a log file gets fewer frames
+                                   y_max=float(self.demo.spec.topology_params.get("rate_mbit") or 100.0),
                                    title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path")
         self.graph.tick(elapsed_s)
 

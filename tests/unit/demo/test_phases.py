@@ -18,10 +18,10 @@ from testbed.demo.phases import (
     summarize,
 )
 from testbed.errors import SpecError
+from tests.unit.demo.samples import PATHS, rows_for
 from topologies import build_topology
 
 PRAGUE = Path(__file__).resolve().parents[3] / "experiments" / "prague.toml"
-PATHS = {"10.0.1.1": "a", "10.0.2.1": "b"}
 
 
 def base(**extra: Any) -> dict[str, Any]:
@@ -37,18 +37,6 @@ def base(**extra: Any) -> dict[str, Any]:
     }
     raw.update(extra)
     return raw
-
-
-def rows_for(seconds: float, rates: dict[str, float], start: float = 0.0, bin_s: float = 0.1) -> list[dict]:
-    """Binned rows as runner/results write them: constant Mbit/s per path."""
-    rows = []
-    for i in range(round(seconds / bin_s)):
-        t = round(start + i * bin_s, 3)
-        for n, (path, mbps) in enumerate(sorted(rates.items())):
-            address = {v: k for k, v in PATHS.items()}[path]
-            rows.append({"t_s": t, "subflow": str(n), "local": f"{address}:4000{n}",
-                         "remote": "10.0.100.2:5201", "bytes": round(mbps * 1e6 / 8 * bin_s)})
-    return rows
 
 
 def test_timeline_and_length_come_from_the_phases() -> None:
