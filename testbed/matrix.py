@@ -32,7 +32,7 @@ from typing import Any, TextIO
 from testbed.errors import SpecError, TestbedError
 from testbed.progress import ProgressBar
 from testbed.report.evidence import CAPTURE_FILE, WIRE_FILE, load_wire, write_wire
-from testbed.report.files import write_text_atomic
+from testbed.report.files import write_bytes_atomic, write_text_atomic
 from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
 from testbed.results import RESULT_FILE, SCHEMA, TIMESERIES_FILE, read_result
@@ -446,6 +446,36 @@ def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
 
 # --- command ---------------------------------------------------------------------------------
 
+def matrix_junit(doc: dict[str, Any]) -> bytes:
+    """JUnit XML of a matrix against its own expectations: a failure per differing or failed
+    cell, a skipped case per cell not run (after Ctrl-C)."""
+    import xml.etree.ElementTree as ET
+
+    cells = {(c["row"], c["pairing"]): c for c in doc["cells"]}
+    root = ET.Element("testsuites")
+    suite = ET.SubElement(root, "testsuite", name=f"matrix {doc['name']}")
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+    for row in doc["rows"]:
+        for pairing in doc["pairings"]:
+            counts["tests"] += 1
+            case = ET.SubElement(suite, "testcase", classname=f"matrix.{doc['name']}",
+                                 name=f"{row['name']} \u00d7 {pairing}")
+            cell = cells.get((row["name"], pairing))
+            if cell is None:
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message="not run")
+            elif cell.get("status") == "error" or cell.get("as_expected") is False:
+                counts["failures"] += 1
+                failure = ET.SubElement(case, "failure", type="differs",
+                                        message=f"{cell_text(cell)} (expected {cell.get('expected')})")
+                failure.text = "\n".join(str(e) for e in [*(cell.get("evidence") or []),
+                                                           *(cell.get("wire") or [])])
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="matrix spec (TOML), e.g. experiments/fallback_matrix.toml")
     parser.add_argument("--out", required=True,
@@ -455,6 +485,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated pairings to run, e.g. kernel-kernel (default: the spec's)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse cells of DIR whose result.json comes from the same cell spec")
+    parser.add_argument("--junit", metavar="FILE",
+                        help="also write JUnit XML: one test case per cell, failed where it differs")
     parser.add_argument("--check", action="store_true",
                         help="validate the spec and list the cells; run nothing")
 
@@ -493,8 +525,12 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     try:
         with sigterm_as_interrupt():  # SIGTERM between two cells also keeps the partial matrix
             doc = run_matrix(matrix, out, runner=runner, resume=args.resume)
-    except MatrixInterrupted:
+    except MatrixInterrupted as interrupted:
+        if args.junit:
+            write_bytes_atomic(Path(args.junit), matrix_junit(interrupted.doc))
         return EXIT_INTERRUPTED
+    if args.junit:
+        write_bytes_atomic(Path(args.junit), matrix_junit(doc))
     print(f"{doc['summary']['as_expected']}/{doc['summary']['cells']} cells as expected; "
           f"tables in {out / MATRIX_MD} and {out / MATRIX_HTML}")
     for cell in doc["cells"]:

@@ -8,6 +8,7 @@ import copy
 import io
 import json
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,16 @@ def test_command_exit_codes(tmp_path: Path, capsys) -> None:
     assert run_command(args, runner=passing) == 0
     assert "2/2 cells as expected" in capsys.readouterr().out
     differing = FakeRunner({"none": "mptcp", "strip_mp_join": "mptcp"})
-    assert run_command(args, runner=differing) == 1
+    junit = tmp_path / "matrix.xml"
+    with_junit = parser.parse_args([*map(str, (spec, "--out", tmp_path / "a", "--rows", "none,strip_mp_join",
+                                               "--junit", junit))])
+    assert run_command(with_junit, runner=differing) == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", "1", "0")
+    (failed,) = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed.get("name") == "strip_mp_join \u00d7 kernel-kernel"
+    message = failed.find("failure").get("message")
+    assert message == "mptcp 181.4 Mbit/s (2/2 subflows) (expected subflow-rejected)"
     assert "differs: strip_mp_join \u00d7 kernel-kernel: mptcp" in capsys.readouterr().out
     # an error fails the matrix even where no outcome was expected
     bare = tmp_path / "bare.toml"
@@ -223,4 +233,7 @@ def test_command_exit_codes(tmp_path: Path, capsys) -> None:
     assert run_command(no_expect, runner=FakeRunner({}, crash={"bare/none/kernel-kernel"})) == 1
     assert "error: none \u00d7 kernel-kernel: ZeroDivisionError: stack bug" in capsys.readouterr().out
     interrupting = FakeRunner({"none": "mptcp"}, interrupt_at=1)
+    no_expect.junit = str(junit)
     assert run_command(no_expect, runner=interrupting) == 130
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("1", "0", "1")
