@@ -4,8 +4,10 @@ Imitates receive offload (LRO in NICs, the kernel's GRO) and transparent proxies
 what they buffered: in-order segments of one flow and direction are held up to `hold_ms` and
 merged while the merged payload stays within `max_bytes`. Only one segment's options survive
 (`keep_options`): the first's (LRO keeps the head's header) or the last's (a proxy writing with
-its latest state). This is why RFC 8684 §3.3 lets one DSS mapping cover bytes of several
-segments and why MPTCP must cope when options of merged segments vanish.
+its latest state). Linux GRO only merges segments with identical options; this box models
+the LRO engines and proxies that do not check. RFC 8684 §3.3 lets one DSS mapping cover several
+segments, but a merge that keeps one mapping and drops the next leaves bytes uncovered, which
+Linux 6.18 treats as DSS corruption (experiments/middleboxes/split_then_coalesce.toml).
 The held run is flushed, in order, when a segment does not continue it (out-of-order or
 retransmission), when any other packet of the same flow and direction arrives (FIN, SYN, RST,
 a pure ACK: it must not overtake held data), when `max_bytes` is reached, or at the deadline.
