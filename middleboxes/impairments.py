@@ -95,3 +95,9 @@ class Delay(MiddleboxBase):
             _, _, packet, direction = heapq.heappop(self._queue)
             released.append((packet, direction))
         return released
+
+    def flush(self, now: float) -> list[tuple[Packet, Direction]]:
+        """Everything still held, in due order (for a runtime shutting down)."""
+        held = [(packet, direction) for _, _, packet, direction in sorted(self._queue)]
+        self._queue.clear()
+        return held

@@ -151,3 +151,12 @@ def test_delay_releases_in_due_order_with_seeded_jitter() -> None:
     assert box.next_deadline() == pytest.approx(expected[order[0]] / 1000)
     released = box.release(1.0)
     assert [p for p, _ in released] == [packets[i] for i in order]
+
+
+def test_delay_flush_hands_out_everything_held() -> None:
+    box = build("delay", match=["data"], delay_ms=1000)
+    first, second = data(1), data(11)
+    box.process(first, UP, 0.0)
+    box.process(second, UP, 0.5)
+    assert box.flush(0.6) == [(first, UP), (second, UP)]
+    assert box.next_deadline() is None
