@@ -13,6 +13,7 @@ class RttEstimator:
     """
 
     __slots__ = (
+        "_rto",
         "backoff",
         "initial_rto",
         "latest",
@@ -32,6 +33,7 @@ class RttEstimator:
         self.latest: float | None = None
         self.min_rtt: float | None = None
         self.backoff = 1
+        self._rto = self._compute_rto()  # read on every ACK: kept, not recomputed
 
     def add_sample(self, rtt: float) -> None:
         """Fold one measurement in (RFC 6298 section 2) and clear the backoff (section 5.7)."""
@@ -47,6 +49,7 @@ class RttEstimator:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.backoff = 1
+        self._rto = self._compute_rto()
 
     def base_rto(self) -> float:
         srtt = self.srtt
@@ -57,9 +60,13 @@ class RttEstimator:
     @property
     def rto(self) -> float:
         """The current timeout, backoff included, clamped to max_rto (RFC 6298 2.5)."""
+        return self._rto
+
+    def _compute_rto(self) -> float:
         return min(self.base_rto() * self.backoff, self.max_rto)
 
     def on_timeout(self) -> None:
         """Back the timer off (RFC 6298 5.5)."""
         if self.base_rto() * self.backoff < self.max_rto:
             self.backoff *= 2
+            self._rto = self._compute_rto()
