@@ -31,7 +31,6 @@ from testbed.wire.tcp_options import decode_options_at
 from testbed.wire.types import ACK, FIN, RST, SYN, EndOfOptions
 
 ETH = 14
-_IPV4_FLAGS_OK = (b"\x40\x00", b"\x00\x00")  # DF or nothing, no fragment offset
 
 
 def packet_classes(flags: int, has_payload: bool) -> frozenset[str]:
@@ -53,10 +52,6 @@ def packet_classes(flags: int, has_payload: bool) -> frozenset[str]:
     return frozenset(classes)
 
 
-# (flags, has payload) -> classes: 512 entries at most, computed on first use.
-_CLASS_CACHE: dict[tuple[int, bool], frozenset[str]] = {}
-
-
 @dataclass
 class RawOptionStrip:
     """The fast path for one StripOptions box; build it with `for_chain`."""
@@ -66,6 +61,11 @@ class RawOptionStrip:
     packets: frozenset[str]
     directions: frozenset[Direction]
     nop: bool
+
+    def __post_init__(self) -> None:
+        # Whether the box acts on a packet, by (direction, TCP flags byte, has payload): the
+        # per-frame decision becomes one list index (enum hashing and set algebra cost ~1 us).
+        self._acts: list[bool | None] = [None] * 1024
 
     @classmethod
     def for_chain(cls, chain: Sequence[Middlebox]) -> RawOptionStrip | None:
@@ -82,11 +82,16 @@ class RawOptionStrip:
         return cls(box, option_types_named(params.what), packets - {"first_data"},
                    frozenset(directions_of(params.direction)), params.how == "nop")
 
+    def _decide(self, key: int) -> bool:
+        direction = Direction.DOWNSTREAM if key & 512 else Direction.UPSTREAM
+        classes = packet_classes((key >> 1) & 0xFF, bool(key & 1))
+        return direction in self.directions and bool(classes & self.packets)
+
     def process(self, frame: bytes, direction: Direction) -> bytes | None:
         """The frame to send (the same object when nothing is stripped), or None when the
         general path must handle this frame (the box's counters are then left untouched)."""
-        if frame[ETH] != 0x45 or frame[ETH + 6:ETH + 8] not in _IPV4_FLAGS_OK:
-            return None
+        if frame[ETH] != 0x45 or frame[ETH + 7] or frame[ETH + 6] not in (0x40, 0):
+            return None  # IPv4 options, a fragment, or flags re-encoding would not reproduce
         total = (frame[ETH + 2] << 8) | frame[ETH + 3]
         tcp = ETH + 20
         if total < 40 or ETH + total > len(frame):
@@ -95,12 +100,13 @@ class RawOptionStrip:
         header_length = (offset_byte >> 4) * 4
         if offset_byte & 0x0F or header_length < 20 or header_length > total - 20:
             return None
+        key = ((frame[tcp + 13] << 1) | (total > 20 + header_length)
+               | (512 if direction is Direction.DOWNSTREAM else 0))
+        acts = self._acts[key]
+        if acts is None:
+            acts = self._acts[key] = self._decide(key)
         counters = self.box.counters
-        key = (frame[tcp + 13], total > 20 + header_length)
-        classes = _CLASS_CACHE.get(key)
-        if classes is None:
-            classes = _CLASS_CACHE[key] = packet_classes(*key)
-        if direction not in self.directions or not classes & self.packets or header_length == 20:
+        if not acts or header_length == 20:
             counters.seen += 1
             return frame
         start, end = tcp + 20, tcp + header_length

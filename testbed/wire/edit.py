@@ -23,6 +23,7 @@ from testbed.wire.types import IPPROTO_TCP
 _U16 = struct.Struct("!H")
 _TCPOPT_EOL = 0
 _TCPOPT_NOP = 1
+_NOP_NOP_TIMESTAMPS = b"\x01\x01\x08\x0a"
 
 
 def option_spans(buf: bytes | bytearray | memoryview, start: int, end: int) -> list[tuple[int, int]]:
@@ -31,6 +32,10 @@ def option_spans(buf: bytes | bytearray | memoryview, start: int, end: int) -> l
     decoder checks them."""
     spans: list[tuple[int, int]] = []
     position = start
+    if end - start >= 12 and buf[start:start + 4] == _NOP_NOP_TIMESTAMPS:
+        # Linux starts every non-SYN segment's options so (as decode_options_at's fast path).
+        spans += ((start, 1), (start + 1, 1), (start + 2, 10))
+        position += 12
     while position < end:
         kind = buf[position]
         if kind == _TCPOPT_NOP:
@@ -66,17 +71,22 @@ def strip_option_spans(frame: bytes, ip_offset: int, spans: Sequence[tuple[int, 
     options_end = tcp + old_header_length
     total = (frame[ip_offset + 2] << 8) | frame[ip_offset + 3]
     end = ip_offset + total
-    dropped = set(drop)
     if nop:
-        options = bytearray(frame[options_start:options_end])
-        for index in dropped:
+        old_options = frame[options_start:options_end]
+        options = bytearray(old_options)
+        for index in drop:
             offset, length = spans[index]
             options[offset - options_start:offset - options_start + length] = b"\x01" * length
-        fixed = frame[tcp:tcp + 16]
-        new_zero = b"".join((fixed, b"\x00\x00", frame[tcp + 18:tcp + 20], options))
-        checksum = tcp_checksum_update(frame[tcp:options_end], 0, new_zero, 0)
-        return b"".join((frame[:tcp + 16], _U16.pack(checksum), frame[tcp + 18:tcp + 20],
-                         options, frame[options_end:end]))
+        # RFC 1624 eqn. 3 on the option words only (they start at an even offset): as big
+        # integers, a buffer's value modulo 0xFFFF is its one's-complement sum.
+        old_checksum = (frame[tcp + 16] << 8) | frame[tcp + 17]
+        total = ((~old_checksum & 0xFFFF) + int.from_bytes(options, "big")
+                 - int.from_bytes(old_options, "big")) % 0xFFFF
+        checksum = ~(total or 0xFFFF) & 0xFFFF
+        view = memoryview(frame)
+        return b"".join((view[:tcp + 16], _U16.pack(checksum), view[tcp + 18:options_start],
+                         options, view[options_end:end]))
+    dropped = set(drop)
     kept = b"".join(frame[offset:offset + length] for index, (offset, length) in enumerate(spans)
                     if index not in dropped)
     kept += bytes(-len(kept) % 4)
@@ -91,5 +101,6 @@ def strip_option_spans(frame: bytes, ip_offset: int, spans: Sequence[tuple[int, 
     ip_zero = b"".join((frame[ip_offset:ip_offset + 2], _U16.pack(20 + tcp_length),
                         frame[ip_offset + 4:ip_offset + 10], b"\x00\x00", addresses))
     ip_header = ip_zero[:10] + _U16.pack(ipv4_header_checksum(ip_zero)) + ip_zero[12:]
-    return b"".join((frame[:ip_offset], ip_header, fixed, _U16.pack(checksum),
-                     frame[tcp + 18:tcp + 20], kept, frame[options_end:end]))
+    view = memoryview(frame)
+    return b"".join((view[:ip_offset], ip_header, fixed, _U16.pack(checksum),
+                     view[tcp + 18:tcp + 20], kept, view[options_end:end]))
