@@ -931,7 +931,10 @@ class Connection(HandshakeMixin, SignallingMixin):
         The peer drops whichever copy arrives second."""
         if self.mode != MPTCP or subflow.stale:
             return
-        if not any(s is not subflow and not s.stale for s in eligible_subflows(self.subflows)):
+        # any other working subflow counts, backups included: eligible_subflows() would
+        # hide a backup behind this very (regular, not yet stale) subflow
+        if not any(s is not subflow and not s.stale and s.data_ready and s.fin_offset is None
+                   and not s.is_closed and s.close_reason is None for s in self.subflows):
             return
         subflow.stale = True
         self.counters["SubflowStale"] += 1
