@@ -228,11 +228,18 @@ class Subflow:
         return self.snd_una + self.snd_wnd - self.snd_nxt <= 0
 
     def next_deadline(self) -> float | None:
-        best = None
-        for deadline in (self.rto_deadline, self.delack_deadline, self.timewait_deadline,
-                         self.probe_deadline):
-            if deadline is not None and (best is None or deadline < best):
-                best = deadline
+        # unrolled (asked after every packet): the RTO and delayed-ACK deadlines are the
+        # usual ones, the persist and TIME_WAIT deadlines are rarely set
+        best = self.rto_deadline
+        deadline = self.delack_deadline
+        if deadline is not None and (best is None or deadline < best):
+            best = deadline
+        deadline = self.probe_deadline
+        if deadline is not None and (best is None or deadline < best):
+            best = deadline
+        deadline = self.timewait_deadline
+        if deadline is not None and (best is None or deadline < best):
+            best = deadline
         return best
 
     def _set_state(self, event: TcpEvent) -> None:
