@@ -134,6 +134,19 @@ def test_backup_used_when_no_regular_subflow_is_usable() -> None:
     assert eligible_subflows([initial, join]) == [join]
 
 
+def test_stale_subflow_is_skipped_while_another_is_active() -> None:
+    pair = Pair(client_addresses=TWO_CLIENT)
+    client, _ = _open(pair, warm=True)
+    pair.run(0.2)
+    initial, join = client.subflows
+    initial.stale = True
+    assert eligible_subflows([initial, join]) == [join]
+    join.backup_local = True  # a stale regular subflow gives way to an active backup
+    assert eligible_subflows([initial, join]) == [join]
+    join.stale = True  # all stale: the backup rule alone decides again
+    assert eligible_subflows([initial, join]) == [initial]
+
+
 def test_round_robin_alternates_and_redundant_duplicates() -> None:
     pair = Pair(client_addresses=TWO_CLIENT, client_config=StackConfig(scheduler="round_robin"))
     client, server = _open(pair, warm=True)
