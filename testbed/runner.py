@@ -220,18 +220,16 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
                 progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
                          f"{'' if event.up is None else (' up' if event.up else ' down')}")
             if time.monotonic() > deadline:
-                client_proc.kill()
+                client_proc.terminate()  # the endpoint reports what got through, then exits
                 break
             if observer is not None:
                 observer(work, time.monotonic() - started)
             wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending else 0.05
             time.sleep(wait)
-        client_out, client_err = client_proc.communicate(timeout=10)
-        try:
-            server_out, server_err = server_proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            server_proc.kill()
-            server_out, server_err = server_proc.communicate()
+        client_out, client_err = finish_endpoint(client_proc, grace_s=10)
+        # a server that never saw the connection (refused, reset before accept) waits in accept:
+        # SIGTERM makes it report that, so every run ends with both reports
+        server_out, server_err = finish_endpoint(server_proc, grace_s=5)
         after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
         inline_stats = net.inline_stats()
         loss_counters = {node: loss.counters() for node, loss in net.losses.items()}
@@ -309,6 +307,20 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
 
 
 INCOMPLETE_OUTCOMES = ("corrupted", "mp-fail", "reset", "stalled")
+
+
+def finish_endpoint(proc: subprocess.Popen, *, grace_s: float) -> tuple[str, str]:
+    """Wait for an endpoint; past `grace_s` SIGTERM it (it still prints its report), and only
+    SIGKILL one that ignores that too."""
+    try:
+        return proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        return proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
 
 
 def check_expectations(expect: dict[str, Any], connection: dict[str, Any]) -> dict[str, Any]:
