@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import re
+import os
 import signal
 import subprocess
 import time
@@ -68,11 +68,9 @@ def test_bad_input_is_one_line_exit_2_and_builds_nothing(tmp_path: Path) -> None
         "loss over 100": (None, "loss_pct"),
         "rate 0": (None, "rate_mbit"),
     }
-    def ours() -> set[str]:  # other test suites may create namespaces of their own meanwhile
-        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-        return {n for n in listing if re.match(r"^tb-[0-9a-f]{6}-", n)}
-
-    before = ours()
+    # a private state directory: anything a run creates is recorded there before it exists
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "TESTBED_STATE_DIR": str(state_dir)}
     for name, (text, message) in cases.items():
         if text is None:
             good = write_spec(tmp_path, name="bad").read_text()
@@ -86,12 +84,13 @@ def test_bad_input_is_one_line_exit_2_and_builds_nothing(tmp_path: Path) -> None
             spec = text
         path = tmp_path / "bad.toml"
         path.write_text(spec)
-        done = run_cli("run", str(path), "--out", str(tmp_path / "never"))
+        done = subprocess.run([*TESTBED, "run", str(path), "--out", str(tmp_path / "never")],
+                              capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 2, (name, done.stderr)
         assert message in done.stderr, (name, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, (name, done.stderr)
         assert "Traceback" not in done.stderr
-    assert ours() == before
+    assert not state_dir.exists() or not any(state_dir.rglob("*")), "a bad spec started building"
     assert not (tmp_path / "never" / "result.json").exists()
 
 
