@@ -1,6 +1,6 @@
 """Throughput of a Python middlebox that rewrites every packet, against kernel forwarding.
 
-    python -m testbed.inline.mbbench [--seconds 5] [--repeat 1] [--modes bridge,strip]
+    python -m testbed.inline.mbbench [--seconds 5] [--repeat 1] [--modes bridge,plain,strip]
                                      [--json FILE]
 
 One iperf3 TCP bulk flow (MTU 1500) from ns A to ns C through the bump ns B (testbed.inline.lab):
@@ -13,7 +13,16 @@ One iperf3 TCP bulk flow (MTU 1500) from ns A to ns C through the bump ns B (tes
              SYNs and then present on every data segment and ACK, so the box rewrites EVERY
              packet after the handshake. The bump's own counters prove it (changed / seen).
 
-Every mode prints Mbit/s (iperf3's receiver), frames/s on B's legs and the ratio to the bridge.
+and, to compare AF_PACKET legs with NFQUEUE (which needs a routed node, not an L2 bump):
+
+    router         B routes between two subnets (kernel forwarding, the reference)
+    nfqueue        B routes and queues every forwarded TCP packet (iptables-legacy NFQUEUE) to
+                   testbed.inline.nfqueue, which accepts each with its own verdict
+    nfqueue-strip  the same, the consumer strips the timestamps (the inline fast path) and
+                   returns the edited packet with the verdict
+
+Every mode prints Mbit/s (iperf3's receiver), frames/s on B's legs and the ratio to the kernel
+forwarding the same topology (bridge for the L2 modes, router for the routed ones).
 For the inline modes it also prints the bump process's CPU share and CPU time per frame (from
 /proc), and a "ceiling": the measured rate divided by that share, i.e. what the bump would carry
 with a core to itself if nothing else limited the flow -- a figure that stays comparable when
@@ -39,7 +48,9 @@ from middleboxes.base import Direction
 from testbed.inline.control import InlineControl
 from testbed.inline.lab import C_ADDR, LineLab
 
-MODES = ("bridge", "plain", "strip")
+MODES = ("bridge", "plain", "strip", "router", "nfqueue", "nfqueue-strip")
+ROUTED_MODES = ("router", "nfqueue", "nfqueue-strip")
+ROUTED_C_ADDR = "10.99.1.2"
 STRIP_EVERY_PACKET: dict[str, Any] = {
     "name": "strip_options",
     "params": {"what": ["timestamps"], "packets": ["data", "pure_ack", "fin"], "how": "nop",
@@ -78,22 +89,55 @@ def _start_bump(lab: LineLab, mode: str, scratch: str) -> tuple[str, int]:
     return control, process.pid
 
 
+def _make_routed(lab: LineLab) -> None:
+    """Turn the line into A - router B - C (two subnets), as NFQUEUE needs a routed node."""
+    lab.sh(lab.c, "ip", "addr", "flush", "dev", "c-eth0")
+    lab.sh(lab.c, "ip", "addr", "add", f"{ROUTED_C_ADDR}/24", "dev", "c-eth0")
+    lab.sh(lab.c, "ip", "route", "add", "default", "via", "10.99.1.1")
+    lab.sh(lab.a, "ip", "route", "add", "10.99.1.0/24", "via", "10.99.0.254")
+    lab.sh(lab.b, "ip", "addr", "add", "10.99.0.254/24", "dev", lab.left)
+    lab.sh(lab.b, "ip", "addr", "add", "10.99.1.1/24", "dev", lab.right)
+    lab.sh(lab.b, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+
+
+def _start_nfqueue(lab: LineLab, mode: str, scratch: str) -> int:
+    """The NFQUEUE consumer in B, then the rule queueing forwarded TCP to it; returns its pid."""
+    ready = os.path.join(scratch, "nfqueue.ready")
+    command = [sys.executable, "-m", "testbed.inline.nfqueue", "--queue", "0", "--ready", ready]
+    process = lab.spawn(lab.b, [*command, *(["--strip"] if mode == "nfqueue-strip" else [])],
+                        stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(ready):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the NFQUEUE consumer did not start")
+        time.sleep(0.02)
+    lab.sh(lab.b, "iptables-legacy", "-A", "FORWARD", "-p", "tcp", "-j", "NFQUEUE",
+           "--queue-num", "0")
+    return process.pid
+
+
 def measure(mode: str, seconds: float) -> dict[str, Any]:
     """One mode on a fresh lab: iperf3 A -> C for `seconds`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     with LineLab() as lab, tempfile.TemporaryDirectory(prefix="tb-mbbench-") as scratch:
         control, pid = None, None
+        target = C_ADDR
         if mode == "bridge":
             lab.bridge_bump()
+        elif mode in ROUTED_MODES:
+            _make_routed(lab)
+            target = ROUTED_C_ADDR
+            if mode != "router":
+                pid = _start_nfqueue(lab, mode, scratch)
         else:
             control, pid = _start_bump(lab, mode, scratch)
-        server = lab.spawn(lab.c, ["iperf3", "-s", "-1", "-B", C_ADDR], stdout=subprocess.DEVNULL)
+        server = lab.spawn(lab.c, ["iperf3", "-s", "-1", "-B", target], stdout=subprocess.DEVNULL)
         time.sleep(0.3)
         frames_before = _leg_frames(lab)
         cpu_before = _cpu_seconds(pid) if pid else 0.0
         started = time.monotonic()
-        report = json.loads(lab.sh(lab.a, "iperf3", "-J", "-c", C_ADDR, "-t", str(seconds),
+        report = json.loads(lab.sh(lab.a, "iperf3", "-J", "-c", target, "-t", str(seconds),
                                    timeout_s=seconds + 30))
         elapsed = time.monotonic() - started
         cpu = _cpu_seconds(pid) - cpu_before if pid else 0.0
@@ -106,7 +150,7 @@ def measure(mode: str, seconds: float) -> dict[str, Any]:
             "retransmits": report["end"]["sum_sent"].get("retransmits") or 0,
             "load_avg_1min": os.getloadavg()[0],
         }
-        if control is not None and frames:
+        if pid is not None and frames:
             # The bump's own CPU per frame, and the rate it would carry with a core to itself
             # (the measured rate scaled by 1 / its CPU share): comparable across machine loads.
             result["bump_cpu_share"] = cpu / elapsed
@@ -133,22 +177,25 @@ def run_bench(modes: Sequence[str], seconds: float, repeat: int = 1) -> list[dic
         best = max(runs, key=lambda r: r["mbit_s"])
         best["runs_mbit_s"] = [round(r["mbit_s"], 1) for r in runs]
         results.append(best)
-    reference = next((r for r in results if r["mode"] == "bridge"), None)
+    # Each mode against the kernel forwarding its topology: the bridge (L2 bump) or the router.
+    references = {"bridge": next((r for r in results if r["mode"] == "bridge"), None),
+                  "router": next((r for r in results if r["mode"] == "router"), None)}
     for result in results:
+        reference = references["router" if result["mode"] in ROUTED_MODES else "bridge"]
         if reference is not None and reference["mbit_s"] > 0:
-            result["ratio_to_bridge"] = result["mbit_s"] / reference["mbit_s"]
+            result["ratio_to_kernel"] = result["mbit_s"] / reference["mbit_s"]
     return results
 
 
 def format_results(results: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'mode':<7} {'Mbit/s':>8} {'frames/s':>9} {'x bridge':>9} {'retrans':>8} "
+    lines = [f"{'mode':<13} {'Mbit/s':>8} {'frames/s':>9} {'x kernel':>9} {'retrans':>8} "
              f"{'rewritten':>16} {'bump cpu':>8} {'us/frame':>8} {'ceiling':>8} {'load':>5}  runs"]
     for r in results:
-        ratio = r.get("ratio_to_bridge")
+        ratio = r.get("ratio_to_kernel")
         rewritten = (f"{r['box_changed']}/{r['box_seen']}" if "box_seen" in r else "")
         cpu = (f"{r['bump_cpu_share']:>8.0%} {r['bump_cpu_us_per_frame']:>8.1f} "
                f"{r['ceiling_mbit_s']:>8.0f}" if "bump_cpu_share" in r else f"{'':>8} {'':>8} {'':>8}")
-        lines.append(f"{r['mode']:<7} {r['mbit_s']:>8.1f} {r['frames_per_s']:>9.0f} "
+        lines.append(f"{r['mode']:<13} {r['mbit_s']:>8.1f} {r['frames_per_s']:>9.0f} "
                      f"{'' if ratio is None else f'{ratio:.3f}':>9} {r['retransmits']:>8} "
                      f"{rewritten:>16} {cpu} {r['load_avg_1min']:>5.2f}  {r['runs_mbit_s']}")
     strip = next((r for r in results if r["mode"] == "strip"), None)
@@ -167,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best counts)")
-    parser.add_argument("--modes", default="bridge,strip", help=f"comma-separated: {MODES}")
+    parser.add_argument("--modes", default="bridge,plain,strip", help=f"comma-separated: {MODES}")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
