@@ -44,6 +44,9 @@ class StackConfig:
     # local addresses whose subflows the path manager opens as backup (MP_JOIN B bit), like
     # a Linux `ip mptcp endpoint ... subflow backup`
     backup_addresses: tuple[str, ...] = ()
+    # consecutive RTOs without progress before a subflow is stale and its data goes on the
+    # others (Linux net.mptcp.stale_loss_cnt, default 4 there; 1 keeps the stack's original rule)
+    stale_loss_count: int = 1
 
     def __post_init__(self) -> None:
         choices = {"congestion_control": CONGESTION_CONTROLS, "scheduler": SCHEDULERS,
@@ -54,7 +57,7 @@ class StackConfig:
                 raise ValueError(f"StackConfig.{name}: {value!r} is not one of {allowed}")
         positive = ("mss", "send_buffer", "recv_buffer", "max_subflows", "initial_rto",
                     "min_rto", "max_rto", "initial_cwnd_segments", "dupack_threshold",
-                    "ndiffports")
+                    "ndiffports", "stale_loss_count")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"StackConfig.{name}: must be > 0, got {getattr(self, name)!r}")

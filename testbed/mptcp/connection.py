@@ -971,7 +971,8 @@ class Connection(HandshakeMixin, SignallingMixin):
                     subflow.handle_timer(now)
                 except RemoteProtocolError as error:  # pragma: no cover - defensive
                     subflow.reset(now, [MpTcpRst(error.reason)])
-                if subflow.retransmit_count > timeouts and not subflow.is_closed:
+                if (subflow.retransmit_count > timeouts and not subflow.is_closed
+                        and subflow.retransmit_count >= self.config.stale_loss_count):
                     self._on_subflow_timeout(subflow)
         if self.data_fin_deadline is not None and now >= self.data_fin_deadline:
             self.data_fin_deadline = None
