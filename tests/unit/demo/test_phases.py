@@ -13,6 +13,7 @@ from testbed.demo.phases import (
     client_paths,
     format_summary,
     load_demo,
+    median_total_mbps,
     parse_demo,
     path_mbps,
     summarize,
@@ -78,7 +79,7 @@ def test_shipped_prague_demo_matches_the_ietf80_story() -> None:
     assert 40 <= demo.seconds <= 60
     assert demo.spec.topology == "two_path" and demo.spec.topology_params["rate_mbit"] == 100
     clean, loss_a, loss_ab, rtt = demo.phases
-    assert clean.expect["min_total_mbps"] >= 150
+    assert clean.expect["min_median_total_mbps"] >= 160 and clean.expect["min_total_mbps"] >= 140
     assert loss_a.changes[0].link == "a" and loss_a.changes[0].set == {"loss_pct": 1.0}
     assert loss_a.expect["share_min"]["b"] >= 0.7
     assert loss_ab.expect["share_min"] == {"a": 0.3, "b": 0.3}
@@ -135,3 +136,15 @@ def test_expectations_by_stack_replace_only_their_keys_for_that_stack() -> None:
     raw["phases"][1]["expect_by_stack"] = {"python": {"min_total": 40}}
     with pytest.raises(SpecError, match=r"expect_by_stack\.python: unknown key 'min_total'"):
         parse_demo(raw)  # checked even when another stack runs
+
+
+def test_median_total_ignores_a_short_stall_that_the_mean_counts() -> None:
+    rows = (rows_for(3, {"a": 95, "b": 95}) + rows_for(1, {"a": 10, "b": 10}, start=3.0)
+            + rows_for(4, {"a": 95, "b": 95}, start=4.0))
+    assert median_total_mbps(rows, (0.0, 8.0), 0.1) == pytest.approx(190)
+    phase = Phase("clean", "clean", 0, 8, 0, (), {"min_median_total_mbps": 170, "min_total_mbps": 170})
+    summary = summarize([phase], rows, PATHS, 0.1)[0]
+    assert summary.total_mbps == pytest.approx(168.75)
+    assert summary.failures == ("total 168.8 < 170 Mbit/s",)  # the mean fails, the median passes
+    assert median_total_mbps(rows, (3.0, 3.5), 0.1) == pytest.approx(20)  # a window under 1 s is one slice
+    assert median_total_mbps(rows, (2.0, 2.0), 0.1) == 0.0
