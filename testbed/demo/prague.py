@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,7 @@ def phases_from_dicts(items: list[dict[str, Any]]) -> tuple[Phase, ...]:
 def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     """Summary table and PNG from result.json, timeseries.csv and prague.json alone."""
     result = read_result(out_dir / RESULT_FILE)
-    try:
-        import json
-
-        demo_record = json.loads((out_dir / DEMO_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise TestbedError(f"cannot read {out_dir / DEMO_FILE}: {exc}") from exc
+    demo_record = _read_demo_record(out_dir)
     phases = phases_from_dicts(demo_record["phases"])
     rows = read_timeseries(out_dir / TIMESERIES_FILE)
     paths = client_paths(result["topology"])
@@ -134,7 +130,8 @@ def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     title = (f"IETF 80 Prague demo: {demo_record['stack']} stack, "
              f"cc {demo_record['congestion_control'].get('requested') or 'default'}: "
              f"{'PASS' if passed else 'FAIL'}")
-    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=SMOOTH_S)
+    smooth_s = float(demo_record.get("plot", {}).get("smooth_s", SMOOTH_S))  # the stored plot spec
+    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=smooth_s)
     return summaries, result
 
 
@@ -157,9 +154,10 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool) -> tupl
 
 
 def _read_demo_record(out_dir: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((out_dir / DEMO_FILE).read_text())
+    try:
+        return json.loads((out_dir / DEMO_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise TestbedError(f"cannot read {out_dir / DEMO_FILE}: {exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
