@@ -140,12 +140,11 @@ class DelayLine:
         stats = self.stats
         stats.pushed += 1
         stats.released += 1
+        if stats.applied_max_ms is None:  # first frame: it was neither delayed nor late
+            stats.applied_max_ms = 0.0
         if stats.applied_min_ms is None or stats.applied_min_ms > 0.0:
             stats.applied_min_ms = 0.0
-        if stats.applied_max_ms is None:
-            stats.applied_max_ms = 0.0
-        if stats.max_depth < 1:
-            stats.max_depth = 1
+            stats.max_depth = max(stats.max_depth, 1)
         return True
 
     def next_deadline(self) -> float | None:

@@ -25,7 +25,13 @@ from middleboxes.base import Direction, Middlebox
 from middleboxes.classify import option_types_named
 from middleboxes.spec import directions_of
 from middleboxes.strip_options import StripOptions
-from testbed.wire.edit import option_spans, strip_option_spans
+from testbed.wire.edit import (
+    LINUX_TIMESTAMPS_LAYOUT,
+    is_linux_timestamps_area,
+    option_spans,
+    replace_option_area,
+    strip_option_spans,
+)
 from testbed.wire.errors import WireError
 from testbed.wire.tcp_options import decode_options_at
 from testbed.wire.types import ACK, FIN, RST, SYN, EndOfOptions
@@ -66,6 +72,16 @@ class RawOptionStrip:
         # Whether the box acts on a packet, by (direction, TCP flags byte, has payload): the
         # per-frame decision becomes one list index (enum hashing and set algebra cost ~1 us).
         self._acts: list[bool | None] = [None] * 1024
+        # Linux's NOP, NOP, timestamps area (the codec's known layout): spans and the options
+        # to drop are the same for every such segment.
+        start = ETH + 40
+        self._ts_spans = [(start + offset, length) for _cls, offset, length in
+                          LINUX_TIMESTAMPS_LAYOUT]
+        self._ts_drop = [index for index, (cls, _o, _l) in enumerate(LINUX_TIMESTAMPS_LAYOUT)
+                         if cls in self.types]
+        # Overwriting with NOPs leaves an area that is all NOPs (NOPs are never stripped), the
+        # same bytes every time.
+        self._ts_nops = b"\x01" * 12 if self.nop and self._ts_drop else None
 
     @classmethod
     def for_chain(cls, chain: Sequence[Middlebox]) -> RawOptionStrip | None:
@@ -110,6 +126,14 @@ class RawOptionStrip:
             counters.seen += 1
             return frame
         start, end = tcp + 20, tcp + header_length
+        if is_linux_timestamps_area(frame, start, end):
+            counters.seen += 1
+            if not self._ts_drop:
+                return frame
+            counters.changed += 1
+            if self._ts_nops is not None:
+                return replace_option_area(frame, ETH, self._ts_nops)
+            return strip_option_spans(frame, ETH, self._ts_spans, self._ts_drop, nop=self.nop)
         try:
             options = decode_options_at(frame, start, end)
             spans = option_spans(frame, start, end)

@@ -151,6 +151,19 @@ class MiddleboxPipeline:
     def process(self, frame: bytes, direction: Direction,
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
+        raw_strip = self._raw_strip
+        if (raw_strip is not None and frame[12:14] == _ETHERTYPE_IPV4 and len(frame) >= 54
+                and frame[23] == 6 and (out_frame := raw_strip.process(frame, direction))):
+            # A strip_options chain on raw bytes; it never holds packets, so the Ethernet
+            # header need not be remembered for later releases.
+            stats = self.stats
+            stats.raw_fast_path += 1
+            if out_frame is frame:
+                stats.kept_original += 1
+            else:
+                stats.reencoded += 1
+                stats.headers_only += 1
+            return [(out_frame, direction)]
         if not self._boxes:
             return [(frame, direction)]
         arp = self._arp
@@ -163,16 +176,6 @@ class MiddleboxPipeline:
             return [(frame, direction)]
         header = frame[:ETH_HEADER_LEN]
         self._last_header[direction] = header
-        raw_strip = self._raw_strip
-        if raw_strip is not None and (out_frame := raw_strip.process(frame, direction)) is not None:
-            stats = self.stats
-            stats.raw_fast_path += 1
-            if out_frame is frame:
-                stats.kept_original += 1
-            else:
-                stats.reencoded += 1
-                stats.headers_only += 1
-            return [(out_frame, direction)]
         try:
             packet = self._codec.decode(frame[ETH_HEADER_LEN:])
         except WireError as error:

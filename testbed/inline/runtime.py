@@ -189,6 +189,9 @@ class InlineProcess:
         line = delay[direction]
         now = self._clock()
         recv = leg.recv
+        # Frames usually leave in their own direction: resolve that path once per wake-up.
+        out_send = self._out_leg[direction].send
+        sent = self._counters[direction]
         for _ in range(MAX_BATCH):
             try:
                 frame = recv(MAX_FRAME, socket.MSG_DONTWAIT)
@@ -196,18 +199,28 @@ class InlineProcess:
                 return
             counters.frames_in += 1
             counters.bytes_in += len(frame)
-            if pipeline is None:
-                if line.bypass():
-                    self._send_one(direction, frame)
-                else:
-                    line.push(frame, now)
-            else:
-                for out_frame, out_direction in pipeline.process(frame, direction, now):
-                    out_line = delay[out_direction]
-                    if out_line.bypass():
-                        self._send_one(out_direction, out_frame)
+            outputs = ((frame, direction),) if pipeline is None else \
+                pipeline.process(frame, direction, now)
+            for out_frame, out_direction in outputs:
+                if out_direction is direction:
+                    if line.bypass():
+                        try:
+                            out_send(out_frame)
+                        except OSError as error:
+                            sent.send_errors += 1
+                            sent.last_send_error = errno.errorcode.get(error.errno or 0,
+                                                                       str(error))
+                            continue
+                        sent.frames_out += 1
+                        sent.bytes_out += len(out_frame)
                     else:
-                        out_line.push(out_frame, now)
+                        line.push(out_frame, now)
+                    continue
+                out_line = delay[out_direction]
+                if out_line.bypass():
+                    self._send_one(out_direction, out_frame)
+                else:
+                    out_line.push(out_frame, now)
 
     def _run_timers(self, now: float) -> None:
         pipeline = self._pipeline

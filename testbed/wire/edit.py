@@ -18,12 +18,25 @@ from collections.abc import Sequence
 from testbed.wire.checksum import ipv4_header_checksum, ones_complement_sum
 from testbed.wire.errors import WireError
 from testbed.wire.tcp import tcp_checksum_update
-from testbed.wire.types import IPPROTO_TCP
+from testbed.wire.types import IPPROTO_TCP, NoOperation, Timestamps
 
 _U16 = struct.Struct("!H")
 _TCPOPT_EOL = 0
 _TCPOPT_NOP = 1
 _NOP_NOP_TIMESTAMPS = b"\x01\x01\x08\x0a"
+
+
+# The option area of every non-SYN segment of a Linux connection with timestamps: NOP, NOP,
+# timestamps -- 12 bytes, decoded by decode_options_at's fast path without any check that could
+# fail. A fast path that meets exactly these bytes knows the options without decoding them.
+LINUX_TIMESTAMPS_PREFIX = _NOP_NOP_TIMESTAMPS
+LINUX_TIMESTAMPS_LAYOUT: tuple[tuple[type, int, int], ...] = (
+    (NoOperation, 0, 1), (NoOperation, 1, 1), (Timestamps, 2, 10))  # (class, offset, length)
+
+
+def is_linux_timestamps_area(buf: bytes | bytearray | memoryview, start: int, end: int) -> bool:
+    """Whether `buf[start:end]` is exactly NOP, NOP, timestamps (LINUX_TIMESTAMPS_LAYOUT)."""
+    return end - start == 12 and buf[start:start + 4] == _NOP_NOP_TIMESTAMPS
 
 
 def option_spans(buf: bytes | bytearray | memoryview, start: int, end: int) -> list[tuple[int, int]]:
@@ -104,3 +117,20 @@ def strip_option_spans(frame: bytes, ip_offset: int, spans: Sequence[tuple[int, 
     view = memoryview(frame)
     return b"".join((view[:ip_offset], ip_header, fixed, _U16.pack(checksum),
                      view[tcp + 18:tcp + 20], kept, view[options_end:end]))
+
+
+def replace_option_area(frame: bytes, ip_offset: int, options: bytes) -> bytes:
+    """`frame` with its whole TCP option area replaced by `options` of the same length (e.g. the
+    NOPs a strip leaves), the TCP checksum updated for those words only (RFC 1624 eqn. 3; as big
+    integers a buffer's value modulo 0xFFFF is its one's-complement sum). Same preconditions as
+    `strip_option_spans`."""
+    tcp = ip_offset + 20
+    start = tcp + 20
+    end = start + len(options)
+    total = (frame[ip_offset + 2] << 8) | frame[ip_offset + 3]
+    old_checksum = (frame[tcp + 16] << 8) | frame[tcp + 17]
+    folded = ((~old_checksum & 0xFFFF) + int.from_bytes(options, "big")
+              - int.from_bytes(frame[start:end], "big")) % 0xFFFF
+    view = memoryview(frame)
+    return b"".join((view[:tcp + 16], _U16.pack(~(folded or 0xFFFF) & 0xFFFF),
+                     view[tcp + 18:start], options, view[end:ip_offset + total]))
