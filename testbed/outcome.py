@@ -12,8 +12,9 @@ never hide an earlier one:
    from the stream's own prefix, recomputed from the payload seed). Never hidden by anything.
 2. ``mp-fail``: a DSS checksum failed (DataCsumErr, MP_FAIL sent or received) — whatever
    happened next (fallback, reset, a stall) is added to the evidence.
-3. ``reset`` / ``stalled``: the transfer did not finish (an end saw a reset or refusal; or no
-   progress until the I/O timeout, or no byte at all). Delivered bytes are an intact prefix.
+3. ``reset`` / ``stalled``: the transfer did not finish (an end saw a reset, a refusal or
+   another error; or no progress until the I/O timeout, or not all bytes, or none at all).
+   Delivered bytes are an intact prefix.
 4. ``fallback-syn``: MPTCP was never in use (SYN/ACK or third ACK without MP_CAPABLE, a plain
    TCP end).
 5. ``fallback-infinite-map``: MPTCP was negotiated, then the connection fell back to TCP
@@ -144,7 +145,10 @@ def _mp_fail(facts: Facts) -> list[str]:
 
 
 def _reset(facts: Facts) -> list[str]:
-    return facts.errors_of("reset", "refused")
+    """Every error but a timeout ends the transfer as a failure: reset, refusal, and the rarer
+    protocol/OS/interrupted ones (their text says which)."""
+    return facts.errors_of("reset", "refused", "protocol", "os", "interrupted",
+                           "mptcp-unavailable")
 
 
 def _stalled(facts: Facts) -> list[str]:
