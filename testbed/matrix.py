@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from testbed.errors import SpecError, TestbedError
 from testbed.progress import ProgressBar
-from testbed.report.evidence import CAPTURE_FILE, WIRE_FILE, load_wire, write_wire
+from testbed.report.evidence import CAPTURE_FILE, WIRE_FILE, disagreements, load_wire, write_wire
 from testbed.report.files import write_bytes_atomic, write_text_atomic
 from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
@@ -279,6 +279,9 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
     }
     if wire is not None:
         record["wire"] = list(wire.get("statements", []))
+        conflicts = disagreements(conn.outcome, wire.get("counts") or {})
+        if conflicts:
+            record["wire_disagrees"] = conflicts
     return record
 
 
@@ -438,10 +441,8 @@ def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
         wire = write_wire(directory, result)
     except TestbedError as exc:  # the outcome stands; only this piece of evidence is missing
         record["wire_error"] = exc.message
-    else:
-        if wire is not None:
-            record["wire"] = list(wire["statements"])
-    return record, result
+        return record, result
+    return cell_record_from_result(key, result, cell.expected, rel, wire), result
 
 
 # --- command ---------------------------------------------------------------------------------

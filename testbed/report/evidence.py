@@ -88,6 +88,8 @@ def summarize_segments(segments: list[Segment]) -> WireEvidence:
             counts[f"{side} {subtype}"] += 1
         if seg.rst:
             counts[f"{side} RST"] += 1
+        if seg.sent and not seg.syn and "MP_CAPABLE" in seg.subtypes:
+            counts["MP_CAPABLE ACK sent"] += 1  # the third ACK (and the first data, RFC 8684 §3.1)
         if seg.syn and not seg.ack and seg.sent:
             counts["SYN sent"] += 1
             if "MP_JOIN" in seg.subtypes:
@@ -137,6 +139,23 @@ def _statements(c: Counter[str]) -> list[str]:
             if c[f"{side} {name}"]:
                 out.append(f"wire: {c[f'{side} {name}']} {name} {side} by the client")
     return out
+
+
+def disagreements(outcome: str, counts: dict[str, int]) -> list[str]:
+    """Where the wire contradicts an outcome class: the classifier (testbed.outcome) works from
+    counters and endpoint reports, which a stack may not fill in; the capture is independent.
+    Only contradictions the client's own view proves are listed."""
+    found = []
+    joins, accepted = counts.get("MP_JOIN SYN sent", 0), counts.get("SYN/ACK received with MP_JOIN", 0)
+    if outcome == "mptcp" and joins > accepted:
+        found.append(f"outcome mptcp, but on the wire {joins - accepted} of {joins} MP_JOIN SYN(s) got no "
+                     "MP_JOIN SYN/ACK (a refused join: subflow-rejected?)")
+    negotiated = (counts.get("MP_CAPABLE SYN sent", 0) and counts.get("SYN/ACK received with MP_CAPABLE", 0)
+                  and counts.get("MP_CAPABLE ACK sent", 0))
+    if outcome == "fallback-syn" and negotiated:
+        found.append("outcome fallback-syn, but on the wire MP_CAPABLE was in the SYN, the SYN/ACK and the "
+                     "client's third ACK (negotiated, then fallen back: fallback-infinite-map?)")
+    return found
 
 
 def read_capture(pcap: Path, server_port: int, *, tshark: str | None = None) -> list[Segment]:

@@ -16,6 +16,7 @@ from testbed.report.html import esc, outcome_class, page
 from testbed.report.summary import RunSummary, describe_middleboxes
 
 DIFFERS_MARK = "\u2717"  # ✗
+WIRE_MARK = "\u26a0 wire"  # ⚠: the capture contradicts the outcome class
 ERROR_CHARS = 80
 
 
@@ -89,10 +90,16 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
             if cell_differs(cell):
                 expected = cell.get("expected")
                 text = f"**{DIFFERS_MARK} {text}** (expected {expected})"
+            if cell.get("wire_disagrees"):
+                text += f" {WIRE_MARK}"
             entries.append(_md_escape(text))
         lines.append(f"| {_md_escape(_row_header_text(row))} | " + " | ".join(entries) + " |")
     lines += ["", f"Columns are client \u2192 server stacks. {DIFFERS_MARK} marks a cell whose outcome "
               "differs from the expectation declared in the matrix spec.", ""]
+    conflicts = [f"- {c['row']} \u00d7 {c['pairing']}: {_md_escape(w)}"
+                 for c in doc.get("cells", []) for w in c.get("wire_disagrees") or []]
+    if conflicts:
+        lines += [f"{WIRE_MARK}: the cell's capture contradicts its outcome class:", "", *conflicts, ""]
     env = doc.get("environment") or {}
     if env:
         lines.append(f"Kernel {env.get('kernel', '?')}, "
@@ -134,6 +141,7 @@ def _evidence_section(doc: dict[str, Any]) -> str:
         lines = [str(e) for e in [*(cell.get("evidence") or []), *(cell.get("wire") or [])]]
         if cell.get("status") == "error":
             lines.insert(0, f"error: {cell.get('error', '')}")
+        lines.extend(f"WIRE DISAGREES: {w}" for w in cell.get("wire_disagrees") or [])
         if cell.get("wire_error"):
             lines.append(f"no wire evidence: {cell['wire_error']}")
         mark = f" \u2014 {DIFFERS_MARK} expected {cell.get('expected')}" if cell_differs(cell) else ""
@@ -167,6 +175,8 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
         body = f"<a href=\"{esc(link)}\">{body}</a>"
     if cell_differs(cell):
         body += f"<span class=\"expected\">{DIFFERS_MARK} expected {esc(cell.get('expected'))}</span>"
+    if cell.get("wire_disagrees"):
+        body += f"<span class=\"expected\">{esc(WIRE_MARK)}</span>"
     return f"<td class=\"{' '.join(classes)}\"{title}>{body}</td>"
 
 

@@ -13,6 +13,7 @@ from testbed import errors
 from testbed.report.command import main
 from testbed.report.evidence import (
     Segment,
+    disagreements,
     parse_tshark_fields,
     read_capture,
     summarize_segments,
@@ -90,3 +91,31 @@ def test_tshark_field_parsing() -> None:
         parse_tshark_fields("1\t2\n", 5201)
     with pytest.raises(errors.TestbedError, match="line 1"):
         parse_tshark_fields("x\t5201\t1\t0\t0\t0\t0\n", 5201)
+
+
+def test_wire_disagreements_with_the_outcome_class() -> None:
+    refused_join = {"MP_JOIN SYN sent": 1, "MP_CAPABLE SYN sent": 1, "SYN/ACK received with MP_CAPABLE": 1}
+    assert disagreements("subflow-rejected", refused_join) == []
+    (conflict,) = disagreements("mptcp", refused_join)
+    assert "1 of 1 MP_JOIN SYN(s) got no MP_JOIN SYN/ACK" in conflict
+    assert disagreements("mptcp", {**refused_join, "SYN/ACK received with MP_JOIN": 1}) == []
+    negotiated = {"MP_CAPABLE SYN sent": 1, "SYN/ACK received with MP_CAPABLE": 1, "MP_CAPABLE ACK sent": 2}
+    assert "negotiated, then fallen back" in disagreements("fallback-syn", negotiated)[0]
+    assert disagreements("fallback-syn", {**negotiated, "SYN/ACK received with MP_CAPABLE": 0}) == []
+    assert disagreements("fallback-infinite-map", negotiated) == []
+
+
+@needs_tshark
+def test_matrix_cell_flags_a_wire_contradiction(rejected_dir: Path) -> None:
+    from testbed.matrix import cell_record_from_result
+    from testbed.report.tables import matrix_markdown
+
+    result = json.loads((rejected_dir / "result.json").read_text())
+    result["connections"][0]["outcome"] = "mptcp"  # what the classifier said for a python client
+    wire = wire_evidence(rejected_dir, result)
+    key = {"row": "strip_mp_join", "pairing": "python-kernel"}
+    cell = cell_record_from_result(key, result, "subflow-rejected", "cells/x", wire)
+    assert len(cell["wire_disagrees"]) == 1
+    doc = {"name": "m", "pairings": ["python-kernel"], "rows": [{"name": "strip_mp_join"}], "cells": [cell]}
+    md = matrix_markdown(doc)
+    assert "\u26a0 wire" in md and "strip_mp_join \u00d7 python-kernel: outcome mptcp, but on the wire" in md
