@@ -30,8 +30,12 @@ else:  # pragma: no cover - Python 3.10
 
 # min_median_total_mbps: the median of the window's 1-second totals, which a single stall of a
 # shared 2-core machine (both paths dip together) does not move, unlike the mean
+# max_recovery_s: a change's effect is transient: seconds from the phase start until the path's
+# 1-second mean first reaches RECOVERED (80%) of its mean over the check window
 EXPECT_KEYS = ("min_total_mbps", "min_median_total_mbps", "max_total_mbps", "share_min", "share_max",
-               "min_path_mbps")
+               "min_path_mbps", "max_recovery_s")
+PATH_TABLES = ("share_min", "share_max", "min_path_mbps", "max_recovery_s")
+RECOVERED = 0.8
 DEMO_KEYS = ("congestion_control",)
 
 
@@ -186,7 +190,7 @@ def _parse_expect(expect: Any, where: str) -> dict[str, Any]:
     for key, value in expect.items():
         if key not in EXPECT_KEYS:
             raise SpecError(f"{where}: unknown key {key!r} (allowed: {', '.join(EXPECT_KEYS)})")
-        if key.startswith("share") or key == "min_path_mbps":
+        if key in PATH_TABLES:
             if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
                 raise SpecError(f"{where}.{key}: must be a table of path = number")
             if key.startswith("share") and not all(0 <= v <= 1 for v in value.values()):
@@ -218,6 +222,7 @@ class PhaseSummary:
     mbps: dict[str, float]  # mean goodput per path over the phase's check window
     failures: tuple[str, ...]
     median_total_mbps: float | None = None  # median of the window's 1-second totals
+    recovery_s: dict[str, float | None] = field(default_factory=dict)  # None: never recovered
 
     @property
     def total_mbps(self) -> float:
@@ -239,6 +244,7 @@ class PhaseSummary:
                 "median_total_mbps": (None if self.median_total_mbps is None
                                       else round(self.median_total_mbps, 2)),
                 "shares": {p: round(v, 3) for p, v in self.shares.items()},
+                "recovery_s": self.recovery_s,
                 "expect": self.phase.expect, "passed": self.passed, "failures": list(self.failures)}
 
 
@@ -274,9 +280,31 @@ def median_total_mbps(rows: list[dict[str, Any]], window: tuple[float, float], b
     return statistics.median(b * 8 / step / 1e6 for b in totals)
 
 
-def check_phase(phase: Phase, mbps: dict[str, float], median_total: float | None = None) -> PhaseSummary:
+def recovery_s(rows: list[dict[str, Any]], paths: dict[str, str], phase: Phase, path: str, target_mbps: float,
+               bin_s: float, span_s: float = 1.0) -> float | None:
+    """Seconds from the phase start to the end of the first `span_s` slice (sliding by one bin)
+    in which the path's mean reaches target_mbps; None if it never does within the phase."""
+    count = round(phase.seconds / bin_s)
+    per_bin = [0] * count
+    for row in rows:
+        index = round((float(row["t_s"]) - phase.start_s) / bin_s)
+        if 0 <= index < count and path_of(str(row["local"]), paths) == path:
+            per_bin[index] += int(row["bytes"])
+    width = max(1, round(span_s / bin_s))
+    running = sum(per_bin[:width])
+    for first in range(count - width + 1):
+        if first:
+            running += per_bin[first + width - 1] - per_bin[first - 1]
+        if running * 8 / (width * bin_s) / 1e6 >= target_mbps:
+            return round((first + width) * bin_s, 3)
+    return None
+
+
+def check_phase(phase: Phase, mbps: dict[str, float], median_total: float | None = None,
+                recovery: dict[str, float | None] | None = None) -> PhaseSummary:
     """Compare a phase's per-path goodput with its expectations; failures say what and by how much."""
-    summary = PhaseSummary(phase, mbps, (), median_total)
+    recovery = dict(recovery or {})
+    summary = PhaseSummary(phase, mbps, (), median_total, recovery)
     total, shares, expect = summary.total_mbps, summary.shares, phase.expect
     failures = []
     if "min_median_total_mbps" in expect:
@@ -297,14 +325,25 @@ def check_phase(phase: Phase, mbps: dict[str, float], median_total: float | None
     for path, bound in sorted(expect.get("min_path_mbps", {}).items()):
         if mbps.get(path, 0.0) < bound:
             failures.append(f"path {path} {mbps.get(path, 0.0):.1f} < {bound} Mbit/s")
-    return PhaseSummary(phase, mbps, tuple(failures), median_total)
+    for path, bound in sorted(expect.get("max_recovery_s", {}).items()):
+        took = recovery.get(path)
+        if took is None:
+            failures.append(f"path {path} did not recover to {RECOVERED:.0%} of its final rate")
+        elif took > bound:
+            failures.append(f"path {path} recovered after {took:.1f} s > {bound} s")
+    return PhaseSummary(phase, mbps, tuple(failures), median_total, recovery)
 
 
 def summarize(phases: tuple[Phase, ...] | list[Phase], rows: list[dict[str, Any]], paths: dict[str, str],
               bin_s: float) -> list[PhaseSummary]:
     all_paths = tuple(sorted(set(paths.values())))
-    return [check_phase(p, path_mbps(rows, paths, p.window, bin_s, all_paths),
-                        median_total_mbps(rows, p.window, bin_s)) for p in phases]
+    summaries = []
+    for phase in phases:
+        mbps = path_mbps(rows, paths, phase.window, bin_s, all_paths)
+        recovery = {path: recovery_s(rows, paths, phase, path, RECOVERED * mbps.get(path, 0.0), bin_s)
+                    for path in sorted(phase.expect.get("max_recovery_s", {}))}
+        summaries.append(check_phase(phase, mbps, median_total_mbps(rows, phase.window, bin_s), recovery))
+    return summaries
 
 
 def format_summary(summaries: list[PhaseSummary]) -> str:
@@ -343,4 +382,6 @@ def describe_expect(expect: dict[str, Any]) -> str:
             parts.append(f"{path}<={high}")
     for path, bound in sorted(expect.get("min_path_mbps", {}).items()):
         parts.append(f"{path}>={bound}Mb/s")
+    for path, bound in sorted(expect.get("max_recovery_s", {}).items()):
+        parts.append(f"{path} back<={bound}s")
     return ", ".join(parts) or "-"

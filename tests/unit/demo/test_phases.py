@@ -148,3 +148,20 @@ def test_median_total_ignores_a_short_stall_that_the_mean_counts() -> None:
     assert summary.failures == ("total 168.8 < 170 Mbit/s",)  # the mean fails, the median passes
     assert median_total_mbps(rows, (3.0, 3.5), 0.1) == pytest.approx(20)  # a window under 1 s is one slice
     assert median_total_mbps(rows, (2.0, 2.0), 0.1) == 0.0
+
+
+def test_recovery_time_is_when_a_path_first_gets_back_near_its_final_rate() -> None:
+    # path a ramps 10 Mbit/s per second from 0 to 90 after the change, then stays at 90
+    rows = []
+    for second in range(12):
+        rows += rows_for(1, {"a": min(90, 10 * second), "b": 90}, start=float(second))
+    phase = Phase("rtt-a", "rtt", 0, 12, 8, (), {"max_recovery_s": {"a": 9, "b": 2}})
+    summary = summarize([phase], rows, PATHS, 0.1)[0]
+    # the window [8, 12) averages 87.5 for a, so 70 (80%) is first reached over [7, 8)
+    assert summary.recovery_s == {"a": 8.0, "b": 1.0}
+    assert summary.passed
+    strict = Phase("rtt-a", "rtt", 0, 12, 8, (), {"max_recovery_s": {"a": 5}})
+    assert summarize([strict], rows, PATHS, 0.1)[0].failures == ("path a recovered after 8.0 s > 5 s",)
+    never = check_phase(strict, {"a": 90.0}, None, {"a": None})
+    assert never.failures == ("path a did not recover to 80% of its final rate",)
+    assert "a back<=5s" in format_summary([never])
