@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   mininet iproute2 nftables iptables ethtool iperf3 tshark tcpdump procps iputils-ping
   python3 python3-venv python3-dev gcc
+  # `testbed vm run` (docs/lab.md): qemu, a stock Debian kernel with sch_netem (installed for its
+  # /boot/vmlinuz-* and /lib/modules only), busybox for virtme-ng's initramfs; vagrant validates
+  # the lab's Vagrantfile
+  qemu-system-x86 linux-image-amd64 busybox-static vagrant
 )
 
 if [ "$(id -u)" -ne 0 ]; then

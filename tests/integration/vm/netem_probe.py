@@ -1,0 +1,94 @@
+"""Runs INSIDE the VM (`testbed vm run -- python -m tests.integration.vm.netem_probe OUT.json`).
+
+One interpreter does everything, because each Python start costs seconds under TCG:
+`testbed doctor`'s probes, then two_path built with netem delay and loss on path a, measured
+two independent ways: ping RTTs over path a, and a paced UDP flow whose losses are counted by
+the netem qdisc itself (a fresh tree, so no other traffic's drops are mixed in) and by iperf3
+end to end. The host-side test asserts on the JSON written to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DELAY_MS = 10.0
+LOSS_PCT = 2.0
+RATE_MBIT = 100.0
+UDP_PACKETS = 20_000
+UDP_MBIT = 20
+PINGS = 200
+QUEUE_PKTS = 10_000  # far above any burst: netem's drop counter then counts only random loss
+RTT = re.compile(r"time=([0-9.]+) ms")
+
+
+def _netem_counts(read_back: dict[str, Any]) -> dict[str, int]:
+    leaf = [q for q in read_back["qdiscs"] if q["kind"] == "netem"]
+    if not leaf:
+        return {"sent": 0, "dropped": 0, "netem_leaves": 0}
+    return {"sent": leaf[0]["sent_packets"], "dropped": leaf[0]["dropped"], "netem_leaves": len(leaf)}
+
+
+def measure() -> dict[str, Any]:
+    from testbed.doctor import run_doctor
+    from testbed.net.build import Network
+    from testbed.net.state import RunState
+    from topologies import build_topology
+
+    started = time.monotonic()
+    report = run_doctor()
+    out: dict[str, Any] = {"doctor": report.as_dict(), "configured": {
+        "delay_ms_one_way": DELAY_MS, "loss_pct": LOSS_PCT, "rate_mbit": RATE_MBIT,
+        "queue_pkts": QUEUE_PKTS, "udp_packets": UDP_PACKETS, "pings": PINGS}}
+    out["seconds"] = {"doctor": round(time.monotonic() - started, 1)}
+    if report.backends is None or not report.backends.netem:
+        return out
+    topo = build_topology("two_path", {"rate_mbit": RATE_MBIT,
+                                       "path_a": {"delay_ms": DELAY_MS, "loss_pct": LOSS_PCT,
+                                                  "queue_pkts": QUEUE_PKTS}})
+    state = RunState.create()
+    try:
+        built = time.monotonic()
+        with Network(topo, report.backends, state) as net:
+            out["seconds"]["setup"] = round(time.monotonic() - built, 1)
+            out["trees"] = [s.read_back() for s in net.shapers["a"]]
+            pinged = subprocess.run(
+                ["ip", "netns", "exec", net.netns("client"), "ping", "-n",
+                 "-c", str(PINGS), "-i", "0.01", "-I", "10.0.1.1", "10.0.100.2"],
+                capture_output=True, text=True, check=False)
+            out["rtts_ms"] = [float(m) for m in RTT.findall(pinged.stdout)]
+            out["pings_sent"] = PINGS
+            server = net.popen("server", ["iperf3", "-s", "-1", "-B", "10.0.100.2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            before = _netem_counts(net.shapers["a"][0].read_back())
+            udp = net.popen("client", ["iperf3", "-c", "10.0.100.2", "-B", "10.0.1.1", "-u", "-J",
+                                       "-b", f"{UDP_MBIT}M", "-l", "1000", "-k", str(UDP_PACKETS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            report_text, _ = udp.communicate(timeout=120)
+            server.wait(timeout=20)
+            after = _netem_counts(net.shapers["a"][0].read_back())
+            out["netem_client_side"] = {"sent": after["sent"] - before["sent"],
+                                        "dropped": after["dropped"] - before["dropped"],
+                                        "netem_leaves": after["netem_leaves"]}
+            try:
+                summary = json.loads(report_text)["end"]["sum"]
+                out["iperf_udp"] = {k: summary.get(k) for k in ("packets", "lost_packets", "lost_percent")}
+            except (ValueError, KeyError) as exc:
+                out["iperf_udp"] = {"error": f"{type(exc).__name__}: {exc}", "raw": report_text[-500:]}
+        out["timings"] = net.timings
+    finally:
+        state.remove()
+    out["seconds"]["total"] = round(time.monotonic() - started, 1)
+    return out
+
+
+if __name__ == "__main__":
+    result = measure()
+    Path(sys.argv[1]).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result.get(k) for k in ("seconds", "netem_client_side", "iperf_udp")}))
