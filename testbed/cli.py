@@ -112,6 +112,7 @@ DELEGATED = (
     ("report", "testbed.report.command", "re-derive every plot and table from result files"),
     ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
     ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
+    ("vm run", "testbed.vm", "boot a VM with a stock Debian kernel (real netem) and run a command"),
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
 )
