@@ -13,14 +13,13 @@ and when a listener creates a child, which covers the initial subflow and every 
 
 from __future__ import annotations
 
-import re
 import socket
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.errors import EnvironmentProblem, RunFailed
+from testbed.errors import EnvironmentProblem
 
 RT_TABLE_LOCAL = 255
 RTN_UNICAST = 1
@@ -91,37 +90,3 @@ def route_algorithm(route: Any) -> str | None:
         return None
     return metrics.get_attr("RTAX_CC_ALGO")
 
-
-class CongestionHook:
-    """Sets the controller on the endpoint namespaces of a run_experiment call, at the right time.
-
-    The runner names its run in its first progress message and reports the listening server
-    before it starts the client: that is when the routes must get their congctl metric,
-    because a socket takes its controller when it connects. `check()` (from the runner's
-    observer) fails the run if that moment passed without it.
-    """
-
-    RUN_ID = re.compile(r"\(run ([0-9a-f]+),")
-
-    def __init__(self, algorithm: str | None, nodes: tuple[str, ...]) -> None:
-        self.algorithm, self.nodes = algorithm, nodes
-        self.run_id: str | None = None
-        self.routes: dict[str, int] = {}
-
-    def progress(self, message: str) -> None:
-        found = self.RUN_ID.search(message)
-        if found:
-            self.run_id = found.group(1)
-        if self.algorithm and message.startswith("server listening"):
-            if self.run_id is None:
-                raise RunFailed("cannot set the congestion control: the runner did not name its run")
-            for node in self.nodes:
-                self.routes[node] = set_route_congestion_control(f"tb-{self.run_id}-{node}", self.algorithm)
-
-    def check(self) -> None:
-        if self.algorithm and not self.routes:
-            raise RunFailed("the congestion control was not set before the client started "
-                            "(the runner's progress messages changed?)")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"requested": self.algorithm, "routes": dict(self.routes)}

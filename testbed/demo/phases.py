@@ -36,7 +36,6 @@ EXPECT_KEYS = ("min_total_mbps", "min_median_total_mbps", "max_total_mbps", "sha
                "min_path_mbps", "max_recovery_s")
 PATH_TABLES = ("share_min", "share_max", "min_path_mbps", "max_recovery_s")
 RECOVERED = 0.8
-DEMO_KEYS = ("congestion_control",)
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,6 @@ class Phase:
 class PhasedDemo:
     spec: ExperimentSpec
     phases: tuple[Phase, ...]
-    congestion_control: str | None  # kernel endpoints: per-route congctl; None keeps the default
 
     @property
     def seconds(self) -> float:
@@ -102,14 +100,8 @@ def parse_demo(raw: dict[str, Any], *, source: str = "<demo>", stack: str | None
                phase_seconds: float | None = None) -> PhasedDemo:
     raw = copy.deepcopy(raw)
     phases_raw = raw.pop("phases", None)
-    demo_raw = raw.pop("demo", {})
     if not isinstance(phases_raw, list) or not phases_raw:
         raise SpecError(f"{source}: a phased demo needs at least one [[phases]] table")
-    if not isinstance(demo_raw, dict):
-        raise SpecError(f"{source}: [demo] must be a table")
-    for key in demo_raw:
-        if key not in DEMO_KEYS:
-            raise SpecError(f"{source}: [demo]: unknown key {key!r} (allowed: {', '.join(DEMO_KEYS)})")
     if "timeline" in raw:
         raise SpecError(f"{source}: a phased demo derives its timeline from [[phases]]; remove [[timeline]]")
     traffic = raw.setdefault("traffic", {})
@@ -138,10 +130,7 @@ def parse_demo(raw: dict[str, Any], *, source: str = "<demo>", stack: str | None
     raw["timeline"] = [{"at_s": p.start_s, "link": c.link, "set": c.set} for p in phases for c in p.changes]
     traffic["seconds"] = start
     spec = parse_spec(raw, source=source)
-    cc = demo_raw.get("congestion_control")
-    if cc is not None and not isinstance(cc, str):
-        raise SpecError(f"{source}: [demo].congestion_control must be a string such as \"cubic\"")
-    return PhasedDemo(spec, tuple(phases), cc)
+    return PhasedDemo(spec, tuple(phases))
 
 
 def _parse_phase(item: Any, where: str, start: float, phase_seconds: float | None,

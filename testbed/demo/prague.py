@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.demo.congestion import CongestionHook
 from testbed.demo.livegraph import LiveGraph
 from testbed.demo.phases import (
     LinkChange,
@@ -65,17 +64,14 @@ def check_stack(stack: str) -> None:
 
 
 class _Hooks:
-    """Progress and observer callbacks for run_experiment: live graph and congestion control."""
+    """Progress and observer callbacks for run_experiment: messages and the live graph."""
 
     def __init__(self, demo: PhasedDemo, stack: str, live: bool) -> None:
         self.demo, self.stack, self.live = demo, stack, live
-        self.congestion = CongestionHook(demo.congestion_control if stack == "kernel" else None,
-                                         (demo.spec.client.host, demo.spec.server.host))
         self.graph: LiveGraph | None = None
         self.events: list[str] = []
 
     def progress(self, message: str) -> None:
-        self.congestion.progress(message)
         self.events.append(message)
         if self.graph is not None:
             self.graph.status = f"last: {message}"
@@ -83,7 +79,6 @@ class _Hooks:
             print(f"[prague] {message}", flush=True)
 
     def observer(self, work_dir: Path, elapsed_s: float) -> None:
-        self.congestion.check()
         if not self.live:
             return
         if self.graph is None:
@@ -101,6 +96,14 @@ def _client_paths_from_spec(demo: PhasedDemo) -> dict[str, str]:
 
     topo = build_topology(demo.spec.topology, demo.spec.topology_params)
     return client_paths(topo.describe(), demo.spec.client.host)
+
+
+def _congestion(result: dict[str, Any], stack: str) -> str:
+    """The kernel endpoints' controller as the runner recorded it; the Python stack has its own."""
+    if stack != "kernel":
+        return "of the python stack"
+    in_effect = result.get("environment", {}).get("tcp_congestion_control", {})
+    return "/".join(sorted(set(in_effect.values()))) or "unrecorded"
 
 
 def read_timeseries(path: Path) -> list[dict[str, Any]]:
@@ -128,7 +131,7 @@ def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     summaries = summarize(phases, rows, paths, bin_s)
     passed = all(s.passed for s in summaries)
     title = (f"IETF 80 Prague demo: {demo_record['stack']} stack, "
-             f"cc {demo_record['congestion_control'].get('requested') or 'default'}: "
+             f"cc {_congestion(result, demo_record['stack'])}: "
              f"{'PASS' if passed else 'FAIL'}")
     smooth_s = float(demo_record.get("plot", {}).get("smooth_s", SMOOTH_S))  # the stored plot spec
     write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=smooth_s)
@@ -141,7 +144,7 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool) -> tupl
     result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
     write_json_atomic(out_dir / DEMO_FILE, {
         "schema": 1, "kind": "prague-demo", "stack": stack, "spec_source": demo.spec.source,
-        "phases": [p.as_dict() for p in demo.phases], "congestion_control": hooks.congestion.as_dict(),
+        "phases": [p.as_dict() for p in demo.phases],
         "plot": {"file": PLOT_FILE, "smooth_s": SMOOTH_S, "from": [TIMESERIES_FILE, RESULT_FILE, DEMO_FILE]},
         "events": hooks.events,
     })
@@ -168,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
         check_stack(args.stack)
         demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
         print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of upload, {args.stack} stack"
-              + (f", congestion control {demo.congestion_control}" if args.stack == "kernel"
-                 and demo.congestion_control else ""), flush=True)
+              + (f", congestion control {demo.spec.traffic.congestion_control}" if args.stack == "kernel"
+                 and demo.spec.traffic.congestion_control else ""), flush=True)
         summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live)
     connection = result["connections"][0]
     print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.demo.congestion import CongestionHook
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.results import write_json_atomic
 from testbed.runner import ENDPOINT_MODULES, run_experiment
@@ -50,7 +49,6 @@ class SimultPlan:
     base: dict[str, Any]  # an experiment spec without topology params and traffic size
     bytes: int
     slack_s: float
-    congestion_control: str | None
     cases: tuple[SimultCase, ...]
     source: str
 
@@ -79,7 +77,7 @@ def parse_plan(raw: dict[str, Any], *, source: str = "<simult>") -> SimultPlan:
     cases_raw = raw.pop("cases", None)
     if not isinstance(simult, dict):
         raise SpecError(f"{source}: needs a [simult] table (bytes, slack_s)")
-    allowed = {"bytes", "slack_s", "congestion_control"}
+    allowed = {"bytes", "slack_s"}
     for key in simult:
         if key not in allowed:
             raise SpecError(f"{source}: [simult]: unknown key {key!r} "
@@ -109,7 +107,7 @@ def parse_plan(raw: dict[str, Any], *, source: str = "<simult>") -> SimultPlan:
     traffic = raw.get("traffic", {})
     if isinstance(traffic, dict) and ("bytes" in traffic or "seconds" in traffic):
         raise SpecError(f"{source}: [traffic] must not set bytes or seconds ([simult].bytes does)")
-    plan = SimultPlan(raw, size, float(slack), simult.get("congestion_control"), tuple(cases), source)
+    plan = SimultPlan(raw, size, float(slack), tuple(cases), source)
     for stack in STACK_CHOICES:
         case_spec(plan, plan.cases[0], stack)  # validates the base spec before anything runs
     return plan
@@ -211,17 +209,13 @@ def run_plan(plan: SimultPlan, stacks: list[str], out_dir: Path, *, cases: list[
 
 def run_case(plan: SimultPlan, case: SimultCase, stack: str, direction: str, out_dir: Path) -> dict[str, Any]:
     spec = case_spec(plan, case, stack, direction)
-    hook = CongestionHook(plan.congestion_control if stack == "kernel" else None,
-                          (spec.client.host, spec.server.host))
     try:
-        result = run_experiment(spec, out_dir, progress=hook.progress,
-                                observer=lambda _work, _t: hook.check())
+        result = run_experiment(spec, out_dir, progress=lambda _message: None)
     except (EnvironmentProblem, RunFailed) as exc:  # this case only; the others still run
-        row = failed_row(case, stack, plan, exc.message)
-    else:
-        row = judge(case, stack, plan, result)
+        return {**failed_row(case, stack, plan, exc.message), "direction": direction}
+    row = judge(case, stack, plan, result)
     row["direction"] = direction
-    row["congestion_control"] = hook.as_dict()
+    row["congestion_control"] = result.get("environment", {}).get("tcp_congestion_control")
     return row
 
 

@@ -66,7 +66,7 @@ def test_stack_and_phase_length_overrides() -> None:
     ({"phases": [{"name": "x", "seconds": 2, "settle_s": 2}]}, "leaves nothing"),
     ({"phases": [{"name": "x", "seconds": 2}, {"name": "x", "seconds": 2}]}, "unique"),
     ({"phases": [{"name": "x", "seconds": 2, "changes": [{"link": "a", "set": {"los": 1}}]}]}, "los"),
-    ({"demo": {"cc": "cubic"}}, "unknown key 'cc'"),
+    ({"demo": {"cc": "cubic"}}, "unknown key 'demo'"),
 ])
 def test_bad_demo_files_fail_with_a_clear_message(change: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
@@ -84,7 +84,7 @@ def test_shipped_prague_demo_matches_the_ietf80_story() -> None:
     assert loss_a.expect["share_min"]["b"] >= 0.7
     assert loss_ab.expect["share_min"] == {"a": 0.3, "b": 0.3}
     assert any("delay_ms" in c.set for c in rtt.changes)
-    assert demo.congestion_control == "cubic"
+    assert demo.spec.traffic.congestion_control == "cubic"  # bbr would ignore the 1% loss
 
 
 def test_path_mbps_counts_only_the_check_window() -> None:
