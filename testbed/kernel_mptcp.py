@@ -77,10 +77,10 @@ def congestion_control(netns: str, wanted: str | None) -> str:
 
     A non-init namespace may only change its default to algorithms the host allows, so a
     wanted algorithm goes on every route as the `congctl` metric instead (see
-    testbed.demo.congestion), which the kernel applies to every subflow it opens or accepts.
+    testbed.net.congestion), which the kernel applies to every subflow it opens or accepts.
     """
     if wanted is not None:
-        from testbed.demo.congestion import set_route_congestion_control
+        from testbed.net.congestion import set_route_congestion_control
 
         set_route_congestion_control(netns, wanted)
         return wanted

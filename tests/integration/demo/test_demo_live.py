@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.demo import prague, simult
-from testbed.demo.congestion import route_algorithm, set_route_congestion_control
+from testbed.net.congestion import route_algorithm, set_route_congestion_control
 
 if os.geteuid() != 0:
     pytest.skip("demo integration tests need root (namespaces, tc, nft)", allow_module_level=True)
