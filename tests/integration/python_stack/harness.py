@@ -37,8 +37,11 @@ CLIENT_A, CLIENT_B = "10.0.1.1", "10.0.2.1"
 PORT = 5201
 RECOVERY_FLAGS = ("tcp.analysis.retransmission", "tcp.analysis.fast_retransmission",
                   "tcp.analysis.spurious_retransmission", "tcp.analysis.out_of_order",
-                  "tcp.analysis.lost_segment")
-MAPPING_PREFERENCES = {**JUDGE_PREFERENCES, "mptcp.analyze_mappings": "TRUE"}
+                  "tcp.analysis.lost_segment", "tcp.analysis.duplicate_ack", "tcp.analysis.flags")
+MAPPING_PREFERENCES = {**JUDGE_PREFERENCES, "mptcp.analyze_mappings": "TRUE",
+                       # the mapping analysis misplaces segments after a capture gap with
+                       # absolute sequence numbers; tshark's defaults (relative) do not
+                       "tcp.relative_sequence_numbers": "TRUE", "mptcp.relative_sequence_numbers": "TRUE"}
 
 
 def available() -> bool:
@@ -88,8 +91,18 @@ class Run:
         return counters.get(f"MPTcpExt{name}", 0)
 
 
+def _payload_blind_profile(workdir: Path) -> Path:
+    """A tshark profile with Thrift off: its heuristic claims random payload bytes on any
+    port and reports expert errors about them, which say nothing about TCP or MPTCP."""
+    profile = workdir / "wireshark-profile"
+    profile.mkdir(exist_ok=True)
+    (profile / "disabled_protos").write_text("thrift\n")
+    return profile
+
+
 def judge_capture(pcap: Path) -> WireVerdict:
     """tshark's verdict on a capture: errors, and the mapping analysis's warnings."""
+    os.environ["WIRESHARK_CONFIG_DIR"] = str(_payload_blind_profile(pcap.parent))
     packets = dissect(pcap, MAPPING_PREFERENCES, timeout_s=120)
     errors: list[str] = []
     warnings: dict[str, int] = {}
@@ -194,7 +207,8 @@ class Bed:
             timers.append(timer)
         try:
             client_out, client_err = client_proc.communicate(timeout=timeout_s)
-            server_out, server_err = server_proc.communicate(timeout=max(5.0, timeout_s - (time.monotonic() - started)))
+            remaining = max(5.0, timeout_s - (time.monotonic() - started))
+            server_out, server_err = server_proc.communicate(timeout=remaining)
         finally:
             for timer in timers:
                 timer.cancel()
@@ -232,5 +246,6 @@ def data_subflows(report: EndpointReport, min_bytes: int = 100_000) -> list[str]
 def describe(run: Run) -> str:
     return json.dumps({"client": run.client.to_dict(), "server": run.server.to_dict(),
                        "client_counters": run.client_counters, "server_counters": run.server_counters,
-                       "client_stderr": run.client_stderr[-1500:], "server_stderr": run.server_stderr[-1500:]},
+                       "client_stderr": run.client_stderr[-1500:],
+                       "server_stderr": run.server_stderr[-1500:]},
                       default=str)[:6000]

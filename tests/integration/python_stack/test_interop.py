@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.python_stack.harness import (
-    CLIENT_A,
     CLIENT_B,
     SERVER,
     SERVER_2,
@@ -31,28 +30,32 @@ from tests.integration.python_stack.harness import (
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
+Baselines = dict[str, WireVerdict]
 PY = Endpoint("python")
 KERNEL = Endpoint("kernel")
 CLIENT_B_ENDPOINT = ((CLIENT_B, "client-eth1"),)
 
 
 def check_intact(run: Run) -> None:
-    sender, receiver = (run.client, run.server) if run.client.direction == "upload" else (run.server, run.client)
+    upload = run.client.direction == "upload"
+    sender, receiver = (run.client, run.server) if upload else (run.server, run.client)
     assert run.client.error is None and run.server.error is None, describe(run)
     assert sender.bytes == receiver.bytes > 0, describe(run)
     assert sender.sha256 == receiver.sha256, describe(run)
 
 
-def check_wire(run: Run, baselines: dict[str, WireVerdict], mptcp: bool = True) -> None:
+def check_wire(run: Run, baselines: Baselines, mptcp: bool = True) -> None:
     """No malformed packet, no expert error; tshark's mapping analysis warns no more than on
     kernel <-> kernel traffic of the same direction.
 
     Warnings on loss-recovery segments (retransmissions, segments after a gap) are left out
     of the comparison: tshark cannot place a re-sent range in its mapping tree, so they
     count losses, and the kernel's capture had none. Payload segments are compared exactly
-    (the kernel's capture has one: the MP_CAPABLE data packet, which carries no DSS);
-    zero-length ACK/FIN segments per packet, with a few packets of slack for the number of
-    subflow FINs and ACKs around them.
+    (the kernel's capture has one: the MP_CAPABLE data packet, which carries no DSS).
+    Zero-length ACK/FIN segments sent after a subflow's last mapping get the warning from
+    either stack (every ACK of a client that only receives, ACKs after a subflow FIN); their
+    number follows timing, so they are compared per packet with the same direction's kernel
+    capture, with 2% of the packets as slack.
     """
     wire = run.wire
     assert wire is not None and wire.packets > 0
@@ -62,7 +65,7 @@ def check_wire(run: Run, baselines: dict[str, WireVerdict], mptcp: bool = True) 
     assert wire.data_mapping_warnings <= baseline.data_mapping_warnings, (wire, baseline)
     ours = wire.clean_mapping_warnings - wire.data_mapping_warnings
     theirs = baseline.clean_mapping_warnings - baseline.data_mapping_warnings
-    assert ours <= theirs * wire.packets / baseline.packets + 8, (wire, baseline)
+    assert ours <= (theirs / baseline.packets + 0.02) * wire.packets, (wire, baseline)
 
 
 def check_two_subflows(run: Run) -> None:
@@ -71,7 +74,7 @@ def check_two_subflows(run: Run) -> None:
         assert len(data_subflows(report)) >= 2, describe(run)
 
 
-def test_python_client_kernel_server(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_python_client_kernel_server(fresh: Bed, kernel_baseline: Baselines) -> None:
     run = fresh.run(PY, KERNEL)
     check_intact(run)
     check_two_subflows(run)
@@ -81,7 +84,7 @@ def test_python_client_kernel_server(fresh: Bed, kernel_baseline: dict[str, Wire
     check_wire(run, kernel_baseline)
 
 
-def test_python_client_downloads_from_kernel_server(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_python_client_downloads_from_kernel_server(fresh: Bed, kernel_baseline: Baselines) -> None:
     run = fresh.run(PY, KERNEL, transfer=("--bytes", "4000000", "--direction", "download"))
     check_intact(run)
     check_two_subflows(run)
@@ -89,7 +92,7 @@ def test_python_client_downloads_from_kernel_server(fresh: Bed, kernel_baseline:
     check_wire(run, kernel_baseline)
 
 
-def test_kernel_client_python_server(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_kernel_client_python_server(fresh: Bed, kernel_baseline: Baselines) -> None:
     fresh.kernel_mptcp("client", subflow=CLIENT_B_ENDPOINT)
     run = fresh.run(KERNEL, PY)
     check_intact(run)
@@ -100,7 +103,7 @@ def test_kernel_client_python_server(fresh: Bed, kernel_baseline: dict[str, Wire
     check_wire(run, kernel_baseline)
 
 
-def test_python_to_python(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_python_to_python(fresh: Bed, kernel_baseline: Baselines) -> None:
     run = fresh.run(PY, PY)
     check_intact(run)
     check_two_subflows(run)
@@ -109,7 +112,7 @@ def test_python_to_python(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -
 
 
 @pytest.mark.parametrize("kernel_role", ["server", "client"])
-def test_checksum_required_by_the_kernel(fresh: Bed, kernel_baseline: dict[str, WireVerdict], kernel_role: str) -> None:
+def test_checksum_required_by_the_kernel(fresh: Bed, kernel_baseline: Baselines, kernel_role: str) -> None:
     if kernel_role == "server":
         fresh.kernel_mptcp("server", checksum=True)
         run = fresh.run(PY, KERNEL)
@@ -134,7 +137,7 @@ def _server_second_address(bed: Bed, present: bool) -> None:
                    check=present, capture_output=True)
 
 
-def test_add_addr_from_kernel_then_remove_addr(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_add_addr_from_kernel_then_remove_addr(fresh: Bed, kernel_baseline: Baselines) -> None:
     """Kernel server signals 10.0.100.3; the python client joins it; the kernel then
     removes it (REMOVE_ADDR kernel -> python) and the transfer finishes on the rest."""
     _server_second_address(fresh, True)
@@ -144,7 +147,7 @@ def test_add_addr_from_kernel_then_remove_addr(fresh: Bed, kernel_baseline: dict
         def withdraw(bed: Bed, _client: subprocess.Popen, _server: subprocess.Popen) -> None:
             subprocess.run(["ip", "-n", bed.netns("server"), "mptcp", "endpoint", "flush"], check=True)
 
-        run = fresh.run(PY, KERNEL, transfer=("--seconds", "2.5"), during=[(1.2, withdraw)])
+        run = fresh.run(PY, KERNEL, transfer=("--seconds", "2"), during=[(1.0, withdraw)])
     finally:
         _server_second_address(fresh, False)
     check_intact(run)
@@ -158,7 +161,7 @@ def test_add_addr_from_kernel_then_remove_addr(fresh: Bed, kernel_baseline: dict
     check_wire(run, kernel_baseline)
 
 
-def test_add_addr_from_python_echoed_and_joined(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_add_addr_from_python_echoed_and_joined(fresh: Bed, kernel_baseline: Baselines) -> None:
     """The python server owns two addresses and announces the second; the kernel client
     echoes it and joins it."""
     _server_second_address(fresh, True)
@@ -177,9 +180,9 @@ def test_add_addr_from_python_echoed_and_joined(fresh: Bed, kernel_baseline: dic
     check_wire(run, kernel_baseline)
 
 
-def test_remove_addr_from_python(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_remove_addr_from_python(fresh: Bed, kernel_baseline: Baselines) -> None:
     client = Endpoint("python", ("--at", "0.6s:remove-addr:" + CLIENT_B))
-    run = fresh.run(client, KERNEL, transfer=("--seconds", "2"))
+    run = fresh.run(client, KERNEL, transfer=("--seconds", "1.5"))
     check_intact(run)
     assert run.client.stack_counters is not None and run.client.stack_counters["RmAddrTx"] >= 1
     assert run.kernel("server", "RmAddr") >= 1, describe(run)
@@ -194,15 +197,16 @@ def _backup_bytes_timeline(path: Path, local_prefix: str) -> list[tuple[float, i
                 if row["local"].startswith(local_prefix)]
 
 
-def test_backup_subflow_carries_data_only_after_primary_dies(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
-    client = Endpoint("python", ("--backup", CLIENT_B))
+def test_backup_subflow_carries_data_only_after_primary_dies(fresh: Bed, kernel_baseline: Baselines) -> None:
+    # stale after two RTOs without progress (Linux: stale_loss_cnt), not after a queue drop
+    client = Endpoint("python", ("--backup", CLIENT_B, "--stack-config", '{"stale_loss_count": 2}'))
     cut_at: list[float] = []
 
     def cut_primary(bed: Bed, _client: subprocess.Popen, _server: subprocess.Popen) -> None:
         cut_at.append(time.time())
         bed.net.set_link_up("a", False)
 
-    run = fresh.run(client, KERNEL, transfer=("--seconds", "3"), during=[(1.2, cut_primary)])
+    run = fresh.run(client, KERNEL, transfer=("--seconds", "2.5"), during=[(1.0, cut_primary)])
     check_intact(run)
     assert run.kernel("server", "MPJoinSynBackupRx") >= 1, describe(run)
     started = run.client.started_at_unix
@@ -215,16 +219,16 @@ def test_backup_subflow_carries_data_only_after_primary_dies(fresh: Bed, kernel_
     assert after and max(after) > 500_000, describe(run)
 
 
-def test_fastclose_from_python(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_fastclose_from_python(fresh: Bed, kernel_baseline: Baselines) -> None:
     client = Endpoint("python", ("--at", "1M:fastclose"))
-    run = fresh.run(client, KERNEL, transfer=("--seconds", "3"))
+    run = fresh.run(client, KERNEL, transfer=("--seconds", "2"))
     assert run.client.stack_counters is not None and run.client.stack_counters["MPFastcloseTx"] >= 1
     assert run.kernel("server", "MPFastcloseRx") >= 1, describe(run)
     assert run.server.error_kind == "reset", describe(run)
     check_wire(run, kernel_baseline)
 
 
-def test_fastclose_from_kernel(fresh: Bed, kernel_baseline: dict[str, WireVerdict]) -> None:
+def test_fastclose_from_kernel(fresh: Bed, kernel_baseline: Baselines) -> None:
     """The kernel client is interrupted mid-transfer: it closes with SO_LINGER 0, which Linux
     turns into MP_FASTCLOSE; the python server honours it (the key is its own)."""
     fresh.kernel_mptcp("client", subflow=CLIENT_B_ENDPOINT)
@@ -232,7 +236,7 @@ def test_fastclose_from_kernel(fresh: Bed, kernel_baseline: dict[str, WireVerdic
     def interrupt(_bed: Bed, client: subprocess.Popen, _server: subprocess.Popen) -> None:
         sigterm(client)
 
-    run = fresh.run(KERNEL, PY, transfer=("--seconds", "4"), during=[(1.0, interrupt)])
+    run = fresh.run(KERNEL, PY, transfer=("--seconds", "3"), during=[(0.8, interrupt)])
     assert run.kernel("client", "MPFastcloseTx") >= 1, describe(run)
     ours = run.server.stack_counters
     assert ours is not None and ours["MPFastcloseRx"] >= 1, describe(run)
@@ -241,7 +245,7 @@ def test_fastclose_from_kernel(fresh: Bed, kernel_baseline: dict[str, WireVerdic
 
 
 @pytest.mark.parametrize("python_role", ["client", "server"])
-def test_plain_tcp_peer_falls_back(fresh: Bed, kernel_baseline: dict[str, WireVerdict], python_role: str) -> None:
+def test_plain_tcp_peer_falls_back(fresh: Bed, kernel_baseline: Baselines, python_role: str) -> None:
     kernel_node = "server" if python_role == "client" else "client"
     fresh.kernel_mptcp(kernel_node, enabled=False)
     tcp_kernel = Endpoint("kernel", ("--tcp",))
