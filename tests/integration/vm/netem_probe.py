@@ -23,6 +23,8 @@ RATE_MBIT = 100.0
 UDP_PACKETS = 20_000
 UDP_MBIT = 20
 PINGS = 200
+CHANGED_DELAY_MS = 5.0
+CHANGED_PINGS = 100
 QUEUE_PKTS = 10_000  # far above any burst: netem's drop counter then counts only random loss
 RTT = re.compile(r"time=([0-9.]+) ms")
 
@@ -32,6 +34,13 @@ def _netem_counts(read_back: dict[str, Any]) -> dict[str, int]:
     if not leaf:
         return {"sent": 0, "dropped": 0, "netem_leaves": 0}
     return {"sent": leaf[0]["sent_packets"], "dropped": leaf[0]["dropped"], "netem_leaves": len(leaf)}
+
+
+def _ping(netns: str, count: int) -> list[float]:
+    """RTTs over path a (the client's first address routes through link a)."""
+    pinged = subprocess.run(["ip", "netns", "exec", netns, "ping", "-n", "-c", str(count), "-i", "0.01",
+                             "-I", "10.0.1.1", "10.0.100.2"], capture_output=True, text=True, check=False)
+    return [float(m) for m in RTT.findall(pinged.stdout)]
 
 
 def measure() -> dict[str, Any]:
@@ -57,11 +66,7 @@ def measure() -> dict[str, Any]:
         with Network(topo, report.backends, state) as net:
             out["seconds"]["setup"] = round(time.monotonic() - built, 1)
             out["trees"] = [s.read_back() for s in net.shapers["a"]]
-            pinged = subprocess.run(
-                ["ip", "netns", "exec", net.netns("client"), "ping", "-n",
-                 "-c", str(PINGS), "-i", "0.01", "-I", "10.0.1.1", "10.0.100.2"],
-                capture_output=True, text=True, check=False)
-            out["rtts_ms"] = [float(m) for m in RTT.findall(pinged.stdout)]
+            out["rtts_ms"] = _ping(net.netns("client"), PINGS)
             out["pings_sent"] = PINGS
             server = net.popen("server", ["iperf3", "-s", "-1", "-B", "10.0.100.2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,6 +86,11 @@ def measure() -> dict[str, Any]:
                 out["iperf_udp"] = {k: summary.get(k) for k in ("packets", "lost_packets", "lost_percent")}
             except (ValueError, KeyError) as exc:
                 out["iperf_udp"] = {"error": f"{type(exc).__name__}: {exc}", "raw": report_text[-500:]}
+            # a live `tc change` of the netem leaf (pyroute2 sends the full parameter set again)
+            net.change_link("a", {"delay_ms": CHANGED_DELAY_MS, "loss_pct": 0.0})
+            out["changed"] = {"delay_ms_one_way": CHANGED_DELAY_MS, "trees": [
+                s.read_back() for s in net.shapers["a"]]}
+            out["changed"]["rtts_ms"] = _ping(net.netns("client"), CHANGED_PINGS)
         out["timings"] = net.timings
     finally:
         state.remove()

@@ -87,3 +87,12 @@ def test_netem_loss_matches_the_configured_rate(probe: dict) -> None:
     assert udp.get("packets") == probe["configured"]["udp_packets"], udp
     # end to end sees at least netem's drops (a slow guest may lose more in socket buffers)
     assert udp["lost_percent"] >= configured - 0.6, udp
+
+
+def test_live_change_of_the_netem_leaf_takes_effect(probe: dict) -> None:
+    changed = probe["changed"]
+    target = 2 * changed["delay_ms_one_way"]
+    assert len(changed["rtts_ms"]) >= 95  # loss was set to 0 in the same change
+    assert target <= min(changed["rtts_ms"]) <= target + 2.0, min(changed["rtts_ms"])
+    for tree in changed["trees"]:  # changed in place: same htb + netem tree, not rebuilt
+        assert [q["kind"] for q in tree["qdiscs"]] == ["htb", "netem"], tree
