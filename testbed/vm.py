@@ -421,7 +421,10 @@ def _plan_from_args(args: argparse.Namespace, state_dir: Path) -> VmPlan:
 
 def run(args: argparse.Namespace) -> int:
     """`testbed vm run`: COMMAND's exit status, or an error when the VM itself failed."""
-    with tempfile.TemporaryDirectory(prefix="testbed-vm-") as state:
+    from testbed.runner import sigterm_as_interrupt
+
+    # SIGTERM unwinds like Ctrl-C, through execute()'s kill of the VM's process group
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="testbed-vm-") as state:
         plan = _plan_from_args(args, Path(state))
         outcome = execute(plan, args.timeout)
     if not outcome.started:

@@ -46,7 +46,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "testbed.vm", "run", "--rwdir", str(out_dir), "--timeout", str(BUDGET_S),
          "--", "python", "-m", "tests.integration.vm.netem_probe", str(out)],
-        cwd=PROJECT, capture_output=True, text=True, timeout=BUDGET_S + 30, stdin=subprocess.DEVNULL)
+        cwd=PROJECT, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=BUDGET_S + vm.KVM_PROBE_TIMEOUT_S + 30)  # a first-run KVM probe comes before the boot
     assert done.returncode == 0, f"vm run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     assert "testbed vm: kernel" in done.stderr  # the accelerator choice is always shown
     assert '"netem_client_side"' in done.stdout  # the guest's stdout came back to the host
