@@ -27,7 +27,7 @@ from middleboxes.spec import directions_of
 from middleboxes.strip_options import StripOptions
 from testbed.wire.edit import (
     LINUX_TIMESTAMPS_LAYOUT,
-    is_linux_timestamps_area,
+    LINUX_TIMESTAMPS_PREFIX,
     option_spans,
     replace_option_area,
     strip_option_spans,
@@ -82,6 +82,7 @@ class RawOptionStrip:
         # Overwriting with NOPs leaves an area that is all NOPs (NOPs are never stripped), the
         # same bytes every time.
         self._ts_nops = b"\x01" * 12 if self.nop and self._ts_drop else None
+        self._ts_nops_value = int.from_bytes(self._ts_nops or b"", "big")
 
     @classmethod
     def for_chain(cls, chain: Sequence[Middlebox]) -> RawOptionStrip | None:
@@ -106,17 +107,17 @@ class RawOptionStrip:
     def process(self, frame: bytes, direction: Direction) -> bytes | None:
         """The frame to send (the same object when nothing is stripped), or None when the
         general path must handle this frame (the box's counters are then left untouched)."""
-        if frame[ETH] != 0x45 or frame[ETH + 7] or frame[ETH + 6] not in (0x40, 0):
+        # Offsets are literal (Ethernet 14 + IPv4 20 = TCP at 34): this runs for every frame.
+        if frame[14] != 0x45 or frame[21] or frame[20] not in (0x40, 0):
             return None  # IPv4 options, a fragment, or flags re-encoding would not reproduce
-        total = (frame[ETH + 2] << 8) | frame[ETH + 3]
-        tcp = ETH + 20
-        if total < 40 or ETH + total > len(frame):
+        total = (frame[16] << 8) | frame[17]
+        if total < 40 or 14 + total > len(frame):
             return None
-        offset_byte = frame[tcp + 12]
+        offset_byte = frame[46]
         header_length = (offset_byte >> 4) * 4
         if offset_byte & 0x0F or header_length < 20 or header_length > total - 20:
             return None
-        key = ((frame[tcp + 13] << 1) | (total > 20 + header_length)
+        key = ((frame[47] << 1) | (total > 20 + header_length)
                | (512 if direction is Direction.DOWNSTREAM else 0))
         acts = self._acts[key]
         if acts is None:
@@ -125,18 +126,18 @@ class RawOptionStrip:
         if not acts or header_length == 20:
             counters.seen += 1
             return frame
-        start, end = tcp + 20, tcp + header_length
-        if is_linux_timestamps_area(frame, start, end):
-            counters.seen += 1
+        end = 34 + header_length
+        if header_length == 32 and frame[54:58] == LINUX_TIMESTAMPS_PREFIX:
+            counters.seen += 1  # the codec's known NOP, NOP, timestamps layout
             if not self._ts_drop:
                 return frame
             counters.changed += 1
             if self._ts_nops is not None:
-                return replace_option_area(frame, ETH, self._ts_nops)
+                return replace_option_area(frame, ETH, self._ts_nops, self._ts_nops_value)
             return strip_option_spans(frame, ETH, self._ts_spans, self._ts_drop, nop=self.nop)
         try:
-            options = decode_options_at(frame, start, end)
-            spans = option_spans(frame, start, end)
+            options = decode_options_at(frame, 54, end)
+            spans = option_spans(frame, 54, end)
         except WireError:
             return None
         if type(options[-1]) is EndOfOptions or len(spans) != len(options):

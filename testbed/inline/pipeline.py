@@ -152,7 +152,7 @@ class MiddleboxPipeline:
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
         raw_strip = self._raw_strip
-        if (raw_strip is not None and frame[12:14] == _ETHERTYPE_IPV4 and len(frame) >= 54
+        if (raw_strip is not None and len(frame) >= 54 and frame[12] == 8 and not frame[13]
                 and frame[23] == 6 and (out_frame := raw_strip.process(frame, direction))):
             # A strip_options chain on raw bytes; it never holds packets, so the Ethernet
             # header need not be remembered for later releases.

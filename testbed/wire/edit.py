@@ -119,17 +119,21 @@ def strip_option_spans(frame: bytes, ip_offset: int, spans: Sequence[tuple[int, 
                      view[tcp + 18:tcp + 20], kept, view[options_end:end]))
 
 
-def replace_option_area(frame: bytes, ip_offset: int, options: bytes) -> bytes:
+def replace_option_area(frame: bytes, ip_offset: int, options: bytes,
+                        options_value: int | None = None) -> bytes:
     """`frame` with its whole TCP option area replaced by `options` of the same length (e.g. the
     NOPs a strip leaves), the TCP checksum updated for those words only (RFC 1624 eqn. 3; as big
-    integers a buffer's value modulo 0xFFFF is its one's-complement sum). Same preconditions as
-    `strip_option_spans`."""
+    integers a buffer's value modulo 0xFFFF is its one's-complement sum). `options_value`, if
+    given, is `int.from_bytes(options, "big")` computed once by a caller that reuses `options`.
+    Same preconditions as `strip_option_spans`."""
     tcp = ip_offset + 20
     start = tcp + 20
     end = start + len(options)
     total = (frame[ip_offset + 2] << 8) | frame[ip_offset + 3]
     old_checksum = (frame[tcp + 16] << 8) | frame[tcp + 17]
-    folded = ((~old_checksum & 0xFFFF) + int.from_bytes(options, "big")
+    if options_value is None:
+        options_value = int.from_bytes(options, "big")
+    folded = ((~old_checksum & 0xFFFF) + options_value
               - int.from_bytes(frame[start:end], "big")) % 0xFFFF
     view = memoryview(frame)
     return b"".join((view[:tcp + 16], _U16.pack(~(folded or 0xFFFF) & 0xFFFF),
