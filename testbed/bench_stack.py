@@ -45,7 +45,8 @@ class BenchRun:
     server: EndpointReport
 
 
-def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile: Path | None) -> BenchRun:
+def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile: Path | None,
+              extra: tuple[str, ...] = ()) -> BenchRun:
     server = net.popen("server", [sys.executable, "-m", "testbed.endpoints.kernel", "server",
                                   "--listen", f"0.0.0.0:{PORT}", "--timeout", "15"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -58,7 +59,8 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
     if profile is not None:
         module = ["-m", "cProfile", "-o", str(profile), *module]
     client = net.popen("client", [sys.executable, *module, "client", "--connect", f"{SERVER}:{PORT}",
-                                  "--seconds", str(seconds), "--direction", direction, "--timeout", "15"],
+                                  "--seconds", str(seconds), "--direction", direction, "--timeout", "15",
+                                  *extra],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client_out, client_err = client.communicate(timeout=seconds + 60)
     server_out, server_err = server.communicate(timeout=30)
@@ -94,12 +96,18 @@ def run_bench(seconds: float, direction: str, profile: bool) -> dict[str, object
                                    subflow_endpoints=(("10.0.2.1", "client-eth1"),))
             time.sleep(0.2)
             kernel = _run_pair(net, "kernel", seconds, direction, None)
+            python = _run_pair(net, "python", seconds, direction, None)
             profile_path = Path(tmp) / "python.prof" if profile else None
-            python = _run_pair(net, "python", seconds, direction, profile_path)
+            if profile_path is not None:  # a separate run: cProfile slows the stack down
+                profiled = _run_pair(net, "python", seconds, direction, profile_path)
+                results["profiled_goodput_mbps"] = profiled.goodput_mbps
             for run in (kernel, python):
                 results[run.stack] = {"goodput_mbps": run.goodput_mbps,
                                       "per_subflow_mbit": run.per_subflow_mbit,
-                                      "intact": run.intact, "subflows": len(run.client.subflows)}
+                                      "intact": run.intact, "subflows": len(run.client.subflows),
+                                      "retransmitted_bytes": sum(
+                                          sub.bytes_retrans for report in (run.client, run.server)
+                                          for sub in report.subflows)}
             ratio = python.goodput_mbps / kernel.goodput_mbps if kernel.goodput_mbps else None
             results["ratio"] = None if ratio is None else round(ratio, 3)
             if profile_path is not None and profile_path.exists():
@@ -124,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = result[stack]
         assert isinstance(entry, dict)
         print(f"{stack:>6} <-> kernel: {entry['goodput_mbps']:8.1f} Mbit/s  "
-              f"per subflow {entry['per_subflow_mbit']}  intact={entry['intact']}")
+              f"per subflow {entry['per_subflow_mbit']}  intact={entry['intact']}  "
+              f"retransmitted {entry['retransmitted_bytes']} B")
     ratio = result["ratio"]
     print(f"ratio python/kernel: {ratio}  (goal >= {GOAL_RATIO})")
     if "profile" in result:

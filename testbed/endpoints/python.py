@@ -48,7 +48,7 @@ from testbed.endpoints.transfer import TransferRequest
 from testbed.mptcp import events
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.mptcp.driver.guard import GuardError, KernelGuard
-from testbed.mptcp.driver.loop import StackDriver
+from testbed.mptcp.driver.loop import BATCH, StackDriver
 from testbed.mptcp.driver.packet_io import PacketIO, PortFilter
 from testbed.mptcp.host import MptcpHost
 
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="timed action AMOUNT[s|k|K|M|G]:KIND[:ADDR], e.g. 4M:remove-addr:10.0.2.1")
         sub.add_argument("--driver-stats", action="store_true",
                          help="print driver statistics (timer lateness, pkt counts) to stderr")
+        sub.add_argument("--batch", type=_positive_int, default=BATCH,
+                         help="packets read per loop iteration before the stack's output is sent")
         sub.add_argument("--rng-seed", type=_non_negative_int, default=None,
                          help="seed of the stack's keys, nonces and ISNs (default: random)")
     return parser
@@ -259,7 +261,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     io = PacketIO(addresses, PortFilter(port_ranges))
     try:
         with KernelGuard(addresses, port_ranges):
-            driver = StackDriver(host, io)
+            driver = StackDriver(host, io, batch=args.batch)
             if args.role == "server":
                 host.listen(port)
                 emit(ListeningEvent(address=f"{listen_address}:{port}", transport=args.transport,
