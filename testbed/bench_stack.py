@@ -8,7 +8,7 @@ ratio python/kernel (the project's goal: >= 0.95). `--profile` runs the python c
 cProfile and prints where its time goes; `--direction download` makes the python stack the
 receiver instead.
 
-    python -m testbed.bench_stack [--seconds 5] [--direction upload] [--profile]
+    python -m testbed.bench_stack [--seconds 10] [--direction upload] [--profile]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def run_bench(seconds: float, direction: str, profile: bool) -> dict[str, object
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.bench_stack", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--direction", choices=("upload", "download"), default="upload")
     parser.add_argument("--profile", action="store_true", help="cProfile the python client")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
