@@ -38,20 +38,21 @@ def _live_problem() -> str | None:
 
 @pytest.fixture(scope="session")
 def run_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunSpec]:
-    """run_spec(stem, timeout_s=None) -> result.json of experiments/middleboxes/<stem>.toml."""
+    """run_spec(stem, timeout_s=None, attempt=0) -> result.json of
+    experiments/middleboxes/<stem>.toml; another `attempt` runs the same spec again."""
     problem = _live_problem()
     if problem is not None:
         pytest.skip(problem)
-    cache: dict[tuple[str, float | None], dict[str, Any]] = {}
+    cache: dict[tuple[str, float | None, int], dict[str, Any]] = {}
 
-    def run(stem: str, timeout_s: float | None = None) -> dict[str, Any]:
-        key = (stem, timeout_s)
+    def run(stem: str, timeout_s: float | None = None, attempt: int = 0) -> dict[str, Any]:
+        key = (stem, timeout_s, attempt)
         if key not in cache:
             spec = load_spec(SPEC_DIR / f"{stem}.toml")
             if timeout_s is not None:
                 spec = dataclasses.replace(
                     spec, traffic=dataclasses.replace(spec.traffic, timeout_s=timeout_s))
-            out = tmp_path_factory.mktemp(stem)
+            out = tmp_path_factory.mktemp(f"{stem}-{attempt}")
             cache[key] = run_experiment(spec, out, progress=lambda line: None)
         return cache[key]
 

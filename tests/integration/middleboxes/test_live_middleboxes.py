@@ -232,17 +232,27 @@ def test_rfc_checksum_on_never_delivers_corrupted_bytes(run_spec: RunSpec, stem:
     assert conn["outcome"] in ("mp-fail", "fallback-infinite-map", "reset", "stalled")
 
 
-# --- coalescing -----------------------------------------------------------------------------
+# --- coalescing ---------------------------------------------------------------------------
+
+def coalesced_run(run_spec: RunSpec) -> dict[str, Any]:
+    """A coalesce_boundary run in which the box merged segments: that needs two short segments
+    in a row on a subflow (the end of one mapping, the start of the next), which happens in
+    most runs but not all; up to three runs, else the scenario was not exercised."""
+    for attempt in range(3):
+        result = run_spec("coalesce_boundary", attempt=attempt)
+        merged = sum(box(result, node, "coalesce")["changed"] for node in ("mb_a", "mb_b"))
+        if merged >= 2:
+            return result
+    pytest.skip("no two short segments met the coalescer in 3 runs (scenario not exercised)")
+
 
 def test_coalescing_across_mapping_boundaries_linux_resets_and_corrupts(run_spec: RunSpec) -> None:
     """A merge of a mapping's short last segment with the next mapping's first one, under the
     first DSS only: Linux resets that subflow (DSSCorruptionReset, MP_TCPRST) and re-sends its
     data on the other, yet the application gets as many bytes as were sent with another hash."""
-    result = run_spec("coalesce_boundary")
+    result = coalesced_run(run_spec)
     conn = connection(result)
-    merged = box(result, "mb_a", "coalesce")["changed"] + box(result, "mb_b", "coalesce")["changed"]
-    assert merged >= 2
-    assert counter(result, "server", "DSSCorruptionReset") >= 1
+    assert counter(result, "server", "DSSCorruptionReset") >= 1, conn["counters"]
     assert counter(result, "client", "MPRstRx") >= 1
     assert conn["outcome"] == "corrupted", conn["evidence"]
     assert result["expectations"]["passed"], result["expectations"]
@@ -252,4 +262,4 @@ def test_coalescing_across_mapping_boundaries_linux_resets_and_corrupts(run_spec
 @pytest.mark.xfail(strict=True, reason="Linux 6.18 delivers corrupted data after resetting a "
                    "subflow whose merged segment outran its DSS mapping")
 def test_rfc_coalescing_keeps_data_intact(run_spec: RunSpec) -> None:
-    assert connection(run_spec("coalesce_boundary"))["integrity"] == "ok"
+    assert connection(coalesced_run(run_spec))["integrity"] == "ok"
