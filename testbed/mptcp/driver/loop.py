@@ -20,7 +20,7 @@ from typing import Protocol
 from testbed.mptcp.driver.packet_io import PacketIO
 from testbed.mptcp.events import Event
 from testbed.mptcp.host import MptcpHost
-from testbed.wire import decode_packet, encode_packet
+from testbed.wire import decode_packet
 from testbed.wire.errors import WireError
 
 BATCH = 256
@@ -87,9 +87,9 @@ class StackDriver:
             app.on_event(event, now)
 
     def _send_all(self, now: float) -> None:
-        send = self.io.send
+        send_packet = self.io.send_packet
         for packet in self.host.packets_to_send(now):
-            send(packet.src, packet.dst, encode_packet(packet))
+            send_packet(packet)
 
     def run(self, app: DriverApp, stop: Callable[[], bool], linger_s: float = 0.2) -> None:
         """Drive until `app.finished` (plus `linger_s` to answer the peer's last segments)

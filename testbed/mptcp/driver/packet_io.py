@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from collections.abc import Iterable
+
+from testbed.wire.tcp import tcp_header_and_checksum
+from testbed.wire.types import Packet
 
 ETH_P_IP = 0x0800
 SOL_PACKET = 263
@@ -25,6 +29,10 @@ RECEIVE_BUFFER = 16 << 20
 SEND_BUFFER = 4 << 20
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h; not exported by the socket module
 MAX_PACKET = 65536
+# IPv4 header as handed to an IP_HDRINCL socket: the kernel always fills in the total
+# length and the header checksum (raw(7)), so they go out as zero and are never computed here
+_IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_DONT_FRAGMENT = 0x4000
 
 
 class PortFilter:
@@ -66,6 +74,7 @@ class PacketIO:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             sock.bind((address, 0))
             self.tx[address] = sock
+        self._packed = {address: socket.inet_aton(address) for address in self.addresses}
         self.received = 0
         self.ignored = 0
         self.sent = 0
@@ -92,6 +101,29 @@ class PacketIO:
                 self.ignored += 1
         self.received += len(out)
         return out
+
+    def send_packet(self, packet: Packet) -> bool:
+        """Encode and send one packet: the TCP header and checksum from testbed.wire, the
+        IPv4 header packed here (the kernel completes it), payload not copied (sendmsg)."""
+        sock = self.tx.get(packet.src)
+        if sock is None:
+            raise ValueError(f"PacketIO.send_packet: {packet.src} is not one of {self.addresses}")
+        addresses = self._packed
+        dst = addresses.get(packet.dst)
+        if dst is None:
+            dst = addresses[packet.dst] = socket.inet_aton(packet.dst)
+        tcp_header, _ = tcp_header_and_checksum(packet.tcp, packet.src, packet.dst)
+        ip_header = _IP_HEADER.pack(0x45, packet.tos, 0, packet.ident,
+                                    _DONT_FRAGMENT if packet.dont_fragment else 0, packet.ttl, 6, 0,
+                                    addresses[packet.src], dst)
+        try:
+            sock.sendmsg((ip_header + tcp_header, packet.tcp.payload), (), 0, (packet.dst, 0))
+        except OSError as exc:
+            name = errno.errorcode.get(exc.errno or 0, str(exc))
+            self.send_errors[name] = self.send_errors.get(name, 0) + 1
+            return False
+        self.sent += 1
+        return True
 
     def send(self, source: str, destination: str, data: bytes) -> bool:
         """Send one encoded IPv4 packet from `source`; False when the kernel refused it.
