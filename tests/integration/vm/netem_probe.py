@@ -4,7 +4,8 @@ One interpreter does everything, because each Python start costs seconds under T
 `testbed doctor`'s probes, then two_path built with netem delay and loss on path a, measured
 two independent ways: ping RTTs over path a, and a paced UDP flow whose losses are counted by
 the netem qdisc itself (a fresh tree, so no other traffic's drops are mixed in) and by iperf3
-end to end. The host-side test asserts on the JSON written to OUT.
+end to end; then a whole experiment (`testbed run` of a small spec with delay and loss) whose
+result file lands beside OUT. The host-side test asserts on the JSON written to OUT.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _ping(netns: str, count: int) -> list[float]:
     return [float(m) for m in RTT.findall(pinged.stdout)]
 
 
-def measure() -> dict[str, Any]:
+def measure(out_dir: Path) -> dict[str, Any]:
     from testbed.doctor import run_doctor
     from testbed.net.build import Network
     from testbed.net.state import RunState
@@ -94,11 +95,49 @@ def measure() -> dict[str, Any]:
         out["timings"] = net.timings
     finally:
         state.remove()
+    experiment = time.monotonic()
+    out["experiment"] = run_spec(out_dir)
+    out["seconds"]["experiment"] = round(time.monotonic() - experiment, 1)
     out["seconds"]["total"] = round(time.monotonic() - started, 1)
     return out
 
 
+SPEC = """
+name = "vm_netem_smoke"
+seed = 1
+[topology]
+name = "two_path"
+[topology.params]
+rate_mbit = 20
+delay_ms = 10
+loss_pct = 0.5
+[[endpoints]]
+role = "server"
+stack = "kernel"
+[[endpoints]]
+role = "client"
+stack = "kernel"
+[traffic]
+seconds = 4
+[mptcp]
+subflows = 2
+client_subflow_endpoints = true
+"""
+
+
+def run_spec(out_dir: Path) -> dict[str, Any]:
+    """A whole `testbed run` (orchestrator, kernel MPTCP endpoints, result file) over netem links."""
+    from testbed.runner import run_experiment
+    from testbed.spec import load_spec
+
+    spec_path = out_dir / "vm_netem_smoke.toml"
+    spec_path.write_text(SPEC)
+    run_experiment(load_spec(spec_path), out_dir / "vm_netem_smoke", progress=lambda message: None)
+    return json.loads((out_dir / "vm_netem_smoke" / "result.json").read_text())
+
+
 if __name__ == "__main__":
-    result = measure()
-    Path(sys.argv[1]).write_text(json.dumps(result, indent=2))
+    target = Path(sys.argv[1])
+    result = measure(target.parent)
+    target.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result.get(k) for k in ("seconds", "netem_client_side", "iperf_udp")}))

@@ -97,3 +97,18 @@ def test_live_change_of_the_netem_leaf_takes_effect(probe: dict) -> None:
     assert target <= min(changed["rtts_ms"]) <= target + 2.0, min(changed["rtts_ms"])
     for tree in changed["trees"]:  # changed in place: same htb + netem tree, not rebuilt
         assert [q["kind"] for q in tree["qdiscs"]] == ["htb", "netem"], tree
+
+
+def test_an_experiment_runs_over_netem_links(probe: dict) -> None:
+    result = probe["experiment"]
+    assert result["environment"]["backends"] == {"rate": "htb", "loss": "netem", "delay": "netem"}
+    connection = result["connections"][0]
+    assert (connection["outcome"], connection["integrity"]) == ("mptcp", "ok"), connection["evidence"]
+    assert len([s for s in connection["subflows"] if s["bytes"] > 0]) == 2
+    # two 20 Mbit/s paths with 10 ms and 0.5 % loss: well below 40, far above nothing
+    assert 2.0 < connection["goodput_mbps"] < 40.0, connection["goodput_mbps"]
+    for trees in result["shaping"].values():
+        for tree in trees:
+            assert [q["kind"] for q in tree["qdiscs"]] == ["htb", "netem"], tree
+    assert any(q["kind"] == "netem" and q["dropped"] > 0
+               for tree in result["shaping"]["a"] for q in tree["qdiscs"])
