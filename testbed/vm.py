@@ -28,6 +28,7 @@ import re
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ KVM_PROBE_TIMEOUT_S = 45.0  # a KVM boot takes a few seconds; a hung nested KVM 
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY = "2G"
 EXIT_GUEST_CWD = 125
+PT_INTERP = 3
 INSTALL_HINT = "`make setup` installs it"
 CACHED_ROOT_TAG = "tbcache"
 CACHED_ROOT_MOUNT = "/run/testbed-vm-cached-root"
@@ -140,6 +142,25 @@ def choose_kernel(explicit: str | None, boot_dir: Path = Path("/boot"),
     return kernels[0]
 
 
+def is_static_elf(path: Path) -> bool:
+    """True for an ELF executable without a PT_INTERP header (no dynamic loader needed): the only
+    kind of busybox that works inside virtme-ng's initramfs, which copies no libraries."""
+    try:
+        with open(path, "rb") as elf:
+            header = elf.read(64)
+            if header[:4] != b"\x7fELF" or header[4] != 2:  # 64-bit only: x86-64 hosts
+                return False
+            endian = "<" if header[5] == 1 else ">"
+            phoff, = struct.unpack_from(endian + "Q", header, 32)
+            phentsize, phnum = struct.unpack_from(endian + "HH", header, 54)
+            elf.seek(phoff)
+            table = elf.read(phentsize * phnum)
+    except OSError:
+        return False
+    types = [struct.unpack_from(endian + "I", table, i * phentsize)[0] for i in range(phnum)]
+    return PT_INTERP not in types
+
+
 def find_tools(which: Callable[[str], str | None] = shutil.which,
                venv_bin: Path = Path(sys.executable).parent) -> Tools:
     """qemu, virtme-ng and a busybox for virtme's initramfs, or one error listing all that is missing."""
@@ -150,10 +171,11 @@ def find_tools(which: Callable[[str], str | None] = shutil.which,
     qemu = which("qemu-system-x86_64")
     if qemu is None:
         missing.append(f"qemu (`qemu-system-x86_64`): apt-get install qemu-system-x86 ({INSTALL_HINT})")
-    busybox = which("busybox") or which("busybox-static")
-    if busybox is None:
-        missing.append(f"busybox (virtme-ng's initramfs needs it): apt-get install busybox-static "
-                       f"({INSTALL_HINT})")
+    busybox = which("busybox-static") or which("busybox")
+    if busybox is None or not is_static_elf(Path(busybox)):
+        found = f"{busybox} is dynamically linked" if busybox else "none found"
+        missing.append(f"a static busybox (virtme-ng's initramfs needs one; {found}): "
+                       f"apt-get install busybox-static ({INSTALL_HINT})")
     if missing:
         raise EnvironmentProblem("vm: missing " + "; ".join(missing))
     return Tools(Path(vng), Path(qemu), Path(busybox))  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ status, timeout) against a stand-in for virtme-ng that runs the guest script on 
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,32 @@ def test_missing_tools_are_all_named_with_their_package(tmp_path: Path) -> None:
     assert "pip install virtme-ng" in message
     assert "apt-get install qemu-system-x86" in message
     assert "apt-get install busybox-static" in message
-    tools = vm.find_tools(which=lambda name: f"/usr/bin/{name}", venv_bin=tmp_path)
-    assert tools.qemu == Path("/usr/bin/qemu-system-x86_64")
+
+
+def test_a_dynamic_busybox_is_refused(tmp_path: Path) -> None:
+    static = tmp_path / "static-elf"
+    static.write_bytes(_elf([1]))  # PT_LOAD only
+    dynamic = tmp_path / "dynamic-elf"
+    dynamic.write_bytes(_elf([6, 3, 1]))  # PT_PHDR, PT_INTERP, PT_LOAD
+    assert vm.is_static_elf(static) and not vm.is_static_elf(dynamic)
+    assert not vm.is_static_elf(Path(sys.executable).resolve())  # the dynamic python itself
+    paths = {"qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "busybox": str(dynamic)}
+    with pytest.raises(EnvironmentProblem, match="dynamically linked"):
+        vm.find_tools(which=paths.get, venv_bin=tmp_path)
+    paths["busybox"] = str(static)
+    (tmp_path / "vng").write_text("")
+    tools = vm.find_tools(which=paths.get, venv_bin=tmp_path)
+    assert (tools.busybox, tools.vng) == (static, tmp_path / "vng")
+
+
+def _elf(segment_types: list[int]) -> bytes:
+    """A minimal 64-bit little-endian ELF header and program header table."""
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 32, 64)  # e_phoff
+    struct.pack_into("<HH", header, 54, 56, len(segment_types))  # e_phentsize, e_phnum
+    table = b"".join(struct.pack("<I", kind) + bytes(52) for kind in segment_types)
+    return bytes(header) + table
 
 
 def _tools(tmp_path: Path) -> vm.Tools:
