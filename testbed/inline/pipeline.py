@@ -252,7 +252,15 @@ class MiddleboxPipeline:
         return frames
 
     def counters(self) -> list[dict[str, Any]]:
-        return [{"name": box.name, "counters": box.counters.as_dict()} for box in self._boxes]
+        """Per middlebox: its counters and, when it keeps one (log_changes), its change log."""
+        out = []
+        for box in self._boxes:
+            entry: dict[str, Any] = {"name": box.name, "counters": box.counters.as_dict()}
+            log = getattr(box, "change_log", None)
+            if log is not None and log.enabled:
+                entry["change_log"] = {"entries": log.entries, "overflow": log.overflow}
+            out.append(entry)
+        return out
 
     @staticmethod
     def _run_chain(packets: list[Packet], chain: list[Middlebox], direction: Direction,
