@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -118,8 +119,10 @@ def environment(backends: Backends) -> dict[str, Any]:
 def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
                       timeseries: Path) -> list[str]:
     traffic = spec.traffic
+    endpoint = spec.client if role == "client" else spec.server
     command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
                "--tcp" if stack == "tcp" else "--mptcp",
+               *(["--stack-config", json.dumps(endpoint.stack_config)] if endpoint.stack_config else []),
                "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
                "--timeseries", str(timeseries)]
     if role == "server":

@@ -69,6 +69,7 @@ class EndpointSpec:
     role: str  # "client" | "server"
     host: str
     stack: str  # "kernel" | "tcp" | "python"
+    stack_config: dict[str, Any] = field(default_factory=dict)  # python stack: StackConfig fields
 
 
 @dataclass(frozen=True)
@@ -164,12 +165,16 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     endpoints = []
     for i, item in enumerate(top["endpoints"]):
         where = f"{source}: endpoints[{i}]"
-        ep = _table(item, where, {"role": str, "host": str, "stack": str}, required=("role", "stack"))
+        ep = _table(item, where, {"role": str, "host": str, "stack": str, "stack_config": dict},
+                    required=("role", "stack"))
         if ep["role"] not in ("client", "server"):
             raise SpecError(f"{where}.role: {ep['role']!r} is not client or server")
         if ep["stack"] not in STACKS:
             raise SpecError(f"{where}.stack: unknown stack {ep['stack']!r} (known: {', '.join(STACKS)})")
-        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), ep["stack"]))
+        stack_config = dict(ep.get("stack_config", {}))
+        if stack_config:
+            _validate_stack_config(stack_config, ep["stack"], f"{where}.stack_config")
+        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), ep["stack"], stack_config))
     roles = sorted(e.role for e in endpoints)
     if roles != ["client", "server"]:
         raise SpecError(f"{source}: endpoints must be exactly one client and one server, got {roles}")
@@ -242,6 +247,18 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         endpoints=tuple(endpoints), traffic=traffic, mptcp=mptcp, timeline=tuple(timeline),
         capture=capture.get("pcap", False), expect=dict(expect), source=source,
     )
+
+
+def _validate_stack_config(config: dict[str, Any], stack: str, where: str) -> None:
+    """The bundled stack's settings (testbed.mptcp.config.StackConfig), checked before any run."""
+    if stack != "python":
+        raise SpecError(f"{where}: only python endpoints take a stack_config (this one is {stack})")
+    from testbed.mptcp.config import StackConfig
+
+    try:
+        StackConfig.from_dict(dict(config))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{where}: {exc}") from exc
 
 
 def check_against_topology(spec: ExperimentSpec, topo: Topology) -> None:

@@ -101,3 +101,16 @@ def test_queue_defaults_to_a_bandwidth_delay_product() -> None:
     assert LinkParams(rate_mbit=100, delay_ms=10).effective_queue_pkts() == 167
     assert LinkParams(rate_mbit=1).effective_queue_pkts() == 100
     assert LinkParams(rate_mbit=100, queue_pkts=50).effective_queue_pkts() == 50
+
+
+def test_python_stack_config_is_validated_before_any_run() -> None:
+    endpoints = [{"role": "server", "stack": "kernel"},
+                 {"role": "client", "stack": "python", "stack_config": {"congestion_control": "olia"}}]
+    spec = parse_spec(base_spec(endpoints=endpoints))
+    assert spec.client.stack_config == {"congestion_control": "olia"}
+    endpoints[1]["stack_config"] = {"congestion_contrl": "olia"}
+    with pytest.raises(SpecError, match="congestion_contrl"):
+        parse_spec(base_spec(endpoints=endpoints))
+    with pytest.raises(SpecError, match="only python endpoints"):
+        parse_spec(base_spec(endpoints=[{"role": "server", "stack": "kernel", "stack_config": {"mss": 1000}},
+                                        {"role": "client", "stack": "kernel"}]))
