@@ -393,8 +393,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel", help="vmlinuz-RELEASE to boot (default: the newest in /boot whose "
                                          "modules include sch_netem)")
     parser.add_argument("--accel", choices=ACCELS, default=os.environ.get("TESTBED_VM_ACCEL", "auto"),
-                        help="kvm, tcg (software, ~10x slower) or auto: KVM if a probe boot works, "
-                             "cached (default: $TESTBED_VM_ACCEL or auto)")
+                        help="kvm, tcg (software emulation, 20-60x slower CPU) or auto: KVM if a "
+                             "probe boot works, cached (default: $TESTBED_VM_ACCEL or auto)")
     parser.add_argument("--reprobe", action="store_true", help="ignore the cached KVM verdict")
     parser.add_argument("--memory", default=DEFAULT_MEMORY, help="guest memory, qemu syntax (default 2G)")
     parser.add_argument("--cpus", type=int, default=min(os.cpu_count() or 1, 4),

@@ -51,8 +51,10 @@ def measure(out_dir: Path) -> dict[str, Any]:
     from topologies import build_topology
 
     started = time.monotonic()
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, check=True)
+    root_interfaces = sorted(link["ifname"] for link in json.loads(links.stdout))
     report = run_doctor()
-    out: dict[str, Any] = {"doctor": report.as_dict(), "configured": {
+    out: dict[str, Any] = {"root_interfaces": root_interfaces, "doctor": report.as_dict(), "configured": {
         "delay_ms_one_way": DELAY_MS, "loss_pct": LOSS_PCT, "rate_mbit": RATE_MBIT,
         "queue_pkts": QUEUE_PKTS, "udp_packets": UDP_PACKETS, "pings": PINGS}}
     out["seconds"] = {"doctor": round(time.monotonic() - started, 1)}

@@ -54,6 +54,10 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(out.read_text())
 
 
+def test_the_vm_has_no_network_device(probe: dict) -> None:
+    assert probe["root_interfaces"] == ["lo"]  # nothing an experiment sends can leave the VM
+
+
 def test_doctor_picks_netem_inside_the_vm(probe: dict) -> None:
     doctor = probe["doctor"]
     assert doctor["netem"] is True
