@@ -2,6 +2,8 @@
 .PHONY: setup demo test lint clean
 
 VENV := .venv/bin
+# experiments need root; a user with sudo (the Vagrant lab) gets it transparently
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO_SPEC ?= experiments/two_path_kernel.toml
 DEMO_OUT ?= results/demo
 
@@ -9,14 +11,14 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(VENV)/testbed run $(DEMO_SPEC) --out $(DEMO_OUT)
+	$(SUDO) $(VENV)/testbed run $(DEMO_SPEC) --out $(DEMO_OUT)
 
 test: setup
 	$(VENV)/ruff check .
-	$(VENV)/python -m pytest -q
+	$(SUDO) $(VENV)/python -m pytest -q
 
 lint: setup
 	$(VENV)/ruff check .
 
 clean:
-	-$(VENV)/testbed clean
+	-$(SUDO) $(VENV)/testbed clean

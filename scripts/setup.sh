@@ -15,7 +15,11 @@ APT_PACKAGES=(
 )
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: must run as root (network namespaces, tc and nftables need it); try: sudo make $*" >&2
+  # a Vagrant or lab user with sudo: re-run as root (namespaces, tc, nftables and apt need it)
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo -E "$0" "$@"
+  fi
+  echo "setup: must run as root (network namespaces, tc and nftables need it); try: sudo make" >&2
   exit 2
 fi
 

@@ -47,6 +47,15 @@ def _iperf(net: Network, args: list[str]) -> subprocess.Popen:
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _netem_counts(net: Network) -> dict[str, int]:
+    """Packets the netem leaf on the client end of path a sent and dropped, so far."""
+    tree = net.shapers["a"][0].read_back()
+    netem = [q for q in tree["qdiscs"] if q["kind"] == "netem"]
+    if not netem:
+        raise RunFailed("no netem qdisc on path a although the loss backend is netem")
+    return {"sent": netem[0]["sent_packets"] or 0, "dropped": netem[0]["dropped"] or 0}
+
+
 def measure(delay_ms: float = 10.0, loss_pct: float = 1.0, rate_mbit: float = 100.0,
             loss_packets: int = 100_000, pings: int = 200) -> dict[str, Any]:
     backends = detect_backends()
@@ -76,6 +85,7 @@ def measure(delay_ms: float = 10.0, loss_pct: float = 1.0, rate_mbit: float = 10
             tcp.communicate(timeout=seconds + 10)
 
             net.change_link("a", {"loss_pct": loss_pct})
+            before_loss = _netem_counts(net) if not net.losses else {}
             # a paced UDP flow of loss_packets datagrams; the drop rule's own counters are the judge
             pps = rate_mbit * 0.8e6 / 8 / 1000
             udp = _iperf(net, ["-u", "-b", f"{int(rate_mbit * 0.8)}M", "-l", "1000",
@@ -90,8 +100,13 @@ def measure(delay_ms: float = 10.0, loss_pct: float = 1.0, rate_mbit: float = 10
                                "measured_pct": round(100 * counters["dropped"] / counters["packets"], 4),
                                "mechanism": "nft numgen drop rule counters"}
             else:
-                shaper = net.shapers["a"][0].read_back()
-                out["loss"] = {"qdiscs": shaper["qdiscs"], "mechanism": "netem qdisc statistics"}
+                after = _netem_counts(net)
+                sent = after["sent"] - before_loss["sent"]
+                dropped = after["dropped"] - before_loss["dropped"]
+                out["loss"] = {"packets": sent + dropped, "dropped": dropped,
+                               "measured_pct": round(100 * dropped / (sent + dropped), 4)
+                               if sent + dropped else None,
+                               "mechanism": "netem qdisc statistics (this phase only)"}
         out["timings"] = {k: round(v, 3) for k, v in net.timings.items()}
     finally:
         state.remove()

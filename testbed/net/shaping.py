@@ -17,6 +17,7 @@ tree get UNSHAPED_RATE_MBIT, far above what veths carry here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,15 @@ def _rate_bps(rate_mbit: float) -> int:
     return int(rate_mbit * 1_000_000 / 8)  # pyroute2 takes bytes per second for int rates
 
 
+def netem_limit(params: LinkParams) -> int:
+    """netem's limit counts the packets serving their delay as well as the queue, so it is the
+    bottleneck queue plus what the link holds in flight during delay + jitter; otherwise a
+    delayed link would have less buffer under netem than under the userspace delay stage."""
+    rate = params.rate_mbit if params.rate_mbit is not None else UNSHAPED_RATE_MBIT
+    in_flight = rate * 1e6 / 8 * (params.delay_ms + params.jitter_ms) / 1000 / MTU_BYTES
+    return params.effective_queue_pkts() + min(1_000_000, math.ceil(in_flight))
+
+
 class InterfaceShaper:
     """The egress tree of one interface in one network namespace."""
 
@@ -79,7 +89,7 @@ class InterfaceShaper:
             "delay": int(params.delay_ms * 1000),  # microseconds, as an integer
             "jitter": int(params.jitter_ms * 1000),
             "loss": params.loss_pct,
-            "limit": params.effective_queue_pkts(),
+            "limit": netem_limit(params),
         }
 
     def _send(self, command: str, params: LinkParams) -> None:
