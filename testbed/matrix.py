@@ -379,7 +379,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
             records.append(record)
             differs = record.get("as_expected") is False
             mark = f"  \u2717 expected {record.get('expected')}" if differs else ""
-            bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}")
+            bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}", free=bool(record.get("reused")))
             write(partial=len(records) < len(matrix.cells), interrupted=False)
     except KeyboardInterrupt:
         doc = write(partial=True, interrupted=True)

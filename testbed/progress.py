@@ -47,6 +47,7 @@ class ProgressBar:
         self.width = width
         self.tty = self.stream.isatty() if tty is None else tty
         self.done = 0.0
+        self.timed = 0.0  # units whose time counts for the ETA (not those reused for free)
         self.steps = 0
         self.current = ""
         self.started = clock()
@@ -59,10 +60,10 @@ class ProgressBar:
 
     def eta_s(self) -> float | None:
         """Seconds left, from the mean rate so far; None before the first unit is done."""
-        if self.done <= 0:
-            return None
+        if self.timed <= 0:
+            return None if self.done < self.total else 0.0
         remaining = max(0.0, self.total - self.done)
-        return self.elapsed_s / self.done * remaining
+        return self.elapsed_s / self.timed * remaining
 
     def line(self) -> str:
         fraction = min(1.0, self.done / self.total)
@@ -81,9 +82,12 @@ class ProgressBar:
         if self.tty:
             self._draw()
 
-    def advance(self, units: float = 1.0, *, note: str = "") -> None:
-        """One step done (of weight `units`); `note` says how it went (e.g. its outcome)."""
+    def advance(self, units: float = 1.0, *, note: str = "", free: bool = False) -> None:
+        """One step done (of weight `units`); `note` says how it went (e.g. its outcome).
+        `free`: the step cost nothing (a result reused), so it does not speed up the ETA."""
         self.done = min(self.total, self.done + units)
+        if not free:
+            self.timed += units
         self.steps += 1
         if note:
             self.current = note

@@ -86,3 +86,16 @@ def test_total_must_be_positive() -> None:
                                                (3723, "1:02:03")])
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_free_steps_do_not_make_the_eta_optimistic() -> None:
+    clock, stream = FakeClock(), io.StringIO()
+    bar = ProgressBar(4, stream=stream, clock=clock, tty=False)
+    bar.advance(free=True)  # a reused result: instant
+    bar.advance(free=True)
+    assert bar.eta_s() is None
+    clock.now += 20
+    bar.advance()
+    assert bar.eta_s() == pytest.approx(20.0)  # 20 s per real step, one left
+    bar.advance()
+    assert bar.eta_s() == 0.0
