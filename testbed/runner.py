@@ -116,13 +116,28 @@ def environment(backends: Backends) -> dict[str, Any]:
     }
 
 
+def python_stack_options(role: str, spec: ExperimentSpec, addresses: list[str]) -> list[str]:
+    """The spec's [mptcp] settings for a python endpoint, which has no `ip mptcp` to read them
+    from: checksum, which local addresses open subflows, which addresses the server announces."""
+    options = ["--checksum"] if spec.mptcp.checksum else []
+    if role == "client":
+        paths = 1 if not spec.mptcp.client_subflow_endpoints else spec.mptcp.subflows + 1
+        for address in addresses[:max(1, paths)]:
+            options += ["--local", address]
+    else:
+        for address in spec.mptcp.server_signal:
+            options += ["--announce", address]
+    return options
+
+
 def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
-                      timeseries: Path) -> list[str]:
+                      timeseries: Path, addresses: list[str]) -> list[str]:
     traffic = spec.traffic
     endpoint = spec.client if role == "client" else spec.server
     command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
                "--tcp" if stack == "tcp" else "--mptcp",
                *(["--stack-config", json.dumps(endpoint.stack_config)] if endpoint.stack_config else []),
+               *(python_stack_options(role, spec, addresses) if stack == "python" else []),
                "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
                "--timeseries", str(timeseries)]
     if role == "server":
@@ -194,7 +209,8 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
 
         listen = f"{server_addresses[0][0]}:{spec.traffic.port}"
         server_proc = net.popen(server.host, _endpoint_command(
-            "server", server.stack, spec, listen, None, work / "server.samples.csv"),
+            "server", server.stack, spec, listen, None, work / "server.samples.csv",
+            [a for a, _dev in server_addresses]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         first = server_proc.stdout.readline() if server_proc.stdout else ""
         if '"listening"' not in first:
@@ -205,7 +221,8 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
                  + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
         started = time.monotonic()
         client_proc = net.popen(client.host, _endpoint_command(
-            "client", client.stack, spec, listen, client_addresses[0][0], work / "client.samples.csv"),
+            "client", client.stack, spec, listen, client_addresses[0][0], work / "client.samples.csv",
+            [a for a, _dev in client_addresses]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         pending = list(spec.timeline)
         deadline = started + spec.traffic.timeout_s + (spec.traffic.seconds or 0) + 10
