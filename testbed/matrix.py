@@ -36,12 +36,7 @@ from testbed.report.files import write_bytes_atomic, write_text_atomic
 from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
 from testbed.results import RESULT_FILE, SCHEMA, TIMESERIES_FILE, read_result
-from testbed.spec import OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from testbed.spec import OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec, read_toml
 
 MATRIX_FILE = "matrix.json"
 MATRIX_MD = "matrix.md"
@@ -125,18 +120,7 @@ def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
 
 
 def load_matrix_spec(path: str | Path) -> MatrixSpec:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise SpecError(f"{path}: no such matrix spec file") from exc
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: malformed TOML: {exc}") from exc
-    return parse_matrix_spec(raw, source=str(path))
+    return parse_matrix_spec(read_toml(path, "matrix spec"), source=str(path))
 
 
 def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> MatrixSpec:

@@ -130,20 +130,24 @@ class ExperimentSpec:
         return asdict(self)
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a spec file; every problem is a one-line SpecError."""
+def read_toml(path: str | Path, what: str = "spec") -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or malformed file is a one-line SpecError."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise SpecError(f"{path}: no such spec file") from exc
+        raise SpecError(f"{path}: no such {what} file") from exc
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: malformed TOML: {exc}") from exc
-    return parse_spec(raw, source=str(path))
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a spec file; every problem is a one-line SpecError."""
+    return parse_spec(read_toml(path), source=str(path))
 
 
 def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec:

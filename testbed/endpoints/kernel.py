@@ -404,10 +404,18 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m testbed.endpoints.kernel",
-        description="Kernel MPTCP / TCP traffic endpoint for the testbed (JSON lines on stdout).",
-    )
+    return build_endpoint_parser(
+        "python -m testbed.endpoints.kernel",
+        "Kernel MPTCP / TCP traffic endpoint for the testbed (JSON lines on stdout).",
+    )[0]
+
+
+def build_endpoint_parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The endpoint command line every endpoint program shares (the runner starts any stack's
+    endpoint with these arguments); returns (parser, server, client) for programs that add more."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     roles = parser.add_subparsers(dest="role", required=True)
     server = roles.add_parser("server", help="accept K connections, then exit")
     server.add_argument("--listen", required=True, type=lambda t: _parse_host_port(t, "--listen"))
@@ -433,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--sample-ms", type=_positive_float, default=50.0)
         sub.add_argument("--timeseries", type=Path, help="per-subflow CSV samples")
-    return parser
+    return parser, server, client
 
 
 def _accept(listener: socket.socket, policy: IoPolicy) -> socket.socket:

@@ -28,7 +28,6 @@ import random
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from testbed.endpoints.kernel import (
@@ -36,11 +35,9 @@ from testbed.endpoints.kernel import (
     EXIT_TRANSFER_FAILED,
     StopRequest,
     _non_negative_int,
-    _parse_host_port,
-    _positive_float,
     _positive_int,
-    _seed,
     _timeseries_path,
+    build_endpoint_parser,
 )
 from testbed.endpoints.python_app import Action, JobSettings, TransferJob
 from testbed.endpoints.report import EndpointReport, ListeningEvent
@@ -92,31 +89,12 @@ def _stack_config(text: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m testbed.endpoints.python",
-        description="Bundled Python MPTCP stack traffic endpoint (JSON lines on stdout).",
+    """The kernel endpoint's command line (the runner's contract), plus the stack's own options."""
+    parser, server, client = build_endpoint_parser(
+        "python -m testbed.endpoints.python",
+        "Bundled Python MPTCP stack traffic endpoint (JSON lines on stdout).",
     )
-    roles = parser.add_subparsers(dest="role", required=True)
-    server = roles.add_parser("server", help="accept K connections, then exit")
-    server.add_argument("--listen", required=True, type=lambda t: _parse_host_port(t, "--listen"))
-    server.add_argument("--connections", type=_positive_int, default=1)
-    client = roles.add_parser("client", help="open one connection and transfer")
-    client.add_argument("--connect", required=True, type=lambda t: _parse_host_port(t, "--connect"))
-    client.add_argument("--bind", type=lambda t: _parse_host_port(t, "--bind", port_required=False))
-    amount = client.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--bytes", type=_non_negative_int, help="payload size in bytes")
-    amount.add_argument("--seconds", type=_positive_float, help="send for this long")
-    client.add_argument("--direction", choices=("upload", "download"), default="upload")
-    client.add_argument("--seed", type=_seed, default=1)
     for sub in (server, client):
-        transport = sub.add_mutually_exclusive_group()
-        transport.add_argument("--mptcp", dest="transport", action="store_const", const="mptcp")
-        transport.add_argument("--tcp", dest="transport", action="store_const", const="tcp")
-        sub.set_defaults(transport="mptcp")
-        sub.add_argument("--timeout", type=_positive_float, default=30.0,
-                         help="seconds without progress (connect, accept, I/O) before failing")
-        sub.add_argument("--sample-ms", type=_positive_float, default=50.0)
-        sub.add_argument("--timeseries", type=Path, help="per-subflow CSV samples")
         sub.add_argument("--local", type=_address, action="append",
                          help="a local address of the stack (repeat; default: all of the host's)")
         sub.add_argument("--cc", choices=CONGESTION_CONTROLS)

@@ -144,7 +144,8 @@ def kernel_capture(
         _run("ip", "-n", SERVER_NS, "mptcp", "endpoint", "add", PATHS[1][1], "dev", "s1", "signal")
 
         capture = subprocess.Popen(
-            _in_ns(CLIENT_NS, "tcpdump", "-i", "any", "-U", "-s", "0", "-w", str(pcap), "tcp"),
+            _in_ns(CLIENT_NS, "tcpdump", "-i", "any", "-U", "-s", "0", "-B", "65536", "-w", str(pcap),
+                   "tcp"),  # a 64 MiB buffer: a full-size capture of a fast transfer must not drop
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         processes.append(capture)
