@@ -530,14 +530,10 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="testbed matrix", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except TestbedError as exc:
-        print(f"testbed: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+    """`python -m` entry: the `testbed matrix` command, through the one CLI error handler."""
+    from testbed.cli import main as cli_main
+
+    return cli_main(["matrix", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
