@@ -26,7 +26,7 @@ from testbed import kernel_mptcp
 from testbed.doctor import run_doctor
 from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
-from testbed.net.build import BumpRuntime, Network
+from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState
 from testbed.net.topo import Topology
@@ -97,10 +97,11 @@ def plan_bumps(spec: ExperimentSpec, topo: Topology, backends: Backends) -> dict
     delayed |= {ev.link for ev in spec.timeline if "delay_ms" in ev.set or "jitter_ms" in ev.set}
     for name in sorted(delayed):
         link = topo.links[name]
-        if not link.via:
+        bump = delay_bump(link)
+        if bump is None:
             raise SpecError(f"link {name} needs a userspace delay stage (this kernel has no netem) but has "
                             "no middlebox node to run it in; use a link with a middlebox node")
-        runtime = bumps.setdefault(link.via[0], BumpRuntime(seed=spec.seed))
+        runtime = bumps.setdefault(bump, BumpRuntime(seed=spec.seed))
         runtime.delay_ms = link.params.delay_ms
         runtime.jitter_ms = link.params.jitter_ms
     return bumps

@@ -29,7 +29,7 @@ from testbed.net.loss import NodeLoss, nft
 from testbed.net.params import LinkParams
 from testbed.net.shaping import Backends, InterfaceShaper
 from testbed.net.state import RunState, delete_netns
-from testbed.net.topo import LinkSpec, NodeKind, Topology
+from testbed.net.topo import LinkSpec, NodeKind, Route, Topology
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,24 @@ def run_checked(command: list[str], what: str, *, input_text: str | None = None)
             f"{(done.stderr or done.stdout).strip()}"
         )
     return done.stdout
+
+
+def delay_bump(link: LinkSpec) -> str | None:
+    """The bump that carries a link's userspace delay stage: its first middlebox node."""
+    return link.via[0] if link.via else None
+
+
+def route_arguments(ipr: IPRoute, route: Route) -> dict[str, Any]:
+    """pyroute2 `route` arguments for one computed route of the topology."""
+    arguments: dict[str, Any] = {
+        "oif": ipr.link_lookup(ifname=route.device)[0],
+        "dst": "0.0.0.0/0" if route.destination == "default" else route.destination,
+    }
+    if route.via:
+        arguments["gateway"] = route.via
+    if route.table is not None:
+        arguments["table"] = route.table
+    return arguments
 
 
 class Network:
@@ -192,17 +210,7 @@ class Network:
                 ipr.link("set", index=index, state="up")
             try:
                 for route in self.topo.routes.get(name, []):
-                    index = ipr.link_lookup(ifname=route.device)[0]
-                    kwargs: dict[str, Any] = {"oif": index}
-                    if route.destination != "default":
-                        kwargs["dst"] = route.destination
-                    else:
-                        kwargs["dst"] = "0.0.0.0/0"
-                    if route.via:
-                        kwargs["gateway"] = route.via
-                    if route.table is not None:
-                        kwargs["table"] = route.table
-                    ipr.route("replace", **kwargs)
+                    ipr.route("replace", **route_arguments(ipr, route))
                 for rule in self.topo.rules.get(name, []):
                     ipr.rule("add", src=rule.source, src_len=32, table=rule.table, priority=1000)
             except NetlinkError as exc:
@@ -283,7 +291,7 @@ class Network:
         if not self.backends.netem and (new.delay_ms, new.jitter_ms) != (
             self.link_params[name].delay_ms, self.link_params[name].jitter_ms
         ):
-            bump = self.delay_bump(link)
+            bump = delay_bump(link)
             if bump is None or bump not in self.inline:
                 raise RunFailed(f"link {name}: no userspace delay stage was built for it")
             InlineControl(self.inline[bump].control_path).set_delay(new.delay_ms, new.jitter_ms)
@@ -292,10 +300,6 @@ class Network:
 
     def _node_of(self, shaper: InterfaceShaper) -> str:
         return shaper.ifname.rsplit("-eth", 1)[0]
-
-    def delay_bump(self, link: LinkSpec) -> str | None:
-        """The bump that carries a link's userspace delay stage: its first middlebox node."""
-        return link.via[0] if link.via else None
 
     def set_link_up(self, name: str, up: bool) -> None:
         """Take a link's interfaces down or up at both ends (a link flap)."""
@@ -312,15 +316,8 @@ class Network:
     def _restore_routes(self, node: str) -> None:
         with IPRoute(netns=self.netns(node)) as ipr:
             for route in self.topo.routes.get(node, []):
-                kwargs: dict[str, Any] = {"oif": ipr.link_lookup(ifname=route.device)[0],
-                                          "dst": "0.0.0.0/0" if route.destination == "default"
-                                          else route.destination}
-                if route.via:
-                    kwargs["gateway"] = route.via
-                if route.table is not None:
-                    kwargs["table"] = route.table
                 with contextlib.suppress(NetlinkError):
-                    ipr.route("replace", **kwargs)
+                    ipr.route("replace", **route_arguments(ipr, route))
 
     # --- running things in nodes --------------------------------------------------------------
     def popen(self, node: str, args: list[str], **kwargs: Any) -> subprocess.Popen:
