@@ -32,6 +32,7 @@ from testbed.net.state import RunState
 from testbed.net.topo import Topology
 from testbed.outcome import classify
 from testbed.results import (
+    BIN_S,
     RESULT_FILE,
     SCHEMA,
     TIMESERIES_FILE,
@@ -317,7 +318,7 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
         "shaping": shaping,
         "loss_counters": loss_counters,
         "connections": [connection],
-        "timeseries": {"file": TIMESERIES_FILE, "bin_s": 0.1, "columns": ["t_s", "subflow", "local",
+        "timeseries": {"file": TIMESERIES_FILE, "bin_s": BIN_S, "columns": ["t_s", "subflow", "local",
                        "remote", "bytes", "mbps"], "units": {"t_s": "s", "bytes": "B", "mbps": "Mbit/s"}},
         "timings": timings,
         "expect": spec.expect,
