@@ -259,7 +259,12 @@ def test_kernel_idsn_and_dss_checksums(kernel_capture: list) -> None:
         for packet, option in _options_of(kernel_capture, Dss) if option.dsn is not None
     }
     client_dsns = [option.dsn for key, option in mappings if key[3] == PORT]
-    assert min(client_dsns) == key_to_idsn(key_client) + 1, "first data byte is not IDSN + 1"
+    # The first data may ride on MP_CAPABLE's data form instead of a DSS: its DSN is implied to
+    # be IDSN + 1 and its data_len bytes come before the first DSS mapping (RFC 8684 §3.1).
+    implied = [option.data_len for packet, option in capables
+               if packet.tcp.dst_port == PORT and option.data_len]
+    first_dss_dsn = key_to_idsn(key_client) + 1 + (implied[0] if implied else 0)
+    assert min(client_dsns) == first_dss_dsn, "first data byte is not IDSN + 1"
 
     streams = _subflow_streams(kernel_capture)
     checked = 0
