@@ -1,8 +1,11 @@
 """Outcome classes of a connection (DESIGN.md), decided from evidence and returned with it.
 
 Evidence: the two ends' reports (byte counts, SHA-256 of what each end sent or received, the
-payload seed, errors, whether MPTCP was seen and still in use at the end, per-subflow bytes)
-and the kernel's MPTcpExt/Tcp counter deltas of each endpoint namespace.
+payload seed, errors, whether MPTCP was seen and still in use at the end, per-subflow bytes),
+the kernel's MPTcpExt/Tcp counter deltas of each endpoint namespace, and the bundled Python
+stack's own per-connection counters of a python end (``EndpointReport.stack_counters``). The
+stack names its counters like the kernel's MPTcpExt ones (without the prefix), so both feed the
+same rules under the same names; an evidence line names the end and says "bundled stack".
 
 The class is the first rule of RULES that holds, in this order, because a later class must
 never hide an earlier one:
@@ -16,9 +19,11 @@ never hide an earlier one:
    another error; or no progress until the I/O timeout, or not all bytes, or none at all).
    Delivered bytes are an intact prefix.
 4. ``fallback-syn``: MPTCP was never in use (SYN/ACK or third ACK without MP_CAPABLE, a plain
-   TCP end).
+   TCP end, or no end ever saw MPTCP in use and no counter shows a completed MP_CAPABLE
+   handshake).
 5. ``fallback-infinite-map``: MPTCP was negotiated, then the connection fell back to TCP
-   (data without a DSS mapping, an infinite mapping, a first ACK without DSS).
+   (data without a DSS mapping, an infinite mapping, a first ACK without DSS; or the counters
+   show MP_CAPABLE on both the SYN/ACK and the third ACK, yet no end used MPTCP at the end).
 6. ``subflow-rejected``: MPTCP end to end but fewer subflows carried data than expected and a
    join was tried, refused or reset.
 7. ``mptcp``.
@@ -35,15 +40,20 @@ from typing import Any
 
 from testbed.endpoints.payload import expected_digest
 from testbed.endpoints.report import ConnectionRecord, EndpointReport
+from testbed.mptcp.counters import KERNEL_COUNTERS
+
+KERNEL_PREFIX = "MPTcpExt"
 
 # What each counter means when it moves; used to word the evidence.
 COUNTER_MEANINGS: dict[str, str] = {
+    "MPTcpExtMPCapableSYNACKRX": "SYN/ACK with MP_CAPABLE received",
+    "MPTcpExtMPCapableACKRX": "third ACK with MP_CAPABLE received",
     "MPTcpExtMPCapableFallbackSYNACK": "SYN/ACK without MP_CAPABLE: plain TCP",
     "MPTcpExtMPCapableFallbackACK": "third ACK without MP_CAPABLE: plain TCP",
     "MPTcpExtMPCapableSYNTXDrop": "SYN retried without MP_CAPABLE after retransmissions",
     "MPTcpExtBlackhole": "MPTCP SYNs unanswered: MPTCP blackhole assumed",
     "MPTcpExtMPCapableDataFallback": "first packet after the handshake without DSS: fell back",
-    "MPTcpExtDssFallback": "data without a DSS mapping: fell back to TCP",
+    "MPTcpExtDssFallback": "DSS missing or bad (data unmapped, or ACKed without data ACK): fell back",
     "MPTcpExtDSSCorruptionFallback": "mapping corrupted: fell back to TCP",
     "MPTcpExtDSSCorruptionReset": "mapping corrupted: subflow reset",
     "MPTcpExtInfiniteMapTx": "infinite mapping sent",
@@ -64,6 +74,8 @@ COUNTER_MEANINGS: dict[str, str] = {
     "MPTcpExtMPFastcloseRx": "MP_FASTCLOSE received",
     "MPTcpExtFallbackFailed": "fallback needed but impossible",
     "TcpInCsumErrors": "TCP segments with a bad checksum received",
+    # the bundled stack's own counters (testbed.mptcp.counters.OWN_COUNTERS)
+    "SubflowResetMiddlebox": "subflow reset with MP_TCPRST reason 6 (middlebox interference)",
 }
 
 SYN_FALLBACK = ("MPTcpExtMPCapableFallbackSYNACK", "MPTcpExtMPCapableFallbackACK",
@@ -73,8 +85,31 @@ LATE_FALLBACK = ("MPTcpExtMPCapableDataFallback", "MPTcpExtDssFallback",
 CHECKSUM_FAILURE = ("MPTcpExtDataCsumErr", "MPTcpExtMPFailTx", "MPTcpExtMPFailRx")
 JOIN_TROUBLE = ("MPTcpExtMPJoinRejected", "MPTcpExtMPJoinNoTokenFound",
                 "MPTcpExtMPJoinSynAckHMacFailure", "MPTcpExtMPJoinAckHMacFailure",
-                "MPTcpExtMPRstTx", "MPTcpExtMPRstRx", "MPTcpExtDSSCorruptionReset")
+                "MPTcpExtMPRstTx", "MPTcpExtMPRstRx", "MPTcpExtDSSCorruptionReset",
+                "SubflowResetMiddlebox")
 JOIN_TRIED = ("MPTcpExtMPJoinSynTx", "MPTcpExtMPJoinSynRx", *JOIN_TROUBLE)
+# MP_CAPABLE seen on the SYN/ACK (client side) and on the third ACK (server side): both moving
+# proves the MPTCP handshake completed, so a later plain-TCP state is a fallback after it.
+HANDSHAKE_DONE = ("MPTcpExtMPCapableSYNACKRX", "MPTcpExtMPCapableACKRX")
+STACK_SOURCE = "(bundled stack)"
+
+
+def stack_counter_name(name: str) -> str:
+    """The kernel's name for a bundled-stack counter: the stack drops the MPTcpExt prefix of
+    the counters the kernel also has; its own counters (no kernel counterpart) keep their name."""
+    return KERNEL_PREFIX + name if name in KERNEL_COUNTERS else name
+
+
+def evidence_counters(record: ConnectionRecord,
+                      kernel: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Kernel counter deltas per namespace plus, for each python end, its stack's counters
+    under the kernel's names, keyed '<role> (bundled stack)' so evidence says whose they are."""
+    merged = {host: dict(per_host) for host, per_host in kernel.items()}
+    for end in (record.client, record.server):
+        if end.stack_counters:
+            merged[f"{end.role} {STACK_SOURCE}"] = {
+                stack_counter_name(name): value for name, value in end.stack_counters.items()}
+    return merged
 
 
 @dataclass(frozen=True)
@@ -82,7 +117,8 @@ class Facts:
     """Everything the rules look at, computed once per connection."""
 
     record: ConnectionRecord
-    counters: Mapping[str, Mapping[str, int]]  # namespace -> counter -> delta
+    # namespace (kernel deltas) or '<role> (bundled stack)' (a python end's own) -> counter -> value
+    counters: Mapping[str, Mapping[str, int]]
     expected_subflows: int
     sender: EndpointReport
     receiver: EndpointReport
@@ -98,6 +134,14 @@ class Facts:
                     meaning = COUNTER_MEANINGS.get(name)
                     found.append(f"{host}: {name} {delta:+d}" + (f" ({meaning})" if meaning else ""))
         return found
+
+    def total(self, name: str) -> int:
+        return sum(per_host.get(name, 0) for per_host in self.counters.values())
+
+    @property
+    def handshake_done(self) -> bool:
+        """MP_CAPABLE arrived on the SYN/ACK and on the third ACK (counters of either source)."""
+        return all(self.total(name) > 0 for name in HANDSHAKE_DONE)
 
     def errors_of(self, *kinds: str) -> list[str]:
         return [f"{r.role} {r.error_kind}: {r.error}" for r in (self.record.client, self.record.server)
@@ -167,7 +211,7 @@ def _fallback_syn(facts: Facts) -> list[str]:
     plain = [r.role for r in (client, server) if not r.mptcp_requested]
     if plain:
         reasons.append(f"plain TCP endpoint(s): {', '.join(plain)}")
-    if not client.mptcp_seen and not server.mptcp_seen:
+    if not client.mptcp_seen and not server.mptcp_seen and not facts.handshake_done:
         reasons.append("neither end ever saw MPTCP in use (MPTCP_INFO)")
     return reasons
 
@@ -178,6 +222,12 @@ def _fallback_infinite_map(facts: Facts) -> list[str]:
             if r.mptcp_seen and not r.mptcp_used]
     if ends:
         reasons.append(f"MPTCP in use, then fallen back at the end: {', '.join(ends)}")
+    client, server = facts.record.client, facts.record.server
+    if (facts.handshake_done and not client.mptcp_used and not server.mptcp_used
+            and not (client.mptcp_seen or server.mptcp_seen)):
+        # a fallback before the first sample: the handshake counters still prove MPTCP
+        reasons.append("MP_CAPABLE handshake completed (" + "; ".join(facts.moved(HANDSHAKE_DONE))
+                       + "), yet neither end used MPTCP at the end: fell back after the handshake")
     return reasons
 
 
@@ -218,13 +268,17 @@ def gather_facts(record: ConnectionRecord, counters: Mapping[str, Mapping[str, i
     sender, receiver = ((record.client, record.server) if record.direction != "download"
                         else (record.server, record.client))
     prefix = True if record.integrity == "ok" else delivered_prefix_intact(record)
-    return Facts(record, counters, expected_subflows, sender, receiver, prefix)
+    return Facts(record, evidence_counters(record, counters), expected_subflows, sender, receiver,
+                 prefix)
 
 
 def classify(record: ConnectionRecord, counters: Mapping[str, Mapping[str, int]],
              expected_subflows: int) -> tuple[str, list[str]]:
     """(outcome class, evidence): the first rule of RULES that holds; its reasons come first,
-    then those of every later rule that also holds, then integrity and checksum facts."""
+    then those of every later rule that also holds, then integrity and checksum facts.
+
+    `counters` are the kernel's deltas per endpoint namespace; a python end's stack counters
+    are read from its report in `record`."""
     facts = gather_facts(record, counters, expected_subflows)
     outcome = ""
     evidence: list[str] = []

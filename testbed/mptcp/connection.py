@@ -538,6 +538,7 @@ class Connection(HandshakeMixin, SignallingMixin):
                                       "data without DSS mapping after joins",
                                       reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
         self.counters["DSSNoMatchTCP"] += 1
+        self.counters["DssFallback"] += 1
         rx.set_infinite(rx.pending_offset, self.rcv.next)
         self._fall_back("fallback-infinite-map", now)
         self._deliver(subflow, rx.process(), now)
@@ -609,6 +610,9 @@ class Connection(HandshakeMixin, SignallingMixin):
                                       if subflow.is_join else
                                       "data ACKed without DSS after joins",
                                       reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
+        # named as Linux counts it: before the client is fully established (no DSS from the
+        # server yet) MPCapableDataFallback, afterwards DssFallback (a missing DSS)
+        self.counters["DssFallback" if subflow.fully_established else "MPCapableDataFallback"] += 1
         self.infinite_map_pending = True
         self._fall_back("fallback-infinite-map", now)
         self.on_subflow_acked(subflow, segments, now)

@@ -15,6 +15,7 @@ KERNEL_COUNTERS = (
     "AddAddrDrop", "RmAddr", "RmAddrTx", "RmSubflow", "MPPrioTx", "MPPrioRx", "MPFailTx",
     "MPFailRx", "MPFastcloseTx", "MPFastcloseRx", "MPRstTx", "MPRstRx", "DSSNoMatchTCP",
     "DuplicateData", "OFOQueue", "SubflowStale", "SubflowRecover",
+    "MPJoinSynTx", "DssFallback", "MPCapableDataFallback",
 )
 OWN_COUNTERS = (
     "MPFastcloseRxIgnored",  # MP_FASTCLOSE whose key was not ours

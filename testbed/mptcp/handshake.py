@@ -79,6 +79,7 @@ class HandshakeMixin:
         subflow.backup_local = backup
         subflow.local_nonce = self.rng.getrandbits(32)
         subflow.local_address_id = self._local_address_id(local_address)
+        self.counters["MPJoinSynTx"] += 1
         subflow.open_active(now)
         return subflow
 
