@@ -65,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.spec import load_spec
 
     spec = load_spec(args.spec)
-    result = run_experiment(spec, Path(args.out), progress=lambda m: print(f"[testbed] {m}", flush=True))
+    result = run_experiment(spec, Path(args.out), progress=lambda m: print(f"[testbed] {m}", flush=True),
+                            eta=sys.stderr)
     conn = result["connections"][0]
     print(f"outcome: {conn['outcome']}  integrity: {conn['integrity']}  "
           f"goodput: {conn['goodput_mbps']:.1f} Mbit/s  bytes: {conn['bytes']}  "
@@ -113,12 +114,14 @@ DELEGATED = (
     ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
     ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
     ("vm run", "testbed.vm", "boot a VM with a stock Debian kernel (real netem) and run a command"),
+    ("remote run", "testbed.remote.cli", "run a matrix sharded over lab hosts by SSH (Fabric)"),
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",
     "vm": "a VM with a stock Debian kernel",
+    "remote": "a lab of several machines over SSH",
     "stack": "the bundled Python MPTCP stack without I/O",
 }
 

@@ -330,6 +330,8 @@ def _reusable(cell: Cell, directory: Path) -> dict[str, Any] | None:
         result = read_result(directory)
     except TestbedError:
         return None
+    if result.get("interrupted"):
+        return None  # a run stopped by Ctrl-C keeps its partial result, but it is not finished
     # compared as JSON: the stored spec went through json (tuples became lists)
     wanted = json.loads(json.dumps(cell.spec.as_dict(), default=str))
     return result if result.get("spec") == wanted else None
@@ -516,6 +518,11 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
         return EXIT_INTERRUPTED
     if args.junit:
         write_bytes_atomic(Path(args.junit), matrix_junit(doc))
+    return report_outcome(doc, out)
+
+
+def report_outcome(doc: dict[str, Any], out: Path) -> int:
+    """The summary on stdout and the exit status of a finished matrix (also `testbed remote run`'s)."""
     print(f"{doc['summary']['as_expected']}/{doc['summary']['cells']} cells as expected; "
           f"tables in {out / MATRIX_MD} and {out / MATRIX_HTML}")
     for cell in doc["cells"]:

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from testbed import kernel_mptcp
 from testbed.doctor import run_doctor
@@ -31,6 +31,7 @@ from testbed.net.shaping import Backends
 from testbed.net.state import RunState
 from testbed.net.topo import Topology
 from testbed.outcome import classify
+from testbed.progress import TransferProgress
 from testbed.results import (
     BIN_S,
     RESULT_FILE,
@@ -155,8 +156,13 @@ def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, 
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print,
-                   observer: Observer | None = None) -> dict[str, Any]:
-    """Run one experiment and write its result files into out_dir; returns the result."""
+                   observer: Observer | None = None, eta: TextIO | None = None) -> dict[str, Any]:
+    """Run one experiment and write its result files into out_dir; returns the result.
+
+    `eta`: where to draw the transfer's progress bar with the time left (`testbed run` gives
+    stderr); None draws nothing (a matrix has its own bar). Ctrl-C (or SIGTERM) during the
+    transfer stops the client, which reports what got through: the result is still written,
+    marked interrupted, and then KeyboardInterrupt propagates."""
     for endpoint in spec.endpoints:
         if importlib.util.find_spec(ENDPOINT_MODULES[endpoint.stack]) is None:
             raise SpecError(f"{spec.source}: stack {endpoint.stack!r} endpoints are not available in this "
@@ -170,14 +176,14 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = 
     with sigterm_as_interrupt():
         state = RunState.create()
         try:
-            return _run(spec, topo, backends, bumps, shaped, state, out_dir, progress, observer)
+            return _run(spec, topo, backends, bumps, shaped, state, out_dir, progress, observer, eta)
         finally:
             state.remove()
 
 
 def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[str, BumpRuntime],
          shaped: set[str], state: RunState, out_dir: Path, progress: Progress,
-         observer: Observer | None = None) -> dict[str, Any]:
+         observer: Observer | None = None, eta: TextIO | None = None) -> dict[str, Any]:
     work = Path(state.work_dir)
     progress(f"building {topo.name} (run {state.run_id}, backends rate={backends.rate} "
              f"loss={backends.loss} delay={backends.delay})")
@@ -226,28 +232,16 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
             "client", client.stack, spec, listen, client_addresses[0][0], work / "client.samples.csv",
             [a for a, _dev in client_addresses]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        pending = list(spec.timeline)
-        deadline = started + spec.traffic.timeout_s + (spec.traffic.seconds or 0) + 10
-        while client_proc.poll() is None:
-            now = time.monotonic() - started
-            while pending and pending[0].at_s <= now:
-                event = pending.pop(0)
-                entry = {"at_s": round(now, 3), "planned_at_s": event.at_s, "link": event.link}
-                if event.set:
-                    entry["params"] = net.change_link(event.link, event.set).as_dict()
-                if event.up is not None:
-                    net.set_link_up(event.link, event.up)
-                    entry["up"] = event.up
-                timeline_log.append(entry)
-                progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
-                         f"{'' if event.up is None else (' up' if event.up else ' down')}")
-            if time.monotonic() > deadline:
-                client_proc.terminate()  # the endpoint reports what got through, then exits
-                break
-            if observer is not None:
-                observer(work, time.monotonic() - started)
-            wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending else 0.05
-            time.sleep(wait)
+        interrupted = False
+        try:
+            _wait_for_client(spec, net, client_proc, started, work, timeline_log, progress, observer,
+                             _transfer_progress(spec, eta))
+        except KeyboardInterrupt:
+            # keep what got through: the client reports on SIGTERM (a second Ctrl-C aborts)
+            interrupted = True
+            progress("interrupted: stopping the client; the result keeps what got through")
+            if client_proc.poll() is None:
+                client_proc.terminate()
         client_out, client_err = finish_endpoint(client_proc, grace_s=10)
         # a server that never saw the connection (refused, reset before accept) waits in accept:
         # SIGTERM makes it report that, so every run ends with both reports
@@ -262,6 +256,8 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
                 capture.wait(timeout=5)
     timings = dict(net.timings)
 
+    if interrupted and not (client_out.strip() and server_out.strip()):
+        raise KeyboardInterrupt("run interrupted before both endpoints reported")
     try:
         _l, client_reports = parse_output(client_out)
         _l, server_reports = parse_output(first + server_out)
@@ -300,6 +296,8 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
         "problems": list(record.problems),
         "sha256": {"client": record.client.sha256, "server": record.server.sha256},
         "counters": counters,
+        # a python end's own counters (MPTcpExt names without the prefix), as outcome.py read them
+        "stack_counters": {"client": record.client.stack_counters, "server": record.server.stack_counters},
         "mptcp_info": {"client": record.client.mptcp_info.__dict__ if record.client.mptcp_info else None,
                        "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
     }
@@ -324,8 +322,69 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
         "expect": spec.expect,
         "expectations": check_expectations(spec.expect, connection),
     }
+    if interrupted:
+        result["interrupted"] = True
+        result["expectations"] = {"passed": False, "failures": ["run interrupted (Ctrl-C or SIGTERM)"]}
     write_json_atomic(out_dir / RESULT_FILE, result)
+    if interrupted:
+        progress(f"interrupted: partial result in {out_dir / RESULT_FILE} "
+                 f"({record.bytes} bytes got through, outcome {outcome})")
+        raise KeyboardInterrupt("run interrupted; partial result written")
     return result
+
+
+def _transfer_progress(spec: ExperimentSpec, stream: TextIO | None) -> TransferProgress | None:
+    if stream is None:
+        return None
+    timeline_end = max((event.at_s for event in spec.timeline), default=0.0)
+    return TransferProgress(seconds=spec.traffic.seconds if spec.traffic.bytes is None else None,
+                            total_bytes=spec.traffic.bytes, timeline_end_s=timeline_end,
+                            label=spec.name, stream=stream)
+
+
+def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess.Popen, started: float,
+                     work: Path, timeline_log: list[dict[str, Any]], progress: Progress,
+                     observer: Observer | None, bar: TransferProgress | None) -> None:
+    """Apply the timeline while the client runs; past the deadline SIGTERM it. The bar (if any)
+    follows the client's samples file: cumulative bytes per subflow."""
+    from testbed.demo.livegraph import SampleTail
+
+    pending = list(spec.timeline)
+    deadline = started + spec.traffic.timeout_s + (spec.traffic.seconds or 0) + 10
+    tail = SampleTail(work / "client.samples.csv") if bar is not None else None
+    per_subflow: dict[str, int] = {}
+    sampled_at = 0.0
+    next_tick = 0.0
+    try:
+        while client_proc.poll() is None:
+            now = time.monotonic() - started
+            while pending and pending[0].at_s <= now:
+                event = pending.pop(0)
+                entry = {"at_s": round(now, 3), "planned_at_s": event.at_s, "link": event.link}
+                if event.set:
+                    entry["params"] = net.change_link(event.link, event.set).as_dict()
+                if event.up is not None:
+                    net.set_link_up(event.link, event.up)
+                    entry["up"] = event.up
+                timeline_log.append(entry)
+                progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
+                         f"{'' if event.up is None else (' up' if event.up else ' down')}")
+            if time.monotonic() > deadline:
+                client_proc.terminate()  # the endpoint reports what got through, then exits
+                break
+            if observer is not None:
+                observer(work, time.monotonic() - started)
+            if bar is not None and tail is not None and now >= next_tick:
+                next_tick = now + 0.25
+                for sample in tail.read_new():
+                    per_subflow[sample.local] = sample.bytes
+                    sampled_at = max(sampled_at, sample.t_s)
+                bar.tick(now, sum(per_subflow.values()), sampled_at or None)
+            wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending else 0.05
+            time.sleep(wait)
+    finally:
+        if bar is not None:
+            bar.finish()
 
 
 INCOMPLETE_OUTCOMES = ("corrupted", "mp-fail", "reset", "stalled")
