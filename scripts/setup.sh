@@ -12,6 +12,9 @@ APT_PACKAGES=(
   # /boot/vmlinuz-* and /lib/modules only), busybox for virtme-ng's initramfs; vagrant validates
   # the lab's Vagrantfile
   qemu-system-x86 linux-image-amd64 busybox-static vagrant
+  # `testbed remote run` (docs/lab.md): ssh for the lab; sshd only as a program for the tests'
+  # servers in namespaces (installed without starting or enabling the ssh service, see below)
+  openssh-client openssh-server
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -34,7 +37,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -q
+  # installing openssh-server must not leave an ssh service running (or starting at boot) on a
+  # machine that had none: a temporary policy-rc.d (101 = action forbidden) stops the package
+  # scripts from starting it, and if this script installed it, the service is disabled again
+  new_sshd=""
+  if printf '%s\n' "${missing[@]}" | grep -qx openssh-server; then new_sshd=1; fi
+  own_policy=""
+  if [ -n "$new_sshd" ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  if [ -n "$new_sshd" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
 fi
 
 PYTHON="${PYTHON:-/usr/bin/python3}"
