@@ -43,6 +43,7 @@ class BenchRun:
     intact: bool
     client: EndpointReport
     server: EndpointReport
+    driver: dict[str, object] | None  # the python endpoint's driver stats (CPU, I/O)
 
 
 def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile: Path | None,
@@ -56,6 +57,8 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
         server.kill()
         raise RuntimeError(f"kernel server did not start: {line!r}")
     module = ["-m", f"testbed.endpoints.{stack}"]
+    if stack == "python":
+        extra = (*extra, "--driver-stats")
     if profile is not None:
         module = ["-m", "cProfile", "-o", str(profile), *module]
     client = net.popen("client", [sys.executable, *module, "client", "--connect", f"{SERVER}:{PORT}",
@@ -75,7 +78,15 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
     duration = max(sender.duration_s, 1e-9)
     rates = tuple(round(sub.bytes_acked * 8 / duration / 1e6, 1) for sub in sender.subflows)
     return BenchRun(stack, receiver.goodput_mbps, rates, sender.sha256 == receiver.sha256 and
-                    sender.bytes == receiver.bytes, c, s)
+                    sender.bytes == receiver.bytes, c, s, _driver_stats(client_err))
+
+
+def _driver_stats(stderr: str) -> dict[str, object] | None:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{") and '"event": "driver"' in line:
+            value = json.loads(line)
+            return value if isinstance(value, dict) else None
+    return None
 
 
 def _profile_summary(path: Path, lines: int = 25) -> str:
@@ -108,6 +119,8 @@ def run_bench(seconds: float, direction: str, profile: bool) -> dict[str, object
                                       "retransmitted_bytes": sum(
                                           sub.bytes_retrans for report in (run.client, run.server)
                                           for sub in report.subflows)}
+                if run.driver is not None:
+                    results[run.stack]["driver"] = run.driver
             ratio = python.goodput_mbps / kernel.goodput_mbps if kernel.goodput_mbps else None
             results["ratio"] = None if ratio is None else round(ratio, 3)
             if profile_path is not None and profile_path.exists():
@@ -134,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stack:>6} <-> kernel: {entry['goodput_mbps']:8.1f} Mbit/s  "
               f"per subflow {entry['per_subflow_mbit']}  intact={entry['intact']}  "
               f"retransmitted {entry['retransmitted_bytes']} B")
+        driver = entry.get("driver")
+        if isinstance(driver, dict) and driver.get("cpu"):
+            cpu = driver["cpu"]
+            print(f"{'':>6}  python client CPU: {cpu['busy_pct']}% of one core "
+                  f"(user {cpu['user_s']} s, system {cpu['system_s']} s in {cpu['wall_s']} s)")
     ratio = result["ratio"]
     print(f"ratio python/kernel: {ratio}  (goal >= {GOAL_RATIO})")
     if "profile" in result:

@@ -11,6 +11,7 @@ other and a python endpoint talks to a kernel one; plus the stack's options:
       --backup ADDR (subflows from ADDR open as backup) --announce ADDR (ADD_ADDR it)
       --stack-config JSON (any StackConfig field) --at AMOUNT:KIND[:ADDR] (timed signalling,
       see python_app.Action) --driver-stats (one extra {"event":"driver",...} line on stderr)
+      --no-ack-coalescing (see driver.ack_coalesce)
 
 The stack owns the host's addresses next to the kernel: an nft table (driver.guard) hides
 its segments from the kernel for the program's lifetime. ``--tcp`` runs the stack with
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print driver statistics (timer lateness, pkt counts) to stderr")
         sub.add_argument("--batch", type=_positive_int, default=BATCH,
                          help="packets read per loop iteration before the stack's output is sent")
+        sub.add_argument("--no-ack-coalescing", action="store_true",
+                         help="feed the stack every pure ACK of a batch (default: a run of pure "
+                              "cumulative ACKs of one subflow is folded into its newest one)")
         sub.add_argument("--rng-seed", type=_non_negative_int, default=None,
                          help="seed of the stack's keys, nonces and ISNs (default: random)")
     return parser
@@ -239,7 +243,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     io = PacketIO(addresses, PortFilter(port_ranges))
     try:
         with KernelGuard(addresses, port_ranges):
-            driver = StackDriver(host, io, batch=args.batch)
+            driver = StackDriver(host, io, batch=args.batch, coalesce_acks=not args.no_ack_coalescing)
             if args.role == "server":
                 host.listen(port)
                 emit(ListeningEvent(address=f"{listen_address}:{port}", transport=args.transport,

@@ -282,6 +282,12 @@ def _dss_layout(option: Dss) -> _DssLayout:
     return _DSS_CANONICAL[(bits, option.checksum is not None)]
 
 
+def dss_wire_layout(option: Dss) -> _DssLayout:
+    """The canonical wire shape `option` is encoded with (WireError for a half mapping):
+    for encoders that pack a DSS together with other fields (testbed.wire.tcp's fast path)."""
+    return _dss_layout(option)
+
+
 def _dss_length(option: Dss) -> int:
     return _dss_layout(option).length
 

@@ -12,8 +12,9 @@ import struct
 
 from testbed.wire.checksum import ones_complement_sum, pseudo_header_sum
 from testbed.wire.errors import WireError
-from testbed.wire.tcp_options import decode_options_at, encode_options
-from testbed.wire.types import TcpSegment
+from testbed.wire.mptcp_options import DSS_FLAG_DATA_FIN, MPTCP_SUBTYPE_DSS, TCPOPT_MPTCP, dss_wire_layout
+from testbed.wire.tcp_options import TCPOPT_TIMESTAMPS, decode_options_at, encode_options
+from testbed.wire.types import Dss, TcpSegment, Timestamps
 
 TCP_HEADER = struct.Struct("!HHIIBBHHH")
 TCP_MIN_HEADER_LENGTH = 20
@@ -65,8 +66,45 @@ def encode_tcp_header(segment: TcpSegment, checksum: int = 0) -> bytes:
     return header + options if options else header
 
 
+# Header + Timestamps + DSS packed by one struct, per DSS wire layout: the options of almost
+# every segment an MPTCP sender emits (data with a mapping and a data ACK, or a pure data ACK).
+_TIMESTAMPED_DSS_SHAPES: dict[object, struct.Struct] = {}
+_DSS_HEAD = MPTCP_SUBTYPE_DSS << 4
+
+
+def _timestamped_dss_header(segment: TcpSegment, timestamps: Timestamps, dss: Dss,
+                            checksum: int) -> bytes:
+    """Byte-for-byte what encode_tcp_header gives for options [Timestamps, Dss], in one pack."""
+    layout = dss_wire_layout(dss)
+    shape = _TIMESTAMPED_DSS_SHAPES.get(layout)
+    if shape is None:
+        options_length = 10 + layout.length
+        padding = -options_length % 4
+        shape = struct.Struct(TCP_HEADER.format + "BBII" + layout.shape.format.lstrip("!") + "x" * padding)
+        _TIMESTAMPED_DSS_SHAPES[layout] = shape
+    values = [segment.src_port, segment.dst_port, segment.seq, segment.ack, (shape.size // 4) << 4,
+              segment.flags, segment.window, checksum, segment.urgent,
+              TCPOPT_TIMESTAMPS, 10, timestamps.tsval, timestamps.tsecr,
+              TCPOPT_MPTCP, layout.length, _DSS_HEAD,
+              layout.flags | (DSS_FLAG_DATA_FIN if dss.data_fin else 0)]
+    if layout.has_ack:
+        values.append(dss.data_ack)
+    if layout.has_map:
+        values += (dss.dsn, dss.subflow_seq, dss.data_len)
+    if layout.has_checksum:
+        values.append(dss.checksum)
+    return shape.pack(*values)
+
+
 def tcp_header_and_checksum(segment: TcpSegment, src: str, dst: str) -> tuple[bytes, int]:
     """The encoded header with its checksum filled in, and that checksum."""
+    options = segment.options
+    if (len(options) == 2 and type(options[0]) is Timestamps and type(options[1]) is Dss
+            and segment.payload):
+        try:
+            return _timestamped_dss_with_checksum(segment, options[0], options[1], src, dst)  # type: ignore[arg-type]
+        except (struct.error, WireError):
+            pass  # out-of-range field: the general path below raises the precise WireError
     header = encode_tcp_header(segment)
     payload = segment.payload
     initial = pseudo_header_sum(src, dst, len(header) + len(payload))
@@ -74,6 +112,15 @@ def tcp_header_and_checksum(segment: TcpSegment, src: str, dst: str) -> tuple[by
     total = ones_complement_sum(payload, ones_complement_sum(header, initial))
     checksum = ~total & 0xFFFF
     return header[:TCP_CHECKSUM_OFFSET] + _U16.pack(checksum) + header[18:], checksum
+
+
+def _timestamped_dss_with_checksum(segment: TcpSegment, timestamps: Timestamps, dss: Dss,
+                                   src: str, dst: str) -> tuple[bytes, int]:
+    header = _timestamped_dss_header(segment, timestamps, dss, 0)
+    payload = segment.payload
+    initial = pseudo_header_sum(src, dst, len(header) + len(payload))
+    checksum = ~ones_complement_sum(payload, ones_complement_sum(header, initial)) & 0xFFFF
+    return _timestamped_dss_header(segment, timestamps, dss, checksum), checksum
 
 
 def encode_tcp(segment: TcpSegment, src: str, dst: str, *, checksum: int | None = None) -> bytes:

@@ -11,12 +11,14 @@ rounding; `TimerLateness` records how late every timer actually ran.
 
 from __future__ import annotations
 
+import resource
 import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from testbed.mptcp.driver.ack_coalesce import coalesce_pure_acks
 from testbed.mptcp.driver.packet_io import PacketIO
 from testbed.mptcp.events import Event
 from testbed.mptcp.host import MptcpHost
@@ -72,7 +74,8 @@ class StackDriver:
     """Moves packets between a PacketIO and a host until the app is finished or stopped."""
 
     def __init__(self, host: MptcpHost, io: PacketIO,
-                 clock: Callable[[], float] = time.monotonic, batch: int = BATCH) -> None:
+                 clock: Callable[[], float] = time.monotonic, batch: int = BATCH,
+                 coalesce_acks: bool = True) -> None:
         self.host = host
         self.io = io
         self.clock = clock
@@ -80,6 +83,15 @@ class StackDriver:
         self.lateness = TimerLateness()
         self.malformed = 0
         self.iterations = 0
+        self.coalesce_acks = coalesce_acks
+        self.acks_coalesced = 0
+        self._cpu_start: tuple[float, float, float] | None = None
+        self._cpu_end: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _cpu_sample(clock: Callable[[], float]) -> tuple[float, float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return clock(), usage.ru_utime, usage.ru_stime
 
     def _events(self, app: DriverApp, now: float) -> None:
         host = self.host
@@ -94,6 +106,13 @@ class StackDriver:
     def run(self, app: DriverApp, stop: Callable[[], bool], linger_s: float = 0.2) -> None:
         """Drive until `app.finished` (plus `linger_s` to answer the peer's last segments)
         or until `stop()` says so."""
+        self._cpu_start = self._cpu_sample(self.clock)
+        try:
+            self._drive(app, stop, linger_s)
+        finally:
+            self._cpu_end = self._cpu_sample(self.clock)
+
+    def _drive(self, app: DriverApp, stop: Callable[[], bool], linger_s: float) -> None:
         host, io, clock = self.host, self.io, self.clock
         receive_packet = host.receive_packet
         wait_on = [io.rx]
@@ -102,6 +121,10 @@ class StackDriver:
             self.iterations += 1
             now = clock()
             raw_packets = io.receive(self.batch)
+            batch_full = len(raw_packets) == self.batch
+            if self.coalesce_acks:
+                raw_packets, skipped = coalesce_pure_acks(raw_packets)
+                self.acks_coalesced += skipped
             for raw in raw_packets:
                 try:
                     packet = decode_packet(raw)
@@ -122,7 +145,7 @@ class StackDriver:
                     linger_until = now + linger_s
                 elif now >= linger_until:
                     return
-            if len(raw_packets) == self.batch:
+            if batch_full:
                 continue
             deadline = now + IDLE_WAIT_S
             timer = host.get_timer()
@@ -136,6 +159,19 @@ class StackDriver:
             if wait > 0:
                 select.select(wait_on, [], [], wait)
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user, system) the process used while driving, and their share of the
+        wall time: a stack at ~100% is CPU-bound, whatever the link could carry."""
+        if self._cpu_start is None or self._cpu_end is None:
+            return {}
+        (t0, user0, sys0), (t1, user1, sys1) = self._cpu_start, self._cpu_end
+        wall = max(t1 - t0, 1e-9)
+        return {"wall_s": round(wall, 3), "user_s": round(user1 - user0, 3),
+                "system_s": round(sys1 - sys0, 3),
+                "busy_pct": round(100 * ((user1 - user0) + (sys1 - sys0)) / wall, 1)}
+
     def stats(self) -> dict[str, object]:
         return {"io": self.io.stats(), "malformed": self.malformed,
-                "iterations": self.iterations, "timer_lateness": self.lateness.summary()}
+                "acks_coalesced": self.acks_coalesced,
+                "iterations": self.iterations, "timer_lateness": self.lateness.summary(),
+                "cpu": self.cpu()}

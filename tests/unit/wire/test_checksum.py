@@ -20,6 +20,10 @@ from testbed.wire import (
     ones_complement_sum,
     tcp_checksum,
 )
+from testbed.wire.checksum import pseudo_header_sum
+from testbed.wire.tcp import encode_tcp_header, tcp_header_and_checksum, verify_tcp_checksum
+from testbed.wire.types import Dss, TcpSegment, Timestamps
+from tests.unit.wire.strategies import dsses
 
 
 def reference_sum(data: bytes) -> int:
@@ -152,3 +156,19 @@ def test_checksum_adjust_helpers_for_fields() -> None:
     assert checksum_adjust_u16(middle, 50000, 40000) == internet_checksum(segment)
     with pytest.raises(WireError):
         checksum_adjust(0, b"\x00", b"\x01")
+
+
+@given(src_port=st.integers(0, 0xFFFF), seq=st.integers(0, 2**32 - 1), flags=st.integers(0, 0xFF),
+       tsval=st.integers(0, 2**32 - 1), dss=dsses(), payload=st.binary(min_size=1, max_size=1500))
+def test_timestamped_dss_fast_path_is_byte_exact(src_port: int, seq: int, flags: int, tsval: int,
+                                                 dss: Dss, payload: bytes) -> None:
+    """Data segments with [Timestamps, Dss] are packed by one struct: the same bytes and checksum
+    as encoding the options one by one, for every DSS shape (ack 32/64, mapping, checksum, F)."""
+    segment = TcpSegment(src_port, 5201, seq, 77, flags, 512, [Timestamps(tsval, 9), dss], payload)
+    header, checksum = tcp_header_and_checksum(segment, "10.0.1.1", "10.0.100.2")
+    general = encode_tcp_header(segment)
+    expected = internet_checksum(payload, ones_complement_sum(
+        general, pseudo_header_sum("10.0.1.1", "10.0.100.2", len(general) + len(payload))))
+    assert checksum == expected
+    assert header == general[:16] + struct.pack("!H", expected) + general[18:]
+    assert verify_tcp_checksum("10.0.1.1", "10.0.100.2", header + payload)
