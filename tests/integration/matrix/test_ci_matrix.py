@@ -23,6 +23,12 @@ if os.geteuid() != 0:
 
 ROOT = Path(__file__).resolve().parents[3]
 CI_SPEC = ROOT / "experiments" / "fallback_matrix_ci.toml"
+# The committed baseline (refresh: README, "Regression baseline"). Outcomes must match exactly;
+# goodput may fall by up to BASELINE_TOLERANCE_PCT: wide enough for a loaded 2-core CI VM (1 s
+# uploads, the inline middlebox process sharing the CPU), narrow enough that losing a subflow
+# in the reference row (188 -> 94 Mbit/s, -50 %) fails.
+BASELINE = ROOT / "experiments" / "baselines" / "fallback_matrix_ci.json"
+BASELINE_TOLERANCE_PCT = 40
 
 
 def python_module(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
@@ -82,6 +88,40 @@ def test_compare_with_itself_passes_and_an_edit_fails(ci_matrix, tmp_path: Path)
     assert worse.returncode == 1
     assert "outcome fallback-syn -> mptcp" in worse.stdout
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+
+
+def test_fresh_run_matches_the_committed_baseline(ci_matrix, tmp_path: Path) -> None:
+    """The CI gate itself: `testbed compare BASELINE CURRENT --tolerance N --junit FILE`."""
+    out, _ = ci_matrix
+    junit = tmp_path / "baseline.junit.xml"
+    done = python_module("testbed.compare", str(BASELINE), str(out), "--tolerance",
+                         str(BASELINE_TOLERANCE_PCT), "--junit", str(junit))
+    assert done.returncode == 0, done.stdout + done.stderr
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "6" and suite.get("failures") == "0"
+    # the baseline is a real run of this spec, every cell as expected, not an empty file that
+    # would pass any comparison
+    baseline = json.loads(BASELINE.read_text())
+    assert baseline["name"] == "fallback_matrix_ci" and baseline["partial"] is False
+    assert baseline["summary"]["as_expected"] == baseline["summary"]["cells"] == 6
+    assert {c["row"] for c in baseline["cells"]} == {c["row"] for c in json.loads(
+        (out / "matrix.json").read_text())["cells"]}
+    assert all(c["goodput_mbps"] > 50 for c in baseline["cells"] if c["outcome"] != "reset")
+
+
+def test_the_gate_fails_on_a_lost_subflow(ci_matrix, tmp_path: Path) -> None:
+    """The tolerance is narrow enough: the reference row at half its goodput is a regression."""
+    out, _ = ci_matrix
+    halved = tmp_path / "halved"
+    halved.mkdir()
+    doc = json.loads((out / "matrix.json").read_text())
+    reference = next(c for c in doc["cells"] if c["row"] == "none")
+    reference["goodput_mbps"] = json.loads(BASELINE.read_text())["cells"][0]["goodput_mbps"] / 2
+    (halved / "matrix.json").write_text(json.dumps(doc))
+    done = python_module("testbed.compare", str(BASELINE), str(halved), "--tolerance",
+                         str(BASELINE_TOLERANCE_PCT))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "none" in done.stdout and "goodput -50.0%" in done.stdout
 
 
 def test_report_rederives_tables_and_plots(ci_matrix, tmp_path: Path) -> None:
