@@ -92,7 +92,8 @@ def connect(host: HostSpec, options: SshOptions) -> fabric.Connection:
     _load_known_hosts(conn.client, options.known_hosts)
     conn.client.set_missing_host_key_policy(
         KnownHostsPolicy(options.known_hosts, accept_new=options.accept_new_host_keys))
-    where = f"{host} ({conn.user}@{conn.host}:{conn.port})"
+    # an alias (ssh config HostName) is shown with what it resolved to
+    where = str(host) if conn.host == host.host else f"{host} ({conn.user}@{conn.host}:{conn.port})"
     try:
         conn.open()
     except HostKeyRefused as exc:

@@ -1,0 +1,82 @@
+"""Host keys against known_hosts and unusable hosts, with real sshd servers (`--check`: the
+hosts are connected, the project shipped and doctor run, but no cell is run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.remote.lab import PROJECT, Lab
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+CI_SPEC = str(PROJECT / "experiments" / "fallback_matrix_ci.toml")
+
+
+def one_line_error(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("testbed: ")
+    return lines[0]
+
+
+def test_unknown_keys_refused_then_accepted_and_a_changed_key_refused(lab: Lab, tmp_path: Path) -> None:
+    lab.known_hosts.write_text("")
+    h1, h2 = lab.servers["h1"], lab.servers["h2"]
+    out = str(tmp_path / "out")
+
+    refused = lab.controller(CI_SPEC, "--hosts", "h1,h2", "--out", out, "--check")
+    assert refused.returncode == 2
+    line = one_line_error(refused.stderr)
+    for server in (h1, h2):
+        assert "unknown host key ssh-ed25519 SHA256:" in line and server.address in line
+    assert "--accept-new-host-keys" in line and f"ssh-keyscan -p 2222 {h2.address}" in line
+    assert lab.known_hosts.read_text() == ""  # nothing written without the flag
+
+    accepted = lab.controller(CI_SPEC, "--hosts", "h1,h2", "--out", out, "--check", "--accept-new-host-keys")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "h1 " in accepted.stdout and "h2 " in accepted.stdout
+    assert "nothing run (--check)" in accepted.stdout
+    # exactly the servers' keys, under the names OpenSSH itself uses ([host]:port off port 22)
+    assert sorted(lab.known_hosts.read_text().splitlines()) == sorted(
+        [h1.known_hosts_line().strip(), h2.known_hosts_line().strip()])
+
+    known_now = lab.controller(CI_SPEC, "--hosts", "h1,h2", "--out", out, "--check")
+    assert known_now.returncode == 0, known_now.stderr
+
+    before = lab.known_hosts.read_text()
+    lab.new_host_key(h2)
+    changed = lab.controller(CI_SPEC, "--hosts", "h2", "--out", out, "--check", "--accept-new-host-keys")
+    assert changed.returncode == 2
+    line = one_line_error(changed.stderr)
+    assert f"host key CHANGED for [{h2.address}]:2222" in line
+    assert "refused even with --accept-new-host-keys" in line
+    assert f"ssh-keygen -R '[{h2.address}]:2222'" in line
+    assert lab.known_hosts.read_text() == before  # the changed key was not written
+
+    # with a usable host beside it, the changed one is refused by name and the run goes on
+    mixed = lab.controller(CI_SPEC, "--hosts", "h1,h2", "--out", out, "--check", "--accept-new-host-keys")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "[remote] h2: refused: h2: host key CHANGED" in mixed.stderr
+    assert "[remote] h1: ready" in mixed.stderr
+
+
+def test_unreachable_hosts_are_one_line_exit_2(lab: Lab, tmp_path: Path) -> None:
+    # a closed port on a live host, and an address with no route from the controller
+    done = lab.controller(CI_SPEC, "--hosts", "root@10.231.1.2:2,root@10.231.99.9", "--out",
+                          str(tmp_path / "out"), "--connect-timeout", "3")
+    assert done.returncode == 2
+    line = one_line_error(done.stderr)
+    assert line.startswith("testbed: no usable host: root@10.231.1.2:2: unreachable (Connection refused); ")
+    assert line.endswith("root@10.231.99.9: unreachable (Network is unreachable)")
+
+
+def test_a_host_that_cannot_run_experiments_is_refused_by_name(lab: Lab, tmp_path: Path) -> None:
+    """The remote interpreter is checked, and so is the code it imports."""
+    missing = lab.controller(CI_SPEC, "--hosts", "h1", "--out", str(tmp_path / "out"), "--check",
+                             "--remote-python", "/nonexistent/python3")
+    assert missing.returncode == 2
+    line = one_line_error(missing.stderr)
+    assert line.startswith("testbed: no usable host: h1: remote python /nonexistent/python3 not found")
