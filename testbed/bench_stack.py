@@ -3,12 +3,15 @@
 One invocation builds two_path (2 x 100 Mbit/s, MTU 1500) once and runs, in turn, the same
 upload from the client host to a kernel MPTCP server: first with a kernel MPTCP client
 (kernel <-> kernel), then with the python client (python <-> kernel), each with two
-subflows. It prints both goodputs, as measured by the receiving kernel server, and the
-ratio python/kernel (the project's goal: >= 0.95). `--profile` runs the python client under
-cProfile and prints where its time goes; `--direction download` makes the python stack the
-receiver instead.
+subflows, `--rounds` times (alternating, default 3). It prints the median goodputs, as
+measured by the receiving end, their ratio python/kernel (the project's goal: >= 0.95), each
+round's ratio, the python process's CPU use (a stack at ~100% of a core is CPU-bound) and the
+machine's load average, since another job on the machine lowers the python figure first.
+`--profile` runs the python client once more under cProfile and prints where its time goes;
+`--direction download` makes the python stack the receiver instead.
 
-    python -m testbed.bench_stack [--seconds 10] [--direction upload] [--profile]
+    testbed stack wirebench [--seconds 10] [--rounds 3] [--direction upload] [--profile] [--json]
+    python -m testbed.bench_stack ...   (the same)
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from testbed import kernel_mptcp
 from testbed.endpoints.report import EndpointReport, parse_output
+from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.build import Network
 from testbed.net.state import RunState
 from testbed.runner import detect_backends
@@ -55,7 +61,7 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
     line = server.stdout.readline()
     if '"listening"' not in line:
         server.kill()
-        raise RuntimeError(f"kernel server did not start: {line!r}")
+        raise RunFailed(f"wirebench: the kernel server did not start: {line!r}")
     module = ["-m", f"testbed.endpoints.{stack}"]
     if stack == "python":
         extra = (*extra, "--driver-stats")
@@ -70,7 +76,7 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
     _, client_reports = parse_output(client_out)
     _, server_reports = parse_output(server_out)
     if not client_reports or not server_reports:
-        raise RuntimeError(f"{stack}: no report (client stderr: {client_err[-800:]}; "
+        raise RunFailed(f"wirebench: {stack} run gave no report (client stderr: {client_err[-800:]}; "
                            f"server: {server_err[-800:]})")
     c, s = client_reports[-1], server_reports[-1]
     receiver = s if direction == "upload" else c
@@ -96,67 +102,132 @@ def _profile_summary(path: Path, lines: int = 25) -> str:
     return out.getvalue()
 
 
-def run_bench(seconds: float, direction: str, profile: bool) -> dict[str, object]:
+def _summary(run: BenchRun) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "goodput_mbps": run.goodput_mbps, "per_subflow_mbit": run.per_subflow_mbit,
+        "intact": run.intact, "subflows": len(run.client.subflows),
+        "retransmitted_bytes": sum(sub.bytes_retrans for report in (run.client, run.server)
+                                   for sub in report.subflows)}
+    if run.driver is not None:
+        entry["driver"] = run.driver
+    return entry
+
+
+def _load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_bench(seconds: float, direction: str, profile: bool, rounds: int = 3) -> dict[str, object]:
+    """`rounds` alternations of kernel and python runs on one build of two_path: the medians
+    and their ratio are the figure, so one run disturbed by another job does not decide it."""
     topo = build_topology("two_path", {"rate_mbit": 100.0})
     state = RunState.create()
-    results: dict[str, object] = {"seconds": seconds, "direction": direction, "rate_mbit_per_path": 100}
+    results: dict[str, object] = {"seconds": seconds, "direction": direction, "rate_mbit_per_path": 100,
+                                  "rounds": rounds, "load_average_before": _load_average()}
     try:
         with Network(topo, detect_backends(), state) as net, tempfile.TemporaryDirectory() as tmp:
             kernel_mptcp.configure(net.netns("server"), subflows=4, add_addr_accepted=4, checksum=False)
             kernel_mptcp.configure(net.netns("client"), subflows=4, add_addr_accepted=4, checksum=False,
                                    subflow_endpoints=(("10.0.2.1", "client-eth1"),))
+            results["kernel_congestion_control"] = subprocess.run(
+                ["ip", "netns", "exec", net.netns("client"), "sysctl", "-n",
+                 "net.ipv4.tcp_congestion_control"], capture_output=True, text=True, check=False,
+            ).stdout.strip() or None
             time.sleep(0.2)
-            kernel = _run_pair(net, "kernel", seconds, direction, None)
-            python = _run_pair(net, "python", seconds, direction, None)
+            runs: dict[str, list[BenchRun]] = {"kernel": [], "python": []}
+            for _ in range(rounds):
+                for stack in ("kernel", "python"):
+                    runs[stack].append(_run_pair(net, stack, seconds, direction, None))
             profile_path = Path(tmp) / "python.prof" if profile else None
             if profile_path is not None:  # a separate run: cProfile slows the stack down
                 profiled = _run_pair(net, "python", seconds, direction, profile_path)
                 results["profiled_goodput_mbps"] = profiled.goodput_mbps
-            for run in (kernel, python):
-                results[run.stack] = {"goodput_mbps": run.goodput_mbps,
-                                      "per_subflow_mbit": run.per_subflow_mbit,
-                                      "intact": run.intact, "subflows": len(run.client.subflows),
-                                      "retransmitted_bytes": sum(
-                                          sub.bytes_retrans for report in (run.client, run.server)
-                                          for sub in report.subflows)}
-                if run.driver is not None:
-                    results[run.stack]["driver"] = run.driver
-            ratio = python.goodput_mbps / kernel.goodput_mbps if kernel.goodput_mbps else None
-            results["ratio"] = None if ratio is None else round(ratio, 3)
+            for stack, stack_runs in runs.items():
+                median_run = sorted(stack_runs, key=lambda run: run.goodput_mbps)[len(stack_runs) // 2]
+                results[stack] = {**_summary(median_run), "median_of": len(stack_runs),
+                                  "all_goodputs_mbps": [run.goodput_mbps for run in stack_runs],
+                                  "all_intact": all(run.intact for run in stack_runs)}
+            kernel_median = statistics.median(run.goodput_mbps for run in runs["kernel"])
+            python_median = statistics.median(run.goodput_mbps for run in runs["python"])
+            results["ratio"] = round(python_median / kernel_median, 3) if kernel_median else None
+            results["ratio_per_round"] = [
+                round(p.goodput_mbps / k.goodput_mbps, 3) if k.goodput_mbps else None
+                for k, p in zip(runs["kernel"], runs["python"], strict=True)]
             if profile_path is not None and profile_path.exists():
                 results["profile"] = _profile_summary(profile_path)
     finally:
         state.remove()
+    results["load_average_after"] = _load_average()
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.bench_stack", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--direction", choices=("upload", "download"), default="upload")
-    parser.add_argument("--profile", action="store_true", help="cProfile the python client")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=_positive_float, default=10.0, help="length of each transfer")
+    parser.add_argument("--rounds", type=_positive_int, default=3,
+                        help="alternations of kernel and python runs; medians are compared")
+    parser.add_argument("--direction", choices=("upload", "download"), default="upload",
+                        help="upload: the python client sends; download: it receives")
+    parser.add_argument("--profile", action="store_true", help="one more python run under cProfile")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    result = run_bench(args.seconds, args.direction, args.profile)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("stack wirebench needs root (it builds network namespaces): "
+                                 "run it with sudo")
+    result = run_bench(args.seconds, args.direction, args.profile, args.rounds)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    print(f"two_path 2 x 100 Mbit/s, {args.direction}, {args.seconds:g} s per run, median of "
+          f"{args.rounds}; kernel congestion control {result['kernel_congestion_control']}; "
+          f"load average {result['load_average_before']} before, {result['load_average_after']} after")
     for stack in ("kernel", "python"):
         entry = result[stack]
         assert isinstance(entry, dict)
         print(f"{stack:>6} <-> kernel: {entry['goodput_mbps']:8.1f} Mbit/s  "
-              f"per subflow {entry['per_subflow_mbit']}  intact={entry['intact']}  "
-              f"retransmitted {entry['retransmitted_bytes']} B")
+              f"(runs {entry['all_goodputs_mbps']})  per subflow {entry['per_subflow_mbit']}  "
+              f"intact={entry['all_intact']}  retransmitted {entry['retransmitted_bytes']} B")
         driver = entry.get("driver")
         if isinstance(driver, dict) and driver.get("cpu"):
             cpu = driver["cpu"]
-            print(f"{'':>6}  python client CPU: {cpu['busy_pct']}% of one core "
+            print(f"{'':>6}  python process CPU: {cpu['busy_pct']}% of one core "
                   f"(user {cpu['user_s']} s, system {cpu['system_s']} s in {cpu['wall_s']} s)")
-    ratio = result["ratio"]
-    print(f"ratio python/kernel: {ratio}  (goal >= {GOAL_RATIO})")
+    print(f"ratio python/kernel: {result['ratio']}  per round {result['ratio_per_round']}  "
+          f"(goal >= {GOAL_RATIO})")
     if "profile" in result:
         print(result["profile"])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m` entry: the `testbed stack wirebench` command, through the one CLI error handler."""
+    from testbed.cli import main as cli_main
+
+    return cli_main(["stack", "wirebench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -117,12 +117,13 @@ DELEGATED = (
     ("remote run", "testbed.remote.cli", "run a matrix sharded over lab hosts by SSH (Fabric)"),
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
+    ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",
     "vm": "a VM with a stock Debian kernel",
     "remote": "a lab of several machines over SSH",
-    "stack": "the bundled Python MPTCP stack without I/O",
+    "stack": "the bundled Python MPTCP stack: simulated, and benchmarked on the wire",
 }
 
 

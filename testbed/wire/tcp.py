@@ -70,11 +70,13 @@ def encode_tcp_header(segment: TcpSegment, checksum: int = 0) -> bytes:
 # every segment an MPTCP sender emits (data with a mapping and a data ACK, or a pure data ACK).
 _TIMESTAMPED_DSS_SHAPES: dict[object, struct.Struct] = {}
 _DSS_HEAD = MPTCP_SUBTYPE_DSS << 4
+_CHECKSUM_INDEX = 7  # of the checksum field among TCP_HEADER's values
 
 
-def _timestamped_dss_header(segment: TcpSegment, timestamps: Timestamps, dss: Dss,
-                            checksum: int) -> bytes:
-    """Byte-for-byte what encode_tcp_header gives for options [Timestamps, Dss], in one pack."""
+def _timestamped_dss_with_checksum(segment: TcpSegment, timestamps: Timestamps, dss: Dss,
+                                   src: str, dst: str) -> tuple[bytes, int]:
+    """Byte-for-byte what the general path gives for options [Timestamps, Dss], packed by one
+    struct (twice: with a zero checksum to sum it, then with the checksum)."""
     layout = dss_wire_layout(dss)
     shape = _TIMESTAMPED_DSS_SHAPES.get(layout)
     if shape is None:
@@ -83,7 +85,7 @@ def _timestamped_dss_header(segment: TcpSegment, timestamps: Timestamps, dss: Ds
         shape = struct.Struct(TCP_HEADER.format + "BBII" + layout.shape.format.lstrip("!") + "x" * padding)
         _TIMESTAMPED_DSS_SHAPES[layout] = shape
     values = [segment.src_port, segment.dst_port, segment.seq, segment.ack, (shape.size // 4) << 4,
-              segment.flags, segment.window, checksum, segment.urgent,
+              segment.flags, segment.window, 0, segment.urgent,
               TCPOPT_TIMESTAMPS, 10, timestamps.tsval, timestamps.tsecr,
               TCPOPT_MPTCP, layout.length, _DSS_HEAD,
               layout.flags | (DSS_FLAG_DATA_FIN if dss.data_fin else 0)]
@@ -93,14 +95,19 @@ def _timestamped_dss_header(segment: TcpSegment, timestamps: Timestamps, dss: Ds
         values += (dss.dsn, dss.subflow_seq, dss.data_len)
     if layout.has_checksum:
         values.append(dss.checksum)
-    return shape.pack(*values)
+    header = shape.pack(*values)
+    payload = segment.payload
+    # the header is a multiple of 4 bytes: header and payload summed as one buffer stay aligned
+    initial = pseudo_header_sum(src, dst, len(header) + len(payload))
+    checksum = ~ones_complement_sum(header + payload, initial) & 0xFFFF
+    values[_CHECKSUM_INDEX] = checksum
+    return shape.pack(*values), checksum
 
 
 def tcp_header_and_checksum(segment: TcpSegment, src: str, dst: str) -> tuple[bytes, int]:
     """The encoded header with its checksum filled in, and that checksum."""
     options = segment.options
-    if (len(options) == 2 and type(options[0]) is Timestamps and type(options[1]) is Dss
-            and segment.payload):
+    if len(options) == 2 and type(options[0]) is Timestamps and type(options[1]) is Dss:
         try:
             return _timestamped_dss_with_checksum(segment, options[0], options[1], src, dst)  # type: ignore[arg-type]
         except (struct.error, WireError):
@@ -112,15 +119,6 @@ def tcp_header_and_checksum(segment: TcpSegment, src: str, dst: str) -> tuple[by
     total = ones_complement_sum(payload, ones_complement_sum(header, initial))
     checksum = ~total & 0xFFFF
     return header[:TCP_CHECKSUM_OFFSET] + _U16.pack(checksum) + header[18:], checksum
-
-
-def _timestamped_dss_with_checksum(segment: TcpSegment, timestamps: Timestamps, dss: Dss,
-                                   src: str, dst: str) -> tuple[bytes, int]:
-    header = _timestamped_dss_header(segment, timestamps, dss, 0)
-    payload = segment.payload
-    initial = pseudo_header_sum(src, dst, len(header) + len(payload))
-    checksum = ~ones_complement_sum(payload, ones_complement_sum(header, initial)) & 0xFFFF
-    return _timestamped_dss_header(segment, timestamps, dss, checksum), checksum
 
 
 def encode_tcp(segment: TcpSegment, src: str, dst: str, *, checksum: int | None = None) -> bytes:
