@@ -235,18 +235,32 @@ class RemoteRun:
         return done
 
     def _setup(self, host: Host, base: str, tree: str, sudo: bool) -> None:
-        """The project's own idempotent set-up; its venv is shared by every shipped tree."""
+        """The project's own idempotent set-up, in the shipped tree.
+
+        Every edit ships a new tree, and a new venv for each would cost minutes of pip. So
+        `base/venv` links to the newest tree's real .venv, and a new tree links its .venv there
+        when that venv was installed from the same pyproject.toml (setup.sh's own stamp), so
+        setup.sh finds it current and only checks the apt packages. When the dependencies
+        changed, setup.sh builds a real .venv in the new tree, which becomes `base/venv`.
+        """
         assert host.conn is not None
-        self._must(host, command.mkdir(f"{base}/venv"), "create the shared venv directory")
-        self._must(host, command.symlink(f"{base}/venv", f"{tree}/.venv"), "link the venv into the tree")
+        shared, venv = f"{base}/venv", f"{tree}/.venv"
+        stamp = session.read_text(host.conn, f"{shared}/.installed-from")
+        if stamp is not None and stamp.strip() == self.archive.pyproject_sha256 \
+                and not session.exists(host.conn, venv):
+            self._must(host, command.symlink(shared, venv), "link the current venv into the tree")
         layout = command.RemoteLayout(tree=tree, python="", sudo=sudo)
-        self.events.line(f"{host.label}: running scripts/setup.sh (first time: minutes)")
-        host.log.write(f"$ {command.shell_line(layout.setup())}\n")
-        done = session.RemoteProcess(host.conn, layout.setup(), pty=True, log=host.log).wait(
+        argv = layout.setup(lock=f"{base}/.setup.lock")
+        self.events.line(f"{host.label}: running scripts/setup.sh"
+                         f"{'' if session.exists(host.conn, venv) else ' (a new venv: minutes)'}")
+        host.log.write(f"$ {command.shell_line(argv)}\n")
+        done = session.RemoteProcess(host.conn, argv, pty=True, log=host.log).wait(
             timeout_s=SETUP_TIMEOUT_S, stop=self.stop, grace_s=5)
         if done.status != 0:
             raise HostLost(f"scripts/setup.sh failed (exit {done.status}: {done.last_line()}; "
                            f"see {host.directory / HOST_LOG})")
+        if session.is_real_directory(host.conn, venv):
+            self._must(host, command.symlink(venv, shared), "record the new venv as the current one")
 
     def _probe(self, host: Host) -> dict[str, Any]:
         assert host.conn is not None and host.layout is not None

@@ -50,8 +50,9 @@ class RemoteLayout:
         return self.agent("matrix", f"--tree={self.tree}", f"--spec={spec}", f"--out={out}",
                           f"--rows={','.join(rows)}", f"--pairings={','.join(pairings)}")
 
-    def setup(self) -> list[str]:
-        return self._as_root([f"{self.tree}/scripts/setup.sh"])
+    def setup(self, lock: str) -> list[str]:
+        """scripts/setup.sh holding `lock`: hosts that share a home (NFS) set up one at a time."""
+        return self._as_root(["flock", lock, f"{self.tree}/scripts/setup.sh"])
 
 
 def mkdir(*paths: str) -> list[str]:

@@ -202,6 +202,31 @@ def home_directory(conn: fabric.Connection) -> str:
     return conn.sftp().normalize(".")
 
 
+def read_text(conn: fabric.Connection, path: str) -> str | None:
+    """A small remote file's text, or None when it does not exist (or cannot be read)."""
+    try:
+        with conn.sftp().open(path) as handle:
+            return handle.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def is_real_directory(conn: fabric.Connection, path: str) -> bool:
+    """A directory and not a symbolic link to one."""
+    try:
+        return stat.S_ISDIR(conn.sftp().lstat(path).st_mode or 0)
+    except OSError:
+        return False
+
+
+def exists(conn: fabric.Connection, path: str) -> bool:
+    try:
+        conn.sftp().lstat(path)
+    except OSError:
+        return False
+    return True
+
+
 def upload(conn: fabric.Connection, data: BinaryIO, remote_path: str) -> None:
     conn.sftp().putfo(data, remote_path)
 

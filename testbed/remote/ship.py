@@ -36,6 +36,7 @@ class ProjectArchive:
     data: bytes
     digest: str  # first 16 hex digits of the archive's SHA-256: the remote directory name
     files: int
+    pyproject_sha256: str  # what scripts/setup.sh stamps a venv with (sha256sum pyproject.toml)
 
 
 def project_root() -> Path:
@@ -71,6 +72,8 @@ def _walk(root: Path) -> list[str]:
 def build_archive(root: Path, files: list[str]) -> ProjectArchive:
     if not files:
         raise EnvironmentProblem(f"nothing to ship: no project files found under {root}")
+    if "pyproject.toml" not in files:
+        raise EnvironmentProblem(f"nothing to ship: {root} has no pyproject.toml among its files")
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=6) as zipped, \
             tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -85,7 +88,8 @@ def build_archive(root: Path, files: list[str]) -> ProjectArchive:
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
     data = buffer.getvalue()
-    return ProjectArchive(data=data, digest=hashlib.sha256(data).hexdigest()[:16], files=len(files))
+    return ProjectArchive(data=data, digest=hashlib.sha256(data).hexdigest()[:16], files=len(files),
+                          pyproject_sha256=hashlib.sha256((root / "pyproject.toml").read_bytes()).hexdigest())
 
 
 def ship(conn: fabric.Connection, archive: ProjectArchive, base: str, *, log: TextIO,

@@ -3,6 +3,12 @@ hosts are connected, the project shipped and doctor run, but no cell is run)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +86,34 @@ def test_a_host_that_cannot_run_experiments_is_refused_by_name(lab: Lab, tmp_pat
     assert missing.returncode == 2
     line = one_line_error(missing.stderr)
     assert line.startswith("testbed: no usable host: h1: remote python /nonexistent/python3 not found")
+
+
+def test_default_setup_runs_setup_sh_and_reuses_the_current_venv(lab: Lab, tmp_path: Path) -> None:
+    """Without --remote-python the host runs the project's own scripts/setup.sh in the shipped
+    tree. The lab has no route to PyPI, so the shared venv (`remote-dir/venv`) is seeded with a
+    view of this machine's .venv stamped with the current pyproject.toml, as a previous setup
+    would have left it: the new tree must link it, setup.sh must find it current (apt packages
+    checked, no pip), and the probe must run the tree's .venv/bin/python."""
+    seed = lab.remote_dir / "seed-venv"
+    (seed / "bin").mkdir(parents=True)
+    (seed / "bin" / "python").symlink_to(Path(sys.executable).resolve())
+    shutil.copy(PROJECT / ".venv" / "pyvenv.cfg", seed / "pyvenv.cfg")
+    (seed / "lib").symlink_to(PROJECT / ".venv" / "lib")
+    stamp = hashlib.sha256((PROJECT / "pyproject.toml").read_bytes()).hexdigest()
+    (seed / ".installed-from").write_text(stamp)
+    (lab.remote_dir / "venv").symlink_to(seed)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        lab.controller_argv(CI_SPEC, "--hosts", "h1", "--out", str(out), "--check",
+                            "--ssh-config", str(lab.ssh_config), "--known-hosts", str(lab.known_hosts),
+                            "--identity", str(lab.client_key), "--remote-dir", str(lab.remote_dir),
+                            ssh_defaults=False),
+        capture_output=True, text=True, timeout=300, cwd=PROJECT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trees = [p for p in lab.remote_dir.iterdir() if re.fullmatch(r"[0-9a-f]{16}", p.name)]
+    assert len(trees) == 1
+    assert os.readlink(trees[0] / ".venv") == str(lab.remote_dir / "venv")
+    assert f"python {trees[0]}/.venv/bin/python" in done.stdout
+    log = (out / "h1" / "remote.log").read_text()
+    assert f"flock {lab.remote_dir}/.setup.lock {trees[0]}/scripts/setup.sh" in log
+    assert "setup: ready" in log and "creating .venv" not in log
