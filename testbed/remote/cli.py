@@ -28,6 +28,7 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,7 +36,7 @@ from typing import Any, TextIO
 import fabric
 import paramiko
 
-from testbed.errors import RunFailed, SpecError
+from testbed.errors import RunFailed, SpecError, TestbedError
 from testbed.matrix import (
     EXIT_INTERRUPTED,
     MATRIX_FILE,
@@ -186,6 +187,7 @@ class RemoteRun:
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.environment: dict[str, Any] | None = None
         self.retries: list[dict[str, Any]] = []
+        self.fatal: tuple[str, Exception] | None = None  # what stopped the run from a worker
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +330,13 @@ class RemoteRun:
             self.events.line(f"{host.label}: runs {shard.describe()} ({shard.name})")
             try:
                 records, environment = self.run_shard(host, shard)
+                with self.lock:
+                    for record in records:
+                        self.records[(record["row"], record["pairing"])] = record
+                    if self.environment is None:
+                        self.environment = environment
+                    host.cells += len(records)
+                    self.write(partial=True, interrupted=False)
             except Interrupted:
                 self.queue.give_back(shard, failed_host=None)
                 return
@@ -344,13 +353,13 @@ class RemoteRun:
                 self.queue.give_back(shard, failed_host=host.label)
                 host.close()
                 return
-            with self.lock:
-                for record in records:
-                    self.records[(record["row"], record["pairing"])] = record
-                if self.environment is None:
-                    self.environment = environment
-                host.cells += len(records)
-                self.write(partial=True, interrupted=False)
+            except Exception as exc:  # a local write failure or a bug: stop everything, keep results
+                host.log.write(traceback.format_exc())
+                with self.lock:
+                    self.fatal = self.fatal or (host.label, exc)
+                self.queue.give_back(shard, failed_host=None)
+                self.stop.set()
+                return
             self.queue.finish(shard)
             for record in records:
                 self.events.advance(f"{host.label}: {record['row']} \u00d7 {record['pairing']}: "
@@ -422,6 +431,14 @@ class RemoteRun:
             for host in self.hosts:
                 host.close()
                 host.log.close()
+        if self.fatal is not None:
+            label, exc = self.fatal
+            with contextlib.suppress(TestbedError), self.lock:
+                self.write(partial=True, interrupted=False)
+            if isinstance(exc, TestbedError):
+                raise exc
+            raise RunFailed(f"stopped by an internal error while collecting from {label}: "
+                            f"{type(exc).__name__}: {exc} (traceback in {self.out / label / HOST_LOG})")
         unfinished = self.queue.unfinished()
         if unfinished:
             with self.lock:
