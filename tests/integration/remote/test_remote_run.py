@@ -82,13 +82,13 @@ class Controller:
 
 
 def wait_for_remote_cell(lab: Lab, host: str, timeout_s: float = 90) -> Path:
-    """A cell's run.log of `host` appearing in the remote directory (same file system): the
-    host's shard has really started its experiment."""
+    """A cell's run.log of `host` naming its run id, in the remote directory (same file
+    system): the host's shard has really started building its experiment's network."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        logs = list(lab.remote_dir.glob(f"runs/*/{host}/*/cells/*/*/run.log"))
-        if logs:
-            return logs[0]
+        for log in lab.remote_dir.glob(f"runs/*/{host}/*/cells/*/*/run.log"):
+            if RUN_ID.search(log.read_text(errors="replace")):
+                return log
         time.sleep(0.1)
     raise AssertionError(f"no shard of {host} started within {timeout_s} s")
 
@@ -190,17 +190,16 @@ def test_ctrl_c_stops_the_remote_runs_and_keeps_what_finished(lab: Lab, tmp_path
                             "--rows", "none,strip_mp_capable_syn,strip_mp_join,syn_firewall_reset")
     wait_for_remote_cell(lab, "h1")
     wait_for_remote_cell(lab, "h2")
-    time.sleep(0.5)
     controller.proc.send_signal(signal.SIGINT)
     status, stdout, stderr = controller.finish(timeout=90)
     assert status == 130, stdout + stderr
     assert "interrupted: stopping the remote runs" in stderr and "Traceback" not in stderr
     doc = json.loads((out / "matrix.json").read_text())
     assert doc["partial"] is True and doc["interrupted"] is True and doc["summary"]["not_run"] >= 2
-    # each remote matrix got its Ctrl-C, tore down and wrote its own interrupted document
-    for host in ("h1", "h2"):
-        docs = [json.loads(p.read_text()) for p in lab.remote_dir.glob(f"runs/*/{host}/*/matrix.json")]
-        assert any(d["interrupted"] for d in docs), host
+    # the remote matrices got their Ctrl-C and tore down: an interrupted document (a host may
+    # instead have been between two shards, or starting one), and nothing left on either host
+    docs = [json.loads(p.read_text()) for p in lab.remote_dir.glob("runs/*/*/*/matrix.json")]
+    assert any(d["interrupted"] for d in docs)
     assert_nothing_left(lab, out)
 
 
