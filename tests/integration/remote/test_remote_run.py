@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,9 @@ def test_two_hosts_share_the_matrix_and_merge_it(lab: Lab, tmp_path: Path) -> No
     rows = "none,strip_mp_capable_syn,strip_mp_join,syn_firewall_reset"
     out = tmp_path / "out"
     started = time.monotonic()
-    done = lab.controller(str(CI_SPEC), "--hosts", "h1,h2", "--out", str(out), "--rows", rows)
+    junit = tmp_path / "junit.xml"
+    done = lab.controller(str(CI_SPEC), "--hosts", "h1,h2", "--out", str(out), "--rows", rows,
+                          "--junit", str(junit))
     took = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads((out / "matrix.json").read_text())
@@ -131,6 +134,15 @@ def test_two_hosts_share_the_matrix_and_merge_it(lab: Lab, tmp_path: Path) -> No
     same = subprocess.run([sys.executable, "-m", "testbed.cli", "compare", str(out), str(out)],
                           capture_output=True, text=True, cwd=PROJECT, timeout=60)
     assert same.returncode == 0, same.stdout + same.stderr
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("4", "0")
+    # the merged tables are what `testbed report` re-derives from the hosts' result files
+    tables = (out / "matrix.md").read_text()
+    (out / "matrix.md").unlink()
+    report = subprocess.run([sys.executable, "-m", "testbed.cli", "report", str(out)], capture_output=True,
+                            text=True, cwd=PROJECT, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert (out / "matrix.md").read_text() == tables
     # progress on stderr: which host runs what, the bar with an ETA per cell
     assert re.search(r"\[remote\] h1: runs \S+ \u00d7 kernel-kernel", done.stderr)
     assert len(re.findall(r"\[remote\] #*-* \d/4 .*ETA", done.stderr)) == 4
