@@ -296,8 +296,13 @@ class RemoteRun:
                 self.prepare(host)
             except HostUnusable as exc:
                 problems[host.label] = exc.message
-                host.status = f"refused: {exc.message}"
-                host.log.write(f"refused: {exc.message}\n")
+            except Exception as exc:  # a bug must still end as a refusal naming the host
+                host.log.write(traceback.format_exc())
+                problems[host.label] = (f"{host.spec}: unexpected {type(exc).__name__}: {exc} "
+                                        f"(traceback in {host.directory / HOST_LOG})")
+            if host.label in problems:
+                host.status = f"refused: {problems[host.label]}"
+                host.log.write(f"{host.status}\n")
                 host.close()
 
         threads = [threading.Thread(target=attempt, args=(h,), daemon=True, name=f"prepare-{h.label}")

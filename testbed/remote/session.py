@@ -89,9 +89,12 @@ def connect(host: HostSpec, options: SshOptions) -> fabric.Connection:
                              connect_timeout=max(1, round(options.connect_timeout_s)),
                              connect_kwargs=connect_kwargs)
     name = known_hosts_name(conn.host, int(conn.port))
-    _load_known_hosts(conn.client, options.known_hosts)
-    conn.client.set_missing_host_key_policy(
-        KnownHostsPolicy(options.known_hosts, accept_new=options.accept_new_host_keys))
+    hop: object = conn
+    while isinstance(hop, fabric.Connection):  # ProxyJump hosts are checked the same way
+        _load_known_hosts(hop.client, options.known_hosts)
+        hop.client.set_missing_host_key_policy(
+            KnownHostsPolicy(options.known_hosts, accept_new=options.accept_new_host_keys))
+        hop = hop.gateway
     # an alias (ssh config HostName) is shown with what it resolved to
     where = str(host) if conn.host == host.host else f"{host} ({conn.user}@{conn.host}:{conn.port})"
     try:
