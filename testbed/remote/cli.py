@@ -392,7 +392,7 @@ class RemoteRun:
             records = adopt_shard(staging, host.directory, shard, doc, host.label)
         finally:
             shutil.rmtree(host.directory / ".staging", ignore_errors=True)
-        session.run(host.conn, command.remove_tree(remote_out), log=host.log)
+        session.run(host.conn, host.layout.remove(remote_out), log=host.log)
         return records, doc.get("environment")
 
     # --- step 4: one matrix ---------------------------------------------------------------

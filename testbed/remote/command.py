@@ -50,6 +50,10 @@ class RemoteLayout:
         return self.agent("matrix", f"--tree={self.tree}", f"--spec={spec}", f"--out={out}",
                           f"--rows={','.join(rows)}", f"--pairings={','.join(pairings)}")
 
+    def remove(self, path: str) -> list[str]:
+        """A shard's output, written by the remote matrix as root (under sudo when not root)."""
+        return self._as_root(remove_tree(path))
+
     def setup(self, lock: str) -> list[str]:
         """scripts/setup.sh holding `lock`: hosts that share a home (NFS) set up one at a time."""
         return self._as_root(["flock", lock, f"{self.tree}/scripts/setup.sh"])
