@@ -296,8 +296,11 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
         "problems": list(record.problems),
         "sha256": {"client": record.client.sha256, "server": record.server.sha256},
         "counters": counters,
-        # a python end's own counters (MPTcpExt names without the prefix), as outcome.py read them
-        "stack_counters": {"client": record.client.stack_counters, "server": record.server.stack_counters},
+        # a python end's own counters that moved (MPTcpExt names without the prefix; None for a
+        # kernel end), as outcome.py read them
+        "stack_counters": {end.role: None if end.stack_counters is None
+                           else {k: v for k, v in sorted(end.stack_counters.items()) if v}
+                           for end in (record.client, record.server)},
         "mptcp_info": {"client": record.client.mptcp_info.__dict__ if record.client.mptcp_info else None,
                        "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
     }
