@@ -75,11 +75,26 @@ def rederive_matrix(directory: Path) -> dict[str, Any]:
     return {**doc, "cells": cells, "summary": summarize_cells(cells, total)}
 
 
+def _cell_run_dirs(directory: Path) -> list[Path]:
+    """Run directories of a matrix's cells: DIR/cells/<row>/<pairing>/ of a local run, and the
+    `dir` each cell of matrix.json names (DIR/<host>/cells/... after `testbed remote run`)."""
+    found = {p.parent for p in (directory / "cells").glob(f"*/*/{RESULT_FILE}")}
+    try:
+        listed = json.loads((directory / MATRIX_FILE).read_text()).get("cells", [])
+    except (OSError, json.JSONDecodeError, AttributeError):
+        listed = []  # rederive_matrix reports an unreadable matrix file
+    for cell in listed:
+        cell_dir = cell.get("dir") if isinstance(cell, dict) else None
+        if isinstance(cell_dir, str) and cell_dir and (directory / cell_dir / RESULT_FILE).exists():
+            found.add(directory / cell_dir)
+    return sorted(found)
+
+
 def report_matrix(directory: Path, *, cell_reports: bool = True) -> list[Path]:
     # cell reports first: they re-derive each cell's wire.json, which the table then reads
     written: list[Path] = []
     if cell_reports:
-        for run_dir in sorted(p.parent for p in (directory / "cells").glob(f"*/*/{RESULT_FILE}")):
+        for run_dir in _cell_run_dirs(directory):
             written += report_run(run_dir)
     doc = rederive_matrix(directory)
     links = {}

@@ -71,3 +71,19 @@ def test_errors(tmp_path: Path, run_dir: Path, capsys) -> None:
     (run_dir / "timeseries.csv").unlink()
     assert main([str(run_dir)]) == 1
     assert "timeseries.csv, which is missing" in capsys.readouterr().err
+
+
+def test_cells_of_a_merged_remote_matrix_are_found_where_matrix_json_says(matrix_dir: Path) -> None:
+    # `testbed remote run` keeps each host's files in DIR/<host>/cells/... and names that dir
+    host_dir = matrix_dir / "lab1"
+    host_dir.mkdir()
+    (matrix_dir / "cells").rename(host_dir / "cells")
+    doc = json.loads((matrix_dir / "matrix.json").read_text())
+    for cell in doc["cells"]:
+        if cell.get("dir"):
+            cell["dir"] = f"lab1/{cell['dir']}"
+            cell["host"] = "lab1"
+    (matrix_dir / "matrix.json").write_text(json.dumps(doc))
+    assert main([str(matrix_dir)]) == 0
+    assert (host_dir / "cells/strip_mp_join/python-kernel/throughput.png").exists()
+    assert 'href="lab1/cells/none/kernel-kernel/summary.html"' in (matrix_dir / "matrix.html").read_text()
