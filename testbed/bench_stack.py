@@ -7,10 +7,12 @@ subflows, `--rounds` times (alternating, default 3). It prints the median goodpu
 measured by the receiving end, their ratio python/kernel (the project's goal: >= 0.95), each
 round's ratio, the python process's CPU use (a stack at ~100% of a core is CPU-bound) and the
 machine's load average, since another job on the machine lowers the python figure first.
-`--profile` runs the python client once more under cProfile and prints where its time goes;
+With two or more CPUs the client and the server are pinned to different CPUs (the same for
+both stacks; `--no-pin` to let the scheduler place them). `--profile` runs the python client
+once more under cProfile and prints where its time goes;
 `--direction download` makes the python stack the receiver instead.
 
-    testbed stack wirebench [--seconds 10] [--rounds 3] [--direction upload] [--profile] [--json]
+    testbed stack wirebench [--seconds 10] [--rounds 3] [--direction upload] [--no-pin] [--profile] [--json]
     python -m testbed.bench_stack ...   (the same)
 """
 
@@ -53,9 +55,11 @@ class BenchRun:
 
 
 def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile: Path | None,
-              extra: tuple[str, ...] = ()) -> BenchRun:
-    server = net.popen("server", [sys.executable, "-m", "testbed.endpoints.kernel", "server",
-                                  "--listen", f"0.0.0.0:{PORT}", "--timeout", "15"],
+              extra: tuple[str, ...] = (), pin: tuple[int, int] | None = None) -> BenchRun:
+    client_prefix, server_prefix = (
+        (["taskset", "-c", str(pin[0])], ["taskset", "-c", str(pin[1])]) if pin else ([], []))
+    server = net.popen("server", [*server_prefix, sys.executable, "-m", "testbed.endpoints.kernel",
+                                  "server", "--listen", f"0.0.0.0:{PORT}", "--timeout", "15"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline()
@@ -67,7 +71,8 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
         extra = (*extra, "--driver-stats")
     if profile is not None:
         module = ["-m", "cProfile", "-o", str(profile), *module]
-    client = net.popen("client", [sys.executable, *module, "client", "--connect", f"{SERVER}:{PORT}",
+    client = net.popen("client", [*client_prefix, sys.executable, *module, "client",
+                                  "--connect", f"{SERVER}:{PORT}",
                                   "--seconds", str(seconds), "--direction", direction, "--timeout", "15",
                                   *extra],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,13 +125,17 @@ def _load_average() -> float | None:
         return None
 
 
-def run_bench(seconds: float, direction: str, profile: bool, rounds: int = 3) -> dict[str, object]:
+def run_bench(seconds: float, direction: str, profile: bool, rounds: int = 3,
+              pin: tuple[int, int] | None = None) -> dict[str, object]:
     """`rounds` alternations of kernel and python runs on one build of two_path: the medians
-    and their ratio are the figure, so one run disturbed by another job does not decide it."""
+    and their ratio are the figure, so one run disturbed by another job does not decide it.
+    `pin` = (client CPU, server CPU) for both stacks' endpoints alike (as iperf3 -A does): an
+    unpinned client that the scheduler puts on the server's CPU loses up to a tenth."""
     topo = build_topology("two_path", {"rate_mbit": 100.0})
     state = RunState.create()
     results: dict[str, object] = {"seconds": seconds, "direction": direction, "rate_mbit_per_path": 100,
-                                  "rounds": rounds, "load_average_before": _load_average()}
+                                  "rounds": rounds, "pinned_cpus": list(pin) if pin else None,
+                                  "load_average_before": _load_average()}
     try:
         with Network(topo, detect_backends(), state) as net, tempfile.TemporaryDirectory() as tmp:
             kernel_mptcp.configure(net.netns("server"), subflows=4, add_addr_accepted=4, checksum=False)
@@ -140,10 +149,10 @@ def run_bench(seconds: float, direction: str, profile: bool, rounds: int = 3) ->
             runs: dict[str, list[BenchRun]] = {"kernel": [], "python": []}
             for _ in range(rounds):
                 for stack in ("kernel", "python"):
-                    runs[stack].append(_run_pair(net, stack, seconds, direction, None))
+                    runs[stack].append(_run_pair(net, stack, seconds, direction, None, pin=pin))
             profile_path = Path(tmp) / "python.prof" if profile else None
             if profile_path is not None:  # a separate run: cProfile slows the stack down
-                profiled = _run_pair(net, "python", seconds, direction, profile_path)
+                profiled = _run_pair(net, "python", seconds, direction, profile_path, pin=pin)
                 results["profiled_goodput_mbps"] = profiled.goodput_mbps
             for stack, stack_runs in runs.items():
                 median_run = sorted(stack_runs, key=lambda run: run.goodput_mbps)[len(stack_runs) // 2]
@@ -171,6 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--direction", choices=("upload", "download"), default="upload",
                         help="upload: the python client sends; download: it receives")
     parser.add_argument("--profile", action="store_true", help="one more python run under cProfile")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the scheduler place the endpoints (default with 2+ CPUs: client "
+                             "on CPU 0, server on CPU 1, for both stacks)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -198,12 +210,15 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise EnvironmentProblem("stack wirebench needs root (it builds network namespaces): "
                                  "run it with sudo")
-    result = run_bench(args.seconds, args.direction, args.profile, args.rounds)
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = None if args.no_pin or len(cpus) < 2 else (cpus[0], cpus[1])
+    result = run_bench(args.seconds, args.direction, args.profile, args.rounds, pin)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"two_path 2 x 100 Mbit/s, {args.direction}, {args.seconds:g} s per run, median of "
-          f"{args.rounds}; kernel congestion control {result['kernel_congestion_control']}; "
+          f"{args.rounds}; endpoints pinned to CPUs {result['pinned_cpus'] or 'no'}; "
+          f"kernel congestion control {result['kernel_congestion_control']}; "
           f"load average {result['load_average_before']} before, {result['load_average_after']} after")
     for stack in ("kernel", "python"):
         entry = result[stack]
