@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import kernel_mptcp
+from testbed.endpoints.kernel import _positive_float, _positive_int  # the endpoints' own validators
 from testbed.endpoints.report import EndpointReport, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.build import Network
@@ -184,26 +185,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="let the scheduler place the endpoints (default with 2+ CPUs: client "
                              "on CPU 0, server on CPU 1, for both stacks)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
