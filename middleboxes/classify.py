@@ -85,6 +85,25 @@ PACKET_CLASSES: tuple[str, ...] = (
 )
 
 
+def packet_classes(flags: int, has_payload: bool) -> frozenset[str]:
+    """The classes that need no per-flow memory (all but `first_data`): what the inline fast
+    path computes from raw header bytes, and PacketClassifier's starting point."""
+    classes: set[str] = set()
+    if flags & SYN:
+        classes.add("synack" if flags & ACK else "syn")
+        if has_payload:
+            classes.add("data")
+    elif has_payload:
+        classes.add("data")
+    elif flags & ACK and not flags & (FIN | RST):
+        classes.add("pure_ack")
+    if flags & FIN:
+        classes.add("fin")
+    if flags & RST:
+        classes.add("rst")
+    return frozenset(classes)
+
+
 class PacketClassifier:
     """Tells which of PACKET_CLASSES a packet belongs to (several can apply at once).
 
@@ -100,25 +119,12 @@ class PacketClassifier:
 
     def classify(self, packet: Packet, direction: Direction) -> frozenset[str]:
         tcp = packet.tcp
-        flags = tcp.flags
-        classes: set[str] = set()
-        if flags & SYN:
-            classes.add("synack" if flags & ACK else "syn")
-            if tcp.payload:
-                classes.add("data")
-        elif tcp.payload:
-            classes.add("data")
+        classes = packet_classes(tcp.flags, bool(tcp.payload))
+        if tcp.payload and not tcp.flags & SYN:
             key = (flow_key(packet, direction), direction)
-            first_seq = self._first_data_seq.setdefault(key, tcp.seq)
-            if first_seq == tcp.seq:
-                classes.add("first_data")
-        elif flags & ACK and not flags & (FIN | RST):
-            classes.add("pure_ack")
-        if flags & FIN:
-            classes.add("fin")
-        if flags & RST:
-            classes.add("rst")
-        return frozenset(classes)
+            if self._first_data_seq.setdefault(key, tcp.seq) == tcp.seq:
+                return classes | {"first_data"}
+        return classes
 
     def forget(self, key: FlowKey) -> None:
         for direction in Direction:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from middleboxes.base import Direction, Middlebox
-from middleboxes.classify import option_types_named
+from middleboxes.classify import option_types_named, packet_classes
 from middleboxes.spec import directions_of
 from middleboxes.strip_options import StripOptions
 from testbed.wire.edit import (
@@ -34,28 +34,9 @@ from testbed.wire.edit import (
 )
 from testbed.wire.errors import WireError
 from testbed.wire.tcp_options import decode_options_at
-from testbed.wire.types import ACK, FIN, RST, SYN, EndOfOptions
+from testbed.wire.types import EndOfOptions
 
 ETH = 14
-
-
-def packet_classes(flags: int, has_payload: bool) -> frozenset[str]:
-    """middleboxes.classify.PacketClassifier's classes that need no per-flow memory (all but
-    `first_data`)."""
-    classes: set[str] = set()
-    if flags & SYN:
-        classes.add("synack" if flags & ACK else "syn")
-        if has_payload:
-            classes.add("data")
-    elif has_payload:
-        classes.add("data")
-    elif flags & ACK and not flags & (FIN | RST):
-        classes.add("pure_ack")
-    if flags & FIN:
-        classes.add("fin")
-    if flags & RST:
-        classes.add("rst")
-    return frozenset(classes)
 
 
 @dataclass

@@ -524,19 +524,21 @@ class Connection(HandshakeMixin, SignallingMixin):
                 other.send_ack(now)
         self._maybe_finish(now)
 
+    def _refuse_fallback_once_joined(self, subflow: Subflow, what: str) -> None:
+        """No infinite-mapping fallback once joins exist (RFC 8684 3.7): reset this subflow
+        only, as Linux does; the peer reinjects its data on the others."""
+        if subflow.is_join or not self.allow_infinite_fallback:
+            self.counters["SubflowResetMiddlebox"] += 1
+            self.subflow_rejected = True
+            raise RemoteProtocolError(f"{what} on a join subflow" if subflow.is_join
+                                      else f"{what} after joins",
+                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
+
     def _on_unmapped_data(self, subflow: Subflow, now: float) -> None:
         """Payload without a DSS mapping: a middlebox strips options from data."""
         rx = subflow.rx
         assert rx is not None
-        if subflow.is_join or not self.allow_infinite_fallback:
-            # no infinite-mapping fallback once joins exist (RFC 8684 3.7): reset this
-            # subflow only, as Linux does; the peer reinjects its data on the others
-            self.counters["SubflowResetMiddlebox"] += 1
-            self.subflow_rejected = True
-            raise RemoteProtocolError("data without DSS mapping on a join subflow"
-                                      if subflow.is_join else
-                                      "data without DSS mapping after joins",
-                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
+        self._refuse_fallback_once_joined(subflow, "data without DSS mapping")
         self.counters["DSSNoMatchTCP"] += 1
         self.counters["DssFallback"] += 1
         rx.set_infinite(rx.pending_offset, self.rcv.next)
@@ -603,13 +605,7 @@ class Connection(HandshakeMixin, SignallingMixin):
             return
         # data acknowledged at subflow level without a data ACK: DSS options are stripped
         # (or the peer fell back after finding our data unmapped)
-        if subflow.is_join or not self.allow_infinite_fallback:
-            self.counters["SubflowResetMiddlebox"] += 1
-            self.subflow_rejected = True
-            raise RemoteProtocolError("data ACKed without DSS on a join subflow"
-                                      if subflow.is_join else
-                                      "data ACKed without DSS after joins",
-                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE)
+        self._refuse_fallback_once_joined(subflow, "data ACKed without DSS")
         # named as Linux counts it: before the client is fully established (no DSS from the
         # server yet) MPCapableDataFallback, afterwards DssFallback (a missing DSS)
         self.counters["DssFallback" if subflow.fully_established else "MPCapableDataFallback"] += 1

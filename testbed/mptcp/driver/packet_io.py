@@ -119,9 +119,7 @@ class PacketIO:
         try:
             sock.sendmsg((ip_header + tcp_header, packet.tcp.payload), (), 0, (packet.dst, 0))
         except OSError as exc:
-            name = errno.errorcode.get(exc.errno or 0, str(exc))
-            self.send_errors[name] = self.send_errors.get(name, 0) + 1
-            return False
+            return self._refused(exc)
         self.sent += 1
         return True
 
@@ -137,11 +135,15 @@ class PacketIO:
         try:
             sock.sendto(data, (destination, 0))
         except OSError as exc:
-            name = errno.errorcode.get(exc.errno or 0, str(exc))
-            self.send_errors[name] = self.send_errors.get(name, 0) + 1
-            return False
+            return self._refused(exc)
         self.sent += 1
         return True
+
+    def _refused(self, exc: OSError) -> bool:
+        """Count a packet the kernel refused, by errno name; it is a loss to the stack."""
+        name = errno.errorcode.get(exc.errno or 0, str(exc))
+        self.send_errors[name] = self.send_errors.get(name, 0) + 1
+        return False
 
     def close(self) -> None:
         self.rx.close()
