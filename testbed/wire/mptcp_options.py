@@ -288,12 +288,8 @@ def dss_wire_layout(option: Dss) -> _DssLayout:
     return _dss_layout(option)
 
 
-def _dss_length(option: Dss) -> int:
-    return _dss_layout(option).length
-
-
-def _encode_dss(option: Dss) -> bytes:
-    layout = _dss_layout(option)
+def dss_wire_values(option: Dss, layout: _DssLayout) -> list[int]:
+    """The values `layout.shape` packs for `option`, kind and length first."""
     flags = layout.flags | (DSS_FLAG_DATA_FIN if option.data_fin else 0)
     values: list[int] = [_KIND, layout.length, _DSS_HEAD, flags]
     if layout.has_ack:
@@ -302,7 +298,16 @@ def _encode_dss(option: Dss) -> bytes:
         values += (option.dsn, option.subflow_seq, option.data_len)  # type: ignore[arg-type]
     if layout.has_checksum:
         values.append(option.checksum)  # type: ignore[arg-type]
-    return layout.shape.pack(*values)
+    return values
+
+
+def _dss_length(option: Dss) -> int:
+    return _dss_layout(option).length
+
+
+def _encode_dss(option: Dss) -> bytes:
+    layout = _dss_layout(option)
+    return layout.shape.pack(*dss_wire_values(option, layout))
 
 
 # --- ADD_ADDR ---------------------------------------------------------------------------------

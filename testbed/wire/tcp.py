@@ -12,7 +12,7 @@ import struct
 
 from testbed.wire.checksum import ones_complement_sum, pseudo_header_sum
 from testbed.wire.errors import WireError
-from testbed.wire.mptcp_options import DSS_FLAG_DATA_FIN, MPTCP_SUBTYPE_DSS, TCPOPT_MPTCP, dss_wire_layout
+from testbed.wire.mptcp_options import dss_wire_layout, dss_wire_values
 from testbed.wire.tcp_options import TCPOPT_TIMESTAMPS, decode_options_at, encode_options
 from testbed.wire.types import Dss, TcpSegment, Timestamps
 
@@ -69,7 +69,6 @@ def encode_tcp_header(segment: TcpSegment, checksum: int = 0) -> bytes:
 # Header + Timestamps + DSS packed by one struct, per DSS wire layout: the options of almost
 # every segment an MPTCP sender emits (data with a mapping and a data ACK, or a pure data ACK).
 _TIMESTAMPED_DSS_SHAPES: dict[object, struct.Struct] = {}
-_DSS_HEAD = MPTCP_SUBTYPE_DSS << 4
 _CHECKSUM_INDEX = 7  # of the checksum field among TCP_HEADER's values
 
 
@@ -87,14 +86,7 @@ def _timestamped_dss_with_checksum(segment: TcpSegment, timestamps: Timestamps, 
     values = [segment.src_port, segment.dst_port, segment.seq, segment.ack, (shape.size // 4) << 4,
               segment.flags, segment.window, 0, segment.urgent,
               TCPOPT_TIMESTAMPS, 10, timestamps.tsval, timestamps.tsecr,
-              TCPOPT_MPTCP, layout.length, _DSS_HEAD,
-              layout.flags | (DSS_FLAG_DATA_FIN if dss.data_fin else 0)]
-    if layout.has_ack:
-        values.append(dss.data_ack)
-    if layout.has_map:
-        values += (dss.dsn, dss.subflow_seq, dss.data_len)
-    if layout.has_checksum:
-        values.append(dss.checksum)
+              *dss_wire_values(dss, layout)]
     header = shape.pack(*values)
     payload = segment.payload
     # the header is a multiple of 4 bytes: header and payload summed as one buffer stay aligned
