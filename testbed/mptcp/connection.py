@@ -380,7 +380,7 @@ class Connection(HandshakeMixin, SignallingMixin):
 
     def on_segment_options(self, subflow: Subflow, segment: TcpSegment, offset: int,
                            now: float) -> None:
-        subflow.segment_had_data_ack = False
+        subflow.segment_had_data_ack = subflow.segment_had_mptcp_option = False
         if not subflow.mptcp or self.mode == PENDING:
             return
         if subflow.is_join and not subflow.fully_established and not subflow.is_passive:
@@ -392,10 +392,13 @@ class Connection(HandshakeMixin, SignallingMixin):
         for option in segment.options:
             kind = type(option)
             if kind is Dss:
+                subflow.segment_had_mptcp_option = True
                 self._on_dss(subflow, option, segment, offset, now)  # type: ignore[arg-type]
-            elif kind not in _SIGNAL_OPTIONS:
+                continue
+            if kind not in _SIGNAL_OPTIONS:
                 continue  # TCP's own options (timestamps, SACK): skip the chain below
-            elif kind is MpCapable:
+            subflow.segment_had_mptcp_option = True
+            if kind is MpCapable:
                 self._on_mp_capable_data(subflow, option, segment, now)  # type: ignore[arg-type]
             elif kind is AddAddr:
                 self._on_add_addr(subflow, option, now)  # type: ignore[arg-type]
@@ -601,10 +604,13 @@ class Connection(HandshakeMixin, SignallingMixin):
                 unconfirmed.append((dsn, len(segment.payload)))
         while unconfirmed and unconfirmed[0][0] + unconfirmed[0][1] <= una:
             unconfirmed.popleft()
-        if subflow.segment_had_data_ack or not any(s.payload for s in segments):
+        if (subflow.segment_had_data_ack or subflow.segment_had_mptcp_option
+                or not any(s.payload for s in segments)):
             return
-        # data acknowledged at subflow level without a data ACK: DSS options are stripped
-        # (or the peer fell back after finding our data unmapped)
+        # data acknowledged at subflow level by a segment without any MPTCP option: DSS options
+        # are stripped (or the peer fell back after finding our data unmapped). A segment with
+        # another MPTCP option proves they pass: Linux sends ADD_ADDR (and its echo) on a pure
+        # ACK that carries no DSS, and that ACK may well acknowledge new data.
         self._refuse_fallback_once_joined(subflow, "data ACKed without DSS")
         # named as Linux counts it: before the client is fully established (no DSS from the
         # server yet) MPCapableDataFallback, afterwards DssFallback (a missing DSS)

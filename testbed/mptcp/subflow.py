@@ -161,6 +161,7 @@ class Subflow:
         self.mptcp = False  # options negotiated on this subflow
         self.data_ack_seen = False
         self.segment_had_data_ack = False  # the segment being processed carried a data ACK
+        self.segment_had_mptcp_option = False  # ... or any MPTCP option at all
         self.acked_unconfirmed: deque[tuple[int, int]] = deque()  # (dsn, len) not data-acked
         self.dss_seen = False
         # an RTO fired with no progress since: the scheduler avoids it while another

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 
 from testbed.mptcp.config import StackConfig
-from testbed.wire.types import RST, Dss, MpFail, MpJoinSyn, MpTcpRst, Packet
+from testbed.wire.types import RST, Dss, MpFail, MpJoinSyn, MpTcpRst, Packet, RemoveAddr
 
 from .harness import Pair
 from .test_transfer import _open, _payload, transfer
@@ -205,3 +205,25 @@ def test_unmapped_data_on_the_initial_subflow_after_joins_resets_only_that_subfl
     assert client.mode == server.mode == "mptcp"
     assert client.counters["Reinjected"] >= 1
     assert client.stats()["outcome"] == "subflow-rejected"
+
+
+def test_a_signalling_ack_without_dss_is_not_a_stripped_dss() -> None:
+    """Linux sends ADD_ADDR (and other signals) on a pure ACK without its DSS, and that ACK can
+    acknowledge new data: the options evidently pass, so the sender must not fall back. Each
+    of the server's pure ACKs here carries REMOVE_ADDR (an id nobody uses) instead of its DSS;
+    the DSS-carrying data segments still bring data ACKs now and then."""
+    def dss_replaced_on_server_acks(packet: Packet, where: str) -> list[Packet]:
+        if where == "s2c" and not packet.tcp.payload and not packet.tcp.flags & RST:
+            options = [o for o in packet.tcp.options if type(o) is not Dss]
+            if len(options) < len(packet.tcp.options):
+                packet.tcp.options = [*options, RemoveAddr(address_ids=(200,))]
+        return [packet]
+
+    pair = Pair(tamper=None)
+    client, server = _open(pair, warm=True)
+    pair.tamper = dss_replaced_on_server_acks
+    data = _payload(80_000)
+    assert transfer(pair, client, server, data) == data
+    assert client.mode == "mptcp" and server.mode == "mptcp"
+    assert client.counters["DssFallback"] == 0 and client.counters["InfiniteMapTx"] == 0
+    assert client.counters["RmAddr"] > 0  # the signal was seen, on ACKs that acknowledged data
