@@ -24,6 +24,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.loss import NodeLoss, nft
 from testbed.net.params import LinkParams
@@ -56,16 +57,6 @@ class InlineProcess:
     control_path: str
     stats_path: str
     log_path: str
-
-
-def run_checked(command: list[str], what: str, *, input_text: str | None = None) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, input=input_text, check=False)
-    if done.returncode != 0:
-        raise EnvironmentProblem(
-            f"{what}: `{' '.join(command)}` exited {done.returncode}: "
-            f"{(done.stderr or done.stdout).strip()}"
-        )
-    return done.stdout
 
 
 def delay_bump(link: LinkSpec) -> str | None:
@@ -142,7 +133,7 @@ class Network:
             self.state.add_netns(netns)  # recorded before it exists: clean can always find it
             node = Node(name, inNamespace=True)
             self.nodes[name] = node
-            run_checked(["ip", "netns", "attach", netns, str(node.pid)], f"naming namespace of {name}")
+            run_command(["ip", "netns", "attach", netns, str(node.pid)], what=f"naming namespace of {name}")
         for link in self.topo.links.values():
             for segment in link.segments:
                 Link(self.nodes[segment.left.node], self.nodes[segment.right.node],
@@ -184,8 +175,7 @@ class Network:
     # --- configuration ------------------------------------------------------------------------
     def _sysctl(self, node: str, settings: dict[str, str]) -> None:
         args = [f"{key}={value}" for key, value in settings.items()]
-        run_checked(["ip", "netns", "exec", self.netns(node), "sysctl", "-q", "-w", *args],
-                    f"sysctl in {node}")
+        run_command(["sysctl", "-q", "-w", *args], netns=self.netns(node), what=f"sysctl in {node}")
 
     def _configure_node(self, name: str, kind: NodeKind) -> None:
         settings = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
@@ -197,9 +187,8 @@ class Network:
         interfaces = [i for link in self.topo.links.values() for seg in link.segments
                       for i in (seg.left, seg.right) if i.node == name]
         for iface in interfaces:
-            run_checked(["ip", "netns", "exec", self.netns(name), "ethtool", "-K", iface.name,
-                         *(x for off in OFFLOADS_OFF for x in (off, "off"))],
-                        f"offloads of {iface.name}")
+            run_command(["ethtool", "-K", iface.name, *(x for off in OFFLOADS_OFF for x in (off, "off"))],
+                        netns=self.netns(name), what=f"offloads of {iface.name}")
         with IPRoute(netns=self.netns(name)) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             for iface in interfaces:
