@@ -18,7 +18,6 @@ case per entry, so a CI system shows which cell regressed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass

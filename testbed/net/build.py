@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,9 @@ class Network:
         self.link_params: dict[str, LinkParams] = {n: lk.params for n, lk in self.topo.links.items()}
         self.link_up: dict[str, bool] = dict.fromkeys(self.topo.links, True)
         self.timings: dict[str, float] = {}
+        # what could not be undone or restored (a namespace that stayed, a route not put back
+        # after a link flap): reported in the result and on stderr, never swallowed
+        self.teardown_problems: list[str] = []
 
     @staticmethod
     def _needs_tree(params: LinkParams) -> bool:
@@ -165,7 +169,12 @@ class Network:
                 proc.process.wait(timeout=3)
             if proc.process.poll() is None:
                 proc.process.kill()
-        delete_netns(list(self.state.netns))
+                self.report_problem(f"inline process on {proc.node} ignored SIGTERM for 3 s and was killed")
+            elif proc.process.returncode not in (0, -signal.SIGTERM):
+                self.report_problem(f"inline process on {proc.node} exited {proc.process.returncode} "
+                                    f"(log: {proc.log_path})")
+        for problem in delete_netns(list(self.state.netns)):
+            self.report_problem(problem)
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 node.shell = None  # the shell died with its namespace; stop Mininet touching it
@@ -305,8 +314,16 @@ class Network:
     def _restore_routes(self, node: str) -> None:
         with IPRoute(netns=self.netns(node)) as ipr:
             for route in self.topo.routes.get(node, []):
-                with contextlib.suppress(NetlinkError):
+                try:
                     ipr.route("replace", **route_arguments(ipr, route))
+                except NetlinkError as exc:
+                    self.report_problem(f"route {route.destination} via {route.via or route.device} in "
+                                        f"{node} not restored after the link came up: {exc}")
+
+    def report_problem(self, problem: str) -> None:
+        """Record something this run could not undo or restore, and say it on stderr now."""
+        self.teardown_problems.append(problem)
+        print(f"testbed: {problem}", file=sys.stderr)
 
     # --- running things in nodes --------------------------------------------------------------
     def popen(self, node: str, args: list[str], **kwargs: Any) -> subprocess.Popen:
