@@ -130,15 +130,19 @@ class Result:
 
 def _upgrade_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
     """Schema 1 recorded no endpoint seeds, exit codes or teardown problems: the seeds that are
-    known (the client's payload seed) are filled in, the rest is None (not recorded)."""
-    connections = doc.get("connections") or [{}]
+    known (the sender's payload seed) are filled in, the rest is None (not recorded). Early
+    schema-1 files also lack a connection's stack_counters and mptcp_info (None: not read)."""
+    connections = [{"stack_counters": {"client": None, "server": None},
+                    "mptcp_info": {"client": None, "server": None}, **c}
+                   for c in doc.get("connections") or []]
     direction = ((doc.get("spec") or {}).get("traffic") or {}).get("direction", "download")
     sender = "client" if direction == "upload" else "server"
-    endpoints = {role: {"stack": connections[0].get(f"{role}_stack", "?"), "seed": None,
+    first = connections[0] if connections else {}
+    endpoints = {role: {"stack": first.get(f"{role}_stack", "?"), "seed": None,
                         "payload_seed": doc.get("seed") if role == sender else None, "exit_code": None}
                  for role in ("client", "server")}
     upgraded = {k: v for k, v in doc.items() if k != "interrupted"}
-    upgraded.update(schema=2, endpoints=endpoints, teardown_problems=[])
+    upgraded.update(schema=2, connections=connections, endpoints=endpoints, teardown_problems=[])
     if doc.get("interrupted"):
         upgraded["interrupted"] = True
     return upgraded
