@@ -32,7 +32,7 @@ from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.shaping import Backends
-from testbed.net.state import RunState
+from testbed.net.state import RunState, new_run_id, work_dir_of
 from testbed.net.topo import Topology
 from testbed.outcome import classify
 from testbed.progress import TransferProgress
@@ -232,11 +232,12 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = 
     stderr); None draws nothing (a matrix has its own bar). Ctrl-C (or SIGTERM) during the
     transfer stops the client, which reports what got through: the result is still written,
     marked interrupted, and then KeyboardInterrupt propagates."""
+    run_id = new_run_id()
+    plan = plan_run(spec, work_dir_of(run_id))  # a bad spec stops here: nothing built, nothing recorded
+    out_dir.mkdir(parents=True, exist_ok=True)
     with sigterm_as_interrupt():
-        state = RunState.create()
+        state = RunState.create(run_id)
         try:
-            plan = plan_run(spec, Path(state.work_dir))
-            out_dir.mkdir(parents=True, exist_ok=True)
             return _run(plan, state, out_dir, progress, observer, eta)
         finally:
             state.remove()

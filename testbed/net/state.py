@@ -32,6 +32,11 @@ def new_run_id() -> str:
     return secrets.token_hex(3)
 
 
+def work_dir_of(run_id: str) -> Path:
+    """Where a run keeps its scratch files (inline configs, control sockets, samples)."""
+    return STATE_DIR / run_id
+
+
 @dataclass
 class RunState:
     """The resources of one run, persisted after every change."""
@@ -47,10 +52,11 @@ class RunState:
         return RUNS_DIR / f"{self.run_id}.json"
 
     @classmethod
-    def create(cls) -> RunState:
+    def create(cls, run_id: str | None = None) -> RunState:
+        """Record a new run (its id drawn now unless given) before it creates anything."""
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        state = cls(new_run_id(), os.getpid(), time.time())
-        state.work_dir = str(STATE_DIR / state.run_id)
+        state = cls(run_id or new_run_id(), os.getpid(), time.time())
+        state.work_dir = str(work_dir_of(state.run_id))
         Path(state.work_dir).mkdir(parents=True, exist_ok=True)
         state.save()
         return state
