@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from testbed import kernel_mptcp
 from testbed.doctor import run_doctor
+from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.net.build import BumpRuntime, Network, delay_bump
@@ -46,12 +47,6 @@ Progress = Callable[[str], None]
 # called about every 50 ms while the client runs: (the run's work directory, seconds since the
 # client started); lets a caller follow <work_dir>/client.samples.csv live (the Prague demo graph)
 Observer = Callable[[Path, float], None]
-# every endpoint program takes the same command line and prints the same JSON-lines reports
-ENDPOINT_MODULES = {
-    "kernel": "testbed.endpoints.kernel",
-    "tcp": "testbed.endpoints.kernel",
-    "python": "testbed.endpoints.python",
-}
 ROLES = ("client", "server")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from testbed import kernel_mptcp
 from testbed.command import run_command
+from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import EndpointReport, parse_output
 from testbed.net.build import Network
 from testbed.net.state import RunState
@@ -57,7 +58,7 @@ class Endpoint:
     args: tuple[str, ...] = ()
 
     def command(self, role: str, base: list[str]) -> list[str]:
-        return [PYTHON, "-m", f"testbed.endpoints.{self.stack}", role, *base, *self.args]
+        return [PYTHON, "-m", ENDPOINT_MODULES[self.stack], role, *base, *self.args]
 
 
 @dataclass
