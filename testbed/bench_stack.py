@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import kernel_mptcp
+from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.kernel import _positive_float, _positive_int  # the endpoints' own validators
 from testbed.endpoints.report import EndpointReport, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed
@@ -67,7 +68,7 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
     if '"listening"' not in line:
         server.kill()
         raise RunFailed(f"wirebench: the kernel server did not start: {line!r}")
-    module = ["-m", f"testbed.endpoints.{stack}"]
+    module = ["-m", ENDPOINT_MODULES[stack]]
     if stack == "python":
         extra = (*extra, "--driver-stats")
     if profile is not None:

@@ -18,7 +18,6 @@ case per entry, so a CI system shows which cell regressed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 from testbed.errors import SpecError, TestbedError
 from testbed.report.files import write_bytes_atomic
 from testbed.report.summary import summarize_result
-from testbed.results import RESULT_FILE, SCHEMA
+from testbed.result import RESULT_FILE, check_document, read_json_document
 
 MATRIX_FILE = "matrix.json"
 DEFAULT_TOLERANCE_PCT = 10.0
@@ -63,17 +62,11 @@ class Difference:
 
 
 def _load_json(path: Path) -> dict[str, Any]:
+    """A result (upgraded to the current schema) or matrix document; bad input is a usage error."""
     try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise CompareInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise CompareInputError(f"{path}: not JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CompareInputError(f"{path}: not a testbed result or matrix file")
-    if data.get("schema") != SCHEMA:
-        raise CompareInputError(f"{path}: schema {data.get('schema')!r}, this testbed reads {SCHEMA}")
-    return data
+        return check_document(read_json_document(path), str(path))
+    except TestbedError as exc:
+        raise CompareInputError(exc.message) from exc
 
 
 def entries_from_matrix(doc: dict[str, Any], where: str) -> dict[str, Entry]:

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from testbed.command import run_command
 from testbed.net.shaping import Backends
 from testbed.net.state import delete_netns, new_run_id
 
@@ -66,8 +67,9 @@ class DoctorReport:
         }
 
 
-def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+def _run(command: list[str], *, input: str | None = None) -> subprocess.CompletedProcess:
+    """A probe: its failure is the finding, so the exit status is returned, not raised."""
+    return run_command(command, check=False, input=input)
 
 
 def _first_line(done: subprocess.CompletedProcess) -> str:

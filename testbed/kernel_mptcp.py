@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.command import run_command
 from testbed.errors import EnvironmentProblem
-from testbed.net.build import run_checked
 
 COUNTER_GROUPS = ("MPTcpExt", "TcpExt")
 TCP_COUNTERS_KEPT = ("TCPLossProbes", "TCPSackRecovery", "TCPTimeouts", "TCPFastRetrans")
@@ -54,22 +54,21 @@ def configure(
     signal_endpoints: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Limits, checksum sysctl and path-manager endpoints of one namespace."""
-    exec_ns = ["ip", "netns", "exec", netns]
-    run_checked([*exec_ns, "sysctl", "-q", "-w", "net.mptcp.enabled=1",
-                 f"net.mptcp.checksum_enabled={int(checksum)}"], f"MPTCP sysctls in {netns}")
-    run_checked(["ip", "-n", netns, "mptcp", "limits", "set", "subflows", str(subflows),
-                 "add_addr_accepted", str(add_addr_accepted)], f"ip mptcp limits in {netns}")
-    run_checked(["ip", "-n", netns, "mptcp", "endpoint", "flush"], f"ip mptcp endpoint flush in {netns}")
+    run_command(["sysctl", "-q", "-w", "net.mptcp.enabled=1", f"net.mptcp.checksum_enabled={int(checksum)}"],
+                netns=netns, what=f"MPTCP sysctls in {netns}")
+    run_command(["ip", "-n", netns, "mptcp", "limits", "set", "subflows", str(subflows),
+                 "add_addr_accepted", str(add_addr_accepted)], what=f"ip mptcp limits in {netns}")
+    run_command(["ip", "-n", netns, "mptcp", "endpoint", "flush"], what=f"ip mptcp endpoint flush in {netns}")
     for flag, endpoints in (("subflow", subflow_endpoints), ("signal", signal_endpoints)):
         for address, device in endpoints:
-            run_checked(["ip", "-n", netns, "mptcp", "endpoint", "add", address, "dev", device, flag],
-                        f"ip mptcp endpoint {address} {flag} in {netns}")
+            run_command(["ip", "-n", netns, "mptcp", "endpoint", "add", address, "dev", device, flag],
+                        what=f"ip mptcp endpoint {address} {flag} in {netns}")
 
 
 def disable(netns: str) -> None:
     """Plain-TCP host: MPTCP off in the namespace (sockets asking for it are refused)."""
-    run_checked(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", "net.mptcp.enabled=0"],
-                f"disabling MPTCP in {netns}")
+    run_command(["sysctl", "-q", "-w", "net.mptcp.enabled=0"], netns=netns,
+                what=f"disabling MPTCP in {netns}")
 
 
 def congestion_control(netns: str, wanted: str | None) -> str:
@@ -84,5 +83,5 @@ def congestion_control(netns: str, wanted: str | None) -> str:
 
         set_route_congestion_control(netns, wanted)
         return wanted
-    return run_checked(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.tcp_congestion_control"],
-                       f"reading congestion control in {netns}").strip()
+    return run_command(["sysctl", "-n", "net.ipv4.tcp_congestion_control"], netns=netns,
+                       what=f"reading congestion control in {netns}").stdout.strip()

@@ -35,7 +35,8 @@ from testbed.report.evidence import CAPTURE_FILE, WIRE_FILE, disagreements, load
 from testbed.report.files import write_bytes_atomic, write_text_atomic
 from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
-from testbed.results import RESULT_FILE, SCHEMA, TIMESERIES_FILE, read_result
+from testbed.result import MATRIX_SCHEMA, RESULT_FILE, read_result
+from testbed.results import TIMESERIES_FILE
 from testbed.spec import OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec, read_toml
 
 MATRIX_FILE = "matrix.json"
@@ -295,7 +296,7 @@ def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
 def matrix_document(matrix: MatrixSpec, cells: list[dict[str, Any]], *, partial: bool, interrupted: bool,
                     started_at: str, elapsed_s: float, environment: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "schema": SCHEMA,
+        "schema": MATRIX_SCHEMA,
         "kind": "matrix",
         "name": matrix.name,
         "description": matrix.description,

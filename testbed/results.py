@@ -1,10 +1,7 @@
-"""Result files: a self-describing result.json per run and per-subflow time series as CSV.
+"""Writing a run's files: JSON written atomically, and per-subflow time series as CSV.
 
-Like Flent's data files, a result holds everything needed to re-derive tables and plots
-without re-running: schema version, environment and backend choices, the topology with its
-link parameters, the timeline as applied, middleboxes, and per-connection outcome, bytes per
-subflow, integrity and counter deltas. Unlike Flent, a failed write is an error, never a log
-line: results are never lost silently.
+The result document itself (its typed form, schema and upgrades) is testbed.result. Unlike
+Flent, a failed write is an error, never a log line: results are never lost silently.
 """
 
 from __future__ import annotations
@@ -18,9 +15,7 @@ from typing import Any
 
 from testbed.errors import TestbedError
 
-SCHEMA = 1
 TIMESERIES_FILE = "timeseries.csv"
-RESULT_FILE = "result.json"
 BIN_S = 0.1
 
 
@@ -32,17 +27,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         raise TestbedError(f"could not write {path}: {exc.strerror}") from exc
-
-
-def read_result(path: Path) -> dict[str, Any]:
-    path = path / RESULT_FILE if path.is_dir() else path
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TestbedError(f"cannot read result file {path}: {exc}") from exc
-    if data.get("schema") != SCHEMA:
-        raise TestbedError(f"{path}: schema {data.get('schema')!r}, this testbed reads {SCHEMA}")
-    return data
 
 
 def bin_samples(samples_csv: Path, bin_s: float = BIN_S) -> list[dict[str, Any]]:

@@ -1,9 +1,12 @@
-"""`testbed run`: build the network, start endpoints, apply the timeline, record, tear down.
+"""`testbed run` as a pipeline: plan -> network -> endpoints -> collect -> Result.
 
-The runner owns the order of things and nothing else: the network comes from testbed.net, the
-traffic from testbed.endpoints, the link changes from Network.change_link, the files from
-testbed.results. Whatever happens (an error, Ctrl-C, SIGTERM), teardown runs and the run's
-state file is removed; after `kill -9`, `testbed clean` finds the same resources from it.
+`plan_run(spec)` decides everything that needs no network (topology, backends, bumps, addresses,
+endpoint commands and seeds); `Network(...)` builds it and always tears it down;
+`run_endpoints` configures the hosts' MPTCP, starts server then client, applies the timeline
+and returns what the endpoints printed and how they exited; `collect` turns that into a typed
+`Result` (testbed.result), written as result.json. The runner owns the order of things and
+nothing else. Whatever happens (an error, Ctrl-C, SIGTERM), teardown runs and the run's state
+file is removed; after `kill -9`, `testbed clean` finds the same resources from it.
 """
 
 from __future__ import annotations
@@ -19,28 +22,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from testbed import kernel_mptcp
 from testbed.doctor import run_doctor
+from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.shaping import Backends
-from testbed.net.state import RunState
+from testbed.net.state import RunState, new_run_id, work_dir_of
 from testbed.net.topo import Topology
 from testbed.outcome import classify
 from testbed.progress import TransferProgress
-from testbed.results import (
-    BIN_S,
-    RESULT_FILE,
-    SCHEMA,
-    TIMESERIES_FILE,
-    bin_samples,
-    write_json_atomic,
-    write_timeseries,
-)
+from testbed.result import RESULT_FILE, ConnectionResult, EndpointRecord, Result, SubflowResult
+from testbed.results import BIN_S, TIMESERIES_FILE, bin_samples, write_json_atomic, write_timeseries
+from testbed.sim.rng import derive_seed
 from testbed.spec import ExperimentSpec, check_against_topology
 from topologies import build_topology
 
@@ -48,12 +47,7 @@ Progress = Callable[[str], None]
 # called about every 50 ms while the client runs: (the run's work directory, seconds since the
 # client started); lets a caller follow <work_dir>/client.samples.csv live (the Prague demo graph)
 Observer = Callable[[Path, float], None]
-# every endpoint program takes the same command line and prints the same JSON-lines reports
-ENDPOINT_MODULES = {
-    "kernel": "testbed.endpoints.kernel",
-    "tcp": "testbed.endpoints.kernel",
-    "python": "testbed.endpoints.python",
-}
+ROLES = ("client", "server")
 
 
 def detect_backends() -> Backends:
@@ -133,14 +127,84 @@ def python_stack_options(role: str, spec: ExperimentSpec, addresses: list[str]) 
     return options
 
 
-def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
-                      timeseries: Path, addresses: list[str]) -> list[str]:
+def endpoint_seed(run_seed: int, role: str) -> int:
+    """The seed of a python endpoint's stack RNG (keys, nonces, ISNs): derived from the spec's
+    seed and the role, so client and server draw different streams and a seed replays both."""
+    return derive_seed(run_seed, f"endpoint/{role}")
+
+
+@dataclass(frozen=True)
+class EndpointPlan:
+    """One endpoint program: where it runs and exactly what it is started with."""
+
+    role: str
+    stack: str
+    host: str
+    addresses: list[tuple[str, str]]  # (address, device) of its host, in interface order
+    command: list[str]
+    record: EndpointRecord  # the seeds it runs with (exit_code filled in at the end)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided before the network exists (stage 1 of the pipeline)."""
+
+    spec: ExperimentSpec
+    topo: Topology
+    backends: Backends
+    bumps: dict[str, BumpRuntime]
+    shaped_links: set[str]
+    listen: str
+    client: EndpointPlan
+    server: EndpointPlan
+
+    @property
+    def endpoints(self) -> tuple[EndpointPlan, EndpointPlan]:
+        return self.client, self.server
+
+
+def _addresses(topo: Topology, host: str) -> list[tuple[str, str]]:
+    return [(iface.address.split("/")[0], iface.name)
+            for _link, iface, _peer in topo.l3_interfaces(host) if iface.address]
+
+
+def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None) -> RunPlan:
+    """Check the spec against its topology and this machine, and decide every command."""
+    for endpoint in spec.endpoints:
+        if importlib.util.find_spec(ENDPOINT_MODULES[endpoint.stack]) is None:
+            raise SpecError(f"{spec.source}: stack {endpoint.stack!r} endpoints are not available in this "
+                            f"installation (no module {ENDPOINT_MODULES[endpoint.stack]})")
+    topo = build_topology(spec.topology, spec.topology_params)
+    check_against_topology(spec, topo)
+    topo.finalize()
+    backends = backends or detect_backends()
+    server_addresses = _addresses(topo, spec.server.host)
+    listen = f"{server_addresses[0][0]}:{spec.traffic.port}"
+    sender = "client" if spec.traffic.direction == "upload" else "server"
+    endpoints = {}
+    for role, endpoint in (("client", spec.client), ("server", spec.server)):
+        addresses = _addresses(topo, endpoint.host)
+        seed = endpoint_seed(spec.seed, role) if endpoint.stack == "python" else None
+        record = EndpointRecord(stack=endpoint.stack, seed=seed,
+                                payload_seed=spec.seed if role == sender else None, exit_code=None)
+        command = endpoint_command(role, endpoint.stack, spec, listen,
+                                   addresses[0][0] if role == "client" else None,
+                                   work / f"{role}.samples.csv", [a for a, _dev in addresses], seed)
+        endpoints[role] = EndpointPlan(role, endpoint.stack, endpoint.host, addresses, command, record)
+    return RunPlan(spec, topo, backends, plan_bumps(spec, topo, backends), {ev.link for ev in spec.timeline},
+                   listen, endpoints["client"], endpoints["server"])
+
+
+def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
+                     timeseries: Path, addresses: list[str], rng_seed: int | None = None) -> list[str]:
+    """The endpoint program's command line (the same contract for every stack)."""
     traffic = spec.traffic
     endpoint = spec.client if role == "client" else spec.server
     command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
                "--tcp" if stack == "tcp" else "--mptcp",
                *(["--stack-config", json.dumps(endpoint.stack_config)] if endpoint.stack_config else []),
                *(python_stack_options(role, spec, addresses) if stack == "python" else []),
+               *(["--rng-seed", str(rng_seed)] if rng_seed is not None else []),
                "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
                "--timeseries", str(timeseries)]
     if role == "server":
@@ -157,119 +221,163 @@ def _endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, 
 
 def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print,
                    observer: Observer | None = None, eta: TextIO | None = None) -> dict[str, Any]:
-    """Run one experiment and write its result files into out_dir; returns the result.
+    """Run one experiment and write its result files into out_dir; returns result.json's document.
 
     `eta`: where to draw the transfer's progress bar with the time left (`testbed run` gives
     stderr); None draws nothing (a matrix has its own bar). Ctrl-C (or SIGTERM) during the
     transfer stops the client, which reports what got through: the result is still written,
     marked interrupted, and then KeyboardInterrupt propagates."""
-    for endpoint in spec.endpoints:
-        if importlib.util.find_spec(ENDPOINT_MODULES[endpoint.stack]) is None:
-            raise SpecError(f"{spec.source}: stack {endpoint.stack!r} endpoints are not available in this "
-                            f"installation (no module {ENDPOINT_MODULES[endpoint.stack]})")
-    topo = build_topology(spec.topology, spec.topology_params)
-    check_against_topology(spec, topo)
-    backends = detect_backends()
-    bumps = plan_bumps(spec, topo, backends)
-    shaped = {ev.link for ev in spec.timeline}
+    run_id = new_run_id()
+    plan = plan_run(spec, work_dir_of(run_id))  # a bad spec stops here: nothing built, nothing recorded
     out_dir.mkdir(parents=True, exist_ok=True)
     with sigterm_as_interrupt():
-        state = RunState.create()
+        state = RunState.create(run_id)
         try:
-            return _run(spec, topo, backends, bumps, shaped, state, out_dir, progress, observer, eta)
+            return _run(plan, state, out_dir, progress, observer, eta)
         finally:
             state.remove()
 
 
-def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[str, BumpRuntime],
-         shaped: set[str], state: RunState, out_dir: Path, progress: Progress,
+@dataclass
+class EndpointOutput:
+    """What an endpoint program printed and how it exited."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None  # None: it had to be killed and reported nothing
+
+
+@dataclass
+class TransferRecord:
+    """What the network stage hands to `collect`: endpoint outputs and everything read from the
+    network before it was torn down."""
+
+    client: EndpointOutput
+    server: EndpointOutput
+    interrupted: bool
+    timeline: list[dict[str, Any]]
+    congestion: dict[str, str]
+    counters_before: dict[str, dict[str, int]]
+    counters_after: dict[str, dict[str, int]]
+    middlebox_stats: dict[str, Any]
+    loss_counters: dict[str, Any]
+    shaping: dict[str, Any]
+
+
+def _run(plan: RunPlan, state: RunState, out_dir: Path, progress: Progress,
          observer: Observer | None = None, eta: TextIO | None = None) -> dict[str, Any]:
     work = Path(state.work_dir)
-    progress(f"building {topo.name} (run {state.run_id}, backends rate={backends.rate} "
+    backends = plan.backends
+    progress(f"building {plan.topo.name} (run {state.run_id}, backends rate={backends.rate} "
              f"loss={backends.loss} delay={backends.delay})")
+    with Network(plan.topo, backends, state, bumps=plan.bumps, shaped_links=plan.shaped_links) as net:
+        transfer = run_endpoints(plan, net, work, progress, observer, eta)
+    result = collect(plan, transfer, work, out_dir, timings=dict(net.timings),
+                     teardown_problems=list(net.teardown_problems))
+    write_json_atomic(out_dir / RESULT_FILE, result.to_json())
+    if result.interrupted:
+        connection = result.connection
+        progress(f"interrupted: partial result in {out_dir / RESULT_FILE} "
+                 f"({connection.bytes} bytes got through, outcome {connection.outcome})")
+        raise KeyboardInterrupt("run interrupted; partial result written")
+    return result.to_json()
+
+
+def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
+    """Kernel MPTCP limits, endpoints and sysctls of both hosts; returns each host's TCP
+    congestion control."""
+    spec = plan.spec
+    client_subflows = plan.client.addresses[1:] if spec.mptcp.client_subflow_endpoints else []
+    server_signals = [a for a in plan.server.addresses if a[0] in spec.mptcp.server_signal]
+    for endpoint, subflow_eps, signal_eps in ((plan.client, client_subflows, []),
+                                              (plan.server, [], server_signals)):
+        ns = net.netns(endpoint.host)
+        if endpoint.stack == "tcp":
+            kernel_mptcp.disable(ns)
+        else:
+            kernel_mptcp.configure(ns, subflows=spec.mptcp.subflows,
+                                   add_addr_accepted=spec.mptcp.add_addr_accepted,
+                                   checksum=spec.mptcp.checksum, subflow_endpoints=tuple(subflow_eps),
+                                   signal_endpoints=tuple(signal_eps))
+    return {endpoint.host: kernel_mptcp.congestion_control(net.netns(endpoint.host),
+                                                           spec.traffic.congestion_control)
+            for endpoint in plan.endpoints}
+
+
+def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
+                  observer: Observer | None = None, eta: TextIO | None = None) -> TransferRecord:
+    """Stage 3: configure the hosts, start the server then the client, apply the timeline while
+    the client runs, and read everything the result needs before the network goes."""
+    spec = plan.spec
+    congestion = configure_hosts(plan, net)
+    pids = {endpoint.host: net.node_pid(endpoint.host) for endpoint in plan.endpoints}
+    before = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
+    capture = _start_capture(net, plan.client.host, plan.topo, work) if spec.capture else None
     timeline_log: list[dict[str, Any]] = []
-    with Network(topo, backends, state, bumps=bumps, shaped_links=shaped) as net:
-        client, server = spec.client, spec.server
-        client_ns, server_ns = net.netns(client.host), net.netns(server.host)
-        client_addresses = [(iface.address.split("/")[0], iface.name)
-                            for _link, iface, _peer in topo.l3_interfaces(client.host) if iface.address]
-        server_addresses = [(iface.address.split("/")[0], iface.name)
-                            for _link, iface, _peer in topo.l3_interfaces(server.host) if iface.address]
-        for stack, ns, subflow_eps, signal_eps in (
-            (client.stack, client_ns,
-             client_addresses[1:] if spec.mptcp.client_subflow_endpoints else [], []),
-            (server.stack, server_ns, [],
-             [a for a in server_addresses if a[0] in spec.mptcp.server_signal]),
-        ):
-            if stack == "tcp":
-                kernel_mptcp.disable(ns)
-            else:
-                kernel_mptcp.configure(ns, subflows=spec.mptcp.subflows,
-                                       add_addr_accepted=spec.mptcp.add_addr_accepted,
-                                       checksum=spec.mptcp.checksum, subflow_endpoints=tuple(subflow_eps),
-                                       signal_endpoints=tuple(signal_eps))
-        congestion = {}
-        for host, ns in ((client.host, client_ns), (server.host, server_ns)):
-            congestion[host] = kernel_mptcp.congestion_control(ns, spec.traffic.congestion_control)
-        pids = {client.host: net.node_pid(client.host), server.host: net.node_pid(server.host)}
-        before = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
-        capture = _start_capture(net, client.host, topo, work) if spec.capture else None
 
-        listen = f"{server_addresses[0][0]}:{spec.traffic.port}"
-        server_proc = net.popen(server.host, _endpoint_command(
-            "server", server.stack, spec, listen, None, work / "server.samples.csv",
-            [a for a, _dev in server_addresses]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        first = server_proc.stdout.readline() if server_proc.stdout else ""
-        if '"listening"' not in first:
-            server_proc.kill()
-            raise RunFailed(f"server endpoint did not start: {first.strip()} "
-                            f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
-        progress(f"server listening on {listen}; client {client.stack} -> server {server.stack}, "
-                 + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
-        started = time.monotonic()
-        client_proc = net.popen(client.host, _endpoint_command(
-            "client", client.stack, spec, listen, client_addresses[0][0], work / "client.samples.csv",
-            [a for a, _dev in client_addresses]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        interrupted = False
-        try:
-            _wait_for_client(spec, net, client_proc, started, work, timeline_log, progress, observer,
-                             _transfer_progress(spec, eta))
-        except KeyboardInterrupt:
-            # keep what got through: the client reports on SIGTERM (a second Ctrl-C aborts)
-            interrupted = True
-            progress("interrupted: stopping the client; the result keeps what got through")
-            if client_proc.poll() is None:
-                client_proc.terminate()
-        client_out, client_err = finish_endpoint(client_proc, grace_s=10)
-        # a server that never saw the connection (refused, reset before accept) waits in accept:
-        # SIGTERM makes it report that, so every run ends with both reports
-        server_out, server_err = finish_endpoint(server_proc, grace_s=5)
-        after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
-        inline_stats = net.inline_stats()
-        loss_counters = {node: loss.counters() for node, loss in net.losses.items()}
-        shaping = {name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()}
-        if capture is not None:
-            capture.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                capture.wait(timeout=5)
-    timings = dict(net.timings)
-
-    if interrupted and not (client_out.strip() and server_out.strip()):
-        raise KeyboardInterrupt("run interrupted before both endpoints reported")
+    server_proc = net.popen(plan.server.host, plan.server.command, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    first = server_proc.stdout.readline() if server_proc.stdout else ""
+    if '"listening"' not in first:
+        server_proc.kill()
+        raise RunFailed(f"server endpoint did not start: {first.strip()} "
+                        f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
+    progress(f"server listening on {plan.listen}; client {plan.client.stack} -> server {plan.server.stack}, "
+             + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
+    started = time.monotonic()
+    client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    interrupted = False
     try:
-        _l, client_reports = parse_output(client_out)
-        _l, server_reports = parse_output(first + server_out)
+        _wait_for_client(spec, net, client_proc, started, work, timeline_log, progress, observer,
+                         _transfer_progress(spec, eta))
+    except KeyboardInterrupt:
+        # keep what got through: the client reports on SIGTERM (a second Ctrl-C aborts)
+        interrupted = True
+        progress("interrupted: stopping the client; the result keeps what got through")
+        if client_proc.poll() is None:
+            client_proc.terminate()
+    client = finish_endpoint(client_proc, grace_s=10)
+    # a server that never saw the connection (refused, reset before accept) waits in accept:
+    # SIGTERM makes it report that, so every run ends with both reports
+    server = finish_endpoint(server_proc, grace_s=5)
+    server.stdout = first + server.stdout
+    after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
+    record = TransferRecord(
+        client=client, server=server, interrupted=interrupted, timeline=timeline_log,
+        congestion=congestion, counters_before=before, counters_after=after,
+        middlebox_stats=net.inline_stats(),
+        loss_counters={node: loss.counters() for node, loss in net.losses.items()},
+        shaping={name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()})
+    if capture is not None:
+        capture.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            capture.wait(timeout=5)
+    return record
+
+
+def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, *,
+            timings: dict[str, float], teardown_problems: list[str]) -> Result:
+    """Stage 4: endpoint reports, counters and samples -> the typed Result (and the time
+    series and capture files next to it)."""
+    spec = plan.spec
+    client_out, server_out = transfer.client, transfer.server
+    if transfer.interrupted and not (client_out.stdout.strip() and server_out.stdout.strip()):
+        raise KeyboardInterrupt("run interrupted before both endpoints reported")
+    stderr_tails = (f"client stderr: {client_out.stderr.strip()[-300:]}; "
+                    f"server stderr: {server_out.stderr.strip()[-300:]}")
+    try:
+        _l, client_reports = parse_output(client_out.stdout)
+        _l, server_reports = parse_output(server_out.stdout)
     except ReportError as exc:
-        raise RunFailed(f"unreadable endpoint output: {exc}; client stderr: {client_err.strip()[-300:]}; "
-                        f"server stderr: {server_err.strip()[-300:]}") from exc
+        raise RunFailed(f"unreadable endpoint output: {exc}; {stderr_tails}") from exc
     if not client_reports or not server_reports:
-        raise RunFailed(f"an endpoint produced no report; client stderr: {client_err.strip()[-300:]}; "
-                        f"server stderr: {server_err.strip()[-300:]}")
+        raise RunFailed(f"an endpoint produced no report; {stderr_tails}")
     record = merge_reports(client_reports[-1], server_reports[-1])
-    counters = {host: kernel_mptcp.counter_deltas(before[host], after[host]) for host in before}
-    expected_subflows = min(len(client_addresses), spec.mptcp.subflows + 1)
+    counters = {host: kernel_mptcp.counter_deltas(transfer.counters_before[host],
+                                                  transfer.counters_after[host])
+                for host in transfer.counters_before}
+    expected_subflows = min(len(plan.client.addresses), spec.mptcp.subflows + 1)
     outcome, evidence = classify(record, counters, expected_subflows)
 
     sender_samples = work / ("client.samples.csv" if spec.traffic.direction == "upload"
@@ -278,62 +386,58 @@ def _run(spec: ExperimentSpec, topo: Topology, backends: Backends, bumps: dict[s
     write_timeseries(out_dir / TIMESERIES_FILE, series)
     if spec.capture and (work / "capture.pcap").exists():
         shutil.copy(work / "capture.pcap", out_dir / "capture.pcap")
-    connection = {
-        "client_stack": client.stack,
-        "server_stack": server.stack,
-        "mptcp": record.mptcp_used,
-        "outcome": outcome,
-        "evidence": evidence,
-        "subflows": [{"local": s.local, "remote": s.remote, "bytes": s.bytes_acked,
-                      "bytes_sent": s.bytes_sent, "bytes_retrans": s.bytes_retrans,
-                      "rtt_ms": round(s.rtt_us / 1000, 3), "open_at_end": s.open_at_end}
-                     for s in record.subflows],
-        "bytes": record.bytes,
-        "duration_s": record.client.duration_s if spec.traffic.direction == "upload"
+    connection = ConnectionResult(
+        client_stack=plan.client.stack,
+        server_stack=plan.server.stack,
+        mptcp=record.mptcp_used,
+        outcome=outcome,
+        evidence=evidence,
+        subflows=[SubflowResult(local=s.local, remote=s.remote, bytes=s.bytes_acked, bytes_sent=s.bytes_sent,
+                                bytes_retrans=s.bytes_retrans, rtt_ms=round(s.rtt_us / 1000, 3),
+                                open_at_end=s.open_at_end)
+                  for s in record.subflows],
+        bytes=record.bytes,
+        duration_s=record.client.duration_s if spec.traffic.direction == "upload"
         else record.server.duration_s,
-        "goodput_mbps": record.goodput_mbps,
-        "integrity": record.integrity,
-        "problems": list(record.problems),
-        "sha256": {"client": record.client.sha256, "server": record.server.sha256},
-        "counters": counters,
+        goodput_mbps=record.goodput_mbps,
+        integrity=record.integrity,
+        problems=list(record.problems),
+        sha256={"client": record.client.sha256, "server": record.server.sha256},
+        counters=counters,
         # a python end's own counters that moved (MPTcpExt names without the prefix; None for a
         # kernel end), as outcome.py read them
-        "stack_counters": {end.role: None if end.stack_counters is None
-                           else {k: v for k, v in sorted(end.stack_counters.items()) if v}
-                           for end in (record.client, record.server)},
-        "mptcp_info": {"client": record.client.mptcp_info.__dict__ if record.client.mptcp_info else None,
-                       "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
-    }
-    result = {
-        "schema": SCHEMA,
-        "kind": "experiment",
-        "name": spec.name,
-        "description": spec.description,
-        "spec": spec.as_dict(),
-        "seed": spec.seed,
-        "environment": {**environment(backends), "tcp_congestion_control": congestion},
-        "topology": topo.describe(),
-        "middleboxes": [{"node": b.node, "type": b.type, "params": b.params} for b in spec.middleboxes],
-        "middlebox_stats": inline_stats,
-        "timeline": timeline_log,
-        "shaping": shaping,
-        "loss_counters": loss_counters,
-        "connections": [connection],
-        "timeseries": {"file": TIMESERIES_FILE, "bin_s": BIN_S, "columns": ["t_s", "subflow", "local",
-                       "remote", "bytes", "mbps"], "units": {"t_s": "s", "bytes": "B", "mbps": "Mbit/s"}},
-        "timings": timings,
-        "expect": spec.expect,
-        "expectations": check_expectations(spec.expect, connection),
-    }
-    if interrupted:
-        result["interrupted"] = True
-        result["expectations"] = {"passed": False, "failures": ["run interrupted (Ctrl-C or SIGTERM)"]}
-    write_json_atomic(out_dir / RESULT_FILE, result)
-    if interrupted:
-        progress(f"interrupted: partial result in {out_dir / RESULT_FILE} "
-                 f"({record.bytes} bytes got through, outcome {outcome})")
-        raise KeyboardInterrupt("run interrupted; partial result written")
-    return result
+        stack_counters={end.role: None if end.stack_counters is None
+                        else {k: v for k, v in sorted(end.stack_counters.items()) if v}
+                        for end in (record.client, record.server)},
+        mptcp_info={"client": record.client.mptcp_info.__dict__ if record.client.mptcp_info else None,
+                    "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
+    )
+    expectations = check_expectations(spec.expect, connection.to_json())
+    if transfer.interrupted:
+        expectations = {"passed": False, "failures": ["run interrupted (Ctrl-C or SIGTERM)"]}
+    outputs = {"client": client_out, "server": server_out}
+    return Result(
+        name=spec.name,
+        description=spec.description,
+        spec=spec.as_dict(),
+        seed=spec.seed,
+        environment={**environment(plan.backends), "tcp_congestion_control": transfer.congestion},
+        topology=plan.topo.describe(),
+        middleboxes=[{"node": b.node, "type": b.type, "params": b.params} for b in spec.middleboxes],
+        middlebox_stats=transfer.middlebox_stats,
+        timeline=transfer.timeline,
+        shaping=transfer.shaping,
+        loss_counters=transfer.loss_counters,
+        connections=[connection],
+        timeseries={"file": TIMESERIES_FILE, "bin_s": BIN_S, "columns": ["t_s", "subflow", "local",
+                    "remote", "bytes", "mbps"], "units": {"t_s": "s", "bytes": "B", "mbps": "Mbit/s"}},
+        timings=timings,
+        expect=spec.expect,
+        expectations=expectations,
+        endpoints={e.role: replace(e.record, exit_code=outputs[e.role].exit_code) for e in plan.endpoints},
+        teardown_problems=teardown_problems,
+        interrupted=transfer.interrupted,
+    )
 
 
 def _transfer_progress(spec: ExperimentSpec, stream: TextIO | None) -> TransferProgress | None:
@@ -393,18 +497,21 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
 INCOMPLETE_OUTCOMES = ("corrupted", "mp-fail", "reset", "stalled")
 
 
-def finish_endpoint(proc: subprocess.Popen, *, grace_s: float) -> tuple[str, str]:
+def finish_endpoint(proc: subprocess.Popen, *, grace_s: float) -> EndpointOutput:
     """Wait for an endpoint; past `grace_s` SIGTERM it (it still prints its report), and only
-    SIGKILL one that ignores that too."""
+    SIGKILL one that ignores that too (its exit code is then recorded as None)."""
     try:
-        return proc.communicate(timeout=grace_s)
+        out, err = proc.communicate(timeout=grace_s)
+        return EndpointOutput(out, err, proc.returncode)
     except subprocess.TimeoutExpired:
         proc.terminate()
     try:
-        return proc.communicate(timeout=5)
+        out, err = proc.communicate(timeout=5)
+        return EndpointOutput(out, err, proc.returncode)
     except subprocess.TimeoutExpired:
         proc.kill()
-        return proc.communicate()
+        out, err = proc.communicate()
+        return EndpointOutput(out, err, None)
 
 
 def check_expectations(expect: dict[str, Any], connection: dict[str, Any]) -> dict[str, Any]:

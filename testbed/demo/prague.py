@@ -35,7 +35,8 @@ from testbed.demo.phases import (
 )
 from testbed.demo.plot import write_phase_plot
 from testbed.errors import SpecError, TestbedError
-from testbed.results import BIN_S, RESULT_FILE, TIMESERIES_FILE, read_result, write_json_atomic
+from testbed.result import RESULT_FILE, read_result
+from testbed.results import BIN_S, TIMESERIES_FILE, write_json_atomic
 from testbed.runner import ENDPOINT_MODULES, run_experiment
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "prague.toml"

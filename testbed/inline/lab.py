@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from testbed.command import CommandFailed, run_command
 from testbed.inline.legs import prepare_leg
 
 A_ADDR = "10.99.0.1"
@@ -24,17 +25,9 @@ C_ADDR = "10.99.0.2"
 PREFIX_LEN = 24
 
 
-class LabError(RuntimeError):
-    """A namespace set-up command failed; the message has the command and its stderr."""
-
-
 def run(command: Sequence[str], timeout_s: float = 30.0) -> str:
-    completed = subprocess.run(list(command), capture_output=True, text=True,
-                               timeout=timeout_s, check=False)
-    if completed.returncode != 0:
-        raise LabError(f"{' '.join(command)!r} exited {completed.returncode}: "
-                       f"{completed.stderr.strip() or completed.stdout.strip()}")
-    return completed.stdout
+    """A namespace set-up command's stdout; a failure raises CommandFailed (command, stderr)."""
+    return run_command(command, what="lab set-up", timeout_s=timeout_s).stdout
 
 
 @dataclass
@@ -117,7 +110,7 @@ class LineLab:
                     process.wait(timeout=5)
         self.processes.clear()
         for namespace in reversed(self.namespaces):
-            with contextlib.suppress(LabError):
+            with contextlib.suppress(CommandFailed):
                 run(["ip", "netns", "del", namespace])
         self.namespaces.clear()
 

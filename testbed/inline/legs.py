@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import subprocess
 from collections.abc import Sequence
+
+from testbed.command import CommandFailed, run_command
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -51,13 +52,11 @@ class LegError(RuntimeError):
 
 
 def _run(command: list[str]) -> str:
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise LegError(
-            f"command {' '.join(command)!r} failed with exit code {completed.returncode}: "
-            f"{completed.stderr.strip() or completed.stdout.strip()}"
-        )
-    return completed.stdout
+    """A leg command's stdout; a failure is a LegError (the inline process reports those)."""
+    try:
+        return run_command(command, what="preparing a leg").stdout
+    except CommandFailed as exc:
+        raise LegError(str(exc)) from exc
 
 
 def read_offloads(ifname: str, command_prefix: Sequence[str] = ()) -> dict[str, bool]:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.loss import NodeLoss, nft
 from testbed.net.params import LinkParams
@@ -56,16 +58,6 @@ class InlineProcess:
     control_path: str
     stats_path: str
     log_path: str
-
-
-def run_checked(command: list[str], what: str, *, input_text: str | None = None) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, input=input_text, check=False)
-    if done.returncode != 0:
-        raise EnvironmentProblem(
-            f"{what}: `{' '.join(command)}` exited {done.returncode}: "
-            f"{(done.stderr or done.stdout).strip()}"
-        )
-    return done.stdout
 
 
 def delay_bump(link: LinkSpec) -> str | None:
@@ -112,6 +104,9 @@ class Network:
         self.link_params: dict[str, LinkParams] = {n: lk.params for n, lk in self.topo.links.items()}
         self.link_up: dict[str, bool] = dict.fromkeys(self.topo.links, True)
         self.timings: dict[str, float] = {}
+        # what could not be undone or restored (a namespace that stayed, a route not put back
+        # after a link flap): reported in the result and on stderr, never swallowed
+        self.teardown_problems: list[str] = []
 
     @staticmethod
     def _needs_tree(params: LinkParams) -> bool:
@@ -142,7 +137,7 @@ class Network:
             self.state.add_netns(netns)  # recorded before it exists: clean can always find it
             node = Node(name, inNamespace=True)
             self.nodes[name] = node
-            run_checked(["ip", "netns", "attach", netns, str(node.pid)], f"naming namespace of {name}")
+            run_command(["ip", "netns", "attach", netns, str(node.pid)], what=f"naming namespace of {name}")
         for link in self.topo.links.values():
             for segment in link.segments:
                 Link(self.nodes[segment.left.node], self.nodes[segment.right.node],
@@ -174,7 +169,12 @@ class Network:
                 proc.process.wait(timeout=3)
             if proc.process.poll() is None:
                 proc.process.kill()
-        delete_netns(list(self.state.netns))
+                self.report_problem(f"inline process on {proc.node} ignored SIGTERM for 3 s and was killed")
+            elif proc.process.returncode not in (0, -signal.SIGTERM):
+                self.report_problem(f"inline process on {proc.node} exited {proc.process.returncode} "
+                                    f"(log: {proc.log_path})")
+        for problem in delete_netns(list(self.state.netns)):
+            self.report_problem(problem)
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 node.shell = None  # the shell died with its namespace; stop Mininet touching it
@@ -184,8 +184,7 @@ class Network:
     # --- configuration ------------------------------------------------------------------------
     def _sysctl(self, node: str, settings: dict[str, str]) -> None:
         args = [f"{key}={value}" for key, value in settings.items()]
-        run_checked(["ip", "netns", "exec", self.netns(node), "sysctl", "-q", "-w", *args],
-                    f"sysctl in {node}")
+        run_command(["sysctl", "-q", "-w", *args], netns=self.netns(node), what=f"sysctl in {node}")
 
     def _configure_node(self, name: str, kind: NodeKind) -> None:
         settings = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
@@ -197,9 +196,8 @@ class Network:
         interfaces = [i for link in self.topo.links.values() for seg in link.segments
                       for i in (seg.left, seg.right) if i.node == name]
         for iface in interfaces:
-            run_checked(["ip", "netns", "exec", self.netns(name), "ethtool", "-K", iface.name,
-                         *(x for off in OFFLOADS_OFF for x in (off, "off"))],
-                        f"offloads of {iface.name}")
+            run_command(["ethtool", "-K", iface.name, *(x for off in OFFLOADS_OFF for x in (off, "off"))],
+                        netns=self.netns(name), what=f"offloads of {iface.name}")
         with IPRoute(netns=self.netns(name)) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             for iface in interfaces:
@@ -316,8 +314,16 @@ class Network:
     def _restore_routes(self, node: str) -> None:
         with IPRoute(netns=self.netns(node)) as ipr:
             for route in self.topo.routes.get(node, []):
-                with contextlib.suppress(NetlinkError):
+                try:
                     ipr.route("replace", **route_arguments(ipr, route))
+                except NetlinkError as exc:
+                    self.report_problem(f"route {route.destination} via {route.via or route.device} in "
+                                        f"{node} not restored after the link came up: {exc}")
+
+    def report_problem(self, problem: str) -> None:
+        """Record something this run could not undo or restore, and say it on stderr now."""
+        self.teardown_problems.append(problem)
+        print(f"testbed: {problem}", file=sys.stderr)
 
     # --- running things in nodes --------------------------------------------------------------
     def popen(self, node: str, args: list[str], **kwargs: Any) -> subprocess.Popen:

@@ -18,9 +18,8 @@ modulus 1,000,000).
 from __future__ import annotations
 
 import json
-import subprocess
 
-from testbed.errors import EnvironmentProblem
+from testbed.command import run_command
 
 TABLE = "testbed_loss"
 MODULUS = 1_000_000
@@ -28,11 +27,7 @@ MODULUS = 1_000_000
 
 def nft(netns: str, script: str) -> str:
     """Run an nft script inside a namespace; a failure is an error with nft's own message."""
-    command = ["ip", "netns", "exec", netns, "nft", "-f", "-"]
-    done = subprocess.run(command, input=script, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise EnvironmentProblem(f"nft in {netns} failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
+    return run_command(["nft", "-f", "-"], netns=netns, input=script, what=f"nft in {netns}").stdout
 
 
 def _chain(ifname: str) -> str:
@@ -68,12 +63,8 @@ class NodeLoss:
         last change of that interface's loss)."""
         if not self.loss_pct:
             return {}
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.netns, "nft", "-j", "list", "table", "netdev", TABLE],
-            capture_output=True, text=True, check=False,
-        )
-        if done.returncode != 0:
-            raise EnvironmentProblem(f"nft list in {self.netns} failed: {done.stderr.strip()}")
+        done = run_command(["nft", "-j", "list", "table", "netdev", TABLE], netns=self.netns,
+                           what=f"nft list in {self.netns}")
         by_chain = {_chain(name): name for name in self.loss_pct}
         out = {name: {"packets": 0, "dropped": 0} for name in self.loss_pct}
         for item in json.loads(done.stdout)["nftables"]:

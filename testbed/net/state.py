@@ -15,10 +15,12 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from testbed.command import run_command
 
 STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/run/testbed"))
 RUNS_DIR = STATE_DIR / "runs"
@@ -28,6 +30,11 @@ NETNS_PATTERN = re.compile(r"^tb-([0-9a-f]{6})-[A-Za-z0-9_]+$")
 
 def new_run_id() -> str:
     return secrets.token_hex(3)
+
+
+def work_dir_of(run_id: str) -> Path:
+    """Where a run keeps its scratch files (inline configs, control sockets, samples)."""
+    return STATE_DIR / run_id
 
 
 @dataclass
@@ -45,10 +52,11 @@ class RunState:
         return RUNS_DIR / f"{self.run_id}.json"
 
     @classmethod
-    def create(cls) -> RunState:
+    def create(cls, run_id: str | None = None) -> RunState:
+        """Record a new run (its id drawn now unless given) before it creates anything."""
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
-        state = cls(new_run_id(), os.getpid(), time.time())
-        state.work_dir = str(STATE_DIR / state.run_id)
+        state = cls(run_id or new_run_id(), os.getpid(), time.time())
+        state.work_dir = str(work_dir_of(state.run_id))
         Path(state.work_dir).mkdir(parents=True, exist_ok=True)
         state.save()
         return state
@@ -127,18 +135,33 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def delete_netns(names: list[str]) -> None:
+def delete_netns(names: list[str]) -> list[str]:
     """Kill everything in the namespaces and remove their names; the kernel then frees their
-    veths, qdiscs and nft tables with them."""
+    veths, qdiscs and nft tables with them. Returns one line per namespace that is still there
+    (with what `ip netns delete` and the fallback said), for the caller to report."""
     kill_netns_processes([n for n in names if netns_inode(n) is not None])
+    problems = []
     for name in names:
         if netns_inode(name) is None:
             continue
-        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
-        if netns_inode(name) is not None:  # a busy mount: unmount lazily and unlink
-            subprocess.run(["umount", "-l", str(NETNS_DIR / name)], check=False, capture_output=True)
-            with contextlib.suppress(OSError):
-                (NETNS_DIR / name).unlink()
+        deleted = run_command(["ip", "netns", "delete", name], check=False)
+        if netns_inode(name) is None:
+            continue
+        # a busy mount: unmount lazily and unlink
+        unmounted = run_command(["umount", "-l", str(NETNS_DIR / name)], check=False)
+        unlink_error = ""
+        try:
+            (NETNS_DIR / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            unlink_error = f"; unlink: {exc.strerror or exc}"
+        if netns_inode(name) is not None:
+            said = (deleted.stderr or "").strip() or f"exit {deleted.returncode}"
+            problems.append(f"namespace {name} could not be deleted: ip netns delete: {said}; "
+                            f"umount -l: {(unmounted.stderr or '').strip() or unmounted.returncode}"
+                            f"{unlink_error}")
+    return problems
 
 
 def runner_alive(state: dict) -> bool:
@@ -175,14 +198,19 @@ def clean(*, include_live: bool = False) -> list[str]:
                 live_ids.add(state.get("run_id", ""))
                 continue
             present = [n for n in state.get("netns", []) if netns_inode(n) is not None]
-            delete_netns(present)
-            removed += [f"netns {n}" for n in present]
+            _say(delete_netns(present))
+            removed += [f"netns {n}" for n in present if netns_inode(n) is None]
             remove_run_files(str(state.get("run_id", path.stem)), str(state.get("work_dir", "")))
             removed.append(f"run {state.get('run_id')}")
     # namespaces named like ours whose state file was lost (crash between create and save)
     if NETNS_DIR.is_dir():
         orphans = [e.name for e in sorted(NETNS_DIR.iterdir())
                    if (m := NETNS_PATTERN.match(e.name)) and m.group(1) not in live_ids]
-        delete_netns(orphans)
-        removed += [f"netns {n}" for n in orphans]
+        _say(delete_netns(orphans))
+        removed += [f"netns {n}" for n in orphans if netns_inode(n) is None]
     return removed
+
+
+def _say(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"testbed clean: {problem}", file=sys.stderr)

@@ -23,7 +23,7 @@ from testbed.report.files import write_text_atomic
 from testbed.report.plots import PLOTS_FILE, THROUGHPUT_PNG, replot, throughput_plot_spec, write_plots
 from testbed.report.summary import summarize_result
 from testbed.report.tables import matrix_html, matrix_markdown, run_html, run_markdown
-from testbed.results import RESULT_FILE, SCHEMA, read_result
+from testbed.result import RESULT_FILE, read_matrix_document, read_result
 
 MATRIX_FILE = "matrix.json"
 SUMMARY_MD = "summary.md"
@@ -50,13 +50,7 @@ def rederive_matrix(directory: Path) -> dict[str, Any]:
     """matrix.json with every finished cell's numbers re-read from its result file."""
     from testbed.matrix import cell_record_from_result, error_record, summarize_cells
 
-    path = directory / MATRIX_FILE
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TestbedError(f"cannot read matrix file {path}: {exc}") from exc
-    if doc.get("schema") != SCHEMA or doc.get("kind") != "matrix":
-        raise TestbedError(f"{path}: not a matrix file of schema {SCHEMA}")
+    doc = read_matrix_document(directory / MATRIX_FILE)
     cells = []
     for cell in doc.get("cells", []):
         key = {k: cell[k] for k in ("row", "pairing", "client_stack", "server_stack") if k in cell}

@@ -15,12 +15,12 @@ rewrite the client's address, never the port the client connects to.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.command import run_command
 from testbed.errors import TestbedError
 
 CAPTURE_FILE = "capture.pcap"
@@ -166,12 +166,7 @@ def read_capture(pcap: Path, server_port: int, *, tshark: str | None = None) -> 
                "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=;"]
     for name in FIELDS:
         command += ["-e", name]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise TestbedError(f"tshark took more than {TSHARK_TIMEOUT_S} s on {pcap}") from exc
-    if done.returncode != 0:
-        raise TestbedError(f"tshark could not read {pcap}: {done.stderr.strip()[-300:]}")
+    done = run_command(command, what=f"tshark could not read {pcap}", timeout_s=TSHARK_TIMEOUT_S)
     return parse_tshark_fields(done.stdout, server_port)
 
 

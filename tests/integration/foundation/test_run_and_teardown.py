@@ -38,7 +38,12 @@ def test_kernel_mptcp_run_uses_both_paths_and_cleans_up(tmp_path: Path) -> None:
     run_id = RUN_ID.search(done.stdout).group(1)
     assert leftovers(run_id) == []
     result = json.loads((out / "result.json").read_text())
-    assert result["schema"] == 1
+    assert result["schema"] == 2
+    # kernel endpoints: no stack RNG; the client sent (upload) with the spec's seed; both exited 0
+    assert result["endpoints"] == {
+        "client": {"stack": "kernel", "seed": None, "payload_seed": 3, "exit_code": 0},
+        "server": {"stack": "kernel", "seed": None, "payload_seed": None, "exit_code": 0}}
+    assert result["teardown_problems"] == []
     assert result["environment"]["backends"]["rate"] in ("htb", "tbf")
     assert {link["name"] for link in result["topology"]["links"]} >= {"a", "b"}
     (conn,) = result["connections"]

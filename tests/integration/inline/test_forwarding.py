@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from testbed.inline.lab import A_ADDR, C_ADDR, LabError, LineLab
+from testbed.command import CommandFailed
+from testbed.inline.lab import A_ADDR, C_ADDR, LineLab
 
 from .conftest import ping
 
@@ -54,7 +55,7 @@ def transfer(lab: LineLab) -> dict[str, object]:
 
 def test_nothing_crosses_without_the_process(lab: LineLab) -> None:
     """The bump's legs are not bridged: the other tests measure the inline process, not luck."""
-    with pytest.raises(LabError):
+    with pytest.raises(CommandFailed):
         lab.sh(lab.a, "ping", "-c", "1", "-W", "1", C_ADDR)
 
 

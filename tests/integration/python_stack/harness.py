@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import kernel_mptcp
+from testbed.command import run_command
+from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import EndpointReport, parse_output
-from testbed.net.build import Network, run_checked
+from testbed.net.build import Network
 from testbed.net.state import RunState
 from testbed.runner import detect_backends
 from testbed.wire.tshark import EXPERT_SEVERITY_WARN, JUDGE_PREFERENCES, dissect, problems
@@ -56,7 +58,7 @@ class Endpoint:
     args: tuple[str, ...] = ()
 
     def command(self, role: str, base: list[str]) -> list[str]:
-        return [PYTHON, "-m", f"testbed.endpoints.{self.stack}", role, *base, *self.args]
+        return [PYTHON, "-m", ENDPOINT_MODULES[self.stack], role, *base, *self.args]
 
 
 @dataclass
@@ -150,7 +152,7 @@ class Bed:
         return self.net.netns(node)
 
     def sh(self, node: str, *command: str) -> str:
-        return run_checked(["ip", "netns", "exec", self.netns(node), *command], f"{command} in {node}")
+        return run_command(command, netns=self.netns(node), what=f"{command} in {node}").stdout
 
     def kernel_mptcp(self, node: str, *, checksum: bool = False, subflow: tuple[tuple[str, str], ...] = (),
                      signal_: tuple[tuple[str, str], ...] = (), enabled: bool = True) -> None:

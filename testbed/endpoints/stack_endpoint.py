@@ -4,13 +4,13 @@ Same command line, same bytes on the wire and same JSON-lines output as
 ``python -m testbed.endpoints.kernel`` (see there), so the runner can swap one for the
 other and a python endpoint talks to a kernel one; plus the stack's options:
 
-    python -m testbed.endpoints.python server --listen ADDR:PORT [...]
-    python -m testbed.endpoints.python client --connect ADDR:PORT [--bind ADDR] [...]
+    python -m testbed.endpoints.stack_endpoint server --listen ADDR:PORT [...]
+    python -m testbed.endpoints.stack_endpoint client --connect ADDR:PORT [--bind ADDR] [...]
       stack options: --local ADDR (repeat; default every address of the host),
       --cc reno|lia|olia|balia --scheduler NAME --path-manager NAME --checksum
       --backup ADDR (subflows from ADDR open as backup) --announce ADDR (ADD_ADDR it)
       --stack-config JSON (any StackConfig field) --at AMOUNT:KIND[:ADDR] (timed signalling,
-      see python_app.Action) --driver-stats (one extra {"event":"driver",...} line on stderr)
+      see stack_transfer.Action) --driver-stats (one extra {"event":"driver",...} line on stderr)
       --no-ack-coalescing (see driver.ack_coalesce)
 
 The stack owns the host's addresses next to the kernel: an nft table (driver.guard) hides
@@ -40,8 +40,8 @@ from testbed.endpoints.kernel import (
     _timeseries_path,
     build_endpoint_parser,
 )
-from testbed.endpoints.python_app import Action, JobSettings, TransferJob
 from testbed.endpoints.report import EndpointReport, ListeningEvent
+from testbed.endpoints.stack_transfer import Action, JobSettings, TransferJob
 from testbed.endpoints.transfer import TransferRequest
 from testbed.mptcp import events
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
@@ -92,7 +92,7 @@ def _stack_config(text: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The kernel endpoint's command line (the runner's contract), plus the stack's own options."""
     parser, server, client = build_endpoint_parser(
-        "python -m testbed.endpoints.python",
+        "python -m testbed.endpoints.stack_endpoint",
         "Bundled Python MPTCP stack traffic endpoint (JSON lines on stdout).",
     )
     for sub in (server, client):
