@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from middleboxes.base import Direction, Middlebox
+from testbed.net.params import LinkParams
 from testbed.sim.chain import MiddleboxChain
 from testbed.sim.packets import WireCodec, copy_packet, packet_size
-from testbed.sim.params import LinkParams
 from testbed.sim.scheduler import EventScheduler
 from testbed.sim.shaper import Shaper
 from testbed.wire.errors import WireError
@@ -105,7 +105,7 @@ class Link:
         shaping, like `tc change` with the rest of the state carried over."""
         for which, shaper in self.shapers.items():
             if direction is None or which is direction:
-                shaper.set_params(shaper.params.with_changes(**changes))
+                shaper.set_params(shaper.params.updated(changes))
 
     # --- data path -----------------------------------------------------------------------
     def send(self, packet: Packet, sender: Node) -> None:
