@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from middleboxes.base import Direction, Middlebox
 from testbed.net.params import LinkParams
-from testbed.sim.chain import MiddleboxChain
+from testbed.sim.chain import ScheduledChain
 from testbed.sim.endpoint import PacketEndpoint
 from testbed.sim.link import Link
 from testbed.sim.nodes import EndpointNode, Node, RouterNode
@@ -103,7 +103,7 @@ class SimNetwork:
         self._check_new_name(name, self.nodes, "node")  # type: ignore[arg-type]
         node = RouterNode(name)
         if middleboxes:
-            node.chain = MiddleboxChain(
+            node.chain = ScheduledChain(
                 middleboxes, self.scheduler,
                 lambda packet, _direction: self._forward(node, packet))
         self.nodes[name] = node
