@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.contract import Direction, Middlebox
 from testbed.wire.types import Packet
 
 

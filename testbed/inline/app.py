@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.contract import Direction, Middlebox
 from testbed.inline.config import ConfigError, InlineConfig, MiddleboxSpec, load_config
 from testbed.inline.legs import LegError, open_leg, prepare_leg
 from testbed.inline.pipeline import Codec, MiddleboxPipeline, wire_codec

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.errors import SpecError
 from testbed.inline.config import DELAY_STAGE_KEYS
 from testbed.net.params import LinkParams, held_packets_limit

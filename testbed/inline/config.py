@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.errors import SpecError
 from testbed.net.params import LinkParams
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from middleboxes.base import Direction, Middlebox
 from middleboxes.chain import MiddleboxChain
+from middleboxes.contract import Direction, Middlebox
 from testbed.inline.arp import ETHERTYPE_ARP, ArpResponder, owned_addresses
 from testbed.wire.errors import WireError
 from testbed.wire.types import Packet, TcpSegment

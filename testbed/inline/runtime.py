@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.inline.commands import delay_summary
 from testbed.inline.controlserver import ControlServer
 from testbed.inline.pipeline import MiddleboxPipeline

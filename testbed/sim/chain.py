@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from middleboxes.base import Direction, Middlebox
 from middleboxes.chain import MiddleboxChain
+from middleboxes.contract import Direction, Middlebox
 from testbed.sim.scheduler import EventScheduler
 from testbed.wire.types import Packet
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from testbed.errors import SpecError
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.net.params import LinkParams, parse_changes

@@ -4,7 +4,7 @@ Direction.UPSTREAM is node_a -> node_b, so build links with the client-side node
 A packet entering the link goes through the link's middlebox chain (testbed.sim.chain, over
 middleboxes.chain: a to b for UPSTREAM, b to a for DOWNSTREAM), then through the shaper of its
 direction. Any object
-with the middleboxes.base.Middlebox shape drops in unchanged.
+with the middleboxes.contract.Middlebox shape drops in unchanged.
 
 With the codec on, each packet is encoded when it enters the shaper (its exact length sets the
 serialization time) and decoded on arrival, so every hop exercises testbed.wire; a packet the
@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.contract import Direction, Middlebox
 from testbed.net.params import LinkParams
 from testbed.sim.chain import ScheduledChain
 from testbed.sim.packets import WireCodec, copy_packet, packet_size

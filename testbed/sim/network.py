@@ -17,7 +17,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.contract import Direction, Middlebox
 from testbed.net.params import LinkParams
 from testbed.sim.chain import ScheduledChain
 from testbed.sim.endpoint import PacketEndpoint

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from testbed.net.params import LinkParams
 from testbed.net.topo import LinkSpec, NodeKind, Topology
 from testbed.sim.endpoint import PacketEndpoint

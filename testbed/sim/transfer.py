@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from testbed.mptcp.config import StackConfig
 from testbed.net.params import LinkParams
 from testbed.sim.apps import BulkReceiver, BulkSender, HostDriver

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from middleboxes.registry import build_middlebox
 from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline, wire_codec
 from testbed.net.delayline import DelayLine

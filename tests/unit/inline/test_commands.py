@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.inline.commands import handle_line
 from testbed.net.params import LinkParams
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.inline.config import (
     ConfigError,
     MiddleboxSpec,

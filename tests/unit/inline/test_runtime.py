@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.inline.control import InlineControl, InlineControlError, InlineGoneError
 from testbed.inline.pipeline import MiddleboxPipeline, wire_codec
 from testbed.inline.runtime import InlineProcess

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from middleboxes.registry import build_middlebox
 from testbed.net.params import LinkParams
 from testbed.sim.rng import derive_rng

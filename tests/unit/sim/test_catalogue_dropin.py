@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from middleboxes.registry import build_middlebox
 from testbed.net.params import LinkParams
 from testbed.sim.network import SimNetwork

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from middleboxes.base import Direction, MiddleboxCounters
+from middleboxes.contract import Direction, MiddleboxCounters
 from testbed.net.params import MAX_QUEUE_PKTS, LinkParams
 from testbed.sim.network import SimNetwork
 from testbed.sim.packets import packet_size

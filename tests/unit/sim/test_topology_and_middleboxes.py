@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.net.params import LinkParams
 from testbed.sim.network import SimNetwork
 from testbed.sim.scheduler import SimulationError
