@@ -139,6 +139,11 @@ class MiddleboxPipeline:
     def middleboxes(self) -> list[Middlebox]:
         return list(self._boxes)
 
+    @property
+    def chain(self) -> MiddleboxChain:
+        """The chain the boxes run in (the same class as the simulator's)."""
+        return self._chain
+
     def process(self, frame: bytes, direction: Direction,
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
