@@ -9,7 +9,7 @@ first data segment (and its retransmissions) from later ones.
 
 from __future__ import annotations
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from middleboxes.flows import FlowKey, flow_key
 from testbed.wire import types as wire
 from testbed.wire.types import ACK, FIN, RST, SYN, Packet, TcpOption

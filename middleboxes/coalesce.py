@@ -23,8 +23,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from middleboxes.base import Direction
-from middleboxes.common import MiddleboxBase
+from middleboxes.catalogue_base import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.flows import FlowKey, flow_key, seq_add
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from middleboxes.split import MAX_TCP_PAYLOAD

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.wire.types import Packet
 
 SEQ_MODULUS = 1 << 32

@@ -16,8 +16,8 @@ import heapq
 import random
 from dataclasses import dataclass
 
-from middleboxes.base import Direction
-from middleboxes.common import MiddleboxBase
+from middleboxes.catalogue_base import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.predicates import MatchParams, PacketMatcher
 from middleboxes.spec import ParamError, param
 from testbed.wire.types import Packet

@@ -23,8 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from middleboxes.base import Direction
-from middleboxes.common import MiddleboxBase
+from middleboxes.catalogue_base import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.spec import CommonParams, ParamError, param
 from testbed.wire.types import Packet
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from middleboxes.base import Direction
 from middleboxes.classify import PACKET_CLASSES, PacketClassifier
+from middleboxes.contract import Direction
 from middleboxes.flows import FlowKey, flow_key
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from testbed.wire import types as wire

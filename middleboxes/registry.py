@@ -12,9 +12,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from middleboxes.base import Middlebox
+from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.coalesce import Coalesce
-from middleboxes.common import MiddleboxBase
+from middleboxes.contract import Middlebox
 from middleboxes.impairments import Delay, Drop
 from middleboxes.nat import Nat
 from middleboxes.rewrite_payload import RewritePayload

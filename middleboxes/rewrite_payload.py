@@ -25,8 +25,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from middleboxes.base import Direction
-from middleboxes.common import MiddleboxBase
+from middleboxes.catalogue_base import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.flows import SEQ_MASK, FlowKey, SeqUnwrapper, flow_key
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from middleboxes.split import cut_segment

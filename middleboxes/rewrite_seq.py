@@ -15,8 +15,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from middleboxes.base import Direction
-from middleboxes.common import MiddleboxBase
+from middleboxes.catalogue_base import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.flows import SEQ_MASK, FlowKey, flow_key, seq_add
 from middleboxes.spec import CommonParams, directions_of, param
 from testbed.wire.types import ACK, Packet, Sack

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 
 _NO_DEFAULT: Any = dataclasses.MISSING
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from middleboxes.base import Direction
+from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.classify import MPTCP_OPTION_TYPES
-from middleboxes.common import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.spec import CommonParams, directions_of, param
 from testbed.wire.types import FIN, PSH, RST, SYN, URG, Packet, TcpOption
 

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from middleboxes.base import Direction
+from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.classify import (
     MPTCP_SUBTYPE_NAMES,
     OPTION_GROUPS,
@@ -30,7 +30,7 @@ from middleboxes.classify import (
     option_name,
     option_types_named,
 )
-from middleboxes.common import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from testbed.wire.tcp_options import encoded_length
 from testbed.wire.types import NoOperation, Packet, TcpOption

@@ -14,14 +14,14 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from middleboxes.base import Direction
+from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.classify import (
     MPTCP_SUBTYPE_NAMES,
     TCP_OPTION_NAMES,
     option_name,
     option_types_named,
 )
-from middleboxes.common import MiddleboxBase
+from middleboxes.contract import Direction
 from middleboxes.flows import seq_add
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from testbed.wire.types import ACK, FIN, RST, SYN, Packet, TcpSegment

@@ -21,12 +21,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.contract import Direction, Middlebox
 from testbed.inline.config import ConfigError, InlineConfig, MiddleboxSpec, load_config
-from testbed.inline.delay import DelayLine
 from testbed.inline.legs import LegError, open_leg, prepare_leg
 from testbed.inline.pipeline import Codec, MiddleboxPipeline, wire_codec
 from testbed.inline.runtime import InlineProcess, request_fine_timer_slack
+from testbed.net.delayline import DelayLine
 
 MiddleboxFactory = Callable[[Sequence[MiddleboxSpec], random.Random], list[Middlebox]]
 
@@ -63,8 +63,9 @@ def build_process(config: InlineConfig, left: str, right: str,
     RNG streams are drawn from the seed in a fixed order: delay lines first, then the boxes.
     """
     rng = random.Random(config.seed)
-    delay_lines = {d: DelayLine(config.delay[d], random.Random(rng.getrandbits(64)))
-                   for d in Direction}
+    delay_lines: dict[Direction, DelayLine[bytes]] = {
+        d: DelayLine.for_link(config.delay[d], random.Random(rng.getrandbits(64)))
+        for d in Direction}
     boxes = middlebox_factory(config.middleboxes, rng)
     pipeline = MiddleboxPipeline(boxes, codec or wire_codec()) if boxes else None
     if prepare_legs:
@@ -76,7 +77,7 @@ def build_process(config: InlineConfig, left: str, right: str,
     except LegError:
         left_leg.close()
         raise
-    return InlineProcess(left_leg, right_leg, delay_lines, pipeline)
+    return InlineProcess(left_leg, right_leg, config.delay, delay_lines, pipeline)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ import ipaddress
 import struct
 from collections.abc import Iterable
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 
 ETHERTYPE_ARP = b"\x08\x06"
 _ARP_ETH_IPV4 = bytes.fromhex("000108000604")  # htype 1, ptype IPv4, hlen 6, plen 4

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from middleboxes.base import Direction, Middlebox, MiddleboxCounters
+from middleboxes.contract import Direction, Middlebox, MiddleboxCounters
 from testbed.inline.config import MiddleboxSpec
 from testbed.inline.control import InlineControl
 from testbed.inline.lab import C_ADDR, LineLab

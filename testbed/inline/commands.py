@@ -3,7 +3,9 @@
 Requests, dispatched through the table `OPERATIONS` (op -> handler, allowed keys):
 
     {"op": "set_delay", "direction": "both|upstream|downstream", "delay_ms": 10,
-     "jitter_ms": 0, "queue_limit": 1000}          jitter_ms, queue_limit optional
+     "jitter_ms": 0, "rate_mbit": 100, "queue_pkts": 100}
+                          jitter_ms, rate_mbit, queue_pkts optional: those not given are kept
+                          (like `tc change`); rate_mbit and queue_pkts set the frame limit
     {"op": "stats"}
     {"op": "stop"}
 
@@ -17,16 +19,18 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from middleboxes.base import Direction
-from testbed.inline.delay import DelayParams
+from middleboxes.contract import Direction
+from testbed.errors import SpecError
+from testbed.inline.config import DELAY_STAGE_KEYS
+from testbed.net.params import LinkParams, held_packets_limit
 
 
 class Controllable(Protocol):
     """What the control protocol drives (the inline process implements it)."""
 
-    def delay_params(self, direction: Direction) -> DelayParams: ...
+    def delay_params(self, direction: Direction) -> LinkParams: ...
 
-    def set_delay(self, direction: Direction, params: DelayParams) -> None: ...
+    def set_delay(self, direction: Direction, params: LinkParams) -> None: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -51,23 +55,24 @@ def _set_delay(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
     if directions is None:
         raise RequestError(f"direction must be one of {sorted(_DIRECTIONS)}, "
                            f"got {request['direction']!r}")
+    changes = {key: request[key] for key in DELAY_STAGE_KEYS if key in request}
     new_params = {}
     for direction in directions:
-        current = target.delay_params(direction)
         try:
-            new_params[direction] = DelayParams(
-                delay_ms=request["delay_ms"],
-                jitter_ms=request.get("jitter_ms", 0.0),
-                queue_limit=request.get("queue_limit", current.queue_limit),
-            )
-        except ValueError as error:
+            new_params[direction] = target.delay_params(direction).updated(changes)
+        except SpecError as error:
             raise RequestError(str(error)) from error
     # Validate everything before applying anything, so a bad request changes nothing.
     for direction, params in new_params.items():
         target.set_delay(direction, params)
-    return {"delay": {d.value: {"delay_ms": p.delay_ms, "jitter_ms": p.jitter_ms,
-                                "queue_limit": p.queue_limit}
-                      for d, p in new_params.items()}}
+    return {"delay": {d.value: delay_summary(p) for d, p in new_params.items()}}
+
+
+def delay_summary(params: LinkParams) -> dict[str, Any]:
+    """A delay stage's settings as the control protocol and the stats report them."""
+    return {"delay_ms": params.delay_ms, "jitter_ms": params.jitter_ms,
+            "rate_mbit": params.rate_mbit, "queue_pkts": params.queue_pkts,
+            "queue_limit": held_packets_limit(params)}
 
 
 def _stats(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +86,7 @@ def _stop(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
 
 Handler = Callable[[Controllable, dict[str, Any]], dict[str, Any]]
 OPERATIONS: dict[str, tuple[Handler, frozenset[str]]] = {
-    "set_delay": (_set_delay, frozenset({"op", "direction", "delay_ms", "jitter_ms",
-                                         "queue_limit"})),
+    "set_delay": (_set_delay, frozenset({"op", "direction"} | DELAY_STAGE_KEYS)),
     "stats": (_stats, frozenset({"op"})),
     "stop": (_stop, frozenset({"op"})),
 }

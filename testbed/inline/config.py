@@ -5,14 +5,18 @@ Example (every key optional)::
     {
       "seed": 7,
       "delay": {
-        "upstream":   {"delay_ms": 10, "jitter_ms": 1, "queue_limit": 1000},
+        "upstream":   {"delay_ms": 10, "jitter_ms": 1, "rate_mbit": 100, "queue_pkts": 100},
         "downstream": {"delay_ms": 10}
       },
       "middleboxes": [{"name": "strip_mp_capable", "params": {"direction": "upstream"}}]
     }
 
-``"delay": {"both": {...}}`` sets both directions at once. An unknown key anywhere is an error
-that names it: a misspelt parameter must never be silently ignored.
+Each delay entry is the link's parameters (testbed.net.params.LinkParams names): the stage
+applies delay_ms and jitter_ms, and holds at most `held_packets_limit` frames, derived from
+rate_mbit and queue_pkts exactly as netem's limit is (queue + in flight during the delay); the
+rate itself is HTB's job and loss nftables', so loss_pct (like any other key) is refused here
+rather than ignored. ``"delay": {"both": {...}}`` sets both directions at once. An unknown key
+anywhere is an error that names it: a misspelt parameter must never be silently ignored.
 
 Middleboxes are listed in path order from the client side (left leg) to the server side (right
 leg): upstream packets meet them in list order, downstream packets in reverse order.
@@ -25,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from middleboxes.base import Direction
-from testbed.inline.delay import DelayParams
+from middleboxes.contract import Direction
+from testbed.errors import SpecError
+from testbed.net.params import LinkParams
 
 
 class ConfigError(ValueError):
@@ -44,8 +49,8 @@ class MiddleboxSpec:
 @dataclass(frozen=True, slots=True)
 class InlineConfig:
     seed: int = 0
-    delay: dict[Direction, DelayParams] = field(
-        default_factory=lambda: {d: DelayParams() for d in Direction}
+    delay: dict[Direction, LinkParams] = field(
+        default_factory=lambda: {d: LinkParams() for d in Direction}
     )
     middleboxes: tuple[MiddleboxSpec, ...] = ()
 
@@ -59,12 +64,21 @@ def _check_keys(where: str, mapping: object, allowed: set[str]) -> dict[str, Any
     return mapping
 
 
-def parse_delay_params(where: str, raw: object) -> DelayParams:
-    values = _check_keys(where, raw, {"delay_ms", "jitter_ms", "queue_limit"})
+DELAY_STAGE_KEYS = frozenset({"delay_ms", "jitter_ms", "rate_mbit", "queue_pkts"})
+
+
+def parse_delay_params(where: str, raw: object) -> LinkParams:
+    """A delay entry: the link parameters the delay stage uses (DELAY_STAGE_KEYS)."""
+    values = _check_keys(where, raw, set(DELAY_STAGE_KEYS))
     try:
-        return DelayParams(**values)
-    except (TypeError, ValueError) as error:
+        return LinkParams.from_dict(values, where=where)
+    except SpecError as error:
         raise ConfigError(f"{where}: {error}") from error
+
+
+def delay_entry(link: LinkParams) -> dict[str, Any]:
+    """The delay entry (JSON) for a link's delay stage: the parameters it uses."""
+    return {key: value for key, value in link.as_dict().items() if key in DELAY_STAGE_KEYS}
 
 
 def parse_config(raw: object) -> InlineConfig:
@@ -74,7 +88,7 @@ def parse_config(raw: object) -> InlineConfig:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"config.seed must be an integer, got {seed!r}")
 
-    delay = {d: DelayParams() for d in Direction}
+    delay = {d: LinkParams() for d in Direction}
     raw_delay = _check_keys("config.delay", top.get("delay", {}),
                             {"both", "upstream", "downstream"})
     if "both" in raw_delay and len(raw_delay) > 1:

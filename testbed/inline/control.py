@@ -68,12 +68,12 @@ class InlineControl:
         return buffer.partition(b"\n")[0]
 
     def set_delay(self, delay_ms: float, jitter_ms: float = 0.0, direction: str = "both",
-                  queue_limit: int | None = None) -> dict[str, Any]:
-        """Change delay/jitter for frames arriving from now on; queued frames are kept."""
+                  **link: Any) -> dict[str, Any]:
+        """Change delay/jitter for frames arriving from now on; queued frames are kept.
+        `link` may give the link's rate_mbit and queue_pkts, from which the stage takes its
+        frame limit (testbed.net.params.held_packets_limit); the stage refuses other keys."""
         request: dict[str, Any] = {"op": "set_delay", "direction": direction,
-                                   "delay_ms": delay_ms, "jitter_ms": jitter_ms}
-        if queue_limit is not None:
-            request["queue_limit"] = queue_limit
+                                   "delay_ms": delay_ms, "jitter_ms": jitter_ms, **link}
         return self.request(request)["delay"]
 
     def stats(self) -> dict[str, Any]:

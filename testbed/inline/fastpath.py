@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from middleboxes.base import Direction, Middlebox
 from middleboxes.classify import option_types_named, packet_classes
+from middleboxes.contract import Direction, Middlebox
 from middleboxes.spec import directions_of
 from middleboxes.strip_options import StripOptions
 from testbed.wire.edit import (

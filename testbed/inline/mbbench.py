@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.inline.control import InlineControl
 from testbed.inline.lab import C_ADDR, LineLab
 

@@ -117,7 +117,7 @@ def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None]
 
 def strip_timestamps_editor() -> Callable[[bytes], bytes | None]:
     """The inline process's strip fast path on bare IP packets (a dummy Ethernet header)."""
-    from middleboxes.base import Direction
+    from middleboxes.contract import Direction
     from middleboxes.registry import build_middlebox
     from testbed.inline.fastpath import RawOptionStrip
 

@@ -10,10 +10,11 @@ Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is 
 * A frame the codec cannot decode (WireError) is forwarded unchanged and counted: a middlebox
   testbed must not turn odd-but-legal traffic into loss. A changed packet that cannot be encoded
   is dropped and counted (it is a middlebox bug, and sending something else would hide it).
-* Chain order is spatial: the configured list runs from the client-side leg to the server-side
-  leg, so upstream packets meet the boxes in list order and downstream packets in reverse.
-  A packet a box releases later (next_deadline/release) continues with the boxes after it in
-  the direction it was released for.
+* The boxes run as a middleboxes.chain.MiddleboxChain, the class the simulator runs too. Chain
+  order is spatial: the configured list runs from the client-side leg to the server-side leg,
+  so upstream packets meet the boxes in list order and downstream packets in reverse. A packet
+  a box releases later (next_deadline/release) continues with the boxes after it in the
+  direction it was released for.
 * ARP requests for an address a box owns (a NAT's public address) are answered by the bump
   (see testbed.inline.arp); all other ARP passes through.
 * A created packet gets the Ethernet header of the frame that triggered it; a released one the
@@ -29,7 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.chain import MiddleboxChain
+from middleboxes.contract import Direction, Middlebox
 from testbed.inline.arp import ETHERTYPE_ARP, ArpResponder, owned_addresses
 from testbed.wire.errors import WireError
 from testbed.wire.types import Packet, TcpSegment
@@ -117,14 +119,13 @@ class MiddleboxPipeline:
     """Runs a chain of Middlebox objects on frames of both directions."""
 
     def __init__(self, middleboxes: Sequence[Middlebox], codec: Codec) -> None:
-        self._boxes: list[Middlebox] = list(middleboxes)
+        self._chain = MiddleboxChain(middleboxes)
+        self._boxes = self._chain.boxes
         self._codec = codec
         self._last_header: dict[Direction, bytes] = {}
         self._encode_reusing = getattr(codec, "encode_reusing_payload", None)
         self._arp = ArpResponder(owned_addresses(self._boxes))
         self._answers_arp = bool(self._arp)
-        # Whole chains per direction, built once (the per-frame path must not rebuild them).
-        self._full_chain = {Direction.UPSTREAM: self._boxes, Direction.DOWNSTREAM: self._boxes[::-1]}
         # Option stripping on raw bytes (testbed.inline.fastpath), only with the project codec:
         # an injected codec is there to be observed.
         self._raw_strip = None
@@ -138,15 +139,10 @@ class MiddleboxPipeline:
     def middleboxes(self) -> list[Middlebox]:
         return list(self._boxes)
 
-    def _chain(self, direction: Direction, after_index: int | None = None) -> list[Middlebox]:
-        """Boxes a packet travelling in `direction` meets, after box `after_index` if given."""
-        if after_index is None:
-            return self._full_chain[direction]
-        boxes = self._boxes
-        if direction is Direction.UPSTREAM:
-            return boxes if after_index is None else boxes[after_index + 1:]
-        head = boxes if after_index is None else boxes[:after_index]
-        return head[::-1]
+    @property
+    def chain(self) -> MiddleboxChain:
+        """The chain the boxes run in (the same class as the simulator's)."""
+        return self._chain
 
     def process(self, frame: bytes, direction: Direction,
                 now: float) -> list[tuple[bytes, Direction]]:
@@ -187,11 +183,11 @@ class MiddleboxPipeline:
         original = fingerprint(packet)
         payload = packet.tcp.payload
         try:
-            chain = self._full_chain[direction]
-            if len(chain) == 1:  # the common case: no intermediate lists
-                outputs = chain[0].process(packet, direction, now)
+            boxes = self._boxes
+            if len(boxes) == 1:  # the common case: no intermediate lists
+                outputs = boxes[0].process(packet, direction, now)
             else:
-                outputs = self._run_chain([packet], chain, direction, now)
+                outputs = self._chain.run([packet], direction, now)
         except WireError as error:
             stats.undecodable += 1
             stats.last_wire_error = str(error)
@@ -226,29 +222,23 @@ class MiddleboxPipeline:
 
     def next_deadline(self) -> float | None:
         """The earliest time any middlebox wants `release` called, or None."""
-        deadlines = [d for box in self._boxes if (d := box.next_deadline()) is not None]
-        return min(deadlines) if deadlines else None
+        return self._chain.next_deadline()
 
     def release(self, now: float) -> list[tuple[bytes, Direction]]:
         """Frames released by boxes whose deadline has come, run through the rest of the chain."""
         frames: list[tuple[bytes, Direction]] = []
-        for index, box in enumerate(self._boxes):
-            deadline = box.next_deadline()
-            if deadline is None or deadline > now:
+        for index, packet, direction in self._chain.release_due(now):
+            self.stats.released += 1
+            try:
+                outputs = self._chain.run([packet], direction, now, after=index)
+            except WireError as error:
+                self.stats.unencodable += 1
+                self.stats.last_wire_error = str(error)
                 continue
-            for packet, direction in box.release(now):
-                self.stats.released += 1
-                try:
-                    outputs = self._run_chain([packet], self._chain(direction, index),
-                                              direction, now)
-                except WireError as error:
-                    self.stats.unencodable += 1
-                    self.stats.last_wire_error = str(error)
-                    continue
-                for out in outputs:
-                    encoded = self._encode(out, self._header_for(direction))
-                    if encoded is not None:
-                        frames.append((encoded, direction))
+            for out in outputs:
+                encoded = self._encode(out, self._header_for(direction))
+                if encoded is not None:
+                    frames.append((encoded, direction))
         return frames
 
     def counters(self) -> list[dict[str, Any]]:
@@ -261,18 +251,6 @@ class MiddleboxPipeline:
                 entry["change_log"] = {"entries": log.entries, "overflow": log.overflow}
             out.append(entry)
         return out
-
-    @staticmethod
-    def _run_chain(packets: list[Packet], chain: list[Middlebox], direction: Direction,
-                   now: float) -> list[Packet]:
-        for box in chain:
-            if not packets:
-                break
-            next_packets: list[Packet] = []
-            for packet in packets:
-                next_packets.extend(box.process(packet, direction, now))
-            packets = next_packets
-        return packets
 
     def _header_for(self, direction: Direction) -> bytes:
         header = self._last_header.get(direction)

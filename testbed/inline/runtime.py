@@ -26,10 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
+from testbed.inline.commands import delay_summary
 from testbed.inline.controlserver import ControlServer
-from testbed.inline.delay import DelayLine, DelayParams
 from testbed.inline.pipeline import MiddleboxPipeline
+from testbed.net.delayline import DelayLine
+from testbed.net.params import LinkParams
 
 MAX_BATCH = 256
 MAX_FRAME = 65536
@@ -65,14 +67,17 @@ class InlineProcess:
 
     Frames arriving on `left` travel UPSTREAM and leave on `right`; the reverse for DOWNSTREAM.
     `pipeline` is None when no middlebox is configured (frames are then never decoded).
+    `links` are the link parameters each direction's delay line follows (DelayLine.for_link).
     """
 
     def __init__(self, left: socket.socket, right: socket.socket,
-                 delay_lines: dict[Direction, DelayLine],
+                 links: dict[Direction, LinkParams],
+                 delay_lines: dict[Direction, DelayLine[bytes]],
                  pipeline: MiddleboxPipeline | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._legs = {Direction.UPSTREAM: left, Direction.DOWNSTREAM: right}
         self._out_leg = {Direction.UPSTREAM: right, Direction.DOWNSTREAM: left}
+        self._links = dict(links)
         self._delay = delay_lines
         self._pipeline = pipeline
         self._clock = clock
@@ -86,11 +91,12 @@ class InlineProcess:
         self._owns_wakeup_fd = False
 
     # --- Controllable ------------------------------------------------------------------
-    def delay_params(self, direction: Direction) -> DelayParams:
-        return self._delay[direction].params
+    def delay_params(self, direction: Direction) -> LinkParams:
+        return self._links[direction]
 
-    def set_delay(self, direction: Direction, params: DelayParams) -> None:
-        self._delay[direction].set_params(params)
+    def set_delay(self, direction: Direction, params: LinkParams) -> None:
+        self._delay[direction].follow_link(params)
+        self._links[direction] = params
 
     def request_stop(self, reason: str = "stop request") -> None:
         """End the loop after the current wake-up; safe from signal handlers and other threads."""
@@ -106,12 +112,10 @@ class InlineProcess:
         }
         for direction in Direction:
             line = self._delay[direction]
-            params = line.params
             result[direction.value] = {
                 **self._counters[direction].as_dict(),
                 "queue_depth": len(line),
-                "delay": {"delay_ms": params.delay_ms, "jitter_ms": params.jitter_ms,
-                          "queue_limit": params.queue_limit, **line.stats.as_dict()},
+                "delay": {**delay_summary(self._links[direction]), **line.stats.as_dict()},
             }
         pipeline = self._pipeline
         result["pipeline"] = pipeline.stats.as_dict() if pipeline else None

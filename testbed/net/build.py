@@ -27,6 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed
+from testbed.inline.config import delay_entry
 from testbed.net.loss import NodeLoss, nft
 from testbed.net.params import LinkParams
 from testbed.net.shaping import Backends, InterfaceShaper
@@ -249,7 +250,8 @@ class Network:
         work = Path(self.state.work_dir)
         config = {"seed": runtime.seed, "middleboxes": runtime.middleboxes}
         if runtime.delay_ms or runtime.jitter_ms:
-            config["delay"] = {"both": {"delay_ms": runtime.delay_ms, "jitter_ms": runtime.jitter_ms}}
+            # the whole link: the stage takes its frame limit from rate and queue, as netem
+            config["delay"] = {"both": delay_entry(self.link_params[link.name])}
         config_path = work / f"{name}.inline.json"
         config_path.write_text(json.dumps(config))
         control = str(work / f"{name}.ctl")
@@ -286,13 +288,12 @@ class Network:
             shaper.change(new)
             if self.backends.loss == "nft":
                 self.losses[self._node_of(shaper)].set(shaper.ifname, new.loss_pct)
-        if not self.backends.netem and (new.delay_ms, new.jitter_ms) != (
-            self.link_params[name].delay_ms, self.link_params[name].jitter_ms
-        ):
+        if not self.backends.netem and delay_entry(new) != delay_entry(self.link_params[name]):
             bump = delay_bump(link)
             if bump is None or bump not in self.inline:
                 raise RunFailed(f"link {name}: no userspace delay stage was built for it")
-            InlineControl(self.inline[bump].control_path).set_delay(new.delay_ms, new.jitter_ms)
+            InlineControl(self.inline[bump].control_path).set_delay(
+                new.delay_ms, new.jitter_ms, rate_mbit=new.rate_mbit, queue_pkts=new.queue_pkts)
         self.link_params[name] = new
         return new
 

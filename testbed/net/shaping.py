@@ -11,27 +11,26 @@ Trees, by backend:
              root netem 1: (delay, jitter, loss, limit, rate)  [with netem]
 
 Loss without netem is an nftables rule (testbed.net.loss); delay without netem is the
-userspace delay stage in a bump (testbed.inline). Unshaped (rate None) links that still need a
-tree get UNSHAPED_RATE_MBIT, far above what veths carry here.
+userspace delay stage in a bump (testbed.inline), which holds as many frames as netem's limit
+(`held_packets_limit`, one function for both). Unshaped (rate None) links that still need a
+tree get UNSHAPED_RATE_MBIT, far above what veths carry here. The simulator-only parameters
+(queue_bytes, reorder) are refused rather than ignored.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from testbed.errors import EnvironmentProblem
-from testbed.net.params import LinkParams
+from testbed.errors import EnvironmentProblem, SpecError
+from testbed.net.params import MTU_BYTES, UNSHAPED_RATE_MBIT, LinkParams, held_packets_limit
 
-UNSHAPED_RATE_MBIT = 10_000.0
 ROOT = 0x10000  # 1:
 CLASS = 0x10001  # 1:1
 LEAF = 0x100000  # 10:
-MTU_BYTES = 1514
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +59,6 @@ def _rate_bps(rate_mbit: float) -> int:
     return int(rate_mbit * 1_000_000 / 8)  # pyroute2 takes bytes per second for int rates
 
 
-def netem_limit(params: LinkParams) -> int:
-    """netem's limit counts the packets serving their delay as well as the queue, so it is the
-    bottleneck queue plus what the link holds in flight during delay + jitter; otherwise a
-    delayed link would have less buffer under netem than under the userspace delay stage."""
-    rate = params.rate_mbit if params.rate_mbit is not None else UNSHAPED_RATE_MBIT
-    in_flight = rate * 1e6 / 8 * (params.delay_ms + params.jitter_ms) / 1000 / MTU_BYTES
-    return params.effective_queue_pkts() + min(1_000_000, math.ceil(in_flight))
-
-
 class InterfaceShaper:
     """The egress tree of one interface in one network namespace."""
 
@@ -89,10 +79,13 @@ class InterfaceShaper:
             "delay": int(params.delay_ms * 1000),  # microseconds, as an integer
             "jitter": int(params.jitter_ms * 1000),
             "loss": params.loss_pct,
-            "limit": netem_limit(params),
+            "limit": held_packets_limit(params),  # queue + in flight, as the delay stage
         }
 
     def _send(self, command: str, params: LinkParams) -> None:
+        if params.queue_bytes is not None or params.reorder:
+            raise SpecError(f"shaping {self.netns}/{self.ifname}: queue_bytes and reorder are "
+                            "simulator-only link parameters; tc shaping does not implement them")
         rate = params.rate_mbit if params.rate_mbit is not None else UNSHAPED_RATE_MBIT
         queue = params.effective_queue_pkts()
         verb_qdisc = "add" if command == "add" else "change"

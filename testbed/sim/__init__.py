@@ -8,18 +8,19 @@
     network.cut_link_at(1.0, "path1")
     network.run(until=10.0, stop_when=lambda: done)
 
-Modules: scheduler (event heap, virtual now), params (typed link parameters), shaper (one
-link direction), link (two directions + middlebox chain + codec hops), nodes (endpoints with
-per-source routing, routers with static routes), network (building and driving), stats (flow
-counters, byte series), rng (per-component random streams), topology (from a named testbed
-topology), apps/transfer (bulk transfer between two MptcpHosts, outcome classes), cli and
-bench (`testbed stack sim`, `testbed stack bench`).
+Modules: scheduler (event heap, virtual now), shaper (one link direction, with the link
+parameters of testbed.net.params and the delay line of testbed.net.delayline), link (two
+directions + middlebox chain + codec hops), nodes (endpoints with per-source routing, routers
+with static routes), network (building and driving), stats (flow counters, byte series), rng
+(per-component random streams), topology (from a named testbed topology), apps/transfer (bulk
+transfer between two MptcpHosts, outcome classes), cli and bench (`testbed stack sim`,
+`testbed stack bench`).
 """
 
+from testbed.net.params import LinkParams
 from testbed.sim.endpoint import PacketEndpoint
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams, LinkParamsError
 from testbed.sim.scheduler import RunResult, SimulationError
 
-__all__ = ["LinkParams", "LinkParamsError", "PacketEndpoint", "RunResult", "SimNetwork",
+__all__ = ["LinkParams", "PacketEndpoint", "RunResult", "SimNetwork",
            "SimulationError"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.mptcp.config import CONGESTION_CONTROLS, StackConfig
+from testbed.net.params import LinkParams
 from testbed.sim.cli import OneLineErrorParser, UsageError, parse_number, parse_size
-from testbed.sim.params import LinkParams
 from testbed.sim.transfer import PathSpec, TransferSpec, build_transfer, finish_transfer
 from testbed.wire.types import Packet
 
@@ -147,7 +147,7 @@ def run_benchmark(size: int, paths: int = 1, congestion_control: str = "reno",
                   rate_mbit: float = 1000.0, seed: int = 1) -> BenchResult:
     """One transfer of `size` bytes over `paths` fast paths, timed per side."""
     config = StackConfig(congestion_control=congestion_control)
-    link = LinkParams(rate_mbit=rate_mbit, delay_ms=1.0, queue_packets=1000)
+    link = LinkParams(rate_mbit=rate_mbit, delay_ms=1.0, queue_pkts=1000)
     spec = TransferSpec(paths=[PathSpec(link) for _ in range(paths)], size=size, seed=seed,
                         client_config=config, server_config=config, codec=False,
                         time_limit=3600.0)

@@ -1,10 +1,9 @@
-"""A chain of middleboxes at one place in the network (on a link, or inside a router).
+"""The middlebox chain of a place in the simulated network (a link, or inside a router), in
+virtual time: middleboxes.chain.MiddleboxChain (the class the inline process runs too) plus
+one scheduled release event per box.
 
-Packets travelling UPSTREAM meet the boxes in list order, DOWNSTREAM in reverse order. A box
-may return several packets, none, or hold some back; held packets come back through its
-`release` at its `next_deadline` (the chain keeps one scheduled event per box, versioned so
-that a moved deadline leaves the stale event harmless) and continue from the box after it.
-Whatever leaves the last box goes to `emit`.
+Each box's event is versioned, so that a moved deadline leaves the stale event harmless; a
+released packet continues with the boxes after its box. Whatever leaves the chain goes to `emit`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from middleboxes.base import Direction, Middlebox
+from middleboxes.chain import MiddleboxChain
+from middleboxes.contract import Direction, Middlebox
 from testbed.sim.scheduler import EventScheduler
 from testbed.wire.types import Packet
 
@@ -25,43 +25,34 @@ class _BoxTimer:
     version: int = 0
 
 
-class MiddleboxChain:
+class ScheduledChain:
     def __init__(self, boxes: Sequence[Middlebox], scheduler: EventScheduler,
                  emit: Callable[[Packet, Direction], None]) -> None:
-        self.boxes: list[Middlebox] = list(boxes)
+        self.chain = MiddleboxChain(boxes)
         self._scheduler = scheduler
         self._emit = emit
-        self._timers = [_BoxTimer() for _ in self.boxes]
-        self._orders = {
-            Direction.UPSTREAM: list(range(len(self.boxes))),
-            Direction.DOWNSTREAM: list(range(len(self.boxes)))[::-1],
-        }
+        self._timers = [_BoxTimer() for _ in self.chain.boxes]
+
+    @property
+    def boxes(self) -> list[Middlebox]:
+        return self.chain.boxes
 
     def __len__(self) -> int:
-        return len(self.boxes)
+        return len(self.chain)
 
     def push(self, packet: Packet, direction: Direction) -> None:
         """A packet enters the chain from the end it meets first in `direction`."""
-        self._through([packet], direction, 0)
+        self._through([packet], direction, None)
 
-    def _through(self, packets: list[Packet], direction: Direction, start: int) -> None:
-        order = self._orders[direction]
-        now = self._scheduler.now
-        for position in range(start, len(order)):
-            index = order[position]
-            box = self.boxes[index]
-            out: list[Packet] = []
-            for packet in packets:
-                out.extend(box.process(packet, direction, now))
+    def _through(self, packets: list[Packet], direction: Direction, after: int | None) -> None:
+        packets = self.chain.run(packets, direction, self._scheduler.now, after)
+        for index in self.chain.order(direction):  # boxes a packet met may hold one now
             self._arm(index)
-            packets = out
-            if not packets:
-                return
         for packet in packets:
             self._emit(packet, direction)
 
     def _arm(self, index: int) -> None:
-        deadline = self.boxes[index].next_deadline()
+        deadline = self.chain.boxes[index].next_deadline()
         timer = self._timers[index]
         if deadline is None or (timer.deadline is not None and timer.deadline <= deadline):
             return
@@ -75,20 +66,11 @@ class MiddleboxChain:
         if version != timer.version:
             return
         timer.deadline = None
-        released = self.boxes[index].release(self._scheduler.now)
+        released = self.chain.boxes[index].release(self._scheduler.now)
         self._arm(index)
         for packet, direction in released:
-            position = self._orders[direction].index(index)
-            self._through([packet], direction, position + 1)
+            self._through([packet], direction, index)
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Each box's counters by name (a repeated name gets a #N suffix)."""
-        out: dict[str, dict[str, int]] = {}
-        for box in self.boxes:
-            name = box.name
-            suffix = 2
-            while name in out:
-                name = f"{box.name}#{suffix}"
-                suffix += 1
-            out[name] = box.counters.as_dict()
-        return out
+        return self.chain.counters_by_name()

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
+from testbed.errors import SpecError
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
-from testbed.sim.params import LinkParams, LinkParamsError, parse_changes
+from testbed.net.params import LinkParams, parse_changes
 from testbed.sim.pcap import PcapWriter
 from testbed.sim.rng import derive_rng
 from testbed.sim.topology import TopologyError, check_simulable
@@ -55,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--path", action="append", default=[], metavar="SPEC",
         help="one path per use: rate=Mbit/s,delay=ms,jitter=ms,loss=fraction|N%%,queue=packets,"
-             "queue_bytes=N,reorder=0|1; UP/DOWN (two specs split by '/') shapes the return "
+             "queue_bytes=N,reorder=0|1 (or the LinkParams names: rate_mbit, delay_ms, "
+             "jitter_ms, loss_pct, queue_pkts); UP/DOWN (two specs split by '/') shapes the return "
              f"direction differently (default: two paths {DEFAULT_PATH})")
     parser.add_argument(
         "--topology", metavar="NAME[:JSON]",
@@ -124,14 +126,13 @@ def parse_path(text: str) -> PathSpec:
     try:
         upstream = LinkParams.parse(upstream_text)
         downstream = LinkParams.parse(downstream_text, base=upstream) if downstream_text else None
-    except LinkParamsError as error:
+    except SpecError as error:
         raise UsageError(f"--path {text!r}: {error}") from None
     return PathSpec(upstream=upstream, downstream=downstream)
 
 
 def parse_topology(text: str) -> Topology:
     """A named topology from topologies/, with optional JSON parameters."""
-    from testbed.errors import SpecError
     from topologies import build_topology
 
     name, _, raw = text.partition(":")
@@ -162,7 +163,7 @@ def parse_timeline(text: str, path_names: list[str]) -> TimelineStep:
     if action == "set" and len(parts) == 4:
         try:
             changes = parse_changes(parts[3])
-        except LinkParamsError as error:
+        except SpecError as error:
             raise UsageError(f"--at {text!r}: {error}") from None
         if not changes:
             raise UsageError(f"--at {text!r}: set needs at least one key=value")

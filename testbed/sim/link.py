@@ -1,9 +1,10 @@
 """A link between two nodes: two independently shaped directions and optional middleboxes.
 
 Direction.UPSTREAM is node_a -> node_b, so build links with the client-side node as `node_a`.
-A packet entering the link goes through the link's middlebox chain (testbed.sim.chain: a to b
-for UPSTREAM, b to a for DOWNSTREAM), then through the shaper of its direction. Any object
-with the middleboxes.base.Middlebox shape drops in unchanged.
+A packet entering the link goes through the link's middlebox chain (testbed.sim.chain, over
+middleboxes.chain: a to b for UPSTREAM, b to a for DOWNSTREAM), then through the shaper of its
+direction. Any object
+with the middleboxes.contract.Middlebox shape drops in unchanged.
 
 With the codec on, each packet is encoded when it enters the shaper (its exact length sets the
 serialization time) and decoded on arrival, so every hop exercises testbed.wire; a packet the
@@ -16,10 +17,10 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from middleboxes.base import Direction, Middlebox
-from testbed.sim.chain import MiddleboxChain
+from middleboxes.contract import Direction, Middlebox
+from testbed.net.params import LinkParams
+from testbed.sim.chain import ScheduledChain
 from testbed.sim.packets import WireCodec, copy_packet, packet_size
-from testbed.sim.params import LinkParams
 from testbed.sim.scheduler import EventScheduler
 from testbed.sim.shaper import Shaper
 from testbed.wire.errors import WireError
@@ -64,7 +65,7 @@ class Link:
                 f"{name}:down", downstream, rng_for(f"link/{name}/downstream"), scheduler,
                 self._arrival_handler(node_a, Direction.DOWNSTREAM)),
         }
-        self.chain = MiddleboxChain(middleboxes, scheduler, self._enter_shaper)
+        self.chain = ScheduledChain(middleboxes, scheduler, self._enter_shaper)
         # Observers of every packet the link delivers: (virtual time, direction, packet).
         self.taps: list[Callable[[float, Direction, Packet], None]] = []
 
@@ -105,7 +106,7 @@ class Link:
         shaping, like `tc change` with the rest of the state carried over."""
         for which, shaper in self.shapers.items():
             if direction is None or which is direction:
-                shaper.set_params(shaper.params.with_changes(**changes))
+                shaper.set_params(shaper.params.updated(changes))
 
     # --- data path -----------------------------------------------------------------------
     def send(self, packet: Packet, sender: Node) -> None:

@@ -17,13 +17,13 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 
-from middleboxes.base import Direction, Middlebox
-from testbed.sim.chain import MiddleboxChain
+from middleboxes.contract import Direction, Middlebox
+from testbed.net.params import LinkParams
+from testbed.sim.chain import ScheduledChain
 from testbed.sim.endpoint import PacketEndpoint
 from testbed.sim.link import Link
 from testbed.sim.nodes import EndpointNode, Node, RouterNode
 from testbed.sim.packets import WireCodec, copy_packet, load_wire_codec
-from testbed.sim.params import LinkParams
 from testbed.sim.pcap import PcapWriter
 from testbed.sim.rng import derive_rng
 from testbed.sim.scheduler import EventScheduler, RunResult, SimulationError
@@ -103,7 +103,7 @@ class SimNetwork:
         self._check_new_name(name, self.nodes, "node")  # type: ignore[arg-type]
         node = RouterNode(name)
         if middleboxes:
-            node.chain = MiddleboxChain(
+            node.chain = ScheduledChain(
                 middleboxes, self.scheduler,
                 lambda packet, _direction: self._forward(node, packet))
         self.nodes[name] = node
@@ -216,7 +216,7 @@ class SimNetwork:
     ) -> None:
         """At `when`, change only the named LinkParams fields, keeping the others as they are
         then (e.g. {"rate_mbit": 5} after an earlier delay change keeps that delay)."""
-        LinkParams().with_changes(**changes)  # unknown names and bad values fail now
+        LinkParams().updated(changes)  # unknown names and bad values fail now
         link = self.link(name)
         self.call_at(when, lambda: link.change_params(changes, direction))
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from testbed.sim.endpoint import PacketEndpoint
 
 if TYPE_CHECKING:
-    from testbed.sim.chain import MiddleboxChain
+    from testbed.sim.chain import ScheduledChain
     from testbed.sim.link import Link
 
 
@@ -97,7 +97,7 @@ class RouterNode(Node):
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        self.chain: MiddleboxChain | None = None
+        self.chain: ScheduledChain | None = None
         self._routes: list[_Route] = []
         self._cache: dict[str, Link | None] = {}
 

@@ -1,5 +1,11 @@
 """One direction of a link: entry loss, a drop-tail queue, serialization at a rate, propagation.
 
+Propagation is the project's one jittered FIFO (testbed.net.delayline.DelayLine, the same class
+the inline delay stage runs on frames), unbounded here because the queue before it already
+bounds what is in flight; with `reorder` each packet keeps its own jittered delay instead (not
+a FIFO). queue_pkts None is the testbed's BDP-sized default (LinkParams.effective_queue_pkts),
+so a path shapes alike here and under HTB.
+
 Event-driven rather than computed ahead, so that a rate change or a cut at a given virtual time
 affects exactly the packets that are still in the queue or on the wire at that time. A cut
 drops everything queued or in flight (counted as `dropped_down`); a generation number makes
@@ -14,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.sim.params import LinkParams
+from testbed.net.delayline import DelayLine
+from testbed.net.params import LinkParams
 from testbed.sim.scheduler import EventScheduler
 
 
@@ -66,7 +73,8 @@ class Shaper:
         self._transmitting = False
         self._in_flight = 0  # serializing or propagating
         self._generation = 0
-        self._last_arrival = 0.0
+        self._propagation: DelayLine[tuple[Any, int]] = DelayLine(rng)
+        self._propagation_armed: float | None = None
         self.set_params(params)
 
     @property
@@ -79,10 +87,11 @@ class Shaper:
         self._bits_per_second = None if params.rate_mbit is None else params.rate_mbit * 1e6
         self._delay_s = params.delay_ms / 1000.0
         self._jitter_s = params.jitter_ms / 1000.0
-        self._loss = params.loss
-        self._queue_packets = params.queue_packets
+        self._loss = params.loss_pct / 100.0
+        self._queue_packets = params.effective_queue_pkts()
         self._queue_bytes = params.queue_bytes
         self._reorder = params.reorder
+        self._propagation.configure(params.delay_ms, params.jitter_ms, None)
 
     def queue_length(self) -> int:
         return len(self._queue)
@@ -98,6 +107,8 @@ class Shaper:
         self._transmitting = False
         self._in_flight = 0
         self._generation += 1
+        self._propagation.clear()
+        self._propagation_armed = None
 
     def restore(self) -> None:
         self.is_up = True
@@ -119,7 +130,7 @@ class Shaper:
             return
         queue = self._queue
         if self._transmitting:
-            if (self._queue_packets is not None and len(queue) >= self._queue_packets) or (
+            if len(queue) >= self._queue_packets or (
                 self._queue_bytes is not None and self._queued_bytes + size > self._queue_bytes
             ):
                 counters.dropped_queue += 1
@@ -151,25 +162,44 @@ class Shaper:
 
     def _propagate(self, item: Any, size: int) -> None:
         now = self._scheduler.now
-        delay = self._delay_s
-        if self._jitter_s:
-            delay += self._rng.uniform(-self._jitter_s, self._jitter_s)
-            if delay < 0.0:
-                delay = 0.0
-        arrival = now + delay
-        if not self._reorder:
-            if arrival < self._last_arrival:
-                arrival = self._last_arrival
-            self._last_arrival = arrival
-        if arrival == now:  # a zero-delay hop (an unshaped core link): no event needed
-            self._arrived((item, size, self._generation))
+        if self._reorder:
+            delay = self._delay_s
+            if self._jitter_s:
+                delay += self._rng.uniform(-self._jitter_s, self._jitter_s)
+                if delay < 0.0:
+                    delay = 0.0
+            self._scheduler.call_at(now + delay, self._arrived, (item, size, self._generation))
             return
-        self._scheduler.call_at(arrival, self._arrived, (item, size, self._generation))
+        line = self._propagation
+        if not line and not self._delay_s and not self._jitter_s:
+            self._arrive(item, size)  # a zero-delay hop (an unshaped core link): no event
+            return
+        line.push((item, size), now)
+        self._arm_propagation()
+
+    def _arm_propagation(self) -> None:
+        """One event at the head item's due time (none when one is already set for it)."""
+        deadline = self._propagation.next_deadline()
+        if deadline is None or deadline == self._propagation_armed:
+            return
+        self._propagation_armed = deadline
+        self._scheduler.call_at(deadline, self._propagated, self._generation)
+
+    def _propagated(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._propagation_armed = None
+        for item, size in self._propagation.pop_due(self._scheduler.now):
+            self._arrive(item, size)
+        self._arm_propagation()
 
     def _arrived(self, event: tuple[Any, int, int]) -> None:
         item, size, generation = event
         if generation != self._generation:
             return
+        self._arrive(item, size)
+
+    def _arrive(self, item: Any, size: int) -> None:
         self._in_flight -= 1
         self.counters.packets_out += 1
         self.counters.bytes_out += size

@@ -16,13 +16,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 
-from middleboxes.base import Middlebox
-from testbed.net.params import LinkParams as TopologyLinkParams
+from middleboxes.contract import Middlebox
+from testbed.net.params import LinkParams
 from testbed.net.topo import LinkSpec, NodeKind, Topology
 from testbed.sim.endpoint import PacketEndpoint
 from testbed.sim.network import SimNetwork
 from testbed.sim.nodes import EndpointNode, Node, RouterNode
-from testbed.sim.params import LinkParams
 
 
 class TopologyError(ValueError):
@@ -39,15 +38,10 @@ def check_simulable(topology: Topology) -> None:
                 "middlebox on a link instead)")
 
 
-def sim_params(params: TopologyLinkParams) -> LinkParams:
-    """The simulator's LinkParams for a topology link (same in both directions)."""
-    return LinkParams(
-        rate_mbit=params.rate_mbit,
-        delay_ms=params.delay_ms,
-        jitter_ms=params.jitter_ms,
-        loss=params.loss_pct / 100.0,
-        queue_packets=params.effective_queue_pkts(),
-    )
+def sim_params(params: LinkParams) -> LinkParams:
+    """The simulator's parameters for a topology link (same in both directions): the link's
+    own, with the queue the testbed builds made explicit."""
+    return params.updated({"queue_pkts": params.effective_queue_pkts()})
 
 
 def network_from_topology(

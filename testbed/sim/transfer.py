@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from testbed.mptcp.config import StackConfig
+from testbed.net.params import LinkParams
 from testbed.sim.apps import BulkReceiver, BulkSender, HostDriver
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams
 from testbed.sim.rng import derive_rng
 from testbed.sim.stats import FlowKey
 from testbed.sim.topology import network_from_topology
@@ -105,7 +105,7 @@ class TransferSpec:
             if (step.action == "set") != bool(step.changes):
                 raise ValueError("timeline: 'set' needs changes, cut/restore take none")
             if step.changes:
-                LinkParams().with_changes(**step.changes)
+                LinkParams().updated(step.changes)
 
     def describe(self) -> dict[str, object]:
         """The inputs as plain data, so a printed result says what produced it."""
@@ -277,7 +277,7 @@ def _built_in_network(spec: TransferSpec, client: HostDriver, server: HostDriver
         network.add_link(path_name(index), client_node, router, path.upstream,
                          path.downstream, a_address=client_addresses[index],
                          middleboxes=path.middleboxes)
-    network.add_link(CORE_LINK, router, server_node, LinkParams(queue_packets=None),
+    network.add_link(CORE_LINK, router, server_node, LinkParams(),
                      b_address=SERVER_ADDRESS)
     return network
 

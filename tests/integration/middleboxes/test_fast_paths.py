@@ -14,10 +14,10 @@ import random
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from middleboxes.registry import build_middlebox
-from testbed.inline.delay import DelayLine, DelayParams
 from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline, wire_codec
+from testbed.net.delayline import DelayLine
 from testbed.wire import (
     decode_packet,
     encode_packet,
@@ -154,13 +154,13 @@ def test_raw_option_strip_declines_what_it_cannot_reproduce() -> None:
 
 
 def test_delay_line_bypass_only_when_idle_and_delay_free() -> None:
-    line = DelayLine(DelayParams(), random.Random(1))
+    line: DelayLine[bytes] = DelayLine(random.Random(1))
     assert line.bypass()
     assert line.stats.pushed == line.stats.released == 1
-    line.set_params(DelayParams(delay_ms=5.0))
+    line.configure(5.0, 0.0, None)
     assert not line.bypass()
     line.push(b"x", 0.0)
-    line.set_params(DelayParams())
+    line.configure(0.0, 0.0, None)
     assert not line.bypass()  # a queued frame must not be overtaken
     assert line.pop_due(1.0) == [b"x"]
     assert line.bypass()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from middleboxes.registry import build_middlebox
 from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline
 from testbed.wire import decode_packet, encode_packet

@@ -7,25 +7,41 @@ from pathlib import Path
 
 import pytest
 
-from middleboxes.base import Direction
-from testbed.inline.config import ConfigError, MiddleboxSpec, load_config, parse_config
-from testbed.inline.delay import DelayParams
+from middleboxes.contract import Direction
+from testbed.inline.config import (
+    ConfigError,
+    MiddleboxSpec,
+    delay_entry,
+    load_config,
+    parse_config,
+)
+from testbed.net.params import LinkParams
 
 
 def test_empty_config_means_no_delay_and_no_middleboxes() -> None:
     config = parse_config({})
     assert config.seed == 0
-    assert config.delay == {d: DelayParams() for d in Direction}
+    assert config.delay == {d: LinkParams() for d in Direction}
     assert config.middleboxes == ()
 
 
 def test_both_and_per_direction_delay() -> None:
     both = parse_config({"delay": {"both": {"delay_ms": 10, "jitter_ms": 1}}})
-    assert both.delay[Direction.UPSTREAM] == both.delay[Direction.DOWNSTREAM] == DelayParams(10, 1)
-    split = parse_config({"seed": 3, "delay": {"upstream": {"delay_ms": 5, "queue_limit": 50}}})
+    assert both.delay[Direction.UPSTREAM] == both.delay[Direction.DOWNSTREAM] == LinkParams(
+        delay_ms=10, jitter_ms=1)
+    split = parse_config({"seed": 3, "delay": {"upstream": {"delay_ms": 5, "queue_pkts": 50,
+                                                            "rate_mbit": 20}}})
     assert split.seed == 3
-    assert split.delay[Direction.UPSTREAM] == DelayParams(5, 0, 50)
-    assert split.delay[Direction.DOWNSTREAM] == DelayParams()
+    assert split.delay[Direction.UPSTREAM] == LinkParams(rate_mbit=20, delay_ms=5, queue_pkts=50)
+    assert split.delay[Direction.DOWNSTREAM] == LinkParams()
+
+
+def test_delay_entry_is_the_link_parameters_the_stage_uses() -> None:
+    link = LinkParams(rate_mbit=50, delay_ms=600, jitter_ms=1, loss_pct=2, queue_pkts=100)
+    entry = delay_entry(link)
+    assert entry == {"rate_mbit": 50, "delay_ms": 600, "jitter_ms": 1, "queue_pkts": 100}
+    assert parse_config({"delay": {"both": entry}}).delay[Direction.UPSTREAM] == link.updated(
+        {"loss_pct": 0.0})
 
 
 def test_middlebox_specs_keep_order_and_params() -> None:
@@ -39,7 +55,10 @@ def test_middlebox_specs_keep_order_and_params() -> None:
     ({"delay": {"up": {}}}, r"config.delay: unknown key\(s\) \['up'\]"),
     ({"delay": {"both": {}, "upstream": {}}}, "either 'both' or per-direction"),
     ({"delay": {"upstream": {"delay": 10}}}, r"config.delay.upstream: unknown key\(s\) \['delay'\]"),
-    ({"delay": {"downstream": {"delay_ms": -5}}}, "config.delay.downstream: delay_ms must be"),
+    ({"delay": {"downstream": {"delay_ms": -5}}},
+     "config.delay.downstream: link parameter delay_ms=-5: must be"),
+    ({"delay": {"both": {"delay_ms": 5, "loss_pct": 1}}},
+     r"config.delay.both: unknown key\(s\) \['loss_pct'\]"),
     ({"middleboxes": {}}, "config.middleboxes must be a JSON list"),
     ({"middleboxes": [{"params": {}}]}, r"config.middleboxes\[0\].name must be"),
     ({"middleboxes": [{"name": "a", "parms": {}}]}, r"middleboxes\[0\]: unknown key"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from middleboxes.base import Direction, MiddleboxCounters
+from middleboxes.contract import Direction, MiddleboxCounters
 from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline, is_ipv4_tcp
 from testbed.wire import Packet, decode_packet, encode_packet, verify_checksums
 

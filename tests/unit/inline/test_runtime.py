@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from testbed.inline.control import InlineControl, InlineControlError, InlineGoneError
-from testbed.inline.delay import DelayLine, DelayParams
 from testbed.inline.pipeline import MiddleboxPipeline, wire_codec
 from testbed.inline.runtime import InlineProcess
+from testbed.net.delayline import DelayLine
+from testbed.net.params import LinkParams
 
 from .frames import arp_frame, tcp_frame
 from .test_pipeline import Box
@@ -38,9 +39,10 @@ class Harness:
 def start(tmp_path: Path, delay_ms: float = 0.0, boxes: list[Box] | None = None) -> Harness:
     left, client = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     right, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    lines = {d: DelayLine(DelayParams(delay_ms), random.Random(1)) for d in Direction}
+    links = {d: LinkParams(delay_ms=delay_ms) for d in Direction}
+    lines = {d: DelayLine.for_link(links[d], random.Random(1)) for d in Direction}
     pipeline = MiddleboxPipeline(boxes, wire_codec()) if boxes else None
-    process = InlineProcess(left, right, lines, pipeline)
+    process = InlineProcess(left, right, links, lines, pipeline)
     path = tmp_path / "control.sock"
     process.serve_control(str(path))
     result: list[str] = []
@@ -100,7 +102,8 @@ def test_live_change_applies_to_new_frames_and_keeps_queued_ones(harness_factory
     h = harness_factory(delay_ms=200.0)
     h.client.send(b"queued-before-change")
     reply = h.control.set_delay(0.0, direction="upstream")
-    assert reply == {"upstream": {"delay_ms": 0.0, "jitter_ms": 0.0, "queue_limit": 1000}}
+    assert reply == {"upstream": {"delay_ms": 0.0, "jitter_ms": 0.0, "rate_mbit": None,
+                                  "queue_pkts": None, "queue_limit": 1000}}
     h.client.send(b"sent-after-change")
     started = time.monotonic()
     assert h.server.recv(100) == b"queued-before-change"

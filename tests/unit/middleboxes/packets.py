@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
 from middleboxes.registry import build_middlebox
 from testbed.wire.types import (
     ACK,

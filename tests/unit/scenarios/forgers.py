@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from middleboxes.base import Direction, MiddleboxCounters
+from middleboxes.contract import Direction, MiddleboxCounters
 from testbed.wire.types import (
     ACK,
     SYN,

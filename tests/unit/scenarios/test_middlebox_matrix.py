@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from middleboxes.registry import build_middlebox
-from testbed.sim.params import LinkParams
+from testbed.net.params import LinkParams
 from testbed.sim.rng import derive_rng
 from testbed.sim.transfer import PathSpec, TransferResult, TransferSpec, run_transfer
 from tests.unit.scenarios.test_transfers import assert_intact
@@ -27,7 +27,7 @@ def box(name: str, params: dict[str, Any], tag: str) -> Middlebox:
 
 
 def two_paths(path1: list[Middlebox], path2: list[Middlebox]) -> TransferResult:
-    link = LinkParams(rate_mbit=10, delay_ms=5, queue_packets=100)
+    link = LinkParams(rate_mbit=10, delay_ms=5, queue_pkts=100)
     return run_transfer(TransferSpec(paths=[PathSpec(link, middleboxes=path1),
                                             PathSpec(link, middleboxes=path2)], size=SIZE))
 

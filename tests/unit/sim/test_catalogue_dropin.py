@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from middleboxes.base import Middlebox
+from middleboxes.contract import Middlebox
 from middleboxes.registry import build_middlebox
+from testbed.net.params import LinkParams
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams
 from testbed.wire.types import Dss, Packet
 from tests.unit.sim.toy_endpoints import Burst, Sink, data_packet
 

@@ -31,7 +31,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     (["--middlebox", "path1:teleport"], "unknown middlebox 'teleport'"),
     (["--middlebox", "path1:drop:{nope"], "parameters are not JSON"),
     (["--at", "1:path1:explode"], "action must be cut, restore or set:PARAMS"),
-    (["--at", "1:path1:set:rate=-1"], "rate_mbit must be > 0"),
+    (["--at", "1:path1:set:rate=-1"], "rate_mbit=-1.0: must be > 0"),
     (["--at", "1:path7:cut"], "no link 'path7'"),
     (["--topology", "moon"], "unknown topology 'moon'"),
     (["--topology", "nat_home"], "the simulator has no NAT router"),

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from middleboxes.base import Direction, MiddleboxCounters
+from middleboxes.contract import Direction, MiddleboxCounters
+from testbed.net.params import MAX_QUEUE_PKTS, LinkParams
 from testbed.sim.network import SimNetwork
 from testbed.sim.packets import packet_size
-from testbed.sim.params import LinkParams
 from testbed.wire import encode_packet
 from testbed.wire.types import (
     ACK,
@@ -78,7 +78,7 @@ def run_burst(packets: list[Packet], middleboxes: list, rate: float | None = Non
     sink = Sink()
     sender = network.add_endpoint("a", Burst(packets))
     network.add_link("ab", sender, network.add_endpoint("b", sink),
-                     LinkParams(rate_mbit=rate, queue_packets=None),
+                     LinkParams(rate_mbit=rate, queue_pkts=MAX_QUEUE_PKTS),
                      a_address="10.0.0.1", b_address="10.0.0.2", middleboxes=middleboxes)
     network.run()
     return network, sink

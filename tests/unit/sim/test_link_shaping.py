@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from testbed.errors import SpecError
+from testbed.net.params import MAX_QUEUE_PKTS, LinkParams
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams, LinkParamsError
 from tests.unit.sim.toy_endpoints import Burst, Echo, PacedSender, Sink, data_packet
 
 PAYLOAD = 1460  # 1500-byte IPv4 packets: 1.2 ms each at 10 Mbit/s
@@ -24,7 +25,7 @@ def burst_network(count: int, params: LinkParams, seed: int = 1) -> tuple[SimNet
 
 
 def test_rate_and_delay_set_exact_arrival_times() -> None:
-    network, sink = burst_network(50, LinkParams(rate_mbit=10, delay_ms=5, queue_packets=None))
+    network, sink = burst_network(50, LinkParams(rate_mbit=10, delay_ms=5, queue_pkts=MAX_QUEUE_PKTS))
     network.run()
     times = [when for when, _ in sink.received]
     expected = [(i + 1) * SERIALIZE_10MBIT + 0.005 for i in range(50)]
@@ -39,7 +40,7 @@ def test_unlimited_rate_only_delays() -> None:
 
 
 def test_drop_tail_queue_in_packets() -> None:
-    network, sink = burst_network(100, LinkParams(rate_mbit=10, queue_packets=10))
+    network, sink = burst_network(100, LinkParams(rate_mbit=10, queue_pkts=10))
     network.run()
     counters = network.link("ab").counters()
     upstream = counters["upstream"]
@@ -51,13 +52,13 @@ def test_drop_tail_queue_in_packets() -> None:
 
 def test_drop_tail_queue_in_bytes() -> None:
     network, sink = burst_network(
-        20, LinkParams(rate_mbit=10, queue_packets=None, queue_bytes=4500))
+        20, LinkParams(rate_mbit=10, queue_pkts=MAX_QUEUE_PKTS, queue_bytes=4500))
     network.run()
     assert len(sink.received) == 4  # 1 serializing + 3 x 1500 bytes waiting
 
 
 def test_random_loss_matches_the_configured_fraction() -> None:
-    network, sink = burst_network(20000, LinkParams(loss=0.05, queue_packets=None))
+    network, sink = burst_network(20000, LinkParams(loss_pct=5.0, queue_pkts=MAX_QUEUE_PKTS))
     network.run()
     delivered = len(sink.received) / 20000
     assert delivered == pytest.approx(0.95, abs=0.007)
@@ -103,7 +104,7 @@ def test_cut_and_restore_on_a_timeline() -> None:
 
 
 def test_cut_drops_what_is_queued_and_on_the_wire() -> None:
-    network, sink = burst_network(10, LinkParams(rate_mbit=1, queue_packets=None))
+    network, sink = burst_network(10, LinkParams(rate_mbit=1, queue_pkts=MAX_QUEUE_PKTS))
     network.cut_link_at(0.05, "ab")  # 12 ms per packet: four are through by then
     network.run()
     assert len(sink.received) == 4
@@ -112,8 +113,8 @@ def test_cut_drops_what_is_queued_and_on_the_wire() -> None:
 
 
 def test_rate_change_applies_to_packets_not_yet_serializing() -> None:
-    network, sink = burst_network(20, LinkParams(rate_mbit=10, queue_packets=None))
-    network.set_link_params_at(0.0065, "ab", LinkParams(rate_mbit=1, queue_packets=None))
+    network, sink = burst_network(20, LinkParams(rate_mbit=10, queue_pkts=MAX_QUEUE_PKTS))
+    network.set_link_params_at(0.0065, "ab", LinkParams(rate_mbit=1, queue_pkts=MAX_QUEUE_PKTS))
     network.run()
     # the sixth packet started at 6.0 ms at 10 Mbit/s; the 14 after it take 12 ms each
     assert sink.received[5][0] == pytest.approx(0.0072)
@@ -131,7 +132,7 @@ def test_directions_are_shaped_independently() -> None:
 
 
 def test_flow_counters_and_time_series_bins() -> None:
-    network, _sink = burst_network(100, LinkParams(rate_mbit=10, queue_packets=None))
+    network, _sink = burst_network(100, LinkParams(rate_mbit=10, queue_pkts=MAX_QUEUE_PKTS))
     network.run()
     (key,) = network.flows.data_flows()
     stats = network.flows.flows[key]
@@ -155,15 +156,15 @@ def test_bins_are_assigned_by_virtual_time_without_float_slips() -> None:
 
 
 def test_changing_some_parameters_keeps_the_others() -> None:
-    network, sink = burst_network(20, LinkParams(rate_mbit=10, delay_ms=20, queue_packets=None))
+    network, sink = burst_network(20, LinkParams(rate_mbit=10, delay_ms=20, queue_pkts=MAX_QUEUE_PKTS))
     network.change_link_at(0.0065, "ab", {"rate_mbit": 1})
     network.run()
     assert sink.received[-1][0] == pytest.approx(0.0072 + 14 * 0.012 + 0.020)
     assert network.link("ab").shapers[next(iter(network.link("ab").shapers))].params == (
-        LinkParams(rate_mbit=1, delay_ms=20, queue_packets=None))
+        LinkParams(rate_mbit=1, delay_ms=20, queue_pkts=MAX_QUEUE_PKTS))
 
 
 def test_a_bad_change_fails_when_scheduled_not_when_applied() -> None:
     network, _ = burst_network(1, LinkParams())
-    with pytest.raises(LinkParamsError, match="unknown link parameter 'rate'"):
+    with pytest.raises(SpecError, match="unknown link parameter 'rate'"):
         network.change_link_at(1.0, "ab", {"rate": 1})

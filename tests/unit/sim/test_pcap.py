@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from testbed.mptcp.config import StackConfig
-from testbed.sim.params import LinkParams
+from testbed.net.params import LinkParams
 from testbed.sim.pcap import LINKTYPE_RAW, PcapWriter
 from testbed.sim.transfer import PathSpec, TransferSpec, build_transfer, finish_transfer
 

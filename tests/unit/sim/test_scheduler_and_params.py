@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.sim.params import LinkParams, LinkParamsError
+from testbed.errors import SpecError
+from testbed.net.params import LinkParams
 from testbed.sim.rng import derive_rng
 from testbed.sim.scheduler import (
     STOP_CONDITION,
@@ -62,10 +63,14 @@ def test_past_events_are_clamped_and_negative_delay_refused() -> None:
 
 def test_parse_link_params() -> None:
     params = LinkParams.parse("rate=100, delay=10,jitter=2,loss=1%,queue=50,queue_bytes=9000")
-    assert params == LinkParams(rate_mbit=100.0, delay_ms=10.0, jitter_ms=2.0, loss=0.01,
-                                queue_packets=50, queue_bytes=9000)
-    assert LinkParams.parse("rate=none,queue=none") == LinkParams(rate_mbit=None, queue_packets=None)
+    assert params == LinkParams(rate_mbit=100.0, delay_ms=10.0, jitter_ms=2.0, loss_pct=1.0,
+                                queue_pkts=50, queue_bytes=9000)
+    assert LinkParams.parse("rate=none,queue=none") == LinkParams(rate_mbit=None, queue_pkts=None)
     assert LinkParams.parse("loss=0.2", base=params).delay_ms == 10.0
+    assert LinkParams.parse("loss=0.2").loss_pct == pytest.approx(20.0)
+    # the field names themselves, with their units, are the same parameters
+    assert LinkParams.parse("rate_mbit=100,delay_ms=10,jitter_ms=2,loss_pct=1,queue_pkts=50,"
+                            "queue_bytes=9000") == params
     assert LinkParams.parse("rate=500kbit,delay=0.25s,jitter=500us") == LinkParams(
         rate_mbit=0.5, delay_ms=250.0, jitter_ms=0.5)
     assert LinkParams.parse("rate=1gbit,delay=3ms").rate_mbit == 1000.0
@@ -75,21 +80,22 @@ def test_parse_link_params() -> None:
     ("dealy=10", "unknown link parameter 'dealy'"),
     ("rate=fast", "rate=.fast."),
     ("loss=1.5", "loss must be a fraction"),
-    ("rate=-3", "rate_mbit must be > 0"),
+    ("rate=-3", "rate_mbit=-3.0: must be > 0"),
     ("delay", "is not key=value"),
-    ("queue=0", "queue_packets must be >= 1"),
+    ("queue=0", "queue_pkts=0: must be an integer >= 1"),
+    ("loss_pct=101", "loss_pct=101.0: must be between 0 and 100"),
     ("reorder=maybe", "reorder=.maybe."),
     ("delay=10min", "unknown unit; use ms or one of us, ms, s"),
     ("rate=10mbps", "unknown unit; use mbit"),
 ])
 def test_bad_link_params_name_the_problem(text: str, message: str) -> None:
-    with pytest.raises(LinkParamsError, match=message):
+    with pytest.raises(SpecError, match=message):
         LinkParams.parse(text)
 
 
-def test_with_changes_refuses_unknown_fields() -> None:
-    with pytest.raises(LinkParamsError, match="unknown link parameter 'delay'"):
-        LinkParams().with_changes(delay=3)
+def test_updated_refuses_unknown_fields() -> None:
+    with pytest.raises(SpecError, match="unknown link parameter 'delay'"):
+        LinkParams().updated({"delay": 3})
 
 
 def test_component_streams_are_independent_and_reproducible() -> None:

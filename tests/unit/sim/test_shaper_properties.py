@@ -5,17 +5,18 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testbed.net.params import LinkParams
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams
 from tests.unit.sim.toy_endpoints import Burst, Sink, data_packet
 
 params_strategy = st.builds(
-    LinkParams,
+    lambda delay_ms, jitter_share, **others: LinkParams(
+        delay_ms=delay_ms, jitter_ms=min(20.0, delay_ms * jitter_share), **others),
     rate_mbit=st.one_of(st.none(), st.floats(0.5, 1000)),
     delay_ms=st.floats(0, 50),
-    jitter_ms=st.floats(0, 20),
-    loss=st.floats(0, 0.5),
-    queue_packets=st.one_of(st.none(), st.integers(1, 50)),
+    jitter_share=st.floats(0, 1),  # jitter never exceeds the delay (LinkParams refuses it)
+    loss_pct=st.floats(0, 50),
+    queue_pkts=st.one_of(st.none(), st.integers(1, 50)),
     queue_bytes=st.one_of(st.none(), st.integers(1500, 60_000)),
     reorder=st.booleans(),
 )

@@ -44,8 +44,8 @@ def test_topology_link_parameters_and_queue_carry_over() -> None:
                                            "loss_pct": 1.0})
     network = network_from_topology(topology, {"client": Sink(), "server": Sink()})
     params = network.link("a").shapers[next(iter(network.link("a").shapers))].params
-    assert (params.rate_mbit, params.delay_ms, params.loss) == (20.0, 10.0, 0.01)
-    assert params.queue_packets == topology.links["a"].params.effective_queue_pkts()
+    assert (params.rate_mbit, params.delay_ms, params.loss_pct) == (20.0, 10.0, 1.0)
+    assert params.queue_pkts == topology.links["a"].params.effective_queue_pkts()
 
 
 def test_unsupported_or_incomplete_requests_are_refused_by_name() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from middleboxes.base import Direction
+from middleboxes.contract import Direction
+from testbed.net.params import LinkParams
 from testbed.sim.network import SimNetwork
-from testbed.sim.params import LinkParams
 from testbed.sim.scheduler import SimulationError
 from tests.unit.sim.toy_endpoints import (
     Burst,
@@ -31,13 +31,13 @@ def two_path_network(outbox: list, seed: int = 1, loss: float = 0.0,
     client = network.add_endpoint("client", Burst(outbox))
     server = network.add_endpoint("server", Echo())
     router = network.add_router("r")
-    network.add_link("path1", client, router, LinkParams(delay_ms=5, loss=loss),
+    network.add_link("path1", client, router, LinkParams(delay_ms=5, loss_pct=loss * 100),
                      a_address=CLIENT_1)
     if extra_link:
         spare = network.add_endpoint("spare", Sink())
-        network.add_link("path0", spare, router, LinkParams(delay_ms=1, loss=0.5),
+        network.add_link("path0", spare, router, LinkParams(delay_ms=1, loss_pct=50.0),
                          a_address="10.0.3.1")
-    network.add_link("path2", client, router, LinkParams(delay_ms=20, loss=loss),
+    network.add_link("path2", client, router, LinkParams(delay_ms=20, loss_pct=loss * 100),
                      a_address=CLIENT_2)
     network.add_link("core", router, server, LinkParams(delay_ms=1), b_address=SERVER)
     return network

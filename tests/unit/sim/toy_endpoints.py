@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from middleboxes.base import Direction, MiddleboxCounters
+from middleboxes.contract import Direction, MiddleboxCounters
 from testbed.wire.types import ACK, PSH, Packet, TcpSegment
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
-from middleboxes.base import Direction, MiddleboxCounters
+from middleboxes.contract import Direction, MiddleboxCounters
 from middleboxes.flows import packet_flow_label
 from middleboxes.spec import CommonParams
 from testbed.wire.types import Packet
