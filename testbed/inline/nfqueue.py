@@ -120,18 +120,19 @@ def strip_timestamps_editor() -> Callable[[bytes], bytes | None]:
     from middleboxes.base import Direction
     from middleboxes.registry import build_middlebox
     from testbed.inline.fastpath import RawOptionStrip
+    from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH, PLACEHOLDER_IPV4_HEADER
 
     box = build_middlebox("strip_options", {"what": ["timestamps"], "how": "nop",
                                             "packets": ["data", "pure_ack", "fin"]},
                           random.Random(1))
     raw = RawOptionStrip.for_chain([box])
     assert raw is not None
-    pad = bytes(14)
+    pad = PLACEHOLDER_IPV4_HEADER
 
     def edit(packet: bytes) -> bytes | None:
         frame = pad + packet
         out = raw.process(frame, Direction.UPSTREAM)
-        return None if out is None or out is frame else out[14:]
+        return None if out is None or out is frame else out[ETHERNET_HEADER_LENGTH:]
 
     return edit
 

@@ -1,0 +1,126 @@
+"""Peeks into raw IPv4/TCP bytes, for the per-packet paths that cannot afford a decode.
+
+The stack's receive filter and ACK coalescing (testbed.mptcp.driver) and the inline option
+strip (testbed.inline.fastpath) look at every packet; decoding one into a Packet costs several
+microseconds in CPython. These functions read the few bytes those paths need, with the offsets
+written out here, next to the full decoder they must agree with (tests/unit/wire/test_peek.py
+checks them against `decode_packet` on random packets from `encode_packet`).
+
+None of them raises on short or malformed input: each documents the answer it gives instead
+(None, False, or leaving the packet out), and that answer is always "not the simple case", so
+the caller falls back to the full decoder, which raises WireError naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Container, Sequence
+
+from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH
+
+_IPV4_NO_OPTIONS = 0x45  # version 4, header length 5 words
+_IPPROTO_TCP = 6
+_ACK_ONLY = 0x10
+_DONT_FRAGMENT_BYTE = 0x40  # the DF bit within byte 6 of the IPv4 header
+_NOP, _END, _TIMESTAMPS, _MPTCP = 1, 0, 8, 30
+_DSS_SUBTYPE = 2
+_DSS_MAPPING = 0x04
+_DSS_DATA_FIN = 0x10
+_NOP_NOP_TIMESTAMPS = b"\x01\x01\x08\x0a"
+
+# Where the TCP options start in an Ethernet frame whose IPv4 header has no options.
+PLAIN_TCP_FRAME_OPTIONS_START = ETHERNET_HEADER_LENGTH + 20 + 20
+
+
+def keep_ipv4_tcp_to(packets: Sequence[bytes], addresses: Collection[bytes],
+                     ports: Container[int]) -> list[bytes]:
+    """The packets that are IPv4 without options, carry TCP and are addressed to one of
+    `addresses` (4-byte form) and a port in `ports`, in order. Anything shorter than the two
+    minimal headers is left out."""
+    return [packet for packet in packets
+            if len(packet) >= 40 and packet[0] == _IPV4_NO_OPTIONS and packet[9] == _IPPROTO_TCP
+            and packet[16:20] in addresses and ((packet[22] << 8) | packet[23]) in ports]
+
+
+def _only_cumulative_options(packet: bytes, start: int, end: int) -> bool:
+    """Whether the options in packet[start:end] are NOPs, timestamps and a DSS that carries a
+    data ACK at most (no mapping, no DATA_FIN), up to an EOL; False when malformed."""
+    index = start
+    if end - start >= 12 and packet[start:start + 4] == _NOP_NOP_TIMESTAMPS:
+        index += 12  # Linux's layout, as decode_options_at reads it
+    while index < end:
+        kind = packet[index]
+        if kind == _NOP:
+            index += 1
+            continue
+        if kind == _END:
+            return True
+        if index + 1 >= end:
+            return False
+        length = packet[index + 1]
+        if length < 2 or index + length > end:
+            return False
+        if kind == _MPTCP:
+            if length < 4 or packet[index + 2] >> 4 != _DSS_SUBTYPE:
+                return False
+            if packet[index + 3] & (_DSS_MAPPING | _DSS_DATA_FIN):
+                return False
+        elif kind != _TIMESTAMPS:
+            return False
+        index += length
+    return True
+
+
+def flow_and_pure_ack(packet: bytes) -> tuple[bytes, int | None]:
+    """(flow key, acknowledgment number) of an IPv4 packet carrying TCP.
+
+    The flow key is the addresses and ports as bytes: equal for the packets of one direction
+    of one connection. The number is given for a *pure cumulative ACK* only: TCP flags exactly
+    ACK, no payload, no options but NOP, EOL, timestamps and a DSS without mapping or DATA_FIN
+    (a packet that says nothing a later ACK of its flow would not say again); it is None for
+    every other packet, including anything malformed or not a whole IPv4/TCP header.
+    """
+    length = len(packet)
+    if length < 40:
+        return packet[12:24], None
+    version_ihl = packet[0]
+    if version_ihl == _IPV4_NO_OPTIONS:
+        tcp = 20
+        flow = packet[12:24]
+    else:
+        tcp = (version_ihl & 0x0F) * 4
+        if version_ihl >> 4 != 4 or tcp < 20 or tcp + 20 > length:
+            return packet[12:24], None
+        flow = packet[12:20] + packet[tcp:tcp + 4]
+    if (packet[tcp + 13] != _ACK_ONLY or packet[9] != _IPPROTO_TCP
+            or packet[6] & 0x3F or packet[7]):  # a fragment (MF or an offset)
+        return flow, None
+    header_end = tcp + (packet[tcp + 12] >> 4) * 4
+    if (((packet[2] << 8) | packet[3]) != header_end  # carries data, or is malformed
+            or header_end > length or header_end < tcp + 20):
+        return flow, None
+    if header_end > tcp + 20 and not _only_cumulative_options(packet, tcp + 20, header_end):
+        return flow, None
+    return flow, int.from_bytes(packet[tcp + 8:tcp + 12], "big")
+
+
+def plain_tcp_frame(frame: bytes) -> tuple[int, int, bool, bool] | None:
+    """What an option-editing fast path needs of an Ethernet frame it may edit in place.
+
+    For an Ethernet II frame carrying IPv4 without options, not a fragment, with flags DF or
+    none, carrying TCP with reserved bits zero and lengths that agree (the headers re-encoding
+    reproduces byte for byte): (end of the TCP options in the frame, TCP flags byte, whether
+    the segment carries payload, whether the options are exactly Linux's NOP, NOP, timestamps).
+    The options start at PLAIN_TCP_FRAME_OPTIONS_START. None for any other frame.
+    """
+    if (len(frame) < 54 or frame[12] != 8 or frame[13] or frame[14] != _IPV4_NO_OPTIONS
+            or frame[23] != _IPPROTO_TCP or frame[21] or frame[20] not in (_DONT_FRAGMENT_BYTE, 0)):
+        return None
+    total = (frame[16] << 8) | frame[17]
+    if total < 40 or 14 + total > len(frame):
+        return None
+    offset_byte = frame[46]
+    header_length = (offset_byte >> 4) * 4
+    if offset_byte & 0x0F or header_length < 20 or header_length > total - 20:
+        return None
+    return (34 + header_length, frame[47], total > 20 + header_length,
+            header_length == 32 and frame[54:58] == _NOP_NOP_TIMESTAMPS)
