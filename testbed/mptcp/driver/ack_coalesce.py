@@ -17,13 +17,14 @@ it would have seen after the last ACK of the run; what it loses is the intermedi
 samples and per-ACK counts. Its congestion control counts acknowledged *bytes* (no per-ACK
 cap), so a run of ACKs folded into one grows the window by the same amount.
 
-Works on raw IPv4 bytes without decoding them: `testbed.wire.peek.flow_and_pure_ack` says
-which packets are such pure ACKs, and of which flow.
+Works on raw IPv4 bytes without decoding them: `testbed.wire.peek.pure_ack_number` says
+which packets are such pure ACKs, `IPV4_TCP_FLOW_KEY` of which flow (the PacketIO filter
+guarantees IPv4 without options).
 """
 
 from __future__ import annotations
 
-from testbed.wire.peek import flow_and_pure_ack
+from testbed.wire.peek import IPV4_TCP_FLOW_KEY, pure_ack_number
 
 _HALF_SEQUENCE_SPACE = 1 << 31
 
@@ -36,9 +37,10 @@ def coalesce_pure_acks(packets: list[bytes]) -> tuple[list[bytes], int]:
     # four-tuple -> (index in packets, ack number) of its latest packet when that is a pure ACK
     pending: dict[bytes, tuple[int, int]] = {}
     skipped: set[int] = set()
-    peek = flow_and_pure_ack
+    peek, flow_key = pure_ack_number, IPV4_TCP_FLOW_KEY
     for index, data in enumerate(packets):
-        flow, ack = peek(data)
+        flow = data[flow_key]
+        ack = peek(data)
         previous = pending.pop(flow, None)
         if ack is None:
             continue
