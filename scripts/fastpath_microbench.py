@@ -11,7 +11,7 @@ What each line times (best of `--repeat`, per packet):
                       data segments for the stack, 64 for another port)
     send_packet       PacketIO.send_packet of a data segment into a fake raw socket (the TCP
                       header and checksum included)
-    strip.data        inline.fastpath.RawOptionStrip.process, the mbbench `strip` box, on a
+    strip.data        inline.fastpath.RawOptionStrip.process, the bench_rewrite `strip` box, on a
                       data frame (timestamps overwritten with NOPs)
     strip.ack         the same on a pure-ACK frame
     pipeline.strip    inline.pipeline.MiddleboxPipeline.process with that box (fast path)

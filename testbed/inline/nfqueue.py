@@ -5,7 +5,7 @@ AF_PACKET legs: packets queued by `iptables -j NFQUEUE` on a routed node, a verd
 
 Accepts every packet; with --strip, runs the same raw option-strip fast path as the inline
 process (strip_options overwriting TCP timestamps with NOPs) and hands the edited packet back
-with its verdict. Used by testbed.inline.mbbench (modes nfqueue, nfqueue-strip); it is not a
+with its verdict. Used by testbed.inline.bench_rewrite (modes nfqueue, nfqueue-strip); it is not a
 runtime of the testbed: an L2 bump cannot queue without br_netfilter, and a queue cannot emit
 packets that did not arrive (split, inject) nor hold packets without holding kernel verdicts.
 
