@@ -39,7 +39,6 @@ from testbed.wire.ethernet import (
     ethernet_header,
     is_arp_frame,
     is_ipv4_tcp_frame,
-    split_frame,
     swap_mac_addresses,
 )
 from testbed.wire.types import Packet, TcpSegment
@@ -170,10 +169,10 @@ class MiddleboxPipeline:
                 return [(reply, direction.reverse())]
         if not is_ipv4_tcp_frame(frame):
             return [(frame, direction)]
-        header, ip_packet = split_frame(frame)
+        header = frame[:ETHERNET_HEADER_LENGTH]
         self._last_header[direction] = header
         try:
-            packet = self._codec.decode(ip_packet)
+            packet = self._codec.decode(frame[ETHERNET_HEADER_LENGTH:])
         except WireError as error:
             self.stats.undecodable += 1
             self.stats.last_wire_error = str(error)

@@ -34,11 +34,6 @@ def ethernet_header(destination: bytes, source: bytes, ethertype: bytes) -> byte
     return destination + source + ethertype
 
 
-def split_frame(frame: bytes) -> tuple[bytes, bytes]:
-    """(Ethernet header, what it carries) of a frame of at least 14 bytes."""
-    return frame[:ETHERNET_HEADER_LENGTH], frame[ETHERNET_HEADER_LENGTH:]
-
-
 def source_mac(frame: bytes) -> bytes:
     """The source MAC (shorter than 6 bytes when the frame is truncated)."""
     return frame[6:12]

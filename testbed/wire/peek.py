@@ -13,6 +13,7 @@ the caller falls back to the full decoder, which raises WireError naming the fie
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Collection, Container, Sequence
 
 from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH
@@ -20,7 +21,6 @@ from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH
 _IPV4_NO_OPTIONS = 0x45  # version 4, header length 5 words
 _IPPROTO_TCP = 6
 _ACK_ONLY = 0x10
-_DONT_FRAGMENT_BYTE = 0x40  # the DF bit within byte 6 of the IPv4 header
 _NOP, _END, _TIMESTAMPS, _MPTCP = 1, 0, 8, 30
 _DSS_SUBTYPE = 2
 _DSS_MAPPING = 0x04
@@ -106,6 +106,13 @@ def pure_ack_number(packet: bytes) -> int | None:
     return int.from_bytes(packet[tcp + 8:tcp + 12], "big")
 
 
+# The fields plain_tcp_frame looks at, in one unpack: EtherType, IPv4 version/IHL, total
+# length, flags/fragment offset (two bytes), protocol, TCP data offset byte, TCP flags, and the
+# first four option bytes (Linux's NOP, NOP, timestamps starts so).
+_unpack_plain_frame = struct.Struct("!12xHBxH2xBBxB22xBB6x4s").unpack_from
+_unpack_plain_frame_no_options = struct.Struct("!12xHBxH2xBBxB22xBB").unpack_from
+
+
 def plain_tcp_frame(frame: bytes) -> tuple[int, int, bool, bool] | None:
     """What an option-editing fast path needs of an Ethernet frame it may edit in place.
 
@@ -115,15 +122,23 @@ def plain_tcp_frame(frame: bytes) -> tuple[int, int, bool, bool] | None:
     the segment carries payload, whether the options are exactly Linux's NOP, NOP, timestamps).
     The options start at PLAIN_TCP_FRAME_OPTIONS_START. None for any other frame.
     """
-    if (len(frame) < 54 or frame[12] != 8 or frame[13] or frame[14] != _IPV4_NO_OPTIONS
-            or frame[23] != _IPPROTO_TCP or frame[21] or frame[20] not in (_DONT_FRAGMENT_BYTE, 0)):
+    size = len(frame)
+    if size >= 58:
+        (ethertype, version_ihl, total, fragment_high, fragment_low, protocol, offset_byte, flags,
+         first_options) = _unpack_plain_frame(frame)
+    elif size >= 54:
+        (ethertype, version_ihl, total, fragment_high, fragment_low, protocol, offset_byte,
+         flags) = _unpack_plain_frame_no_options(frame)
+        first_options = b""
+    else:
         return None
-    total = (frame[16] << 8) | frame[17]
-    if total < 40 or 14 + total > len(frame):
+    # literals, not the named constants above: this runs for every frame (IPv4 0x0800, version
+    # 4 with 5 words 0x45, TCP 6, DF alone 0x40)
+    if (ethertype != 0x0800 or version_ihl != 0x45 or protocol != 6 or fragment_low
+            or (fragment_high != 0x40 and fragment_high) or total < 40 or 14 + total > size):
         return None
-    offset_byte = frame[46]
     header_length = (offset_byte >> 4) * 4
     if offset_byte & 0x0F or header_length < 20 or header_length > total - 20:
         return None
-    return (34 + header_length, frame[47], total > 20 + header_length,
-            header_length == 32 and frame[54:58] == _NOP_NOP_TIMESTAMPS)
+    return (34 + header_length, flags, total > 20 + header_length,
+            header_length == 32 and first_options == b"\x01\x01\x08\x0a")
