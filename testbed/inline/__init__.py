@@ -14,7 +14,12 @@ runs the Python middlebox pipeline on middlebox nodes. Modules, one concern each
     app           command line: ``python -m testbed.inline --left IF --right IF --control PATH``
     control       `InlineControl`, the client the orchestrator uses
     lab           a throwaway three-namespace line (A - bump - C) for tests and the benchmark
-    bench         ``python -m testbed.inline.bench``: forwarding ceiling vs a kernel bridge
+    fastpath      option stripping on raw frames (the strip_options box without decoding)
+    nfqueue       the NFQUEUE consumer the rewrite benchmark compares against
+    bench_forwarding ``python -m testbed.inline.bench_forwarding``: forwarding ceiling (no box,
+                  decode, re-encode) against a kernel bridge
+    bench_rewrite ``python -m testbed.inline.bench_rewrite``: a middlebox rewriting every packet
+                  (strip_options), AF_PACKET bump and NFQUEUE, against kernel forwarding
 
 See README.md beside this file for usage, the offload findings and measured figures.
 """

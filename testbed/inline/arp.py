@@ -15,16 +15,10 @@ middlebox catalogue's base class, not of the Middlebox protocol).
 from __future__ import annotations
 
 import ipaddress
-import struct
 from collections.abc import Iterable
 
 from middleboxes.contract import Direction
-
-ETHERTYPE_ARP = b"\x08\x06"
-_ARP_ETH_IPV4 = bytes.fromhex("000108000604")  # htype 1, ptype IPv4, hlen 6, plen 4
-_OP_REQUEST = 1
-_OP_REPLY = 2
-_ARP_LEN = 28
+from testbed.wire.ethernet import arp_reply_frame, arp_request, is_unicast_mac, source_mac
 
 
 def owned_addresses(boxes: Iterable[object]) -> frozenset[str]:
@@ -48,24 +42,20 @@ class ArpResponder:
 
     def learn(self, frame: bytes, direction: Direction) -> None:
         """Remember the source MAC of unicast-sourced frames arriving in `direction`."""
-        source = frame[6:12]
-        if len(source) == 6 and not source[0] & 1:
+        source = source_mac(frame)
+        if is_unicast_mac(source):
             self._host_mac[direction] = source
 
     def answer(self, frame: bytes, direction: Direction) -> bytes | None:
         """The ARP reply to send back the way `frame` came, or None when it is not ours."""
-        if frame[12:14] != ETHERTYPE_ARP or len(frame) < 14 + _ARP_LEN:
+        request = arp_request(frame)
+        if request is None:
             return None
-        arp = frame[14:14 + _ARP_LEN]
-        if arp[:6] != _ARP_ETH_IPV4 or struct.unpack_from("!H", arp, 6)[0] != _OP_REQUEST:
-            return None
-        sender_mac, sender_ip, target_ip = arp[8:14], arp[14:18], arp[24:28]
+        sender_mac, sender_ip, target_ip = request
         if target_ip not in self._addresses:
             return None
         owner_mac = self._host_mac.get(direction.reverse())
         if owner_mac is None:
             return None
         self.answered += 1
-        reply = (_ARP_ETH_IPV4 + struct.pack("!H", _OP_REPLY) + owner_mac + target_ip
-                 + sender_mac + sender_ip)
-        return sender_mac + owner_mac + ETHERTYPE_ARP + reply
+        return arp_reply_frame(owner_mac, target_ip, sender_mac, sender_ip)

@@ -27,16 +27,18 @@ from middleboxes.spec import directions_of
 from middleboxes.strip_options import StripOptions
 from testbed.wire.edit import (
     LINUX_TIMESTAMPS_LAYOUT,
-    LINUX_TIMESTAMPS_PREFIX,
     option_spans,
     replace_option_area,
     strip_option_spans,
 )
 from testbed.wire.errors import WireError
+from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH
+from testbed.wire.peek import PLAIN_TCP_FRAME_OPTIONS_START, plain_tcp_frame
 from testbed.wire.tcp_options import decode_options_at
 from testbed.wire.types import EndOfOptions
 
-ETH = 14
+ETH = ETHERNET_HEADER_LENGTH
+OPTIONS_START = PLAIN_TCP_FRAME_OPTIONS_START
 
 
 @dataclass
@@ -55,8 +57,7 @@ class RawOptionStrip:
         self._acts: list[bool | None] = [None] * 1024
         # Linux's NOP, NOP, timestamps area (the codec's known layout): spans and the options
         # to drop are the same for every such segment.
-        start = ETH + 40
-        self._ts_spans = [(start + offset, length) for _cls, offset, length in
+        self._ts_spans = [(OPTIONS_START + offset, length) for _cls, offset, length in
                           LINUX_TIMESTAMPS_LAYOUT]
         self._ts_drop = [index for index, (cls, _o, _l) in enumerate(LINUX_TIMESTAMPS_LAYOUT)
                          if cls in self.types]
@@ -88,27 +89,19 @@ class RawOptionStrip:
     def process(self, frame: bytes, direction: Direction) -> bytes | None:
         """The frame to send (the same object when nothing is stripped), or None when the
         general path must handle this frame (the box's counters are then left untouched)."""
-        # Offsets are literal (Ethernet 14 + IPv4 20 = TCP at 34): this runs for every frame.
-        if frame[14] != 0x45 or frame[21] or frame[20] not in (0x40, 0):
-            return None  # IPv4 options, a fragment, or flags re-encoding would not reproduce
-        total = (frame[16] << 8) | frame[17]
-        if total < 40 or 14 + total > len(frame):
-            return None
-        offset_byte = frame[46]
-        header_length = (offset_byte >> 4) * 4
-        if offset_byte & 0x0F or header_length < 20 or header_length > total - 20:
-            return None
-        key = ((frame[47] << 1) | (total > 20 + header_length)
-               | (512 if direction is Direction.DOWNSTREAM else 0))
+        shape = plain_tcp_frame(frame)  # testbed.wire.peek: the header checks, inlined there
+        if shape is None:
+            return None  # not IPv4/TCP, IPv4 options, a fragment, or re-encoding would differ
+        end, flags, has_payload, linux_timestamps = shape
+        key = (flags << 1) | has_payload | (512 if direction is Direction.DOWNSTREAM else 0)
         acts = self._acts[key]
         if acts is None:
             acts = self._acts[key] = self._decide(key)
         counters = self.box.counters
-        if not acts or header_length == 20:
+        if not acts or end == OPTIONS_START:
             counters.seen += 1
             return frame
-        end = 34 + header_length
-        if header_length == 32 and frame[54:58] == LINUX_TIMESTAMPS_PREFIX:
+        if linux_timestamps:
             counters.seen += 1  # the codec's known NOP, NOP, timestamps layout
             if not self._ts_drop:
                 return frame
@@ -117,8 +110,8 @@ class RawOptionStrip:
                 return replace_option_area(frame, ETH, self._ts_nops, self._ts_nops_value)
             return strip_option_spans(frame, ETH, self._ts_spans, self._ts_drop, nop=self.nop)
         try:
-            options = decode_options_at(frame, 54, end)
-            spans = option_spans(frame, 54, end)
+            options = decode_options_at(frame, OPTIONS_START, end)
+            spans = option_spans(frame, OPTIONS_START, end)
         except WireError:
             return None
         if type(options[-1]) is EndOfOptions or len(spans) != len(options):

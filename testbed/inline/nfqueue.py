@@ -5,7 +5,7 @@ AF_PACKET legs: packets queued by `iptables -j NFQUEUE` on a routed node, a verd
 
 Accepts every packet; with --strip, runs the same raw option-strip fast path as the inline
 process (strip_options overwriting TCP timestamps with NOPs) and hands the edited packet back
-with its verdict. Used by testbed.inline.mbbench (modes nfqueue, nfqueue-strip); it is not a
+with its verdict. Used by testbed.inline.bench_rewrite (modes nfqueue, nfqueue-strip); it is not a
 runtime of the testbed: an L2 bump cannot queue without br_netfilter, and a queue cannot emit
 packets that did not arrive (split, inject) nor hold packets without holding kernel verdicts.
 
@@ -120,18 +120,19 @@ def strip_timestamps_editor() -> Callable[[bytes], bytes | None]:
     from middleboxes.contract import Direction
     from middleboxes.registry import build_middlebox
     from testbed.inline.fastpath import RawOptionStrip
+    from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH, PLACEHOLDER_IPV4_HEADER
 
     box = build_middlebox("strip_options", {"what": ["timestamps"], "how": "nop",
                                             "packets": ["data", "pure_ack", "fin"]},
                           random.Random(1))
     raw = RawOptionStrip.for_chain([box])
     assert raw is not None
-    pad = bytes(14)
+    pad = PLACEHOLDER_IPV4_HEADER
 
     def edit(packet: bytes) -> bytes | None:
         frame = pad + packet
         out = raw.process(frame, Direction.UPSTREAM)
-        return None if out is None or out is frame else out[14:]
+        return None if out is None or out is frame else out[ETHERNET_HEADER_LENGTH:]
 
     return edit
 

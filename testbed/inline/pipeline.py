@@ -32,12 +32,18 @@ from typing import Any, Protocol
 
 from middleboxes.chain import MiddleboxChain
 from middleboxes.contract import Direction, Middlebox
-from testbed.inline.arp import ETHERTYPE_ARP, ArpResponder, owned_addresses
+from testbed.inline.arp import ArpResponder, owned_addresses
 from testbed.wire.errors import WireError
+from testbed.wire.ethernet import (
+    BROADCAST_MAC,
+    ETHERNET_HEADER_LENGTH,
+    ETHERTYPE_IPV4,
+    ethernet_header,
+    is_arp_frame,
+    is_ipv4_tcp_frame,
+    swap_mac_addresses,
+)
 from testbed.wire.types import Packet, TcpSegment
-
-ETH_HEADER_LEN = 14
-_ETHERTYPE_IPV4 = b"\x08\x00"
 
 
 class Codec(Protocol):
@@ -73,12 +79,6 @@ def wire_codec() -> FunctionCodec:
                          encode_reusing_payload=encode_packet_reusing_payload)
 
 
-def is_ipv4_tcp(frame: bytes) -> bool:
-    """Ethernet II, IPv4, protocol TCP (no VLAN tag: veth strips tags into metadata)."""
-    return (len(frame) >= ETH_HEADER_LEN + 20 and frame[12:14] == _ETHERTYPE_IPV4
-            and frame[14] >> 4 == 4 and frame[23] == 6)
-
-
 _PACKET_FIELDS = tuple(f.name for f in dataclasses.fields(Packet) if f.name != "tcp")
 _SEGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(TcpSegment) if f.name != "options")
 _packet_values = operator.attrgetter(*_PACKET_FIELDS)
@@ -92,10 +92,6 @@ def fingerprint(packet: Packet) -> tuple[Any, ...]:
     fields added to the types later are covered because the names come from the dataclasses.
     """
     return (_packet_values(packet), _segment_values(packet.tcp), tuple(packet.tcp.options))
-
-
-def _swap_macs(header: bytes) -> bytes:
-    return header[6:12] + header[0:6] + header[12:14]
 
 
 @dataclass(slots=True)
@@ -148,8 +144,7 @@ class MiddleboxPipeline:
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
         raw_strip = self._raw_strip
-        if (raw_strip is not None and len(frame) >= 54 and frame[12] == 8 and not frame[13]
-                and frame[23] == 6 and (out_frame := raw_strip.process(frame, direction))):
+        if raw_strip is not None and (out_frame := raw_strip.process(frame, direction)):
             # A strip_options chain on raw bytes; it never holds packets, so the Ethernet
             # header need not be remembered for later releases.
             stats = self.stats
@@ -165,15 +160,15 @@ class MiddleboxPipeline:
         arp = self._arp
         if self._answers_arp:
             arp.learn(frame, direction)
-            if frame[12:14] == ETHERTYPE_ARP and (reply := arp.answer(frame, direction)):
+            if is_arp_frame(frame) and (reply := arp.answer(frame, direction)):
                 self.stats.arp_answered += 1
                 return [(reply, direction.reverse())]
-        if not is_ipv4_tcp(frame):
+        if not is_ipv4_tcp_frame(frame):
             return [(frame, direction)]
-        header = frame[:ETH_HEADER_LEN]
+        header = frame[:ETHERNET_HEADER_LENGTH]
         self._last_header[direction] = header
         try:
-            packet = self._codec.decode(frame[ETH_HEADER_LEN:])
+            packet = self._codec.decode(frame[ETHERNET_HEADER_LENGTH:])
         except WireError as error:
             self.stats.undecodable += 1
             self.stats.last_wire_error = str(error)
@@ -213,7 +208,8 @@ class MiddleboxPipeline:
         """Header-edit fast path: the payload keeps its bytes and its share of the checksum."""
         assert self._encode_reusing is not None
         try:
-            data = self._encode_reusing(packet, frame, ETH_HEADER_LEN, ip_unchanged=ip_unchanged)
+            data = self._encode_reusing(packet, frame, ETHERNET_HEADER_LENGTH,
+                                        ip_unchanged=ip_unchanged)
         except WireError:
             return None  # the full encoder reports it
         self.stats.reencoded += 1
@@ -258,9 +254,9 @@ class MiddleboxPipeline:
             return header
         reverse = self._last_header.get(direction.reverse())
         if reverse is not None:
-            return _swap_macs(reverse)
+            return swap_mac_addresses(reverse)
         # No frame seen yet in either direction: broadcast keeps the packet deliverable on a link.
-        return b"\xff" * 6 + b"\x00" * 6 + _ETHERTYPE_IPV4
+        return ethernet_header(BROADCAST_MAC, bytes(6), ETHERTYPE_IPV4)
 
     def _encode(self, packet: Packet, header: bytes) -> bytes | None:
         try:

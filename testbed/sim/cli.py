@@ -23,7 +23,7 @@ from middleboxes.contract import Middlebox
 from testbed.errors import SpecError
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.net.params import LinkParams, parse_changes
-from testbed.sim.pcap import PcapWriter
+from testbed.sim.pcap import link_capture_writer
 from testbed.sim.rng import derive_rng
 from testbed.sim.topology import TopologyError, check_simulable
 from testbed.sim.transfer import (
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
                 pcap_dir.mkdir(parents=True, exist_ok=True)
                 for name in setup.network.links:
                     path = pcap_dir / f"{name}.pcap"
-                    setup.network.capture(name, PcapWriter(files.enter_context(path.open("wb"))))
+                    setup.network.capture(name, link_capture_writer(files.enter_context(path.open("wb"))))
                     pcaps[name] = str(path)
             except OSError as error:
                 print(f"testbed stack sim: error: --pcap {args.pcap}: {error}", file=sys.stderr)

@@ -181,7 +181,7 @@ class SimNetwork:
                 data = encode_packet(packet)
             except WireError:
                 return  # already counted as malformed by the link, or never sendable
-            writer.write(now, data)
+            writer.write(data, now)
 
         link.taps.append(tap)
 

@@ -3,37 +3,20 @@
 A capture lets tshark dissect what crossed a simulated link, independently of testbed.wire:
 the same evidence the real testbed records. Timestamps are virtual time (so a capture starts
 at the epoch). Packets are encoded with testbed.wire; a packet the codec refuses is skipped
-(the link already counts it as malformed).
+(the link already counts it as malformed). The file format is testbed.wire.pcap's.
 """
 
 from __future__ import annotations
 
-import struct
 from typing import BinaryIO
 
-PCAP_MAGIC_MICROSECONDS = 0xA1B2C3D4
-LINKTYPE_RAW = 101  # raw IPv4/IPv6, no link-layer header
+from testbed.wire.pcap import LINKTYPE_RAW, PcapWriter
+
+__all__ = ["LINKTYPE_RAW", "SNAPLEN", "PcapWriter", "link_capture_writer"]
+
 SNAPLEN = 65535
-_GLOBAL_HEADER = struct.Struct("<IHHiIII")
-_RECORD_HEADER = struct.Struct("<IIII")
 
 
-class PcapWriter:
-    """Writes pcap records to a binary stream it does not own (the caller closes it)."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self.packets = 0
-        stream.write(_GLOBAL_HEADER.pack(PCAP_MAGIC_MICROSECONDS, 2, 4, 0, 0, SNAPLEN,
-                                         LINKTYPE_RAW))
-
-    def write(self, timestamp: float, data: bytes) -> None:
-        """One packet seen at virtual time `timestamp` (seconds)."""
-        if timestamp < 0:
-            raise ValueError(f"pcap: negative timestamp {timestamp}")
-        microseconds = round(timestamp * 1_000_000)
-        seconds, micros = divmod(microseconds, 1_000_000)
-        captured = data[:SNAPLEN]
-        self._stream.write(_RECORD_HEADER.pack(seconds, micros, len(captured), len(data)))
-        self._stream.write(captured)
-        self.packets += 1
+def link_capture_writer(stream: BinaryIO) -> PcapWriter:
+    """A writer of raw IPv4 records (LINKTYPE_RAW) to `stream`, which the caller closes."""
+    return PcapWriter(stream, LINKTYPE_RAW, SNAPLEN)

@@ -153,6 +153,22 @@ def encode_ipv4_header(packet: Packet, payload_length: int) -> bytes:
     return header[:10] + checksum.to_bytes(2, "big") + header[12:]
 
 
+def encode_headers_for_raw_socket(packet: Packet, src: bytes, dst: bytes) -> bytes:
+    """The IPv4 and TCP headers of `packet` for an IP_HDRINCL socket, which always fills in
+    the IPv4 total length and header checksum itself (raw(7)): those go out as zero and are
+    never computed here. `src` and `dst` are the addresses' 4-byte forms (the caller caches
+    them); the TCP checksum is computed. The payload is not copied: send it after these."""
+    tcp_header, _ = tcp_header_and_checksum(packet.tcp, packet.src, packet.dst)
+    try:
+        ip_header = IPV4_HEADER.pack(
+            0x45, packet.tos, 0, packet.ident, FLAG_DONT_FRAGMENT if packet.dont_fragment else 0,
+            packet.ttl, IPPROTO_TCP, 0, src, dst,
+        )
+    except struct.error as error:
+        raise WireError("ip", f"header field out of range: {error}") from None
+    return ip_header + tcp_header
+
+
 def encode_packet(packet: Packet) -> bytes:
     """The IPv4+TCP bytes of `packet`: total length, IP header checksum and TCP checksum are
     computed (whatever `packet.tcp.checksum` holds)."""

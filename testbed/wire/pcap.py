@@ -42,6 +42,7 @@ class PcapWriter:
     ) -> None:
         self._stream = stream
         self._snaplen = snaplen
+        self.packets = 0
         stream.write(
             _GLOBAL_HEADER.pack(PCAP_MAGIC_MICROSECONDS, *PCAP_VERSION, 0, 0, snaplen, linktype)
         )
@@ -50,13 +51,11 @@ class PcapWriter:
         """One packet seen at `timestamp` (seconds since the epoch, or since the run began)."""
         if timestamp < 0:
             raise WireError("pcap.timestamp", f"must not be negative, got {timestamp}")
-        seconds = int(timestamp)
-        microseconds = round((timestamp - seconds) * 1_000_000)
-        if microseconds == 1_000_000:
-            seconds, microseconds = seconds + 1, 0
+        seconds, microseconds = divmod(round(timestamp * 1_000_000), 1_000_000)
         captured = data[: self._snaplen]
         self._stream.write(_RECORD_HEADER.pack(seconds, microseconds, len(captured), len(data)))
         self._stream.write(captured)
+        self.packets += 1
 
 
 def write_pcap(

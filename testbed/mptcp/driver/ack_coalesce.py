@@ -17,57 +17,16 @@ it would have seen after the last ACK of the run; what it loses is the intermedi
 samples and per-ACK counts. Its congestion control counts acknowledged *bytes* (no per-ACK
 cap), so a run of ACKs folded into one grows the window by the same amount.
 
-Works on raw IPv4 bytes (the PacketIO filter already guarantees IPv4 without options, TCP),
-without decoding them.
+Works on raw IPv4 bytes without decoding them: `testbed.wire.peek.pure_ack_number` says
+which packets are such pure ACKs, `IPV4_TCP_FLOW_KEY` of which flow (the PacketIO filter
+guarantees IPv4 without options).
 """
 
 from __future__ import annotations
 
-_ACK_ONLY = 0x10
-_NOP, _END, _TIMESTAMPS, _MPTCP = 1, 0, 8, 30
-_DSS_SUBTYPE = 2
-_DSS_MAPPING = 0x04
-_DSS_DATA_FIN = 0x10
+from testbed.wire.peek import IPV4_TCP_FLOW_KEY, pure_ack_number
+
 _HALF_SEQUENCE_SPACE = 1 << 31
-
-
-def _only_cumulative_options(data: bytes, start: int, end: int) -> bool:
-    """Whether the options in data[start:end] are NOPs, timestamps and a DSS that carries a
-    data ACK at most (no mapping, no DATA_FIN)."""
-    index = start
-    while index < end:
-        kind = data[index]
-        if kind == _NOP:
-            index += 1
-            continue
-        if kind == _END:
-            return True
-        if index + 1 >= end:
-            return False
-        length = data[index + 1]
-        if length < 2 or index + length > end:
-            return False
-        if kind == _MPTCP:
-            if length < 4 or data[index + 2] >> 4 != _DSS_SUBTYPE:
-                return False
-            if data[index + 3] & (_DSS_MAPPING | _DSS_DATA_FIN):
-                return False
-        elif kind != _TIMESTAMPS:
-            return False
-        index += length
-    return True
-
-
-def _pure_ack_number(data: bytes) -> int | None:
-    """The acknowledgment number of a coalescable pure ACK, or None for any other packet."""
-    if data[33] != _ACK_ONLY:
-        return None
-    header_end = 20 + (data[32] >> 4) * 4
-    if int.from_bytes(data[2:4], "big") != header_end:  # carries data (or is malformed)
-        return None
-    if header_end > 40 and not _only_cumulative_options(data, 40, header_end):
-        return None
-    return int.from_bytes(data[28:32], "big")
 
 
 def coalesce_pure_acks(packets: list[bytes]) -> tuple[list[bytes], int]:
@@ -78,9 +37,10 @@ def coalesce_pure_acks(packets: list[bytes]) -> tuple[list[bytes], int]:
     # four-tuple -> (index in packets, ack number) of its latest packet when that is a pure ACK
     pending: dict[bytes, tuple[int, int]] = {}
     skipped: set[int] = set()
+    peek, flow_key = pure_ack_number, IPV4_TCP_FLOW_KEY
     for index, data in enumerate(packets):
-        flow = data[12:24]  # addresses and ports
-        ack = _pure_ack_number(data)
+        flow = data[flow_key]
+        ack = peek(data)
         previous = pending.pop(flow, None)
         if ack is None:
             continue

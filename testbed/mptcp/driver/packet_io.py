@@ -3,8 +3,8 @@
 Receive: one AF_PACKET SOCK_DGRAM socket on every interface (no link header to strip),
 with PACKET_IGNORE_OUTGOING so the stack does not read its own segments back. Packet taps
 run before the IP layer, so the stack still sees segments that `guard.KernelGuard` drops
-at prerouting. A cheap byte-level filter keeps only TCP to one of the stack's addresses and
-ports: everything else on the host (other programs, routing chatter) is not the stack's.
+at prerouting. A cheap byte-level filter (testbed.wire.peek) keeps only TCP to one of the
+stack's addresses and ports: everything else on the host (other programs, routing chatter) is not the stack's.
 
 Send: one raw IPv4 socket (IPPROTO_RAW, which implies IP_HDRINCL) per local address, bound
 to it: the kernel routes each packet by its source (the testbed's per-source policy rules),
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 from collections.abc import Iterable
 
-from testbed.wire.tcp import tcp_header_and_checksum
+from testbed.wire.ipv4 import encode_headers_for_raw_socket
+from testbed.wire.peek import keep_ipv4_tcp_to
 from testbed.wire.types import Packet
 
 ETH_P_IP = 0x0800
@@ -29,10 +29,6 @@ RECEIVE_BUFFER = 16 << 20
 SEND_BUFFER = 4 << 20
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h; not exported by the socket module
 MAX_PACKET = 65536
-# IPv4 header as handed to an IP_HDRINCL socket: the kernel always fills in the total
-# length and the header checksum (raw(7)), so they go out as zero and are never computed here
-_IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
-_DONT_FRAGMENT = 0x4000
 
 
 class PortFilter:
@@ -85,26 +81,21 @@ class PacketIO:
 
     def receive(self, limit: int) -> list[bytes]:
         """Up to `limit` waiting packets addressed to the stack (never blocks)."""
-        out: list[bytes] = []
+        waiting: list[bytes] = []
         recv = self.rx.recv
-        mine = self._address_bytes
-        ports = self.ports
         for _ in range(limit):
             try:
-                data = recv(MAX_PACKET)
+                waiting.append(recv(MAX_PACKET))
             except BlockingIOError:
                 break
-            if (len(data) >= 40 and data[0] == 0x45 and data[9] == 6 and data[16:20] in mine
-                    and int.from_bytes(data[22:24], "big") in ports):
-                out.append(data)
-            else:
-                self.ignored += 1
+        out = keep_ipv4_tcp_to(waiting, self._address_bytes, self.ports)
+        self.ignored += len(waiting) - len(out)
         self.received += len(out)
         return out
 
     def send_packet(self, packet: Packet) -> bool:
-        """Encode and send one packet: the TCP header and checksum from testbed.wire, the
-        IPv4 header packed here (the kernel completes it), payload not copied (sendmsg)."""
+        """Encode and send one packet: the headers from testbed.wire (the kernel completes
+        the IPv4 header), the payload not copied (sendmsg)."""
         sock = self.tx.get(packet.src)
         if sock is None:
             raise ValueError(f"PacketIO.send_packet: {packet.src} is not one of {self.addresses}")
@@ -112,12 +103,9 @@ class PacketIO:
         dst = addresses.get(packet.dst)
         if dst is None:
             dst = addresses[packet.dst] = socket.inet_aton(packet.dst)
-        tcp_header, _ = tcp_header_and_checksum(packet.tcp, packet.src, packet.dst)
-        ip_header = _IP_HEADER.pack(0x45, packet.tos, 0, packet.ident,
-                                    _DONT_FRAGMENT if packet.dont_fragment else 0, packet.ttl, 6, 0,
-                                    addresses[packet.src], dst)
+        headers = encode_headers_for_raw_socket(packet, addresses[packet.src], dst)
         try:
-            sock.sendmsg((ip_header + tcp_header, packet.tcp.payload), (), 0, (packet.dst, 0))
+            sock.sendmsg((headers, packet.tcp.payload), (), 0, (packet.dst, 0))
         except OSError as exc:
             return self._refused(exc)
         self.sent += 1

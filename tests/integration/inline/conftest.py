@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from testbed.inline.bench import bump_command
+from testbed.inline.bench_forwarding import bump_command
 from testbed.inline.control import InlineControl
 from testbed.inline.lab import C_ADDR, LineLab
 

@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from middleboxes.contract import Direction, MiddleboxCounters
-from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline, is_ipv4_tcp
+from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline
 from testbed.wire import Packet, decode_packet, encode_packet, verify_checksums
+from testbed.wire.ethernet import is_ipv4_tcp_frame
 
 from .frames import arp_frame, tcp_frame, tcp_packet
 
@@ -84,7 +85,7 @@ def test_non_tcp_frames_pass_untouched_and_undecoded() -> None:
     codec = CountingCodec()
     box = Box("a")
     frame = arp_frame()
-    assert not is_ipv4_tcp(frame)
+    assert not is_ipv4_tcp_frame(frame)
     assert pipeline(box, codec=codec).process(frame, UP, 0.0) == [(frame, UP)]
     assert codec.decoded == 0 and box.log == []
 
@@ -137,7 +138,7 @@ def test_a_dropped_packet_reaches_no_later_box() -> None:
 def test_undecodable_tcp_frame_is_forwarded_unchanged_and_counted() -> None:
     frame = tcp_frame()[:14 + 20 + 10]  # TCP header cut short
     stage = pipeline(Box("a"))
-    assert is_ipv4_tcp(frame)
+    assert is_ipv4_tcp_frame(frame)
     assert stage.process(frame, UP, 0.0) == [(frame, UP)]
     assert stage.stats.undecodable == 1
     assert stage.stats.last_wire_error

@@ -12,7 +12,7 @@ import pytest
 
 from testbed.mptcp.config import StackConfig
 from testbed.net.params import LinkParams
-from testbed.sim.pcap import LINKTYPE_RAW, PcapWriter
+from testbed.sim.pcap import LINKTYPE_RAW, link_capture_writer
 from testbed.sim.transfer import PathSpec, TransferSpec, build_transfer, finish_transfer
 
 TSHARK = shutil.which("tshark")
@@ -21,9 +21,9 @@ TSHARK = shutil.which("tshark")
 def test_pcap_records_carry_virtual_time_and_lengths(tmp_path: Path) -> None:
     path = tmp_path / "x.pcap"
     with path.open("wb") as stream:
-        writer = PcapWriter(stream)
-        writer.write(1.5, b"\x45" + bytes(39))
-        writer.write(2.0000015, b"\x45" + bytes(19))
+        writer = link_capture_writer(stream)
+        writer.write(b"\x45" + bytes(39), 1.5)
+        writer.write(b"\x45" + bytes(19), 2.0000015)
     data = path.read_bytes()
     magic, major, minor, _, _, snaplen, linktype = struct.unpack_from("<IHHiIII", data)
     assert (magic, major, minor, linktype) == (0xA1B2C3D4, 2, 4, LINKTYPE_RAW)
@@ -51,7 +51,7 @@ def test_tshark_dissects_a_simulated_mptcp_transfer_cleanly(tmp_path: Path) -> N
     writers = {}
     with (tmp_path / "path1.pcap").open("wb") as one, (tmp_path / "path2.pcap").open("wb") as two:
         for name, stream in (("path1", one), ("path2", two)):
-            writers[name] = PcapWriter(stream)
+            writers[name] = link_capture_writer(stream)
             setup.network.capture(name, writers[name])
         result = finish_transfer(setup)
     assert result.hash_ok

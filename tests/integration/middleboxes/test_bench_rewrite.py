@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from testbed.inline.mbbench import format_results, measure
+from testbed.inline.bench_rewrite import format_results, measure
 
 pytestmark = pytest.mark.root
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.inline.bench import format_results, run_bench
+from testbed.inline.bench_forwarding import format_results, run_bench
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -1,7 +1,7 @@
 """Throughput of a Python middlebox that rewrites every packet, against kernel forwarding.
 
-    python -m testbed.inline.mbbench [--seconds 5] [--repeat 1] [--modes bridge,plain,strip]
-                                     [--json FILE]
+    python -m testbed.inline.bench_rewrite [--seconds 5] [--repeat 1] [--modes bridge,plain,strip]
+                                           [--json FILE]
 
 One iperf3 TCP bulk flow (MTU 1500) from ns A to ns C through the bump ns B (testbed.inline.lab):
 
@@ -120,7 +120,7 @@ def measure(mode: str, seconds: float) -> dict[str, Any]:
     """One mode on a fresh lab: iperf3 A -> C for `seconds`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    with LineLab() as lab, tempfile.TemporaryDirectory(prefix="tb-mbbench-") as scratch:
+    with LineLab() as lab, tempfile.TemporaryDirectory(prefix="tb-bench-rewrite-") as scratch:
         control, pid = None, None
         target = C_ADDR
         if mode == "bridge":
@@ -210,7 +210,7 @@ def format_results(results: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.inline.mbbench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m testbed.inline.bench_rewrite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best counts)")

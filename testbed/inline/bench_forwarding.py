@@ -1,7 +1,7 @@
 """Forwarding ceiling of the inline process, against the kernel, on a throwaway namespace line.
 
-    python -m testbed.inline.bench [--seconds 5] [--modes bridge,plain,decode,reencode]
-                                   [--json FILE]
+    python -m testbed.inline.bench_forwarding [--seconds 5] [--modes bridge,plain,decode,reencode]
+                                              [--json FILE]
 
 One iperf3 TCP bulk flow from ns A to ns C through the bump ns B, per mode:
 
@@ -75,7 +75,7 @@ def _bump_main(mode: str, argv: Sequence[str]) -> int:
 
 def bump_command(mode: str, lab: LineLab, control: str, stats_out: str | None = None) -> list[str]:
     """Command line starting the inline process in `mode` (plain/decode/reencode) on lab's legs."""
-    command = [sys.executable, "-m", "testbed.inline.bench", _BUMP_FLAG, mode,
+    command = [sys.executable, "-m", "testbed.inline.bench_forwarding", _BUMP_FLAG, mode,
                "--left", lab.left, "--right", lab.right, "--control", control]
     if stats_out:
         command += ["--stats-out", stats_out]
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{_BUMP_FLAG} needs one of {MODES[1:]}", file=sys.stderr)
             return 2
         return _bump_main(argv[1], argv[2:])
-    parser = argparse.ArgumentParser(prog="python -m testbed.inline.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m testbed.inline.bench_forwarding", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--modes", default=",".join(MODES))
