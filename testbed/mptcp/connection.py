@@ -87,7 +87,12 @@ class SegmentFacts(NamedTuple):
     carried_mptcp_option: bool  # any MPTCP option: they pass on this path
 
 
+# the only three combinations, made once: no allocation per segment
 NO_FACTS = SegmentFacts(False, False)
+MPTCP_OPTION_FACTS = SegmentFacts(False, True)
+DATA_ACK_FACTS = SegmentFacts(True, True)
+
+CLOSED = TcpState.CLOSED
 
 OptionHandler = Callable[[SubflowContext, TcpOption, TcpSegment, int, float], bool]
 
@@ -224,15 +229,15 @@ class Connection:
 
     def can_open_subflow(self) -> bool:
         alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        return (self.mode == MPTCP and self.closed_reason is None
+        return (self.fallback.mode == MPTCP and self.closed_reason is None
                 and not self.data.data_fin_acked
                 and len(alive) < self.config.max_subflows and self.remote_token is not None)
 
     def open_subflow(self, local_address: str, remote_address: str, remote_port: int, *,
                      now: float, backup: bool = False) -> SubflowContext:
         """Start an MP_JOIN subflow (used by path managers, or directly by a test)."""
-        if self.mode != MPTCP:
-            raise LocalProtocolError(f"open_subflow: connection is {self.mode}, not mptcp")
+        if self.fallback.mode != MPTCP:
+            raise LocalProtocolError(f"open_subflow: connection is {self.fallback.mode}, not mptcp")
         if local_address not in self.host.addresses:
             raise LocalProtocolError(f"open_subflow: {local_address} is not an address of "
                                      f"this host {self.host.addresses}")
@@ -250,7 +255,7 @@ class Connection:
         """A SYN with MP_JOIN carrying our token arrived; None when refused."""
         self.counters["MPJoinSynRx"] += 1
         alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        if (self.mode != MPTCP or self.closed_reason is not None or self.remote_key is None
+        if (self.fallback.mode != MPTCP or self.closed_reason is not None or self.remote_key is None
                 or len(alive) >= self.config.max_subflows):
             return None
         syn = packet.tcp
@@ -283,7 +288,7 @@ class Connection:
             if not self.is_client:
                 self.host.emit(events.ConnectionAccepted(self))
             self.host.emit(events.ConnectionEstablished(self))
-        if self.mode == MPTCP and context.fully_established:
+        if self.fallback.mode == MPTCP and context.fully_established:
             self.path_manager.on_established(self, now)  # server: keys known both ways
 
     def _become_mptcp(self) -> None:
@@ -366,7 +371,7 @@ class Connection:
         facts = NO_FACTS
         if received.options_apply:
             facts = self._on_segment_options(context, segment, received.offset, now)
-            if subflow.is_closed:
+            if subflow.state is CLOSED:
                 return
         if received.acked is not None:
             self._on_subflow_acked(context, received.acked, facts, now)
@@ -378,14 +383,14 @@ class Connection:
         if received.data:
             self._deliver(context, context.mapping_receiver.feed(received.data_offset,
                                                                  received.data), now)
-            if subflow.is_closed:
+            if subflow.state is CLOSED:
                 return
         if received.fin:
             self._on_fin(context, now)
 
     def _on_segment_options(self, context: SubflowContext, segment: TcpSegment, offset: int,
                             now: float) -> SegmentFacts:
-        if not context.mptcp_negotiated or self.mode == PENDING:
+        if not context.mptcp_negotiated or self.fallback.mode == PENDING:
             return NO_FACTS
         if (context.is_join and not context.fully_established
                 and not context.tcp.is_passive):
@@ -401,13 +406,13 @@ class Connection:
                 continue  # TCP's own options (timestamps, SACK)
             carried_mptcp_option = True
             if (type(option) is Dss and option.data_ack is not None  # type: ignore[union-attr]
-                    and self.mode == MPTCP):
+                    and self.fallback.mode == MPTCP):
                 carried_data_ack = True
             if handler(context, option, segment, offset, now):
                 break
-        if not carried_mptcp_option:
-            return NO_FACTS
-        return SegmentFacts(carried_data_ack, carried_mptcp_option)
+        if carried_data_ack:
+            return DATA_ACK_FACTS
+        return MPTCP_OPTION_FACTS if carried_mptcp_option else NO_FACTS
 
     # ------------------------------------------------------------------ option handlers
     def _on_dss(self, context: SubflowContext, dss: Dss, segment: TcpSegment, offset: int,
@@ -415,10 +420,10 @@ class Connection:
         data = self.data
         if not context.fully_established and not context.is_join:
             context.fully_established = True  # MP_CAPABLE client: the server sent a DSS
-            if self.mode == MPTCP:
+            if self.fallback.mode == MPTCP:
                 # like Linux, the client's path manager starts once fully established
                 self.path_manager.on_established(self, now)
-        if dss.data_ack is not None and self.mode == MPTCP:
+        if dss.data_ack is not None and self.fallback.mode == MPTCP:
             ack = unwrap_dsn(dss.data_ack, data.snd_data_una, dss.data_ack_64)
             if ack > data.snd_data_una:
                 self._on_data_ack(ack, now)
@@ -431,7 +436,7 @@ class Connection:
         if dss.data_len == 0:
             self._on_infinite_mapping(context, dsn, dss, offset, now)
             return False
-        if self.mode != MPTCP:
+        if self.fallback.mode != MPTCP:
             return False
         if dss.data_fin and dss.subflow_seq == 0 and dss.data_len == 1:
             self._on_data_fin(dsn, now, context)
@@ -510,7 +515,7 @@ class Connection:
         self.counters["MPFailRx"] += 1
         self.fallback.mp_fail_seen = True
         alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        if len(alive) > 1 or self.mode != MPTCP:
+        if len(alive) > 1 or self.fallback.mode != MPTCP:
             return False  # the peer resets that subflow; reinjection follows
         self.data.rewind(option.dsn)
         self.fallback.infinite_map_pending = True
@@ -605,7 +610,7 @@ class Connection:
                           facts: SegmentFacts, now: float) -> None:
         subflow = context.tcp
         data = self.data
-        if self.mode == FALLBACK:
+        if self.fallback.mode == FALLBACK:
             reached = data.fallback_acked(segments)
             if reached > data.snd_data_una:
                 self._on_data_ack(reached, now)
@@ -615,7 +620,7 @@ class Connection:
         if context.stale:
             context.stale = False  # the path works again
             self.counters["SubflowRecover"] += 1
-        if self.mode != MPTCP or not context.mptcp_negotiated:
+        if self.fallback.mode != MPTCP or not context.mptcp_negotiated:
             return
         # remember what the subflow delivered but the peer has not acknowledged at data
         # level yet: if the subflow dies, those bytes must go again on another one
@@ -652,7 +657,7 @@ class Connection:
             self._maybe_finish(now)
 
     def _on_fin(self, context: SubflowContext, now: float) -> None:
-        if self.mode == FALLBACK and context is self.live_subflows[0]:
+        if self.fallback.mode == FALLBACK and context is self.live_subflows[0]:
             if not self.data.peer_data_fin_received:
                 self.data.peer_data_fin_received = True
                 self.host.emit(events.DataEndReceived(self))
@@ -697,7 +702,7 @@ class Connection:
         3.3.6; Linux marks the subflow stale and re-sends pending data on active subflows).
         Only when another active subflow exists: alone, the subflow's own RTO is all there is.
         The peer drops whichever copy arrives second."""
-        if self.mode != MPTCP or context.stale:
+        if self.fallback.mode != MPTCP or context.stale:
             return
         # any other working subflow counts, backups included: eligible_subflows() would
         # hide a backup behind this very (regular, not yet stale) subflow
@@ -719,7 +724,7 @@ class Connection:
         if self.closed_reason is not None:
             return
         data = self.data
-        if self.mode == MPTCP:
+        if self.fallback.mode == MPTCP:
             ranges = list(context.acked_unconfirmed)
             ranges += [(s.dsn, len(s.payload)) for s in context.tcp.scoreboard.unacked()
                        if s.dsn is not None and s.payload]
@@ -730,8 +735,8 @@ class Connection:
                 return
         finished = (data.peer_data_fin_received
                     and (data.data_fin_dsn is None or data.data_fin_acked
-                         or self.mode == FALLBACK))
-        if context.is_join and self.mode == MPTCP and reason != "closed":
+                         or self.fallback.mode == FALLBACK))
+        if context.is_join and self.fallback.mode == MPTCP and reason != "closed":
             return
         self._close_connection("closed" if finished or reason == "closed" else reason, now,
                                send_rst=False)
@@ -743,7 +748,7 @@ class Connection:
         if self.closed_reason is not None:
             return
         data = self.data
-        if self.mode == FALLBACK:
+        if self.fallback.mode == FALLBACK:
             context = self.live_subflows[0] if self.live_subflows else None
             if context is None:
                 return
@@ -810,7 +815,7 @@ class Connection:
         if self.closed_reason is not None:
             return
         options: list[TcpOption] = []
-        if self.mode == MPTCP and self.remote_key is not None:
+        if self.fallback.mode == MPTCP and self.remote_key is not None:
             options = [MpFastclose(self.remote_key)]
             self.counters["MPFastcloseTx"] += 1
         self.closed_reason = "fastclose"
@@ -823,8 +828,8 @@ class Connection:
                     port: int | None = None) -> int:
         """Announce a local address (ADD_ADDR, retransmitted until echoed)."""
         now = self.last_now if now is None else now
-        if self.mode != MPTCP or self.remote_key is None:
-            raise LocalProtocolError(f"add_address: connection is {self.mode}, not mptcp")
+        if self.fallback.mode != MPTCP or self.remote_key is None:
+            raise LocalProtocolError(f"add_address: connection is {self.fallback.mode}, not mptcp")
         address_id, queued = self.signalling.announce(address, port, now,
                                                       local_key=self.local_key,
                                                       remote_key=self.remote_key)
@@ -865,10 +870,10 @@ class Connection:
     def flush(self, now: float) -> None:
         """Schedule queued data onto subflows and send any due DATA_FIN."""
         self.last_now = now
-        if self.closed_reason is not None or self.mode == PENDING:
+        if self.closed_reason is not None or self.fallback.mode == PENDING:
             return
         data = self.data
-        if self.mode == FALLBACK:
+        if self.fallback.mode == FALLBACK:
             if not self.live_subflows:
                 return
             first = self.live_subflows[0]
@@ -928,7 +933,7 @@ class Connection:
             self._send_data_fin(now)
             if data.data_fin_deadline is None:  # no usable subflow right now: try later
                 data.data_fin_deadline = now + self.config.initial_rto * data.data_fin_backoff
-        data.data_retransmission_due(now, self.mode == MPTCP)
+        data.data_retransmission_due(now, self.fallback.mode == MPTCP)
         if self.signalling.retransmit_due(now):
             self._signal_now(now)
 
@@ -954,7 +959,7 @@ class Connection:
     def stats(self) -> dict:
         return {
             "outcome": self.outcome(),
-            "mode": self.mode,
+            "mode": self.fallback.mode,
             "checksum": self.checksum,
             "closed_reason": self.closed_reason,
             "bytes_delivered": self.bytes_delivered,

@@ -36,12 +36,11 @@ class OptionWriter:
         self.fallback = fallback
         # the connection's live subflows: the first carries the infinite mapping
         self.live_subflows = live_subflows
+        # asked for every segment built: the data level's own method, without a hop here
+        self.receive_window = data.receive_window
 
     def _is_first(self, context: SubflowContext) -> bool:
         return bool(self.live_subflows) and context is self.live_subflows[0]
-
-    def receive_window(self) -> int:
-        return self.data.receive_window()
 
     def handshake_options(self, context: SubflowContext) -> list[TcpOption]:
         return self.handshake.syn_options(context)
@@ -50,9 +49,11 @@ class OptionWriter:
         data = self.data
         fallback = self.fallback
         mode = fallback.mode
+        signalling = self.signalling
         if (context.fully_established and mode == MPTCP and context.mptcp_negotiated
                 and data.data_fin_dsn is None and context.pending_prio is None
-                and fallback.pending_mp_fail is None and not self.signalling.pending):
+                and fallback.pending_mp_fail is None and not signalling.pending_echo
+                and not signalling.pending_add_addr and not signalling.pending_remove):
             return [data.data_ack_dss()]  # the usual case: nothing but the data ACK
         if mode == PENDING or not context.mptcp_negotiated:
             return []

@@ -10,6 +10,7 @@ the connection's option writer for the options of this subflow.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,7 +30,7 @@ class SubflowOptionWriter(Protocol):
     def data_options(self, context: SubflowContext, segment: SentSegment,
                      budget: int) -> list[TcpOption]: ...
 
-    def receive_window(self) -> int: ...
+    receive_window: Callable[[], int]
 
 
 @dataclass(slots=True, eq=False)
