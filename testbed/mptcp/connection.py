@@ -29,9 +29,9 @@ from testbed.mptcp import events
 from testbed.mptcp.cc import CouplingGroup, create_congestion_control
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.counters import new_counters
-from testbed.mptcp.data_transfer import MASK64, DataTransfer, unwrap_dsn
+from testbed.mptcp.data_transfer import DataTransfer, unwrap_dsn
 from testbed.mptcp.errors import LocalProtocolError, RemoteProtocolError
-from testbed.mptcp.fallback import FALLBACK, MPTCP, PENDING, FallbackState
+from testbed.mptcp.fallback import FALLBACK, MPTCP, PENDING, Fallback
 from testbed.mptcp.handshake import Handshake
 from testbed.mptcp.mapping import MappingOutcome, MappingReceiver, unwrap_relative
 from testbed.mptcp.option_writer import OptionWriter
@@ -45,7 +45,6 @@ from testbed.mptcp.tcp_state import TcpState
 from testbed.wire.crypto import key_to_idsn
 from testbed.wire.types import (
     MPTCPRST_MIDDLEBOX_INTERFERENCE,
-    MPTCPRST_MPTCP_ERROR,
     MPTCPRST_UNSPECIFIED,
     AddAddr,
     Dss,
@@ -117,15 +116,16 @@ class Connection:
         self.handshake = Handshake(config=config, counters=self.counters, local_key=local_key,
                                    is_client=is_client)
         self.data = DataTransfer(config=config, counters=self.counters)
-        self.signalling = Signalling(config=config, counters=self.counters,
-                                     local_address=local_address)
-        self.fallback = FallbackState()
-        self.scheduler = create_scheduler(config.scheduler)
-        self.path_manager = create_path_manager(config.path_manager)
-        self.cc_group = CouplingGroup()
         self.live_subflows: list[SubflowContext] = []  # not closed yet
         self.subflows_with_output: list[SubflowContext] = []  # closed ones may have a RST left
         self.created_subflows: list[SubflowContext] = []  # every one ever, for stats()
+        self.signalling = Signalling(config=config, counters=self.counters,
+                                     local_address=local_address)
+        self.fallback = Fallback(counters=self.counters, data=self.data,
+                                 live_subflows=self.live_subflows, effects=self)
+        self.scheduler = create_scheduler(config.scheduler)
+        self.path_manager = create_path_manager(config.path_manager)
+        self.cc_group = CouplingGroup()
         self._next_subflow_id = 0
         self.options = OptionWriter(is_client=is_client, counters=self.counters,
                                     handshake=self.handshake, data=self.data,
@@ -141,7 +141,7 @@ class Connection:
             AddAddr: self._on_add_addr,  # type: ignore[dict-item]
             RemoveAddr: self._on_remove_addr,  # type: ignore[dict-item]
             MpPrio: self._on_mp_prio,  # type: ignore[dict-item]
-            MpFail: self._on_mp_fail,  # type: ignore[dict-item]
+            MpFail: self.fallback.on_mp_fail,  # type: ignore[dict-item]
             MpFastclose: self._on_fastclose,  # type: ignore[dict-item]
             MpJoinAck: self._on_resent_join_ack,  # type: ignore[dict-item]
         }
@@ -282,7 +282,7 @@ class Connection:
             self._become_mptcp()
             context.fully_established = subflow.is_passive
         else:
-            self._become_plain(context, now)
+            self.fallback.plain_tcp(context, self.config.mptcp_enabled)
         if not self.established_reported:
             self.established_reported = True
             if not self.is_client:
@@ -300,25 +300,8 @@ class Connection:
         initial.reserved_option_bytes = self._dss_overhead()  # checksum is known only now
         self.data.peer_window_right = self.data.snd_data_una + initial.snd_wnd
 
-    def _become_plain(self, context: SubflowContext, now: float) -> None:
-        context.mptcp_negotiated = False
-        context.tcp.reserved_option_bytes = 0
-        context.fully_established = context.data_ready = True
-        context.mapping_receiver = MappingReceiver(checksum=False)
-        context.mapping_receiver.set_infinite(1, self.data.data_reassembly.next)
-        self.data.peer_window_right = 1 << 62
-        if self.config.mptcp_enabled:
-            self._fall_back("fallback-syn")
-        else:
-            self.fallback.fall_back(None)  # plain TCP by configuration
-
-    def _fall_back(self, kind: str) -> None:
-        """Switch to plain TCP for good (RFC 8684 3.7)."""
-        if not self.fallback.fall_back(kind):
-            return
+    def report_fallback(self, kind: str) -> None:
         self.host.emit(events.FallbackOccurred(self, kind))
-        for context in self.live_subflows:
-            context.data_ready = context is self.live_subflows[0]
 
     # ================================================================== a segment arrives
     def receive_segment(self, context: SubflowContext, packet: Packet, now: float) -> None:
@@ -381,7 +364,7 @@ class Connection:
         if step == OpeningStep.THIRD_ACK:
             self._on_established(context, now)
         if received.data:
-            self._deliver(context, context.mapping_receiver.feed(received.data_offset,
+            self.deliver(context, context.mapping_receiver.feed(received.data_offset,
                                                                  received.data), now)
             if subflow.state is CLOSED:
                 return
@@ -434,7 +417,7 @@ class Connection:
             return False
         dsn = unwrap_dsn(dss.dsn, data.data_reassembly.next, dss.dsn_64)
         if dss.data_len == 0:
-            self._on_infinite_mapping(context, dsn, dss, offset, now)
+            self.fallback.on_infinite_mapping(context, dsn, dss, offset, now)
             return False
         if self.fallback.mode != MPTCP:
             return False
@@ -448,7 +431,7 @@ class Connection:
         if not receiver.add(start, length, dsn, dss.data_len, dss.checksum, dss.data_fin):
             self.counters["DSSNotMatching"] += 1
         elif receiver.pending:
-            self._deliver(context, receiver.process(), now)
+            self.deliver(context, receiver.process(), now)
         return False
 
     def _on_mp_capable_data(self, context: SubflowContext, capable: MpCapable,
@@ -510,32 +493,8 @@ class Connection:
             context.tcp.ack_pending = True  # a resent third ACK: the fourth was lost
         return False
 
-    def _on_mp_fail(self, context: SubflowContext, option: MpFail, segment: TcpSegment,
-                    offset: int, now: float) -> bool:
-        self.counters["MPFailRx"] += 1
-        self.fallback.mp_fail_seen = True
-        alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        if len(alive) > 1 or self.fallback.mode != MPTCP:
-            return False  # the peer resets that subflow; reinjection follows
-        self.data.rewind(option.dsn)
-        self.fallback.infinite_map_pending = True
-        self._fall_back("mp-fail")
-        if self.data.snd_data_nxt == self.data.send_end:
-            context.tcp.send_ack(now, context)  # nothing to send: the infinite mapping on an ACK
-        return False
-
     # ------------------------------------------------------------------ data arriving
-    def _on_infinite_mapping(self, context: SubflowContext, dsn: int, dss: Dss, offset: int,
-                             now: float) -> None:
-        self.counters["InfiniteMapRx"] += 1
-        receiver = context.mapping_receiver
-        assert dss.subflow_seq is not None
-        if receiver.infinite_base is None:
-            receiver.set_infinite(unwrap_relative(dss.subflow_seq, offset), dsn)
-        self._fall_back("mp-fail" if self.fallback.mp_fail_seen else "fallback-infinite-map")
-        self._deliver(context, receiver.process(), now)
-
-    def _deliver(self, context: SubflowContext, outcome: MappingOutcome, now: float) -> None:
+    def deliver(self, context: SubflowContext, outcome: MappingOutcome, now: float) -> None:
         for dsn, data in outcome.delivered:
             readable = self.data.receive_data(dsn, data)
             if readable:  # edge-triggered: the connection became readable
@@ -546,9 +505,9 @@ class Connection:
         if outcome.data_fin_dsn is not None:
             self._on_data_fin(outcome.data_fin_dsn, now, context)
         if outcome.checksum_failed is not None:
-            self._on_checksum_failure(context, outcome.checksum_failed.dsn, now)
+            self.fallback.on_checksum_failure(context, outcome.checksum_failed.dsn, now)
         elif outcome.unmapped:
-            self._on_unmapped_data(context, now)
+            self.fallback.on_unmapped_data(context, now)
 
     def _on_data_fin(self, dsn: int, now: float, context: SubflowContext | None = None) -> None:
         data = self.data
@@ -570,40 +529,6 @@ class Connection:
             if not other.tcp.is_closed and other.data_ready:
                 other.tcp.send_ack(now, other)
         self._maybe_finish(now)
-
-    def _refuse_fallback_once_joined(self, context: SubflowContext, what: str) -> None:
-        """No infinite-mapping fallback once joins exist (RFC 8684 3.7): reset this subflow
-        only, as Linux does; the peer reinjects its data on the others."""
-        if context.is_join or not self.fallback.allow_infinite_fallback:
-            self.counters["SubflowResetMiddlebox"] += 1
-            raise RemoteProtocolError(f"{what} on a join subflow" if context.is_join
-                                      else f"{what} after joins",
-                                      reason=MPTCPRST_MIDDLEBOX_INTERFERENCE,
-                                      subflow_rejected=True)
-
-    def _on_unmapped_data(self, context: SubflowContext, now: float) -> None:
-        """Payload without a DSS mapping: a middlebox strips options from data."""
-        receiver = context.mapping_receiver
-        self._refuse_fallback_once_joined(context, "data without DSS mapping")
-        self.counters["DSSNoMatchTCP"] += 1
-        self.counters["DssFallback"] += 1
-        receiver.set_infinite(receiver.pending_offset, self.data.data_reassembly.next)
-        self._fall_back("fallback-infinite-map")
-        self._deliver(context, receiver.process(), now)
-
-    def _on_checksum_failure(self, context: SubflowContext, dsn: int, now: float) -> None:
-        self.counters["DataCsumErr"] += 1
-        self.fallback.mp_fail_seen = True
-        alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        if len(alive) > 1:
-            # several subflows: reset this one with MP_FAIL; the peer reinjects elsewhere
-            self.counters["MPFailTx"] += 1
-            self.counters["MPRstTx"] += 1
-            self.reset_subflow(context, now, [MpFail(dsn & MASK64),
-                                               MpTcpRst(MPTCPRST_MPTCP_ERROR)], "reset")
-            return
-        self.fallback.pending_mp_fail = dsn
-        context.tcp.send_ack(now, context)
 
     # ------------------------------------------------------------------ ACKs arriving
     def _on_subflow_acked(self, context: SubflowContext, segments: list[SentSegment],
@@ -635,17 +560,10 @@ class Connection:
         if (facts.carried_data_ack or facts.carried_mptcp_option
                 or not any(s.payload for s in segments)):
             return
-        # data acknowledged at subflow level by a segment without any MPTCP option: DSS options
-        # are stripped (or the peer fell back after finding our data unmapped). A segment with
-        # another MPTCP option proves they pass: Linux sends ADD_ADDR (and its echo) on a pure
-        # ACK that carries no DSS, and that ACK may well acknowledge new data.
-        self._refuse_fallback_once_joined(context, "data ACKed without DSS")
-        # named as Linux counts it: before the client is fully established (no DSS from the
-        # server yet) MPCapableDataFallback, afterwards DssFallback (a missing DSS)
-        self.counters["DssFallback" if context.fully_established
-                      else "MPCapableDataFallback"] += 1
-        self.fallback.infinite_map_pending = True
-        self._fall_back("fallback-infinite-map")
+        # no MPTCP option at all on a segment acknowledging data: DSS is stripped. A segment
+        # with another MPTCP option proves they pass: Linux sends ADD_ADDR (and its echo) on a
+        # pure ACK that carries no DSS, and that ACK may well acknowledge new data.
+        self.fallback.on_data_acked_without_dss(context)
         self._on_subflow_acked(context, segments, facts, now)
 
     def _on_data_ack(self, ack: int, now: float) -> None:

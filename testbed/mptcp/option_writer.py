@@ -9,7 +9,7 @@ per data segment. Reads the connection's parts; takes the signals it sends off t
 from __future__ import annotations
 
 from testbed.mptcp.data_transfer import DataTransfer
-from testbed.mptcp.fallback import FALLBACK, MPTCP, PENDING, FallbackState
+from testbed.mptcp.fallback import FALLBACK, MPTCP, PENDING, Fallback
 from testbed.mptcp.handshake import Handshake
 from testbed.mptcp.scoreboard import SentSegment
 from testbed.mptcp.signalling import Signalling
@@ -26,7 +26,7 @@ class OptionWriter:
     """Builds the MPTCP options of every outgoing segment of one connection."""
 
     def __init__(self, *, is_client: bool, counters: dict[str, int], handshake: Handshake,
-                 data: DataTransfer, signalling: Signalling, fallback: FallbackState,
+                 data: DataTransfer, signalling: Signalling, fallback: Fallback,
                  live_subflows: list[SubflowContext]) -> None:
         self.is_client = is_client
         self.counters = counters
