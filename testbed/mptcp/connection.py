@@ -45,7 +45,6 @@ from testbed.mptcp.tcp_state import TcpState
 from testbed.wire.crypto import key_to_idsn
 from testbed.wire.types import (
     MPTCPRST_MIDDLEBOX_INTERFERENCE,
-    MPTCPRST_UNSPECIFIED,
     AddAddr,
     Dss,
     MpCapable,
@@ -120,7 +119,8 @@ class Connection:
         self.subflows_with_output: list[SubflowContext] = []  # closed ones may have a RST left
         self.created_subflows: list[SubflowContext] = []  # every one ever, for stats()
         self.signalling = Signalling(config=config, counters=self.counters,
-                                     local_address=local_address)
+                                     local_address=local_address, handshake=self.handshake,
+                                     live_subflows=self.live_subflows, effects=self)
         self.fallback = Fallback(counters=self.counters, data=self.data,
                                  live_subflows=self.live_subflows, effects=self)
         self.scheduler = create_scheduler(config.scheduler)
@@ -138,9 +138,9 @@ class Connection:
         self._option_handlers: dict[type, OptionHandler] = {
             Dss: self._on_dss,  # type: ignore[dict-item]
             MpCapable: self._on_mp_capable_data,  # type: ignore[dict-item]
-            AddAddr: self._on_add_addr,  # type: ignore[dict-item]
-            RemoveAddr: self._on_remove_addr,  # type: ignore[dict-item]
-            MpPrio: self._on_mp_prio,  # type: ignore[dict-item]
+            AddAddr: self.signalling.on_add_addr,  # type: ignore[dict-item]
+            RemoveAddr: self.signalling.on_remove_addr,  # type: ignore[dict-item]
+            MpPrio: self.signalling.on_mp_prio,  # type: ignore[dict-item]
             MpFail: self.fallback.on_mp_fail,  # type: ignore[dict-item]
             MpFastclose: self._on_fastclose,  # type: ignore[dict-item]
             MpJoinAck: self._on_resent_join_ack,  # type: ignore[dict-item]
@@ -445,39 +445,6 @@ class Connection:
                                      capable.data_len, capable.checksum, False)
         return False
 
-    def _on_add_addr(self, context: SubflowContext, option: AddAddr, segment: TcpSegment,
-                     offset: int, now: float) -> bool:
-        assert self.remote_key is not None
-        verdict = self.signalling.on_add_addr(option, local_key=self.local_key,
-                                              remote_key=self.remote_key)
-        if verdict in ("echo", "dropped"):
-            return False
-        context.tcp.send_ack(now, context)  # the echo
-        if verdict == "new":
-            self.host.emit(events.AddressAnnounced(self, option.address_id, option.address,
-                                                   option.port))
-            self.path_manager.on_address_announced(self, option.address_id, option.address,
-                                                   option.port, now)
-        return False
-
-    def _on_remove_addr(self, context: SubflowContext, option: RemoveAddr,
-                        segment: TcpSegment, offset: int, now: float) -> bool:
-        for address_id in option.address_ids:
-            self.signalling.on_remove_addr(address_id)
-            self.host.emit(events.AddressRemoved(self, address_id))
-            for other in list(self.live_subflows):
-                if other.remote_address_id == address_id and not other.tcp.is_closed:
-                    self.counters["RmSubflow"] += 1
-                    self.reset_subflow(other, now, [MpTcpRst(MPTCPRST_UNSPECIFIED)],
-                                        "removed")
-        return False
-
-    def _on_mp_prio(self, context: SubflowContext, option: MpPrio, segment: TcpSegment,
-                    offset: int, now: float) -> bool:
-        self.counters["MPPrioRx"] += 1
-        context.backup_remote = option.backup
-        return False
-
     def _on_fastclose(self, context: SubflowContext, option: MpFastclose,
                       segment: TcpSegment, offset: int, now: float) -> bool:
         if option.receiver_key != self.local_key:
@@ -510,18 +477,13 @@ class Connection:
             self.fallback.on_unmapped_data(context, now)
 
     def _on_data_fin(self, dsn: int, now: float, context: SubflowContext | None = None) -> None:
-        data = self.data
-        if data.peer_data_fin_received:
+        verdict = self.data.on_peer_data_fin(dsn)
+        if verdict == "again":
             if context is not None and not context.tcp.is_closed:
                 context.tcp.send_ack(now, context)  # a resent DATA_FIN: our data ACK was lost
             return
-        if dsn != data.data_reassembly.next:
-            if dsn > data.data_reassembly.next:
-                data.peer_data_fin_dsn = dsn
+        if verdict == "ahead":
             return
-        data.data_reassembly.next += 1
-        data.peer_data_fin_received = True
-        data.peer_data_fin_dsn = None
         self.host.emit(events.DataEndReceived(self))
         # acknowledge the DATA_FIN at data level now, on every subflow: one of them may
         # be on a dead path, and a pure ACK is never retransmitted
@@ -547,16 +509,7 @@ class Connection:
             self.counters["SubflowRecover"] += 1
         if self.fallback.mode != MPTCP or not context.mptcp_negotiated:
             return
-        # remember what the subflow delivered but the peer has not acknowledged at data
-        # level yet: if the subflow dies, those bytes must go again on another one
-        unconfirmed = context.acked_unconfirmed
-        una = data.snd_data_una  # the data ACK on this segment was processed already
-        for segment in segments:
-            dsn = segment.dsn
-            if dsn is not None and dsn + len(segment.payload) > una and segment.payload:
-                unconfirmed.append((dsn, len(segment.payload)))
-        while unconfirmed and unconfirmed[0][0] + unconfirmed[0][1] <= una:
-            unconfirmed.popleft()
+        data.note_unconfirmed(context, segments)
         if (facts.carried_data_ack or facts.carried_mptcp_option
                 or not any(s.payload for s in segments)):
             return
@@ -643,12 +596,7 @@ class Connection:
             return
         data = self.data
         if self.fallback.mode == MPTCP:
-            ranges = list(context.acked_unconfirmed)
-            ranges += [(s.dsn, len(s.payload)) for s in context.tcp.scoreboard.unacked()
-                       if s.dsn is not None and s.payload]
-            for dsn, length in ranges:
-                if dsn + length > data.snd_data_una:
-                    data.reinject.append((dsn, length))
+            data.reinject_all_of(context)
             if any(not c.tcp.is_closed for c in self.live_subflows):
                 return
         finished = (data.peer_data_fin_received
@@ -748,41 +696,24 @@ class Connection:
         now = self.last_now if now is None else now
         if self.fallback.mode != MPTCP or self.remote_key is None:
             raise LocalProtocolError(f"add_address: connection is {self.fallback.mode}, not mptcp")
-        address_id, queued = self.signalling.announce(address, port, now,
-                                                      local_key=self.local_key,
-                                                      remote_key=self.remote_key)
-        if queued:
-            self._signal_now(now)
-        return address_id
+        return self.signalling.add_address(address, port, now)
 
     def remove_address(self, address: str, *, now: float | None = None) -> None:
         """REMOVE_ADDR for a local address, and close our subflows that use it."""
-        now = self.last_now if now is None else now
-        if address not in self.signalling.local_address_ids:
-            raise LocalProtocolError(f"remove_address: {address} has no address id here")
-        self.signalling.withdraw(self.signalling.local_address_ids[address])
-        self._signal_now(now, avoid_address=address)
-        for context in list(self.live_subflows):
-            if context.tcp.local_address == address and not context.tcp.is_closed:
-                self.reset_subflow(context, now, [MpTcpRst(MPTCPRST_UNSPECIFIED)], "removed")
+        self.signalling.remove_address(address, self.last_now if now is None else now)
 
     def set_backup(self, context: SubflowContext, backup: bool, *,
                    now: float | None = None) -> None:
         """MP_PRIO on that subflow: ask the peer to treat it as (non-)backup."""
-        now = self.last_now if now is None else now
-        if context not in self.live_subflows:
-            raise LocalProtocolError("set_backup: subflow does not belong to this connection")
-        context.backup_local = backup
-        context.pending_prio = backup
-        context.tcp.send_ack(now, context)
+        self.signalling.set_backup(context, backup, self.last_now if now is None else now)
 
-    def _signal_now(self, now: float, avoid_address: str | None = None) -> None:
-        """Send pending signals on a pure ACK now, preferring a subflow that will survive."""
-        usable = eligible_subflows(self.live_subflows)
-        preferred = [c for c in usable if c.tcp.local_address != avoid_address]
-        if preferred or usable:
-            chosen = (preferred or usable)[0]
-            chosen.tcp.send_ack(now, chosen)
+    def address_announced(self, address_id: int, address: str, port: int | None,
+                          now: float) -> None:
+        self.host.emit(events.AddressAnnounced(self, address_id, address, port))
+        self.path_manager.on_address_announced(self, address_id, address, port, now)
+
+    def address_removed(self, address_id: int) -> None:
+        self.host.emit(events.AddressRemoved(self, address_id))
 
     # ================================================================== host-facing
     def flush(self, now: float) -> None:
@@ -852,8 +783,7 @@ class Connection:
             if data.data_fin_deadline is None:  # no usable subflow right now: try later
                 data.data_fin_deadline = now + self.config.initial_rto * data.data_fin_backoff
         data.data_retransmission_due(now, self.fallback.mode == MPTCP)
-        if self.signalling.retransmit_due(now):
-            self._signal_now(now)
+        self.signalling.handle_timer(now)
 
     def take_output(self) -> list[Packet]:
         out: list[Packet] = []

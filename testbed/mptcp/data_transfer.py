@@ -297,6 +297,42 @@ class DataTransfer:
                 ranges.append((dsn, len(segment.payload)))
         self.reinject.extend(ranges)
 
+    def note_unconfirmed(self, context: SubflowContext, segments: list[SentSegment]) -> None:
+        """Remember what the subflow delivered but the peer has not acknowledged at data
+        level yet (after this segment's data ACK): if the subflow dies, it goes again."""
+        unconfirmed = context.acked_unconfirmed
+        una = self.snd_data_una
+        for segment in segments:
+            dsn = segment.dsn
+            if dsn is not None and dsn + len(segment.payload) > una and segment.payload:
+                unconfirmed.append((dsn, len(segment.payload)))
+        while unconfirmed and unconfirmed[0][0] + unconfirmed[0][1] <= una:
+            unconfirmed.popleft()
+
+    def reinject_all_of(self, context: SubflowContext) -> None:
+        """The subflow closed: everything it carried that the peer has not acknowledged at
+        data level goes again on the others."""
+        ranges = list(context.acked_unconfirmed)
+        ranges += [(s.dsn, len(s.payload)) for s in context.tcp.scoreboard.unacked()
+                   if s.dsn is not None and s.payload]
+        for dsn, length in ranges:
+            if dsn + length > self.snd_data_una:
+                self.reinject.append((dsn, length))
+
+    def on_peer_data_fin(self, dsn: int) -> str:
+        """The peer's DATA_FIN at `dsn`: "again" (received before), "ahead" (data before it
+        is missing; remembered) or "now" (in order: the peer's stream is complete)."""
+        if self.peer_data_fin_received:
+            return "again"
+        if dsn != self.data_reassembly.next:
+            if dsn > self.data_reassembly.next:
+                self.peer_data_fin_dsn = dsn
+            return "ahead"
+        self.data_reassembly.next += 1
+        self.peer_data_fin_received = True
+        self.peer_data_fin_dsn = None
+        return "now"
+
     def rewind(self, failed_dsn: int) -> None:
         """MP_FAIL on the only subflow: send again from the failed DSN, after which the
         connection falls back (segments of earlier rewinds no longer count)."""

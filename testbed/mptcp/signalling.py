@@ -2,25 +2,57 @@
 retransmission, REMOVE_ADDR, and the address ids on both sides.
 
 `Signalling` owns what was announced and what is still to be sent; the option writer takes
-pending signals onto pure ACKs within the option budget (`take_signals`). What a received
-signal means for subflows and the path manager is decided by the connection.
+pending signals onto pure ACKs within the option budget (`take_signals`). It handles the
+received ADD_ADDR, REMOVE_ADDR and MP_PRIO options (handlers of the connection's option
+table) and acts on the rest of the connection only through `SignallingEffects`.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from testbed.mptcp.config import StackConfig
+from testbed.mptcp.errors import LocalProtocolError
+from testbed.mptcp.handshake import Handshake
+from testbed.mptcp.scheduler import eligible_subflows
+from testbed.mptcp.subflow_context import SubflowContext
 from testbed.wire.crypto import add_addr_hmac
 from testbed.wire.tcp_options import encoded_length
-from testbed.wire.types import AddAddr, RemoveAddr, TcpOption
+from testbed.wire.types import (
+    MPTCPRST_UNSPECIFIED,
+    AddAddr,
+    MpPrio,
+    MpTcpRst,
+    RemoveAddr,
+    TcpOption,
+    TcpSegment,
+)
+
+
+class SignallingEffects(Protocol):
+    """What signalling asks of its connection (connection.Connection)."""
+
+    def address_announced(self, address_id: int, address: str, port: int | None,
+                          now: float) -> None: ...
+
+    def address_removed(self, address_id: int) -> None: ...
+
+    def reset_subflow(self, context: SubflowContext, now: float,
+                      rst_options: list[TcpOption] | None = None,
+                      reason: str = "reset") -> None: ...
 
 
 class Signalling:
     """Address ids, ADD_ADDR/REMOVE_ADDR pending and announced, and their retransmission."""
 
-    def __init__(self, *, config: StackConfig, counters: dict[str, int],
-                 local_address: str) -> None:
+    def __init__(self, *, config: StackConfig, counters: dict[str, int], local_address: str,
+                 handshake: Handshake, live_subflows: list[SubflowContext],
+                 effects: SignallingEffects) -> None:
         self.config = config
         self.counters = counters
+        self.handshake = handshake
+        self.live_subflows = live_subflows
+        self.effects = effects
         self.local_address_ids: dict[str, int] = {local_address: 0}
         self.remote_addresses: dict[int, tuple[str, int | None]] = {}  # id -> (address, port)
         self.pending_add_addr: list[AddAddr] = []
@@ -39,22 +71,49 @@ class Signalling:
         return bool(self.pending_echo or self.pending_add_addr or self.pending_remove)
 
     # ------------------------------------------------------------------ what we send
-    def announce(self, address: str, port: int | None, now: float, *, local_key: int,
-                 remote_key: int) -> tuple[int, bool]:
-        """Queue an ADD_ADDR (retransmitted until echoed): (address id, newly queued)."""
+    def add_address(self, address: str, port: int | None, now: float) -> int:
+        """Announce a local address (ADD_ADDR, retransmitted until echoed)."""
+        remote_key = self.handshake.remote_key
+        assert remote_key is not None
         address_id = self.local_address_id(address)
         if address_id in self.announced:
-            return address_id, False
+            return address_id
         option = AddAddr(address_id=address_id, address=address, port=port,
-                         hmac=add_addr_hmac(local_key, remote_key, address_id, address, port))
+                         hmac=add_addr_hmac(self.handshake.local_key, remote_key, address_id,
+                                            address, port))
         self.pending_add_addr.append(option)
         self.announced[address_id] = (option, now + self.config.add_addr_timeout_s, 0)
-        return address_id, True
+        self.signal_now(now)
+        return address_id
 
-    def withdraw(self, address_id: int) -> None:
-        """Queue a REMOVE_ADDR and stop announcing the address."""
+    def remove_address(self, address: str, now: float) -> None:
+        """REMOVE_ADDR for a local address, and close our subflows that use it."""
+        if address not in self.local_address_ids:
+            raise LocalProtocolError(f"remove_address: {address} has no address id here")
+        address_id = self.local_address_ids[address]
         self.announced.pop(address_id, None)
         self.pending_remove.append(address_id)
+        self.signal_now(now, avoid_address=address)
+        for context in list(self.live_subflows):
+            if context.tcp.local_address == address and not context.tcp.is_closed:
+                self.effects.reset_subflow(context, now, [MpTcpRst(MPTCPRST_UNSPECIFIED)],
+                                           "removed")
+
+    def set_backup(self, context: SubflowContext, backup: bool, now: float) -> None:
+        """MP_PRIO on that subflow: ask the peer to treat it as (non-)backup."""
+        if context not in self.live_subflows:
+            raise LocalProtocolError("set_backup: subflow does not belong to this connection")
+        context.backup_local = backup
+        context.pending_prio = backup
+        context.tcp.send_ack(now, context)
+
+    def signal_now(self, now: float, avoid_address: str | None = None) -> None:
+        """Send pending signals on a pure ACK now, preferring a subflow that will survive."""
+        usable = eligible_subflows(self.live_subflows)
+        preferred = [c for c in usable if c.tcp.local_address != avoid_address]
+        if preferred or usable:
+            chosen = (preferred or usable)[0]
+            chosen.tcp.send_ack(now, chosen)
 
     def take_signals(self, used: int, budget: int) -> list[TcpOption]:
         """The pending signals that fit after `used` option bytes, removed from pending."""
@@ -84,8 +143,12 @@ class Signalling:
                 self.pending_remove = []
         return taken
 
-    def retransmit_due(self, now: float) -> bool:
-        """Queue again ADD_ADDRs not echoed in time (Linux: once); True when any was."""
+    def handle_timer(self, now: float) -> None:
+        """Send again ADD_ADDRs not echoed in time (Linux: once)."""
+        if self._retransmit_due(now):
+            self.signal_now(now)
+
+    def _retransmit_due(self, now: float) -> bool:
         queued = False
         for address_id, (option, deadline, tries) in list(self.announced.items()):
             if now < deadline:
@@ -105,25 +168,47 @@ class Signalling:
         return min(deadline for _, deadline, _ in self.announced.values())
 
     # ------------------------------------------------------------------ what arrives
-    def on_add_addr(self, option: AddAddr, *, local_key: int, remote_key: int) -> str:
-        """An ADD_ADDR arrived: "echo" (of ours), "dropped" (bad HMAC), "known" or "new"
-        (a new remote address; its echo is queued either way)."""
+    def on_add_addr(self, context: SubflowContext, option: AddAddr, segment: TcpSegment,
+                    offset: int, now: float) -> bool:
+        """ADD_ADDR option handler: an echo of ours, or the peer's address to echo."""
         if option.echo:
             self.counters["EchoAdd"] += 1
             self.announced.pop(option.address_id, None)
-            return "echo"
-        expected = add_addr_hmac(remote_key, local_key, option.address_id, option.address,
-                                 option.port)
+            return False
+        remote_key = self.handshake.remote_key
+        assert remote_key is not None
+        expected = add_addr_hmac(remote_key, self.handshake.local_key, option.address_id,
+                                 option.address, option.port)
         if option.hmac != expected:
             self.counters["AddAddrDrop"] += 1
-            return "dropped"
+            return False
         self.counters["AddAddr"] += 1
         self.pending_echo.append(AddAddr(address_id=option.address_id, address=option.address,
                                          port=option.port, echo=True))
+        context.tcp.send_ack(now, context)  # the echo
         known = self.remote_addresses.get(option.address_id)
         self.remote_addresses[option.address_id] = (option.address, option.port)
-        return "known" if known is not None else "new"
+        if known is None:
+            self.effects.address_announced(option.address_id, option.address, option.port, now)
+        return False
 
-    def on_remove_addr(self, address_id: int) -> None:
-        self.counters["RmAddr"] += 1
-        self.remote_addresses.pop(address_id, None)
+    def on_remove_addr(self, context: SubflowContext, option: RemoveAddr,
+                       segment: TcpSegment, offset: int, now: float) -> bool:
+        """REMOVE_ADDR option handler: forget the addresses, reset subflows to them."""
+        for address_id in option.address_ids:
+            self.counters["RmAddr"] += 1
+            self.remote_addresses.pop(address_id, None)
+            self.effects.address_removed(address_id)
+            for other in list(self.live_subflows):
+                if other.remote_address_id == address_id and not other.tcp.is_closed:
+                    self.counters["RmSubflow"] += 1
+                    self.effects.reset_subflow(other, now, [MpTcpRst(MPTCPRST_UNSPECIFIED)],
+                                               "removed")
+        return False
+
+    def on_mp_prio(self, context: SubflowContext, option: MpPrio, segment: TcpSegment,
+                   offset: int, now: float) -> bool:
+        """MP_PRIO option handler: the peer's backup wish for this subflow."""
+        self.counters["MPPrioRx"] += 1
+        context.backup_remote = option.backup
+        return False
