@@ -44,7 +44,6 @@ from testbed.mptcp.subflow_context import SubflowContext
 from testbed.mptcp.tcp_state import TcpState
 from testbed.wire.crypto import key_to_idsn
 from testbed.wire.types import (
-    MPTCPRST_MIDDLEBOX_INTERFERENCE,
     AddAddr,
     Dss,
     MpCapable,
@@ -207,9 +206,6 @@ class Connection:
         """Bytes of a DSS with 64-bit data ACK and 64-bit mapping (+ checksum)."""
         return 28 if self.checksum else 26
 
-    def _window(self) -> int:
-        return self.data.receive_window()
-
     # ================================================================== opening
     def start_active(self, now: float) -> SubflowContext:
         context = self._new_subflow(self.local_address, self.local_port, self.remote_address,
@@ -338,7 +334,8 @@ class Connection:
         subflow = context.tcp
         segment = received.segment
         if received.rst:
-            self._on_rst(context, segment, now)
+            if self.fallback.on_rst(context, segment, self.local_key):
+                self._close_connection("fastclose", now, send_rst=False)
             if received.closed_reason is not None:
                 self._subflow_closed(context, received.closed_reason, now)
             return
@@ -536,29 +533,10 @@ class Connection:
             return
         self._close_subflow(context, now)  # MPTCP: the peer closed this subflow; close ours
 
-    def _on_rst(self, context: SubflowContext, segment: TcpSegment, now: float) -> None:
-        if context.is_join and not context.data_ready:
-            self.fallback.subflow_rejected = True  # the peer refused the join
-        for option in segment.options:
-            if type(option) is MpTcpRst:
-                self.counters["MPRstRx"] += 1
-                if option.reason == MPTCPRST_MIDDLEBOX_INTERFERENCE:
-                    # a join, or the initial subflow after joins
-                    self.fallback.subflow_rejected = True
-            elif type(option) is MpFastclose:
-                if option.receiver_key == self.local_key:
-                    self.counters["MPFastcloseRx"] += 1
-                    self._close_connection("fastclose", now, send_rst=False)
-                else:
-                    self.counters["MPFastcloseRxIgnored"] += 1
-            elif type(option) is MpFail:
-                self.counters["MPFailRx"] += 1
-                self.fallback.mp_fail_seen = True
-
     # ================================================================== subflows closing
     def reset_subflow(self, context: SubflowContext, now: float,
                        rst_options: list[TcpOption] | None = None, reason: str = "reset") -> None:
-        closed = context.tcp.reset(self._window(), rst_options, reason)
+        closed = context.tcp.reset(self.data.receive_window(), rst_options, reason)
         if closed is not None:
             self._subflow_closed(context, closed, now)
 

@@ -21,6 +21,7 @@ from testbed.wire.types import (
     MPTCPRST_MPTCP_ERROR,
     Dss,
     MpFail,
+    MpFastclose,
     MpTcpRst,
     TcpOption,
     TcpSegment,
@@ -155,6 +156,28 @@ class Fallback:
             return
         self.pending_mp_fail = dsn
         context.tcp.send_ack(now, context)
+
+    def on_rst(self, context: SubflowContext, segment: TcpSegment, local_key: int) -> bool:
+        """What a RST that closed the subflow says of failure; True when it carries an
+        MP_FASTCLOSE with our key (the whole connection is gone)."""
+        fastclose = False
+        if context.is_join and not context.data_ready:
+            self.subflow_rejected = True  # the peer refused the join
+        for option in segment.options:
+            if type(option) is MpTcpRst:
+                self.counters["MPRstRx"] += 1
+                if option.reason == MPTCPRST_MIDDLEBOX_INTERFERENCE:
+                    self.subflow_rejected = True  # a join, or the initial subflow after joins
+            elif type(option) is MpFastclose:
+                if option.receiver_key == local_key:
+                    self.counters["MPFastcloseRx"] += 1
+                    fastclose = True
+                else:
+                    self.counters["MPFastcloseRxIgnored"] += 1
+            elif type(option) is MpFail:
+                self.counters["MPFailRx"] += 1
+                self.mp_fail_seen = True
+        return fastclose
 
     def on_mp_fail(self, context: SubflowContext, option: MpFail, segment: TcpSegment,
                    offset: int, now: float) -> bool:
