@@ -91,7 +91,9 @@ DATA_ACK_FACTS = SegmentFacts(True, True)
 
 CLOSED = TcpState.CLOSED
 
-OptionHandler = Callable[[SubflowContext, TcpOption, TcpSegment, int, float], bool]
+# (context, option, segment, subflow offset of the segment, now) -> skip the rest; each
+# handler takes its own option class, hence the loose argument types
+OptionHandler = Callable[..., bool]
 
 
 class Connection:
@@ -135,14 +137,14 @@ class Connection:
         # MPTCP options of received segments -> handler (aioquic's frame handlers); a
         # handler returns True when the rest of the segment's options must be skipped
         self._option_handlers: dict[type, OptionHandler] = {
-            Dss: self._on_dss,  # type: ignore[dict-item]
-            MpCapable: self._on_mp_capable_data,  # type: ignore[dict-item]
-            AddAddr: self.signalling.on_add_addr,  # type: ignore[dict-item]
-            RemoveAddr: self.signalling.on_remove_addr,  # type: ignore[dict-item]
-            MpPrio: self.signalling.on_mp_prio,  # type: ignore[dict-item]
-            MpFail: self.fallback.on_mp_fail,  # type: ignore[dict-item]
-            MpFastclose: self._on_fastclose,  # type: ignore[dict-item]
-            MpJoinAck: self._on_resent_join_ack,  # type: ignore[dict-item]
+            Dss: self._on_dss,
+            MpCapable: self._on_mp_capable_data,
+            AddAddr: self.signalling.on_add_addr,
+            RemoveAddr: self.signalling.on_remove_addr,
+            MpPrio: self.signalling.on_mp_prio,
+            MpFail: self.fallback.on_mp_fail,
+            MpFastclose: self._on_fastclose,
+            MpJoinAck: self._on_resent_join_ack,
         }
 
     # ================================================================== properties
@@ -796,6 +798,6 @@ class Connection:
                  "backup": c.backup, "state": s.state.value, "join": c.is_join,
                  "srtt": s.rtt.srtt, "cwnd": s.cc.cwnd,
                  "close_reason": s.close_reason}
-                for c in self.created_subflows for s in (c.tcp,)],
+                for c, s in ((c, c.tcp) for c in self.created_subflows)],
             "counters": dict(self.counters),
         }
