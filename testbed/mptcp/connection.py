@@ -309,11 +309,13 @@ class Connection:
         self.last_now = now
         subflow = context.tcp
         try:
-            self._act_on(context, subflow.receive(packet.tcp, now), now)
+            received = subflow.receive(packet.tcp, now)
+            self._act_on(context, received, now)
         except RemoteProtocolError as error:
             self._on_protocol_error(context, error, now)
             return
-        subflow.send_due(now, context)
+        if received.reply_due or subflow.ack_pending:  # acting on it may have made an ACK due
+            subflow.send_due(now, context)
 
     def _on_protocol_error(self, context: SubflowContext, error: RemoteProtocolError,
                            now: float) -> None:
@@ -341,14 +343,14 @@ class Connection:
             if received.closed_reason is not None:
                 self._subflow_closed(context, received.closed_reason, now)
             return
-        step = received.opening_step
-        if step == OpeningStep.SYNACK:
-            self.handshake.check_synack(context, segment)
-            if context.mptcp_negotiated and not context.is_join:
-                context.mapping_receiver = MappingReceiver(checksum=self.checksum)
-            self._on_established(context, now)
-            return
-        if step == OpeningStep.THIRD_ACK:
+        step = received.opening_step  # OpeningStep.NONE (0) on all but two segments
+        if step:
+            if step == OpeningStep.SYNACK:
+                self.handshake.check_synack(context, segment)
+                if context.mptcp_negotiated and not context.is_join:
+                    context.mapping_receiver = MappingReceiver(checksum=self.checksum)
+                self._on_established(context, now)
+                return
             self.handshake.check_third_ack(context, segment)
         facts = NO_FACTS
         if received.options_apply:
@@ -360,7 +362,7 @@ class Connection:
         if received.closed_reason is not None:
             self._subflow_closed(context, received.closed_reason, now)
             return
-        if step == OpeningStep.THIRD_ACK:
+        if step:  # the third ACK
             self._on_established(context, now)
         if received.data:
             self.deliver(context, context.mapping_receiver.feed(received.data_offset,
@@ -461,12 +463,13 @@ class Connection:
 
     # ------------------------------------------------------------------ data arriving
     def deliver(self, context: SubflowContext, outcome: MappingOutcome, now: float) -> None:
+        transfer = self.data
         for dsn, data in outcome.delivered:
-            readable = self.data.receive_data(dsn, data)
+            readable = transfer.receive_data(dsn, data)
             if readable:  # edge-triggered: the connection became readable
                 self.host.emit(events.DataReceived(self, readable))
-            fin_dsn = self.data.peer_data_fin_dsn
-            if fin_dsn is not None and self.data.data_reassembly.next == fin_dsn:
+            fin_dsn = transfer.peer_data_fin_dsn
+            if fin_dsn is not None and transfer.data_reassembly.next == fin_dsn:
                 self._on_data_fin(fin_dsn, now)
         if outcome.data_fin_dsn is not None:
             self._on_data_fin(outcome.data_fin_dsn, now, context)
@@ -768,8 +771,9 @@ class Connection:
     def take_output(self) -> list[Packet]:
         out: list[Packet] = []
         for context in self.subflows_with_output:
-            if context.tcp.outbox:
-                out.extend(context.tcp.take_output())
+            subflow = context.tcp
+            if subflow.outbox:
+                out.extend(subflow.take_output())
         if len(self.subflows_with_output) != len(self.live_subflows):
             self.subflows_with_output = [c for c in self.subflows_with_output
                                          if not c.tcp.is_closed or c.tcp.outbox]
@@ -777,8 +781,9 @@ class Connection:
 
     def flush_acks(self, now: float) -> None:
         for context in self.live_subflows:
-            if context.tcp.ack_pending:
-                context.tcp.send_ack(now, context)
+            subflow = context.tcp
+            if subflow.ack_pending:
+                subflow.send_ack(now, context)
 
     # ================================================================== reporting
     def outcome(self) -> str:

@@ -8,6 +8,7 @@ scheduler only has to rank them. Chosen by name from the explicit `SCHEDULERS` r
 from __future__ import annotations
 
 from testbed.mptcp.subflow_context import SubflowContext
+from testbed.mptcp.tcp_state import TcpState
 
 
 def eligible_subflows(subflows: list[SubflowContext]) -> list[SubflowContext]:
@@ -15,8 +16,9 @@ def eligible_subflows(subflows: list[SubflowContext]) -> list[SubflowContext]:
     3.3.8: backup paths carry data only when no regular path is available), and stale ones
     (an RTO without progress: the path may be dead) only when every usable one is stale, as
     Linux's scheduler skips stale subflows while another is active."""
-    usable = [s for s in subflows if s.data_ready and s.tcp.fin_offset is None
-              and not s.tcp.is_closed and s.tcp.close_reason is None]
+    # asked for every packet: the state is compared directly (no property call)
+    usable = [s for s in subflows if s.data_ready and (tcp := s.tcp).fin_offset is None
+              and tcp.state is not TcpState.CLOSED and tcp.close_reason is None]
     if len(usable) < 2:
         return usable  # one or none: neither rule below can change the answer
     active = [s for s in usable if not s.stale]

@@ -84,7 +84,7 @@ class SegmentReceived:
     `fin`. A value: nothing of it is kept on the subflow."""
 
     __slots__ = ("acked", "closed_reason", "data", "data_offset", "fin", "offset",
-                 "opening_step", "options_apply", "rst", "segment")
+                 "opening_step", "options_apply", "reply_due", "rst", "segment")
 
     def __init__(self, segment: TcpSegment) -> None:
         self.segment = segment
@@ -97,6 +97,7 @@ class SegmentReceived:
         self.data_offset = 0  # subflow offset of `data`
         self.data = b""  # bytes that became in order
         self.fin = False  # the peer's FIN became in order
+        self.reply_due = False  # send_due has something to send (an ACK, a retransmission)
 
 
 def _option_bytes(options: list[TcpOption]) -> int:
@@ -381,6 +382,7 @@ class Subflow:
             return received
         if flags & SYN:
             self._receive_syn_when_synchronized(segment)
+            received.reply_due = True
             return received
         if not flags & ACK:
             return received
@@ -395,6 +397,7 @@ class Subflow:
         if self.state is TcpState.CLOSED:
             return received
         self._process_data(segment, now, received)
+        received.reply_due = self.ack_pending or self.scoreboard.lost_count > 0
         return received
 
     def send_due(self, now: float, options: OptionProvider) -> None:
@@ -449,7 +452,7 @@ class Subflow:
         self.rto_deadline = None
         self._set_state(TcpEvent.RECV_SYNACK)
         received.opening_step = OpeningStep.SYNACK
-        self.ack_pending = True  # the third ACK
+        self.ack_pending = received.reply_due = True  # the third ACK
 
     def _receive_syn_when_synchronized(self, segment: TcpSegment) -> None:
         """A retransmitted SYN (our SYN/ACK was lost) or SYN/ACK (our third ACK was lost)."""

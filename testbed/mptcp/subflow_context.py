@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from testbed.mptcp.mapping import MappingReceiver
@@ -61,15 +62,16 @@ class SubflowContext:
     def backup(self) -> bool:
         return self.backup_local or self.backup_remote
 
-    # --- the OptionProvider the TCP subflow asks while it builds a segment
+    # --- the OptionProvider the TCP subflow asks while it builds a segment: the writer's
+    # methods bound to this context once (asked for every segment: no hop through here)
+    ack_options: Callable[[int], list[TcpOption]] = field(init=False)
+    data_options: Callable[[SentSegment, int], list[TcpOption]] = field(init=False)
+    receive_window: Callable[[], int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ack_options = partial(self.writer.ack_options, self)
+        self.data_options = partial(self.writer.data_options, self)
+        self.receive_window = self.writer.receive_window
+
     def handshake_options(self) -> list[TcpOption]:
         return self.writer.handshake_options(self)
-
-    def ack_options(self, budget: int) -> list[TcpOption]:
-        return self.writer.ack_options(self, budget)
-
-    def data_options(self, segment: SentSegment, budget: int) -> list[TcpOption]:
-        return self.writer.data_options(self, segment, budget)
-
-    def receive_window(self) -> int:
-        return self.writer.receive_window()
