@@ -52,27 +52,28 @@ def mptcp_info(connection: Connection) -> MptcpInfo | None:
     EOPNOTSUPP after a fallback)."""
     if connection.mode != "mptcp":
         return None
-    open_subflows = [s for s in connection.subflows if not s.is_closed]
-    sent = sum(s.bytes_sent for s in connection.history)
-    retrans = sum(s.bytes_retrans for s in connection.history)
+    open_subflows = [c.tcp for c in connection.live_subflows if not c.tcp.is_closed]
+    created = [c.tcp for c in connection.created_subflows]
+    sent = sum(s.bytes_sent for s in created)
+    retrans = sum(s.bytes_retrans for s in created)
     return MptcpInfo(
         subflows=max(len(open_subflows) - 1, 0),
-        add_addr_signal=len(connection.announced),
+        add_addr_signal=len(connection.signalling.announced),
         add_addr_accepted=len(connection.remote_addresses),
         subflows_max=connection.config.max_subflows,
         flags=MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED if connection.remote_key is not None else 0,
         token=connection.local_token,
-        write_seq=connection.snd_data_nxt & 0xFFFFFFFFFFFFFFFF,
-        snd_una=connection.snd_data_una & 0xFFFFFFFFFFFFFFFF,
-        rcv_nxt=connection.rcv.next & 0xFFFFFFFFFFFFFFFF,
+        write_seq=connection.data.snd_data_nxt & 0xFFFFFFFFFFFFFFFF,
+        snd_una=connection.data.snd_data_una & 0xFFFFFFFFFFFFFFFF,
+        rcv_nxt=connection.data.data_reassembly.next & 0xFFFFFFFFFFFFFFFF,
         local_addr_used=len({s.local_address for s in open_subflows}),
         local_addr_max=len(connection.local_addresses),
         csum_enabled=bool(connection.checksum),
-        retransmits=sum(s.total_retrans for s in connection.history),
+        retransmits=sum(s.total_retrans for s in created),
         bytes_retrans=retrans,
         bytes_sent=sent,
-        bytes_received=sum(s.bytes_received for s in connection.history),
-        bytes_acked=(connection.snd_data_una - key_to_idsn(connection.local_key) - 1)
+        bytes_received=sum(s.bytes_received for s in created),
+        bytes_acked=(connection.data.snd_data_una - key_to_idsn(connection.local_key) - 1)
         & 0xFFFFFFFFFFFFFFFF,
         subflows_total=len(open_subflows),
     )
@@ -88,7 +89,7 @@ class StackObserver:
 
     def observe(self) -> Observation:
         snapshots = []
-        for subflow in self.connection.history:
+        for subflow in (c.tcp for c in self.connection.created_subflows):
             if subflow.is_closed:
                 if id(subflow) in self._closed_reported:
                     continue

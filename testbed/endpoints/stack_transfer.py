@@ -161,7 +161,7 @@ class TransferJob:
         assert request is not None
         self.sending = (request.direction == "upload") == (self.settings.role == "client")
         if self.sending:
-            self.payload_dsn = self.connection.send_end
+            self.payload_dsn = self.connection.data.send_end
             self.source = PayloadSource(request.seed)
             seconds = request.seconds
             self.send_deadline = None if seconds is None else now + seconds
@@ -207,9 +207,8 @@ class TransferJob:
         if connection.mode != "mptcp":
             return connection.closed_reason is not None or all(
                 s.is_closed or (s.fin_offset is not None and s.snd_una > s.fin_offset)
-                for s in connection.subflows)
-        fin = connection.data_fin_dsn
-        return fin is not None and connection.snd_data_una > fin
+                for s in (c.tcp for c in connection.live_subflows))
+        return connection.data.data_fin_acked
 
     def _advance(self, now: float) -> None:
         connection = self.connection
@@ -246,7 +245,7 @@ class TransferJob:
         if not self.pending_actions or self.progress.first_byte_at is None:
             return
         moved = self.progress.byte_count if not self.sending else max(
-            self.connection.snd_data_una - self.payload_dsn, 0)
+            self.connection.data.snd_data_una - self.payload_dsn, 0)
         elapsed = now - self.progress.first_byte_at
         for action in list(self.pending_actions):
             due = (action.after_bytes is not None and moved >= action.after_bytes) or (
@@ -269,8 +268,8 @@ class TransferJob:
             elif action.kind == "remove-addr":
                 connection.remove_address(action.arg or "", now=now)
             else:
-                for subflow in list(connection.subflows):
-                    if subflow.local_address == action.arg and not subflow.is_closed:
+                for subflow in list(connection.live_subflows):
+                    if subflow.tcp.local_address == action.arg and not subflow.tcp.is_closed:
                         connection.set_backup(subflow, action.kind == "backup", now=now)
         except LocalProtocolError as exc:
             self.actions_done.append(f"failed: {exc}")
@@ -302,11 +301,11 @@ class TransferJob:
                     self.send_deadline is not None and now >= self.send_deadline):
                 self.payload_queued = True
                 self.progress.finished_at = now
-        una = connection.snd_data_una
+        una = connection.data.snd_data_una
         if una != self._last_una:
             self._last_una = una
             self.last_progress = now
-        if self.payload_queued and self.end_at is None and una >= connection.send_end:
+        if self.payload_queued and self.end_at is None and una >= connection.data.send_end:
             self.end_at = now
             self.sample(now)
             connection.close()
@@ -338,8 +337,8 @@ class TransferJob:
         return EndpointReport(
             role=self.settings.role,
             connection=self.index,
-            transport="mptcp" if connection.mptcp_requested else "tcp",
-            mptcp_requested=connection.mptcp_requested,
+            transport="mptcp" if connection.handshake.mptcp_requested else "tcp",
+            mptcp_requested=connection.handshake.mptcp_requested,
             mptcp_used=connection.mode == "mptcp",
             direction=request.direction if request else None,
             sending=self.sending,

@@ -19,10 +19,13 @@ class RemoteProtocolError(Exception):
 
     `whole_connection` says whether the error poisons the whole MPTCP connection (for
     example a bad key on the initial subflow) rather than just the subflow it arrived on.
+    `subflow_rejected` says the error refuses a subflow (a join, or the initial subflow once
+    joins exist): the connection's outcome then reports subflow-rejected.
     """
 
     def __init__(self, message: str, *, reason: int = MPTCPRST_MPTCP_ERROR,
-                 whole_connection: bool = False) -> None:
+                 whole_connection: bool = False, subflow_rejected: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
         self.whole_connection = whole_connection
+        self.subflow_rejected = subflow_rejected

@@ -9,15 +9,16 @@ what the application actually consumed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from testbed.mptcp.connection import Connection
+from testbed.mptcp.subflow_context import SubflowContext
 
 
 @dataclass(slots=True)
 class Event:
-    connection: Connection
+    # the testbed.mptcp.connection.Connection the event is about (typed loosely: the
+    # connection module imports this one, and events must not import it back)
+    connection: Any
 
 
 @dataclass(slots=True)
@@ -60,12 +61,12 @@ class ConnectionClosed(Event):
 
 @dataclass(slots=True)
 class SubflowEstablished(Event):
-    subflow: Any
+    subflow: SubflowContext
 
 
 @dataclass(slots=True)
 class SubflowClosed(Event):
-    subflow: Any
+    subflow: SubflowContext
     reason: str
 
 

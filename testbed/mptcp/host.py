@@ -17,7 +17,7 @@ from testbed.mptcp.config import StackConfig
 from testbed.mptcp.connection import Connection
 from testbed.mptcp.errors import LocalProtocolError
 from testbed.mptcp.events import Event
-from testbed.mptcp.subflow import Subflow
+from testbed.mptcp.subflow_context import SubflowContext
 from testbed.wire.crypto import key_to_token
 from testbed.wire.types import (
     ACK,
@@ -55,7 +55,8 @@ class MptcpHost:
         self.created_at = now
         self.listening: set[int] = set()
         self.connections: list[Connection] = []
-        self._by_tuple: dict[tuple[str, int, str, int], tuple[Subflow, Connection]] = {}
+        self._by_tuple: dict[tuple[str, int, str, int],
+                             tuple[SubflowContext, Connection]] = {}
         self._by_token: dict[int, Connection] = {}
         self._events: deque[Event] = deque()
         self._output: list[Packet] = []
@@ -115,11 +116,11 @@ class MptcpHost:
             connection.flush(now)
             connection.flush_acks(now)
             out.extend(connection.take_output())
-            if connection.closed_reason is not None and not connection.subflows:
+            if connection.closed_reason is not None and not connection.live_subflows:
                 finished = True
         if finished:  # rebuilt only when a connection is gone (this runs per packet)
             self.connections = [c for c in self.connections
-                                if c.closed_reason is None or c.subflows]
+                                if c.closed_reason is None or c.live_subflows]
         return out
 
     def get_timer(self) -> float | None:
@@ -143,15 +144,16 @@ class MptcpHost:
     def emit(self, event: Event) -> None:
         self._events.append(event)
 
-    def register_subflow(self, subflow: Subflow, connection: Connection) -> None:
-        self._by_tuple[subflow.four_tuple] = (subflow, connection)
+    def register_subflow(self, context: SubflowContext, connection: Connection) -> None:
+        self._by_tuple[context.tcp.four_tuple] = (context, connection)
 
-    def unregister_subflow(self, subflow: Subflow) -> None:
-        found = self._by_tuple.get(subflow.four_tuple)
-        if found is not None and found[0] is subflow:
-            del self._by_tuple[subflow.four_tuple]
+    def unregister_subflow(self, context: SubflowContext) -> None:
+        four_tuple = context.tcp.four_tuple
+        found = self._by_tuple.get(four_tuple)
+        if found is not None and found[0] is context:
+            del self._by_tuple[four_tuple]
             # a RST or FIN may still be waiting in the subflow's outbox
-            self._output.extend(subflow.take_output())
+            self._output.extend(context.tcp.take_output())
 
     def connection_closed(self, connection: Connection) -> None:
         if self._by_token.get(connection.local_token) is connection:
@@ -191,7 +193,7 @@ class MptcpHost:
             return
         if connection.accept_join(packet, join, now) is None:
             self.counters["MPJoinRejected"] += 1
-            connection.subflow_rejected = True
+            connection.fallback.subflow_rejected = True
             self._send_rst(packet, [MpTcpRst(MPTCPRST_ADMIN_PROHIBITED)])
 
     def _send_rst(self, packet: Packet, options: list[TcpOption]) -> None:

@@ -2,7 +2,8 @@
 
 A path manager only decides; it acts through the connection's public methods
 (`open_subflow`, `add_address`) and reads its public state (`local_addresses`,
-`remote_addresses`, `subflows`, `is_client`). Chosen by name from `PATH_MANAGERS`.
+`remote_addresses`, `live_subflows`, `is_client`): the `ManagedConnection` protocol, so this
+module does not import the connection. Chosen by name from `PATH_MANAGERS`.
 
 - fullmesh: the client opens a subflow from each local address to each known remote address
   (the initial one and every announced one); the server announces its other addresses so a
@@ -15,19 +16,45 @@ A path manager only decides; it acts through the connection's public methods
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from testbed.mptcp.connection import Connection
+from testbed.mptcp.config import StackConfig
+from testbed.mptcp.subflow_context import SubflowContext
+
+
+class ManagedConnection(Protocol):
+    """What a path manager reads and calls on its connection (connection.Connection)."""
+
+    is_client: bool
+    config: StackConfig
+    local_address: str
+    remote_address: str
+    remote_port: int
+    live_subflows: list[SubflowContext]
+
+    @property
+    def local_addresses(self) -> list[str]: ...
+
+    @property
+    def remote_addresses(self) -> dict[int, tuple[str, int | None]]: ...
+
+    def can_open_subflow(self) -> bool: ...
+
+    def open_subflow(self, local_address: str, remote_address: str, remote_port: int, *,
+                     now: float, backup: bool = False) -> Any: ...
+
+    def add_address(self, address: str, *, now: float | None = None,
+                    port: int | None = None) -> int: ...
+
 
 
 class PathManager:
     name = "none"
 
-    def on_established(self, connection: Connection, now: float) -> None:
+    def on_established(self, connection: ManagedConnection, now: float) -> None:
         """The connection became MPTCP-capable end to end."""
 
-    def on_address_announced(self, connection: Connection, address_id: int, address: str,
+    def on_address_announced(self, connection: ManagedConnection, address_id: int, address: str,
                              port: int | None, now: float) -> None:
         """The peer sent ADD_ADDR."""
 
@@ -36,7 +63,7 @@ class NonePathManager(PathManager):
     name = "none"
 
 
-def _announce_extra_addresses(connection: Connection, now: float) -> None:
+def _announce_extra_addresses(connection: ManagedConnection, now: float) -> None:
     for address in connection.local_addresses:
         if address != connection.local_address:
             connection.add_address(address, now=now)
@@ -45,27 +72,27 @@ def _announce_extra_addresses(connection: Connection, now: float) -> None:
 class AnnouncePathManager(PathManager):
     name = "announce"
 
-    def on_established(self, connection: Connection, now: float) -> None:
+    def on_established(self, connection: ManagedConnection, now: float) -> None:
         _announce_extra_addresses(connection, now)
 
 
 class FullmeshPathManager(PathManager):
     name = "fullmesh"
 
-    def on_established(self, connection: Connection, now: float) -> None:
+    def on_established(self, connection: ManagedConnection, now: float) -> None:
         if connection.is_client:
             self._mesh(connection, now)
         else:
             _announce_extra_addresses(connection, now)
 
-    def on_address_announced(self, connection: Connection, address_id: int, address: str,
+    def on_address_announced(self, connection: ManagedConnection, address_id: int, address: str,
                              port: int | None, now: float) -> None:
         if connection.is_client:
             self._mesh(connection, now)
 
-    def _mesh(self, connection: Connection, now: float) -> None:
-        existing = {(s.local_address, s.remote_address) for s in connection.subflows
-                    if not s.is_closed}
+    def _mesh(self, connection: ManagedConnection, now: float) -> None:
+        existing = {(c.tcp.local_address, c.tcp.remote_address)
+                    for c in connection.live_subflows if not c.tcp.is_closed}
         remotes = [(connection.remote_address, connection.remote_port)]
         remotes += [(address, port or connection.remote_port)
                     for address, port in connection.remote_addresses.values()]
@@ -83,10 +110,10 @@ class FullmeshPathManager(PathManager):
 class NdiffportsPathManager(PathManager):
     name = "ndiffports"
 
-    def on_established(self, connection: Connection, now: float) -> None:
+    def on_established(self, connection: ManagedConnection, now: float) -> None:
         if not connection.is_client:
             return
-        while (len([s for s in connection.subflows if not s.is_closed])
+        while (len([c for c in connection.live_subflows if not c.tcp.is_closed])
                < connection.config.ndiffports and connection.can_open_subflow()):
             connection.open_subflow(connection.local_address, connection.remote_address,
                                     connection.remote_port, now=now)

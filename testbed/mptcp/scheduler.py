@@ -7,19 +7,18 @@ scheduler only has to rank them. Chosen by name from the explicit `SCHEDULERS` r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from testbed.mptcp.subflow import Subflow
+from testbed.mptcp.subflow_context import SubflowContext
+from testbed.mptcp.tcp_state import TcpState
 
 
-def eligible_subflows(subflows: list[Subflow]) -> list[Subflow]:
+def eligible_subflows(subflows: list[SubflowContext]) -> list[SubflowContext]:
     """Usable subflows, with backups only when no non-backup subflow is usable (RFC 8684
     3.3.8: backup paths carry data only when no regular path is available), and stale ones
     (an RTO without progress: the path may be dead) only when every usable one is stale, as
     Linux's scheduler skips stale subflows while another is active."""
-    usable = [s for s in subflows if s.data_ready and s.fin_offset is None
-              and not s.is_closed and s.close_reason is None]
+    # asked for every packet: the state is compared directly (no property call)
+    usable = [s for s in subflows if s.data_ready and (tcp := s.tcp).fin_offset is None
+              and tcp.state is not TcpState.CLOSED and tcp.close_reason is None]
     if len(usable) < 2:
         return usable  # one or none: neither rule below can change the answer
     active = [s for s in usable if not s.stale]
@@ -29,9 +28,10 @@ def eligible_subflows(subflows: list[Subflow]) -> list[Subflow]:
     return regular if regular else usable
 
 
-def _rtt_key(subflow: Subflow) -> tuple[float, int]:
-    srtt = subflow.rtt.srtt
-    return (srtt if srtt is not None else subflow.rtt.initial_rto, subflow.subflow_id)
+def _rtt_key(subflow: SubflowContext) -> tuple[float, int]:
+    rtt = subflow.tcp.rtt
+    srtt = rtt.srtt
+    return (srtt if srtt is not None else rtt.initial_rto, subflow.tcp.subflow_id)
 
 
 class Scheduler:
@@ -40,7 +40,7 @@ class Scheduler:
     # the chosen subflow's own room (so the connection may keep filling it without asking)
     sticky = False
 
-    def select(self, ready: list[Subflow]) -> list[Subflow]:
+    def select(self, ready: list[SubflowContext]) -> list[SubflowContext]:
         """The subflow(s) to put the next chunk on; `ready` is never empty."""
         raise NotImplementedError
 
@@ -51,7 +51,7 @@ class LowestRttScheduler(Scheduler):
     name = "lowest_rtt"
     sticky = True
 
-    def select(self, ready: list[Subflow]) -> list[Subflow]:
+    def select(self, ready: list[SubflowContext]) -> list[SubflowContext]:
         return [min(ready, key=_rtt_key)]
 
 
@@ -63,14 +63,14 @@ class RoundRobinScheduler(Scheduler):
     def __init__(self) -> None:
         self.last_id = -1
 
-    def select(self, ready: list[Subflow]) -> list[Subflow]:
-        ordered = sorted(ready, key=lambda s: s.subflow_id)
+    def select(self, ready: list[SubflowContext]) -> list[SubflowContext]:
+        ordered = sorted(ready, key=lambda s: s.tcp.subflow_id)
         for subflow in ordered:
-            if subflow.subflow_id > self.last_id:
+            if subflow.tcp.subflow_id > self.last_id:
                 break
         else:
             subflow = ordered[0]
-        self.last_id = subflow.subflow_id
+        self.last_id = subflow.tcp.subflow_id
         return [subflow]
 
 
@@ -79,8 +79,8 @@ class RedundantScheduler(Scheduler):
 
     name = "redundant"
 
-    def select(self, ready: list[Subflow]) -> list[Subflow]:
-        return sorted(ready, key=lambda s: s.subflow_id)
+    def select(self, ready: list[SubflowContext]) -> list[SubflowContext]:
+        return sorted(ready, key=lambda s: s.tcp.subflow_id)
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {

@@ -1,8 +1,12 @@
 """One TCP subflow: handshake, reliable delivery, SACK loss recovery, flow control, close.
 
-The subflow is plain TCP. Everything MPTCP is asked of, or reported to, its `owner` (the
-MPTCP connection) through the `SubflowOwner` hooks, so this module knows nothing about keys,
-DSNs or schedulers, and the connection knows nothing about sequence-number arithmetic.
+The subflow is plain TCP and knows nothing of MPTCP (aioquic shape): `receive(segment, now)`
+processes one segment and returns what happened as a `SegmentReceived` value (handshake step,
+segments newly acknowledged, in-order bytes, FIN, RST, close); the connection acts on it and
+then calls `send_due(now, options)` for the ACKs and retransmissions the segment made due.
+Whatever goes on an outgoing segment besides TCP's own options, and the receive window, comes
+from the `OptionProvider` passed explicitly to every method that sends. Nothing is called
+back while a segment is processed.
 
 Sequence numbers are handled as unbounded offsets relative to the ISNs (our SYN is offset 0,
 our first payload byte offset 1; likewise for the peer), converted from/to 32-bit wire values
@@ -16,7 +20,6 @@ timer object per segment: one retransmission deadline covers the oldest outstand
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Protocol
 
 from testbed.mptcp.cc.base import CongestionControl
@@ -54,37 +57,47 @@ MAX_OPTION_SPACE = 40
 DEFAULT_PEER_MSS = 536  # RFC 9293 when no MSS option
 
 
-class SubflowOwner(Protocol):
-    """What a subflow needs from its MPTCP connection."""
+class OptionProvider(Protocol):
+    """What a subflow asks for while it builds a segment, passed in at send time: the
+    options of the layer above (MPTCP) within the byte budget left, and the window."""
 
-    def handshake_options(self, subflow: Subflow) -> list[TcpOption]: ...
+    def handshake_options(self) -> list[TcpOption]: ...
 
-    def ack_options(self, subflow: Subflow, budget: int) -> list[TcpOption]: ...
+    def ack_options(self, budget: int) -> list[TcpOption]: ...
 
-    def data_options(self, subflow: Subflow, segment: SentSegment,
-                     budget: int) -> list[TcpOption]: ...
+    def data_options(self, segment: SentSegment, budget: int) -> list[TcpOption]: ...
 
-    def on_synack(self, subflow: Subflow, segment: TcpSegment) -> None: ...
+    def receive_window(self) -> int: ...
 
-    def on_third_ack(self, subflow: Subflow, segment: TcpSegment) -> None: ...
 
-    def on_established(self, subflow: Subflow, now: float) -> None: ...
+class OpeningStep:
+    """Which opening step a received segment completed (`SegmentReceived.opening_step`)."""
 
-    def on_segment_options(self, subflow: Subflow, segment: TcpSegment, offset: int,
-                           now: float) -> None: ...
+    NONE = 0
+    SYNACK = 1  # our SYN was answered (active open): the subflow is ESTABLISHED
+    THIRD_ACK = 2  # our SYN/ACK was acknowledged (passive open): the subflow is ESTABLISHED
 
-    def on_subflow_data(self, subflow: Subflow, offset: int, data: bytes, now: float) -> None: ...
 
-    def on_subflow_acked(self, subflow: Subflow, segments: list[SentSegment],
-                         now: float) -> None: ...
+class SegmentReceived:
+    """What one received segment did to the subflow, for the connection to act on, in this
+    order: `opening_step`, options (when `options_apply`), `acked`, `closed_reason`, `data`,
+    `fin`. A value: nothing of it is kept on the subflow."""
 
-    def on_fin(self, subflow: Subflow, now: float) -> None: ...
+    __slots__ = ("acked", "closed_reason", "data", "data_offset", "fin", "offset",
+                 "opening_step", "options_apply", "reply_due", "rst", "segment")
 
-    def on_closed(self, subflow: Subflow, reason: str, now: float) -> None: ...
-
-    def on_rst(self, subflow: Subflow, segment: TcpSegment, now: float) -> None: ...
-
-    def receive_window(self, subflow: Subflow) -> int: ...
+    def __init__(self, segment: TcpSegment) -> None:
+        self.segment = segment
+        self.opening_step = OpeningStep.NONE
+        self.rst = False  # an acceptable RST closed the subflow
+        self.options_apply = False  # the ACK was acceptable: act on the segment's options
+        self.offset = 0  # subflow offset of the segment's first sequence number
+        self.acked: list[SentSegment] | None = None  # newly acknowledged, oldest first
+        self.closed_reason: str | None = None  # the subflow closed while processing
+        self.data_offset = 0  # subflow offset of `data`
+        self.data = b""  # bytes that became in order
+        self.fin = False  # the peer's FIN became in order
+        self.reply_due = False  # send_due has something to send (an ACK, a retransmission)
 
 
 def _option_bytes(options: list[TcpOption]) -> int:
@@ -94,11 +107,10 @@ def _option_bytes(options: list[TcpOption]) -> int:
 class Subflow:
     """A TCP connection carrying one MPTCP subflow (or the whole connection after fallback)."""
 
-    def __init__(self, *, owner: SubflowOwner, local_address: str, local_port: int,
+    def __init__(self, *, local_address: str, local_port: int,
                  remote_address: str, remote_port: int, config: StackConfig,
                  rng: random.Random, cc: CongestionControl, now: float,
                  subflow_id: int) -> None:
-        self.owner = owner
         self.subflow_id = subflow_id
         self.local_address = local_address
         self.local_port = local_port
@@ -148,35 +160,16 @@ class Subflow:
         self.probe_backoff = 1
         # --- output ---
         self.outbox: list[Packet] = []
-        # --- per-subflow MPTCP state, owned and interpreted by the connection ---
-        self.is_join = False
-        self.local_nonce = 0
-        self.remote_nonce = 0
-        self.local_address_id = 0
-        self.remote_address_id = 0
-        self.backup_local = False
-        self.backup_remote = False
-        self.fully_established = False  # MPTCP: the peer is known to have our keys/HMAC
-        self.data_ready = False  # the scheduler may put data on it
-        self.mptcp = False  # options negotiated on this subflow
-        self.data_ack_seen = False
-        self.segment_had_data_ack = False  # the segment being processed carried a data ACK
-        self.segment_had_mptcp_option = False  # ... or any MPTCP option at all
-        self.acked_unconfirmed: deque[tuple[int, int]] = deque()  # (dsn, len) not data-acked
-        self.dss_seen = False
-        # an RTO fired with no progress since: the scheduler avoids it while another
-        # subflow works (Linux mptcp_subflow_context.stale); set and cleared by the owner
-        self.stale = False
-        self.send_mp_capable_syn = True
+        # --- set by the layer above, meaningful to TCP ---
+        self.reserved_option_bytes = 0  # option bytes every data segment carries (a DSS)
+        self.resend_ack_on_timeout = False  # RTO with nothing outstanding resends a pure ACK
+        self.is_passive = False
+        self.synack_due = False  # a retransmitted SYN arrived: send the SYN/ACK again
         self.bytes_sent = 0
         self.bytes_received = 0
         self.bytes_retrans = 0  # payload bytes sent again (tcpi_bytes_retrans)
         self.total_retrans = 0  # segments sent again (tcpi_total_retrans)
         self.close_reason: str | None = None
-        self.is_passive = False
-        self.option_overhead = 0  # MPTCP option bytes reserved on data segments
-        self.pending_prio: bool | None = None  # MP_PRIO to send on this subflow
-        self.rx = None  # testbed.mptcp.mapping.MappingReceiver, attached by the connection
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -188,12 +181,8 @@ class Subflow:
         """Payload bytes per segment: the smaller MSS, less the options every data segment
         carries (timestamps, and the DSS the connection reserves), padded to 4 bytes, so
         that header + options + payload never exceed the path MTU the MSS came from."""
-        options = (10 if self.ts_ok else 0) + self.option_overhead
+        options = (10 if self.ts_ok else 0) + self.reserved_option_bytes
         return min(self.config.mss, self.peer_mss) - ((options + 3) & ~3)
-
-    @property
-    def backup(self) -> bool:
-        return self.backup_local or self.backup_remote
 
     @property
     def is_closed(self) -> bool:
@@ -250,9 +239,9 @@ class Subflow:
         return (int(now * 1000) + self.ts_offset) & MASK32
 
     # ------------------------------------------------------------------ output
-    def _emit(self, flags: int, seq_offset: int, options: list[TcpOption],
+    def _emit(self, flags: int, seq_offset: int, options: list[TcpOption], window: int,
               payload: bytes = b"", *, ack: bool = True) -> None:
-        window = self._window_field(flags & SYN)
+        window = self._window_field(window, flags & SYN)
         # positional (src_port, dst_port, seq, ack, flags, window, options, payload): the
         # hottest constructor of the stack, and keyword passing costs measurably more
         segment = TcpSegment(self.local_port, self.remote_port, (self.iss + seq_offset) & MASK32,
@@ -264,8 +253,8 @@ class Subflow:
             self.unacked_segments = 0
             self.delack_deadline = None
 
-    def _window_field(self, syn: int) -> int:
-        window = max(0, self.owner.receive_window(self))
+    def _window_field(self, window: int, syn: int) -> int:
+        window = max(0, window)
         if syn:
             field = min(window, 0xFFFF)
             self.rcv_adv_end = max(self.rcv_adv_end, self.rcv.next + field)
@@ -308,14 +297,15 @@ class Subflow:
                        for s, e in self.rcv.ranges(count))
         options.append(Sack(blocks))
 
-    def send_ack(self, now: float) -> None:
-        """A pure ACK now (carrying whatever MPTCP signal the owner has pending)."""
-        options = self._base_options(now)
-        options.extend(self.owner.ack_options(self, self._budget()))
-        self._add_sack(options)
-        self._emit(ACK, self.snd_nxt, options)
+    def send_ack(self, now: float, options: OptionProvider) -> None:
+        """A pure ACK now (carrying whatever the provider has pending for it)."""
+        tcp_options = self._base_options(now)
+        tcp_options.extend(options.ack_options(self._budget()))
+        self._add_sack(tcp_options)
+        self._emit(ACK, self.snd_nxt, tcp_options, options.receive_window())
 
-    def _syn_options(self, now: float, synack: bool) -> list[TcpOption]:
+    def _syn_options(self, now: float, synack: bool,
+                     provider: OptionProvider) -> list[TcpOption]:
         config = self.config
         options: list[TcpOption] = [MaximumSegmentSize(config.mss)]
         if config.sack and (not synack or self.sack_ok):
@@ -324,23 +314,24 @@ class Subflow:
             options.append(Timestamps(self._tsval(now), self.ts_recent if synack else 0))
         if config.window_scaling and (not synack or self.peer_window_shift >= 0):
             options.append(WindowScale(self.our_window_shift))
-        options.extend(self.owner.handshake_options(self))
+        options.extend(provider.handshake_options())
         return options
 
     # ------------------------------------------------------------------ open
-    def open_active(self, now: float) -> None:
+    def open_active(self, now: float, options: OptionProvider) -> None:
         """Send the SYN (client side)."""
         self._set_state(TcpEvent.ACTIVE_OPEN)
         self.our_window_shift = self.config.window_shift
         self.snd_nxt = 1
-        self._send_syn(now)
+        self._send_syn(now, options)
 
-    def _send_syn(self, now: float) -> None:
+    def _send_syn(self, now: float, options: OptionProvider) -> None:
         self.syn_transmissions += 1
-        self._emit(SYN, 0, self._syn_options(now, synack=False), ack=False)
+        self._emit(SYN, 0, self._syn_options(now, False, options), options.receive_window(),
+                   ack=False)
         self.rto_deadline = now + self.rtt.rto
 
-    def open_passive(self, syn: TcpSegment, now: float) -> None:
+    def open_passive(self, syn: TcpSegment, now: float, options: OptionProvider) -> None:
         """Answer a SYN that arrived on a listening port with a SYN/ACK."""
         self._set_state(TcpEvent.PASSIVE_OPEN)
         self.irs = syn.seq
@@ -348,13 +339,14 @@ class Subflow:
         self.our_window_shift = self.config.window_shift if self.peer_window_shift >= 0 else 0
         if self.peer_window_shift < 0:
             self.peer_window_shift = 0
+        self.is_passive = True
         self.snd_wnd = syn.window
         self.snd_nxt = 1
-        self._send_synack(now)
+        self._send_synack(now, options)
 
-    def _send_synack(self, now: float) -> None:
+    def _send_synack(self, now: float, options: OptionProvider) -> None:
         self.syn_transmissions += 1
-        self._emit(SYN | ACK, 0, self._syn_options(now, synack=True))
+        self._emit(SYN | ACK, 0, self._syn_options(now, True, options), options.receive_window())
         self.rto_deadline = now + self.rtt.rto
 
     def _read_syn_options(self, segment: TcpSegment) -> None:
@@ -374,39 +366,54 @@ class Subflow:
                 self.ts_recent = option.tsval  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ input
-    def receive(self, segment: TcpSegment, now: float) -> None:
-        """Process one arriving segment addressed to this subflow's four-tuple."""
+    def receive(self, segment: TcpSegment, now: float) -> SegmentReceived:
+        """Process one arriving segment addressed to this subflow's four-tuple and say what
+        it did. Replies it makes due (ACKs, retransmissions) wait for `send_due`."""
+        received = SegmentReceived(segment)
         flags = segment.flags
         if flags & RST:
-            self._receive_rst(segment, now)
-            return
+            self._receive_rst(segment, now, received)
+            return received
         state = self.state
         if state is TcpState.SYN_SENT:
-            self._receive_in_syn_sent(segment, now)
-            return
+            self._receive_in_syn_sent(segment, now, received)
+            return received
         if state is TcpState.CLOSED:
-            return
+            return received
         if flags & SYN:
-            self._receive_syn_when_synchronized(segment, now)
-            return
+            self._receive_syn_when_synchronized(segment)
+            received.reply_due = True
+            return received
         if not flags & ACK:
-            return
+            return received
         if state is TcpState.SYN_RECEIVED:
             ack_offset = self._snd_offset(segment.ack)
             if ack_offset != 1:
                 self._send_rst_for(segment)
-                return
-            self.owner.on_third_ack(self, segment)
+                return received
+            received.opening_step = OpeningStep.THIRD_ACK
             self._set_state(TcpEvent.RECV_ACK_OF_SYN)
-            self._process_ack(segment, now)
-            self.owner.on_established(self, now)
-        else:
-            self._process_ack(segment, now)
+        self._process_ack(segment, now, received)
+        if self.state is TcpState.CLOSED:
+            return received
+        self._process_data(segment, now, received)
+        received.reply_due = self.ack_pending or self.scoreboard.lost_count > 0
+        return received
+
+    def send_due(self, now: float, options: OptionProvider) -> None:
+        """Send what processing received segments made due: a SYN/ACK again, lost segments
+        again (as far as the congestion window allows), and the ACK."""
         if self.state is TcpState.CLOSED:
             return
-        self._process_data(segment, now)
+        if self.synack_due:
+            self.synack_due = False
+            self._send_synack(now, options)
+        if self.scoreboard.lost_count:
+            self._retransmit_lost(now, options)
+        if self.ack_pending:
+            self.send_ack(now, options)
 
-    def _receive_rst(self, segment: TcpSegment, now: float) -> None:
+    def _receive_rst(self, segment: TcpSegment, now: float, received: SegmentReceived) -> None:
         if self.state is TcpState.SYN_SENT:
             if not segment.flags & ACK or self._snd_offset(segment.ack) != 1:
                 return
@@ -417,10 +424,12 @@ class Subflow:
             if not self.rcv.next <= offset <= max(self.rcv_adv_end, self.rcv.next + 1):
                 return  # RFC 5961: only an in-window RST resets
         self._set_state(TcpEvent.RECV_RST)
-        self.owner.on_rst(self, segment, now)
-        self._terminate("reset", now)
+        received.rst = True
+        if self._terminate("reset"):
+            received.closed_reason = "reset"
 
-    def _receive_in_syn_sent(self, segment: TcpSegment, now: float) -> None:
+    def _receive_in_syn_sent(self, segment: TcpSegment, now: float,
+                             received: SegmentReceived) -> None:
         flags = segment.flags
         if not flags & ACK or not flags & SYN:
             return  # simultaneous open is not supported
@@ -442,18 +451,17 @@ class Subflow:
             self.cc.on_rtt_measurement(now=now, smoothed_rtt=self.rtt.srtt or 0.0)
         self.rto_deadline = None
         self._set_state(TcpEvent.RECV_SYNACK)
-        self.owner.on_synack(self, segment)  # may raise RemoteProtocolError
-        self.owner.on_established(self, now)
-        self.send_ack(now)
+        received.opening_step = OpeningStep.SYNACK
+        self.ack_pending = received.reply_due = True  # the third ACK
 
-    def _receive_syn_when_synchronized(self, segment: TcpSegment, now: float) -> None:
+    def _receive_syn_when_synchronized(self, segment: TcpSegment) -> None:
         """A retransmitted SYN (our SYN/ACK was lost) or SYN/ACK (our third ACK was lost)."""
         if self.state is TcpState.SYN_RECEIVED and not segment.flags & ACK:
             if segment.seq == self.irs:
-                self._send_synack(now)
+                self.synack_due = True
             return
         if segment.flags & ACK and segment.seq == self.irs:
-            self.send_ack(now)
+            self.ack_pending = True
 
     def _send_rst_for(self, segment: TcpSegment) -> None:
         if segment.flags & ACK:
@@ -465,7 +473,7 @@ class Subflow:
                              flags=RST | ACK, window=0)
         self.outbox.append(Packet(src=self.local_address, dst=self.remote_address, tcp=tcp))
 
-    def _process_ack(self, segment: TcpSegment, now: float) -> None:
+    def _process_ack(self, segment: TcpSegment, now: float, received: SegmentReceived) -> None:
         ack = self._snd_offset(segment.ack)
         if ack > self.snd_nxt:
             self.ack_pending = True  # acks something never sent: answer with an ACK
@@ -486,9 +494,8 @@ class Subflow:
             self.snd_wnd = window
             self.snd_wl1 = seg_offset
             self.snd_wl2 = ack
-        self.owner.on_segment_options(self, segment, seg_offset, now)
-        if self.state is TcpState.CLOSED:
-            return
+        received.options_apply = True
+        received.offset = seg_offset
         scoreboard = self.scoreboard
         sack_newly = 0
         if self.sack_ok and scoreboard.first() is not None:
@@ -498,7 +505,7 @@ class Subflow:
                           for left, right in sack.blocks]  # type: ignore[union-attr]
                 sack_newly = scoreboard.apply_sack(blocks)
         if ack > self.snd_una:
-            self._on_new_ack(ack, now)
+            self._on_new_ack(ack, now, received)
         elif (ack == self.snd_una and self.snd_nxt > self.snd_una and not segment.payload
               and not segment.flags & FIN and (not window_changed or sack_newly)):
             self.dupacks += 1
@@ -506,10 +513,8 @@ class Subflow:
             return
         if sack_newly or self.dupacks >= self.config.dupack_threshold:
             self._detect_loss(now)
-        if scoreboard.lost_count:
-            self._retransmit_lost(now)
 
-    def _on_new_ack(self, ack: int, now: float) -> None:
+    def _on_new_ack(self, ack: int, now: float, received: SegmentReceived) -> None:
         acked_bytes = ack - self.snd_una
         done = self.scoreboard.acknowledge(ack)
         self.snd_una = ack
@@ -535,9 +540,10 @@ class Subflow:
             if self.state is TcpState.TIME_WAIT:
                 self.timewait_deadline = now + self.config.time_wait_s
             elif self.state is TcpState.CLOSED:
-                self._terminate("closed", now)
+                if self._terminate("closed"):
+                    received.closed_reason = "closed"
                 return
-        self.owner.on_subflow_acked(self, done, now)
+        received.acked = done
 
     def _detect_loss(self, now: float) -> None:
         if self.snd_nxt == self.snd_una:
@@ -555,22 +561,20 @@ class Subflow:
             self.recovery_point = self.snd_nxt
             self.cc.on_packets_lost(now=now, lost_bytes=sum(s.length for s in lost))
 
-    def _retransmit_lost(self, now: float) -> None:
+    def _retransmit_lost(self, now: float, options: OptionProvider) -> None:
         scoreboard = self.scoreboard
         while scoreboard.pipe < self.cc.cwnd:
             segment = scoreboard.next_lost()
             if segment is None:
                 return
-            self._transmit(segment, now, retransmission=True)
+            self._transmit(segment, now, options, retransmission=True)
 
-    def _process_data(self, segment: TcpSegment, now: float) -> None:
+    def _process_data(self, segment: TcpSegment, now: float, received: SegmentReceived) -> None:
         payload = segment.payload
         fin = segment.flags & FIN
         if not payload and not fin:
             if self._rcv_offset(segment.seq) < self.rcv.next:
                 self.ack_pending = True  # an old sequence number: a window probe
-            if self.ack_pending:
-                self.send_ack(now)
             return
         offset = self._rcv_offset(segment.seq)
         rcv = self.rcv
@@ -578,7 +582,7 @@ class Subflow:
         if state is not TcpState.ESTABLISHED and state not in RECEIVE_OPEN:
             if fin and state is TcpState.TIME_WAIT:
                 self.timewait_deadline = now + self.config.time_wait_s
-            self.send_ack(now)
+            self.ack_pending = True
             return
         if payload:
             end = offset + len(payload)
@@ -592,13 +596,12 @@ class Subflow:
             data = rcv.add(offset, payload) if payload else b""
             if data:
                 self.bytes_received += len(data)
-                self.owner.on_subflow_data(self, start, data, now)
-                if self.state is TcpState.CLOSED:
-                    return
+                received.data_offset = start
+                received.data = data
             if fin:
                 self.peer_fin_offset = offset + len(segment.payload)
             if not was_in_order or had_holes or not data:
-                self.send_ack(now)  # out of order, filling a hole, or a duplicate
+                self.ack_pending = True  # out of order, filling a hole, or a duplicate
             else:
                 self.unacked_segments += 1
                 if self.unacked_segments >= 2:
@@ -613,36 +616,34 @@ class Subflow:
             self._set_state(TcpEvent.RECV_FIN)
             if self.state is TcpState.TIME_WAIT:
                 self.timewait_deadline = now + self.config.time_wait_s
-            self.send_ack(now)
-            self.owner.on_fin(self, now)
-            return
-        if self.ack_pending:
-            self.send_ack(now)
+            self.ack_pending = True
+            received.fin = True
 
     # ------------------------------------------------------------------ send
-    def send_data(self, payload: bytes, dsn: int | None, now: float, *,
-                  epoch: int = 0) -> SentSegment:
+    def send_data(self, payload: bytes, dsn: int | None, now: float, options: OptionProvider,
+                  rewind_count: int = 0) -> SentSegment:
         """Queue and transmit one segment of new data (at most `mss` bytes)."""
         start = self.snd_nxt
         segment = SentSegment(start=start, end=start + len(payload), payload=payload, dsn=dsn,
-                              sent_at=now, epoch=epoch)
+                              sent_at=now, rewind_count=rewind_count)
         self.snd_nxt = segment.end
         self.scoreboard.add(segment)
-        self._transmit(segment, now, retransmission=False)
+        self._transmit(segment, now, options, retransmission=False)
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
         return segment
 
-    def _transmit(self, segment: SentSegment, now: float, *, retransmission: bool) -> None:
+    def _transmit(self, segment: SentSegment, now: float, provider: OptionProvider, *,
+                  retransmission: bool) -> None:
         if retransmission:
             self.scoreboard.on_retransmit(segment, now)
             self.total_retrans += 1
             self.bytes_retrans += len(segment.payload)
         options = self._base_options(now)
         if segment.payload:
-            options.extend(self.owner.data_options(self, segment, self._budget()))
+            options.extend(provider.data_options(segment, self._budget()))
         else:
-            options.extend(self.owner.ack_options(self, self._budget()))
+            options.extend(provider.ack_options(self._budget()))
         if self.rcv.buffered:
             self._add_sack(options)
         flags = ACK
@@ -651,17 +652,17 @@ class Subflow:
             self.bytes_sent += len(segment.payload)
         if segment.fin:
             flags |= FIN
-        self._emit(flags, segment.start, options, segment.payload)
+        self._emit(flags, segment.start, options, provider.receive_window(), segment.payload)
 
-    def close(self, now: float) -> None:
-        """Send our FIN after whatever data is queued (the subflow's half-close)."""
+    def close(self, now: float, options: OptionProvider) -> str | None:
+        """Send our FIN after whatever data is queued (the subflow's half-close). Returns
+        the close reason when this closed the subflow outright (before it was open)."""
         if self.state in (TcpState.CLOSED, TcpState.SYN_SENT):
             self._set_state(TcpEvent.CLOSE)
-            self._terminate("closed", now)
-            return
+            return "closed" if self._terminate("closed") else None
         if self.fin_offset is not None or self.state not in (
                 TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.SYN_RECEIVED):
-            return
+            return None
         self._set_state(TcpEvent.CLOSE)
         start = self.snd_nxt
         segment = SentSegment(start=start, end=start + 1, payload=b"", dsn=None, fin=True,
@@ -669,94 +670,102 @@ class Subflow:
         self.fin_offset = start
         self.snd_nxt = start + 1
         self.scoreboard.add(segment)
-        self._transmit(segment, now, retransmission=False)
+        self._transmit(segment, now, options, retransmission=False)
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rtt.rto
+        return None
 
-    def reset(self, now: float, options: list[TcpOption] | None = None,
-              reason: str = "reset") -> None:
-        """Abort: send a RST (with the owner's MP_TCPRST/MP_FASTCLOSE options) and close."""
+    def reset(self, window: int, rst_options: list[TcpOption] | None = None,
+              reason: str = "reset") -> str | None:
+        """Abort: send a RST (carrying `rst_options`, e.g. MP_TCPRST) and close. Returns
+        the close reason when this closed the subflow (None when it was closed already)."""
         if self.state is TcpState.CLOSED:
-            return
+            return None
         if self.state is not TcpState.SYN_SENT:
-            self._emit(RST | ACK, self.snd_nxt, list(options or []))
+            self._emit(RST | ACK, self.snd_nxt, list(rst_options or []), window)
         self._set_state(TcpEvent.ABORT)
-        self._terminate(reason, now)
+        return reason if self._terminate(reason) else None
 
-    def _terminate(self, reason: str, now: float) -> None:
+    def _terminate(self, reason: str) -> bool:
+        """Close for good; True the first time (the close the layer above must learn of)."""
         self.state = TcpState.CLOSED
         self.rto_deadline = self.delack_deadline = self.probe_deadline = None
         self.timewait_deadline = None
         if self.close_reason is None:
             self.close_reason = reason
             self.cc.close()
-            self.owner.on_closed(self, reason, now)
+            return True
+        return False
 
     def arm_probe(self, now: float) -> None:
         """Start zero-window probing (the persist timer) if it is not running."""
         if self.probe_deadline is None:
             self.probe_deadline = now + self.rtt.rto * self.probe_backoff
 
+    def resend_ack_until_answered(self, now: float) -> None:
+        """Repeat the last pure ACK on every RTO until `stop_resending_ack` (an MP_JOIN
+        initiator's third ACK, which is acknowledged only by the peer's fourth)."""
+        self.resend_ack_on_timeout = True
+        self.rto_deadline = now + self.rtt.rto
+
+    def stop_resending_ack(self) -> None:
+        self.resend_ack_on_timeout = False
+        if self.snd_nxt == self.snd_una:
+            self.rto_deadline = None
+
     # ------------------------------------------------------------------ timers
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float, options: OptionProvider) -> str | None:
+        """Act on the deadlines that passed. Returns the close reason when the subflow
+        closed (TIME_WAIT over, handshake or retransmission timeout)."""
         if self.timewait_deadline is not None and now >= self.timewait_deadline:
             self.timewait_deadline = None
             self._set_state(TcpEvent.TIMEOUT_2MSL)
-            self._terminate("closed", now)
-            return
+            return "closed" if self._terminate("closed") else None
         if self.delack_deadline is not None and now >= self.delack_deadline:
             self.delack_deadline = None
-            self.send_ack(now)
+            self.send_ack(now, options)
         if self.probe_deadline is not None and now >= self.probe_deadline:
             self.probe_backoff = min(self.probe_backoff * 2, 64)
             self.probe_deadline = None
             if self.window_limited():
                 # window probe: an old sequence number forces the peer to answer with its
                 # current window (Linux tcp_xmit_probe_skb)
-                options = self._base_options(now)
-                self._emit(ACK, self.snd_una - 1, options)
+                self._emit(ACK, self.snd_una - 1, self._base_options(now),
+                           options.receive_window())
                 self.arm_probe(now)
         if self.rto_deadline is not None and now >= self.rto_deadline:
             self.rto_deadline = None
-            self._on_rto(now)
+            return self._on_rto(now, options)
+        return None
 
-    def _on_rto(self, now: float) -> None:
+    def _on_rto(self, now: float, options: OptionProvider) -> str | None:
         self.rtt.on_timeout()
-        if self.state is TcpState.SYN_SENT:
+        if self.state is TcpState.SYN_SENT or self.state is TcpState.SYN_RECEIVED:
             if self.syn_transmissions > self.config.syn_retries:
                 self._set_state(TcpEvent.ABORT)
-                self._terminate("timeout", now)
-                return
-            self._send_syn(now)
-            return
-        if self.state is TcpState.SYN_RECEIVED:
-            if self.syn_transmissions > self.config.syn_retries:
-                self._set_state(TcpEvent.ABORT)
-                self._terminate("timeout", now)
-                return
-            self._send_synack(now)
-            return
+                return "timeout" if self._terminate("timeout") else None
+            if self.state is TcpState.SYN_SENT:
+                self._send_syn(now, options)
+            else:
+                self._send_synack(now, options)
+            return None
         first = self.scoreboard.first()
         if first is None:
-            if not self.fully_established and self.is_join and not self.is_passive:
-                self.send_ack(now)  # resend the MP_JOIN third ACK until the fourth arrives
+            if self.resend_ack_on_timeout:
+                self.send_ack(now, options)
                 self.rto_deadline = now + self.rtt.rto
-            return
+            return None
         self.retransmit_count += 1
         if self.retransmit_count > self.config.max_retransmits:
-            self.reset(now, reason="timeout")
-            return
+            return self.reset(options.receive_window(), reason="timeout")
         self.cc.on_retransmission_timeout(now=now)
         self.scoreboard.mark_all_lost()
         self.in_recovery = True
         self.recovery_point = self.snd_nxt
         self.dupacks = 0
-        self._transmit(first, now, retransmission=True)
+        self._transmit(first, now, options, retransmission=True)
         self.rto_deadline = now + self.rtt.rto
-
-    def flush_acks(self, now: float) -> None:
-        if self.ack_pending:
-            self.send_ack(now)
+        return None
 
     def take_output(self) -> list[Packet]:
         out = self.outbox

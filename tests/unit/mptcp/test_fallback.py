@@ -114,7 +114,7 @@ def test_checksum_failure_with_two_subflows_resets_that_subflow() -> None:
 def _forged_ack(pair: Pair, server_side_conn, key: int) -> Packet:
     """An in-window ACK from the client to the server carrying MP_FASTCLOSE(key)."""
     from testbed.wire.types import ACK, MpFastclose, TcpSegment
-    client_subflow = pair.client.connections[0].subflows[0]
+    client_subflow = pair.client.connections[0].live_subflows[0].tcp
     return Packet(src=client_subflow.local_address, dst=client_subflow.remote_address,
                   tcp=TcpSegment(src_port=client_subflow.local_port,
                                  dst_port=client_subflow.remote_port,
@@ -194,7 +194,7 @@ def test_unmapped_data_on_the_initial_subflow_after_joins_resets_only_that_subfl
     tamper.now = lambda: pair.now
     client, server = _open(pair, warm=True)
     pair.run(0.3)
-    assert len(client.subflows) == 2 and not server.allow_infinite_fallback
+    assert len(client.live_subflows) == 2 and not server.fallback.allow_infinite_fallback
     data = _payload(300_000)
     got = transfer(pair, client, server, data)
     assert got == data

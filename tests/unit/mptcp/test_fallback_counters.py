@@ -75,4 +75,4 @@ def test_join_with_mp_join_stripped_is_counted_tried_and_reset() -> None:
     assert client.counters["MPRstTx"] == 1 and client.counters["MPJoinSynAckRx"] == 0
     assert client.mode == "mptcp"
     assert client.stats()["outcome"] == "subflow-rejected"
-    assert [s for s in client.subflows if not s.is_closed and s.is_join] == []
+    assert [s for s in client.live_subflows if not s.tcp.is_closed and s.is_join] == []

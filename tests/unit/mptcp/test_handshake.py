@@ -64,7 +64,7 @@ def test_client_keeps_mp_capable_on_acks_until_server_dss() -> None:
     pair = Pair()
     client = pair.connect()
     pair.run_until(lambda: _established(pair), 1.0)
-    client_subflow = client.subflows[0]
+    client_subflow = client.live_subflows[0]
     assert not client_subflow.fully_established
     server = pair.server_connection()
     server.send(b"hello")
@@ -171,8 +171,8 @@ def test_mp_join_both_roles_and_fourth_ack() -> None:
     assert len(pair.sent_options("c2s", MpJoinAck)) == 1
     assert server.counters["MPJoinSynRx"] == 1 and server.counters["MPJoinAckRx"] == 1
     assert client.counters["MPJoinSynAckRx"] == 1
-    assert [s.state for s in client.subflows] == [TcpState.ESTABLISHED] * 2
-    join = client.subflows[1]
+    assert [s.tcp.state for s in client.live_subflows] == [TcpState.ESTABLISHED] * 2
+    join = client.live_subflows[1]
     assert join.is_join and join.fully_established and join.data_ready
     assert "SubflowEstablished" in pair.event_types("server")
 
@@ -189,9 +189,9 @@ def test_join_not_usable_until_fourth_ack() -> None:
     dropped: list[Packet] = []
     pair = _two_path_pair(tamper=drop_fourth_ack)
     client, _ = _open(pair, warm=True)
-    pair.run_until(lambda: len(client.subflows) == 2 and client.subflows[1].state
+    pair.run_until(lambda: len(client.live_subflows) == 2 and client.live_subflows[1].tcp.state
                    is TcpState.ESTABLISHED, 1.0)
-    join = client.subflows[1]
+    join = client.live_subflows[1]
     assert not join.data_ready
     pair.run_until(lambda: join.data_ready, 5.0)
     # the initiator resent its third ACK (with MP_JOIN) on its retransmission timer
@@ -214,7 +214,7 @@ def test_forged_join_ack_hmac_is_rejected() -> None:
     assert server.counters["MPJoinAckRx"] == 0
     resets = [p for _, d, p in pair.sent if d == "s2c" and p.tcp.flags & RST]
     assert resets and resets[0].tcp.find(MpTcpRst).reason == 1
-    assert len([s for s in server.subflows if not s.is_closed]) == 1
+    assert len([s for s in server.live_subflows if not s.tcp.is_closed]) == 1
     assert client.mode == "mptcp" and client.stats()["outcome"] == "subflow-rejected"
 
 
@@ -230,7 +230,7 @@ def test_forged_synack_hmac_is_rejected_by_initiator() -> None:
     client, _ = _open(pair, warm=True)
     pair.run(1.0)
     assert client.counters["MPJoinSynAckHMacFailure"] == 1
-    assert len(client.subflows) == 1
+    assert len(client.live_subflows) == 1
 
 
 def test_join_with_unknown_token_gets_rst_with_reason() -> None:
@@ -263,7 +263,7 @@ def test_join_stripped_leaves_connection_on_initial_subflow() -> None:
 def test_syn_timer_values_and_state_sequence() -> None:
     pair = Pair(tamper=lambda packet, where: [] if where == "c2s" else [packet])
     client = pair.connect()
-    subflow = client.subflows[0]
+    subflow = client.live_subflows[0].tcp
     assert subflow.state is TcpState.SYN_SENT
     assert pair.client.get_timer() == 1.0  # RFC 6298 initial RTO
     pair.collect()
@@ -280,7 +280,7 @@ def test_server_state_sequence_through_handshake() -> None:
     pair = Pair()
     pair.connect()
     pair.step()  # SYN reaches the server
-    server_subflow = pair.server.connections[0].subflows[0]
+    server_subflow = pair.server.connections[0].live_subflows[0].tcp
     assert server_subflow.state is TcpState.SYN_RECEIVED
     assert pair.server.get_timer() == 0.010 + 1.0  # SYN/ACK retransmission deadline
     pair.run_until(lambda: server_subflow.state is TcpState.ESTABLISHED, 1.0)

@@ -43,9 +43,9 @@ def test_add_addr_is_echoed_and_client_meshes_to_it() -> None:
     assert echoes[0].address_id == announced[0].address_id and echoes[0].hmac is None
     assert client.counters["AddAddr"] == 1 and server.counters["EchoAdd"] == 1
     assert "AddressAnnounced" in pair.event_types("client")
-    remotes = sorted(s.remote_address for s in client.subflows)
+    remotes = sorted(s.tcp.remote_address for s in client.live_subflows)
     assert remotes == ["10.0.1.1", "10.0.1.2"]  # fullmesh client joined the new address
-    assert server.announced == {}
+    assert server.signalling.announced == {}
 
 
 def test_unechoed_add_addr_is_retransmitted_after_timeout() -> None:
@@ -76,7 +76,7 @@ def test_add_addr_with_bad_hmac_is_dropped() -> None:
     client, _ = _open(pair, warm=True)
     pair.run(0.5)
     assert client.counters["AddAddrDrop"] == 1 and client.counters["AddAddr"] == 0
-    assert len(client.subflows) == 1
+    assert len(client.live_subflows) == 1
 
 
 def test_remove_addr_closes_subflows_and_reinjects() -> None:
@@ -91,7 +91,7 @@ def test_remove_addr_closes_subflows_and_reinjects() -> None:
                 client_config=StackConfig(scheduler="round_robin"))
     client, server = _open(pair, warm=True)
     pair.run(0.2)
-    assert len(client.subflows) == 2
+    assert len(client.live_subflows) == 2
     data = _payload(400_000)
     client.send(data)
     pair.run(0.05)
@@ -102,7 +102,7 @@ def test_remove_addr_closes_subflows_and_reinjects() -> None:
     assert bytes(got) == data
     assert server.counters["RmAddr"] == 1
     assert client.counters["Reinjected"] >= 1
-    assert [s.local_address for s in client.subflows] == ["10.0.0.1"]
+    assert [s.tcp.local_address for s in client.live_subflows] == ["10.0.0.1"]
     assert pair.sent_options("c2s", RemoveAddr)[0].address_ids == (1,)
 
 
@@ -110,24 +110,24 @@ def test_mp_prio_makes_peer_treat_subflow_as_backup() -> None:
     pair = Pair(client_addresses=TWO_CLIENT)
     client, server = _open(pair, warm=True)
     pair.run(0.2)
-    join = client.subflows[1]
+    join = client.live_subflows[1]
     client.set_backup(join, True, now=pair.now)
     pair.run(0.1)
     assert pair.sent_options("c2s", MpPrio) == [MpPrio(backup=True)]
     assert client.counters["MPPrioTx"] == 1 and server.counters["MPPrioRx"] == 1
-    server_join = next(s for s in server.subflows if s.is_join)
+    server_join = next(s for s in server.live_subflows if s.is_join)
     assert server_join.backup
-    before = server_join.bytes_sent
+    before = server_join.tcp.bytes_sent
     data = _payload(200_000)
     assert transfer(pair, server, client, data) == data
-    assert server_join.bytes_sent == before  # backup unused while the other path works
+    assert server_join.tcp.bytes_sent == before  # backup unused while the other path works
 
 
 def test_backup_used_when_no_regular_subflow_is_usable() -> None:
     pair = Pair(client_addresses=TWO_CLIENT)
     client, _ = _open(pair, warm=True)
     pair.run(0.2)
-    initial, join = client.subflows
+    initial, join = client.live_subflows
     join.backup_local = True
     assert eligible_subflows([initial, join]) == [initial]
     initial.data_ready = False
@@ -138,7 +138,7 @@ def test_stale_subflow_is_skipped_while_another_is_active() -> None:
     pair = Pair(client_addresses=TWO_CLIENT)
     client, _ = _open(pair, warm=True)
     pair.run(0.2)
-    initial, join = client.subflows
+    initial, join = client.live_subflows
     initial.stale = True
     assert eligible_subflows([initial, join]) == [join]
     join.backup_local = True  # a stale regular subflow gives way to an active backup
@@ -181,15 +181,19 @@ def test_scheduler_registry_and_unit_choices() -> None:
     with pytest.raises(ValueError, match="unknown scheduler"):
         create_scheduler("blest")
 
-    class Fake:
+    class FakeTcp:
         def __init__(self, subflow_id: int, srtt: float | None) -> None:
             self.subflow_id = subflow_id
             self.rtt = type("R", (), {"srtt": srtt, "initial_rto": 1.0})()
 
+    class Fake:  # a SubflowContext as far as schedulers look
+        def __init__(self, subflow_id: int, srtt: float | None) -> None:
+            self.tcp = FakeTcp(subflow_id, srtt)
+
     a, b, c = Fake(0, 0.05), Fake(1, 0.01), Fake(2, None)
     assert LowestRttScheduler().select([a, b, c]) == [b]  # type: ignore[list-item]
     rr = RoundRobinScheduler()
-    picks = [rr.select([a, b, c])[0].subflow_id for _ in range(4)]  # type: ignore[list-item]
+    picks = [rr.select([a, b, c])[0].tcp.subflow_id for _ in range(4)]  # type: ignore[list-item]
     assert picks == [0, 1, 2, 0]
 
 
@@ -197,9 +201,9 @@ def test_ndiffports_opens_n_subflows_on_one_address_pair() -> None:
     pair = Pair(client_config=StackConfig(path_manager="ndiffports", ndiffports=3))
     client, server = _open(pair, warm=True)
     pair.run(0.3)
-    assert len(client.subflows) == 3
-    assert {s.local_address for s in client.subflows} == {"10.0.0.1"}
-    assert len({s.local_port for s in client.subflows}) == 3
+    assert len(client.live_subflows) == 3
+    assert {s.tcp.local_address for s in client.live_subflows} == {"10.0.0.1"}
+    assert len({s.tcp.local_port for s in client.live_subflows}) == 3
     assert transfer(pair, client, server, _payload(100_000)) == _payload(100_000)
 
 
@@ -207,13 +211,13 @@ def test_none_and_max_subflows_limit() -> None:
     pair = Pair(client_addresses=TWO_CLIENT, client_config=StackConfig(path_manager="none"))
     client, _ = _open(pair, warm=True)
     pair.run(0.3)
-    assert len(client.subflows) == 1
+    assert len(client.live_subflows) == 1
     pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2", "10.0.0.3"],
                 client_config=StackConfig(max_subflows=2))
     client, _ = _open(pair, warm=True)
     pair.run(0.3)
-    assert len(client.subflows) == 2
-    assert all(s.state is TcpState.ESTABLISHED for s in client.subflows)
+    assert len(client.live_subflows) == 2
+    assert all(s.tcp.state is TcpState.ESTABLISHED for s in client.live_subflows)
 
 
 def test_fullmesh_server_side_refuses_beyond_its_limit() -> None:
@@ -221,7 +225,7 @@ def test_fullmesh_server_side_refuses_beyond_its_limit() -> None:
                 server_config=StackConfig(max_subflows=2))
     client, server = _open(pair, warm=True)
     pair.run(0.5)
-    assert len(server.subflows) == 2
+    assert len(server.live_subflows) == 2
     assert pair.server.counters["MPJoinRejected"] == 1
     assert client.stats()["outcome"] == "subflow-rejected"
 

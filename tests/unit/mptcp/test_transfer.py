@@ -90,7 +90,7 @@ def test_sack_recovery_retransmits_hole_before_rto() -> None:
     # fast retransmit: one RTT (20 ms) after the loss, well before the 200 ms RTO floor
     assert retransmissions[1] - retransmissions[0] < 0.05
     assert any(type(o) is Sack for _, d, p in pair.sent if d == "s2c" for o in p.tcp.options)
-    subflow = client.subflows[0]
+    subflow = client.live_subflows[0].tcp
     assert subflow.cc.ssthresh < float("inf")  # one loss episode halved the window
 
 
@@ -104,7 +104,7 @@ def test_rto_exponential_backoff_values() -> None:
 
     pair = Pair(tamper=drop_data, delay=0.05)
     client, _ = _open(pair)
-    subflow = client.subflows[0]
+    subflow = client.live_subflows[0].tcp
     rto0 = subflow.rtt.rto
     assert rto0 == pytest.approx(0.1 + 4 * 0.05)  # one sample of 100 ms RTT
     black_hole[0] = True
@@ -143,12 +143,12 @@ def test_zero_window_then_window_update() -> None:
     data = _payload(60_000)
     client.send(data)
     pair.run(2.0)  # the server application does not read
-    assert client.snd_data_nxt - client.snd_data_una <= 20_000
+    assert client.data.snd_data_nxt - client.data.snd_data_una <= 20_000
     zero = [p for _, d, p in pair.sent if d == "s2c" and p.tcp.window == 0]
     assert zero, "the receiver never advertised a zero window"
-    stalled_at = client.snd_data_nxt
+    stalled_at = client.data.snd_data_nxt
     pair.run(1.0)
-    assert client.snd_data_nxt == stalled_at  # the sender respects the closed window
+    assert client.data.snd_data_nxt == stalled_at  # the sender respects the closed window
     got = bytearray(server.receive())
     pair.run_until(lambda: got.extend(server.receive()) or len(got) == len(data), 30.0)
     assert bytes(got) == data
@@ -167,23 +167,22 @@ def test_fin_and_time_wait() -> None:
     pair.run(0.5)
     assert "ConnectionClosed" in pair.event_types("client")
     assert "ConnectionClosed" in pair.event_types("server")
-    client_subflow = client.history[0]
+    client_subflow = client.created_subflows[0].tcp
     assert client_subflow.state is TcpState.TIME_WAIT
     # both ends close their subflow after the DATA_FIN exchange (a simultaneous close)
-    assert server.history[0].state in (TcpState.TIME_WAIT, TcpState.CLOSED)
+    assert server.created_subflows[0].tcp.state in (TcpState.TIME_WAIT, TcpState.CLOSED)
     fins = [p for _, _, p in pair.sent if p.tcp.flags & FIN]
     assert len(fins) == 2
     pair.run(5.0)
     assert client_subflow.state is TcpState.CLOSED
-    assert server.history[0].state is TcpState.CLOSED
+    assert server.created_subflows[0].tcp.state is TcpState.CLOSED
     assert pair.client.get_timer() is None and pair.server.get_timer() is None
 
 
 def test_peer_rst_closes_connection() -> None:
     pair = Pair()
     client, server = _open(pair)
-    subflow = server.subflows[0]
-    subflow.reset(pair.now)
+    server.reset_subflow(server.live_subflows[0], pair.now)
     pair.run(0.2)
     assert pair.events["client"][-1].reason == "reset"
     assert client.stats()["outcome"] == "reset"

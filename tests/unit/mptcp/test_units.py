@@ -208,7 +208,7 @@ def test_reassembly_interleaved_runs_keep_exact_sack_ranges() -> None:
 
 
 def test_connection_mode_table_has_no_way_back_from_fallback() -> None:
-    from testbed.mptcp.connection import MODE_TRANSITIONS, next_mode
+    from testbed.mptcp.fallback import MODE_TRANSITIONS, next_mode
 
     assert next_mode("pending", "keys_exchanged") == "mptcp"
     assert next_mode("mptcp", "fallback") == "fallback"
