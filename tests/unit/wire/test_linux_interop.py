@@ -100,6 +100,22 @@ def _missing_tools() -> str | None:
     return None
 
 
+def _wait_until_written(pcap: Path, quiet_s: float = 1.0, limit_s: float = 15.0) -> None:
+    """Wait until tcpdump has written everything it captured: on SIGINT it stops without
+    draining its ring buffer, so on a loaded machine a fixed short sleep lost the last packets
+    (the DATA_FINs). With -U every packet is written as it is read, so a file that has not grown
+    for `quiet_s` holds all of them."""
+    deadline = time.monotonic() + limit_s
+    size, still_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        current = pcap.stat().st_size if pcap.exists() else 0
+        if current != size:
+            size, still_since = current, time.monotonic()
+        elif time.monotonic() - still_since >= quiet_s:
+            return
+        time.sleep(0.1)
+
+
 def _run(*command: str) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=20)
 
@@ -164,7 +180,7 @@ def kernel_capture(
         word, received, sent = client.stdout.split()
         assert word == "received" and received == sent, client.stdout
         server.wait(timeout=10)
-        time.sleep(0.5)
+        _wait_until_written(pcap)
         capture.send_signal(signal.SIGINT)
         capture.wait(timeout=10)
         yield _packets_from(pcap)
