@@ -85,3 +85,12 @@ def congestion_control(netns: str, wanted: str | None) -> str:
         return wanted
     return run_command(["sysctl", "-n", "net.ipv4.tcp_congestion_control"], netns=netns,
                        what=f"reading congestion control in {netns}").stdout.strip()
+
+
+def set_buffer_max(netns: str, max_bytes: int) -> None:
+    """Let TCP autotuning grow socket buffers up to `max_bytes` (per namespace since Linux
+    4.15): the receive window, and so goodput on a long fat path, is bounded by tcp_rmem's
+    maximum, and the sender's unacknowledged data by tcp_wmem's."""
+    run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_rmem=4096 131072 {max_bytes}",
+                 f"net.ipv4.tcp_wmem=4096 16384 {max_bytes}"], netns=netns,
+                what=f"TCP buffer limits in {netns}")

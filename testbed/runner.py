@@ -292,6 +292,8 @@ def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
     for endpoint, subflow_eps, signal_eps in ((plan.client, client_subflows, []),
                                               (plan.server, [], server_signals)):
         ns = net.netns(endpoint.host)
+        if spec.traffic.kernel_buffer_max_bytes is not None and endpoint.stack != "python":
+            kernel_mptcp.set_buffer_max(ns, spec.traffic.kernel_buffer_max_bytes)
         if endpoint.stack == "tcp":
             kernel_mptcp.disable(ns)
         else:

@@ -81,6 +81,10 @@ class TrafficSpec:
     sample_ms: float = 50.0
     timeout_s: float = 60.0
     congestion_control: str | None = None  # kernel endpoints' TCP CC; None = the machine's default
+    # the largest socket buffer kernel endpoints may autotune to (tcp_rmem/tcp_wmem max, set in
+    # both endpoint namespaces); None = the kernel's default (6 MiB receive, 4 MiB send), which
+    # caps goodput on long fat paths below the link rate
+    kernel_buffer_max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
 
     tr = _table(top["traffic"], f"{source}: [traffic]", {
         "bytes": int, "seconds": float, "direction": str, "port": int, "sample_ms": float,
-        "timeout_s": float, "congestion_control": str,
+        "timeout_s": float, "congestion_control": str, "kernel_buffer_max_bytes": int,
     })
     if tr.get("congestion_control", "cubic") not in KERNEL_CONGESTION_CONTROLS:
         raise SpecError(f"{source}: [traffic].congestion_control {tr['congestion_control']!r} is not one of "
@@ -200,12 +204,15 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         raise SpecError(f"{source}: [traffic].port must be 1..65535")
     if not 10 <= tr.get("sample_ms", 50) <= 100:
         raise SpecError(f"{source}: [traffic].sample_ms must be 10..100 (bins are at most 100 ms)")
+    if not 65536 <= tr.get("kernel_buffer_max_bytes", 65536) <= 1 << 30:
+        raise SpecError(f"{source}: [traffic].kernel_buffer_max_bytes must be 65536..1073741824")
     seconds = float(tr["seconds"]) if "seconds" in tr else None
     traffic = TrafficSpec(
         bytes=tr.get("bytes"), seconds=seconds, direction=tr.get("direction", "upload"),
         port=tr.get("port", 5201), sample_ms=float(tr.get("sample_ms", 50.0)),
         timeout_s=float(tr.get("timeout_s", max(60.0, (seconds or 0) * 3))),
         congestion_control=tr.get("congestion_control"),
+        kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
     )
 
     mp = _table(top.get("mptcp", {}), f"{source}: [mptcp]", {

@@ -114,3 +114,11 @@ def test_python_stack_config_is_validated_before_any_run() -> None:
     with pytest.raises(SpecError, match="only python endpoints"):
         parse_spec(base_spec(endpoints=[{"role": "server", "stack": "kernel", "stack_config": {"mss": 1000}},
                                         {"role": "client", "stack": "kernel"}]))
+
+
+def test_kernel_buffer_limit_is_read_and_bounded() -> None:
+    spec = parse_spec(base_spec(traffic={"seconds": 5, "kernel_buffer_max_bytes": 33554432}))
+    assert spec.traffic.kernel_buffer_max_bytes == 33554432
+    assert parse_spec(base_spec(traffic={"seconds": 5})).traffic.kernel_buffer_max_bytes is None
+    with pytest.raises(SpecError, match="kernel_buffer_max_bytes must be 65536"):
+        parse_spec(base_spec(traffic={"seconds": 5, "kernel_buffer_max_bytes": 1000}))
