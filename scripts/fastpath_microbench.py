@@ -32,12 +32,17 @@ import sys
 import timeit
 from collections.abc import Callable
 
-from middleboxes.contract import Direction, MiddleboxCounters
 from middleboxes.registry import build_middlebox
 from testbed.inline.fastpath import RawOptionStrip
 from testbed.inline.pipeline import MiddleboxPipeline, wire_codec
 from testbed.mptcp.driver.ack_coalesce import coalesce_pure_acks
 from testbed.mptcp.driver.packet_io import PacketIO, PortFilter
+
+try:  # a tree from before issue 11 named the module middleboxes.base (tried first: with
+    # PYTHONPATH pointing at such a tree, the editable install would still find .contract)
+    from middleboxes.base import Direction, MiddleboxCounters  # type: ignore[import-not-found]
+except ImportError:
+    from middleboxes.contract import Direction, MiddleboxCounters
 from testbed.wire import (
     ACK,
     PSH,
