@@ -64,6 +64,7 @@ class KernelImage:
     path: Path
     release: str
     modules_dir: Path
+    fetched: bool = False  # unpacked by `testbed kernels fetch`: the guest must be given its modules
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def fetched_kernel(selector: str, cache: Path | None = None) -> KernelImage:
     if not _has_netem(kernel.modules_dir):
         raise EnvironmentProblem(f"vm: fetched kernel {kernel.release} has no sch_netem module under "
                                  f"{kernel.modules_dir}")
-    return KernelImage(kernel.vmlinuz, kernel.release, kernel.modules_dir)
+    return KernelImage(kernel.vmlinuz, kernel.release, kernel.modules_dir, fetched=True)
 
 
 def choose_kernel(explicit: str | None, boot_dir: Path = Path("/boot"),
@@ -258,9 +259,8 @@ def guest_script(command: Sequence[str], cwd: Path, state_dir: Path, venv_bin: P
 
 
 def _own_modules_tree(kernel: KernelImage) -> Path | None:
-    """A fetched kernel's module tree (outside /lib/modules), which the guest must be given."""
-    own = not kernel.modules_dir.resolve().is_relative_to(Path("/lib/modules").resolve())
-    return kernel.modules_dir if own else None
+    """A fetched kernel's module tree (in the cache, not /lib/modules): the guest must be given it."""
+    return kernel.modules_dir if kernel.fetched else None
 
 
 def plan_guest_script(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -> str:

@@ -229,3 +229,24 @@ def test_cli_reports_bad_selectors_in_one_line(tmp_path: Path) -> None:
 
     assert main(["kernels", "list", "--cache", str(tmp_path)]) == 0
     assert main(["kernels", "fetch", "--cache", str(tmp_path), "six"]) == 2
+
+
+def test_guest_gets_a_fetched_kernels_modules_and_a_short_command_line(tmp_path: Path) -> None:
+    tools = vm.Tools(tmp_path / "vng", tmp_path / "qemu", tmp_path / "busybox")
+    tree = tmp_path / "cache" / "6.12.117+deb13-amd64" / "lib" / "modules" / "6.12.117+deb13-amd64"
+    fetched = vm.KernelImage(tmp_path / "vmlinuz", "6.12.117+deb13-amd64", tree, fetched=True)
+    long_command = ["testbed", "run", "x" * 3000]
+    plan = vm.VmPlan(kernel=fetched, tools=tools, accel="tcg", command=long_command, cwd=tmp_path,
+                     state_dir=tmp_path / "state", cached_mounts=True)
+    script = vm.plan_guest_script(plan)
+    assert f"mount --bind {vm.CACHED_ROOT_MOUNT}{tree} {tree}" in script
+    # the module link virtme-ng put on /lib/modules is set aside and restored around the /usr bind
+    usr_bind = script.index(f"mount --bind {vm.CACHED_ROOT_MOUNT}/usr /usr")
+    assert script.index(f"mount --bind /lib/modules {vm.SAVED_MODULES_MOUNT}") < usr_bind
+    assert script.index(f"mount --bind {vm.SAVED_MODULES_MOUNT} /lib/modules") > usr_bind
+    assert len(vm.build_vng_argv(plan)[-1]) < 200  # the script is a file, not kernel command line
+    plan.cached_mounts = False  # the export is still mounted for the module tree alone
+    assert f"{vm.CACHED_ROOT_TAG} {vm.CACHED_ROOT_MOUNT}" in vm.plan_guest_script(plan)
+    assert any(arg.startswith("--qemu-opts=") for arg in vm.build_vng_argv(plan))
+    plan.kernel = vm.KernelImage(tmp_path / "vmlinuz", "6.1.0-57-amd64", Path("/lib/modules/6.1.0-57-amd64"))
+    assert "/lib/modules" not in vm.plan_guest_script(plan)
