@@ -48,6 +48,7 @@ KVM_PROBE_TIMEOUT_S = 45.0  # a KVM boot takes a few seconds; a hung nested KVM 
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY = "2G"
 EXIT_GUEST_CWD = 125
+EXIT_GUEST_NIC = 124
 PT_INTERP = 3
 INSTALL_HINT = "`make setup` installs it"
 CACHED_ROOT_TAG = "tbcache"
@@ -82,6 +83,18 @@ class AccelChoice:
     reason: str
 
 
+@dataclass(frozen=True)
+class GuestNic:
+    """A virtio NIC on a tap device of the namespace qemu runs in (prototype, issue 14 point 2).
+
+    The guest finds it by MAC, names it `name` and gives it `addresses` (CIDR)."""
+
+    tap: str
+    mac: str
+    name: str
+    addresses: tuple[str, ...] = ()
+
+
 @dataclass
 class VmPlan:
     """Everything one VM run needs; building the qemu command is a pure function of it."""
@@ -97,6 +110,8 @@ class VmPlan:
     cpus: int = 2
     verbose: bool = False
     cached_mounts: bool = True
+    netns: str | None = None  # run qemu in this network namespace (where the NICs' taps are)
+    nics: list[GuestNic] = field(default_factory=list)
 
 
 def _version_key(release: str) -> tuple:
@@ -213,8 +228,26 @@ def _cached_trees(venv_dir: Path | None) -> list[Path]:
     return trees
 
 
+def nic_setup(nics: Sequence[GuestNic]) -> list[str]:
+    """Guest shell lines: load virtio_net, then name and address each NIC found by its MAC."""
+    if not nics:
+        return []
+    lines = ["modprobe virtio_net 2>/dev/null; udevadm settle 2>/dev/null || sleep 1"]
+    for nic in nics:
+        name, mac = shlex.quote(nic.name), shlex.quote(nic.mac.lower())
+        missing = shlex.quote(f"testbed vm: no NIC with MAC {nic.mac}")
+        addresses = " && ".join(f"ip addr add {shlex.quote(a)} dev {name}" for a in nic.addresses)
+        lines.append(
+            f"dev=$(grep -l {mac} /sys/class/net/*/address | head -n1 | cut -d/ -f5); "
+            f"{{ [ -n \"$dev\" ] && ip link set \"$dev\" down && ip link set \"$dev\" name {name} "
+            f"&& {addresses + ' && ' if addresses else ''}ip link set {name} up; }} "
+            f"|| {{ echo {missing} >&2; exit {EXIT_GUEST_NIC}; }}")
+    return lines
+
+
 def guest_script(command: Sequence[str], cwd: Path, state_dir: Path, venv_bin: Path,
-                 cached_trees: Sequence[Path] = (), modules_tree: Path | None = None) -> str:
+                 cached_trees: Sequence[Path] = (), modules_tree: Path | None = None,
+                 nics: Sequence[GuestNic] = ()) -> str:
     """The shell text virtme-ng runs in the guest: marker, cached mounts, cwd, PATH, COMMAND, status.
 
     virtme-ng's root is 9p without caching: under TCG every path lookup is a round trip of
@@ -246,6 +279,7 @@ def guest_script(command: Sequence[str], cwd: Path, state_dir: Path, venv_bin: P
         warning = "testbed vm: cached read-only mounts failed; running uncached (slower)" + (
             ", without the kernel's modules" if modules_tree else "")
         lines.append(f"{{ {' && '.join(steps + binds)}; }} || echo {shlex.quote(warning)} >&2")
+    lines += nic_setup(nics)
     lines += [
         f"cd {shlex.quote(str(cwd))} || exit {EXIT_GUEST_CWD}",
         f"export PATH={shlex.quote(str(venv_bin))}:\"$PATH\" TESTBED_IN_VM=1",
@@ -267,7 +301,7 @@ def plan_guest_script(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent
     """The guest script for a plan (execute() writes it to state_dir/GUEST_SCRIPT)."""
     cached = _cached_trees(venv_bin.parent.resolve()) if plan.cached_mounts else []
     return guest_script(plan.command, plan.cwd, plan.state_dir, venv_bin, cached,
-                        _own_modules_tree(plan.kernel))
+                        _own_modules_tree(plan.kernel), plan.nics)
 
 
 def build_vng_argv(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -> list[str]:
@@ -286,6 +320,11 @@ def build_vng_argv(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -
         # vng splices this into a shell command line: no spaces or quotes inside the options
         argv.append(f"--qemu-opts=-fsdev local,id=tbcache,path=/,security_model=none,readonly=on,"
                     f"multidevs=remap -device virtio-9p-pci,fsdev=tbcache,mount_tag={CACHED_ROOT_TAG}")
+    for index, nic in enumerate(plan.nics):
+        # offloads off: every segment the guest sends is one the topology carries
+        argv.append(f"--qemu-opts=-netdev tap,id=tbn{index},ifname={nic.tap},script=no,downscript=no "
+                    f"-device virtio-net-pci,netdev=tbn{index},mac={nic.mac},csum=off,guest_csum=off,"
+                    f"guest_tso4=off,host_tso4=off,guest_ufo=off,host_ufo=off")
     # the script itself is a file in the state directory: virtme-ng carries --exec text in the
     # kernel command line (base64), which x86 cuts at 2048 bytes and a cut one never boots
     argv += ["--exec", f"sh {shlex.quote(str(plan.state_dir / GUEST_SCRIPT))}"]
@@ -340,6 +379,8 @@ def execute(plan: VmPlan, timeout_s: float, capture: bool = False,
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     (plan.state_dir / GUEST_SCRIPT).write_text(plan_guest_script(plan))
     argv = build_vng_argv(plan)
+    if plan.netns:
+        argv = ["ip", "netns", "exec", plan.netns, *argv]
     started_at = time.monotonic()
     process = subprocess.Popen(argv, env=_vng_env(plan.tools), start_new_session=True,
                                stdin=subprocess.DEVNULL if capture else None,
