@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import functools
 import gzip
 import io
@@ -517,6 +518,21 @@ def fetch(selectors: Sequence[str], cache: Path, refresh: bool = False,
     for selector in selectors:
         _check_selector(selector)
     cache.mkdir(parents=True, exist_ok=True)
+    with _exclusive(cache):
+        return _fetch_locked(selectors, cache, refresh, say)
+
+
+@contextlib.contextmanager
+def _exclusive(cache: Path):
+    """One fetch at a time per cache; scratch trees a killed fetch left behind are removed."""
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in cache.glob(".*.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
+def _fetch_locked(selectors: Sequence[str], cache: Path, refresh: bool, say) -> list[CachedKernel]:
     apt = PrivateApt(cache / "apt", host_mirror())
     if apt.update(refresh):
         say(f"kernels: indices of {', '.join(apt.suites)} updated from {apt.mirror}")

@@ -250,3 +250,10 @@ def test_guest_gets_a_fetched_kernels_modules_and_a_short_command_line(tmp_path:
     assert any(arg.startswith("--qemu-opts=") for arg in vm.build_vng_argv(plan))
     plan.kernel = vm.KernelImage(tmp_path / "vmlinuz", "6.1.0-57-amd64", Path("/lib/modules/6.1.0-57-amd64"))
     assert "/lib/modules" not in vm.plan_guest_script(plan)
+
+
+def test_a_fetch_removes_what_a_killed_fetch_left(tmp_path: Path) -> None:
+    stale = tmp_path / ".6.1.0-50-amd64.partial-x1y2"
+    (stale / "boot").mkdir(parents=True)
+    with kernels._exclusive(tmp_path):
+        assert not stale.exists()
