@@ -509,8 +509,12 @@ def _normalise_layout(root: Path, release: str) -> None:
             inside.rename(in_boot)
 
 
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def fetch(selectors: Sequence[str], cache: Path, refresh: bool = False,
-          say=lambda message: print(message, file=sys.stderr, flush=True)) -> list[CachedKernel]:
+          say: Callable[[str], None] = _to_stderr) -> list[CachedKernel]:
     """Resolve every selector first (one error names all that are unavailable), then download and
     unpack what the cache lacks."""
     if os.geteuid() != 0 and not os.access(cache.parent if not cache.exists() else cache, os.W_OK):
@@ -532,7 +536,8 @@ def _exclusive(cache: Path):
         yield
 
 
-def _fetch_locked(selectors: Sequence[str], cache: Path, refresh: bool, say) -> list[CachedKernel]:
+def _fetch_locked(selectors: Sequence[str], cache: Path, refresh: bool,
+                  say: Callable[[str], None]) -> list[CachedKernel]:
     apt = PrivateApt(cache / "apt", host_mirror())
     if apt.update(refresh):
         say(f"kernels: indices of {', '.join(apt.suites)} updated from {apt.mirror}")
@@ -542,9 +547,7 @@ def _fetch_locked(selectors: Sequence[str], cache: Path, refresh: bool, say) -> 
     for selector in selectors:
         try:
             chosen.append(select_candidate(candidates, selector))
-        except SpecError:
-            if not re.fullmatch(SELECTOR, selector):
-                raise
+        except SpecError:  # every selector is well formed by now: this one matches nothing
             unmatched.append(repr(selector))
     if unmatched:
         raise SpecError(f"kernels fetch: no Debian kernel matches {', '.join(unmatched)}; available: "
