@@ -113,6 +113,7 @@ DELEGATED = (
     ("report", "testbed.report.command", "re-derive every plot and table from result files"),
     ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
     ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
+    ("kernels", "testbed.kernels", "Debian kernels for VMs: list what is here, fetch (never installed)"),
     ("vm run", "testbed.vm", "boot a VM with a stock Debian kernel (real netem) and run a command"),
     ("remote run", "testbed.remote.cli", "run a matrix sharded over lab hosts by SSH (Fabric)"),
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from testbed import kernels
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError, TestbedError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -47,10 +48,13 @@ KVM_PROBE_TIMEOUT_S = 45.0  # a KVM boot takes a few seconds; a hung nested KVM 
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_MEMORY = "2G"
 EXIT_GUEST_CWD = 125
+EXIT_GUEST_NIC = 124
 PT_INTERP = 3
 INSTALL_HINT = "`make setup` installs it"
 CACHED_ROOT_TAG = "tbcache"
 CACHED_ROOT_MOUNT = "/run/testbed-vm-cached-root"
+SAVED_MODULES_MOUNT = "/run/testbed-vm-modules"
+GUEST_SCRIPT = "guest.sh"
 _VERSION_PART = re.compile(r"\d+|[a-z]+")
 
 
@@ -61,6 +65,7 @@ class KernelImage:
     path: Path
     release: str
     modules_dir: Path
+    fetched: bool = False  # unpacked by `testbed kernels fetch`: the guest must be given its modules
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,18 @@ class AccelChoice:
     reason: str
 
 
+@dataclass(frozen=True)
+class GuestNic:
+    """A virtio NIC on a tap device of the namespace qemu runs in (prototype, issue 14 point 2).
+
+    The guest finds it by MAC, names it `name` and gives it `addresses` (CIDR)."""
+
+    tap: str
+    mac: str
+    name: str
+    addresses: tuple[str, ...] = ()
+
+
 @dataclass
 class VmPlan:
     """Everything one VM run needs; building the qemu command is a pure function of it."""
@@ -93,6 +110,8 @@ class VmPlan:
     cpus: int = 2
     verbose: bool = False
     cached_mounts: bool = True
+    netns: str | None = None  # run qemu in this network namespace (where the NICs' taps are)
+    nics: list[GuestNic] = field(default_factory=list)
 
 
 def _version_key(release: str) -> tuple:
@@ -117,9 +136,28 @@ def find_kernels(boot_dir: Path = Path("/boot"),
     return sorted(found, key=lambda k: _version_key(k.release), reverse=True)
 
 
+def is_kernel_selector(text: str) -> bool:
+    """'6.12', 'newest', '6.12.117+deb13-amd64' name a fetched kernel; anything with a slash, or an
+    existing file, is a vmlinuz path."""
+    return "/" not in text and not Path(text).exists() and re.fullmatch(kernels.SELECTOR, text) is not None
+
+
+def fetched_kernel(selector: str, cache: Path | None = None) -> KernelImage:
+    """A kernel `testbed kernels fetch` unpacked: its vmlinuz and its own module tree (virtme-ng
+    finds lib/modules/RELEASE by walking up from the vmlinuz and links it into the guest)."""
+    kernel = kernels.find_fetched(selector, cache or kernels.cache_dir())
+    if not _has_netem(kernel.modules_dir):
+        raise EnvironmentProblem(f"vm: fetched kernel {kernel.release} has no sch_netem module under "
+                                 f"{kernel.modules_dir}")
+    return KernelImage(kernel.vmlinuz, kernel.release, kernel.modules_dir, fetched=True)
+
+
 def choose_kernel(explicit: str | None, boot_dir: Path = Path("/boot"),
                   modules_root: Path = Path("/lib/modules")) -> KernelImage:
-    """The kernel to boot: the one named, else the newest with netem. Errors say what to install."""
+    """The kernel to boot: a fetched one by selector, a vmlinuz path, else the newest in /boot
+    with netem. Errors say what to install or fetch."""
+    if explicit and is_kernel_selector(explicit):
+        return fetched_kernel(explicit)
     if explicit:
         image = Path(explicit)
         if not image.is_file():
@@ -190,25 +228,58 @@ def _cached_trees(venv_dir: Path | None) -> list[Path]:
     return trees
 
 
+def nic_setup(nics: Sequence[GuestNic]) -> list[str]:
+    """Guest shell lines: load virtio_net, then name and address each NIC found by its MAC."""
+    if not nics:
+        return []
+    lines = ["modprobe virtio_net 2>/dev/null; udevadm settle 2>/dev/null || sleep 1"]
+    for nic in nics:
+        name, mac = shlex.quote(nic.name), shlex.quote(nic.mac.lower())
+        missing = shlex.quote(f"testbed vm: no NIC with MAC {nic.mac}")
+        addresses = " && ".join(f"ip addr add {shlex.quote(a)} dev {name}" for a in nic.addresses)
+        lines.append(
+            f"dev=$(grep -l {mac} /sys/class/net/*/address | head -n1 | cut -d/ -f5); "
+            f"{{ [ -n \"$dev\" ] && ip link set \"$dev\" down && ip link set \"$dev\" name {name} "
+            f"&& {addresses + ' && ' if addresses else ''}ip link set {name} up; }} "
+            f"|| {{ echo {missing} >&2; exit {EXIT_GUEST_NIC}; }}")
+    return lines
+
+
 def guest_script(command: Sequence[str], cwd: Path, state_dir: Path, venv_bin: Path,
-                 cached_trees: Sequence[Path] = ()) -> str:
+                 cached_trees: Sequence[Path] = (), modules_tree: Path | None = None,
+                 nics: Sequence[GuestNic] = ()) -> str:
     """The shell text virtme-ng runs in the guest: marker, cached mounts, cwd, PATH, COMMAND, status.
 
     virtme-ng's root is 9p without caching: under TCG every path lookup is a round trip of
     several milliseconds and importing pyroute2 takes ~30 s. A second, read-only export of / is
     mounted with cache=loose (safe: nothing writes those trees during a run) and bound over the
     read-only trees; the project directory itself stays on the uncached read-write mount.
+
+    A fetched kernel's `modules_tree` lives under /var/cache, which the guest covers with a tmpfs,
+    so it is bound back from the export. virtme-ng links it from a tmpfs it mounts on
+    /lib/modules (= /usr/lib/modules); binding the cached /usr would hide that tmpfs, so it is
+    set aside first and bound back on top.
     """
     state = shlex.quote(str(state_dir))
     lines = [f"echo up > {state}/started"]
-    if cached_trees:
+    if cached_trees or modules_tree:
         mount = shlex.quote(CACHED_ROOT_MOUNT)
-        binds = " && ".join(f"mount --bind {mount}{shlex.quote(str(tree))} {shlex.quote(str(tree))}"
-                            for tree in cached_trees)
-        lines.append(
-            f"{{ mkdir -p {mount} && mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,"
-            f"msize=524288 {CACHED_ROOT_TAG} {mount} && {binds}; }} "
-            "|| echo 'testbed vm: cached read-only mounts failed; running uncached (slower)' >&2")
+        steps = [f"mkdir -p {mount}",
+                 f"mount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize=524288 "
+                 f"{CACHED_ROOT_TAG} {mount}"]
+        binds = [f"mount --bind {mount}{shlex.quote(str(tree))} {shlex.quote(str(tree))}"
+                 for tree in cached_trees]
+        if modules_tree:
+            saved = shlex.quote(SAVED_MODULES_MOUNT)
+            if binds:
+                binds = [f"mkdir -p {saved}", f"mount --bind /lib/modules {saved}", *binds,
+                         f"mount --bind {saved} /lib/modules"]
+            tree = shlex.quote(str(modules_tree))
+            binds += [f"mkdir -p {tree}", f"mount --bind {mount}{tree} {tree}"]
+        warning = "testbed vm: cached read-only mounts failed; running uncached (slower)" + (
+            ", without the kernel's modules" if modules_tree else "")
+        lines.append(f"{{ {' && '.join(steps + binds)}; }} || echo {shlex.quote(warning)} >&2")
+    lines += nic_setup(nics)
     lines += [
         f"cd {shlex.quote(str(cwd))} || exit {EXIT_GUEST_CWD}",
         f"export PATH={shlex.quote(str(venv_bin))}:\"$PATH\" TESTBED_IN_VM=1",
@@ -219,6 +290,18 @@ def guest_script(command: Sequence[str], cwd: Path, state_dir: Path, venv_bin: P
         "exit $rc",
     ]
     return "\n".join(lines)
+
+
+def _own_modules_tree(kernel: KernelImage) -> Path | None:
+    """A fetched kernel's module tree (in the cache, not /lib/modules): the guest must be given it."""
+    return kernel.modules_dir if kernel.fetched else None
+
+
+def plan_guest_script(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -> str:
+    """The guest script for a plan (execute() writes it to state_dir/GUEST_SCRIPT)."""
+    cached = _cached_trees(venv_bin.parent.resolve()) if plan.cached_mounts else []
+    return guest_script(plan.command, plan.cwd, plan.state_dir, venv_bin, cached,
+                        _own_modules_tree(plan.kernel), plan.nics)
 
 
 def build_vng_argv(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -> list[str]:
@@ -233,12 +316,18 @@ def build_vng_argv(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -
     for directory in [*plan.rw_dirs, plan.state_dir]:
         argv.append(f"--rwdir={directory}")
     argv.append("--verbose" if plan.verbose else "--quiet")
-    cached = _cached_trees(venv_bin.parent.resolve()) if plan.cached_mounts else []
-    if cached:
+    if plan.cached_mounts or _own_modules_tree(plan.kernel):
         # vng splices this into a shell command line: no spaces or quotes inside the options
         argv.append(f"--qemu-opts=-fsdev local,id=tbcache,path=/,security_model=none,readonly=on,"
                     f"multidevs=remap -device virtio-9p-pci,fsdev=tbcache,mount_tag={CACHED_ROOT_TAG}")
-    argv += ["--exec", guest_script(plan.command, plan.cwd, plan.state_dir, venv_bin, cached)]
+    for index, nic in enumerate(plan.nics):
+        # offloads off: every segment the guest sends is one the topology carries
+        argv.append(f"--qemu-opts=-netdev tap,id=tbn{index},ifname={nic.tap},script=no,downscript=no "
+                    f"-device virtio-net-pci,netdev=tbn{index},mac={nic.mac},csum=off,guest_csum=off,"
+                    f"guest_tso4=off,host_tso4=off,guest_ufo=off,host_ufo=off")
+    # the script itself is a file in the state directory: virtme-ng carries --exec text in the
+    # kernel command line (base64), which x86 cuts at 2048 bytes and a cut one never boots
+    argv += ["--exec", f"sh {shlex.quote(str(plan.state_dir / GUEST_SCRIPT))}"]
     return argv
 
 
@@ -288,7 +377,10 @@ def execute(plan: VmPlan, timeout_s: float, capture: bool = False,
     here to the caller's fds, keep every byte in order.
     """
     plan.state_dir.mkdir(parents=True, exist_ok=True)
+    (plan.state_dir / GUEST_SCRIPT).write_text(plan_guest_script(plan))
     argv = build_vng_argv(plan)
+    if plan.netns:
+        argv = ["ip", "netns", "exec", plan.netns, *argv]
     started_at = time.monotonic()
     process = subprocess.Popen(argv, env=_vng_env(plan.tools), start_new_session=True,
                                stdin=subprocess.DEVNULL if capture else None,
@@ -390,8 +482,9 @@ def choose_accel(requested: str, kernel: KernelImage, tools: Tools, reprobe: boo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `testbed vm run [options] -- COMMAND...` (the lead wires this into the main CLI)."""
-    parser.add_argument("--kernel", help="vmlinuz-RELEASE to boot (default: the newest in /boot whose "
-                                         "modules include sch_netem)")
+    parser.add_argument("--kernel", help="a kernel fetched by `testbed kernels fetch` (6.1, 6.12, newest, "
+                                         "or its release), or a vmlinuz-RELEASE path (default: the "
+                                         "newest in /boot whose modules include sch_netem)")
     parser.add_argument("--accel", choices=ACCELS, default=os.environ.get("TESTBED_VM_ACCEL", "auto"),
                         help="kvm, tcg (software emulation, 20-60x slower CPU) or auto: KVM if a "
                              "probe boot works, cached (default: $TESTBED_VM_ACCEL or auto)")

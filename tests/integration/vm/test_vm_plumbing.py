@@ -164,7 +164,9 @@ def test_vng_command_line_has_no_network_and_shares_the_project(tmp_path: Path) 
     opts = next(a for a in argv if a.startswith("--qemu-opts="))
     assert f"mount_tag={vm.CACHED_ROOT_TAG}" in opts and "readonly=on" in opts
     assert " " not in opts.split(" -device ")[0].removeprefix("--qemu-opts=-fsdev ")
-    assert "cache=loose" in argv[-1] and "mount --bind" in argv[-1]
+    assert argv[-2:] == ["--exec", f"sh {cached.state_dir / vm.GUEST_SCRIPT}"]
+    script = vm.plan_guest_script(cached)
+    assert "cache=loose" in script and "mount --bind" in script
 
 
 def test_guest_script_keeps_arguments_intact_and_records_status(tmp_path: Path) -> None:
