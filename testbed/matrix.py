@@ -37,7 +37,7 @@ from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
 from testbed.result import MATRIX_SCHEMA, RESULT_FILE, read_result
 from testbed.results import TIMESERIES_FILE
-from testbed.spec import OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec, read_toml
+from testbed.spec import INTEGRITY_CLASSES, OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec, read_toml
 
 MATRIX_FILE = "matrix.json"
 MATRIX_MD = "matrix.md"
@@ -183,10 +183,8 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
         raise SpecError(f"{where}: no middlebox: give node and type, or chain = [...] (chain = [] for none)")
     expect = _check_table(row.get("expect", {}), f"{where}.expect",
                           {p: str for p in (*pairings, "default")})
-    for pairing, outcome in expect.items():
-        if outcome not in OUTCOMES:
-            raise SpecError(f"{where}.expect.{pairing}: {outcome!r} is not an outcome class "
-                            f"(one of {', '.join(OUTCOMES)})")
+    for pairing, expected in expect.items():
+        parse_expectation(expected, f"{where}.expect.{pairing}")
     default = expect.get("default")
     per_pairing = {p: expect.get(p, default) for p in pairings if expect.get(p, default) is not None}
     return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
@@ -214,7 +212,8 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
         raw["capture"] = base["capture"]
     expected = row.expect.get(pairing)
     if expected is not None:
-        raw["expect"] = {"outcome": expected}
+        outcome, integrity = parse_expectation(expected, f"{matrix.source}: row {row.name}")
+        raw["expect"] = {"outcome": outcome, **({"integrity": integrity} if integrity else {})}
     # bytes and seconds exclude each other: a row giving one replaces the base's other
     if "bytes" in row.traffic:
         raw["traffic"].pop("seconds", None)
@@ -240,6 +239,35 @@ def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
         check_against_topology(cell.spec, built[key])
 
 
+SEPARATOR = " \u00b7 "  # "mp-fail · alg-edited": outcome, then integrity
+
+
+def parse_expectation(text: str, where: str) -> tuple[str, str | None]:
+    """(outcome, integrity or None) of an expectation "OUTCOME" or "OUTCOME · INTEGRITY"."""
+    outcome, _sep, integrity = (part.strip() for part in text.partition("\u00b7"))
+    if outcome not in OUTCOMES:
+        hint = (" (corrupted is an integrity class: write e.g. 'fallback-infinite-map \u00b7 "
+                "corrupted')") if outcome == "corrupted" else ""
+        raise SpecError(f"{where}: {outcome!r} is not an outcome class (one of {', '.join(OUTCOMES)})"
+                        f"{hint}")
+    if _sep and integrity not in INTEGRITY_CLASSES:
+        raise SpecError(f"{where}: integrity {integrity!r} is not one of {', '.join(INTEGRITY_CLASSES)}")
+    return outcome, integrity or None
+
+
+def expectation_met(expected: str, outcome: str, integrity: str) -> bool:
+    """An expected outcome matches exactly; an expected integrity too. Without one, any
+    integrity but corrupted or unknown is fine (truncated only with an incomplete outcome)."""
+    want_outcome, want_integrity = parse_expectation(expected, "expectation")
+    if outcome != want_outcome:
+        return False
+    if want_integrity is not None:
+        return integrity == want_integrity
+    if integrity == "truncated":
+        return outcome in ("mp-fail", "reset", "stalled")
+    return integrity in ("ok", "alg-edited")
+
+
 # --- running ---------------------------------------------------------------------------------
 
 def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], expected: str | None,
@@ -257,8 +285,10 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         "duration_s": conn.duration_s,
         "subflows_carrying": conn.carrying,
         "subflows_total": len(conn.subflows),
+        "integrity_verdict": conn.integrity_verdict,
         "expected": expected,
-        "as_expected": None if expected is None else conn.outcome == expected,
+        "as_expected": None if expected is None else expectation_met(expected, conn.outcome,
+                                                                      conn.integrity),
         "evidence": list(conn.evidence),
         "dir": directory,
     }

@@ -36,6 +36,8 @@ def cell_text(cell: dict[str, Any]) -> str:
         return "error: " + (message if len(message) <= ERROR_CHARS else message[:ERROR_CHARS - 1] + "\u2026")
     goodput = cell.get("goodput_mbps")
     text = str(cell.get("outcome", "?"))
+    if cell.get("integrity") and cell.get("integrity") != "ok":
+        text += f" \u00b7 {cell['integrity']}"
     if isinstance(goodput, (int, float)):
         text += f" {goodput:.1f} Mbit/s"
     carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")

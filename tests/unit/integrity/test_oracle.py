@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from testbed.integrity import (BytesStream, Edit, EditedStream, FileStream, OriginalStream, judge,
-                               judge_by_hash)
+from testbed.integrity import (
+    BytesStream,
+    Edit,
+    EditedStream,
+    FileStream,
+    OriginalStream,
+    judge,
+    judge_by_hash,
+)
 
 SEED = 7
 LENGTH = 3_000_000  # crosses the payload's 1 MiB chunks and the oracle's read chunks
