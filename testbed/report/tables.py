@@ -43,6 +43,11 @@ def cell_text(cell: dict[str, Any]) -> str:
     carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
     if isinstance(carrying, int) and isinstance(total, int) and total > 1:
         text += f" ({carrying}/{total} subflows)"
+    distribution = cell.get("distribution")
+    if isinstance(distribution, dict) and cell.get("stable") is False:
+        text += " [" + ", ".join(f"{n}\u00d7 {name}" for name, n in distribution.items()) + "]"
+    if cell.get("degraded"):
+        text += f" \u00b7 degraded {cell.get('goodput_fraction', 0):.0%} of reference ({cell['degraded']})"
     return text
 
 
