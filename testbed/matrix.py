@@ -233,8 +233,9 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
     if "capture" in base:
         raw["capture"] = base["capture"]
     expected = row.expect.get(pairing)
-    if expected is not None:
-        outcome, integrity = parse_expectation(expected, f"{matrix.source}: row {row.name}")
+    accepted = parse_expectation(expected, f"{matrix.source}: row {row.name}") if expected else []
+    if len(accepted) == 1:  # a cell that varies keeps its alternatives in the matrix only
+        outcome, integrity = accepted[0]
         raw["expect"] = {"outcome": outcome, **({"integrity": integrity} if integrity else {})}
     # bytes and seconds exclude each other: a row giving one replaces the base's other
     if "bytes" in row.traffic:
@@ -264,23 +265,32 @@ def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
 SEPARATOR = " \u00b7 "  # "mp-fail · alg-edited": outcome, then integrity
 
 
-def parse_expectation(text: str, where: str) -> tuple[str, str | None]:
-    """(outcome, integrity or None) of an expectation "OUTCOME" or "OUTCOME · INTEGRITY"."""
-    outcome, _sep, integrity = (part.strip() for part in text.partition("\u00b7"))
-    if outcome not in OUTCOMES:
-        hint = (" (corrupted is an integrity class: write e.g. 'fallback-infinite-map \u00b7 "
-                "corrupted')") if outcome == "corrupted" else ""
-        raise SpecError(f"{where}: {outcome!r} is not an outcome class (one of {', '.join(OUTCOMES)})"
-                        f"{hint}")
-    if _sep and integrity not in INTEGRITY_CLASSES:
-        raise SpecError(f"{where}: integrity {integrity!r} is not one of {', '.join(INTEGRITY_CLASSES)}")
-    return outcome, integrity or None
+def parse_expectation(text: str, where: str) -> list[tuple[str, str | None]]:
+    """The accepted classes of an expectation "OUTCOME" or "OUTCOME · INTEGRITY", several
+    separated by "|" for a cell measured to vary (each is (outcome, integrity or None))."""
+    accepted = []
+    for alternative in text.split("|"):
+        outcome, sep, integrity = (part.strip() for part in alternative.partition("\u00b7"))
+        if outcome not in OUTCOMES:
+            hint = (" (corrupted is an integrity class: write e.g. 'reset \u00b7 corrupted')"
+                    if outcome == "corrupted" else "")
+            raise SpecError(f"{where}: {outcome!r} is not an outcome class "
+                            f"(one of {', '.join(OUTCOMES)}){hint}")
+        if sep and integrity not in INTEGRITY_CLASSES:
+            raise SpecError(f"{where}: integrity {integrity!r} is not one of "
+                            f"{', '.join(INTEGRITY_CLASSES)}")
+        accepted.append((outcome, integrity or None))
+    return accepted
 
 
 def expectation_met(expected: str, outcome: str, integrity: str) -> bool:
     """An expected outcome matches exactly; an expected integrity too. Without one, any
     integrity but corrupted or unknown is fine (truncated only with an incomplete outcome)."""
-    want_outcome, want_integrity = parse_expectation(expected, "expectation")
+    return any(_meets(want_outcome, want_integrity, outcome, integrity)
+               for want_outcome, want_integrity in parse_expectation(expected, "expectation"))
+
+
+def _meets(want_outcome: str, want_integrity: str | None, outcome: str, integrity: str) -> bool:
     if outcome != want_outcome:
         return False
     if want_integrity is not None:

@@ -57,6 +57,7 @@ class ConnectionResult:
     mptcp_info: dict[str, dict[str, Any] | None]
     # the oracle's Verdict (testbed.integrity): reference stream, where a difference starts, why
     integrity_verdict: dict[str, Any] = field(default_factory=dict)
+    expected_subflows: int | None = None  # what the spec allows (None in files before schema 3)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -78,12 +78,21 @@ def test_runs_in_repeat_directories_group_into_one_entry() -> None:
 
 
 def test_degraded_cells_name_a_likely_cause() -> None:
+    """Against the reference's goodput per subflow times the paths the cell could use."""
+    perf = {"retrans_share": 0.0, "rtos": 0, "idle_subflows": [], "subflows": 2, "expected_subflows": 2}
     cells: list[dict[str, Any]] = [
-        {"row": "none", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 188.0},
-        {"row": "seq", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 2.5,
-         "performance": {"retrans_share": 0.31, "rtos": 12, "idle_subflows": [], "subflows": 2}},
+        {"row": "none", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 188.0,
+         "subflows_carrying": 2},
+        {"row": "seq", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 2.5, "outcome": "mptcp",
+         "integrity": "ok", "performance": {**perf, "retrans_share": 0.31, "rtos": 12}},
         {"row": "fine", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 150.0,
-         "performance": {"retrans_share": 0.0, "rtos": 0, "idle_subflows": [], "subflows": 2}},
+         "outcome": "mptcp", "integrity": "ok", "performance": perf},
+        # a fallback uses one path: 90 of the reference's 94 per path is fine
+        {"row": "fallback", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 90.0,
+         "outcome": "fallback-syn", "integrity": "ok", "performance": perf},
+        # a broken transfer keeps its fraction; its classes already say what went wrong
+        {"row": "broken", "pairing": "kernel-kernel", "status": "ok", "goodput_mbps": 1.0,
+         "outcome": "reset", "integrity": "truncated", "performance": perf},
         {"row": "seq", "pairing": "python-kernel", "status": "ok", "goodput_mbps": 1.0},  # no reference
     ]
     mark_degraded(cells, "none", 0.5)
@@ -91,13 +100,20 @@ def test_degraded_cells_name_a_likely_cause() -> None:
     assert cells[1]["degraded"] == ("12 retransmission timeout(s) (TcpExtTCPTimeouts); "
                                     "31% of the bytes sent were retransmissions")
     assert "degraded" not in cells[2] and cells[2]["goodput_fraction"] == pytest.approx(0.7979, abs=1e-4)
-    assert "degraded" not in cells[3] and "goodput_fraction" not in cells[3]
+    assert "degraded" not in cells[3] and cells[3]["goodput_fraction"] == pytest.approx(90 / 94, abs=1e-4)
+    assert "degraded" not in cells[4] and cells[4]["goodput_fraction"] < 0.01
+    assert "degraded" not in cells[5] and "goodput_fraction" not in cells[5]
     assert likely_cause({"idle_subflows": ["a->b"]}) == "idle subflow(s): a->b"
 
 
 def test_expectations_on_both_axes() -> None:
-    assert parse_expectation("mp-fail \u00b7 alg-edited", "w") == ("mp-fail", "alg-edited")
-    assert parse_expectation("mptcp", "w") == ("mptcp", None)
+    assert parse_expectation("mp-fail \u00b7 alg-edited", "w") == [("mp-fail", "alg-edited")]
+    assert parse_expectation("mptcp", "w") == [("mptcp", None)]
+    varies = "fallback-infinite-map | reset \u00b7 corrupted"
+    assert parse_expectation(varies, "w") == [("fallback-infinite-map", None), ("reset", "corrupted")]
+    assert expectation_met(varies, "reset", "corrupted")
+    assert expectation_met(varies, "fallback-infinite-map", "ok")
+    assert not expectation_met(varies, "fallback-infinite-map", "corrupted")
     with pytest.raises(SpecError, match="corrupted is an integrity class"):
         parse_expectation("corrupted", "w")
     with pytest.raises(SpecError, match="integrity 'mangled'"):

@@ -39,7 +39,9 @@ def test_a_schema1_file_upgrades_and_loads_with_every_old_key_unchanged() -> Non
     [connection] = doc["connections"]
     [old_connection] = old["connections"]
     assert old_connection["integrity"] == "ok"
-    assert {k: v for k, v in connection.items() if k != "integrity_verdict"} == old_connection
+    assert {k: v for k, v in connection.items()
+            if k not in ("integrity_verdict", "expected_subflows")} == old_connection
+    assert connection["expected_subflows"] is None  # not recorded before schema 3
     assert connection["integrity_verdict"]["integrity"] == "ok"
     assert "upgraded from a schema 2 result" in connection["integrity_verdict"]["description"]
     # what schema 1 knew: the stacks and the client's payload seed (an upload); not the rest
