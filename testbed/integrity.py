@@ -301,7 +301,11 @@ def _displaced(received: Stream, reference: Stream, skipped: bytes, at: int, shi
     """Where the skipped bytes turn up later in the received stream, or -1: an occurrence that
     is just the shifted stream going on (the payload's chunks repeat) does not count."""
     for q in find_all(received, skipped, at + 1):
-        if received.read(q, len(skipped)) != reference.read(q + shift, len(skipped)):
+        if received.read(q, len(skipped)) == reference.read(q + shift, len(skipped)):
+            continue
+        # the payload's chunks share one body: the bytes at q may as well be the same place of
+        # another chunk, the stream simply going on; only a source of `at` itself counts
+        if best_match(reference, received, q, received.read(q, WINDOW)) == at:
             return q
     return -1
 

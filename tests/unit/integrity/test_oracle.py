@@ -105,6 +105,16 @@ def test_missing_bytes(sent: bytes) -> None:
         in verdict.description
 
 
+def test_missing_bytes_are_not_found_in_a_later_chunk_by_mistake(sent: bytes) -> None:
+    """The payload's 1 MiB chunks share one body: the skipped bytes' content recurs 1 MiB later,
+    where the stream (realigned by a later repeat) simply goes on. Still missing, not reordered."""
+    received = sent[:700_000] + sent[701_424:900_000] + sent[898_576:900_000] + sent[900_000:]
+    verdict = verdict_of(received)
+    assert (verdict.integrity, verdict.first_difference) == ("corrupted", 700_000)
+    assert "skips 1,424 bytes and continues with bytes 701,424..; they never arrive: missing" \
+        in verdict.description
+
+
 def test_reordered_bytes(sent: bytes) -> None:
     received = sent[:700_000] + sent[760_000:800_000] + sent[700_000:760_000] + sent[800_000:]
     verdict = verdict_of(received)
