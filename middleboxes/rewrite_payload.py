@@ -158,7 +158,7 @@ class EditLog:
             return
         self.entries.append({"flow": packet_flow_label(packet), "direction": direction.value,
                              "offset": offset, "old": old.hex(), "new": new.hex(),
-                             "from_syn": from_syn})
+                             "shift": len(new) - len(old), "from_syn": from_syn})
 
     def export(self) -> dict[str, Any]:
         return {"entries": list(self.entries), "overflow": self.overflow}

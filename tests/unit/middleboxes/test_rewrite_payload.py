@@ -208,6 +208,7 @@ def test_edit_log_records_each_edit_once_at_sender_offsets() -> None:
         (10, b"ABC".hex(), b"ABCDE".hex(), "upstream", True),
     ]
     assert box.edit_log.export()["overflow"] == 0
+    assert {e["shift"] for e in entries} == {2}  # the growth each edit adds to the stream
 
 
 def test_edit_log_limit_counts_the_rest() -> None:
