@@ -37,9 +37,11 @@ def _flow_label(src: str, dst: str) -> str:
     return f"{src}>{dst}"
 
 
-def payload_edits(entries: list[dict[str, Any]], record: ConnectionRecord) -> tuple[list[Edit], list[str]]:
+def payload_edits(entries: list[dict[str, Any]],
+                  record: ConnectionRecord) -> tuple[list[Edit] | None, list[str]]:
     """The edits of the connection's initial flow in the payload's direction, as payload
-    offsets; plus notes on the edits that could not be placed."""
+    offsets (None when they cannot be placed: the box joined the flow after its SYN); plus
+    notes on the edits that could not be placed."""
     upload = record.direction != "download"
     direction = "upstream" if upload else "downstream"
     client = record.client
@@ -62,7 +64,7 @@ def payload_edits(entries: list[dict[str, Any]], record: ConnectionRecord) -> tu
             continue
         if not entry.get("from_syn", True):
             notes.append(f"the box joined flow {wanted} after its SYN: offsets unknown")
-            return [], notes
+            return None, notes
         offset = int(entry["offset"]) - skip
         if offset < 0:
             notes.append(f"an edit at flow byte {entry['offset']} changed the endpoint request, "
@@ -78,7 +80,8 @@ def run_verdict(record: ConnectionRecord, middlebox_stats: Mapping[str, Any], pa
     sender, receiver = ((record.client, record.server) if record.direction != "download"
                         else (record.server, record.client))
     entries, overflow = logged_edits(middlebox_stats)
-    edits, notes = payload_edits(entries, record)
+    placed, notes = payload_edits(entries, record)
+    edits = placed or []
     if receiver.bytes == sender.bytes and receiver.sha256 == sender.sha256:
         verdict = Verdict("ok", "original", receiver.bytes, sender.bytes, None, len(edits),
                           description=f"the receiver got exactly the original stream "
@@ -89,6 +92,10 @@ def run_verdict(record: ConnectionRecord, middlebox_stats: Mapping[str, Any], pa
     if seed is None:
         return Verdict("unknown", description="payload seed unknown: the sent stream cannot be rebuilt",
                        evidence=notes)
+    if placed is None:
+        return Verdict("unknown", received_bytes=receiver.bytes, original_bytes=sender.bytes,
+                       description="a box edited this flow but joined it after its SYN: the "
+                       "box-edited stream cannot be rebuilt", evidence=notes)
     if overflow:
         return Verdict("unknown", received_bytes=receiver.bytes, original_bytes=sender.bytes,
                        edits=len(edits), description=f"the boxes made {overflow} edit(s) beyond their "
