@@ -117,13 +117,13 @@ def entries_from_result(result: dict[str, Any], key: str, where: str) -> dict[st
             for i, c in enumerate(summary.connections)}
 
 
-def group_repeats(entries: dict[str, Entry]) -> dict[str, Entry]:
+def group_repeats(entries: dict[str, Entry], root: str = ".") -> dict[str, Entry]:
     """Runs in <name>/repeat-<i>/ (`testbed run --repeat N`) become one entry <name> with every
-    repeat's class and goodput."""
+    repeat's class and goodput (`root`, the directory's own name, for repeats right below it)."""
     groups: dict[str, list[Entry]] = {}
     for key, entry in entries.items():
         parent, _slash, leaf = key.rpartition("/")
-        group = (parent or ".") if REPEAT_KEY.match(leaf) else key
+        group = (parent or root) if REPEAT_KEY.match(leaf) else key
         groups.setdefault(group, []).append(entry)
     out = {}
     for key, members in groups.items():
@@ -157,7 +157,7 @@ def load_entries(path: Path) -> tuple[str, dict[str, Entry]]:
         for file in found:
             key = file.parent.relative_to(path).as_posix()
             entries.update(entries_from_result(_load_json(file), key, str(file)))
-        return "results", group_repeats(entries)
+        return "results", group_repeats(entries, path.resolve().name)
     if not path.exists():
         raise CompareInputError(f"{path}: no such file or directory")
     data = _load_json(path)
