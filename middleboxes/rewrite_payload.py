@@ -16,6 +16,11 @@ meets short control segments). A retransmitted segment gets the same edit withou
 the length change twice. Edits below the receiver's cumulative ACK are folded into one offset
 to bound memory, so an ACK older than one already seen maps only approximately (never beyond
 what was already acknowledged).
+
+Every edit is also logged exactly, once (`edit_log`, exported with the box's counters): the
+flow, the direction, the offset in the stream as the sender sent it (0 = the flow's first
+payload byte), the old and the new bytes. The integrity oracle (testbed.integrity) rebuilds
+from it the stream a plain TCP connection through this box delivers.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.contract import Direction
-from middleboxes.flows import SEQ_MASK, FlowKey, SeqUnwrapper, flow_key
+from middleboxes.flows import SEQ_MASK, FlowKey, SeqUnwrapper, flow_key, packet_flow_label
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from middleboxes.split import cut_segment
 from testbed.wire.tcp_options import MAX_OPTIONS_LENGTH, options_length
@@ -43,6 +48,9 @@ class RewritePayloadParams(CommonParams):
     limit: int = param(0, "rewrite at most this many occurrences per flow and direction "
                        "(0 = all); an ALG edits a few control lines, not every match",
                        minimum=0)
+    edit_log_limit: int = param(10000, "log at most this many edits (offset, old and new bytes) "
+                                "for the integrity oracle; edits beyond it are only counted",
+                                minimum=0)
     mtu_bytes: int = param(1500, "a segment that grows beyond this IP packet size leaves cut "
                            "in pieces (options copied, as GSO does) instead of being lost; "
                            "0 = never cut", minimum=0, maximum=65535)
@@ -67,12 +75,15 @@ class _StreamEdits:
     """
 
     unwrapper: SeqUnwrapper
+    origin: int  # unwrapped position of the flow's first payload byte (offset 0 of the edit log)
+    from_syn: bool  # origin is the byte after the SYN (else the first byte this box saw)
     positions: list[int] = field(default_factory=list)
     deltas: list[int] = field(default_factory=list)
     cumulative: list[int] = field(default_factory=list)
     base_position: int = -(1 << 62)  # edits before this are folded into base_shift
     base_shift: int = 0
     edited: set[int] = field(default_factory=set)  # positions edited, kept only under a limit
+    logged: set[int] = field(default_factory=set)  # positions already in the edit log
 
     def shift_before(self, position: int) -> int:
         """Total length change of edits that start strictly before `position`."""
@@ -123,6 +134,36 @@ class _StreamEdits:
             del self.positions[:count], self.deltas[:count], self.cumulative[:count]
 
 
+class EditLog:
+    """Every payload edit of one box, once each, in the order made (retransmissions excluded).
+
+    Offsets are per flow and direction, at the sender's side of the box, relative to the
+    flow's first payload byte. Beyond `limit` entries edits are only counted in `overflow`,
+    and the oracle then knows it cannot rebuild the edited stream.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: list[dict[str, Any]] = []
+        self.overflow = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.entries) >= self.limit
+
+    def record(self, packet: Packet, direction: Direction, offset: int, old: bytes, new: bytes,
+               from_syn: bool) -> None:
+        if self.full:
+            self.overflow += 1
+            return
+        self.entries.append({"flow": packet_flow_label(packet), "direction": direction.value,
+                             "offset": offset, "old": old.hex(), "new": new.hex(),
+                             "shift": len(new) - len(old), "from_syn": from_syn})
+
+    def export(self) -> dict[str, Any]:
+        return {"entries": list(self.entries), "overflow": self.overflow}
+
+
 class RewritePayload(MiddleboxBase):
     name = "rewrite_payload"
     imitates = "application-level gateway (FTP/SIP ALG of NATs, e.g. Linux nf_nat_ftp)"
@@ -136,6 +177,7 @@ class RewritePayload(MiddleboxBase):
         self._delta = len(self._replacement) - len(self._pattern)
         self._directions = directions_of(params.direction)
         self._streams: dict[tuple[FlowKey, Direction], _StreamEdits] = {}
+        self.edit_log = EditLog(params.edit_log_limit)
 
     def remembered_edits(self) -> int:
         """Length-changing edits still remembered (not yet acknowledged) across all flows."""
@@ -146,10 +188,11 @@ class RewritePayload(MiddleboxBase):
         key = flow_key(packet, direction)
         tcp = packet.tcp
         changes: list[str] = []
-        stream = self._stream(key, direction, tcp.seq) if direction in self._directions else None
+        stream = (self._stream(key, direction, tcp.seq, bool(tcp.flags & SYN))
+                  if direction in self._directions else None)
         length_before = len(tcp.payload)
         if stream is not None:
-            changes.extend(self._rewrite_forward(packet, stream))
+            changes.extend(self._rewrite_forward(packet, direction, stream))
         reverse = self._streams.get((key, direction.reverse()))
         if reverse is not None and (reverse.positions or reverse.base_shift):
             changes.extend(self._fix_acks(packet, reverse))
@@ -174,15 +217,18 @@ class RewritePayload(MiddleboxBase):
         room = mtu - 40 - options_length(packet.tcp.options)
         return room if len(packet.tcp.payload) > room else None
 
-    def _stream(self, key: FlowKey, direction: Direction, seq: int) -> _StreamEdits:
+    def _stream(self, key: FlowKey, direction: Direction, seq: int, syn: bool) -> _StreamEdits:
         slot = (key, direction)
         stream = self._streams.get(slot)
         if stream is None:
-            stream = _StreamEdits(SeqUnwrapper(seq))
+            unwrapper = SeqUnwrapper(seq)
+            # the SYN's sequence number is the ISN; a box that joins mid-flow counts from the
+            # first byte it sees (the log says so: `from_syn`)
+            stream = _StreamEdits(unwrapper, unwrapper.unwrap(seq) + (1 if syn else 0), syn)
             self._streams[slot] = stream
         return stream
 
-    def _rewrite_forward(self, packet: Packet, stream: _StreamEdits) -> list[str]:
+    def _rewrite_forward(self, packet: Packet, direction: Direction, stream: _StreamEdits) -> list[str]:
         tcp = packet.tcp
         start = stream.unwrapper.unwrap(tcp.seq)
         payload_start = start + 1 if tcp.flags & SYN else start
@@ -203,6 +249,11 @@ class RewritePayload(MiddleboxBase):
                     stream.edited.add(position)
                 pieces.append(tcp.payload[cursor:index])
                 pieces.append(self._replacement)
+                if position not in stream.logged:  # a retransmission is edited, not logged, again
+                    if not self.edit_log.full:
+                        stream.logged.add(position)
+                    self.edit_log.record(packet, direction, position - stream.origin,
+                                         self._pattern, self._replacement, stream.from_syn)
                 cursor = index + len(self._pattern)
                 count += 1
                 if self._delta:

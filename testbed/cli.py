@@ -7,9 +7,10 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from testbed import __version__
-from testbed.errors import TestbedError
+from testbed.errors import SpecError, TestbedError
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -65,12 +66,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.repeat < 1:
+        raise SpecError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.repeat > 1:
+        return _run_repeated(spec, Path(args.out), args.repeat)
     result = run_experiment(spec, Path(args.out), progress=lambda m: print(f"[testbed] {m}", flush=True),
                             eta=sys.stderr)
     conn = result["connections"][0]
     print(f"outcome: {conn['outcome']}  integrity: {conn['integrity']}  "
           f"goodput: {conn['goodput_mbps']:.1f} Mbit/s  bytes: {conn['bytes']}  "
           f"duration: {conn['duration_s']:.2f} s")
+    verdict = conn.get("integrity_verdict") or {}
+    if conn["integrity"] != "ok" and verdict.get("description"):
+        print(f"  integrity: {verdict['description']}")
     for sub in conn["subflows"]:
         share = sub["bytes"] * 8 / conn["duration_s"] / 1e6 if conn["duration_s"] else 0.0
         print(f"  subflow {sub['local']} -> {sub['remote']}: {sub['bytes']} bytes (~{share:.1f} Mbit/s)")
@@ -78,6 +86,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     expectations = result["expectations"]
     if not expectations["passed"]:
         print("expectations failed: " + "; ".join(expectations["failures"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_repeated(spec: Any, out: Path, repeat: int) -> int:
+    """`testbed run --repeat N`: N runs with derived seeds in OUT/repeat-<i>/, every outcome kept;
+    `testbed compare OUT ...` reads them as one entry with a distribution and an interval."""
+    import dataclasses
+
+    from testbed.repeats import class_of, repeat_seed, summarize_repeats
+    from testbed.runner import run_experiment
+
+    records = []
+    failed = 0
+    for index in range(repeat):
+        seeded = dataclasses.replace(spec, seed=repeat_seed(spec.seed, index))
+        result = run_experiment(seeded, out / f"repeat-{index}",
+                                progress=lambda m, i=index: print(f"[testbed {i + 1}/{repeat}] {m}",
+                                                                  flush=True))
+        conn = result["connections"][0]
+        failed += not result["expectations"]["passed"]
+        records.append(conn)
+        print(f"repeat {index + 1}/{repeat} (seed {seeded.seed}): "
+              f"{class_of(conn['outcome'], conn['integrity'])} {conn['goodput_mbps']:.1f} Mbit/s")
+    summary = summarize_repeats(records)
+    goodput = summary.get("goodput", {})
+    state = "stable" if summary["stable"] else "unstable"
+    print(f"{repeat} runs, {state}: {summary['distribution']}; goodput median "
+          f"{goodput.get('median', 0):.1f} Mbit/s, [{goodput.get('low', 0):.1f}, "
+          f"{goodput.get('high', 0):.1f}] ({goodput.get('confidence', 0):.0%} confidence)")
+    print(f"results in {out}/repeat-*/")
+    if failed:
+        print(f"expectations failed in {failed} of {repeat} runs", file=sys.stderr)
         return 1
     return 0
 
@@ -147,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one experiment spec (TOML)")
     run.add_argument("spec")
     run.add_argument("--out", required=True, help="directory for result.json and time series")
+    run.add_argument("--repeat", type=int, default=1, metavar="N",
+                     help="run N times with derived seeds (OUT/repeat-<i>/); prints the class "
+                     "distribution and the goodput median with its interval")
     run.set_defaults(func=cmd_run)
 
     clean = sub.add_parser("clean", help="remove what crashed or killed runs left behind")

@@ -5,10 +5,14 @@ run directory, or a tree of run directories). Each side becomes a set of entries
 (a matrix cell "row x pairing", a run's name, or its path in a tree), each with an outcome class
 and a goodput. The rules:
 
-- the outcome class must match exactly (an error cell matches only an error cell);
+- the class ("OUTCOME · INTEGRITY") must match exactly (an error cell matches only an error
+  cell); with repeats (`--repeat N`) the distributions are compared: a class the current side
+  shows that the baseline never showed is a regression;
 - goodput may fall by at most the tolerance (percent of the baseline, default 10), with a small
   absolute floor so that near-zero goodputs (a reset, a stall) do not fail on noise; a rise past
-  the tolerance is reported, and fails only with --fail-on-faster;
+  the tolerance is reported, and fails only with --fail-on-faster. With repeats each side is a
+  median with a confidence interval (testbed.repeats), and only intervals that separate by
+  more than the tolerance count; a single run is an interval of one point;
 - an entry of the baseline missing from the current side is a regression; a new entry is not.
 
 Exit 1 on any regression, 0 otherwise, 2 for unreadable input. The JUnit file has one test
@@ -18,6 +22,7 @@ case per entry, so a CI system shows which cell regressed.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -25,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError, TestbedError
+from testbed.repeats import UNSTABLE, class_of, distribution, median_interval
 from testbed.report.files import write_bytes_atomic
 from testbed.report.summary import summarize_result
 from testbed.result import RESULT_FILE, check_document, read_json_document
 
 MATRIX_FILE = "matrix.json"
+REPEAT_KEY = re.compile(r"^repeat-\d+$")
 DEFAULT_TOLERANCE_PCT = 10.0
 DEFAULT_FLOOR_MBPS = 0.5
 EXIT_REGRESSION = 1
@@ -43,9 +50,21 @@ class CompareInputError(SpecError):
 class Entry:
     key: str
     status: str  # "ok" | "error" | "not-run"
-    outcome: str | None
-    goodput_mbps: float | None
+    outcome: str | None  # the class: "OUTCOME" or "OUTCOME · INTEGRITY" (or unstable)
+    goodput_mbps: float | None  # the median with repeats
     detail: str = ""
+    classes: tuple[str, ...] = ()  # one per repeat (empty: a single run, `outcome` is its class)
+    goodputs: tuple[float, ...] = ()  # one per repeat
+
+    @property
+    def distribution(self) -> dict[str, int]:
+        return distribution(self.classes or ((self.outcome,) if self.outcome else ()))
+
+    def interval(self) -> tuple[float, float] | None:
+        if len(self.goodputs) > 1:
+            found = median_interval(self.goodputs)
+            return found.low, found.high
+        return None if self.goodput_mbps is None else (self.goodput_mbps, self.goodput_mbps)
 
 
 @dataclass(frozen=True)
@@ -76,9 +95,13 @@ def entries_from_matrix(doc: dict[str, Any], where: str) -> dict[str, Entry]:
     for cell in doc["cells"]:
         key = f"{cell.get('row')} \u00d7 {cell.get('pairing')}"
         status = str(cell.get("status", "ok"))
-        entries[key] = Entry(key, status, cell.get("outcome") if status == "ok" else None,
-                             cell.get("goodput_mbps") if status == "ok" else None,
-                             str(cell.get("error", "")) if status == "error" else "")
+        repeats = [r for r in cell.get("repeats") or [] if r.get("status") == "ok"]
+        entries[key] = Entry(
+            key, status, class_of(cell["outcome"], cell.get("integrity")) if status == "ok" else None,
+            cell.get("goodput_mbps") if status == "ok" else None,
+            str(cell.get("error", "")) if status == "error" else "",
+            tuple(class_of(r["outcome"], r.get("integrity")) for r in repeats),
+            tuple(float(r["goodput_mbps"]) for r in repeats))
     return entries
 
 
@@ -89,9 +112,34 @@ def entries_from_result(result: dict[str, Any], key: str, where: str) -> dict[st
         raise CompareInputError(exc.message) from exc
     if len(summary.connections) == 1:
         conn = summary.connections[0]
-        return {key: Entry(key, "ok", conn.outcome, conn.goodput_mbps)}
-    return {f"{key}#{i}": Entry(f"{key}#{i}", "ok", c.outcome, c.goodput_mbps)
+        return {key: Entry(key, "ok", class_of(conn.outcome, conn.integrity), conn.goodput_mbps)}
+    return {f"{key}#{i}": Entry(f"{key}#{i}", "ok", class_of(c.outcome, c.integrity), c.goodput_mbps)
             for i, c in enumerate(summary.connections)}
+
+
+def group_repeats(entries: dict[str, Entry], root: str = ".") -> dict[str, Entry]:
+    """Runs in <name>/repeat-<i>/ (`testbed run --repeat N`) become one entry <name> with every
+    repeat's class and goodput (`root`, the directory's own name, for repeats right below it)."""
+    groups: dict[str, list[Entry]] = {}
+    for key, entry in entries.items():
+        parent, _slash, leaf = key.rpartition("/")
+        group = (parent or root) if REPEAT_KEY.match(leaf) else key
+        groups.setdefault(group, []).append(entry)
+    out = {}
+    for key, members in groups.items():
+        if len(members) == 1 and members[0].key == key:
+            out[key] = members[0]
+            continue
+        ran = [m for m in members if m.status == "ok"]
+        if not ran:
+            out[key] = Entry(key, members[0].status, None, None, members[0].detail)
+            continue
+        classes = tuple(str(m.outcome) for m in ran)
+        goodputs = tuple(float(m.goodput_mbps) for m in ran if m.goodput_mbps is not None)
+        single = len(set(classes)) == 1
+        out[key] = Entry(key, "ok", classes[0] if single else UNSTABLE,
+                         median_interval(goodputs).median if goodputs else None, "", classes, goodputs)
+    return out
 
 
 def load_entries(path: Path) -> tuple[str, dict[str, Entry]]:
@@ -109,7 +157,7 @@ def load_entries(path: Path) -> tuple[str, dict[str, Entry]]:
         for file in found:
             key = file.parent.relative_to(path).as_posix()
             entries.update(entries_from_result(_load_json(file), key, str(file)))
-        return "results", entries
+        return "results", group_repeats(entries, path.resolve().name)
     if not path.exists():
         raise CompareInputError(f"{path}: no such file or directory")
     data = _load_json(path)
@@ -124,6 +172,11 @@ def _fmt(entry: Entry | None) -> str:
     if entry.status != "ok":
         return entry.status + (f" ({entry.detail[:40]})" if entry.detail else "")
     goodput = f"{entry.goodput_mbps:.1f} Mbit/s" if entry.goodput_mbps is not None else "?"
+    interval = entry.interval() if len(entry.goodputs) > 1 else None
+    if interval is not None:
+        goodput += f" [{interval[0]:.1f}, {interval[1]:.1f}]"
+    if entry.outcome == UNSTABLE:
+        return f"unstable {entry.distribution} {goodput}"
     return f"{entry.outcome} {goodput}"
 
 
@@ -137,19 +190,29 @@ def compare_entry(key: str, base: Entry | None, cur: Entry | None, tolerance_pct
         return Difference(key, "regression", f"status {base.status} -> {cur.status}", base, cur)
     if base.status != "ok":
         return Difference(key, "same", f"{base.status} in both", base, cur)
-    if base.outcome != cur.outcome:
-        return Difference(key, "regression", f"outcome {base.outcome} -> {cur.outcome}", base, cur)
-    if base.goodput_mbps is None or cur.goodput_mbps is None:
+    base_classes, cur_classes = base.distribution, cur.distribution
+    if set(cur_classes) - set(base_classes):
+        what = (f"class {base.outcome} -> {cur.outcome}" if len(base_classes) == len(cur_classes) == 1
+                else f"classes {base_classes} -> {cur_classes}")
+        return Difference(key, "regression", what, base, cur)
+    base_interval, cur_interval = base.interval(), cur.interval()
+    if base_interval is None or cur_interval is None or base.goodput_mbps is None \
+            or cur.goodput_mbps is None:
         return Difference(key, "same", "no goodput to compare", base, cur)
     allowed = max(abs(base.goodput_mbps) * tolerance_pct / 100.0, floor_mbps)
     change = cur.goodput_mbps - base.goodput_mbps
     pct = (change / base.goodput_mbps * 100.0) if base.goodput_mbps else float("inf")
-    if change < -allowed:
-        return Difference(key, "regression", f"goodput {pct:+.1f}% (tolerance {tolerance_pct:g}%)", base, cur)
-    if change > allowed:
+    repeated = len(base.goodputs) > 1 or len(cur.goodputs) > 1
+    how = " (confidence intervals apart)" if repeated else ""
+    if cur_interval[1] < base_interval[0] - allowed:
+        return Difference(key, "regression", f"goodput {pct:+.1f}%{how} (tolerance {tolerance_pct:g}%)",
+                          base, cur)
+    if cur_interval[0] > base_interval[1] + allowed:
         verdict = "regression" if fail_on_faster else "faster"
-        return Difference(key, verdict, f"goodput {pct:+.1f}% (tolerance {tolerance_pct:g}%)", base, cur)
-    return Difference(key, "same", f"goodput {pct:+.1f}%", base, cur)
+        return Difference(key, verdict, f"goodput {pct:+.1f}%{how} (tolerance {tolerance_pct:g}%)",
+                          base, cur)
+    return Difference(key, "same", f"goodput {pct:+.1f}%" + (" (intervals overlap)" if repeated else ""),
+                      base, cur)
 
 
 def compare(baseline: dict[str, Entry], current: dict[str, Entry], *,

@@ -30,19 +30,30 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from testbed.errors import SpecError, TestbedError
+from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
+from testbed.repeats import UNSTABLE, repeat_seed, summarize_repeats
 from testbed.report.evidence import CAPTURE_FILE, WIRE_FILE, disagreements, load_wire, write_wire
 from testbed.report.files import write_bytes_atomic, write_text_atomic
 from testbed.report.summary import summarize_result
 from testbed.report.tables import cell_text, matrix_html, matrix_markdown
 from testbed.result import MATRIX_SCHEMA, RESULT_FILE, read_result
 from testbed.results import TIMESERIES_FILE
-from testbed.spec import OUTCOMES, STACKS, ExperimentSpec, check_against_topology, parse_spec, read_toml
+from testbed.spec import (
+    INTEGRITY_CLASSES,
+    OUTCOMES,
+    STACKS,
+    ExperimentSpec,
+    check_against_topology,
+    parse_spec,
+    read_toml,
+)
 
 MATRIX_FILE = "matrix.json"
 MATRIX_MD = "matrix.md"
 MATRIX_HTML = "matrix.html"
 CELLS_DIR = "cells"
+REPEAT_DIR = "repeat-"
 RUN_LOG = "run.log"
 DEFAULT_PAIRINGS = ("kernel-kernel", "python-kernel", "kernel-python", "python-python")
 ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -91,6 +102,9 @@ class MatrixSpec:
     raw: dict[str, Any]
     source: str
     cells: tuple[Cell, ...] = field(default=())
+    repeat: int = 1  # runs per cell (--repeat), each with its own derived seed
+    reference: str | None = None  # the row every cell's goodput is a fraction of (no middlebox)
+    degraded_below: float = DEFAULT_DEGRADED_BELOW
 
 
 def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ...]],
@@ -128,6 +142,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     """Validate a matrix spec and every cell it implies; any problem is one SpecError line."""
     top = _check_table(raw, source, {
         "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
+        "reference": str, "degraded_below": (float, int),
     }, required=("base", "middleboxes"))
     pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
     if not pairings:
@@ -149,9 +164,16 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
             raise SpecError(f"{source}: middleboxes[{index}]: row name {row.name!r} used twice")
         seen.add(row.name)
         rows.append(row)
+    reference = top.get("reference", next((r.name for r in rows if not r.middleboxes), None))
+    if reference is not None and reference not in seen:
+        raise SpecError(f"{source}: reference {reference!r} is not a row name")
+    degraded_below = float(top.get("degraded_below", DEFAULT_DEGRADED_BELOW))
+    if not 0 <= degraded_below <= 1:
+        raise SpecError(f"{source}: degraded_below must be a fraction in 0..1, got {degraded_below}")
     spec = MatrixSpec(name=top.get("name", Path(source).stem), description=top.get("description", ""),
                       seed=top.get("seed", 1), pairings=pairings, base=base, rows=tuple(rows),
-                      raw=copy.deepcopy(raw), source=source)
+                      raw=copy.deepcopy(raw), source=source, reference=reference,
+                      degraded_below=degraded_below)
     cells = tuple(_build_cell(spec, row, pairing) for row in spec.rows for pairing in pairings)
     _check_cells_against_topologies(cells)
     return dataclasses.replace(spec, cells=cells)
@@ -183,10 +205,8 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
         raise SpecError(f"{where}: no middlebox: give node and type, or chain = [...] (chain = [] for none)")
     expect = _check_table(row.get("expect", {}), f"{where}.expect",
                           {p: str for p in (*pairings, "default")})
-    for pairing, outcome in expect.items():
-        if outcome not in OUTCOMES:
-            raise SpecError(f"{where}.expect.{pairing}: {outcome!r} is not an outcome class "
-                            f"(one of {', '.join(OUTCOMES)})")
+    for pairing, expected in expect.items():
+        parse_expectation(expected, f"{where}.expect.{pairing}")
     default = expect.get("default")
     per_pairing = {p: expect.get(p, default) for p in pairings if expect.get(p, default) is not None}
     return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
@@ -213,8 +233,10 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
     if "capture" in base:
         raw["capture"] = base["capture"]
     expected = row.expect.get(pairing)
-    if expected is not None:
-        raw["expect"] = {"outcome": expected}
+    accepted = parse_expectation(expected, f"{matrix.source}: row {row.name}") if expected else []
+    if len(accepted) == 1:  # a cell that varies keeps its alternatives in the matrix only
+        outcome, integrity = accepted[0]
+        raw["expect"] = {"outcome": outcome, **({"integrity": integrity} if integrity else {})}
     # bytes and seconds exclude each other: a row giving one replaces the base's other
     if "bytes" in row.traffic:
         raw["traffic"].pop("seconds", None)
@@ -240,6 +262,44 @@ def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
         check_against_topology(cell.spec, built[key])
 
 
+SEPARATOR = " \u00b7 "  # "mp-fail · alg-edited": outcome, then integrity
+
+
+def parse_expectation(text: str, where: str) -> list[tuple[str, str | None]]:
+    """The accepted classes of an expectation "OUTCOME" or "OUTCOME · INTEGRITY", several
+    separated by "|" for a cell measured to vary (each is (outcome, integrity or None))."""
+    accepted = []
+    for alternative in text.split("|"):
+        outcome, sep, integrity = (part.strip() for part in alternative.partition("\u00b7"))
+        if outcome not in OUTCOMES:
+            hint = (" (corrupted is an integrity class: write e.g. 'reset \u00b7 corrupted')"
+                    if outcome == "corrupted" else "")
+            raise SpecError(f"{where}: {outcome!r} is not an outcome class "
+                            f"(one of {', '.join(OUTCOMES)}){hint}")
+        if sep and integrity not in INTEGRITY_CLASSES:
+            raise SpecError(f"{where}: integrity {integrity!r} is not one of "
+                            f"{', '.join(INTEGRITY_CLASSES)}")
+        accepted.append((outcome, integrity or None))
+    return accepted
+
+
+def expectation_met(expected: str, outcome: str, integrity: str) -> bool:
+    """An expected outcome matches exactly; an expected integrity too. Without one, any
+    integrity but corrupted or unknown is fine (truncated only with an incomplete outcome)."""
+    return any(_meets(want_outcome, want_integrity, outcome, integrity)
+               for want_outcome, want_integrity in parse_expectation(expected, "expectation"))
+
+
+def _meets(want_outcome: str, want_integrity: str | None, outcome: str, integrity: str) -> bool:
+    if outcome != want_outcome:
+        return False
+    if want_integrity is not None:
+        return integrity == want_integrity
+    if integrity == "truncated":
+        return outcome in ("mp-fail", "reset", "stalled")
+    return integrity in ("ok", "alg-edited")
+
+
 # --- running ---------------------------------------------------------------------------------
 
 def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], expected: str | None,
@@ -257,8 +317,11 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         "duration_s": conn.duration_s,
         "subflows_carrying": conn.carrying,
         "subflows_total": len(conn.subflows),
+        "integrity_verdict": conn.integrity_verdict,
+        "performance": performance_facts(result),
         "expected": expected,
-        "as_expected": None if expected is None else conn.outcome == expected,
+        "as_expected": None if expected is None else expectation_met(expected, conn.outcome,
+                                                                      conn.integrity),
         "evidence": list(conn.evidence),
         "dir": directory,
     }
@@ -268,6 +331,45 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         if conflicts:
             record["wire_disagrees"] = conflicts
     return record
+
+
+def repeated_record(cell_key: dict[str, Any], records: list[dict[str, Any]], expected: str | None,
+                    directory: str) -> dict[str, Any]:
+    """The record of a repeated cell: its class if every repeat agrees, else `unstable` with the
+    distribution; goodput is the median of the repeats with its interval."""
+    ran = [r for r in records if r.get("status") == "ok"]
+    compact = [{k: r.get(k) for k in ("seed", "status", "outcome", "integrity", "goodput_mbps",
+                                       "as_expected", "error", "dir") if k in r} for r in records]
+    if not ran:
+        return {**error_record(cell_key, records[0].get("error", "run failed"), expected, directory),
+                "repeats": compact}
+    summary = summarize_repeats(ran)
+    outcomes = {r["outcome"] for r in ran}
+    integrities = {r["integrity"] for r in ran}
+    stable = summary["stable"] and len(ran) == len(records)
+    first = ran[0]
+    return {
+        **cell_key,
+        "status": "ok",
+        "outcome": first["outcome"] if len(outcomes) == 1 else UNSTABLE,
+        "integrity": first["integrity"] if len(integrities) == 1 else UNSTABLE,
+        "goodput_mbps": summary["goodput"]["median"],
+        "goodput_interval": summary["goodput"],
+        "distribution": summary["distribution"] | (
+            {"error": len(records) - len(ran)} if len(ran) < len(records) else {}),
+        "stable": stable,
+        "bytes": first["bytes"],
+        "duration_s": first["duration_s"],
+        "subflows_carrying": first["subflows_carrying"],
+        "subflows_total": first["subflows_total"],
+        "expected": expected,
+        "as_expected": None if expected is None else all(r.get("as_expected") for r in records),
+        "evidence": list(first.get("evidence") or []),
+        "integrity_verdict": first.get("integrity_verdict"),
+        "performance": first.get("performance"),
+        "repeats": compact,
+        "dir": directory,
+    }
 
 
 def error_record(cell_key: dict[str, Any], message: str, expected: str | None,
@@ -295,6 +397,10 @@ def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
 
 def matrix_document(matrix: MatrixSpec, cells: list[dict[str, Any]], *, partial: bool, interrupted: bool,
                     started_at: str, elapsed_s: float, environment: dict[str, Any] | None) -> dict[str, Any]:
+    mark_degraded(cells, matrix.reference, matrix.degraded_below)
+    summary = summarize_cells(cells, len(matrix.cells))
+    summary["degraded"] = sum(1 for c in cells if c.get("degraded"))
+    summary["unstable"] = sum(1 for c in cells if c.get("stable") is False)
     return {
         "schema": MATRIX_SCHEMA,
         "kind": "matrix",
@@ -306,9 +412,12 @@ def matrix_document(matrix: MatrixSpec, cells: list[dict[str, Any]], *, partial:
         "rows": [{"name": r.name, "label": r.label, "middleboxes": list(r.middleboxes), "expect": r.expect}
                  for r in matrix.rows],
         "cells": cells,
-        "summary": summarize_cells(cells, len(matrix.cells)),
+        "summary": summary,
+        "reference": matrix.reference,
+        "degraded_below": matrix.degraded_below,
         "partial": partial,
         "interrupted": interrupted,
+        "repeat": matrix.repeat,
         "started_at": started_at,
         "elapsed_s": round(elapsed_s, 3),
         "environment": environment or {},
@@ -360,7 +469,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
 
     try:
         for cell in matrix.cells:
-            record, result = _run_cell(cell, out, runner, bar, resume)
+            record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
             if result is not None and environment is None:
                 environment = result.get("environment")
             records.append(record)
@@ -388,9 +497,28 @@ class MatrixInterrupted(Exception):
         self.doc = doc
 
 
-def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar,
+def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar, resume: bool,
+              repeat: int = 1) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One cell: a single run in its directory, or `repeat` runs in repeat-<i>/ below it with
+    derived seeds, summarised into one record (unstable when their classes differ)."""
+    if repeat == 1:
+        return _run_once(cell, cell.directory(out), out, runner, bar, resume)
+    records: list[dict[str, Any]] = []
+    first: dict[str, Any] | None = None
+    for index in range(repeat):
+        seeded = dataclasses.replace(cell, spec=dataclasses.replace(
+            cell.spec, seed=repeat_seed(cell.spec.seed, index)))
+        bar.status(f"{cell.key}: repeat {index + 1}/{repeat}")
+        record, result = _run_once(seeded, cell.directory(out) / f"{REPEAT_DIR}{index}", out, runner,
+                                   bar, resume)
+        records.append(record | {"seed": seeded.spec.seed})
+        first = first or result
+    return repeated_record(_cell_key(cell), records, cell.expected,
+                           cell.directory(out).relative_to(out).as_posix()), first
+
+
+def _run_once(cell: Cell, directory: Path, out: Path, runner: Runner, bar: ProgressBar,
               resume: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    directory = cell.directory(out)
     rel = directory.relative_to(out).as_posix()
     key = _cell_key(cell)
     if resume:
@@ -475,6 +603,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reuse cells of DIR whose result.json comes from the same cell spec")
     parser.add_argument("--junit", metavar="FILE",
                         help="also write JUnit XML: one test case per cell, failed where it differs")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run every cell N times with derived seeds; a cell whose classes "
+                        "differ is shown unstable with the distribution (default 1)")
     parser.add_argument("--check", action="store_true",
                         help="validate the spec and list the cells; run nothing")
 
@@ -501,6 +632,9 @@ def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> Matrix
 def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     """The command; `runner` stands in for testbed.runner.run_experiment in tests."""
     matrix = select(load_matrix_spec(args.spec), args.rows, args.pairings)
+    if args.repeat < 1:
+        raise SpecError(f"--repeat must be at least 1, got {args.repeat}")
+    matrix = dataclasses.replace(matrix, repeat=args.repeat)
     if args.check:
         for cell in matrix.cells:
             print(f"{cell.row.name:<28} {cell.pairing:<16} expect {cell.expected or '-'}")

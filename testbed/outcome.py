@@ -8,25 +8,23 @@ stack names its counters like the kernel's MPTcpExt ones (without the prefix), s
 same rules under the same names; an evidence line names the end and says "bundled stack".
 
 The class is the first rule of RULES that holds, in this order, because a later class must
-never hide an earlier one:
+never hide an earlier one. What the application received is the other axis, integrity
+(testbed.integrity: ok, alg-edited, truncated, corrupted), decided by the oracle; its
+statement ends the evidence.
 
-1. ``corrupted``: the receiver's bytes are not an intact prefix of the sender's stream (it got
-   as many bytes with another hash, more bytes than were sent, or a prefix whose hash differs
-   from the stream's own prefix, recomputed from the payload seed). Never hidden by anything.
-2. ``mp-fail``: a DSS checksum failed (DataCsumErr, MP_FAIL sent or received) — whatever
+1. ``mp-fail``: a DSS checksum failed (DataCsumErr, MP_FAIL sent or received) — whatever
    happened next (fallback, reset, a stall) is added to the evidence.
-3. ``reset`` / ``stalled``: the transfer did not finish (an end saw a reset, a refusal or
+2. ``reset`` / ``stalled``: the transfer did not finish (an end saw a reset, a refusal or
    another error; or no progress until the I/O timeout, or not all bytes, or none at all).
-   Delivered bytes are an intact prefix.
-4. ``fallback-syn``: MPTCP was never in use (SYN/ACK or third ACK without MP_CAPABLE, a plain
+3. ``fallback-syn``: MPTCP was never in use (SYN/ACK or third ACK without MP_CAPABLE, a plain
    TCP end, or no end ever saw MPTCP in use and no counter shows a completed MP_CAPABLE
    handshake).
-5. ``fallback-infinite-map``: MPTCP was negotiated, then the connection fell back to TCP
+4. ``fallback-infinite-map``: MPTCP was negotiated, then the connection fell back to TCP
    (data without a DSS mapping, an infinite mapping, a first ACK without DSS; or the counters
    show MP_CAPABLE on both the SYN/ACK and the third ACK, yet no end used MPTCP at the end).
-6. ``subflow-rejected``: MPTCP end to end but fewer subflows carried data than expected and a
+5. ``subflow-rejected``: MPTCP end to end but fewer subflows carried data than expected and a
    join was tried, refused or reset.
-7. ``mptcp``.
+6. ``mptcp``.
 
 Every rule that holds contributes its reasons, so the evidence of a `reset` still says that
 the connection had fallen back first, and so on.
@@ -40,6 +38,7 @@ from typing import Any
 
 from testbed.endpoints.payload import expected_digest
 from testbed.endpoints.report import ConnectionRecord, EndpointReport
+from testbed.integrity import Verdict
 from testbed.mptcp.counters import KERNEL_COUNTERS
 
 KERNEL_PREFIX = "MPTcpExt"
@@ -170,20 +169,6 @@ def delivered_prefix_intact(record: ConnectionRecord) -> bool | None:
     return expected_digest(seed, receiver.bytes) == receiver.sha256
 
 
-def _corrupted(facts: Facts) -> list[str]:
-    record, sender, receiver = facts.record, facts.sender, facts.receiver
-    if record.integrity == "ok" or facts.prefix_intact is not False:
-        return []
-    if receiver.bytes > sender.bytes:
-        why = f"{receiver.role} received {receiver.bytes} bytes, more than the {sender.bytes} sent"
-    elif receiver.bytes == sender.bytes:
-        why = f"{receiver.role} received all {receiver.bytes} bytes but their SHA-256 differs"
-    else:
-        why = (f"the {receiver.bytes} bytes {receiver.role} received are not the first "
-               f"{receiver.bytes} bytes of the stream (SHA-256 of the prefix differs)")
-    return [f"payload corrupted: {why}"]
-
-
 def _mp_fail(facts: Facts) -> list[str]:
     return facts.moved(CHECKSUM_FAILURE)
 
@@ -251,7 +236,6 @@ def _mptcp(facts: Facts) -> list[str]:
 
 Rule = Callable[[Facts], list[str]]
 RULES: tuple[tuple[str, Rule], ...] = (
-    ("corrupted", _corrupted),
     ("mp-fail", _mp_fail),
     ("reset", _reset),
     ("stalled", _stalled),
@@ -273,7 +257,7 @@ def gather_facts(record: ConnectionRecord, counters: Mapping[str, Mapping[str, i
 
 
 def classify(record: ConnectionRecord, counters: Mapping[str, Mapping[str, int]],
-             expected_subflows: int) -> tuple[str, list[str]]:
+             expected_subflows: int, integrity: Verdict | None = None) -> tuple[str, list[str]]:
     """(outcome class, evidence): the first rule of RULES that holds; its reasons come first,
     then those of every later rule that also holds, then integrity and checksum facts.
 
@@ -291,7 +275,8 @@ def classify(record: ConnectionRecord, counters: Mapping[str, Mapping[str, int]]
             evidence.extend(reasons)
         else:
             evidence.extend(f"also {name}: {reason}" for reason in reasons)
-    evidence.append(_integrity_statement(facts))
+    evidence.append(f"integrity {integrity.integrity}: {integrity.description}" if integrity
+                    else _integrity_statement(facts))
     evidence.extend(facts.moved(("TcpInCsumErrors",)))
     return outcome, evidence
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from testbed.errors import TestbedError
 
-SCHEMA = 2  # of result.json; 2 added `endpoints` and `teardown_problems`
+SCHEMA = 3  # of result.json; 2 added `endpoints` and `teardown_problems`; 3 the integrity oracle
 MATRIX_SCHEMA = 1  # of matrix.json
 RESULT_FILE = "result.json"
 KIND = "experiment"
@@ -49,12 +49,15 @@ class ConnectionResult:
     bytes: int
     duration_s: float
     goodput_mbps: float
-    integrity: str
+    integrity: str  # testbed.integrity.INTEGRITY_CLASSES
     problems: list[str]
     sha256: dict[str, str]
     counters: dict[str, dict[str, int]]
     stack_counters: dict[str, dict[str, int] | None]
     mptcp_info: dict[str, dict[str, Any] | None]
+    # the oracle's Verdict (testbed.integrity): reference stream, where a difference starts, why
+    integrity_verdict: dict[str, Any] = field(default_factory=dict)
+    expected_subflows: int | None = None  # what the spec allows (None in files before schema 3)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +151,33 @@ def _upgrade_1_to_2(doc: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-UPGRADES = {1: _upgrade_1_to_2}  # schema n -> the step to n + 1
+def _upgrade_2_to_3(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 had `corrupted` as an outcome and integrity ok/mismatch. The outcome a corrupted
+    connection would have had is the first `also NAME:` of its evidence (the rules ran in
+    order), else mptcp; integrity becomes ok, corrupted (hash differed, bytes not kept) or
+    truncated (an intact prefix: schema 2 only called a stream corrupted when it was not)."""
+    connections = []
+    for c in doc.get("connections") or []:
+        c = dict(c)
+        outcome = c.get("outcome")
+        if c.get("integrity") == "ok":
+            integrity = "ok"
+        elif outcome == "corrupted":
+            integrity = "corrupted"
+        else:
+            integrity = "truncated"
+        if outcome == "corrupted":
+            also = [e[5:e.index(":")] for e in c.get("evidence") or []
+                    if isinstance(e, str) and e.startswith("also ") and ":" in e]
+            c["outcome"] = also[0] if also else "mptcp"
+        c["integrity"] = integrity
+        c["integrity_verdict"] = {"integrity": integrity, "description":
+                                  "upgraded from a schema 2 result (judged by hash, no edit log)"}
+        connections.append(c)
+    return {**doc, "schema": 3, "connections": connections}
+
+
+UPGRADES = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}  # schema n -> the step to n + 1
 
 
 def upgrade(doc: dict[str, Any], where: str = "result") -> dict[str, Any]:

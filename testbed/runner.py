@@ -31,6 +31,7 @@ from testbed.doctor import run_doctor
 from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
+from testbed.integrity_run import run_verdict
 from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, new_run_id, work_dir_of
@@ -207,6 +208,9 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
                *(["--rng-seed", str(rng_seed)] if rng_seed is not None else []),
                "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
                "--timeseries", str(timeseries)]
+    receiving = (traffic.direction == "upload") == (role == "server")
+    if receiving:  # the received bytes, for the integrity oracle (removed once judged)
+        command += ["--received-file", str(received_file_of(timeseries.parent, role))]
     if role == "server":
         return [*command, "--listen", listen]
     command += ["--connect", listen, "--direction", traffic.direction, "--seed", str(spec.seed)]
@@ -217,6 +221,11 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
     else:
         command += ["--seconds", str(traffic.seconds)]
     return command
+
+
+def received_file_of(work: Path, role: str) -> Path:
+    """Where the receiving endpoint keeps the payload it received."""
+    return work / f"{role}.received.bin"
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print,
@@ -380,7 +389,11 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
                                                   transfer.counters_after[host])
                 for host in transfer.counters_before}
     expected_subflows = min(len(plan.client.addresses), spec.mptcp.subflows + 1)
-    outcome, evidence = classify(record, counters, expected_subflows)
+    receiver_role = "server" if spec.traffic.direction == "upload" else "client"
+    received = received_file_of(work, receiver_role)
+    verdict = run_verdict(record, transfer.middlebox_stats, spec.seed, received)
+    received.unlink(missing_ok=True)
+    outcome, evidence = classify(record, counters, expected_subflows, verdict)
 
     sender_samples = work / ("client.samples.csv" if spec.traffic.direction == "upload"
                              else "server.samples.csv")
@@ -402,7 +415,9 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         duration_s=record.client.duration_s if spec.traffic.direction == "upload"
         else record.server.duration_s,
         goodput_mbps=record.goodput_mbps,
-        integrity=record.integrity,
+        integrity=verdict.integrity,
+        integrity_verdict=verdict.as_json(),
+        expected_subflows=expected_subflows,
         problems=list(record.problems),
         sha256={"client": record.client.sha256, "server": record.server.sha256},
         counters=counters,
@@ -496,7 +511,7 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
             bar.finish()
 
 
-INCOMPLETE_OUTCOMES = ("corrupted", "mp-fail", "reset", "stalled")
+INCOMPLETE_OUTCOMES = ("mp-fail", "reset", "stalled")
 
 
 def finish_endpoint(proc: subprocess.Popen, *, grace_s: float) -> EndpointOutput:
@@ -528,10 +543,15 @@ def check_expectations(expect: dict[str, Any], connection: dict[str, Any]) -> di
         carrying = sum(1 for s in connection["subflows"] if s["bytes"] > 0)
         if carrying != expect["subflows"]:
             failures.append(f"{carrying} subflows carried data, expected {expect['subflows']}")
-    # An incomplete or corrupted transfer is what these outcomes mean; the outcome check above
-    # covers them (testbed.outcome never labels delivered corruption anything but corrupted).
-    if connection["integrity"] != "ok" and expect.get("outcome") not in INCOMPLETE_OUTCOMES:
-        failures.append("payload integrity mismatch")
+    integrity = connection["integrity"]
+    if "integrity" in expect:
+        if integrity != expect["integrity"]:
+            failures.append(f"integrity {integrity} != expected {expect['integrity']}")
+    elif integrity not in ("ok", "alg-edited") and not (
+            integrity == "truncated" and expect.get("outcome") in INCOMPLETE_OUTCOMES):
+        # without an integrity expectation: no corrupted byte, and a short stream only when the
+        # transfer is expected to break
+        failures.append(f"integrity {integrity}")
     return {"passed": not failures, "failures": failures}
 
 

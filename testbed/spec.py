@@ -26,7 +26,9 @@ else:  # pragma: no cover - Python 3.10
 STACKS = ("kernel", "tcp", "python")
 KERNEL_CONGESTION_CONTROLS = ("reno", "cubic", "bbr")
 OUTCOMES = ("mptcp", "fallback-syn", "fallback-infinite-map", "mp-fail", "subflow-rejected",
-            "reset", "stalled", "corrupted")
+            "reset", "stalled")
+# what the application received (testbed.integrity; "unknown" is never expected)
+INTEGRITY_CLASSES = ("ok", "alg-edited", "truncated", "corrupted")
 
 
 def _table(data: Any, where: str, allowed: dict[str, type | tuple[type, ...]],
@@ -245,11 +247,17 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
 
     capture = _table(top.get("capture", {}), f"{source}: [capture]", {"pcap": bool})
     expect = _table(top.get("expect", {}), f"{source}: [expect]", {
-        "outcome": str, "min_goodput_mbps": float, "max_goodput_mbps": float, "subflows": int,
+        "outcome": str, "integrity": str, "min_goodput_mbps": float, "max_goodput_mbps": float,
+        "subflows": int,
     })
     if "outcome" in expect and expect["outcome"] not in OUTCOMES:
+        hint = " (corrupted is an integrity class now: [expect].integrity)" \
+            if expect["outcome"] == "corrupted" else ""
         raise SpecError(f"{source}: [expect].outcome {expect['outcome']!r} is not one of "
-                        f"{', '.join(OUTCOMES)}")
+                        f"{', '.join(OUTCOMES)}{hint}")
+    if "integrity" in expect and expect["integrity"] not in INTEGRITY_CLASSES:
+        raise SpecError(f"{source}: [expect].integrity {expect['integrity']!r} is not one of "
+                        f"{', '.join(INTEGRITY_CLASSES)}")
 
     return ExperimentSpec(
         name=top.get("name", Path(source).stem), description=top.get("description", ""),

@@ -110,6 +110,7 @@ class EndpointSettings:
     io_timeout: float
     sample_interval_s: float
     timeseries: Path | None
+    received_file: Path | None
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
     sleep: Callable[[float], None]
@@ -253,6 +254,7 @@ def run_connection(
     connection: int,
     request: TransferRequest | None,
     timeseries: Path | None,
+    received_file: Path | None = None,
 ) -> EndpointReport:
     """Carry one connected socket through request, payload and close; always a report.
 
@@ -297,6 +299,7 @@ def run_connection(
             sampler.sample()
             finish_sending(sock, policy)
         else:
+            progress.keep_received(received_file)
             receive_stream(sock, progress, policy)
             end_at = progress.finished_at
     except (OSError, IdleTimeout, ProtocolError, Interrupted) as exc:
@@ -305,6 +308,7 @@ def run_connection(
             _abort_on_close(sock)
     finally:
         sampler.finish()
+        progress.close()
         if writer is not None:
             writer.close()
     tracker = sampler.tracker
@@ -441,6 +445,9 @@ def build_endpoint_parser(
         )
         sub.add_argument("--sample-ms", type=_positive_float, default=50.0)
         sub.add_argument("--timeseries", type=Path, help="per-subflow CSV samples")
+        sub.add_argument("--received-file", type=Path,
+                         help="when receiving, keep the payload bytes received in this file "
+                              "(for the integrity oracle; PATH.<i>.bin per connection when several)")
     return parser, server, client
 
 
@@ -482,7 +489,9 @@ def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
             with conn:
                 try:
                     path = _timeseries_path(settings.timeseries, index, connections)
-                    report = run_connection(conn, settings, index, None, path)
+                    report = run_connection(conn, settings, index, None, path,
+                                            _timeseries_path(settings.received_file, index,
+                                                             connections))
                 except Exception as exc:  # e.g. the time-series file cannot be created
                     _abort_on_close(conn)
                     report = failed_report(settings, index, exc, None)
@@ -524,7 +533,8 @@ def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
         except (OSError, Interrupted) as exc:
             report = failed_report(settings, 0, exc, request)
         else:
-            report = run_connection(sock, settings, 0, request, settings.timeseries)
+            report = run_connection(sock, settings, 0, request, settings.timeseries,
+                                    settings.received_file)
     out.emit(report.to_json())
     return report.exit_code
 
@@ -539,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         io_timeout=args.timeout,
         sample_interval_s=args.sample_ms / 1000.0,
         timeseries=args.timeseries,
+        received_file=args.received_file,
         clock=time.monotonic,
         wall_clock=time.time,
         sleep=time.sleep,

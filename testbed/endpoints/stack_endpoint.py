@@ -157,6 +157,8 @@ class EndpointApp:
         return JobSettings(role=args.role, io_timeout=args.timeout,
                            sample_interval_s=args.sample_ms / 1000.0,
                            timeseries=_timeseries_path(args.timeseries, index, self.connections),
+                           received_file=_timeseries_path(args.received_file, index,
+                                                          self.connections),
                            actions=tuple(args.at), announce=tuple(args.announce))
 
     def add_job(self, connection: Any, request: TransferRequest | None, now: float) -> None:

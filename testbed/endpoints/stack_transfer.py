@@ -68,6 +68,7 @@ class JobSettings:
     io_timeout: float
     sample_interval_s: float
     timeseries: Path | None
+    received_file: Path | None = None  # keep the payload received here (integrity oracle)
     actions: tuple[Action, ...] = ()
     announce: tuple[str, ...] = ()  # local addresses to ADD_ADDR once MPTCP is up
 
@@ -154,12 +155,14 @@ class TransferJob:
             return
         if self.progress.first_byte_at is None:
             self.progress.first_byte_at = now
-        self.progress.digest.update(data)
+        self.progress.received(data)
 
     def _start_payload(self, now: float) -> None:
         request = self.request
         assert request is not None
         self.sending = (request.direction == "upload") == (self.settings.role == "client")
+        if not self.sending:
+            self.progress.keep_received(self.settings.received_file)
         if self.sending:
             self.payload_dsn = self.connection.data.send_end
             self.source = PayloadSource(request.seed)
@@ -320,6 +323,7 @@ class TransferJob:
     def _finish(self, now: float) -> None:
         self.finished = True
         self.sample(now)
+        self.progress.close()
         if self.writer is not None:
             self.writer.close()
 

@@ -24,7 +24,8 @@ import struct
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import BinaryIO, Literal
 
 from testbed.endpoints.payload import SEED_MAX, PayloadSource, StreamDigest
 
@@ -109,13 +110,32 @@ class StreamProgress:
     """Bytes moved one way so far: count, SHA-256 and the instants of first and last byte.
 
     Filled in place by the stream functions, so a transfer cut short by a reset or a
-    timeout still reports exactly what got through.
+    timeout still reports exactly what got through. A receiver may also keep the bytes it got
+    in a file (`keep_received`): the integrity oracle (testbed.integrity) reads it to say where
+    and how a stream differs, without either side holding the stream in memory.
     """
 
     def __init__(self) -> None:
         self.digest = StreamDigest()
         self.first_byte_at: float | None = None
         self.finished_at: float | None = None
+        self._kept: BinaryIO | None = None
+
+    def keep_received(self, path: Path | None) -> None:
+        """Write every byte passed to `received` to `path` (None: keep nothing)."""
+        if path is not None and self._kept is None:
+            self._kept = path.open("wb")
+
+    def received(self, data: bytes | bytearray | memoryview) -> None:
+        """Count and hash bytes that arrived (and keep them when asked to)."""
+        self.digest.update(data)
+        if self._kept is not None:
+            self._kept.write(data)
+
+    def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
 
     @property
     def byte_count(self) -> int:
@@ -248,7 +268,7 @@ def receive_stream(sock: socket.socket, progress: StreamProgress, policy: IoPoli
             return
         if progress.first_byte_at is None:
             progress.first_byte_at = idle_since
-        digest.update(view[:count])
+        progress.received(view[:count])
 
 
 def unacknowledged_bytes(sock: socket.socket) -> int:

@@ -245,6 +245,9 @@ class MiddleboxPipeline:
             log = getattr(box, "change_log", None)
             if log is not None and log.enabled:
                 entry["change_log"] = {"entries": log.entries, "overflow": log.overflow}
+            edits = getattr(box, "edit_log", None)  # payload-editing boxes: for the integrity oracle
+            if edits is not None:
+                entry["edit_log"] = edits.export()
             out.append(entry)
         return out
 

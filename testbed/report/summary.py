@@ -40,6 +40,7 @@ class ConnectionSummary:
     subflows: tuple[SubflowSummary, ...]
     evidence: tuple[str, ...]
     problems: tuple[str, ...] = ()
+    integrity_verdict: dict[str, Any] = field(default_factory=dict)
 
     @property
     def carrying(self) -> int:
@@ -89,6 +90,7 @@ def summarize_connection(conn: dict[str, Any], where: str = "result") -> Connect
         integrity=str(conn.get("integrity", "?")), bytes=int(conn.get("bytes", 0)),
         duration_s=duration, subflows=subflows, evidence=tuple(conn.get("evidence") or ()),
         problems=tuple(conn.get("problems") or ()),
+        integrity_verdict=dict(conn.get("integrity_verdict") or {}),
     )
 
 

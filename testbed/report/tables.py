@@ -36,11 +36,18 @@ def cell_text(cell: dict[str, Any]) -> str:
         return "error: " + (message if len(message) <= ERROR_CHARS else message[:ERROR_CHARS - 1] + "\u2026")
     goodput = cell.get("goodput_mbps")
     text = str(cell.get("outcome", "?"))
+    if cell.get("integrity") and cell.get("integrity") != "ok":
+        text += f" \u00b7 {cell['integrity']}"
     if isinstance(goodput, (int, float)):
         text += f" {goodput:.1f} Mbit/s"
     carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
     if isinstance(carrying, int) and isinstance(total, int) and total > 1:
         text += f" ({carrying}/{total} subflows)"
+    distribution = cell.get("distribution")
+    if isinstance(distribution, dict) and cell.get("stable") is False:
+        text += " [" + ", ".join(f"{n}\u00d7 {name}" for name, n in distribution.items()) + "]"
+    if cell.get("degraded"):
+        text += f" \u00b7 degraded {cell.get('goodput_fraction', 0):.0%} of reference ({cell['degraded']})"
     return text
 
 
@@ -155,7 +162,10 @@ def _evidence_section(doc: dict[str, Any]) -> str:
 def _html_cell(cell: dict[str, Any], link: str | None) -> str:
     status = cell.get("status")
     outcome = "not-run" if status == "not-run" else "error" if status == "error" else str(cell.get("outcome"))
-    classes = ["cell", outcome_class(outcome)]
+    integrity = str(cell.get("integrity") or "ok")
+    # corrupted bytes colour the cell whatever the protocol did; an unstable cell is grey
+    classes = ["cell", outcome_class("corrupted" if integrity == "corrupted" else
+                                     "stalled" if outcome == "unstable" else outcome)]
     if cell_differs(cell):
         classes.append("differs")
     evidence = "\n".join(str(e) for e in [*(cell.get("evidence") or []), *(cell.get("wire") or [])])
@@ -165,12 +175,21 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
     else:
         goodput = cell.get("goodput_mbps")
         body = f"<strong>{esc(outcome)}</strong>"
+        if integrity != "ok":
+            body += f" \u00b7 <strong>{esc(integrity)}</strong>"
         if isinstance(goodput, (int, float)):
             body += f"<br><span class=\"goodput\">{goodput:.1f} Mbit/s"
             carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
             if isinstance(carrying, int) and isinstance(total, int) and total > 1:
                 body += f", {carrying}/{total} subflows"
             body += "</span>"
+        distribution = cell.get("distribution")
+        if cell.get("stable") is False and isinstance(distribution, dict):
+            body += "<br><span class=\"goodput\">" + esc(", ".join(
+                f"{n}\u00d7 {name}" for name, n in distribution.items())) + "</span>"
+        if cell.get("degraded"):
+            body += (f"<br><span class=\"goodput\">degraded: {cell.get('goodput_fraction', 0):.0%} of "
+                     f"reference ({esc(cell['degraded'])})</span>")
     if link:
         body = f"<a href=\"{esc(link)}\">{body}</a>"
     if cell_differs(cell):

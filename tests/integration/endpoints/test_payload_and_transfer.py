@@ -114,6 +114,26 @@ def test_send_and_receive_exact_byte_count() -> None:
     assert sent.digest.hexdigest() == received.digest.hexdigest() == expected_digest(3, size)
 
 
+def test_receiver_keeps_exactly_the_bytes_it_received(tmp_path) -> None:
+    """--received-file: what the integrity oracle reads is byte for byte what was hashed."""
+    kept = tmp_path / "received.bin"
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        progress = StreamProgress()
+        progress.keep_received(kept)
+        thread = threading.Thread(target=receive_stream,
+                                  args=(receiver, progress, _policy(StepClock(0.001))))
+        thread.start()
+        size = 2 * (1 << 20) + 777
+        send_stream(sender, PayloadSource(5), StreamProgress(), size, None, _policy(StepClock(0.001)))
+        sender.shutdown(socket.SHUT_WR)
+        thread.join(10)
+        progress.close()
+    data = kept.read_bytes()
+    assert len(data) == progress.byte_count == size
+    assert hashlib.sha256(data).hexdigest() == progress.digest.hexdigest() == expected_digest(5, size)
+
+
 def test_send_stops_at_the_deadline_and_counts_exactly() -> None:
     sender, receiver = socket.socketpair()
     with sender, receiver:

@@ -38,7 +38,7 @@ def test_kernel_mptcp_run_uses_both_paths_and_cleans_up(tmp_path: Path) -> None:
     run_id = RUN_ID.search(done.stdout).group(1)
     assert leftovers(run_id) == []
     result = json.loads((out / "result.json").read_text())
-    assert result["schema"] == 2
+    assert result["schema"] == 3
     # kernel endpoints: no stack RNG; the client sent (upload) with the spec's seed; both exited 0
     assert result["endpoints"] == {
         "client": {"stack": "kernel", "seed": None, "payload_seed": 3, "exit_code": 0},
@@ -49,6 +49,7 @@ def test_kernel_mptcp_run_uses_both_paths_and_cleans_up(tmp_path: Path) -> None:
     (conn,) = result["connections"]
     assert conn["client_stack"] == conn["server_stack"] == "kernel"
     assert conn["mptcp"] is True and conn["integrity"] == "ok" and conn["outcome"] == "mptcp"
+    assert conn["integrity_verdict"]["reference"] == "original" and conn["expected_subflows"] == 2
     assert len(conn["subflows"]) == 2
     locals_ = sorted(s["local"].split(":")[0] for s in conn["subflows"])
     assert locals_ == ["10.0.1.1", "10.0.2.1"]

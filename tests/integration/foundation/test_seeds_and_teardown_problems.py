@@ -21,7 +21,7 @@ def test_a_python_run_records_the_seed_and_exit_code_of_each_endpoint(tmp_path: 
     assert done.returncode == 0, done.stdout + done.stderr
     assert leftovers(RUN_ID.search(done.stdout).group(1)) == []
     result = json.loads((out / "result.json").read_text())
-    assert result["schema"] == 2 and result["seed"] == 3
+    assert result["schema"] == 3 and result["seed"] == 3
     client, server = result["endpoints"]["client"], result["endpoints"]["server"]
     assert client == {"stack": "python", "seed": endpoint_seed(3, "client"), "payload_seed": 3,
                       "exit_code": 0}

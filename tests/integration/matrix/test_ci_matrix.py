@@ -53,7 +53,13 @@ def test_ci_matrix_meets_every_expectation(ci_matrix: tuple[Path, subprocess.Com
     outcomes = {c["row"]: c["outcome"] for c in doc["cells"]}
     assert outcomes == {"none": "mptcp", "strip_mp_capable_syn": "fallback-syn",
                         "strip_mp_join": "subflow-rejected", "strip_dss_all": "fallback-infinite-map",
-                        "syn_firewall_reset": "reset", "rewrite_payload": "corrupted"}
+                        "syn_firewall_reset": "reset", "rewrite_payload": "mptcp"}
+    # the second axis: the ALG's edit arrives as plain TCP would deliver it (no DSS checksum, one
+    # subflow: MPTCP cannot notice), every other cell delivers the original stream
+    integrity = {c["row"]: c["integrity"] for c in doc["cells"]}
+    assert integrity == {**{row: "ok" for row in outcomes}, "rewrite_payload": "alg-edited"}
+    assert "(1 edit(s) logged)" in next(c for c in doc["cells"] if c["row"] == "rewrite_payload")[
+        "integrity_verdict"]["description"]
     by_row = {c["row"]: c for c in doc["cells"]}
     assert by_row["none"]["subflows_carrying"] == 2 and by_row["none"]["goodput_mbps"] > 120
     assert 50 < by_row["strip_mp_capable_syn"]["goodput_mbps"] < 100  # one 100 Mbit/s path
@@ -86,7 +92,7 @@ def test_compare_with_itself_passes_and_an_edit_fails(ci_matrix, tmp_path: Path)
     (edited / "matrix.json").write_text(json.dumps(doc))
     worse = python_module("testbed.compare", str(out), str(edited), "--junit", str(junit))
     assert worse.returncode == 1
-    assert "outcome fallback-syn -> mptcp" in worse.stdout
+    assert "class fallback-syn -> mptcp" in worse.stdout
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
 
 

@@ -190,3 +190,39 @@ def test_stream_rewrite_and_ack_mapping_hold_for_any_segmentation(
         assert ack.tcp.ack == seq
     original = b"".join(b"".join(parts) for parts in segments)
     assert b"".join(p.tcp.payload for p in outputs) == original.replace(b"AB", replacement)
+
+
+def test_edit_log_records_each_edit_once_at_sender_offsets() -> None:
+    """Offsets are relative to the first payload byte (ISN + 1), before this box's own shifts,
+    and a retransmitted segment edited again is not logged again."""
+    box = build("rewrite_payload", pattern="ABC", replacement="ABCDE", direction="upstream")
+    handshake(box, client_isn=1000)
+    box.process(up(1001, b"xxABCyy"), UP, 0.0)
+    box.process(up(1008, b"ABCABC"), UP, 0.0)
+    box.process(up(1008, b"ABCABC"), UP, 0.0)  # retransmission
+    box.process(up(1001, b"xxABCyy"), UP, 0.0)  # retransmission
+    entries = box.edit_log.export()["entries"]
+    assert [(e["offset"], e["old"], e["new"], e["direction"], e["from_syn"]) for e in entries] == [
+        (2, b"ABC".hex(), b"ABCDE".hex(), "upstream", True),
+        (7, b"ABC".hex(), b"ABCDE".hex(), "upstream", True),
+        (10, b"ABC".hex(), b"ABCDE".hex(), "upstream", True),
+    ]
+    assert box.edit_log.export()["overflow"] == 0
+    assert {e["shift"] for e in entries} == {2}  # the growth each edit adds to the stream
+
+
+def test_edit_log_limit_counts_the_rest() -> None:
+    box = build("rewrite_payload", pattern="A", replacement="B", direction="upstream",
+                edit_log_limit=1)
+    handshake(box)
+    box.process(up(1001, b"AxA"), UP, 0.0)
+    exported = box.edit_log.export()
+    assert [e["offset"] for e in exported["entries"]] == [0]
+    assert exported["overflow"] == 1
+
+
+def test_edit_log_without_syn_counts_from_first_byte_seen() -> None:
+    box = build("rewrite_payload", pattern="A", replacement="B", direction="upstream")
+    box.process(up(5000, b"xxA"), UP, 0.0)
+    [entry] = box.edit_log.export()["entries"]
+    assert (entry["offset"], entry["from_syn"]) == (2, False)

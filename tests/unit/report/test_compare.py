@@ -38,7 +38,7 @@ def test_floor_keeps_near_zero_goodputs_from_failing_on_noise() -> None:
 
 def test_outcome_must_match_exactly_even_when_goodput_is_equal() -> None:
     diff = compare_entry("k", ok("k", "mptcp"), ok("k", "fallback-syn"), 10.0, 0.5, False)
-    assert diff.regression and diff.what == "outcome mptcp -> fallback-syn"
+    assert diff.regression and diff.what == "class mptcp -> fallback-syn"
 
 
 def test_errors_missing_and_new_entries() -> None:

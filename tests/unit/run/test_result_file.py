@@ -30,9 +30,20 @@ def test_a_schema1_file_upgrades_and_loads_with_every_old_key_unchanged() -> Non
     assert old["schema"] == 1
     result = load_result(SCHEMA1_RUN)
     doc = result.to_json()
-    assert doc["schema"] == SCHEMA == 2
-    assert {k: v for k, v in doc.items() if k not in ("schema", "endpoints", "teardown_problems")} == \
-        {k: v for k, v in old.items() if k != "schema"}
+    assert doc["schema"] == SCHEMA == 3
+    assert {k: v for k, v in doc.items() if k not in ("schema", "endpoints", "teardown_problems",
+                                                      "connections")} == \
+        {k: v for k, v in old.items() if k not in ("schema", "connections")}
+    # schema 3: every old key of a connection unchanged (it was intact: integrity ok), plus the
+    # oracle's verdict, which an old file can only say it did not have
+    [connection] = doc["connections"]
+    [old_connection] = old["connections"]
+    assert old_connection["integrity"] == "ok"
+    assert {k: v for k, v in connection.items()
+            if k not in ("integrity_verdict", "expected_subflows")} == old_connection
+    assert connection["expected_subflows"] is None  # not recorded before schema 3
+    assert connection["integrity_verdict"]["integrity"] == "ok"
+    assert "upgraded from a schema 2 result" in connection["integrity_verdict"]["description"]
     # what schema 1 knew: the stacks and the client's payload seed (an upload); not the rest
     assert doc["endpoints"]["client"] == {"stack": "kernel", "seed": None, "payload_seed": 1,
                                           "exit_code": None}
