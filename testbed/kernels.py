@@ -47,7 +47,6 @@ from testbed.errors import EnvironmentProblem, SpecError
 CACHE_ENV = "TESTBED_KERNEL_CACHE"
 DEFAULT_CACHE = Path("/var/cache/mptcp-testbed/kernels")
 MIRROR_ENV = "TESTBED_DEBIAN_MIRROR"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SUITES = ("bookworm", "bookworm-backports", "trixie", "sid")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 INDEX_MAX_AGE_S = 24 * 3600  # older indices are refreshed; younger ones mean a fetch needs no network
@@ -350,7 +349,10 @@ def host_kernel() -> CachedKernel:
 # ---------------------------------------------------------------- the private apt
 
 def host_mirror(source_files: Iterable[Path] | None = None) -> str:
-    """The Debian mirror the host's apt uses (one-line or deb822 sources), else deb.debian.org."""
+    """The Debian mirror the host's apt uses (one-line or deb822 sources), or $TESTBED_DEBIAN_MIRROR.
+
+    No built-in default: a host whose apt has no Debian archive (Ubuntu, a local proxy with
+    another path) must name one, rather than have the fetch go somewhere it did not choose."""
     if os.environ.get(MIRROR_ENV):
         return os.environ[MIRROR_ENV].rstrip("/")
     if source_files is None:
@@ -363,7 +365,8 @@ def host_mirror(source_files: Iterable[Path] | None = None) -> str:
                 for uri in uris:
                     if re.match(r"https?://", uri) and uri.rstrip("/").endswith("/debian"):
                         return uri.rstrip("/")
-    return DEFAULT_MIRROR
+    raise EnvironmentProblem(f"kernels: no Debian archive (a URI ending in /debian) in the host's apt "
+                             f"sources; set {MIRROR_ENV}=URL of a Debian mirror")
 
 
 class PrivateApt:

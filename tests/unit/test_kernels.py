@@ -17,15 +17,15 @@ from testbed.errors import EnvironmentProblem, SpecError
 
 # the shape of `apt-cache madison` on the four suites (trimmed from a real run)
 MADISON = """\
-linux-image-6.1.0-47-amd64-unsigned |  6.1.170-3 | http://deb.debian.org/debian bookworm/main amd64 Packages
-linux-image-6.1.0-50-amd64-unsigned |  6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages
-linux-image-6.1.0-50-amd64 |  6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages
-linux-image-6.1.0-50-rt-amd64 |  6.1.176-1 | http://deb.debian.org/debian bookworm/main amd64 Packages
+linux-image-6.1.0-47-amd64-unsigned |  6.1.170-3 | http://d.example/debian bookworm/main amd64 Packages
+linux-image-6.1.0-50-amd64-unsigned |  6.1.176-1 | http://d.example/debian bookworm/main amd64 Packages
+linux-image-6.1.0-50-amd64 |  6.1.176-1 | http://d.example/debian bookworm/main amd64 Packages
+linux-image-6.1.0-50-rt-amd64 |  6.1.176-1 | http://d.example/debian bookworm/main amd64 Packages
 linux-image-6.12.95+deb12-amd64 | 6.12.95-1~bpo12+1 | http://d.example/d bookworm-backports/main amd64 P
 linux-image-6.12.117+deb13-amd64-unsigned | 6.12.117-1 | http://d.example/debian trixie/main amd64 Packages
 linux-image-6.12.117+deb13-cloud-amd64 | 6.12.117-1 | http://d.example/debian trixie/main amd64 Packages
 linux-image-6.12.117+deb13-amd64 | 6.12.117-1 | http://d.example/debian trixie/main amd64 Packages
-linux-image-7.2.13+deb14-amd64 |   7.2.13-1 | http://deb.debian.org/debian sid/main amd64 Packages
+linux-image-7.2.13+deb14-amd64 |   7.2.13-1 | http://d.example/debian sid/main amd64 Packages
 not a madison line
 """
 
@@ -95,7 +95,8 @@ def test_host_mirror_from_one_line_and_deb822_sources(tmp_path: Path,
     other.write_text("deb https://packages.example/apt stable main\n")
     assert kernels.host_mirror([other, one_line]) == "http://mirror.example/debian"
     assert kernels.host_mirror([deb822]) == "https://ftp.example/debian"
-    assert kernels.host_mirror([other, tmp_path / "missing"]) == kernels.DEFAULT_MIRROR
+    with pytest.raises(EnvironmentProblem, match="TESTBED_DEBIAN_MIRROR"):
+        kernels.host_mirror([other, tmp_path / "missing"])
     monkeypatch.setenv(kernels.MIRROR_ENV, "http://local/debian/")
     assert kernels.host_mirror([one_line]) == "http://local/debian"
 
