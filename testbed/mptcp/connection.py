@@ -73,6 +73,8 @@ class ConnectionHost(Protocol):
 
     def connection_closed(self, connection: Connection) -> None: ...
 
+    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int) -> None: ...
+
     def allocate_port(self, local_address: str, remote_address: str,
                       remote_port: int) -> int: ...
 
@@ -669,6 +671,8 @@ class Connection:
             self.counters["MPFastcloseTx"] += 1
         self.closed_reason = "fastclose"
         for context in list(self.live_subflows):
+            if options and self.remote_key is not None:
+                self.host.remember_fastclose(context.tcp.four_tuple, self.remote_key)
             self.reset_subflow(context, now, options, "fastclose")
         self.host.emit(events.ConnectionClosed(self, "fastclose"))
         self.host.connection_closed(self)

@@ -11,7 +11,7 @@ unknown token with a RST + MP_TCPRST, and ignores packets for addresses it does 
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import OrderedDict, deque
 
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.connection import Connection
@@ -26,6 +26,7 @@ from testbed.wire.types import (
     MPTCPRST_MPTCP_ERROR,
     RST,
     SYN,
+    MpFastclose,
     MpJoinSyn,
     MpTcpRst,
     Packet,
@@ -34,6 +35,7 @@ from testbed.wire.types import (
 )
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999  # net.ipv4.ip_local_port_range
+FASTCLOSED_REMEMBERED = 4096  # four-tuples whose MP_FASTCLOSE RST is answered again
 
 
 class MptcpHost:
@@ -60,8 +62,11 @@ class MptcpHost:
         self._by_token: dict[int, Connection] = {}
         self._events: deque[Event] = deque()
         self._output: list[Packet] = []
+        # four-tuples of subflows closed by our MP_FASTCLOSE -> the peer's key (bounded, oldest
+        # forgotten first): a segment still arriving on one is answered with the RST again
+        self._fastclosed: OrderedDict[tuple[str, int, str, int], int] = OrderedDict()
         self.counters = {"RstSentClosedPort": 0, "MPJoinNoTokenFound": 0,
-                         "MPJoinRejected": 0, "NotOurAddress": 0}
+                         "MPJoinRejected": 0, "NotOurAddress": 0, "MPFastcloseRstResent": 0}
 
     # ------------------------------------------------------------------ API
     def listen(self, port: int) -> None:
@@ -96,6 +101,15 @@ class MptcpHost:
             return
         flags = segment.flags
         if flags & RST:
+            return
+        remote_key = self._fastclosed.get(key)
+        if remote_key is not None and flags & ACK:
+            # RFC 8684 3.5 option R sends the RST once: lost on a full queue, or refused as not
+            # exactly in sequence (RFC 5961), it leaves the peer's connection open. Whatever the
+            # peer still sends (an ACK, a retransmission, a challenge ACK) gets it again, at the
+            # sequence number the peer acknowledges, which RFC 5961 accepts.
+            self.counters["MPFastcloseRstResent"] += 1
+            self._send_rst(packet, [MpFastclose(remote_key)])
             return
         if flags & SYN and not flags & ACK:
             join = segment.find(MpJoinSyn)
@@ -154,6 +168,11 @@ class MptcpHost:
             del self._by_tuple[four_tuple]
             # a RST or FIN may still be waiting in the subflow's outbox
             self._output.extend(context.tcp.take_output())
+
+    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int) -> None:
+        self._fastclosed[four_tuple] = remote_key
+        while len(self._fastclosed) > FASTCLOSED_REMEMBERED:
+            self._fastclosed.popitem(last=False)
 
     def connection_closed(self, connection: Connection) -> None:
         if self._by_token.get(connection.local_token) is connection:

@@ -145,6 +145,30 @@ def test_abort_sends_fastclose_and_peer_closes() -> None:
         getattr(e, "reason", None) == "fastclose" for e in pair.events["server"])
 
 
+def test_a_lost_fastclose_rst_is_sent_again_when_the_peer_speaks() -> None:
+    """Option R of RFC 8684 3.5 sends the RST once; lost (a full queue drops it), the peer's
+    connection stays open. What the peer sends next on that subflow is answered with the RST
+    and MP_FASTCLOSE again, at the sequence number the peer acknowledges (RFC 5961 exact)."""
+    lost: list[Packet] = []
+
+    def drop_first_rst(packet: Packet, where: str) -> list[Packet]:
+        if packet.tcp.flags & RST and not lost:
+            lost.append(packet)
+            return []
+        return [packet]
+
+    pair = Pair(tamper=drop_first_rst)
+    client, server = _open(pair, warm=True)
+    client.abort(pair.now)
+    pair.run(0.1)
+    assert lost and server.counters["MPFastcloseRx"] == 0 and server.closed_reason is None
+    server.send(b"still there?")  # anything the server sends reaches the closed four-tuple
+    pair.run(0.5)
+    assert pair.client.counters["MPFastcloseRstResent"] >= 1
+    assert server.counters["MPFastcloseRx"] == 1
+    assert server.closed_reason == "fastclose"
+
+
 def test_once_fallen_back_never_return() -> None:
     pair = Pair(tamper=_strip_dss_on_data())
     client, server = _open(pair, warm=True)
