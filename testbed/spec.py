@@ -247,14 +247,19 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
 
     capture = _table(top.get("capture", {}), f"{source}: [capture]", {"pcap": bool})
     expect = _table(top.get("expect", {}), f"{source}: [expect]", {
-        "outcome": str, "integrity": str, "min_goodput_mbps": float, "max_goodput_mbps": float,
+        "outcome": (str, list), "integrity": str, "min_goodput_mbps": float, "max_goodput_mbps": float,
         "subflows": int,
     })
-    if "outcome" in expect and expect["outcome"] not in OUTCOMES:
-        hint = " (corrupted is an integrity class now: [expect].integrity)" \
-            if expect["outcome"] == "corrupted" else ""
-        raise SpecError(f"{source}: [expect].outcome {expect['outcome']!r} is not one of "
-                        f"{', '.join(OUTCOMES)}{hint}")
+    # one outcome, or a list of outcomes any of which passes (a run measured to vary between them)
+    outcomes = expect.get("outcome", [])
+    for outcome in outcomes if isinstance(outcomes, list) else [outcomes]:
+        if outcome not in OUTCOMES:
+            hint = " (corrupted is an integrity class now: [expect].integrity)" \
+                if outcome == "corrupted" else ""
+            raise SpecError(f"{source}: [expect].outcome {outcome!r} is not one of "
+                            f"{', '.join(OUTCOMES)}{hint}")
+    if outcomes == [] and "outcome" in expect:
+        raise SpecError(f"{source}: [expect].outcome is an empty list; give one outcome or several")
     if "integrity" in expect and expect["integrity"] not in INTEGRITY_CLASSES:
         raise SpecError(f"{source}: [expect].integrity {expect['integrity']!r} is not one of "
                         f"{', '.join(INTEGRITY_CLASSES)}")

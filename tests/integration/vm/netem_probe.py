@@ -44,6 +44,19 @@ def _ping(netns: str, count: int) -> list[float]:
     return [float(m) for m in RTT.findall(pinged.stdout)]
 
 
+def _wait_listening(netns: str, port: int, timeout_s: float) -> bool:
+    """Whether a TCP listener on PORT appeared in time: a guest under TCG, on a loaded host,
+    can take seconds to start iperf3, and a client started earlier finds no server."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listed = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hltn", f"sport = :{port}"],
+                                capture_output=True, text=True, check=False)
+        if listed.stdout.strip():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def measure(out_dir: Path) -> dict[str, Any]:
     from testbed.doctor import run_doctor
     from testbed.net.build import Network
@@ -73,7 +86,7 @@ def measure(out_dir: Path) -> dict[str, Any]:
             out["pings_sent"] = PINGS
             server = net.popen("server", ["iperf3", "-s", "-1", "-B", "10.0.100.2"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)
+            out["iperf_server_listening"] = _wait_listening(net.netns("server"), 5201, 60.0)
             before = _netem_counts(net.shapers["a"][0].read_back())
             udp = net.popen("client", ["iperf3", "-c", "10.0.100.2", "-B", "10.0.1.1", "-u", "-J",
                                        "-b", f"{UDP_MBIT}M", "-l", "1000", "-k", str(UDP_PACKETS)],

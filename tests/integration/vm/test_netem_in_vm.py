@@ -84,7 +84,8 @@ def test_netem_loss_matches_the_configured_rate(probe: dict) -> None:
     configured = probe["configured"]["loss_pct"]
     counts = probe["netem_client_side"]
     offered = counts["sent"] + counts["dropped"]
-    assert offered >= probe["configured"]["udp_packets"]
+    assert probe["iperf_server_listening"], "iperf3 -s never listened inside the guest"
+    assert offered >= probe["configured"]["udp_packets"], (counts, probe["iperf_udp"])
     measured = 100 * counts["dropped"] / offered
     # 20000 packets at 2 %: one standard deviation is 0.1 percentage points
     assert abs(measured - configured) <= 0.6, measured

@@ -122,3 +122,28 @@ def test_kernel_buffer_limit_is_read_and_bounded() -> None:
     assert parse_spec(base_spec(traffic={"seconds": 5})).traffic.kernel_buffer_max_bytes is None
     with pytest.raises(SpecError, match="kernel_buffer_max_bytes must be 65536"):
         parse_spec(base_spec(traffic={"seconds": 5, "kernel_buffer_max_bytes": 1000}))
+
+
+def test_an_expected_outcome_may_be_any_of_a_list() -> None:
+    from testbed.runner import check_expectations
+
+    spec = parse_spec(base_spec(expect={"outcome": ["mptcp", "subflow-rejected"]}))
+    connection = {"outcome": "subflow-rejected", "integrity": "ok", "goodput_mbps": 1.0, "subflows": []}
+    assert check_expectations(spec.expect, connection)["passed"]
+    connection["outcome"] = "fallback-tcp"
+    assert check_expectations(spec.expect, connection)["failures"] == [
+        "outcome fallback-tcp != expected mptcp or subflow-rejected"]
+    with pytest.raises(SpecError, match=r"'corrupted' is not one of .* integrity class"):
+        parse_spec(base_spec(expect={"outcome": ["mptcp", "corrupted"]}))
+    with pytest.raises(SpecError, match="empty list"):
+        parse_spec(base_spec(expect={"outcome": []}))
+    with pytest.raises(SpecError, match=r"\[expect\].outcome: expected"):
+        parse_spec(base_spec(expect={"outcome": 3}))
+
+
+def test_a_truncated_stream_passes_only_when_every_expected_outcome_is_incomplete() -> None:
+    from testbed.runner import check_expectations
+
+    truncated = {"outcome": "reset", "integrity": "truncated", "goodput_mbps": 1.0, "subflows": []}
+    assert check_expectations({"outcome": ["reset", "stalled"]}, truncated)["passed"]
+    assert not check_expectations({"outcome": ["reset", "mptcp"]}, truncated)["passed"]
