@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from testbed.findings import (
 )
 
 DEFAULT_OUT = "results/findings"
+
+Reproduce = Callable[[Finding, Path], None]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,13 +81,16 @@ def print_listing(findings: list[Finding], status: dict[str, dict[str, dict[str,
     print(f"{len(findings)} findings; `testbed findings check [ID...]` re-runs them")
 
 
-def check(findings: list[Finding], directory: Path, out: Path, *, strict: bool) -> int:
+def check(findings: list[Finding], directory: Path, out: Path, *, strict: bool,
+          runner: Reproduce | None = None) -> int:
+    """Check each finding, record its status, print what was seen; the exit status (module doc).
+    `runner` stands in for run_reproducer in tests."""
     status = read_status(directory)
     errors = not_present = 0
     for finding in findings:
         print(f"[findings] {finding.id}: {finding.reproducer.command(str(out / finding.id))}",
               flush=True)
-        release, record = check_one(finding, out / finding.id)
+        release, record = check_one(finding, out / finding.id, runner or run_reproducer)
         record_status(status, finding.id, release, record)
         write_status(status, directory)  # after each finding: Ctrl-C keeps what was checked
         errors += record["status"] == ERROR
@@ -102,13 +108,13 @@ def check(findings: list[Finding], directory: Path, out: Path, *, strict: bool) 
     return 0
 
 
-def check_one(finding: Finding, out: Path) -> tuple[str, dict[str, Any]]:
+def check_one(finding: Finding, out: Path, runner: Reproduce) -> tuple[str, dict[str, Any]]:
     """Run one reproducer; the kernel release it ran on and its status record."""
     date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     command = finding.reproducer.command(str(out))
     result_path = finding.reproducer.result_path(out)
     try:
-        run_reproducer(finding, out)
+        runner(finding, out)
         from testbed.result import read_result
 
         document = read_result(result_path)

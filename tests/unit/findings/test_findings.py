@@ -256,3 +256,31 @@ def test_status_file_is_sorted_json() -> None:
     path = PROJECT_ROOT / "findings" / "status.json"
     text = path.read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+# ---- the check command's bookkeeping and exit status (the runs are stood in for) -------------
+
+def _writer(doc: dict[str, Any]) -> Any:
+    def run(finding: Any, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"schema": 3, "kind": "experiment", **doc}))
+    return run
+
+
+def test_check_records_status_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.findings_check import check
+
+    findings = [load_finding(write_finding(tmp_path))]
+    assert check(findings, tmp_path, tmp_path / "runs", strict=True, runner=_writer(result())) == 0
+    assert read_status(tmp_path)["example-stall"]["6.18.1"]["status"] == PRESENT
+    absent = _writer(result(integrity="ok", release="6.1.0"))
+    assert check(findings, tmp_path, tmp_path / "runs", strict=False, runner=absent) == 0
+    assert check(findings, tmp_path, tmp_path / "runs", strict=True, runner=absent) == 1
+    status = read_status(tmp_path)["example-stall"]
+    assert status["6.1.0"]["status"] == ABSENT and status["6.18.1"]["status"] == PRESENT
+
+    def broken(finding: Any, out: Path) -> None:
+        raise TestbedError("namespace set-up failed")
+
+    assert check(findings, tmp_path, tmp_path / "runs", strict=False, runner=broken) == 1
+    assert "error" in capsys.readouterr().out
