@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from testbed import errors
 from testbed.cli import main as cli_main
-from testbed.errors import SpecError, TestbedError
+from testbed.errors import SpecError
 from testbed.findings import (
     ABSENT,
     NOT_TRIGGERED,
@@ -185,7 +186,7 @@ def test_status_file_round_trip_keeps_every_kernel(tmp_path: Path) -> None:
         "integrity": "truncated", "verdict": "a verdict", "result": "r"}
     assert set(again[finding.id]) == {"6.18.1", "6.1.0"}
     (tmp_path / "status.json").write_text("{")
-    with pytest.raises(TestbedError, match="unreadable status file"):
+    with pytest.raises(errors.TestbedError, match="unreadable status file"):
         read_status(tmp_path)
 
 
@@ -280,7 +281,7 @@ def test_check_records_status_and_exit_codes(tmp_path: Path, capsys: pytest.Capt
     assert status["6.1.0"]["status"] == ABSENT and status["6.18.1"]["status"] == PRESENT
 
     def broken(finding: Any, out: Path) -> None:
-        raise TestbedError("namespace set-up failed")
+        raise errors.TestbedError("namespace set-up failed")
 
     assert check(findings, tmp_path, tmp_path / "runs", strict=False, runner=broken) == 1
     assert "error" in capsys.readouterr().out
