@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from testbed.cli import main as cli_main
-from testbed.findings import ABSENT, FINDINGS_DIR, PRESENT, judge, load_finding
+from testbed.findings import ABSENT, FINDINGS_DIR, NOT_TRIGGERED, PRESENT, judge, load_finding
 from testbed.result import read_result
 
 pytestmark = pytest.mark.root
@@ -51,3 +51,21 @@ def test_check_reruns_the_reproducer_and_records_the_predicate_verdict(tmp_path:
     assert record["outcome"] == document["connections"][0]["outcome"]
     assert record["integrity"] == document["connections"][0]["integrity"]
     assert cli_main(["findings", "--findings-dir", str(findings_dir), "list"]) == 0
+
+
+def test_a_matrix_cell_reproducer_runs_that_one_cell(tmp_path: Path) -> None:
+    """A finding whose reproducer is a matrix cell (the no-middlebox row here, about 10 s): the
+    cell runs through testbed.matrix and the predicate reads its result; with no checksum
+    failure to provoke, the stall finding's trigger does not hold: not-triggered."""
+    findings_dir = tmp_path / "findings"
+    findings_dir.mkdir()
+    text = (FINDINGS_DIR / f"{FASTEST}.toml").read_text()
+    text = text.replace(f'id = "{FASTEST}"', 'id = "matrix-probe"').replace(
+        'spec = "experiments/middleboxes/rewrite_payload_dss_checksum_late.toml"',
+        'matrix = "experiments/fallback_matrix.toml"\nrow = "none"\npairing = "kernel-kernel"')
+    (findings_dir / "matrix-probe.toml").write_text(text)
+    out = tmp_path / "runs"
+    assert cli_main(["findings", "--findings-dir", str(findings_dir), "check", "--out", str(out)]) == 0
+    assert (out / "matrix-probe" / "cells" / "none" / "kernel-kernel" / "result.json").is_file()
+    record = json.loads((findings_dir / "status.json").read_text())["findings"]["matrix-probe"]
+    assert [r["status"] for r in record.values()] == [NOT_TRIGGERED]
