@@ -371,7 +371,9 @@ def status_record(judgement: Judgement, document: dict[str, Any] | None, *, date
 
 
 def kernel_release(document: dict[str, Any]) -> str:
-    """The kernel release a result was measured on (its environment)."""
+    """The kernel release a result was measured on (its environment). Inside `testbed vm run
+    --kernel K` that is the guest's. When one endpoint runs on a VM kernel inside a host
+    topology (issue 14), this is the one place to name that endpoint's kernel instead."""
     found, release = lookup(document, "environment.kernel")
     return str(release) if found and release else "unknown"
 
@@ -401,9 +403,12 @@ def record_status(status: dict[str, dict[str, dict[str, Any]]], finding_id: str,
     status.setdefault(finding_id, {})[release] = record
 
 
-def status_summary(per_kernel: dict[str, dict[str, Any]]) -> str:
-    """'present on 6.18.44 (2026-12-05)' style text for the listing; not-run when empty."""
-    if not per_kernel:
-        return NOT_RUN
-    return "; ".join(f"{record['status']} on {release} ({record['date']})"
-                     for release, record in sorted(per_kernel.items()))
+def status_summary(per_kernel: dict[str, dict[str, Any]], releases: list[str] | tuple[str, ...] = ()) -> str:
+    """'present on 6.18.44 (2026-12-05); not-run on 6.1.0-50-amd64' for the listing: every
+    recorded kernel, then the known `releases` (host, fetched) with no check on record."""
+    parts = [f"{record['status']} on {release} ({record['date']})"
+             for release, record in sorted(per_kernel.items())]
+    missing = [release for release in dict.fromkeys(releases) if release not in per_kernel]
+    if missing:
+        parts.append(f"{NOT_RUN} on {', '.join(missing)}")
+    return "; ".join(parts) or NOT_RUN

@@ -64,11 +64,22 @@ def run(args: argparse.Namespace) -> int:
     findings = load_findings(directory)
     if getattr(args, "findings_action", None) == "check":
         return check(select_findings(findings, args.ids), directory, Path(args.out), strict=args.strict)
-    print_listing(findings, read_status(directory))
+    print_listing(findings, read_status(directory), known_releases())
     return 0
 
 
-def print_listing(findings: list[Finding], status: dict[str, dict[str, dict[str, Any]]]) -> None:
+def known_releases() -> list[str]:
+    """The host's kernel and every fetched one (`testbed kernels list`): where a finding has no
+    check on record, the listing says not-run."""
+    import platform
+
+    from testbed.kernels import cache_dir, fetched_kernels
+
+    return [platform.release(), *(kernel.release for kernel in fetched_kernels(cache_dir()))]
+
+
+def print_listing(findings: list[Finding], status: dict[str, dict[str, dict[str, Any]]],
+                  releases: list[str]) -> None:
     if not findings:
         print("no findings")
         return
@@ -76,7 +87,7 @@ def print_listing(findings: list[Finding], status: dict[str, dict[str, dict[str,
         print(f"{finding.id}  [{finding.implementation}; {finding.deviating_side}]")
         print(f"  {finding.title}")
         print(f"  RFC 8684 {finding.rfc_section}")
-        print(f"  status: {status_summary(status.get(finding.id, {}))}")
+        print(f"  status: {status_summary(status.get(finding.id, {}), releases)}")
         print(f"  reproduce: {finding.reproducer.command()}")
     print(f"{len(findings)} findings; `testbed findings check [ID...]` re-runs them")
 

@@ -28,6 +28,7 @@ from testbed.findings import (
     record_status,
     select_findings,
     status_record,
+    status_summary,
     write_status,
 )
 
@@ -185,6 +186,9 @@ def test_status_file_round_trip_keeps_every_kernel(tmp_path: Path) -> None:
         "status": PRESENT, "date": "2026-12-05", "command": "c", "outcome": "mp-fail",
         "integrity": "truncated", "verdict": "a verdict", "result": "r"}
     assert set(again[finding.id]) == {"6.18.1", "6.1.0"}
+    assert status_summary(again[finding.id], ["6.18.1", "6.12.9"]) == (
+        "absent on 6.1.0 (2026-12-06); present on 6.18.1 (2026-12-05); not-run on 6.12.9")
+    assert status_summary({}, []) == "not-run"
     (tmp_path / "status.json").write_text("{")
     with pytest.raises(errors.TestbedError, match="unreadable status file"):
         read_status(tmp_path)
@@ -202,7 +206,7 @@ def test_cli_lists_and_rejects_bad_input_with_exit_2(tmp_path: Path,
     write_finding(tmp_path)
     assert cli_main(["findings", "--findings-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "example-stall" in out and "status: not-run" in out
+    assert "example-stall" in out and "status: not-run on " in out
     assert cli_main(["findings", "--findings-dir", str(tmp_path), "check", "nope"]) == 2
     assert "no finding 'nope'" in capsys.readouterr().err
     write_finding(tmp_path, "broken", text="id = 1")
