@@ -124,6 +124,7 @@ def check_one(finding: Finding, out: Path, runner: Reproduce) -> tuple[str, dict
     date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     command = finding.reproducer.command(str(out))
     result_path = finding.reproducer.result_path(out)
+    result_path.unlink(missing_ok=True)  # a run that fails must not be judged by an older result
     try:
         runner(finding, out)
         from testbed.result import read_result

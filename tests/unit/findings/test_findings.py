@@ -289,3 +289,14 @@ def test_check_records_status_and_exit_codes(tmp_path: Path, capsys: pytest.Capt
 
     assert check(findings, tmp_path, tmp_path / "runs", strict=False, runner=broken) == 1
     assert "error" in capsys.readouterr().out
+
+
+def test_a_run_that_leaves_no_result_is_an_error_not_an_older_result(tmp_path: Path) -> None:
+    from testbed.findings_check import check
+
+    findings = [load_finding(write_finding(tmp_path))]
+    assert check(findings, tmp_path, tmp_path / "runs", strict=False, runner=_writer(result())) == 0
+    assert check(findings, tmp_path, tmp_path / "runs", strict=False,
+                 runner=lambda finding, out: None) == 1
+    assert read_status(tmp_path)["example-stall"]["6.18.1"]["status"] == PRESENT  # other release
+    assert any(r["status"] == "error" for r in read_status(tmp_path)["example-stall"].values())
