@@ -5,7 +5,8 @@ latest check). `check` re-runs each reproducer through the normal runner (real n
 real kernels, exactly what the reproducer's command runs), judges the fresh result.json with
 the finding's predicates (testbed.findings) and records present / absent / not-triggered /
 error with the date, the kernel release and the result into findings/status.json after each
-finding, so Ctrl-C keeps what was checked.
+finding, so Ctrl-C keeps what was checked. `--attempts N` re-runs a reproducer whose run did not
+provoke the situation at all (not-triggered: e.g. a coalescer that merged nothing), up to N runs.
 
 Exit status: 0 when every check ran, whatever it found (a finding that no longer shows is
 news, not a failure of the command); 1 when a reproducer could not run (error), and with
@@ -22,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import TestbedError
+from testbed.errors import SpecError, TestbedError
 from testbed.findings import (
     ERROR,
     FINDINGS_DIR,
+    NOT_TRIGGERED,
     PRESENT,
     PROJECT_ROOT,
     Finding,
@@ -55,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("ids", nargs="*", metavar="ID", help="findings to check (default: all)")
     check.add_argument("--out", default=DEFAULT_OUT,
                        help=f"directory for the runs, one sub-directory per finding (default {DEFAULT_OUT})")
+    check.add_argument("--attempts", type=int, default=1, metavar="N",
+                       help="re-run a reproducer that did not provoke the situation (not-triggered), "
+                       "up to N runs in all (default 1)")
     check.add_argument("--strict", action="store_true",
                        help="exit 1 also when a checked finding no longer shows (absent or not-triggered)")
 
@@ -63,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.findings_dir)
     findings = load_findings(directory)
     if getattr(args, "findings_action", None) == "check":
-        return check(select_findings(findings, args.ids), directory, Path(args.out), strict=args.strict)
+        if args.attempts < 1:
+            raise SpecError(f"--attempts must be at least 1, got {args.attempts}")
+        return check(select_findings(findings, args.ids), directory, Path(args.out), strict=args.strict,
+                     attempts=args.attempts)
     print_listing(findings, read_status(directory), known_releases())
     return 0
 
@@ -93,7 +101,7 @@ def print_listing(findings: list[Finding], status: dict[str, dict[str, dict[str,
 
 
 def check(findings: list[Finding], directory: Path, out: Path, *, strict: bool,
-          runner: Reproduce | None = None) -> int:
+          runner: Reproduce | None = None, attempts: int = 1) -> int:
     """Check each finding, record its status, print what was seen; the exit status (module doc).
     `runner` stands in for run_reproducer in tests."""
     status = read_status(directory)
@@ -101,7 +109,13 @@ def check(findings: list[Finding], directory: Path, out: Path, *, strict: bool,
     for finding in findings:
         print(f"[findings] {finding.id}: {finding.reproducer.command(str(out / finding.id))}",
               flush=True)
-        release, record = check_one(finding, out / finding.id, runner or run_reproducer)
+        for attempt in range(1, attempts + 1):
+            release, record = check_one(finding, out / finding.id, runner or run_reproducer)
+            if record["status"] != NOT_TRIGGERED:
+                break
+            if attempt < attempts:
+                print(f"{finding.id}: not triggered (run {attempt} of up to {attempts}); again")
+        record["runs"] = attempt
         record_status(status, finding.id, release, record)
         write_status(status, directory)  # after each finding: Ctrl-C keeps what was checked
         errors += record["status"] == ERROR

@@ -300,3 +300,24 @@ def test_a_run_that_leaves_no_result_is_an_error_not_an_older_result(tmp_path: P
                  runner=lambda finding, out: None) == 1
     assert read_status(tmp_path)["example-stall"]["6.18.1"]["status"] == PRESENT  # other release
     assert any(r["status"] == "error" for r in read_status(tmp_path)["example-stall"].values())
+
+
+def test_attempts_rerun_only_while_not_triggered(tmp_path: Path) -> None:
+    from testbed.findings_check import check
+
+    findings = [load_finding(write_finding(tmp_path))]
+    runs: list[int] = []
+
+    def merges_on_the_third_run(finding: Any, out: Path) -> None:
+        runs.append(1)
+        _writer(result(changed=1 if len(runs) == 3 else 0))(finding, out)
+
+    assert check(findings, tmp_path, tmp_path / "runs", strict=True, attempts=5,
+                 runner=merges_on_the_third_run) == 0
+    record = read_status(tmp_path)["example-stall"]["6.18.1"]
+    assert len(runs) == 3 and record["status"] == PRESENT and record["runs"] == 3
+    runs.clear()
+    assert check(findings, tmp_path, tmp_path / "runs", strict=False, attempts=2,
+                 runner=_writer(result(changed=0))) == 0
+    assert read_status(tmp_path)["example-stall"]["6.18.1"]["status"] == NOT_TRIGGERED
+    assert cli_main(["findings", "--findings-dir", str(tmp_path), "check", "--attempts", "0"]) == 2
