@@ -150,6 +150,7 @@ def cmd_delegated(args: argparse.Namespace) -> int:
 # (command words, module with add_arguments/run, help): one table, no registration by import
 DELEGATED = (
     ("matrix", "testbed.matrix", "run a fallback matrix: middleboxes x endpoint pairings"),
+    ("findings", "testbed.findings_check", "RFC 8684 deviations: list them, or re-check each one"),
     ("compare", "testbed.compare", "compare result or matrix files against a baseline"),
     ("report", "testbed.report.command", "re-derive every plot and table from result files"),
     ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
