@@ -78,8 +78,8 @@ def test_after_s_and_until_s_are_measured_from_the_flows_first_packet() -> None:
 def test_flows_selects_mp_join_subflows_by_their_syn(flows, join_stripped, initial_stripped):
     box = build("strip_options", what=["dss"], flows=flows)
     box.process(packet(flags=SYN, options=[*SYN_OPTIONS, MpCapable()]), UP, 0.0)
-    box.process(packet(flags=SYN, client_port=40001,
-                       options=[*SYN_OPTIONS, MpJoinSyn(backup=False, address_id=1, receiver_token=1, sender_nonce=2)]), UP, 0.0)
+    join_syn = MpJoinSyn(backup=False, address_id=1, receiver_token=1, sender_nonce=2)
+    box.process(packet(flags=SYN, client_port=40001, options=[*SYN_OPTIONS, join_syn]), UP, 0.0)
     initial = box.process(data(1, 100), UP, 0.1)[0]
     join = box.process(data(1, 100, client_port=40001), UP, 0.1)[0]
     assert has_dss(join) is not join_stripped
