@@ -52,10 +52,6 @@ def param(default: Any = _NO_DEFAULT, doc: str = "", *, minimum: float | None = 
 class CommonParams:
     """Parameters every middlebox accepts."""
 
-    log_changes: bool = param(False, "record a per-packet change log (time, direction, flow, "
-                                     "what changed) for result.json")
-    log_limit: int = param(1000, "keep at most this many change-log entries (the first ones)",
-                           minimum=1)
     # Triggers (middleboxes.triggers): when the box acts. Outside its window a box passes
     # packets unchanged and counts them as `inactive`.
     after_bytes: int = param(0, "act on a flow's packets only once this box has seen this many "
@@ -70,6 +66,10 @@ class CommonParams:
                "join (MP_JOIN subflows)")
     active: bool = param(True, "whether the box acts when the run starts; a [[timeline]] entry "
                                "{ at_s = T, middlebox = \"NODE.INDEX\", active = ... } switches it")
+    log_changes: bool = param(False, "record a per-packet change log (time, direction, flow, "
+                                     "what changed) for result.json")
+    log_limit: int = param(1000, "keep at most this many change-log entries (the first ones)",
+                           minimum=1)
 
 
 def directions_of(choice: str) -> frozenset[Direction]:
@@ -92,7 +92,9 @@ def parse_params(middlebox: str, params_type: type[P], raw: Mapping[str, Any] | 
             f"got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(params_type)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(params_type)
-    valid = ", ".join(sorted(fields))
+    common = {f.name for f in dataclasses.fields(CommonParams)}
+    valid = ", ".join(sorted(set(fields) - common)) + "; every box also takes: " \
+        + ", ".join(sorted(common))
     for name in raw:
         if name not in fields:
             close = difflib.get_close_matches(str(name), list(fields), n=1)
