@@ -154,3 +154,29 @@ def test_dss_stripped_after_data_on_the_only_subflow_falls_back_in_the_simulator
     assert stripper.counters.inactive > 50 and stripper.counters.changed > 0
     assert_intact(result)
     assert result.outcome == "fallback-infinite-map"
+
+
+def test_an_option_stripper_switched_on_mid_transfer_resets_that_subflow_in_the_simulator():
+    """Two paths, both carrying data, when the box on path 1 starts stripping every MPTCP
+    option at t = 0.5 s (what a `[[timeline]]` middlebox entry does live): RFC 8684 §3.7, the
+    subflow that lost its mappings goes and the transfer completes on path 2, stream intact."""
+    from testbed.sim.transfer import build_transfer, finish_transfer
+
+    stripper = build_middlebox("strip_options", {"what": ["mptcp"], "active": False},
+                               derive_rng(1, "triggers/switch"))
+    link = LinkParams(rate_mbit=10, delay_ms=5, queue_pkts=100)
+    setup = build_transfer(TransferSpec(paths=[PathSpec(link, middleboxes=[stripper]),
+                                               PathSpec(link)], size=1_500_000, time_limit=60.0))
+    seen_at_switch: list[int] = []
+
+    def switch_on(_: object = None) -> None:
+        seen_at_switch.append(stripper.counters.seen)
+        stripper.set_active(True)
+
+    setup.network.call_at(0.5, switch_on)
+    result = finish_transfer(setup)
+    assert seen_at_switch and seen_at_switch[0] == stripper.counters.inactive > 100
+    assert stripper.counters.changed > 0
+    assert_intact(result)
+    assert result.bytes_on_path("path1") > 0 and result.bytes_on_path("path2") > 0
+    assert result.outcome in ("mptcp", "subflow-rejected")
