@@ -23,6 +23,7 @@ from middleboxes.spec import CommonParams, MiddleboxSpecError, describe_params, 
 from middleboxes.split import Split
 from middleboxes.strip_options import StripOptions
 from middleboxes.syn_firewall import SynFirewall
+from middleboxes.triggers import gate
 
 MIDDLEBOXES: dict[str, type[MiddleboxBase]] = {
     "nat": Nat,
@@ -54,12 +55,17 @@ def parse_middlebox_params(name: str, params: Mapping[str, Any] | None) -> Commo
 
 
 def build_middlebox(name: str, params: Mapping[str, Any] | None,
-                    rng: random.Random) -> Middlebox:
-    """A ready middlebox from a spec's `type` and `params`; MiddleboxSpecError if invalid."""
+                    rng: random.Random, *, switchable: bool = False) -> Middlebox:
+    """A ready middlebox from a spec's `type` and `params`; MiddleboxSpecError if invalid.
+
+    A box with trigger parameters (after_bytes, after_s, until_s, flows, active) comes behind
+    its gate (middleboxes.triggers.Triggered); `switchable` gates it even without them, so a
+    timeline can switch it on and off (`set_active`)."""
     if not isinstance(rng, random.Random):
         raise TypeError(f"build_middlebox needs a random.Random, got {type(rng).__name__}")
     cls = _middlebox_class(name)
-    return cls(parse_params(name, cls.params_type, params), rng)
+    parsed = parse_params(name, cls.params_type, params)
+    return gate(cls(parsed, rng), parsed, switchable=switchable)
 
 
 def describe_middleboxes() -> list[dict[str, Any]]:

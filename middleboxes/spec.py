@@ -52,6 +52,20 @@ def param(default: Any = _NO_DEFAULT, doc: str = "", *, minimum: float | None = 
 class CommonParams:
     """Parameters every middlebox accepts."""
 
+    # Triggers (middleboxes.triggers): when the box acts. Outside its window a box passes
+    # packets unchanged and counts them as `inactive`.
+    after_bytes: int = param(0, "act on a flow's packets only once this box has seen this many "
+                                "payload bytes of that flow (TCP connection = one subflow), both "
+                                "directions summed, retransmissions included", minimum=0)
+    after_s: float = param(0.0, "act on a flow's packets only from this many seconds after the "
+                                "box saw the flow's first packet (normally its SYN)", minimum=0.0)
+    until_s: float | None = param(None, "stop acting on a flow this many seconds after the box "
+                                        "saw its first packet (must be > after_s)", minimum=0.0)
+    flows: Literal["all", "initial", "join"] = param(
+        "all", "which flows the box acts on: all, initial (flows whose SYN had no MP_JOIN) or "
+               "join (MP_JOIN subflows)")
+    active: bool = param(True, "whether the box acts when the run starts; a [[timeline]] entry "
+                               "{ at_s = T, middlebox = \"NODE.INDEX\", active = ... } switches it")
     log_changes: bool = param(False, "record a per-packet change log (time, direction, flow, "
                                      "what changed) for result.json")
     log_limit: int = param(1000, "keep at most this many change-log entries (the first ones)",
@@ -78,7 +92,9 @@ def parse_params(middlebox: str, params_type: type[P], raw: Mapping[str, Any] | 
             f"got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(params_type)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(params_type)
-    valid = ", ".join(sorted(fields))
+    common = {f.name for f in dataclasses.fields(CommonParams)}
+    valid = ", ".join(sorted(set(fields) - common)) + "; every box also takes: " \
+        + ", ".join(sorted(common))
     for name in raw:
         if name not in fields:
             close = difflib.get_close_matches(str(name), list(fields), n=1)
@@ -102,13 +118,23 @@ def parse_params(middlebox: str, params_type: type[P], raw: Mapping[str, Any] | 
         values[name] = value
     params = params_type(**values)
     check = getattr(params, "check", None)
-    if check is not None:
-        try:
+    try:
+        if check is not None:
             check()
-        except ParamError as error:
-            raise MiddleboxSpecError(
-                f"middlebox '{middlebox}': parameter '{error.param}': {error.message}") from None
+        check_triggers(params)
+    except ParamError as error:
+        raise MiddleboxSpecError(
+            f"middlebox '{middlebox}': parameter '{error.param}': {error.message}") from None
     return params
+
+
+def check_triggers(params: Any) -> None:
+    """The trigger combinations no box could honour (every box, whatever its own check())."""
+    if not isinstance(params, CommonParams):
+        return
+    if params.until_s is not None and params.until_s <= params.after_s:
+        raise ParamError("until_s", f"got {params.until_s}, must be greater than after_s "
+                                    f"({params.after_s}): the box would never act")
 
 
 def _is_union(hint: Any) -> bool:

@@ -3,7 +3,8 @@
 A matrix spec (TOML, see experiments/fallback_matrix.toml) holds a base experiment (topology,
 traffic, mptcp, optional timeline and capture), the pairings (client-server stacks, default the
 four of kernel and python) and the middleboxes, one row each: a name, the box or chain of boxes
-(node, type, params), optional traffic/mptcp overrides, and the expected outcome per pairing.
+(node, type, params), optional traffic/mptcp overrides, an optional timeline (added to the
+base's: e.g. a middlebox switched on mid-transfer), and the expected outcome per pairing.
 
 Every cell becomes an ordinary experiment spec, validated up front (a bad cell is a one-line
 SpecError, exit 2, before anything runs), and runs through testbed.runner into
@@ -71,6 +72,7 @@ class MatrixRow:
     traffic: dict[str, Any]
     mptcp: dict[str, Any]
     expect: dict[str, str]  # pairing -> outcome
+    timeline: tuple[dict[str, Any], ...] = ()  # after the base's (e.g. a middlebox switched on)
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
 def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
     row = _check_table(item, where, {
         "name": str, "label": str, "node": str, "type": str, "params": dict, "chain": list,
-        "traffic": dict, "mptcp": dict, "expect": dict,
+        "traffic": dict, "mptcp": dict, "expect": dict, "timeline": list,
     }, required=("name",))
     name = row["name"]
     if not ROW_NAME.match(name):
@@ -211,7 +213,7 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
     per_pairing = {p: expect.get(p, default) for p in pairings if expect.get(p, default) is not None}
     return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
                      traffic=dict(row.get("traffic", {})), mptcp=dict(row.get("mptcp", {})),
-                     expect=per_pairing)
+                     expect=per_pairing, timeline=tuple(copy.deepcopy(row.get("timeline", []))))
 
 
 def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
@@ -228,8 +230,8 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
         "traffic": {**base["traffic"], **row.traffic},
         "mptcp": {**base.get("mptcp", {}), **row.mptcp},
     }
-    if "timeline" in base:
-        raw["timeline"] = base["timeline"]
+    if "timeline" in base or row.timeline:
+        raw["timeline"] = [*base.get("timeline", []), *copy.deepcopy(list(row.timeline))]
     if "capture" in base:
         raw["capture"] = base["capture"]
     expected = row.expect.get(pairing)

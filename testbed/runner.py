@@ -84,9 +84,13 @@ def plan_bumps(spec: ExperimentSpec, topo: Topology, backends: Backends) -> dict
     """Which bumps run the inline process: those with middleboxes, and, without netem, those
     carrying a link's userspace delay stage (a link with delay now or later in the timeline)."""
     bumps: dict[str, BumpRuntime] = {}
+    switched = {ev.middlebox for ev in spec.timeline if ev.middlebox}
     for box in spec.middleboxes:
         runtime = bumps.setdefault(box.node, BumpRuntime(seed=spec.seed))
-        runtime.middleboxes.append({"name": box.type, "params": box.params})
+        entry: dict[str, Any] = {"name": box.type, "params": box.params}
+        if f"{box.node}.{len(runtime.middleboxes)}" in switched:
+            entry["switchable"] = True  # behind its trigger gate, for set_middlebox_active
+        runtime.middleboxes.append(entry)
     if backends.netem:
         return bumps
     delayed = {name for name, link in topo.links.items()
@@ -192,7 +196,8 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
                                    addresses[0][0] if role == "client" else None,
                                    work / f"{role}.samples.csv", [a for a, _dev in addresses], seed)
         endpoints[role] = EndpointPlan(role, endpoint.stack, endpoint.host, addresses, command, record)
-    return RunPlan(spec, topo, backends, plan_bumps(spec, topo, backends), {ev.link for ev in spec.timeline},
+    shaped = {ev.link for ev in spec.timeline if ev.link}
+    return RunPlan(spec, topo, backends, plan_bumps(spec, topo, backends), shaped,
                    listen, endpoints["client"], endpoints["server"])
 
 
@@ -484,6 +489,16 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
             now = time.monotonic() - started
             while pending and pending[0].at_s <= now:
                 event = pending.pop(0)
+                if event.middlebox:
+                    node, index = event.middlebox_slot
+                    assert event.active is not None
+                    counters = net.set_middlebox_active(node, index, event.active)
+                    timeline_log.append({"at_s": round(now, 3), "planned_at_s": event.at_s,
+                                         "middlebox": event.middlebox, "active": event.active,
+                                         "counters": counters})
+                    progress(f"t={now:5.2f}s middlebox {event.middlebox} "
+                             f"{'on' if event.active else 'off'}")
+                    continue
                 entry = {"at_s": round(now, 3), "planned_at_s": event.at_s, "link": event.link}
                 if event.set:
                     entry["params"] = net.change_link(event.link, event.set).as_dict()

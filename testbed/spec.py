@@ -100,10 +100,21 @@ class MptcpSpec:
 
 @dataclass(frozen=True)
 class TimelineEvent:
+    """A live change at `at_s`: a link's parameters or state (`link`), or a middlebox switched
+    on or off (`middlebox` = "NODE.INDEX", `active`)."""
+
     at_s: float
-    link: str
+    link: str = ""
     set: dict[str, Any] = field(default_factory=dict)
     up: bool | None = None
+    middlebox: str = ""
+    active: bool | None = None
+
+    @property
+    def middlebox_slot(self) -> tuple[str, int]:
+        """(node, index among that node's middleboxes in spec order) of a middlebox event."""
+        node, _, index = self.middlebox.partition(".")
+        return node, int(index or 0)
 
 
 @dataclass(frozen=True)
@@ -234,12 +245,21 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     timeline = []
     for i, item in enumerate(top.get("timeline", [])):
         where = f"{source}: timeline[{i}]"
-        ev = _table(item, where, {"at_s": float, "link": str, "set": dict, "up": bool},
-                    required=("at_s", "link"))
-        if "set" not in ev and "up" not in ev:
-            raise SpecError(f"{where}: needs `set = {{...}}` (link parameters) or `up = true/false`")
+        ev = _table(item, where, {"at_s": float, "link": str, "set": dict, "up": bool,
+                                  "middlebox": str, "active": bool}, required=("at_s",))
         if ev["at_s"] < 0:
             raise SpecError(f"{where}.at_s must be >= 0")
+        if "middlebox" in ev:
+            timeline.append(_middlebox_event(ev, middleboxes, where))
+            continue
+        if "link" not in ev:
+            raise SpecError(f"{where}: needs `link = \"NAME\"` (with set or up) or "
+                            f"`middlebox = \"NODE.INDEX\"` (with active)")
+        if "active" in ev:
+            raise SpecError(f"{where}: `active` switches a middlebox: give `middlebox = "
+                            f"\"NODE.INDEX\"` instead of link")
+        if "set" not in ev and "up" not in ev:
+            raise SpecError(f"{where}: needs `set = {{...}}` (link parameters) or `up = true/false`")
         LinkParams().updated(ev.get("set", {}), where=f"{where}.set")  # validates keys and values
         timeline.append(TimelineEvent(float(ev["at_s"]), ev["link"], dict(ev.get("set", {})),
                                       ev.get("up")))
@@ -273,6 +293,33 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     )
 
 
+def _middlebox_event(ev: dict[str, Any], middleboxes: list[MiddleboxPlacement],
+                     where: str) -> TimelineEvent:
+    """A timeline entry switching a middlebox: `middlebox = "NODE.INDEX"` (INDEX counts the
+    node's middleboxes in spec order from 0; a node with one box may be named alone) and
+    `active = true/false`, nothing else."""
+    if "link" in ev or "set" in ev or "up" in ev:
+        raise SpecError(f"{where}: a middlebox entry takes only at_s, middlebox and active "
+                        f"(link changes go in their own entries)")
+    if "active" not in ev:
+        raise SpecError(f"{where}: a middlebox entry needs `active = true` or `active = false`")
+    name = ev["middlebox"]
+    node, dot, index_text = name.partition(".")
+    on_node = [box for box in middleboxes if box.node == node]
+    if not on_node:
+        nodes = sorted({box.node for box in middleboxes})
+        raise SpecError(f"{where}.middlebox: no middlebox on node {node!r} in this spec "
+                        f"(nodes with middleboxes: {', '.join(nodes) or 'none'})")
+    if not dot and len(on_node) > 1:
+        raise SpecError(f"{where}.middlebox: node {node!r} has {len(on_node)} middleboxes; "
+                        f"name one as {node}.0 .. {node}.{len(on_node) - 1}")
+    if dot and not (index_text.isdigit() and int(index_text) < len(on_node)):
+        raise SpecError(f"{where}.middlebox: {name!r}: the index must be 0..{len(on_node) - 1} "
+                        f"(the node's middleboxes in spec order)")
+    slot = f"{node}.{int(index_text) if dot else 0}"
+    return TimelineEvent(float(ev["at_s"]), middlebox=slot, active=ev["active"])
+
+
 def _validate_stack_config(config: dict[str, Any], stack: str, where: str) -> None:
     """The bundled stack's settings (testbed.mptcp.config.StackConfig), checked before any run."""
     if stack != "python":
@@ -300,6 +347,8 @@ def check_against_topology(spec: ExperimentSpec, topo: Topology) -> None:
                             f"(middlebox nodes: {', '.join(bumps)})")
         _validate_middlebox(box, spec)
     for ev in spec.timeline:
+        if ev.middlebox:
+            continue  # checked against the spec's middleboxes when parsed
         if ev.link not in topo.links:
             raise SpecError(f"{spec.source}: timeline link {ev.link!r} is not in {topo.name} "
                             f"(links: {', '.join(topo.links)})")

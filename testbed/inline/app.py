@@ -49,7 +49,8 @@ def build_registered_middleboxes(specs: Sequence[MiddleboxSpec],
     for index, spec in enumerate(specs):
         box_rng = random.Random(rng.getrandbits(64))
         try:
-            boxes.append(build_middlebox(spec.name, dict(spec.params), box_rng))
+            boxes.append(build_middlebox(spec.name, dict(spec.params), box_rng,
+                                         switchable=spec.switchable))
         except (KeyError, ValueError, TypeError) as error:
             raise ConfigError(f"config.middleboxes[{index}] ({spec.name}): {error}") from error
     return boxes

@@ -6,6 +6,9 @@ Requests, dispatched through the table `OPERATIONS` (op -> handler, allowed keys
      "jitter_ms": 0, "rate_mbit": 100, "queue_pkts": 100}
                           jitter_ms, rate_mbit, queue_pkts optional: those not given are kept
                           (like `tc change`); rate_mbit and queue_pkts set the frame limit
+    {"op": "set_middlebox", "index": 0, "active": true}
+                          switch the index-th configured middlebox (built "switchable") on or
+                          off; answers with its counters at the switch
     {"op": "stats"}
     {"op": "stop"}
 
@@ -31,6 +34,8 @@ class Controllable(Protocol):
     def delay_params(self, direction: Direction) -> LinkParams: ...
 
     def set_delay(self, direction: Direction, params: LinkParams) -> None: ...
+
+    def set_middlebox_active(self, index: int, active: bool) -> dict[str, int]: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -75,6 +80,19 @@ def delay_summary(params: LinkParams) -> dict[str, Any]:
             "queue_limit": held_packets_limit(params)}
 
 
+def _set_middlebox(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
+    index, active = request.get("index"), request.get("active")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise RequestError(f"'index' must be an integer, got {index!r}")
+    if not isinstance(active, bool):
+        raise RequestError(f"'active' must be true or false, got {active!r}")
+    try:
+        counters = target.set_middlebox_active(index, active)
+    except ValueError as error:
+        raise RequestError(str(error)) from error
+    return {"index": index, "active": active, "counters": counters}
+
+
 def _stats(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
     return {"stats": target.stats()}
 
@@ -87,6 +105,7 @@ def _stop(target: Controllable, request: dict[str, Any]) -> dict[str, Any]:
 Handler = Callable[[Controllable, dict[str, Any]], dict[str, Any]]
 OPERATIONS: dict[str, tuple[Handler, frozenset[str]]] = {
     "set_delay": (_set_delay, frozenset({"op", "direction"} | DELAY_STAGE_KEYS)),
+    "set_middlebox": (_set_middlebox, frozenset({"op", "index", "active"})),
     "stats": (_stats, frozenset({"op"})),
     "stop": (_stop, frozenset({"op"})),
 }

@@ -11,6 +11,9 @@ Example (every key optional)::
       "middleboxes": [{"name": "strip_mp_capable", "params": {"direction": "upstream"}}]
     }
 
+A middlebox entry may say ``"switchable": true``: the box is then built behind its trigger gate
+(middleboxes.triggers) so the control request `set_middlebox` can switch it on and off.
+
 Each delay entry is the link's parameters (testbed.net.params.LinkParams names): the stage
 applies delay_ms and jitter_ms, and holds at most `held_packets_limit` frames, derived from
 rate_mbit and queue_pkts exactly as netem's limit is (queue + in flight during the delay); the
@@ -44,6 +47,7 @@ class MiddleboxSpec:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    switchable: bool = False  # behind a trigger gate even without triggers (timeline on/off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +109,17 @@ def parse_config(raw: object) -> InlineConfig:
     specs = []
     for index, raw_box in enumerate(raw_boxes):
         where = f"config.middleboxes[{index}]"
-        box = _check_keys(where, raw_box, {"name", "params"})
+        box = _check_keys(where, raw_box, {"name", "params", "switchable"})
         name = box.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.name must be a non-empty string, got {name!r}")
         params = box.get("params", {})
         if not isinstance(params, dict):
             raise ConfigError(f"{where}.params must be a JSON object")
-        specs.append(MiddleboxSpec(name=name, params=params))
+        switchable = box.get("switchable", False)
+        if not isinstance(switchable, bool):
+            raise ConfigError(f"{where}.switchable must be true or false, got {switchable!r}")
+        specs.append(MiddleboxSpec(name=name, params=params, switchable=switchable))
     return InlineConfig(seed=seed, delay=delay, middleboxes=tuple(specs))
 
 

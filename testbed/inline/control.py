@@ -76,6 +76,10 @@ class InlineControl:
                                    "delay_ms": delay_ms, "jitter_ms": jitter_ms, **link}
         return self.request(request)["delay"]
 
+    def set_middlebox_active(self, index: int, active: bool) -> dict[str, int]:
+        """Switch the index-th middlebox (configured switchable) on or off; its counters then."""
+        return self.request({"op": "set_middlebox", "index": index, "active": active})["counters"]
+
     def stats(self) -> dict[str, Any]:
         return self.request({"op": "stats"})["stats"]
 

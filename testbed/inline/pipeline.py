@@ -237,6 +237,18 @@ class MiddleboxPipeline:
                     frames.append((encoded, direction))
         return frames
 
+    def set_middlebox_active(self, index: int, active: bool) -> dict[str, int]:
+        """Switch box `index` (config order) on or off; its counters. ValueError if that box
+        was not built switchable (middleboxes.triggers)."""
+        if not 0 <= index < len(self._boxes):
+            raise ValueError(f"no middlebox {index}: this process has {len(self._boxes)}")
+        box = self._boxes[index]
+        switch = getattr(box, "set_active", None)
+        if switch is None:
+            raise ValueError(f"middlebox {index} ({box.name}) was not configured switchable")
+        switch(active)
+        return box.counters.as_dict()
+
     def counters(self) -> list[dict[str, Any]]:
         """Per middlebox: its counters and, when it keeps one (log_changes), its change log."""
         out = []

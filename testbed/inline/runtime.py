@@ -98,6 +98,11 @@ class InlineProcess:
         self._delay[direction].follow_link(params)
         self._links[direction] = params
 
+    def set_middlebox_active(self, index: int, active: bool) -> dict[str, int]:
+        if self._pipeline is None:
+            raise ValueError("no middlebox is configured in this process")
+        return self._pipeline.set_middlebox_active(index, active)
+
     def request_stop(self, reason: str = "stop request") -> None:
         """End the loop after the current wake-up; safe from signal handlers and other threads."""
         if self._stop_reason is None:

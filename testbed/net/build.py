@@ -297,6 +297,18 @@ class Network:
         self.link_params[name] = new
         return new
 
+    def set_middlebox_active(self, node: str, index: int, active: bool) -> dict[str, int]:
+        """Switch the index-th middlebox of a bump on or off (built switchable: the runner marks
+        the boxes its timeline names); the box's counters at that moment."""
+        from testbed.inline.control import InlineControl, InlineControlError
+
+        if node not in self.inline:
+            raise RunFailed(f"no inline process on {node} to switch middlebox {index} in")
+        try:
+            return InlineControl(self.inline[node].control_path).set_middlebox_active(index, active)
+        except InlineControlError as exc:
+            raise RunFailed(f"middlebox {node}.{index}: {exc}") from exc
+
     def _node_of(self, shaper: InterfaceShaper) -> str:
         return shaper.ifname.rsplit("-eth", 1)[0]
 

@@ -31,6 +31,8 @@ KINDS = ("subflow_throughput",)
 def _event_label(applied: dict[str, Any], planned: dict[str, Any] | None) -> str:
     """'a: loss_pct=1.0' from what the spec asked for (the applied entry holds every parameter
     of the link after the change, which would bury the one that changed)."""
+    if "middlebox" in applied:
+        return f"{applied['middlebox']} {'on' if applied.get('active') else 'off'}"
     changed = (planned or {}).get("set") or applied.get("params") or {}
     words = [f"{k}={v}" for k, v in changed.items() if v is not None]
     up = applied.get("up", (planned or {}).get("up"))

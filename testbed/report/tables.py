@@ -229,9 +229,7 @@ def run_markdown(summary: RunSummary, plot_file: str | None = None, wire: tuple[
     lines += ["", _expectation_line(summary)]
     if summary.timeline:
         lines += ["", "Timeline as applied:", ""]
-        lines += [f"- t={ev.get('at_s')} s link {ev.get('link')}: "
-                  f"{ev.get('params', '')}{'' if 'up' not in ev else (' up' if ev['up'] else ' down')}"
-                  for ev in summary.timeline]
+        lines += [f"- t={ev.get('at_s')} s {_timeline_what(ev)}" for ev in summary.timeline]
     if plot_file:
         lines += ["", f"![per-subflow throughput]({plot_file})"]
     return "\n".join(lines) + "\n"
@@ -277,12 +275,20 @@ def run_html(summary: RunSummary, plot_file: str | None = None, wire: tuple[str,
     out.append(f"<p class=\"{css}\">{esc(verdict)}</p>")
     if summary.timeline:
         out.append("<p>Timeline as applied:</p><ul>" + "".join(
-            f"<li>t={esc(ev.get('at_s'))} s link {esc(ev.get('link'))}: {esc(ev.get('params', ''))}"
-            f"{'' if 'up' not in ev else (' up' if ev['up'] else ' down')}</li>" for ev in summary.timeline)
+            f"<li>t={esc(ev.get('at_s'))} s {esc(_timeline_what(ev))}</li>" for ev in summary.timeline)
             + "</ul>")
     if plot_file:
         out.append(f"<p><img src=\"{esc(plot_file)}\" alt=\"per-subflow throughput\"></p>")
     return page(summary.name or "testbed run", "\n".join(out))
+
+
+def _timeline_what(ev: dict[str, Any]) -> str:
+    """One applied timeline entry: a link change or a middlebox switched on/off."""
+    if "middlebox" in ev:
+        return (f"middlebox {ev['middlebox']} {'on' if ev.get('active') else 'off'} "
+                f"(counters then: {ev.get('counters', {})})")
+    return (f"link {ev.get('link')}: {ev.get('params', '')}"
+            f"{'' if 'up' not in ev else (' up' if ev['up'] else ' down')}")
 
 
 def _expectation_line(summary: RunSummary) -> str:
