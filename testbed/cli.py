@@ -152,6 +152,7 @@ DELEGATED = (
     ("matrix", "testbed.matrix", "run a fallback matrix: middleboxes x endpoint pairings"),
     ("compare", "testbed.compare", "compare result or matrix files against a baseline"),
     ("report", "testbed.report.command", "re-derive every plot and table from result files"),
+    ("analyze", "testbed.analyze.command", "analyse the MPTCP connections of any pcap/pcapng capture"),
     ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
     ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
     ("kernels", "testbed.kernels", "Debian kernels for VMs: list what is here, fetch (never installed)"),
