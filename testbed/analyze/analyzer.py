@@ -34,6 +34,7 @@ from testbed.wire import (
     WireError,
     dss_checksum,
 )
+from testbed.wire.dss_peek import timestamps_then_dss
 from testbed.wire.tcp_options import decode_options_at
 from testbed.wire.types import MPCAPABLE_FLAG_CHECKSUM
 
@@ -111,41 +112,44 @@ class Analysis:
         if length < 0 or header < 20:
             self._malformed("TCP header length beyond the IPv4 total length")
             return
+        dss = None
         options: list = []
         if header > 20:
             if tcp + header > size:
                 counts["headers_cut"] += 1
             else:
-                try:
-                    options = decode_options_at(frame, tcp + 20, tcp + header)
-                except WireError as error:
-                    self._malformed(str(error))
+                dss = timestamps_then_dss(frame, tcp + 20, tcp + header)
+                if dss is None:
+                    try:
+                        options = decode_options_at(frame, tcp + 20, tcp + header)
+                    except WireError as error:
+                        self._malformed(str(error))
         key = frame[offset + 12:offset + 20] + frame[tcp:tcp + 4]
         subflow = self.flows.get(key)
         if subflow is None or (flags & _SYN and not flags & _ACK and subflow.dirs[
                 subflow.side_of(key)].base != seq):
             subflow = self._new_subflow(ts, frame, offset, sport, dport, flags, key)
         side = 0 if key == subflow.keys[0] else 1
-        index = int((ts - self.first_ts) / self.bin_s) if ts > self.first_ts else 0
+        first = self.first_ts
+        index = int((ts - first) / self.bin_s) if ts > first else 0
         rel, retransmitted = subflow.segment(side, ts, seq, ack, flags, window, length, index)
-        dss = None
         if options:
             handlers = self._handlers
             for option in options:
                 cls = type(option)
                 if cls is Dss:
-                    dss = option
+                    dss = (option.data_ack, option.data_ack_64, option.dsn, option.dsn_64,
+                           option.subflow_seq, option.data_len, option.checksum, option.data_fin)
                     continue
                 handler = handlers.get(cls)
                 if handler is not None:
                     handler(subflow, side, option, ts, flags, rel, length, index)
         connection = subflow.connection
         if connection is not None and connection.version == 1:
-            if dss is not None:
+            if dss:
                 subflow.dss_seen = True
-                payload_start = tcp + header
-                self._dss(connection, subflow, side, dss, ts, rel, length, index, retransmitted,
-                          frame, payload_start, size)
+                self._dss(connection, subflow, side, dss, ts, rel, length, index, frame,
+                          tcp + header, size)
             if length:
                 self._map_payload(connection, subflow, side, ts, rel, length, index, retransmitted)
 
@@ -335,43 +339,44 @@ class Analysis:
         self._event(ts, subflow, side, "MP_TCPRST", subflow.reset_reason)
 
     # --- data level ---------------------------------------------------------------------------
-    def _dss(self, connection: Connection, subflow: Subflow, side: int, dss: Dss, ts: float,
-             rel: int, length: int, index: int, retransmitted: bool, frame: bytes,
-             payload_start: int, size: int) -> None:
+    def _dss(self, connection: Connection, subflow: Subflow, side: int, dss: tuple, ts: float,
+             rel: int, length: int, index: int, frame: bytes, payload_start: int,
+             size: int) -> None:
+        """A DSS, as the tuple testbed.wire.dss_peek gives: data ACK, then the mapping."""
+        data_ack, ack64, dsn_wire, dsn64, subflow_seq, data_len, checksum, data_fin = dss
         conn_side = subflow.conn_side[side]
-        if dss.data_ack is not None:
-            connection.data[1 - conn_side].acknowledge(dss.data_ack, dss.data_ack_64, index)
-        if dss.dsn is None:
+        if data_ack is not None:
+            connection.data[1 - conn_side].acknowledge(data_ack, ack64, index)
+        if dsn_wire is None:
             return
         data = connection.data[conn_side]
-        dsn = data.relative(dss.dsn, dss.dsn_64)
-        data_len = dss.data_len or 0
+        dsn = data.relative(dsn_wire, dsn64)
         # the mapping's subflow sequence number, relative to the ISN like `rel`
-        ssn = rel + (((dss.subflow_seq - rel) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-        if dss.data_fin:
+        ssn = rel + (((subflow_seq - rel) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+        if data_fin:
             fin_dsn = dsn + data_len - 1 if data_len else dsn
             if data.data_fin_dsn is None:
                 data.data_fin_dsn, data.data_fin_ts = fin_dsn, ts
                 self._event(ts, subflow, side, "DATA_FIN", f"DSN {fin_dsn}")
-        if data_len == 0 and not dss.data_fin:
+        if data_len == 0 and not data_fin:
             if connection.fallback is None:
                 connection.fallback, connection.fallback_ts = "infinite mapping", ts
                 self._event(ts, subflow, side, "fallback", f"infinite mapping at DSN {dsn}")
             subflow.mappings[side].append((ssn, 1 << 62, dsn, False))
             return
-        payload_len = data_len - (1 if dss.data_fin else 0)
-        if dss.subflow_seq == 0 and payload_len <= 0:
+        payload_len = data_len - (1 if data_fin else 0)
+        if subflow_seq == 0 and payload_len <= 0:
             return  # a bare DATA_FIN: no payload mapped
-        subflow.mappings[side].append((ssn, payload_len, dsn, dss.data_fin))
+        subflow.mappings[side].append((ssn, payload_len, dsn, data_fin))
         if length:
             if rel < ssn or rel + length > ssn + payload_len:
                 self._violation(connection, subflow, side, ts, "mapping does not cover its segment",
                                 f"segment {rel}..{rel + length}, mapping {ssn}..{ssn + payload_len}")
-            if connection.checksums and dss.checksum is not None:
+            if connection.checksums and checksum is not None:
                 if ssn == rel and payload_len == length and payload_start + length <= size:
                     connection.checksum_checked += 1
                     payload = frame[payload_start:payload_start + length]
-                    if dss_checksum(data.last_dsn, dss.subflow_seq, data_len, payload) != dss.checksum:
+                    if dss_checksum(data.last_dsn, subflow_seq, data_len, payload) != checksum:
                         self._violation(connection, subflow, side, ts, "DSS checksum wrong",
                                         f"mapping at DSN {dsn}")
                 else:
