@@ -59,7 +59,8 @@ class Analysis:
         self.pending_joins: dict[int, list[Subflow]] = {}
         self.timeline: list[dict[str, Any]] = []
         self.timeline_dropped = 0
-        self.counts = {"packets": 0, "tcp": 0, "not_tcp": 0, "ipv6": 0, "fragments": 0,
+        self.tcp_packets = 0
+        self.counts = {"not_tcp": 0, "ipv6": 0, "fragments": 0,
                        "headers_cut": 0, "malformed": 0, "payload_cut": 0}
         self.malformed_examples: list[str] = []
         self.first_ts: float | None = None
@@ -81,7 +82,6 @@ class Analysis:
     # --- per packet ----------------------------------------------------------------------
     def packet(self, ts: float, frame: bytes, offset: int, version: int) -> None:
         counts = self.counts
-        counts["packets"] += 1
         if self.first_ts is None:
             self.first_ts = ts
         if ts > self.last_ts:
@@ -104,7 +104,7 @@ class Analysis:
         if size < tcp + 20:
             counts["headers_cut"] += 1
             return
-        counts["tcp"] += 1
+        self.tcp_packets += 1
         sport, dport, seq, ack, offset_byte, flags, window = TCP_FIXED.unpack_from(frame, tcp)
         header = (offset_byte >> 4) * 4
         total = (frame[offset + 2] << 8) | frame[offset + 3]
@@ -124,7 +124,9 @@ class Analysis:
                         options = decode_options_at(frame, tcp + 20, tcp + header)
                     except WireError as error:
                         self._malformed(str(error))
-        key = frame[offset + 12:offset + 20] + frame[tcp:tcp + 4]
+        # addresses and ports: contiguous when the IPv4 header has no options
+        key = (frame[offset + 12:offset + 24] if ihl == 20
+               else frame[offset + 12:offset + 20] + frame[tcp:tcp + 4])
         subflow = self.flows.get(key)
         if subflow is None or (flags & _SYN and not flags & _ACK and subflow.dirs[
                 subflow.side_of(key)].base != seq):
@@ -388,12 +390,19 @@ class Analysis:
                      rel: int, length: int, index: int, retransmitted: bool) -> None:
         """Give the segment's payload its DSNs through the mapping that covers it."""
         end = rel + length
-        for ssn, map_len, dsn, _fin in reversed(subflow.mappings[side]):
-            if ssn <= rel < ssn + map_len:
-                stop = min(end, ssn + map_len)
-                data = connection.data[subflow.conn_side[side]]
-                data.sent_range(dsn + rel - ssn, dsn + stop - ssn, subflow.index, ts, index,
-                                retransmitted)
+        mappings = subflow.mappings[side]
+        if mappings:
+            ssn, map_len, dsn, _fin = mappings[-1]  # the usual case: the newest mapping
+            if not ssn <= rel < ssn + map_len:
+                for ssn, map_len, dsn, _fin in reversed(mappings):  # noqa: B007
+                    if ssn <= rel < ssn + map_len:
+                        break
+                else:
+                    map_len = 0
+            if map_len:
+                stop = end if end < ssn + map_len else ssn + map_len
+                connection.data[subflow.conn_side[side]].sent_range(
+                    dsn + rel - ssn, dsn + stop - ssn, subflow.index, ts, index, retransmitted)
                 return
         subflow.unmapped_bytes += length
         if connection.fallback is None and (subflow.dss_seen or subflow.role == "join"):

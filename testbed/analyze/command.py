@@ -59,12 +59,12 @@ def _notes(analysis: Analysis, reader: CaptureReader, path: Path) -> list[str]:
     if reader.packets == 0:
         where = f" ({reader.truncated})" if reader.truncated else ""
         raise CaptureError(f"{path}: a capture without any packet{where}")
-    if counts["tcp"] == 0:
+    if analysis.tcp_packets == 0:
         extra = f", {counts['ipv6']} IPv6 packets (not analysed yet)" if counts["ipv6"] else ""
         raise CaptureError(f"{path}: no IPv4 TCP packet among {reader.packets} packets "
                            f"({reader.non_ip} not IP{extra}): nothing to analyse")
     if not analysis.connections:
-        raise CaptureError(f"{path}: no MPTCP option in {counts['tcp']} TCP packets of "
+        raise CaptureError(f"{path}: no MPTCP option in {analysis.tcp_packets} TCP packets of "
                            f"{len(analysis.subflows)} TCP connection(s): plain TCP, nothing for an "
                            "MPTCP analysis (tshark -z conv,tcp summarises TCP)")
     if any(c.version == 0 for c in analysis.connections):

@@ -94,6 +94,7 @@ def document(analysis: Analysis, reader: CaptureReader, notes: list[str]) -> dic
             "truncated": reader.truncated,
             "start_epoch_s": start,
             "duration_s": round(end - start, 6),
+            "tcp_packets": analysis.tcp_packets,
             "counts": analysis.counts,
             "malformed_examples": analysis.malformed_examples,
         },

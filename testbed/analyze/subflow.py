@@ -120,64 +120,66 @@ class Subflow:
     def segment(self, side: int, ts: float, seq: int, ack: int, flags: int, window: int,
                 length: int, bin_index: int) -> tuple[int, bool]:
         """Account one segment from `side`; returns (relative sequence, whether its payload
-        was sent before)."""
+        was sent before). The hot path of the analysis: relative() is written out inline."""
         own = self.dirs[side]
-        other = self.dirs[1 - side]
         self.last_ts = ts
         if own.base is None:
             own.base = (seq - 1) & _M32 if not flags & 0x02 else seq
             own.isn_seen = bool(flags & 0x02)
             own.high = 1
-        if own.first_ts is None:
             own.first_ts = ts
         own.last_ts = ts
         own.segments += 1
         if window > own.window_max:
             own.window_max = window
-        rel = own.relative(seq, own.high)
+        high = own.high
+        rel = high + (((seq - own.base - high) + _HALF) & _M32) - _HALF
         retransmitted = False
         if length:
             end = rel + length
             own.bytes_sent += length
-            entry = own.bin(bin_index)
-            if rel < own.high:
-                overlap = min(end, own.high) - rel
+            entry = own.bins.get(bin_index) or own.bin(bin_index)
+            if rel < high:
+                overlap = min(end, high) - rel
                 own.bytes_retrans += overlap
                 own.retrans_segments += 1
                 entry[B_RETRANS] += overlap
                 retransmitted = True
                 own.pending.clear()  # Karn: no RTT sample across a retransmission
-            if end > own.high:
-                entry[B_SENT] += end - max(rel, own.high)
-                own.high = end
+            if end > high:
+                entry[B_SENT] += end - (rel if rel > high else high)
+                own.high = high = end
                 if not retransmitted and len(own.pending) < RTT_PENDING_LIMIT:
                     own.pending.append((end, ts))
             if end > own.data_end:
                 own.data_end = end
-            flight = own.high - own.acked
+            flight = high - own.acked
             if flight > entry[B_FLIGHT]:
                 entry[B_FLIGHT] = flight
-        if flags & 0x03:  # SYN or FIN: one sequence number each
-            end = rel + length + 1
-            if flags & 0x01:
-                own.fin = True
-                own.fin_rel = rel + length
-            if end > own.high:
-                own.high = end
-        if flags & 0x04:
-            own.rst = True
+        if flags & 0x07:  # SYN, FIN (one sequence number each), RST
+            if flags & 0x03:
+                end = rel + length + 1
+                if flags & 0x01:
+                    own.fin = True
+                    own.fin_rel = rel + length
+                if end > own.high:
+                    own.high = end
+            if flags & 0x04:
+                own.rst = True
         if flags & 0x10:
+            other = self.dirs[1 - side]
             if other.base is None:
                 other.base = (ack - 1) & _M32
                 other.high = 1
-            acked = other.relative(ack, other.acked)
-            if acked > other.acked:
+            last = other.acked
+            acked = last + (((ack - other.base - last) + _HALF) & _M32) - _HALF
+            if acked > last:
                 other.acked = acked
                 pending = other.pending
                 sent_at = None
                 while pending and pending[0][0] <= acked:
                     sent_at = pending.popleft()[1]
-                entry = other.bin(bin_index)
+                entry = other.bins.get(bin_index) or other.bin(bin_index)
                 entry[B_ACKED] = acked
                 if sent_at is not None:
                     rtt = ts - sent_at
