@@ -147,6 +147,11 @@ class Analysis:
                 if handler is not None:
                     handler(subflow, side, option, ts, flags, rel, length, index)
         connection = subflow.connection
+        if connection is None and dss and subflow.role == "tcp":
+            # a DSS on a subflow whose handshake the capture missed: its own connection (no
+            # token to match it to others), role unknown
+            connection = self._new_connection(subflow, 1)
+            subflow.role = "unknown (handshake not captured)"
         if connection is not None and connection.version == 1:
             if dss:
                 subflow.dss_seen = True
@@ -403,6 +408,8 @@ class Analysis:
                 stop = end if end < ssn + map_len else ssn + map_len
                 connection.data[subflow.conn_side[side]].sent_range(
                     dsn + rel - ssn, dsn + stop - ssn, subflow.index, ts, index, retransmitted)
+                if stop < end:  # the tail past the mapping (a violation flagged in _dss)
+                    subflow.unmapped_bytes += end - stop
                 return
         subflow.unmapped_bytes += length
         if connection.fallback is None and (subflow.dss_seen or subflow.role == "join"):
@@ -420,6 +427,6 @@ class Analysis:
                                 f"{which} HMAC of subflow {subflow.index}")
             if connection.keys[1] is None and connection.version == 1 and connection.fallback is None:
                 first = connection.subflows[0]
-                if first.syn_ack_seen is False and first.dirs[1].segments:
+                if first.handshake and not first.syn_ack_seen and first.dirs[1].segments:
                     connection.fallback = "no MP_CAPABLE on the SYN/ACK"
         self.timeline.sort(key=lambda event: event["t"])

@@ -52,7 +52,7 @@ class DataDirection:
         self.idsn = idsn  # None until the key is known (or guessed from the first DSN)
         self.last_dsn = idsn or 0  # absolute 64-bit, for widening 32-bit values
         self.sent: list[list[int]] = []  # disjoint [start, end) relative DSN ranges, sorted
-        self.bytes_mapped = 0  # payload bytes given a DSN (retransmissions on a subflow excluded)
+        self.bytes_mapped = 0  # distinct payload bytes given a DSN
         self.reinjected_bytes = 0
         self.reinjected_other_subflow = 0
         self.reinjections: list[dict[str, Any]] = []
@@ -118,15 +118,14 @@ class DataDirection:
             self.bytes_mapped += end - start
             return 0
         overlap = self._insert(start, end)
-        if not retransmitted_on_subflow:
-            self.bytes_mapped += end - start - overlap
-            if overlap:
-                self.reinjected_bytes += overlap
-                if len(self.reinjections) < REINJECTION_EVENT_LIMIT:
-                    self.reinjections.append({"t": ts, "dsn": start, "length": end - start,
-                                              "repeated_bytes": overlap, "subflow": subflow})
-                else:
-                    self.reinjection_events_dropped += 1
+        self.bytes_mapped += end - start - overlap
+        if overlap and not retransmitted_on_subflow:
+            self.reinjected_bytes += overlap
+            if len(self.reinjections) < REINJECTION_EVENT_LIMIT:
+                self.reinjections.append({"t": ts, "dsn": start, "length": end - start,
+                                          "repeated_bytes": overlap, "subflow": subflow})
+            else:
+                self.reinjection_events_dropped += 1
         return overlap
 
     def _insert(self, start: int, end: int) -> int:
