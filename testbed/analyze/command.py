@@ -80,6 +80,13 @@ def _notes(analysis: Analysis, reader: CaptureReader, path: Path) -> list[str]:
     if counts["malformed"]:
         notes.append(f"{counts['malformed']} packets had malformed headers or options, e.g. "
                      f"{analysis.malformed_examples[0]}")
+    missing = [(s.index, d.bytes_not_captured) for s in analysis.subflows for d in s.dirs
+               if d.bytes_not_captured]
+    if missing:
+        notes.append(f"the capture misses {sum(m for _, m in missing)} bytes of sequence space on "
+                     f"subflow(s) {sorted({i for i, _ in missing})} (dropped by the capture, or "
+                     "sent before it started): byte counts come from the ACKs, data-level "
+                     "figures cover what was captured")
     if counts["ipv6"]:
         notes.append(f"{counts['ipv6']} IPv6 packets skipped (IPv6 is not analysed yet)")
     no_handshake = [c.index for c in analysis.connections if c.version == 1 and None in c.keys

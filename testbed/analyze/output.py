@@ -48,7 +48,7 @@ def subflow_rows(analysis: Analysis) -> list[list[Any]]:
             previous_acked = None
             for index in sorted(direction.bins):
                 entry = direction.bins[index]
-                acked = max(0, min(entry[B_ACKED], direction.data_end) - 1)
+                acked = max(0, min(entry[B_ACKED] - 1, direction.bytes_acked))
                 if previous_acked is None:
                     previous_acked = 0
                 goodput = max(0, acked - previous_acked)

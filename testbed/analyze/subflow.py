@@ -31,7 +31,6 @@ class Direction:
         "bins",
         "bytes_retrans",
         "bytes_sent",
-        "data_end",
         "fin",
         "fin_rel",
         "first_ts",
@@ -45,6 +44,7 @@ class Direction:
         "rtt_min",
         "rtt_sum",
         "segments",
+        "unseen",
         "window_max",
     )
 
@@ -53,11 +53,11 @@ class Direction:
         self.isn_seen = False
         self.high = 0  # highest relative sequence sent + 1 (SYN counts 1)
         self.acked = 0  # highest relative sequence the other end acknowledged
-        self.data_end = 1  # highest relative end of payload (FIN excluded)
         self.bytes_sent = 0  # payload bytes incl. retransmissions (tcpi_bytes_sent)
         self.bytes_retrans = 0
         self.retrans_segments = 0
         self.segments = 0
+        self.unseen = 0  # sequence space skipped between captured segments
         self.fin = False
         self.fin_rel: int | None = None
         self.rst = False
@@ -69,6 +69,7 @@ class Direction:
         self.first_ts: float | None = None
         self.last_ts = 0.0
         self.window_max = 0
+        self.unseen = 0  # sequence space skipped between captured segments
 
     def relative(self, value: int, last: int) -> int:
         """`value` (32-bit) relative to the ISN, unwrapped to the 64-bit value nearest `last`."""
@@ -82,9 +83,17 @@ class Direction:
         return entry
 
     @property
+    def bytes_not_captured(self) -> int:
+        """Sequence space between captured segments, or acknowledged beyond the last one, that
+        the capture does not hold (dropped by the capture, or sent before it started)."""
+        return self.unseen + max(0, self.acked - self.high)
+
+    @property
     def bytes_acked(self) -> int:
-        """Payload bytes the other end acknowledged (tcpi_bytes_acked: SYN and FIN not counted)."""
-        return max(0, min(self.acked, self.data_end) - 1)
+        """Payload the other end acknowledged (tcpi_bytes_acked without the SYN and FIN); from
+        the ACKs alone, so right even when the capture missed data segments."""
+        fin_acked = self.fin_rel is not None and self.acked > self.fin_rel
+        return max(0, self.acked - 1 - (1 if fin_acked else 0))
 
 
 class Subflow:
@@ -147,12 +156,12 @@ class Subflow:
                 retransmitted = True
                 own.pending.clear()  # Karn: no RTT sample across a retransmission
             if end > high:
+                if rel > high:  # sent, but not in the capture
+                    own.unseen += rel - high
                 entry[B_SENT] += end - (rel if rel > high else high)
                 own.high = high = end
                 if not retransmitted and len(own.pending) < RTT_PENDING_LIMIT:
                     own.pending.append((end, ts))
-            if end > own.data_end:
-                own.data_end = end
             flight = high - own.acked
             if flight > entry[B_FLIGHT]:
                 entry[B_FLIGHT] = flight
@@ -214,6 +223,7 @@ class Subflow:
                 "bytes_sent": direction.bytes_sent,
                 "bytes_acked": direction.bytes_acked,
                 "bytes_retrans": direction.bytes_retrans,
+                "bytes_not_captured": direction.bytes_not_captured,
                 "retransmitted_segments": direction.retrans_segments,
                 "rtt_ms_mean": round(1000 * direction.rtt_sum / direction.rtt_count, 3)
                 if direction.rtt_count else None,

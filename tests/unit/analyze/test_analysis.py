@@ -192,3 +192,15 @@ def test_plain_tcp_is_nothing_to_analyse(tmp_path: Path) -> None:
     conversation.data(first, 10, mapping=False)
     with pytest.raises(CaptureError, match="no MPTCP option"):
         analyse(conversation, tmp_path)
+
+
+def test_data_missing_from_the_capture_is_counted_from_the_acks(tmp_path: Path) -> None:
+    conversation = two_path_transfer(segments=10, size=100)
+    # drop the client's third data segment on the first subflow: its ACK still covers it
+    data_packets = [i for i, (_, raw) in enumerate(conversation.packets)
+                    if raw[12:16] == bytes([10, 0, 1, 1]) and len(raw) > 100]
+    del conversation.packets[data_packets[2]]
+    analysis, notes = analyse(conversation, tmp_path)
+    first = analysis.subflows[0].dirs[0]
+    assert first.bytes_acked == 500 and first.bytes_not_captured == 100
+    assert any("misses 100 bytes" in note for note in notes)
