@@ -204,3 +204,16 @@ def test_data_missing_from_the_capture_is_counted_from_the_acks(tmp_path: Path) 
     first = analysis.subflows[0].dirs[0]
     assert first.bytes_acked == 500 and first.bytes_not_captured == 100
     assert any("misses 100 bytes" in note for note in notes)
+
+
+def test_real_kernel_capture_with_a_rejected_join() -> None:
+    """A pcapng (Linux cooked v2) from a kernel run whose join a middlebox made fail."""
+    capture = Path(__file__).resolve().parents[1] / "report" / "fixtures" / "run_rejected" / "capture.pcap"
+    analysis, reader, _notes = analyse_capture(capture, progress=False)
+    assert reader.form == "pcapng" and reader.linktypes == {"Linux cooked v2"}
+    [connection] = analysis.connections
+    initial, join = connection.subflows
+    assert (initial.role, join.role) == ("initial", "join")
+    assert join.end_reason(analysis.last_ts, 60) == "RST (MPTCP error)"
+    assert initial.dirs[0].bytes_acked == 7144 == connection.data[0].summary()["data_acked"]
+    assert any(e["signal"] == "MP_TCPRST" for e in analysis.timeline)
