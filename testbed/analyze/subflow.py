@@ -16,6 +16,7 @@ from typing import Any
 _M32 = 0xFFFFFFFF
 _HALF = 1 << 31
 RTT_PENDING_LIMIT = 4096  # first transmissions waiting for their ACK, per direction
+HOLE_LIMIT = 4096  # gaps in the captured sequence space remembered per direction
 
 # bin fields of a direction: new payload bytes, retransmitted bytes, highest ACK (relative),
 # largest flight, RTT sum (s), RTT samples
@@ -35,6 +36,7 @@ class Direction:
         "fin_rel",
         "first_ts",
         "high",
+        "holes",
         "isn_seen",
         "last_ts",
         "pending",
@@ -57,7 +59,8 @@ class Direction:
         self.bytes_retrans = 0
         self.retrans_segments = 0
         self.segments = 0
-        self.unseen = 0  # sequence space skipped between captured segments
+        self.unseen = 0  # sequence space skipped between captured segments, beyond HOLE_LIMIT
+        self.holes: list[list[int]] = []  # [start, end) not (yet) in the capture
         self.fin = False
         self.fin_rel: int | None = None
         self.rst = False
@@ -69,7 +72,8 @@ class Direction:
         self.first_ts: float | None = None
         self.last_ts = 0.0
         self.window_max = 0
-        self.unseen = 0  # sequence space skipped between captured segments
+        self.unseen = 0  # sequence space skipped between captured segments, beyond HOLE_LIMIT
+        self.holes: list[list[int]] = []  # [start, end) not (yet) in the capture
 
     def relative(self, value: int, last: int) -> int:
         """`value` (32-bit) relative to the ISN, unwrapped to the 64-bit value nearest `last`."""
@@ -82,11 +86,25 @@ class Direction:
             entry = self.bins[index] = [0, 0, self.acked, 0, 0.0, 0]
         return entry
 
+    def fill(self, start: int, end: int) -> None:
+        """A segment covering [start, end) arrived: cut it out of the holes."""
+        kept = []
+        for low, high in self.holes:
+            if end <= low or start >= high:
+                kept.append([low, high])
+                continue
+            if low < start:
+                kept.append([low, start])
+            if end < high:
+                kept.append([end, high])
+        self.holes = kept
+
     @property
     def bytes_not_captured(self) -> int:
         """Sequence space between captured segments, or acknowledged beyond the last one, that
-        the capture does not hold (dropped by the capture, or sent before it started)."""
-        return self.unseen + max(0, self.acked - self.high)
+        the capture does not hold (dropped by the capture, lost before the capture point and
+        never retransmitted through it, or sent before it started)."""
+        return self.unseen + sum(high - low for low, high in self.holes) + max(0, self.acked - self.high)
 
     @property
     def bytes_acked(self) -> int:
@@ -149,6 +167,8 @@ class Subflow:
             own.bytes_sent += length
             entry = own.bins.get(bin_index) or own.bin(bin_index)
             if rel < high:
+                if own.holes:
+                    own.fill(rel, end)
                 overlap = min(end, high) - rel
                 own.bytes_retrans += overlap
                 own.retrans_segments += 1
@@ -156,8 +176,11 @@ class Subflow:
                 retransmitted = True
                 own.pending.clear()  # Karn: no RTT sample across a retransmission
             if end > high:
-                if rel > high:  # sent, but not in the capture
-                    own.unseen += rel - high
+                if rel > high:  # sent, but not in the capture (yet: a retransmission may fill it)
+                    if len(own.holes) < HOLE_LIMIT:
+                        own.holes.append([high, rel])
+                    else:
+                        own.unseen += rel - high
                 entry[B_SENT] += end - (rel if rel > high else high)
                 own.high = high = end
                 if not retransmitted and len(own.pending) < RTT_PENDING_LIMIT:
