@@ -71,8 +71,8 @@ def dsn_rows(analysis: Analysis) -> tuple[list[list[Any]], list[list[Any]], list
             sender = "client" if side == 0 else "server"
             for (index, subflow), (low, high) in sorted(data.dsn_bins.items()):
                 dsn.append([round(index * bin_s, 6), connection.index, sender, subflow, low, high])
-            for index, ack in sorted(data.ack_bins.items()):
-                acks.append([round(index * bin_s, 6), connection.index, sender, ack])
+            for index, ack in sorted(data.ack_bins.items()):  # the value at the bin's end
+                acks.append([round((index + 1) * bin_s, 6), connection.index, sender, ack])
             for delay_ms, fraction in data.ofo_cdf():
                 cdf.append([connection.index, sender, delay_ms, round(fraction, 6)])
     return dsn, acks, cdf
