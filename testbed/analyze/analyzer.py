@@ -147,6 +147,10 @@ class Analysis:
                 if handler is not None:
                     handler(subflow, side, option, ts, flags, rel, length, index)
         connection = subflow.connection
+        if (flags & _SYN and flags & _ACK and connection is not None and subflow.role == "initial"
+                and not subflow.syn_ack_seen and connection.fallback is None):
+            connection.fallback, connection.fallback_ts = "no MP_CAPABLE on the SYN/ACK", ts
+            self._event(ts, subflow, side, "fallback", "SYN/ACK without MP_CAPABLE: plain TCP")
         if connection is None and dss and subflow.role == "tcp":
             # a DSS on a subflow whose handshake the capture missed: its own connection (no
             # token to match it to others), role unknown
@@ -411,6 +415,24 @@ class Analysis:
                 if stop < end:  # the tail past the mapping (a violation flagged in _dss)
                     subflow.unmapped_bytes += end - stop
                 return
+        fallen_back = connection.fallback is not None
+        if ((fallen_back or (len(connection.subflows) == 1 and subflow.role == "initial"))
+                and not any(m[1] == 1 << 62 for m in mappings)):
+            # the sender stopped mapping: a fallback without an infinite mapping (RFC 8684 3.7
+            # allows it before any data ACK, or after MP_FAIL); the payload follows the last
+            # mapping's DSNs
+            if mappings:
+                ssn, map_len, dsn, _fin = mappings[-1]
+                next_dsn = dsn + rel - ssn
+            else:
+                next_dsn = rel
+            if not fallen_back:
+                connection.fallback, connection.fallback_ts = "data without a mapping", ts
+            self._event(ts, subflow, side, "fallback",
+                        f"data without a DSS mapping from subflow sequence {rel} (DSN {next_dsn})")
+            mappings.append((rel, 1 << 62, next_dsn, False))
+            self._map_payload(connection, subflow, side, ts, rel, length, index, retransmitted)
+            return
         subflow.unmapped_bytes += length
         if connection.fallback is None and (subflow.dss_seen or subflow.role == "join"):
             self._violation(connection, subflow, side, ts, "payload without a mapping",
@@ -425,8 +447,22 @@ class Analysis:
             for subflow, which in connection.check_joins():
                 self._violation(connection, subflow, 0, subflow.start_ts, "join HMAC wrong",
                                 f"{which} HMAC of subflow {subflow.index}")
-            if connection.keys[1] is None and connection.version == 1 and connection.fallback is None:
-                first = connection.subflows[0]
-                if first.handshake and not first.syn_ack_seen and first.dirs[1].segments:
-                    connection.fallback = "no MP_CAPABLE on the SYN/ACK"
+            if connection.fallback is not None and connection.version == 1:
+                self._data_acked_after_fallback(connection)
         self.timeline.sort(key=lambda event: event["t"])
+
+    @staticmethod
+    def _data_acked_after_fallback(connection: Connection) -> None:
+        """After a fallback the data level is the subflow's byte stream: extend each data
+        direction's data ACK through the infinite mapping by the subflow's own ACKs."""
+        for subflow in connection.subflows:
+            for side in (0, 1):
+                infinite = [m for m in subflow.mappings[side] if m[1] == 1 << 62]
+                if not infinite:
+                    continue
+                ssn, _length, dsn, _fin = infinite[-1]
+                direction = subflow.dirs[side]
+                acked_payload_end = direction.bytes_acked + 1  # relative, FIN excluded
+                if acked_payload_end > ssn:
+                    data = connection.data[subflow.conn_side[side]]
+                    data.data_ack = max(data.data_ack, dsn + acked_payload_end - ssn)

@@ -217,3 +217,18 @@ def test_real_kernel_capture_with_a_rejected_join() -> None:
     assert join.end_reason(analysis.last_ts, 60) == "RST (MPTCP error)"
     assert initial.dirs[0].bytes_acked == 7144 == connection.data[0].summary()["data_acked"]
     assert any(e["signal"] == "MP_TCPRST" for e in analysis.timeline)
+
+
+def test_sender_that_stops_mapping_has_fallen_back(tmp_path: Path) -> None:
+    """RFC 8684 3.7: data without DSS on the only subflow is a fallback, not a violation; the
+    data level then follows the subflow, so the total still counts every byte."""
+    conversation = Conversation()
+    first = conversation.handshake()
+    conversation.data(first, 100)
+    conversation.data(first, 200, mapping=False)
+    conversation.emit(("10.0.100.2", 5201), first.client, first.server_isn + 1,
+                      first.isn + 1 + first.sent, 0x10, [])  # a plain TCP ACK
+    analysis, _ = analyse(conversation, tmp_path)
+    connection = analysis.connections[0]
+    assert connection.fallback == "data without a mapping" and connection.violations == {}
+    assert connection.data[0].summary()["data_acked"] == 300
