@@ -368,7 +368,7 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     return record
 
 
-def _drain_capture(path: Path, *, quiet_s: float = 0.3, limit_s: float = 3.0) -> None:
+def _drain_capture(path: Path, *, quiet_s: float = 1.0, limit_s: float = 5.0) -> None:
     """Wait until tcpdump has written what the kernel still holds for it (the file stops
     growing): SIGTERM drops whatever it has not read yet, the last packets of the transfer."""
     deadline = time.monotonic() + limit_s

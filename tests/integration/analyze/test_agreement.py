@@ -87,12 +87,15 @@ def test_analysis_agrees_with_endpoints_counters_and_tshark(tmp_path: Path) -> N
     # the total exactly: the data level's acknowledged bytes are the request and the upload
     assert connection["data"][0]["data_acked"] == conn["bytes"] + REQUEST_BYTES
     assert connection["violations"] == {}
-    # reinjections: seen in the capture exactly when the sender's kernel retransmitted at the
-    # MPTCP level; every duplicate the receiver counted was sent twice
+    # reinjections: seen in the capture exactly when the kernels saw them (the sender's
+    # MPTCP-level retransmissions or stale subflow, the receiver's duplicate data), and every
+    # duplicate segment the receiver counted was sent twice
     client, server = conn["counters"]["client"], conn["counters"]["server"]
-    mptcp_retrans = client.get("MPTcpExtMPTCPRetrans", 0) + client.get("MPTcpExtRetransSegs", 0)
+    kernel_saw = sum(client.get(name, 0) for name in (
+        "MPTcpExtMPTCPRetrans", "MPTcpExtRetransSegs", "MPTcpExtSubflowStale"))
+    kernel_saw += server.get("MPTcpExtDuplicateData", 0)
     reinjected = connection["data"][0]["reinjected_bytes"]
-    assert (reinjected > 0) == (mptcp_retrans > 0), (reinjected, client)
+    assert (reinjected > 0) == (kernel_saw > 0), (reinjected, client, server)
     assert reinjected >= server.get("MPTcpExtDuplicateData", 0)
     # tshark marks a subset: the reinjections whose mapping it could pair with the original
     if shutil.which("tshark"):
