@@ -81,28 +81,28 @@ class Analysis:
 
     # --- per packet ----------------------------------------------------------------------
     def packet(self, ts: float, frame: bytes, offset: int, version: int) -> None:
-        counts = self.counts
-        if self.first_ts is None:
-            self.first_ts = ts
+        first = self.first_ts
+        if first is None:
+            first = self.first_ts = ts
         if ts > self.last_ts:
             self.last_ts = ts
         if version != 4:
-            counts["ipv6"] += 1
+            self.counts["ipv6"] += 1
             return
         size = len(frame)
         if size < offset + 20:
-            counts["headers_cut"] += 1
+            self.counts["headers_cut"] += 1
             return
         ihl = (frame[offset] & 0x0F) * 4
         if frame[offset + 9] != 6:
-            counts["not_tcp"] += 1
+            self.counts["not_tcp"] += 1
             return
         if frame[offset + 6] & 0x3F or frame[offset + 7]:
-            counts["fragments"] += 1
+            self.counts["fragments"] += 1
             return
         tcp = offset + ihl
         if size < tcp + 20:
-            counts["headers_cut"] += 1
+            self.counts["headers_cut"] += 1
             return
         self.tcp_packets += 1
         sport, dport, seq, ack, offset_byte, flags, window = TCP_FIXED.unpack_from(frame, tcp)
@@ -116,7 +116,7 @@ class Analysis:
         options: list = []
         if header > 20:
             if tcp + header > size:
-                counts["headers_cut"] += 1
+                self.counts["headers_cut"] += 1
             else:
                 dss = timestamps_then_dss(frame, tcp + 20, tcp + header)
                 if dss is None:
@@ -132,7 +132,6 @@ class Analysis:
                 subflow.side_of(key)].base != seq):
             subflow = self._new_subflow(ts, frame, offset, sport, dport, flags, key)
         side = 0 if key == subflow.keys[0] else 1
-        first = self.first_ts
         index = int((ts - first) / self.bin_s) if ts > first else 0
         rel, retransmitted = subflow.segment(side, ts, seq, ack, flags, window, length, index)
         if options:

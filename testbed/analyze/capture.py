@@ -131,6 +131,7 @@ class CaptureReader:
         offset_of = network_offset
         fast_ip = linktype in (101, 12, 14, 228, 229)
         fast_sll = linktype == 113
+        fast_sll2 = linktype == 276
         buffer = b""
         position = 0
         self.bytes_read = 24
@@ -138,20 +139,25 @@ class CaptureReader:
             buffer = buffer[position:] + chunk if position < len(buffer) else chunk
             position = 0
             end = len(buffer)
+            packets = self.packets
             while position + 16 <= end:
                 seconds, fraction, captured, _original = unpack(buffer, position)
                 start = position + 16
                 stop = start + captured
                 if stop > end:
                     if captured > 0x4000000:
-                        self.truncated = f"record {self.packets} claims {captured} bytes"
+                        self.packets = packets
+                        self.truncated = f"record {packets} claims {captured} bytes"
                         return
                     break
                 frame = buffer[start:stop]
                 position = stop
-                self.packets += 1
+                packets += 1
                 if fast_sll and captured >= 16 and frame[14] == 8 and frame[15] == 0:
                     yield seconds + fraction / divisor, frame, 16, 4
+                    continue
+                if fast_sll2 and captured >= 20 and frame[0] == 8 and frame[1] == 0:
+                    yield seconds + fraction / divisor, frame, 20, 4
                     continue
                 if fast_ip and captured and frame[0] >> 4 == 4:
                     yield seconds + fraction / divisor, frame, 0, 4
@@ -161,6 +167,7 @@ class CaptureReader:
                     self.non_ip += 1
                     continue
                 yield seconds + fraction / divisor, frame, located[0], located[1]
+            self.packets = packets  # kept per chunk: the hot loop counts in a local
             self.bytes_read += len(chunk)
         if position < len(buffer):
             self.truncated = (f"the last record (after {self.packets} packets) is cut off: "

@@ -81,12 +81,16 @@ class DataDirection:
         return rel - (1 << 64) if rel >= _HALF64 else rel
 
     def acknowledge(self, data_ack: int, bits64: bool, bin_index: int) -> None:
-        if self.idsn is None:
+        idsn = self.idsn
+        if idsn is None:
             return
-        absolute = expand(data_ack, bits64, self.data_ack_abs if self.data_ack_abs is not None
-                          else self.last_dsn)
+        if bits64:
+            absolute = data_ack
+        else:
+            absolute = expand(data_ack, False, self.data_ack_abs if self.data_ack_abs is not None
+                              else self.last_dsn)
         self.data_ack_abs = absolute
-        rel = (absolute - self.idsn) & M64
+        rel = (absolute - idsn) & M64
         if rel < _HALF64 and rel > self.data_ack:
             self.data_ack = rel
             self.ack_bins[bin_index] = rel
