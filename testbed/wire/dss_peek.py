@@ -40,7 +40,7 @@ def timestamps_then_dss(buf: bytes, start: int, end: int) -> tuple | None:
     """For options buf[start:end] that are NOP, NOP, timestamps, then at most one DSS and
     NOP/EOL padding: NO_DSS, or (data_ack, data_ack_64, dsn, dsn_64, subflow_seq, data_len,
     checksum, data_fin) with None for absent parts, as `Dss` holds them. None otherwise."""
-    if end - start < 12 or end > len(buf) or buf[start:start + 4] != _NOP_NOP_TIMESTAMPS:
+    if end - start < 12 or end > len(buf) or not buf.startswith(_NOP_NOP_TIMESTAMPS, start):
         return None
     position = start + 12
     if position == end:
@@ -54,8 +54,9 @@ def timestamps_then_dss(buf: bytes, start: int, end: int) -> tuple | None:
     shape = _SHAPES.get((flags & 0x0F, length))
     if shape is None or position + length > end:
         return None
-    if position + length < end and buf[position + length:end].strip(b"\x00\x01"):
-        return None
+    for padding in range(position + length, end):  # NOP or EOL only (Linux: two bytes)
+        if buf[padding] > 1:
+            return None
     unpack, ack, dsn, checksum, ack64, dsn64 = shape
     values = unpack(buf, position)
     if dsn >= 0:
