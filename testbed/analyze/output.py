@@ -16,7 +16,7 @@ from typing import Any
 from testbed.analyze.analyzer import Analysis
 from testbed.analyze.capture import CaptureReader
 from testbed.analyze.subflow import B_ACKED, B_FLIGHT, B_RETRANS, B_RTT_N, B_RTT_SUM, B_SENT
-from testbed.report.files import write_text_atomic
+from testbed.report.files import WriteFailed, write_text_atomic
 
 SCHEMA = 1
 KIND = "capture-analysis"
@@ -127,7 +127,11 @@ def _join_summary(join: dict[str, Any]) -> dict[str, Any]:
 def write_outputs(analysis: Analysis, reader: CaptureReader, directory: Path,
                   notes: list[str]) -> dict[str, Any]:
     """Write analysis.json and the CSVs into directory; returns the document."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(f"cannot create the output directory {directory}: "
+                          f"{exc.strerror or exc}") from exc
     doc = document(analysis, reader, notes)
     write_text_atomic(directory / SUBFLOW_SERIES, _csv(subflow_rows(analysis), [
         "t_s", "subflow", "side", "sender", "bytes_new", "bytes_retrans", "bytes_acked",

@@ -133,3 +133,12 @@ def test_cli_writes_everything(tmp_path: Path, capsys) -> None:
     assert {"analysis.json", "analysis.html", "data_sequence.png", "ofo_delay_cdf.png",
             "subflow_throughput.png", "subflow_rtt.png", "subflow_series.csv", "dsn_series.csv"} <= names
     assert "connection 0 (MPTCP v1)" in capsys.readouterr().out
+
+
+def test_output_directory_that_is_a_file_is_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "c.pcap"
+    path.write_bytes(pcap(two_path_transfer(segments=2).packets, 228))
+    (tmp_path / "taken").write_text("a file, not a directory")
+    assert main(["analyze", str(path), "--out", str(tmp_path / "taken"), "--quiet"]) == 4
+    err = capsys.readouterr().err
+    assert "cannot create the output directory" in err and "Traceback" not in err
