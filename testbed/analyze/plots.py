@@ -71,8 +71,9 @@ def throughput_png(doc: dict[str, Any], directory: Path) -> bytes:
         groups[(row["subflow"], row["sender"])].append((float(row["t_s"]), float(row["goodput_mbps"])))
     figure, axes = _figure("goodput per subflow (from the ACKs)", "time (s)", "goodput (Mbit/s)")
     drawn = 0
+    largest = max((sum(y for _, y in points) for points in groups.values()), default=0.0)
     for (subflow, sender), points in sorted(groups.items()):
-        if not any(y for _, y in points):
+        if sum(y for _, y in points) <= largest / 100:  # a request, or only ACKs: not drawn
             continue
         points.sort()
         axes.step([p[0] for p in points], [p[1] for p in points], where="post",
