@@ -82,12 +82,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sub in conn["subflows"]:
         share = sub["bytes"] * 8 / conn["duration_s"] / 1e6 if conn["duration_s"] else 0.0
         print(f"  subflow {sub['local']} -> {sub['remote']}: {sub['bytes']} bytes (~{share:.1f} Mbit/s)")
-    print(f"results in {args.out}/ (result.json, timeseries.csv)")
+    from testbed.analyze.pictures import pictures_or_warning
+
+    pictures, problem = pictures_or_warning(Path(args.out), result)
+    names = ", ".join(["result.json", "timeseries.csv", *(p.name for p in pictures
+                                                          if p.parent == Path(args.out))])
+    print(f"results in {args.out}/ ({names})")
+    if problem:
+        print(f"testbed run: {problem}", file=sys.stderr)
     expectations = result["expectations"]
     if not expectations["passed"]:
         print("expectations failed: " + "; ".join(expectations["failures"]), file=sys.stderr)
         return 1
-    return 0
+    return 4 if problem else 0
 
 
 def _run_repeated(spec: Any, out: Path, repeat: int) -> int:
@@ -153,6 +160,7 @@ DELEGATED = (
     ("findings", "testbed.findings_check", "RFC 8684 deviations: list them, or re-check each one"),
     ("compare", "testbed.compare", "compare result or matrix files against a baseline"),
     ("report", "testbed.report.command", "re-derive every plot and table from result files"),
+    ("analyze", "testbed.analyze.command", "analyse the MPTCP connections of any pcap/pcapng capture"),
     ("demo prague", "testbed.demo.prague", "the IETF 80 demo with live link changes"),
     ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
     ("kernels", "testbed.kernels", "Debian kernels for VMs: list what is here, fetch (never installed)"),

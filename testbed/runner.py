@@ -366,10 +366,25 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
         loss_counters={node: loss.counters() for node, loss in net.losses.items()},
         shaping={name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()})
     if capture is not None:
+        _drain_capture(work / "capture.pcap")
         capture.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             capture.wait(timeout=5)
     return record
+
+
+def _drain_capture(path: Path, *, quiet_s: float = 1.0, limit_s: float = 5.0) -> None:
+    """Wait until tcpdump has written what the kernel still holds for it (the file stops
+    growing): SIGTERM drops whatever it has not read yet, the last packets of the transfer."""
+    deadline = time.monotonic() + limit_s
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        current = path.stat().st_size if path.exists() else 0
+        if current != size:
+            size, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.05)
 
 
 def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, *,
