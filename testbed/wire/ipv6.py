@@ -198,11 +198,11 @@ def _tcp_packet_header(data: bytes | bytearray | memoryview) -> Ipv6Header:
     header, _ = decode_ipv6(data)
     if header.stop_reason is not None:
         raise WireError("ip6.next_header", f"no TCP header: {header.stop_reason}")
+    if header.upper_protocol != IPPROTO_TCP:
+        raise WireError("ip6.next_header", f"not TCP: protocol {header.upper_protocol}")
     for extension in header.extensions:
         if extension.kind == NEXT_HEADER_FRAGMENT and fragment_fields(extension).more_fragments:
             raise WireError("ip6.fragment", "first fragment (M set): the TCP segment is not whole")
-    if header.upper_protocol != IPPROTO_TCP:
-        raise WireError("ip6.next_header", f"not TCP: protocol {header.upper_protocol}")
     return header
 
 
@@ -237,6 +237,11 @@ def _chained_extensions(extensions: tuple[Ipv6Extension, ...]) -> bytes:
 def encode_packet_v6(packet: Ipv6Packet) -> bytes:
     """The IPv6+TCP bytes of `packet`: payload length, next-header chain and TCP checksum are
     computed (whatever `packet.tcp.checksum` holds)."""
+    try:
+        src = socket.inet_pton(socket.AF_INET6, packet.src)
+        dst = socket.inet_pton(socket.AF_INET6, packet.dst)
+    except (OSError, TypeError):
+        raise WireError("ip6.address", f"not IPv6 addresses: {packet.src!r} -> {packet.dst!r}") from None
     pseudo_dst = final_destination(packet.dst, packet.extensions)
     tcp_header, _ = tcp_header_and_checksum(packet.tcp, packet.src, pseudo_dst)
     extensions = _chained_extensions(packet.extensions)
@@ -247,11 +252,6 @@ def encode_packet_v6(packet: Ipv6Packet) -> bytes:
         raise WireError("ip6.flow_label", f"must be 0..0xFFFFF, got {packet.flow_label}")
     if not 0 <= packet.traffic_class <= 0xFF:
         raise WireError("ip6.traffic_class", f"must be 0..255, got {packet.traffic_class}")
-    try:
-        src = socket.inet_pton(socket.AF_INET6, packet.src)
-        dst = socket.inet_pton(socket.AF_INET6, packet.dst)
-    except (OSError, TypeError):
-        raise WireError("ip6.address", f"not IPv6 addresses: {packet.src!r} -> {packet.dst!r}") from None
     next_header = packet.extensions[0].kind if packet.extensions else IPPROTO_TCP
     try:
         header = IPV6_HEADER.pack((6 << 28) | (packet.traffic_class << 20) | packet.flow_label,
