@@ -110,6 +110,22 @@ class Ipv6Packet:
     extensions: tuple[Ipv6Extension, ...] = field(default=())
 
 
+def is_ipv6_text(text: object) -> bool:
+    """True for an IPv6 address or network in text form ("fd00::1", "[fd00::1]", "fd00::/64"):
+    for the one-line refusals of places that support IPv4 only."""
+    if not isinstance(text, str):
+        return False
+    candidate = text.strip().removeprefix("[").split("]")[0].split("/")[0].split("%")[0]
+    try:
+        socket.inet_pton(socket.AF_INET6, candidate)
+    except OSError:
+        return False
+    return True
+
+
+IPV4_ONLY_REASON = "the testbed is IPv4-only so far (IPv6 is disabled in every namespace)"
+
+
 def fragment_fields(extension: Ipv6Extension) -> FragmentFields:
     """Offset, M flag and identification of a fragment header."""
     if extension.kind != NEXT_HEADER_FRAGMENT or len(extension.data) != FRAGMENT_HEADER_LENGTH:
