@@ -9,7 +9,8 @@ MPTCP connection with DSS checksums on, while the server announces a second IPv6
 IPV6_DSTOPTS, a routing header with no segments left) and a fragmented ping add the extension
 headers Linux can emit. tcpdump in the client namespace records all of it; the frames the
 tests need are picked out and written with the kernel release. Everything created is removed
-on exit, on Ctrl-C and on SIGTERM.
+on exit, on Ctrl-C and on SIGTERM; the namespaces and the scratch directory are recorded like a
+run's (testbed.net.state), so `testbed clean` removes them after a SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from testbed.command import in_netns, run_command
+from testbed.net.state import RunState, delete_netns, new_run_id
 from testbed.wire import SYN, AddAddr, Dss, MpCapable, MpJoinSyn, RemoveAddr
 from testbed.wire.ipv6 import decode_ipv6, decode_packet_v6
 from testbed.wire.pcap import read_pcap
 
-TAG = f"{os.getpid() % 100000}"
-CLIENT_NS = f"v6vc{TAG}"
-SERVER_NS = f"v6vs{TAG}"
+# Named and recorded like a run's (testbed.net.state), so `testbed clean` removes them too if
+# this script is killed outright.
+RUN_ID = new_run_id()
+CLIENT_NS = f"tb-{RUN_ID}-v6client"
+SERVER_NS = f"tb-{RUN_ID}-v6server"
 # (client address, server address) per veth pair; path 0 carries the initial subflow.
 PATHS = [("fd00:31:1::1", "fd00:31:1::2"), ("fd00:31:2::1", "fd00:31:2::2"),
          ("fd00:31:3::1", "fd00:31:3::2")]
@@ -120,10 +123,10 @@ for name, option, value in (("hop_by_hop", IPV6_HOPOPTS, bytes((0, 0)) + PADN4),
 """
 
 
-def _setup(created: list[str]) -> None:
+def _setup(state: RunState) -> None:
     for namespace in (CLIENT_NS, SERVER_NS):
+        state.add_netns(namespace)  # recorded before it exists
         run_command(["ip", "netns", "add", namespace], what="create namespace")
-        created.append(namespace)
         for sysctl in ("net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
                        "net.ipv6.conf.all.seg6_enabled=1", "net.ipv6.conf.default.seg6_enabled=1",
                        "net.mptcp.enabled=1", "net.mptcp.checksum_enabled=1",
@@ -285,23 +288,23 @@ def main() -> int:
               file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    created: list[str] = []
     processes: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="ipv6vectors-") as scratch:
-        pcap = Path(scratch) / "ipv6.pcap"
-        try:
-            _setup(created)
-            extensions = _capture(pcap, processes)
-            vectors = _pick(_frames(pcap))
-            if args.keep_pcap is not None:
-                shutil.copyfile(pcap, args.keep_pcap)
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(timeout=10)
-            for namespace in created:
-                run_command(["ip", "netns", "del", namespace], check=False)
+    state = RunState.create(RUN_ID)
+    pcap = Path(state.work_dir) / "ipv6.pcap"  # removed with the state, by clean too
+    try:
+        _setup(state)
+        extensions = _capture(pcap, processes)
+        vectors = _pick(_frames(pcap))
+        if args.keep_pcap is not None:
+            shutil.copyfile(pcap, args.keep_pcap)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        for problem in delete_netns(state.netns):
+            print(f"capture_ipv6_vectors: {problem}", file=sys.stderr)
+        state.remove()
     document = {
         "kernel": platform.release(),
         "made_by": "scripts/capture_ipv6_vectors.py",
@@ -313,6 +316,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {len(vectors)} vectors to {args.out}: {', '.join(v['name'] for v in vectors)}")
+    print(f"namespaces removed: {' '.join(state.netns)}")
     for line in extensions:
         print("  extension connection:", line)
     return 0
