@@ -8,6 +8,7 @@ from the keys of the same connection's MP_CAPABLE handshake.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from testbed.wire import (
     RemoveAddr,
     WireError,
     add_addr_hmac,
+    checksum_adjust,
+    decode_packet,
     dss_checksum,
     key_to_token,
     tcp_checksum,
@@ -37,6 +40,7 @@ from testbed.wire.ipv6 import (
     fragment_fields,
     verify_checksums_v6,
 )
+from testbed.wire.peek import keep_ipv4_tcp_to, plain_tcp_frame, pure_ack_number
 
 FIXTURE = json.loads((Path(__file__).parent / "vectors" / "ipv6_linux.json").read_text())
 VECTORS = {vector["name"]: bytes.fromhex(vector["hex"]) for vector in FIXTURE["vectors"]}
@@ -211,3 +215,32 @@ def test_linux_non_first_fragment_has_no_upper_header() -> None:
     with pytest.raises(WireError, match="no TCP header") as error:
         decode_packet_v6(VECTORS["fragment_non_first"])
     assert error.value.field == "ip6.next_header"
+
+
+@pytest.mark.parametrize("name", TCP_VECTORS)
+def test_ipv4_fast_path_peeks_leave_ipv6_to_the_decoder(name: str) -> None:
+    """The IPv4-only peeks answer "not the simple case" for an IPv6 packet (never misread it),
+    so their callers fall back to the decoder."""
+    raw = VECTORS[name]
+    frame = bytes(12) + b"\x86\xdd" + raw
+    assert pure_ack_number(raw) is None
+    assert plain_tcp_frame(frame) is None
+    assert keep_ipv4_tcp_to([raw], {raw[8:24], raw[24:40]}, range(65536)) == []
+    with pytest.raises(WireError, match="expected 4"):
+        decode_packet(raw)
+
+
+def test_incremental_checksum_update_over_an_ipv6_address() -> None:
+    """RFC 1624 over 16 bytes: rewriting a source address (as an NPTv6 box would) and adjusting
+    Linux's checksum gives the checksum a full recomputation gives."""
+    packet = _packet("dss_checksum")
+    new_source = "fd00:99:2::1"
+    old_raw = VECTORS["dss_checksum"]
+    _, tcp_bytes = decode_ipv6(old_raw)
+    received = int.from_bytes(tcp_bytes[16:18], "big")
+    adjusted = checksum_adjust(received, socket.inet_pton(socket.AF_INET6, packet.src),
+                               socket.inet_pton(socket.AF_INET6, new_source))
+    packet.src = new_source
+    rewritten = encode_packet_v6(packet)
+    assert int.from_bytes(decode_ipv6(rewritten)[1][16:18], "big") == adjusted
+    assert verify_checksums_v6(rewritten)
