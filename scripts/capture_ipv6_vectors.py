@@ -190,8 +190,7 @@ def _capture(pcap: Path, processes: list[subprocess.Popen]) -> list[str]:
         raise RuntimeError("the MPTCP client did not connect")
     run_command(["ip", "-n", SERVER_NS, "mptcp", "endpoint", "delete", "id", "2"],
                 what="withdraw an address (REMOVE_ADDR)")
-    # The in-kernel path manager announces a second signal endpoint of the same connection only
-    # after some later event; an endpoint added now is announced to live connections at once.
+    # An endpoint added now is announced to the live connection at once (after the REMOVE_ADDR).
     run_command(["ip", "-n", SERVER_NS, "mptcp", "endpoint", "add", PATHS[2][1], "dev", "s2",
                  "id", "3", "port", str(SIGNAL_PORT), "signal"], what="signal endpoint with port")
     time.sleep(1.0)
