@@ -26,6 +26,7 @@ from typing import Literal
 from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.contract import Direction
 from middleboxes.spec import CommonParams, ParamError, param
+from testbed.wire.ipv6 import is_ipv6_text
 from testbed.wire.types import Packet
 
 _RANDOM_PORT_TRIES = 32
@@ -49,6 +50,9 @@ class NatParams(CommonParams):
     inbound_refresh: bool = param(True, "downstream packets also keep a mapping alive")
 
     def check(self) -> None:
+        if is_ipv6_text(self.public_address):
+            raise ParamError("public_address", f"got {self.public_address!r}, an IPv6 address: the "
+                             "nat box translates IPv4 only (no NPTv6 or NAT64 yet)")
         try:
             address = ipaddress.IPv4Address(self.public_address)
         except ValueError:

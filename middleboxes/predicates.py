@@ -21,6 +21,7 @@ from middleboxes.contract import Direction
 from middleboxes.flows import FlowKey, flow_key
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from testbed.wire import types as wire
+from testbed.wire.ipv6 import is_ipv6_text
 from testbed.wire.types import Packet
 
 StatelessTest = Callable[[Packet, frozenset[str]], bool]
@@ -71,6 +72,10 @@ PREDICATE_NAMES: tuple[str, ...] = (*STATELESS_PREDICATES, *STATEFUL_PREDICATES)
 
 def parse_subflow_tuple(text: str) -> FlowKey:
     """'10.0.0.1:40000-10.0.1.1:5201' -> FlowKey (either order matches later)."""
+    if any(is_ipv6_text(side.strip().rsplit(":", 1)[0]) or is_ipv6_text(side)
+           for side in text.split("-")):
+        raise ParamError("subflow_tuple", f"got {text!r}: IPv6 flows cannot be matched yet, the "
+                                          "boxes see IPv4 only")
     try:
         left, right = text.split("-")
         (addr_a, port_a), (addr_b, port_b) = (side.rsplit(":", 1) for side in (left, right))

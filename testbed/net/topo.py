@@ -21,6 +21,7 @@ from enum import Enum
 
 from testbed.errors import SpecError
 from testbed.net.params import LinkParams
+from testbed.wire.ipv6 import IPV4_ONLY_REASON, is_ipv6_text
 
 MAX_NODE_NAME = 10  # "<node>-eth<N>" must fit the kernel's 15-character interface names
 
@@ -162,6 +163,9 @@ class Topology:
         if link_name in self.links:
             raise SpecError(f"topology {self.name}: link {link_name!r} defined twice")
         network = subnet or f"10.0.{len(self.links) + 1}.0/24"
+        if is_ipv6_text(network):
+            raise SpecError(f"topology {self.name}: link {link_name}: subnet {network!r} is IPv6: "
+                            f"{IPV4_ONLY_REASON}")
         try:
             ipaddress.ip_network(network)
         except ValueError as exc:

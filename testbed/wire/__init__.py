@@ -4,6 +4,9 @@ Everything that looks inside a packet goes through here: `decode_packet` / `enco
 whole IPv4+TCP packets, `decode_tcp` / `encode_tcp` for segments, `decode_options` /
 `encode_options` / `encoded_length` for option lists, `crypto` for the MPTCP values derived
 from keys. Malformed input raises `WireError` naming the field; nothing else escapes.
+
+IPv6: `decode_packet_v6` / `encode_packet_v6` for IPv6+TCP packets (extension headers walked
+and kept, see testbed/wire/ipv6.py), `decode_ip_packet` / `encode_ip_packet` for either family.
 """
 
 from testbed.wire.checksum import (
@@ -33,6 +36,17 @@ from testbed.wire.ipv4 import (
     encode_packet,
     encode_packet_reusing_payload,
     verify_checksums,
+)
+from testbed.wire.ipv6 import (
+    Ipv6Extension,
+    Ipv6Header,
+    Ipv6Packet,
+    decode_ip_packet,
+    decode_ipv6,
+    decode_packet_v6,
+    encode_ip_packet,
+    encode_packet_v6,
+    verify_checksums_v6,
 )
 from testbed.wire.mptcp_options import (
     MPTCP_CODECS,
@@ -113,4 +127,8 @@ __all__ = [
     "internet_checksum", "ipv4_header_checksum", "join_ack_hmac", "join_synack_hmac",
     "key_to_idsn", "key_to_token", "ones_complement_sum", "options_length", "pseudo_header_sum",
     "tcp_checksum", "verify_checksums", "verify_tcp_checksum",
+]
+__all__ += [
+    "Ipv6Extension", "Ipv6Header", "Ipv6Packet", "decode_ip_packet", "decode_ipv6",
+    "decode_packet_v6", "encode_ip_packet", "encode_packet_v6", "verify_checksums_v6",
 ]
