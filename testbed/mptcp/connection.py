@@ -73,7 +73,8 @@ class ConnectionHost(Protocol):
 
     def connection_closed(self, connection: Connection) -> None: ...
 
-    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int) -> None: ...
+    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int,
+                           seq: int, rto: float, now: float) -> None: ...
 
     def allocate_port(self, local_address: str, remote_address: str,
                       remote_port: int) -> int: ...
@@ -671,8 +672,12 @@ class Connection:
             self.counters["MPFastcloseTx"] += 1
         self.closed_reason = "fastclose"
         for context in list(self.live_subflows):
-            if options and self.remote_key is not None:
-                self.host.remember_fastclose(context.tcp.four_tuple, self.remote_key)
+            subflow = context.tcp
+            if (options and self.remote_key is not None and not subflow.is_closed
+                    and subflow.state is not TcpState.SYN_SENT):
+                self.host.remember_fastclose(subflow.four_tuple, self.remote_key,
+                                             (subflow.iss + subflow.snd_nxt) & 0xFFFFFFFF,
+                                             subflow.rtt.rto, now)
             self.reset_subflow(context, now, options, "fastclose")
         self.host.emit(events.ConnectionClosed(self, "fastclose"))
         self.host.connection_closed(self)
