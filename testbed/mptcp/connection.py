@@ -477,7 +477,7 @@ class Connection:
         if outcome.data_fin_dsn is not None:
             self._on_data_fin(outcome.data_fin_dsn, now, context)
         if outcome.checksum_failed is not None:
-            self.fallback.on_checksum_failure(context, outcome.checksum_failed.dsn, now)
+            self.fallback.on_checksum_failure(context, outcome.checksum_failed, now)
         elif outcome.unmapped:
             self.fallback.on_unmapped_data(context, now)
 
