@@ -73,7 +73,8 @@ class ConnectionHost(Protocol):
 
     def connection_closed(self, connection: Connection) -> None: ...
 
-    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int) -> None: ...
+    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int,
+                           seq: int, rto: float, now: float) -> None: ...
 
     def allocate_port(self, local_address: str, remote_address: str,
                       remote_port: int) -> int: ...
@@ -476,7 +477,7 @@ class Connection:
         if outcome.data_fin_dsn is not None:
             self._on_data_fin(outcome.data_fin_dsn, now, context)
         if outcome.checksum_failed is not None:
-            self.fallback.on_checksum_failure(context, outcome.checksum_failed.dsn, now)
+            self.fallback.on_checksum_failure(context, outcome.checksum_failed, now)
         elif outcome.unmapped:
             self.fallback.on_unmapped_data(context, now)
 
@@ -671,8 +672,12 @@ class Connection:
             self.counters["MPFastcloseTx"] += 1
         self.closed_reason = "fastclose"
         for context in list(self.live_subflows):
-            if options and self.remote_key is not None:
-                self.host.remember_fastclose(context.tcp.four_tuple, self.remote_key)
+            subflow = context.tcp
+            if (options and self.remote_key is not None and not subflow.is_closed
+                    and subflow.state is not TcpState.SYN_SENT):
+                self.host.remember_fastclose(subflow.four_tuple, self.remote_key,
+                                             (subflow.iss + subflow.snd_nxt) & 0xFFFFFFFF,
+                                             subflow.rtt.rto, now)
             self.reset_subflow(context, now, options, "fastclose")
         self.host.emit(events.ConnectionClosed(self, "fastclose"))
         self.host.connection_closed(self)

@@ -47,7 +47,6 @@ class DataTransfer:
         self.snd_data_nxt = 1
         self.peer_window_right = 1 + 0xFFFF
         self.reinject: list[tuple[int, int]] = []  # (dsn, length) to send again
-        self.rewind_count = 0  # MP_FAIL rewinds of the stream so far (SentSegment.rewind_count)
         self.send_blocked = False  # a send() did not fit: report when space frees
         self.data_fin_requested = False
         self.data_fin_dsn: int | None = None
@@ -175,7 +174,7 @@ class DataTransfer:
             size = min(subflow.mss, room, self.send_end - self.snd_data_nxt)
             start = self.snd_data_nxt - self.snd_data_una + self._send_buf_offset
             subflow.send_data(bytes(self._send_buf[start:start + size]), self.snd_data_nxt,
-                              now, context, self.rewind_count)
+                              now, context)
             self.snd_data_nxt += size
 
     def schedule_mptcp(self, eligible: list[SubflowContext], scheduler: Scheduler,
@@ -191,7 +190,6 @@ class DataTransfer:
         send_end = self.send_end
         buf = self._send_buf
         buf_base = self._send_buf_offset - una
-        rewind_count = self.rewind_count
         single = eligible[0] if len(eligible) == 1 else None
         sticky: SubflowContext | None = None
         sticky_chosen: list[SubflowContext] = []
@@ -250,7 +248,7 @@ class DataTransfer:
             start = dsn + buf_base
             payload = bytes(buf[start:start + size])
             for context in chosen:
-                context.tcp.send_data(payload, dsn, now, context, rewind_count)
+                context.tcp.send_data(payload, dsn, now, context)
             if reinjecting:
                 self.counters["Reinjected"] += 1
                 rest = length - size
@@ -333,18 +331,21 @@ class DataTransfer:
         self.peer_data_fin_dsn = None
         return "now"
 
-    def rewind(self, failed_dsn: int) -> None:
-        """MP_FAIL on the only subflow: send again from the failed DSN, after which the
-        connection falls back (segments of earlier rewinds no longer count)."""
-        failed = max(unwrap_dsn(failed_dsn, self.snd_data_una, True), self.snd_data_una)
-        self.rewind_count += 1
-        self.snd_data_nxt = min(failed, self.send_end)
-        self.reinject = []
+    def retroactive_base(self, context: SubflowContext) -> tuple[int, int] | None:
+        """(subflow offset, DSN) of the first byte not yet DATA_ACKed, for an infinite mapping
+        that acts retroactively from there (RFC 8684 3.7); None when the subflow's bytes do
+        not map contiguously (it carried re-injected data), where no infinite mapping fits."""
+        subflow = context.tcp
+        delta = subflow.snd_nxt - self.snd_data_nxt
+        for segment in subflow.scoreboard:
+            if segment.dsn is not None and segment.payload and segment.start - segment.dsn != delta:
+                return None
+        return self.snd_data_una + delta, self.snd_data_una
 
     def fallback_acked(self, segments: list[SentSegment]) -> int:
         """After fallback the subflow's ACKs are the data ACKs: the data level reached."""
         best = self.snd_data_una
         for segment in segments:
-            if segment.dsn is not None and segment.rewind_count == self.rewind_count:
+            if segment.dsn is not None:
                 best = max(best, segment.dsn + len(segment.payload))
         return min(best, self.send_end)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from testbed.mptcp.data_transfer import MASK64, DataTransfer
 from testbed.mptcp.errors import LocalProtocolError, RemoteProtocolError
-from testbed.mptcp.mapping import MappingOutcome, MappingReceiver, unwrap_relative
+from testbed.mptcp.mapping import Mapping, MappingOutcome, MappingReceiver, unwrap_relative
 from testbed.mptcp.subflow_context import SubflowContext
 from testbed.wire.types import (
     MPTCPRST_MIDDLEBOX_INTERFERENCE,
@@ -28,6 +28,9 @@ from testbed.wire.types import (
 )
 
 PENDING, MPTCP, FALLBACK = "pending", "mptcp", "fallback"
+# ACKs that carry our MP_FAIL until the peer answers it (its MP_FAIL or infinite mapping): a
+# pure ACK is never retransmitted, and Linux, losing it, resets the subflow after a timeout
+MP_FAIL_SENDS = 3
 
 # There is no way out of FALLBACK: once fallen back a connection never returns to MPTCP.
 MODE_TRANSITIONS: dict[str, dict[str, str]] = {
@@ -73,7 +76,11 @@ class Fallback:
         # infinite-mapping fallback is allowed only until a join subflow exists
         self.allow_infinite_fallback = True
         self.infinite_map_pending = False  # send the infinite mapping on the next segment
+        # (subflow offset, DSN) the infinite mapping starts at, retroactively (after MP_FAIL);
+        # None: the segment that carries it
+        self.infinite_map_base: tuple[int, int] | None = None
         self.pending_mp_fail: int | None = None  # DSN to report in an MP_FAIL
+        self.mp_fail_sends_left = 0
 
     def keys_exchanged(self) -> None:
         self.mode = next_mode(self.mode, "keys_exchanged")
@@ -133,9 +140,21 @@ class Fallback:
         self.infinite_map_pending = True
         self.fall_back("fallback-infinite-map")
 
+    def take_mp_fail(self) -> MpFail | None:
+        """The MP_FAIL an ACK carries now, if any (counted per option sent, as Linux does)."""
+        if self.pending_mp_fail is None:
+            return None
+        option = MpFail(self.pending_mp_fail & MASK64)
+        self.counters["MPFailTx"] += 1
+        self.mp_fail_sends_left -= 1
+        if self.mp_fail_sends_left <= 0:
+            self.pending_mp_fail = None
+        return option
+
     def on_infinite_mapping(self, context: SubflowContext, dsn: int, dss: Dss, offset: int,
                             now: float) -> None:
         self.counters["InfiniteMapRx"] += 1
+        self.pending_mp_fail = None  # the answer to our MP_FAIL, if we sent one
         receiver = context.mapping_receiver
         assert dss.subflow_seq is not None
         if receiver.infinite_base is None:
@@ -143,18 +162,29 @@ class Fallback:
         self.fall_back("mp-fail" if self.mp_fail_seen else "fallback-infinite-map")
         self.effects.deliver(context, receiver.process(), now)
 
-    def on_checksum_failure(self, context: SubflowContext, dsn: int, now: float) -> None:
+    def on_checksum_failure(self, context: SubflowContext, failed: Mapping, now: float) -> None:
+        """A mapping's DSS checksum did not match its bytes (RFC 8684 3.7)."""
         self.counters["DataCsumErr"] += 1
         self.mp_fail_seen = True
         alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        if len(alive) > 1:
-            # several subflows: reset this one with MP_FAIL; the peer reinjects elsewhere
+        if len(alive) > 1 or not self.allow_infinite_fallback or self.mode != MPTCP:
+            # several subflows (or joins have existed): reset this one with MP_FAIL, the
+            # failed mapping discarded; the peer sends its data again on the others
             self.counters["MPFailTx"] += 1
             self.counters["MPRstTx"] += 1
-            self.effects.reset_subflow(context, now, [MpFail(dsn & MASK64),
+            self.effects.reset_subflow(context, now, [MpFail(failed.dsn & MASK64),
                                                       MpTcpRst(MPTCPRST_MPTCP_ERROR)], "reset")
             return
-        self.pending_mp_fail = dsn
+        # the only subflow: MP_FAIL on its ACKs, and from the failed mapping on its bytes
+        # are the data stream, as plain TCP delivers them (the middlebox's edit included;
+        # Linux marks the data available the same way after mptcp_subflow_fail). The peer's
+        # infinite mapping, when it comes, maps the same bytes to the same DSNs.
+        self.pending_mp_fail = failed.dsn
+        self.mp_fail_sends_left = MP_FAIL_SENDS
+        receiver = context.mapping_receiver
+        receiver.set_infinite(failed.start, failed.dsn)
+        self.fall_back("mp-fail")
+        self.effects.deliver(context, receiver.process(), now)
         context.tcp.send_ack(now, context)
 
     def on_rst(self, context: SubflowContext, segment: TcpSegment, local_key: int) -> bool:
@@ -181,17 +211,34 @@ class Fallback:
 
     def on_mp_fail(self, context: SubflowContext, option: MpFail, segment: TcpSegment,
                    offset: int, now: float) -> bool:
-        """MP_FAIL option handler: alone, rewind to the failed DSN and fall back."""
+        """MP_FAIL option handler (RFC 8684 3.7), the only subflow: answer with MP_FAIL, fall
+        back, and send the infinite mapping on the next data segment, acting retroactively
+        from the last DATA_ACKed byte. Nothing is sent again: the bytes already on the
+        subflow are the stream from now on, as the peer delivers them."""
         self.counters["MPFailRx"] += 1
         self.mp_fail_seen = True
+        if self.mode != MPTCP:
+            self.pending_mp_fail = None  # the peer's answer to our MP_FAIL
+            return False
         alive = [c for c in self.live_subflows if not c.tcp.is_closed]
-        if len(alive) > 1 or self.mode != MPTCP:
+        if len(alive) > 1 or not self.allow_infinite_fallback:
             return False  # the peer resets that subflow; reinjection follows
-        self.data.rewind(option.dsn)
+        base = self.data.retroactive_base(context)
+        if base is None:
+            # the rare case of RFC 8684 3.7: re-injected bytes on this subflow, no mapping
+            # fits them all: close the subflow with MP_FAIL
+            self.counters["MPFailTx"] += 1
+            self.counters["MPRstTx"] += 1
+            self.effects.reset_subflow(context, now, [MpFail(option.dsn),
+                                                      MpTcpRst(MPTCPRST_MPTCP_ERROR)], "reset")
+            return True
+        self.infinite_map_base = base
         self.infinite_map_pending = True
+        self.data.reinject = []
+        self.pending_mp_fail = option.dsn  # the answer RFC 8684 3.7 asks for, once
+        self.mp_fail_sends_left = 1
         self.fall_back("mp-fail")
-        if self.data.snd_data_nxt == self.data.send_end:
-            context.tcp.send_ack(now, context)  # nothing to send: the infinite mapping on an ACK
+        context.tcp.send_ack(now, context)
         return False
 
     def outcome(self, closed_reason: str | None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.connection import Connection
@@ -36,6 +37,25 @@ from testbed.wire.types import (
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999  # net.ipv4.ip_local_port_range
 FASTCLOSED_REMEMBERED = 4096  # four-tuples whose MP_FASTCLOSE RST is answered again
+FASTCLOSE_REPEATS = 3  # RFC 8684 3.5 recommends 3 retransmissions of an MP_FASTCLOSE
+
+
+@dataclass(slots=True)
+class FastclosedSubflow:
+    """A subflow we closed with RST + MP_FASTCLOSE. A RST is never acknowledged, so whether
+    the peer got it is unknowable: it is repeated `left` more times with RTO backoff, and a
+    segment still arriving is answered with it at once, at the sequence number it
+    acknowledges (RFC 5961 accepts only an exact one) -- at most once an RTO for the same
+    acknowledgment number, so a backlog of the peer's ACKs does not turn into a RST flood."""
+
+    four_tuple: tuple[str, int, str, int]
+    remote_key: int
+    seq: int
+    deadline: float
+    interval: float
+    left: int
+    rto: float
+    quiet_until: float  # the same acknowledgment number is answered again from then on
 
 
 class MptcpHost:
@@ -64,9 +84,12 @@ class MptcpHost:
         self._output: list[Packet] = []
         # four-tuples of subflows closed by our MP_FASTCLOSE -> the peer's key (bounded, oldest
         # forgotten first): a segment still arriving on one is answered with the RST again
-        self._fastclosed: OrderedDict[tuple[str, int, str, int], int] = OrderedDict()
+        self._fastclosed: OrderedDict[tuple[str, int, str, int], FastclosedSubflow] = \
+            OrderedDict()
+        self._fastclose_repeats: list[FastclosedSubflow] = []  # those with repeats left
         self.counters = {"RstSentClosedPort": 0, "MPJoinNoTokenFound": 0,
-                         "MPJoinRejected": 0, "NotOurAddress": 0, "MPFastcloseRstResent": 0}
+                         "MPJoinRejected": 0, "NotOurAddress": 0, "MPFastcloseRstResent": 0,
+                         "MPFastcloseRstRepeated": 0}
 
     # ------------------------------------------------------------------ API
     def listen(self, port: int) -> None:
@@ -102,14 +125,17 @@ class MptcpHost:
         flags = segment.flags
         if flags & RST:
             return
-        remote_key = self._fastclosed.get(key)
-        if remote_key is not None and flags & ACK:
+        closed = self._fastclosed.get(key)
+        if closed is not None and flags & ACK:
             # RFC 8684 3.5 option R sends the RST once: lost on a full queue, or refused as not
-            # exactly in sequence (RFC 5961), it leaves the peer's connection open. Whatever the
-            # peer still sends (an ACK, a retransmission, a challenge ACK) gets it again, at the
-            # sequence number the peer acknowledges, which RFC 5961 accepts.
-            self.counters["MPFastcloseRstResent"] += 1
-            self._send_rst(packet, [MpFastclose(remote_key)])
+            # exactly in sequence (RFC 5961), it leaves the peer's connection open. What the
+            # peer still sends (an ACK, a retransmission, a challenge ACK) gets it again, at
+            # the sequence number it acknowledges, which RFC 5961 accepts.
+            if segment.ack != closed.seq or now >= closed.quiet_until:
+                closed.seq = segment.ack
+                closed.quiet_until = now + closed.rto
+                self.counters["MPFastcloseRstResent"] += 1
+                self._send_rst(packet, [MpFastclose(closed.remote_key)])
             return
         if flags & SYN and not flags & ACK:
             join = segment.find(MpJoinSyn)
@@ -139,6 +165,9 @@ class MptcpHost:
 
     def get_timer(self) -> float | None:
         best = None
+        for repeat in self._fastclose_repeats:
+            if best is None or repeat.deadline < best:
+                best = repeat.deadline
         for connection in self.connections:
             deadline = connection.next_deadline()
             if deadline is not None and (best is None or deadline < best):
@@ -146,10 +175,16 @@ class MptcpHost:
         return best
 
     def handle_timer(self, now: float) -> None:
+        if self._fastclose_repeats:
+            self._repeat_fastcloses(now)
         for connection in list(self.connections):
             deadline = connection.next_deadline()
             if deadline is not None and deadline <= now:
                 connection.handle_timer(now)
+
+    def resets_pending(self) -> bool:
+        """MP_FASTCLOSE RSTs are still to be repeated: a driver keeps running until they go."""
+        return bool(self._fastclose_repeats)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -169,10 +204,34 @@ class MptcpHost:
             # a RST or FIN may still be waiting in the subflow's outbox
             self._output.extend(context.tcp.take_output())
 
-    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int) -> None:
-        self._fastclosed[four_tuple] = remote_key
+    def remember_fastclose(self, four_tuple: tuple[str, int, str, int], remote_key: int,
+                           seq: int, rto: float, now: float) -> None:
+        """Our RST with MP_FASTCLOSE (RFC 8684 3.5 option R, sequence number `seq`) just left
+        on this subflow: answer whatever still arrives on it with the RST again, and repeat
+        the RST after one RTO, then with backoff, FASTCLOSE_REPEATS times."""
+        closed = FastclosedSubflow(four_tuple, remote_key, seq, now + rto, rto, FASTCLOSE_REPEATS,
+                                   rto, now)
+        self._fastclosed[four_tuple] = closed
         while len(self._fastclosed) > FASTCLOSED_REMEMBERED:
             self._fastclosed.popitem(last=False)
+        self._fastclose_repeats.append(closed)
+
+    def _repeat_fastcloses(self, now: float) -> None:
+        kept = []
+        for repeat in self._fastclose_repeats:
+            if repeat.deadline <= now:
+                self.counters["MPFastcloseRstRepeated"] += 1
+                local, local_port, remote, remote_port = repeat.four_tuple
+                reply = TcpSegment(src_port=local_port, dst_port=remote_port, seq=repeat.seq,
+                                   ack=0, flags=RST, window=0,
+                                   options=[MpFastclose(repeat.remote_key)])
+                self._output.append(Packet(src=local, dst=remote, tcp=reply))
+                repeat.left -= 1
+                repeat.interval *= 2
+                repeat.deadline = now + repeat.interval
+            if repeat.left > 0:
+                kept.append(repeat)
+        self._fastclose_repeats = kept
 
     def connection_closed(self, connection: Connection) -> None:
         if self._by_token.get(connection.local_token) is connection:

@@ -16,7 +16,7 @@ from testbed.mptcp.signalling import Signalling
 from testbed.mptcp.subflow_context import SubflowContext
 from testbed.wire.checksum import dss_checksum
 from testbed.wire.tcp_options import encoded_length
-from testbed.wire.types import Dss, MpFail, MpPrio, TcpOption
+from testbed.wire.types import Dss, MpPrio, TcpOption
 
 MASK32 = 0xFFFFFFFF
 MASK64 = (1 << 64) - 1
@@ -58,7 +58,18 @@ class OptionWriter:
         if mode == PENDING or not context.mptcp_negotiated:
             return []
         if mode == FALLBACK:
-            if fallback.infinite_map_pending and self._is_first(context):
+            if not self._is_first(context):
+                return []
+            if fallback.pending_mp_fail is not None:
+                # MP_FAIL with a data ACK (as Linux sends it); the infinite mapping (28 bytes
+                # with checksums) would not fit beside it: it waits for the next segment
+                mp_fail = fallback.take_mp_fail()
+                assert mp_fail is not None
+                ack = data.data_ack_dss()
+                if encoded_length(mp_fail) + encoded_length(ack) <= budget:
+                    return [mp_fail, ack]
+                return [mp_fail]
+            if fallback.infinite_map_pending:
                 return [self._infinite_mapping(context.tcp.snd_nxt, data.snd_data_nxt)]
             return []
         if (context.is_join and not context.fully_established
@@ -71,10 +82,9 @@ class OptionWriter:
             options.append(MpPrio(backup=context.pending_prio))
             self.counters["MPPrioTx"] += 1
             context.pending_prio = None
-        if fallback.pending_mp_fail is not None:
-            options.append(MpFail(fallback.pending_mp_fail & MASK64))
-            self.counters["MPFailTx"] += 1
-            fallback.pending_mp_fail = None
+        mp_fail = fallback.take_mp_fail()
+        if mp_fail is not None:
+            options.append(mp_fail)
         dss = data.data_ack_dss()
         fin_dsn = data.data_fin_dsn
         if (fin_dsn is not None and data.data_fin_deadline is not None
@@ -91,7 +101,11 @@ class OptionWriter:
         return options
 
     def _infinite_mapping(self, subflow_seq: int, dsn: int) -> Dss:
+        """DSS with data-level length 0: from `subflow_seq` (or the retroactive base after
+        MP_FAIL) every byte maps to the DSN at the same distance (RFC 8684 3.7)."""
         self.fallback.infinite_map_pending = False
+        if self.fallback.infinite_map_base is not None:
+            subflow_seq, dsn = self.fallback.infinite_map_base
         self.counters["InfiniteMapTx"] += 1
         return Dss(data_ack=self.data.data_reassembly.next & MASK64, dsn=dsn & MASK64,
                    subflow_seq=subflow_seq & MASK32, data_len=0,

@@ -29,9 +29,6 @@ class SentSegment:
     sacked: bool = False
     lost: bool = False
     in_flight: bool = True
-    # how often the connection had rewound its data stream (MP_FAIL) when this was first
-    # sent: after a rewind, older segments no longer advance the data level
-    rewind_count: int = 0
 
     @property
     def length(self) -> int:

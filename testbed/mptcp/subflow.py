@@ -620,12 +620,12 @@ class Subflow:
             received.fin = True
 
     # ------------------------------------------------------------------ send
-    def send_data(self, payload: bytes, dsn: int | None, now: float, options: OptionProvider,
-                  rewind_count: int = 0) -> SentSegment:
+    def send_data(self, payload: bytes, dsn: int | None, now: float,
+                  options: OptionProvider) -> SentSegment:
         """Queue and transmit one segment of new data (at most `mss` bytes)."""
         start = self.snd_nxt
         segment = SentSegment(start=start, end=start + len(payload), payload=payload, dsn=dsn,
-                              sent_at=now, rewind_count=rewind_count)
+                              sent_at=now)
         self.snd_nxt = segment.end
         self.scoreboard.add(segment)
         self._transmit(segment, now, options, retransmission=False)

@@ -143,8 +143,8 @@ class StackDriver:
             if app.finished:
                 if linger_until is None:
                     linger_until = now + linger_s
-                elif now >= linger_until:
-                    return
+                elif now >= linger_until and not host.resets_pending():
+                    return  # (MP_FASTCLOSE RSTs are repeated a bounded number of times)
             if batch_full:
                 continue
             deadline = now + IDLE_WAIT_S

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
+
+import pytest
 
 from testbed.mptcp.config import StackConfig
-from testbed.wire.types import RST, Dss, MpFail, MpJoinSyn, MpTcpRst, Packet, RemoveAddr
+from testbed.wire.types import (
+    RST,
+    Dss,
+    MpFail,
+    MpFastclose,
+    MpJoinSyn,
+    MpTcpRst,
+    Packet,
+    RemoveAddr,
+)
 
 from .harness import Pair
 from .test_transfer import _open, _payload, transfer
@@ -66,21 +78,121 @@ def _corrupt_once(address: str | None = None, after: float = 0.0):
     return tamper
 
 
-def test_checksum_failure_single_subflow_mp_fail_then_infinite_mapping() -> None:
+def _alg_edit_once(after_bytes: int = 20_000):
+    """An ALG rewriting one byte of the client's stream once, in the first data segment at
+    least `after_bytes` into the subflow (past the first mapping). Remembers the segment's
+    original payload so a test can build the stream plain TCP through it delivers."""
+    state: dict = {"original": None, "offset": lambda packet: 0}
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        payload = packet.tcp.payload
+        if (state["original"] is None and where == "c2s" and len(payload) > 10
+                and state["offset"](packet) >= after_bytes):
+            state["original"] = payload
+            edited = bytearray(payload)
+            edited[5] ^= 0xFF
+            packet.tcp.payload = bytes(edited)
+        return [packet]
+
+    tamper.state = state
+    return tamper
+
+
+def _alg_edited(data: bytes, edit) -> bytes:
+    original = edit.state["original"]
+    assert original is not None, "the ALG never saw a segment to edit"
+    at = data.find(original) + 5
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def _checksum_pair(tamper, edit) -> Pair:
     config = StackConfig(checksum=True)
-    tamper = _corrupt_once()
     pair = Pair(client_config=config, server_config=config, tamper=tamper)
-    tamper.now = lambda: pair.now
+
+    def offset(packet: Packet) -> int:  # the client subflow's relative sequence number
+        subflow = pair.client.connections[0].live_subflows[0].tcp
+        return (packet.tcp.seq - subflow.iss) & 0xFFFFFFFF
+
+    edit.state["offset"] = offset
+    return pair
+
+
+def test_checksum_failure_single_subflow_delivers_the_stream_the_alg_left() -> None:
+    """RFC 8684 3.7, one subflow: the receiver sends MP_FAIL, the sender answers with MP_FAIL
+    and an infinite mapping acting from the last DATA_ACKed byte, and from then on the
+    connection is plain TCP: the receiver gets exactly what TCP through the ALG delivers."""
+    edit = _alg_edit_once()
+    pair = _checksum_pair(edit, edit)
     client, server = _open(pair, warm=True)
-    data = _payload(60_000)
+    data = _payload(200_000)
     got = transfer(pair, client, server, data)
-    assert got == data  # corrupted bytes were never delivered
+    assert got == _alg_edited(data, edit) and got != data
     assert server.counters["DataCsumErr"] == 1
-    assert server.counters["MPFailTx"] == 1 and client.counters["MPFailRx"] == 1
+    assert server.counters["MPFailTx"] >= 1 and client.counters["MPFailRx"] >= 1
+    assert client.counters["MPFailTx"] == 1 and server.counters["MPFailRx"] == 1  # the answer
     assert client.counters["InfiniteMapTx"] == 1 and server.counters["InfiniteMapRx"] == 1
     assert client.mode == server.mode == "fallback"
-    assert server.stats()["outcome"] == "mp-fail"
-    assert pair.sent_options("s2c", MpFail)
+    assert client.stats()["outcome"] == server.stats()["outcome"] == "mp-fail"
+    [failed_dsn] = {o.dsn for o in pair.sent_options("s2c", MpFail)}
+    [infinite] = [o for o in pair.sent_options("c2s", Dss) if o.data_len == 0]
+    # retroactive: from at or before the failed mapping, on the same line of (subflow
+    # offset, DSN) as every mapping before it; the sender re-sent nothing
+    assert infinite.dsn <= failed_dsn
+    mapped = [o for o in pair.sent_options("c2s", Dss) if o.data_len and o.subflow_seq]
+    assert {(o.dsn - o.subflow_seq) & 0xFFFFFFFF for o in mapped} == {
+        (infinite.dsn - infinite.subflow_seq) & 0xFFFFFFFF}
+    assert client.live_subflows[0].tcp.bytes_sent < len(data) + 20_000
+    back = _payload(30_000, 9)
+    assert transfer(pair, server, client, back) == back  # plain TCP both ways
+
+
+def test_checksum_failure_receiver_takes_a_linux_style_infinite_mapping() -> None:
+    """Linux's sender puts the infinite mapping on its next new data segment with that
+    segment's own DSN and subflow sequence number: the receiver, mapping the subflow's
+    bytes linearly since the failure, delivers the same stream."""
+    edit = _alg_edit_once()
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        out = edit(packet, where)
+        if where == "c2s" and packet.tcp.payload:
+            options = []
+            for option in packet.tcp.options:
+                if type(option) is Dss and option.data_len == 0:
+                    offset = edit.state["offset"](packet)
+                    shift = (offset - option.subflow_seq) & 0xFFFFFFFF
+                    option = dataclasses.replace(option, subflow_seq=offset,
+                                                 dsn=option.dsn + shift)
+                options.append(option)
+            packet.tcp.options = options
+        return out
+
+    pair = _checksum_pair(tamper, edit)
+    client, server = _open(pair, warm=True)
+    data = _payload(200_000)
+    got = transfer(pair, client, server, data)
+    assert got == _alg_edited(data, edit)
+    assert server.counters["InfiniteMapRx"] == 1 and server.stats()["outcome"] == "mp-fail"
+
+
+def test_a_lost_mp_fail_is_repeated_on_the_next_acks() -> None:
+    """The ACK carrying MP_FAIL is lost (a pure ACK is never retransmitted): the receiver
+    repeats it on its next ACKs, at most MP_FAIL_SENDS times, until the sender answers."""
+    edit = _alg_edit_once()
+    dropped: list[Packet] = []
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        if where == "s2c" and packet.tcp.find(MpFail) is not None and not dropped:
+            dropped.append(packet)
+            return []
+        return edit(packet, where)
+
+    pair = _checksum_pair(tamper, edit)
+    client, server = _open(pair, warm=True)
+    data = _payload(200_000)
+    got = transfer(pair, client, server, data)
+    assert dropped and got == _alg_edited(data, edit)
+    assert 2 <= server.counters["MPFailTx"] <= 3 and client.counters["MPFailRx"] >= 1
+    assert client.counters["InfiniteMapTx"] == 1
 
 
 def test_checksum_negotiated_when_either_side_asks() -> None:
@@ -93,9 +205,12 @@ def test_checksum_negotiated_when_either_side_asks() -> None:
                if o.data_len)
 
 
-def test_checksum_failure_with_two_subflows_resets_that_subflow() -> None:
+@pytest.mark.parametrize("failing", ["10.0.0.2", "10.0.0.1"])  # the join, the initial subflow
+def test_checksum_failure_with_two_subflows_resets_that_subflow(failing: str) -> None:
+    """RFC 8684 3.7, several subflows: RST with MP_FAIL on the failing one, its data sent
+    again on the other: the original stream arrives."""
     config = StackConfig(checksum=True, scheduler="round_robin")
-    tamper = _corrupt_once("10.0.0.2", after=0.1)
+    tamper = _corrupt_once(failing, after=0.1)
     pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"], client_config=config,
                 server_config=config, tamper=tamper)
     tamper.now = lambda: pair.now
@@ -167,6 +282,70 @@ def test_a_lost_fastclose_rst_is_sent_again_when_the_peer_speaks() -> None:
     assert pair.client.counters["MPFastcloseRstResent"] >= 1
     assert server.counters["MPFastcloseRx"] == 1
     assert server.closed_reason == "fastclose"
+
+
+def test_a_lost_fastclose_rst_is_repeated_with_backoff_when_the_peer_is_silent() -> None:
+    """The peer has nothing to send (a receiver that acknowledged everything): only our own
+    timer can repeat the RST with MP_FASTCLOSE. After one RTO the repeat arrives."""
+    lost: list[Packet] = []
+
+    def drop_first_rst(packet: Packet, where: str) -> list[Packet]:
+        if packet.tcp.flags & RST and not lost:
+            lost.append(packet)
+            return []
+        return [packet]
+
+    pair = Pair(tamper=drop_first_rst)
+    client, server = _open(pair, warm=True)
+    rto = client.live_subflows[0].tcp.rtt.rto
+    aborted_at = pair.now
+    client.abort(pair.now)
+    pair.run(rto * 0.9)
+    assert lost and server.closed_reason is None  # nothing yet: the RST was dropped
+    pair.run(rto * 0.2)
+    assert pair.client.counters["MPFastcloseRstRepeated"] == 1
+    assert server.counters["MPFastcloseRx"] == 1 and server.closed_reason == "fastclose"
+    repeats = [(t, p) for t, d, p in pair.sent if d == "c2s" and p.tcp.flags & RST]
+    assert repeats[1][0] - aborted_at >= rto
+    assert repeats[1][1].tcp.find(MpFastclose) == MpFastclose(client.remote_key)
+
+
+def test_a_backlog_of_acks_on_a_fastclosed_subflow_gets_one_rst_not_a_flood() -> None:
+    """Hundreds of the peer's ACKs queued before our RST (measured: 349 RSTs in one run of
+    test_fastclose_from_python) are answered once per acknowledgment number and RTO."""
+    from testbed.wire.types import ACK, TcpSegment
+    pair = Pair(tamper=lambda packet, where: [] if packet.tcp.flags & RST else [packet])
+    client, server = _open(pair, warm=True)
+    theirs = server.live_subflows[0].tcp
+    ours = client.live_subflows[0].tcp
+    client.abort(pair.now)
+    pair.run(0.01)
+    before = pair.client.counters["MPFastcloseRstResent"]
+    for ack_offset in (ours.snd_nxt - 5, ours.snd_nxt - 5, ours.snd_nxt - 5, ours.snd_nxt):
+        pair.client.receive_packet(Packet(
+            src=theirs.local_address, dst=theirs.remote_address,
+            tcp=TcpSegment(src_port=theirs.local_port, dst_port=theirs.remote_port,
+                           seq=(theirs.iss + theirs.snd_nxt) & 0xFFFFFFFF,
+                           ack=(ours.iss + ack_offset) & 0xFFFFFFFF, flags=ACK, window=1000)),
+            pair.now)
+    rsts = [p for p in pair.client.packets_to_send(pair.now) if p.tcp.flags & RST]
+    assert pair.client.counters["MPFastcloseRstResent"] - before == len(rsts) == 2
+    assert [r.tcp.seq for r in rsts] == [(ours.iss + ours.snd_nxt - 5) & 0xFFFFFFFF,
+                                         (ours.iss + ours.snd_nxt) & 0xFFFFFFFF]
+
+
+def test_fastclose_rst_repeats_are_bounded() -> None:
+    """RFC 8684 3.5: retransmissions of MP_FASTCLOSE limited (3 recommended), with backoff."""
+    pair = Pair(tamper=lambda packet, where: [] if packet.tcp.flags & RST else [packet])
+    client, _server = _open(pair, warm=True)
+    rto = client.live_subflows[0].tcp.rtt.rto
+    client.abort(pair.now)
+    pair.run(rto * 20)
+    times = [t for t, d, p in pair.sent if d == "c2s" and p.tcp.find(MpFastclose) is not None]
+    assert len(times) == 4
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[1] > gaps[0] * 1.9 and gaps[2] > gaps[1] * 1.9
+    assert not pair.client.resets_pending() and pair.client.get_timer() is None
 
 
 def test_once_fallen_back_never_return() -> None:
