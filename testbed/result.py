@@ -80,6 +80,10 @@ class EndpointRecord:
     seed: int | None
     payload_seed: int | None
     exit_code: int | None
+    # the kernel release a kernel/tcp endpoint ran on (the host's, or its VM's); None for python
+    kernel: str | None = None
+    # a VM endpoint's figures (testbed.endpoints.vm_kernel): boot_s, vcpu_busy, cpu_bound, ...
+    vm: dict[str, Any] | None = None
 
 
 @dataclass
