@@ -30,6 +30,7 @@ from testbed import kernel_mptcp, kernels
 from testbed.doctor import run_doctor
 from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import ReportError, merge_reports, parse_output
+from testbed.endpoints.vm_guest import GO_FILE, READY_FILE
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.integrity_run import run_verdict
 from testbed.net.build import BumpRuntime, Network, delay_bump
@@ -195,7 +196,7 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
         if endpoint.kernel is not None:  # a missing kernel stops here, before anything is built
             release = kernels.find_fetched(endpoint.kernel, kernels.cache_dir()).release
             vm_state = work / f"{role}.vm"
-            command = vm_endpoint_command(release, vm_state, work, command)
+            command = vm_endpoint_command(role, release, vm_state, work, command)
         record = EndpointRecord(stack=endpoint.stack, seed=seed,
                                 payload_seed=spec.seed if role == sender else None, exit_code=None,
                                 kernel=release)
@@ -205,10 +206,11 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
                    listen, endpoints["client"], endpoints["server"])
 
 
-def vm_endpoint_command(release: str, state: Path, work: Path, command: list[str]) -> list[str]:
+def vm_endpoint_command(role: str, release: str, state: Path, work: Path, command: list[str]) -> list[str]:
     """The endpoint program run by a VM on kernel `release` in place of the host's namespace."""
     return [sys.executable, "-m", "testbed.endpoints.vm_kernel", "--kernel", release,
-            "--state", str(state), "--rwdir", str(work), "--", *command]
+            "--state", str(state), "--rwdir", str(work), *(["--hold"] if role == "client" else []),
+            "--", *command]
 
 
 def read_vm_summary(endpoint: EndpointPlan) -> dict[str, Any] | None:
@@ -221,12 +223,12 @@ def read_vm_summary(endpoint: EndpointPlan) -> dict[str, Any] | None:
         return None
 
 
-def _wait_for_vm_start(proc: subprocess.Popen, endpoint: EndpointPlan, progress: Progress) -> None:
-    """A VM endpoint boots first: its transfer (and the timeline's clock) starts when the
-    guest starts the endpoint program, or when the launcher gives up."""
+def _wait_for_vm_ready(proc: subprocess.Popen, endpoint: EndpointPlan, progress: Progress) -> None:
+    """A VM client boots before the server starts: the guest configures its network and holds
+    the endpoint program until GO_FILE appears (or the launcher gives up)."""
     assert endpoint.vm_state is not None
-    progress(f"booting {endpoint.role}'s VM (kernel {endpoint.record.kernel})")
-    while proc.poll() is None and not (endpoint.vm_state / "endpoint.out").exists():
+    progress(f"booting the {endpoint.role}'s VM (kernel {endpoint.record.kernel})")
+    while proc.poll() is None and not (endpoint.vm_state / READY_FILE).exists():
         time.sleep(0.1)
 
 
@@ -361,23 +363,31 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     capture = _start_capture(net, plan.client.host, plan.topo, work) if spec.capture else None
     timeline_log: list[dict[str, Any]] = []
 
+    client_proc = None
+    if plan.client.vm_state is not None:  # boots before the server listens (its accept times out)
+        client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        _wait_for_vm_ready(client_proc, plan.client, progress)
     server_proc = net.popen(plan.server.host, plan.server.command, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     first = server_proc.stdout.readline() if server_proc.stdout else ""
     if '"listening"' not in first:
         server_proc.kill()
+        if client_proc is not None:
+            client_proc.kill()
         raise RunFailed(f"server endpoint did not start: {first.strip()} "
                         f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
     progress(f"server listening on {plan.listen}; client {plan.client.stack} -> server {plan.server.stack}, "
              + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
     started = time.monotonic()
-    client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    if client_proc is None:
+        client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    else:
+        assert plan.client.vm_state is not None
+        (plan.client.vm_state / GO_FILE).touch()
     interrupted = False
     try:
-        if plan.client.vm_state is not None:
-            _wait_for_vm_start(client_proc, plan.client, progress)
-            started = time.monotonic()
         _wait_for_client(spec, net, client_proc, started, work, timeline_log, progress, observer,
                          _transfer_progress(spec, eta))
     except KeyboardInterrupt:

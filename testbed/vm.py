@@ -320,6 +320,8 @@ def build_vng_argv(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -
         # vng splices this into a shell command line: no spaces or quotes inside the options
         argv.append(f"--qemu-opts=-fsdev local,id=tbcache,path=/,security_model=none,readonly=on,"
                     f"multidevs=remap -device virtio-9p-pci,fsdev=tbcache,mount_tag={CACHED_ROOT_TAG}")
+    if plan.nics:  # a VM endpoint: its vCPU threads get names ("CPU 0/TCG") to measure their CPU use
+        argv.append("--qemu-opts=-name debug-threads=on")
     for index, nic in enumerate(plan.nics):
         # offloads off: every segment the guest sends is one the topology carries
         argv.append(f"--qemu-opts=-netdev tap,id=tbn{index},ifname={nic.tap},script=no,downscript=no "

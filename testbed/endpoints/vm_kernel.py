@@ -10,7 +10,8 @@ program the host would run. Its stdout is relayed here as it is written, so to t
 process is the endpoint: same report lines, same exit status, SIGTERM forwarded.
 
 Afterwards DIR/vm.json holds the guest's kernel release, boot time, MPTcpExt counters and CPU
-use (the vCPU thread's share on the host; `cpu_bound` above CPU_BOUND_SHARE). The VM's process
+use over the transfer (the vCPU thread's share of a host core and the guest's own /proc/stat;
+`cpu_bound` when either is above CPU_BOUND_SHARE). The VM's process
 group, taps and bridges are removed on every exit; the VM runs in the host's namespace, so the
 runner's teardown and `testbed clean` kill it with the namespace's other processes.
 """
@@ -29,6 +30,7 @@ from typing import Any
 
 from testbed import vm, vm_attach
 from testbed.command import run_command
+from testbed.endpoints import vm_guest
 from testbed.errors import RunFailed, TestbedError
 from testbed.vm_netconfig import snapshot
 
@@ -43,8 +45,14 @@ class VcpuClock:
     """CPU ticks the qemu vCPU threads of one VM have used, read from the host's /proc."""
 
     session: int
+    pid: int | None = None
 
     def qemu_pid(self) -> int | None:
+        if self.pid is None or not Path(f"/proc/{self.pid}").exists():
+            self.pid = self._find_qemu()
+        return self.pid
+
+    def _find_qemu(self) -> int | None:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -85,17 +93,18 @@ def interfaces_with_addresses(netns: str | None) -> list[str]:
     return names
 
 
-def cpu_summary(start: tuple[float, tuple[int, int] | None], end: tuple[float, tuple[int, int] | None],
-                guest_busy: float | None) -> dict[str, Any]:
-    """The endpoint's CPU use: the vCPU threads' share of one host core over the transfer, the
-    qemu process's CPU seconds, and whether the guest was CPU-bound."""
+def cpu_summary(start: tuple[float, Any], end: tuple[float, Any], guest_busy: float | None) -> dict[str, Any]:
+    """The endpoint's CPU use over the transfer: the vCPU threads' share of one host core, the
+    qemu process's CPU seconds, the guest's own busy share, and whether it was CPU-bound."""
     tick = os.sysconf("SC_CLK_TCK")
     wall = end[0] - start[0]
     share = qemu_s = None
     if start[1] is not None and end[1] is not None and wall > 0:
         share = round((end[1][0] - start[1][0]) / tick / wall, 3)
         qemu_s = round((end[1][1] - start[1][1]) / tick, 3)
-    busiest = share if share is not None else guest_busy
+    # either view can show the limit: a vCPU thread near a whole host core, or (on a loaded host
+    # that starves the vCPU thread) a guest that was itself busy nearly all of its time
+    busiest = max((x for x in (share, guest_busy) if x is not None), default=None)
     return {"vcpu_busy": share, "qemu_cpu_s": qemu_s, "guest_cpu_busy": guest_busy,
             "cpu_bound": busiest is not None and busiest > CPU_BOUND_SHARE}
 
@@ -146,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             panel = vm_attach.attach(args.netns, name, index)
             panels.append(panel)
             nics.append(vm_attach.nic_for(panel, str(state), index, name))
-        (state / "guest.json").write_text(json.dumps({"netconfig": config.as_dict(), "command": command}))
+        (state / "guest.json").write_text(json.dumps({"netconfig": config.as_dict(), "command": command,
+                                                        "hold": args.hold}))
         plan = vm.VmPlan(kernel=kernel, tools=tools, accel=accel,
                          command=[sys.executable, "-m", "testbed.endpoints.vm_guest", str(state)],
                          cwd=vm.PROJECT_DIR, state_dir=state,
@@ -169,14 +179,15 @@ def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: s
     relay = Relay(state / "endpoint.out")
     clock = VcpuClock(running.process.pid)
     boot_s = None
-    cpu_start: tuple[float, tuple[int, int] | None] | None = None
+    cpu_samples: list[tuple[float, tuple[int, int] | None]] = []
     stop_deadline = None
     while not (state / "endpoint.status").exists():
         relay.pump()
         if boot_s is None and (state / "agent.started").exists():
             boot_s = round(time.monotonic() - launched, 2)
-        if cpu_start is None and (state / "endpoint.out").exists():
-            cpu_start = (time.monotonic(), clock.ticks())
+        if (state / "endpoint.out").exists() and (
+                not cpu_samples or time.monotonic() - cpu_samples[-1][0] >= vm_guest.CPU_SAMPLE_S):
+            cpu_samples.append((time.monotonic(), clock.ticks()))
         if not running.alive():
             raise RunFailed(f"vm endpoint: the {kernel.release} guest stopped before the endpoint "
                             f"finished; see {state / 'vm.log'}")
@@ -193,9 +204,11 @@ def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: s
     relay.pump()
     status = int((state / "endpoint.status").read_text().strip() or 1)
     guest = json.loads((state / "guest-result.json").read_text())
+    seconds = vm_guest.transfer_seconds(state / "endpoint.out")
     summary = {"kernel": guest["release"], "selector_release": kernel.release, "accel": accel,
                "boot_s": boot_s, "endpoint_s": guest["endpoint_s"],
-               **cpu_summary(cpu_start or cpu_end, cpu_end, guest["guest_cpu_busy"]),
+               **cpu_summary(vm_guest.window_start(cpu_samples or [cpu_end], cpu_end[0], seconds), cpu_end,
+                             guest["guest_cpu_busy"]),
                "setup_problems": guest["setup_problems"],
                "counters_before": guest["counters_before"], "counters_after": guest["counters_after"]}
     (state / "vm.json").write_text(json.dumps(summary, indent=1))
@@ -211,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", required=True, help="a fetched kernel: 6.1, 6.12, newest or a release")
     parser.add_argument("--state", required=True, help="the VM's state directory (shared with the guest)")
     parser.add_argument("--rwdir", action="append", default=[], help="another directory the guest writes")
+    parser.add_argument("--hold", action="store_true",
+                        help="start the endpoint when STATE/go appears (a client: after the server listens)")
     parser.add_argument("--netns", default=None, help="the host's namespace (default: this process's)")
     parser.add_argument("--accel", default=os.environ.get("TESTBED_VM_ACCEL", "auto"), choices=vm.ACCELS)
     parser.add_argument("endpoint_command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
