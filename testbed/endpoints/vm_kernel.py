@@ -205,7 +205,7 @@ def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: s
     status = int((state / "endpoint.status").read_text().strip() or 1)
     guest = json.loads((state / "guest-result.json").read_text())
     seconds = vm_guest.transfer_seconds(state / "endpoint.out")
-    summary = {"kernel": guest["release"], "selector_release": kernel.release, "accel": accel,
+    summary = {"kernel": guest["release"], "accel": accel,
                "boot_s": boot_s, "endpoint_s": guest["endpoint_s"],
                **cpu_summary(vm_guest.window_start(cpu_samples or [cpu_end], cpu_end[0], seconds), cpu_end,
                              guest["guest_cpu_busy"]),
