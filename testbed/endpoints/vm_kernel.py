@@ -173,6 +173,16 @@ def run(args: argparse.Namespace) -> int:
             vm_attach.detach(panel)
 
 
+def _console_tail(state: Path) -> str:
+    """The guest console's last lines, for an error (the run's work directory, which holds the
+    whole log, is removed when the run ends)."""
+    try:
+        lines = (state / "vm.log").read_text(errors="replace").strip().splitlines()[-3:]
+    except OSError:
+        return ""
+    return f"; console: {' | '.join(line.strip() for line in lines)[-400:]}" if lines else ""
+
+
 def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: str, launched: float,
             stop_requested: list[int]) -> int:
     """Relay the endpoint's output until its status appears; record the VM's figures."""
@@ -190,10 +200,10 @@ def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: s
             cpu_samples.append((time.monotonic(), clock.ticks()))
         if not running.alive():
             raise RunFailed(f"vm endpoint: the {kernel.release} guest stopped before the endpoint "
-                            f"finished; see {state / 'vm.log'}")
+                            f"finished{_console_tail(state)}")
         if boot_s is None and time.monotonic() - launched > BOOT_TIMEOUT_S:
             raise RunFailed(f"vm endpoint: the {kernel.release} guest did not start within "
-                            f"{BOOT_TIMEOUT_S:.0f} s ({accel}); see {state / 'vm.log'}")
+                            f"{BOOT_TIMEOUT_S:.0f} s ({accel}){_console_tail(state)}")
         if stop_requested and stop_deadline is None:
             stop_deadline = time.monotonic() + STOP_GRACE_S
         if stop_deadline is not None and time.monotonic() > stop_deadline:
