@@ -368,6 +368,8 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
         client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         _wait_for_vm_ready(client_proc, plan.client, progress)
+    if plan.server.vm_state is not None:
+        progress(f"booting the server's VM (kernel {plan.server.record.kernel})")
     server_proc = net.popen(plan.server.host, plan.server.command, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     first = server_proc.stdout.readline() if server_proc.stdout else ""
