@@ -80,6 +80,11 @@ class EndpointRecord:
     seed: int | None
     payload_seed: int | None
     exit_code: int | None
+    # the kernel release a kernel/tcp endpoint ran on (the host's, or its VM's); None for python
+    # and in older files (both optional keys are left out of result.json when None)
+    kernel: str | None = None
+    # a VM endpoint's figures (testbed.endpoints.vm_kernel): boot_s, vcpu_busy, cpu_bound, ...
+    vm: dict[str, Any] | None = None
 
 
 @dataclass
@@ -112,6 +117,10 @@ class Result:
         doc.update(asdict(self))
         if not self.interrupted:
             del doc["interrupted"]  # only interrupted runs carry the key, as before schema 2
+        for record in doc["endpoints"].values():  # optional keys: absent when unknown, as before
+            for key in ("kernel", "vm"):
+                if record.get(key) is None:
+                    record.pop(key, None)
         return json.loads(json.dumps(doc, default=str))
 
     @classmethod

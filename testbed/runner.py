@@ -22,14 +22,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from testbed import kernel_mptcp
+from testbed import kernel_mptcp, kernels
 from testbed.doctor import run_doctor
 from testbed.endpoints import ENDPOINT_MODULES
 from testbed.endpoints.report import ReportError, merge_reports, parse_output
+from testbed.endpoints.vm_guest import GO_FILE, READY_FILE
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.integrity_run import run_verdict
 from testbed.net.build import BumpRuntime, Network, delay_bump
@@ -148,6 +149,7 @@ class EndpointPlan:
     addresses: list[tuple[str, str]]  # (address, device) of its host, in interface order
     command: list[str]
     record: EndpointRecord  # the seeds it runs with (exit_code filled in at the end)
+    vm_state: Path | None = None  # a VM endpoint's state directory (testbed.endpoints.vm_kernel)
 
 
 @dataclass(frozen=True)
@@ -190,15 +192,49 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
     for role, endpoint in (("client", spec.client), ("server", spec.server)):
         addresses = _addresses(topo, endpoint.host)
         seed = endpoint_seed(spec.seed, role) if endpoint.stack == "python" else None
-        record = EndpointRecord(stack=endpoint.stack, seed=seed,
-                                payload_seed=spec.seed if role == sender else None, exit_code=None)
+        release = None if endpoint.stack == "python" else platform.release()
         command = endpoint_command(role, endpoint.stack, spec, listen,
                                    addresses[0][0] if role == "client" else None,
                                    work / f"{role}.samples.csv", [a for a, _dev in addresses], seed)
-        endpoints[role] = EndpointPlan(role, endpoint.stack, endpoint.host, addresses, command, record)
+        vm_state = None
+        if endpoint.kernel is not None:  # a missing kernel stops here, before anything is built
+            release = kernels.find_fetched(endpoint.kernel, kernels.cache_dir()).release
+            vm_state = work / f"{role}.vm"
+            command = vm_endpoint_command(role, release, vm_state, work, command)
+        record = EndpointRecord(stack=endpoint.stack, seed=seed,
+                                payload_seed=spec.seed if role == sender else None, exit_code=None,
+                                kernel=release)
+        endpoints[role] = EndpointPlan(role, endpoint.stack, endpoint.host, addresses, command, record,
+                                       vm_state)
     shaped = {ev.link for ev in spec.timeline if ev.link}
     return RunPlan(spec, topo, backends, plan_bumps(spec, topo, backends), shaped,
                    listen, endpoints["client"], endpoints["server"])
+
+
+def vm_endpoint_command(role: str, release: str, state: Path, work: Path, command: list[str]) -> list[str]:
+    """The endpoint program run by a VM on kernel `release` in place of the host's namespace."""
+    return [sys.executable, "-m", "testbed.endpoints.vm_kernel", "--kernel", release,
+            "--state", str(state), "--rwdir", str(work), *(["--hold"] if role == "client" else []),
+            "--", *command]
+
+
+def read_vm_summary(endpoint: EndpointPlan) -> dict[str, Any] | None:
+    """What a VM endpoint left in its state directory (None if it never got that far)."""
+    if endpoint.vm_state is None:
+        return None
+    try:
+        return json.loads((endpoint.vm_state / "vm.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_for_vm_ready(proc: subprocess.Popen, endpoint: EndpointPlan, progress: Progress) -> None:
+    """A VM client boots before the server starts: the guest configures its network and holds
+    the endpoint program until GO_FILE appears (or the launcher gives up)."""
+    assert endpoint.vm_state is not None
+    progress(f"booting the {endpoint.role}'s VM (kernel {endpoint.record.kernel})")
+    while proc.poll() is None and not (endpoint.vm_state / READY_FILE).exists():
+        time.sleep(0.1)
 
 
 def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, bind: str | None,
@@ -276,6 +312,7 @@ class TransferRecord:
     middlebox_stats: dict[str, Any]
     loss_counters: dict[str, Any]
     shaping: dict[str, Any]
+    vm_summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> vm.json
 
 
 def _run(plan: RunPlan, state: RunState, out_dir: Path, progress: Progress,
@@ -331,18 +368,31 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     capture = _start_capture(net, plan.client.host, plan.topo, work) if spec.capture else None
     timeline_log: list[dict[str, Any]] = []
 
+    client_proc = None
+    if plan.client.vm_state is not None:  # boots before the server listens (its accept times out)
+        client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        _wait_for_vm_ready(client_proc, plan.client, progress)
+    if plan.server.vm_state is not None:
+        progress(f"booting the server's VM (kernel {plan.server.record.kernel})")
     server_proc = net.popen(plan.server.host, plan.server.command, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     first = server_proc.stdout.readline() if server_proc.stdout else ""
     if '"listening"' not in first:
         server_proc.kill()
+        if client_proc is not None:
+            client_proc.kill()
         raise RunFailed(f"server endpoint did not start: {first.strip()} "
                         f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
     progress(f"server listening on {plan.listen}; client {plan.client.stack} -> server {plan.server.stack}, "
              + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
     started = time.monotonic()
-    client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    if client_proc is None:
+        client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    else:
+        assert plan.client.vm_state is not None
+        (plan.client.vm_state / GO_FILE).touch()
     interrupted = False
     try:
         _wait_for_client(spec, net, client_proc, started, work, timeline_log, progress, observer,
@@ -353,18 +403,25 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
         progress("interrupted: stopping the client; the result keeps what got through")
         if client_proc.poll() is None:
             client_proc.terminate()
-    client = finish_endpoint(client_proc, grace_s=10)
+    # a VM endpoint also needs time to collect its guest's counters and stop the VM
+    client = finish_endpoint(client_proc, grace_s=40 if plan.client.vm_state else 10)
     # a server that never saw the connection (refused, reset before accept) waits in accept:
     # SIGTERM makes it report that, so every run ends with both reports
-    server = finish_endpoint(server_proc, grace_s=5)
+    server = finish_endpoint(server_proc, grace_s=40 if plan.server.vm_state else 5)
     server.stdout = first + server.stdout
     after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
+    for endpoint in plan.endpoints:  # a VM endpoint's counters are its guest's, not the panel's
+        summary = read_vm_summary(endpoint)
+        if summary is not None:
+            before[endpoint.host] = summary["counters_before"]
+            after[endpoint.host] = summary["counters_after"]
     record = TransferRecord(
         client=client, server=server, interrupted=interrupted, timeline=timeline_log,
         congestion=congestion, counters_before=before, counters_after=after,
         middlebox_stats=net.inline_stats(),
         loss_counters={node: loss.counters() for node, loss in net.losses.items()},
-        shaping={name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()})
+        shaping={name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()},
+        vm_summaries={e.role: summary for e in plan.endpoints if (summary := read_vm_summary(e))})
     if capture is not None:
         _drain_capture(work / "capture.pcap")
         capture.terminate()
@@ -471,10 +528,21 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         timings=timings,
         expect=spec.expect,
         expectations=expectations,
-        endpoints={e.role: replace(e.record, exit_code=outputs[e.role].exit_code) for e in plan.endpoints},
+        endpoints={e.role: replace(e.record, exit_code=outputs[e.role].exit_code,
+                                   **_vm_fields(transfer.vm_summaries.get(e.role)))
+                   for e in plan.endpoints},
         teardown_problems=teardown_problems,
         interrupted=transfer.interrupted,
     )
+
+
+def _vm_fields(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """A VM endpoint's record: the guest's release and its figures (counters are in the
+    connection's `counters`, so not repeated here)."""
+    if summary is None:
+        return {}
+    return {"kernel": summary["kernel"],
+            "vm": {k: v for k, v in summary.items() if not k.startswith("counters_")}}
 
 
 def _transfer_progress(spec: ExperimentSpec, stream: TextIO | None) -> TransferProgress | None:

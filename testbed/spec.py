@@ -9,6 +9,7 @@ See experiments/two_path_kernel.toml for a commented example.
 from __future__ import annotations
 
 import random
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class EndpointSpec:
     host: str
     stack: str  # "kernel" | "tcp" | "python"
     stack_config: dict[str, Any] = field(default_factory=dict)  # python stack: StackConfig fields
+    # a kernel endpoint on a fetched kernel in a VM (testbed.endpoints.vm_kernel): a release
+    # prefix or "newest"; None = the host's kernel in the host's namespace
+    kernel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     endpoints = []
     for i, item in enumerate(top["endpoints"]):
         where = f"{source}: endpoints[{i}]"
-        ep = _table(item, where, {"role": str, "host": str, "stack": str, "stack_config": dict},
-                    required=("role", "stack"))
+        ep = _table(item, where, {"role": str, "host": str, "stack": str, "stack_config": dict,
+                                  "kernel": str}, required=("role", "stack"))
         if ep["role"] not in ("client", "server"):
             raise SpecError(f"{where}.role: {ep['role']!r} is not client or server")
         if ep["stack"] not in STACKS:
@@ -196,7 +200,9 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         stack_config = dict(ep.get("stack_config", {}))
         if stack_config:
             _validate_stack_config(stack_config, ep["stack"], f"{where}.stack_config")
-        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), ep["stack"], stack_config))
+        kernel = _endpoint_kernel(ep.get("kernel"), ep["stack"], f"{where}.kernel")
+        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), ep["stack"], stack_config,
+                                      kernel))
     roles = sorted(e.role for e in endpoints)
     if roles != ["client", "server"]:
         raise SpecError(f"{source}: endpoints must be exactly one client and one server, got {roles}")
@@ -319,6 +325,20 @@ def _middlebox_event(ev: dict[str, Any], middleboxes: list[MiddleboxPlacement],
                         f"(the node's middleboxes in spec order)")
     slot = f"{node}.{int(index_text) if dot else 0}"
     return TimelineEvent(float(ev["at_s"]), middlebox=slot, active=ev["active"])
+
+
+def _endpoint_kernel(value: str | None, stack: str, where: str) -> str | None:
+    """`kernel = "6.12"` (a fetched kernel's release prefix or "newest"); "host" = no VM."""
+    if value is None or value == "host":
+        return None
+    if stack != "kernel":
+        raise SpecError(f"{where}: only kernel endpoints run on another kernel (this one is {stack})")
+    from testbed.kernels import SELECTOR
+
+    if not re.fullmatch(SELECTOR, value):
+        raise SpecError(f"{where}: {value!r} is not a kernel release prefix, 'newest' or 'host' "
+                        f"(see `testbed kernels list`)")
+    return value
 
 
 def _validate_stack_config(config: dict[str, Any], stack: str, where: str) -> None:

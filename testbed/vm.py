@@ -320,6 +320,8 @@ def build_vng_argv(plan: VmPlan, venv_bin: Path = Path(sys.executable).parent) -
         # vng splices this into a shell command line: no spaces or quotes inside the options
         argv.append(f"--qemu-opts=-fsdev local,id=tbcache,path=/,security_model=none,readonly=on,"
                     f"multidevs=remap -device virtio-9p-pci,fsdev=tbcache,mount_tag={CACHED_ROOT_TAG}")
+    if plan.nics:  # a VM endpoint: its vCPU threads get names ("CPU 0/TCG") to measure their CPU use
+        argv.append("--qemu-opts=-name debug-threads=on")
     for index, nic in enumerate(plan.nics):
         # offloads off: every segment the guest sends is one the topology carries
         argv.append(f"--qemu-opts=-netdev tap,id=tbn{index},ifname={nic.tap},script=no,downscript=no "
@@ -368,6 +370,49 @@ def _pump(source: IO[bytes], sink_fd: int | None, captured: list[bytes]) -> None
     source.close()
 
 
+def _launch(plan: VmPlan, sink_fds: tuple[int, int] | None, captured: list[bytes],
+            stdin: int | None = None) -> tuple[subprocess.Popen, list[threading.Thread]]:
+    """Write the guest script and start vng (in plan.netns if set) in its own session, its
+    stdout and stderr pumped to `sink_fds` (or into `captured`)."""
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    (plan.state_dir / GUEST_SCRIPT).write_text(plan_guest_script(plan))
+    argv = build_vng_argv(plan)
+    if plan.netns:
+        argv = ["ip", "netns", "exec", plan.netns, *argv]
+    process = subprocess.Popen(argv, env=_vng_env(plan.tools), start_new_session=True, stdin=stdin,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pumps = [threading.Thread(target=_pump, daemon=True,
+                              args=(stream, None if sink_fds is None else fd, captured))
+             for stream, fd in zip((process.stdout, process.stderr), sink_fds or (None, None), strict=True)]
+    for pump in pumps:
+        pump.start()
+    return process, pumps
+
+
+@dataclass
+class RunningVm:
+    """A VM started by `start` that the caller stops with `stop` (a VM endpoint's lifetime)."""
+
+    process: subprocess.Popen
+    pumps: list[threading.Thread]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def start(plan: VmPlan, log_fd: int) -> RunningVm:
+    """Boot in the background; the guest's console output (stdout and stderr) goes to log_fd."""
+    process, pumps = _launch(plan, (log_fd, log_fd), [], stdin=subprocess.DEVNULL)
+    return RunningVm(process, pumps)
+
+
+def stop(running: RunningVm) -> None:
+    """Kill the VM's process group (by its id) and wait for it and its output pumps."""
+    _kill_group(running.process)
+    for pump in running.pumps:
+        pump.join(timeout=5)
+
+
 def execute(plan: VmPlan, timeout_s: float, capture: bool = False,
             stdout_fd: int = 1, stderr_fd: int = 2) -> VmOutcome:
     """Boot, run, power off. Raises RunFailed on timeout after killing the VM.
@@ -376,21 +421,10 @@ def execute(plan: VmPlan, timeout_s: float, capture: bool = False,
     those regular files, each reopening would write from offset 0 over the others. Pipes, pumped
     here to the caller's fds, keep every byte in order.
     """
-    plan.state_dir.mkdir(parents=True, exist_ok=True)
-    (plan.state_dir / GUEST_SCRIPT).write_text(plan_guest_script(plan))
-    argv = build_vng_argv(plan)
-    if plan.netns:
-        argv = ["ip", "netns", "exec", plan.netns, *argv]
     started_at = time.monotonic()
-    process = subprocess.Popen(argv, env=_vng_env(plan.tools), start_new_session=True,
-                               stdin=subprocess.DEVNULL if capture else None,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     captured: list[bytes] = []
-    pumps = [threading.Thread(target=_pump, daemon=True,
-                              args=(stream, None if capture else fd, captured))
-             for stream, fd in ((process.stdout, stdout_fd), (process.stderr, stderr_fd))]
-    for pump in pumps:
-        pump.start()
+    process, pumps = _launch(plan, None if capture else (stdout_fd, stderr_fd), captured,
+                             stdin=subprocess.DEVNULL if capture else None)
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
