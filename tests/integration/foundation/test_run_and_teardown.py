@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import os
+import platform
 import signal
 import subprocess
 import time
@@ -41,8 +42,10 @@ def test_kernel_mptcp_run_uses_both_paths_and_cleans_up(tmp_path: Path) -> None:
     assert result["schema"] == 3
     # kernel endpoints: no stack RNG; the client sent (upload) with the spec's seed; both exited 0
     assert result["endpoints"] == {
-        "client": {"stack": "kernel", "seed": None, "payload_seed": 3, "exit_code": 0},
-        "server": {"stack": "kernel", "seed": None, "payload_seed": None, "exit_code": 0}}
+        "client": {"stack": "kernel", "seed": None, "payload_seed": 3, "exit_code": 0,
+                   "kernel": platform.release()},
+        "server": {"stack": "kernel", "seed": None, "payload_seed": None, "exit_code": 0,
+                   "kernel": platform.release()}}
     assert result["teardown_problems"] == []
     assert result["environment"]["backends"]["rate"] in ("htb", "tbf")
     assert {link["name"] for link in result["topology"]["links"]} >= {"a", "b"}

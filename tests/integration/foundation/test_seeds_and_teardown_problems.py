@@ -4,6 +4,7 @@ result.json, and what teardown cannot undo is reported, not swallowed."""
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def test_a_python_run_records_the_seed_and_exit_code_of_each_endpoint(tmp_path: 
     client, server = result["endpoints"]["client"], result["endpoints"]["server"]
     assert client == {"stack": "python", "seed": endpoint_seed(3, "client"), "payload_seed": 3,
                       "exit_code": 0}
-    assert server == {"stack": "kernel", "seed": None, "payload_seed": None, "exit_code": 0}
+    assert server == {"stack": "kernel", "seed": None, "payload_seed": None, "exit_code": 0,
+                      "kernel": platform.release()}  # the release a kernel endpoint ran on
     assert result["connections"][0]["integrity"] == "ok"
     assert result["teardown_problems"] == []
 
