@@ -13,7 +13,11 @@ setup:
 demo: setup
 	$(SUDO) $(VENV)/testbed run $(DEMO_SPEC) --out $(DEMO_OUT)
 
+# the Debian kernels the VM-endpoint tests boot (issue 14): fetched into a cache, never installed
+TEST_KERNELS ?= 6.1 6.12 newest
+
 test: setup
+	$(SUDO) $(VENV)/testbed kernels fetch $(TEST_KERNELS)
 	$(VENV)/ruff check .
 	$(SUDO) $(VENV)/python -m pytest -q
 
