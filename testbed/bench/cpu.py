@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +46,7 @@ def stack_core(plan: CpuPlan, loops_per_second: float, tolerance: float) -> Figu
     per second of its own time, over the calibration rate."""
     rates, details = [], []
     for round_index in range(plan.stack_rounds):
-        result = run_benchmark(plan.stack_bytes, seed=1 + round_index)
+        result = run_benchmark(plan.stack_bytes, seed=1 + round_index, clock=time.process_time)
         if not result.hash_ok:
             raise EnvironmentProblem("bench: the stack core transfer arrived damaged; the stack "
                                      "is broken, run `testbed stack bench` to see it")
@@ -75,7 +76,8 @@ def fast_paths(plan: CpuPlan, loops_per_second: float,
                tolerances: dict[str, float]) -> dict[str, Figure]:
     """scripts/fastpath_microbench.py's cases: packets per second of each, over the
     calibration rate (`tolerances` names the gated cases; the others are recorded only)."""
-    timings = _microbench_module().measure(plan.microbench_repeat, plan.microbench_packets)
+    timings = _microbench_module().measure(plan.microbench_repeat, plan.microbench_packets,
+                                          time.process_time)
     figures = {}
     for name, nanoseconds in timings.items():
         ratios = [1e9 / ns / loops_per_second for ns in nanoseconds]
