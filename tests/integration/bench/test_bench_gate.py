@@ -34,6 +34,6 @@ def test_quick_gate_passes_against_the_committed_baseline(tmp_path: Path) -> Non
     assert doc["quick"] is True and set(doc["figures"]) >= {
         name for name, figure in baseline["figures"].items() if figure["gated"]}
     strip = doc["figures"]["inline.strip_options.vs_plain"]["detail"]
-    # the strip box really rewrote the flow: every packet it saw after the handshake
+    # the strip box really rewrote the flow (as tests/integration/middleboxes checks it)
     for changed, seen in strip["packets_changed_of_seen"]:
-        assert seen > 1000 and changed >= seen - 10
+        assert seen > 1000 and changed >= 0.98 * seen
