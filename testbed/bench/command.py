@@ -22,9 +22,10 @@ from testbed.errors import SpecError
 # Gated figures and the highest tolerance each may get (the others are recorded only); a
 # baseline made with --runs N lowers a tolerance to what the spread of its runs needs
 # (testbed.bench.baseline), and leaves a figure ungated that noise alone could halve. Every
-# tolerance stays above 0.5, so a fast path that takes twice the time fails. Quick: no Mbit/s
-# ratio is gated: on the loaded 2-core development machine strip/plain ranged 0.77..2.55 x its
-# median over six runs, while the CPU-per-frame ratio stayed within 0.94..1.06.
+# tolerance stays above 0.5, so a fast path that takes twice the time fails. No Mbit/s ratio of
+# the inline boxes is gated (they are recorded): on the loaded 2-core development machine
+# strip/plain ranged 0.77..2.55 x its median over six quick runs, while the bump's CPU time per
+# frame stayed within 0.94..1.06.
 QUICK_TOLERANCES: dict[str, float] = {
     "stack.core": 0.7, "fastpath.strip.data": 0.7, "fastpath.pipeline.strip": 0.7,
     "fastpath.pipeline.decode": 0.7, "fastpath.coalesce.acks": 0.7,
@@ -34,8 +35,6 @@ QUICK_TOLERANCES: dict[str, float] = {
 FULL_TOLERANCES: dict[str, float] = {
     **QUICK_TOLERANCES, "stack.core": 0.8, "wirebench.python_vs_kernel": 0.85,
     **{f"inline.{box}.cpu_vs_plain": 0.7 for box in wire.CATALOGUE_BOXES},
-    **{f"inline.{box}.vs_plain": 0.5 for box in wire.CATALOGUE_BOXES},
-    "inline.plain.vs_bridge": 0.5,
     "delay_stage.added_ms.idle": 0.5, "matrix.wall_per_cell": 0.67,
 }
 QUICK_WIRE = wire.WirePlan(seconds=2.0, rounds=3, boxes=wire.QUICK_BOXES, wirebench=False,

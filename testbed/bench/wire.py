@@ -62,7 +62,7 @@ def require_root() -> None:
 
 
 def _median_figure(ratios: list[float], unit: str, reference: str, tolerance: float,
-                   detail: dict[str, Any], gated: bool = True) -> Figure:
+                   detail: dict[str, Any], gated: bool) -> Figure:
     return Figure(value=statistics.median(ratios), unit=unit, reference=reference,
                   rounds=ratios, tolerance=tolerance, gated=gated,
                   detail={"aggregate": "median of rounds", **detail})
@@ -89,7 +89,8 @@ def inline_boxes(plan: WirePlan, progress: Callable[[str], None]) -> tuple[dict[
         "Mbit/s ratio", "the kernel bridge in the same round (iperf3 A->C, MTU 1500)",
         plan.tolerances.get("inline.plain.vs_bridge", 0.5),
         {"plain_mbit_s": [round(v) for v in plain_mbit],
-         "bridge_mbit_s": [round(run["mbit_s"]) for run in runs["bridge"]]})
+         "bridge_mbit_s": [round(run["mbit_s"]) for run in runs["bridge"]]},
+        gated="inline.plain.vs_bridge" in plan.tolerances)
     for box in plan.boxes:
         box_runs = runs[box]
         name = f"inline.{box}.vs_plain"
@@ -99,7 +100,8 @@ def inline_boxes(plan: WirePlan, progress: Callable[[str], None]) -> tuple[dict[
             plan.tolerances.get(name, 0.5),
             {"mbit_s": [round(r["mbit_s"]) for r in box_runs],
              "packets_changed_of_seen": [[r.get("box_changed"), r.get("box_seen")]
-                                         for r in box_runs], "box": CATALOGUE_BOXES[box]})
+                                         for r in box_runs], "box": CATALOGUE_BOXES[box]},
+            gated=name in plan.tolerances)
         cpu_name = f"inline.{box}.cpu_vs_plain"
         figures[cpu_name] = _median_figure(
             [p["bump_cpu_us_per_frame"] / r["bump_cpu_us_per_frame"]
@@ -125,7 +127,8 @@ def wirebench(plan: WirePlan) -> Figure:
         "kernel MPTCP client -> kernel server on two_path in the same round",
         plan.tolerances.get("wirebench.python_vs_kernel", 0.5),
         {"kernel_mbit_s": kernel["all_goodputs_mbps"], "python_mbit_s": python["all_goodputs_mbps"],
-         "pinned_cpus": result["pinned_cpus"], "seconds": plan.seconds})
+         "pinned_cpus": result["pinned_cpus"], "seconds": plan.seconds},
+        gated="wirebench.python_vs_kernel" in plan.tolerances)
 
 
 def delay_stage(plain_mbit: float, tolerance: float) -> dict[str, Figure]:
