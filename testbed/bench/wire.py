@@ -157,12 +157,15 @@ def matrix_wall_time(tolerance: float) -> Figure:
     traffic, timeouts, capture reading and teardown; bound by timers more than CPU speed."""
     import io
 
-    from testbed.matrix import load_matrix_spec, run_matrix, select
+    from testbed.matrix import MatrixInterrupted, load_matrix_spec, run_matrix, select
 
     matrix = select(load_matrix_spec(MATRIX_SPEC), MATRIX_ROWS, None)
     with tempfile.TemporaryDirectory(prefix="tb-bench-matrix-") as scratch:
         started = time.monotonic()
-        doc = run_matrix(matrix, Path(scratch), stream=io.StringIO(), tty=False)
+        try:
+            doc = run_matrix(matrix, Path(scratch), stream=io.StringIO(), tty=False)
+        except MatrixInterrupted:  # the cells tore down; the CLI reports Ctrl-C in one line
+            raise KeyboardInterrupt from None
         wall = time.monotonic() - started
     cells = len(matrix.cells)
     summary = doc["summary"]
