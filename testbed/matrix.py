@@ -452,14 +452,15 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
                tty: bool | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run every cell (or reuse finished ones with resume), writing outputs after each; returns
     the matrix document. KeyboardInterrupt propagates after the partial document is written.
-    With `jobs` > 1, the cells expected to end in a reset or stall run in up to jobs - 1 child
-    processes alongside the others (testbed.matrix_jobs); `runner` must then be picklable."""
+    With `jobs` > 1, the cells expected to end in a reset or stall first run up to `jobs` at a
+    time in child processes (testbed.matrix_jobs), then the others one at a time, alone;
+    `runner` must then be picklable."""
     from testbed.matrix_jobs import WaitingCells, waits
 
     background = None
     if jobs > 1:
         background = WaitingCells([cell for cell in matrix.cells if waits(cell)], out,
-                                  slots=jobs - 1, resume=resume, repeat=matrix.repeat,
+                                  slots=jobs, resume=resume, repeat=matrix.repeat,
                                   runner=runner)
     if runner is None:
         from testbed.runner import run_experiment as runner
@@ -490,17 +491,16 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         write(partial=len(records) < len(matrix.cells), interrupted=False)
 
     try:
-        if background is not None:
-            background.start_more()
+        if background is not None:  # the waiting cells together, before any cell that measures
+            bar.status(f"{len(background.pending)} cells expected to reset or stall, "
+                       f"{jobs} at a time")
+            for done in background.drain():
+                add(*done)
         for cell in matrix.cells:
             if background is not None and waits(cell):
                 continue
             record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
             add(cell, record, result)
-            for done in background.collect() if background is not None else ():
-                add(*done)
-        for done in background.drain() if background is not None else ():
-            add(*done)
     except KeyboardInterrupt:
         if background is not None:
             background.stop()
@@ -633,9 +633,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run every cell N times with derived seeds; a cell whose classes "
                         "differ is shown unstable with the distribution (default 1)")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help="run the cells expected to end in a reset or stall (they mostly "
-                             "wait) in up to N-1 background processes while the other cells run "
-                             "one at a time (default 1: every cell in turn)")
+                        help="first run the cells expected to end in a reset or stall (they "
+                             "mostly wait) N at a time in child processes, then the others one "
+                             "at a time, alone (default 1: every cell in turn)")
     parser.add_argument("--check", action="store_true",
                         help="validate the spec and list the cells; run nothing")
 

@@ -1,12 +1,16 @@
-"""`testbed matrix --jobs N` without a network: waiting cells (expected reset or stall) run in
-child processes alongside the others, results keep the matrix's order, Ctrl-C ends the children."""
+"""`testbed matrix --jobs N` without a network: waiting cells (expected reset or stall) run
+together in child processes before the others, which run alone; results keep the matrix's order;
+Ctrl-C ends the children."""
 
 from __future__ import annotations
 
 import copy
 import io
 import json
+import multiprocessing
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +57,7 @@ def test_waiting_cells_are_those_whose_expectation_ends_in_reset_or_stall() -> N
     assert [waits(cell) for cell in matrix.cells] == [False, True, True, False]
 
 
-def test_waiting_cells_run_in_children_alongside_and_the_order_is_kept(tmp_path: Path) -> None:
+def test_waiting_cells_run_together_in_children_first_and_the_order_is_kept(tmp_path: Path) -> None:
     matrix = parse_matrix_spec(copy.deepcopy(SPEC), source="j.toml")
     doc = run_matrix(matrix, tmp_path, runner=WaitingRunner(OUTCOMES), stream=io.StringIO(),
                      tty=False, jobs=3)
@@ -66,18 +70,23 @@ def test_waiting_cells_run_in_children_alongside_and_the_order_is_kept(tmp_path:
     assert pids["none"] == pids["falls_back"] == os.getpid()
     assert os.getpid() not in (pids["resets"], pids["maybe_stalls"])
     assert pids["resets"] != pids["maybe_stalls"]
-    # two slots: both waited at the same time, not one after the other
+    # both waited at the same time, not one after the other, and before any measuring cell
     assert spans["resets"][0] < spans["maybe_stalls"][1] and spans["maybe_stalls"][0] < spans["resets"][1]
+    assert max(spans["resets"][1], spans["maybe_stalls"][1]) <= spans["none"][0]
     on_disk = json.loads((tmp_path / "matrix.json").read_text())
     assert not on_disk["partial"] and [c["row"] for c in on_disk["cells"]] == list(OUTCOMES)
 
 
-def test_ctrl_c_ends_the_children_and_keeps_a_partial_matrix(tmp_path: Path) -> None:
+def test_ctrl_c_while_cells_wait_ends_the_children_and_keeps_a_partial_matrix(
+        tmp_path: Path) -> None:
     matrix = parse_matrix_spec(copy.deepcopy(SPEC), source="j.toml")
-    runner = WaitingRunner(OUTCOMES, interrupt_at=2)  # the second cell of the foreground
-    with pytest.raises(MatrixInterrupted) as caught:
-        run_matrix(matrix, tmp_path, runner=runner, stream=io.StringIO(), tty=False, jobs=3)
+    ctrl_c = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    try:
+        with pytest.raises(MatrixInterrupted) as caught:
+            run_matrix(matrix, tmp_path, runner=WaitingRunner(OUTCOMES), stream=io.StringIO(),
+                       tty=False, jobs=2)
+    finally:
+        ctrl_c.cancel()
     assert caught.value.doc["interrupted"] and caught.value.doc["partial"]
-    import multiprocessing
-
     assert multiprocessing.active_children() == []
