@@ -169,6 +169,7 @@ DELEGATED = (
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
+    ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",

@@ -121,3 +121,59 @@ def format_fidelity(result: dict[str, Any]) -> str:
     lines.append(f"two_path set-up {result['timings'].get('setup_s')} s, "
                  f"teardown {result['timings'].get('teardown_s')} s")
     return "\n".join(lines)
+
+
+def delay_stage_accuracy(delay_ms: float = 5.0, load_mbit: float = 0.0, pings: int = 100,
+                         interval_s: float = 0.01) -> dict[str, Any]:
+    """The userspace delay stage alone (the inline process on a three-namespace line, no netem,
+    whatever the kernel offers): ping RTT over it idle and, with `load_mbit` > 0, under a paced
+    UDP flow of that rate. `added_ms` is the median RTT minus the configured 2 x delay_ms: what
+    the stage adds on top of the delay it was asked for (the veths' own ~0.05 ms included)."""
+    import json
+    import os
+    import sys
+    import tempfile
+
+    from testbed.inline.control import InlineControl
+    from testbed.inline.lab import C_ADDR, LineLab
+
+    out: dict[str, Any] = {"delay_ms_one_way": delay_ms, "target_rtt_ms": 2 * delay_ms,
+                           "load_mbit": load_mbit}
+    with LineLab() as lab, tempfile.TemporaryDirectory(prefix="tb-delay-stage-") as scratch:
+        control, config = os.path.join(scratch, "control.sock"), os.path.join(scratch, "config.json")
+        with open(config, "w") as handle:
+            json.dump({"seed": 1, "delay": {"both": {"delay_ms": delay_ms}}}, handle)
+        lab.spawn(lab.b, [sys.executable, "-m", "testbed.inline", "--left", lab.left, "--right",
+                          lab.right, "--control", control, "--config", config],
+                  stderr=subprocess.DEVNULL)
+        InlineControl(control).wait_ready()
+
+        def ping(count: int) -> list[float]:
+            done = subprocess.run([*lab.exec_prefix(lab.a), "ping", "-n", "-c", str(count), "-i",
+                                   str(interval_s), C_ADDR], capture_output=True, text=True,
+                                  check=False, timeout=count * interval_s + 30)
+            return [float(m) for m in RTT_LINE.findall(done.stdout)]
+
+        ping(3)  # ARP warm
+        phases = [("idle", 0.0)] + ([("loaded", load_mbit)] if load_mbit > 0 else [])
+        for phase, rate in phases:
+            flow = None
+            if rate > 0:
+                lab.spawn(lab.c, ["iperf3", "-s", "-1", "-B", C_ADDR], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
+                seconds = pings * interval_s + 3
+                flow = lab.spawn(lab.a, ["iperf3", "-c", C_ADDR, "-u", "-b", f"{int(rate)}M",
+                                         "-l", "1400", "-t", str(int(seconds) + 1)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)
+            summary = _summary(ping(pings))
+            if summary["samples"]:
+                summary["added_ms"] = round(summary["median_ms"] - 2 * delay_ms, 3)
+            out[phase] = summary
+            if flow is not None:
+                flow.wait(timeout=pings * interval_s + 30)
+        stats = InlineControl(control).stats()
+        out["queue_drops"] = sum(stats[d]["delay"]["dropped_queue_full"]
+                                 for d in ("upstream", "downstream"))
+    return out

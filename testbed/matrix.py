@@ -451,15 +451,27 @@ def _reusable(cell: Cell, directory: Path) -> dict[str, Any] | None:
 
 def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, resume: bool = False,
                stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-               tty: bool | None = None) -> dict[str, Any]:
+               tty: bool | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run every cell (or reuse finished ones with resume), writing outputs after each; returns
-    the matrix document. KeyboardInterrupt propagates after the partial document is written."""
+    the matrix document. KeyboardInterrupt propagates after the partial document is written.
+    With `jobs` > 1, the cells expected to end in a reset or stall first run up to `jobs` at a
+    time in child processes (testbed.matrix_jobs), then the others one at a time, alone;
+    `runner` must then be picklable."""
+    from testbed.matrix_jobs import WaitingCells, waits
+
+    background = None
+    if jobs > 1:
+        background = WaitingCells([cell for cell in matrix.cells if waits(cell)], out,
+                                  slots=jobs, resume=resume, repeat=matrix.repeat,
+                                  runner=runner)
     if runner is None:
         from testbed.runner import run_experiment as runner
     out.mkdir(parents=True, exist_ok=True)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     started = clock()
     bar = ProgressBar(len(matrix.cells), label="matrix", stream=stream, clock=clock, tty=tty)
+    order = {cell.key: index for index, cell in enumerate(matrix.cells)}
+    finished: list[tuple[int, dict[str, Any]]] = []
     records: list[dict[str, Any]] = []
     environment: dict[str, Any] | None = None
 
@@ -469,17 +481,31 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         write_matrix_outputs(out, doc)
         return doc
 
+    def add(cell: Cell, record: dict[str, Any], result: dict[str, Any] | None) -> None:
+        nonlocal environment
+        if result is not None and environment is None:
+            environment = result.get("environment")
+        finished.append((order[cell.key], record))
+        records[:] = [entry for _, entry in sorted(finished, key=lambda pair: pair[0])]
+        differs = record.get("as_expected") is False
+        mark = f"  \u2717 expected {record.get('expected')}" if differs else ""
+        bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}", free=bool(record.get("reused")))
+        write(partial=len(records) < len(matrix.cells), interrupted=False)
+
     try:
+        if background is not None:  # the waiting cells together, before any cell that measures
+            bar.status(f"{len(background.pending)} cells expected to reset or stall, "
+                       f"{jobs} at a time")
+            for done in background.drain():
+                add(*done)
         for cell in matrix.cells:
+            if background is not None and waits(cell):
+                continue
             record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
-            if result is not None and environment is None:
-                environment = result.get("environment")
-            records.append(record)
-            differs = record.get("as_expected") is False
-            mark = f"  \u2717 expected {record.get('expected')}" if differs else ""
-            bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}", free=bool(record.get("reused")))
-            write(partial=len(records) < len(matrix.cells), interrupted=False)
+            add(cell, record, result)
     except KeyboardInterrupt:
+        if background is not None:
+            background.stop()
         doc = write(partial=True, interrupted=True)
         bar.finish(f"matrix: interrupted after {len(records)} of {len(matrix.cells)} cells; partial results "
                    f"in {out / MATRIX_FILE}")
@@ -608,6 +634,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run every cell N times with derived seeds; a cell whose classes "
                         "differ is shown unstable with the distribution (default 1)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="first run the cells expected to end in a reset or stall (they "
+                             "mostly wait) N at a time in child processes, then the others one "
+                             "at a time, alone (default 1: every cell in turn)")
     parser.add_argument("--check", action="store_true",
                         help="validate the spec and list the cells; run nothing")
 
@@ -636,6 +666,9 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     matrix = select(load_matrix_spec(args.spec), args.rows, args.pairings)
     if args.repeat < 1:
         raise SpecError(f"--repeat must be at least 1, got {args.repeat}")
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise SpecError(f"--jobs must be at least 1, got {jobs}")
     matrix = dataclasses.replace(matrix, repeat=args.repeat)
     if args.check:
         for cell in matrix.cells:
@@ -648,7 +681,7 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
 
     try:
         with sigterm_as_interrupt():  # SIGTERM between two cells also keeps the partial matrix
-            doc = run_matrix(matrix, out, runner=runner, resume=args.resume)
+            doc = run_matrix(matrix, out, runner=runner, resume=args.resume, jobs=jobs)
     except MatrixInterrupted as interrupted:
         if args.junit:
             write_bytes_atomic(Path(args.junit), matrix_junit(interrupted.doc))

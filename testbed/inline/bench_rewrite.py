@@ -74,14 +74,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_bump(lab: LineLab, mode: str, scratch: str) -> tuple[str, int]:
-    """Start the inline process for `mode` in ns B; returns its control socket path and pid
-    (`ip netns exec` execs the command, so the pid is the Python process itself)."""
+def _start_bump(lab: LineLab, middleboxes: Sequence[dict[str, Any]],
+                scratch: str) -> tuple[str, int]:
+    """Start the inline process with `middleboxes` (inline config entries) in ns B; returns its
+    control socket path and pid (`ip netns exec` execs the command, so the pid is the Python
+    process itself)."""
     control = os.path.join(scratch, "control.sock")
     config = os.path.join(scratch, "config.json")
     with open(config, "w") as handle:
-        json.dump({"seed": 1, "middleboxes": [STRIP_EVERY_PACKET] if mode == "strip" else []},
-                  handle)
+        json.dump({"seed": 1, "middleboxes": list(middleboxes)}, handle)
     process = lab.spawn(lab.b, [sys.executable, "-m", "testbed.inline", "--left", lab.left,
                                 "--right", lab.right, "--control", control, "--config", config],
                         stderr=subprocess.DEVNULL)
@@ -116,10 +117,15 @@ def _start_nfqueue(lab: LineLab, mode: str, scratch: str) -> int:
     return process.pid
 
 
-def measure(mode: str, seconds: float) -> dict[str, Any]:
-    """One mode on a fresh lab: iperf3 A -> C for `seconds`."""
+def measure(mode: str, seconds: float,
+            middleboxes: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One mode on a fresh lab: iperf3 A -> C for `seconds`. `middleboxes` (inline config
+    entries) replaces the strip box of mode "strip", so any catalogue box can be measured the
+    same way (the benchmark gate measures each one)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    if middleboxes is None:
+        middleboxes = [STRIP_EVERY_PACKET] if mode == "strip" else []
     with LineLab() as lab, tempfile.TemporaryDirectory(prefix="tb-bench-rewrite-") as scratch:
         control, pid = None, None
         target = C_ADDR
@@ -131,7 +137,7 @@ def measure(mode: str, seconds: float) -> dict[str, Any]:
             if mode != "router":
                 pid = _start_nfqueue(lab, mode, scratch)
         else:
-            control, pid = _start_bump(lab, mode, scratch)
+            control, pid = _start_bump(lab, middleboxes, scratch)
         server = lab.spawn(lab.c, ["iperf3", "-s", "-1", "-B", target], stdout=subprocess.DEVNULL)
         time.sleep(0.3)
         frames_before = _leg_frames(lab)

@@ -26,6 +26,9 @@ STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/run/testbed"))
 RUNS_DIR = STATE_DIR / "runs"
 NETNS_DIR = Path("/run/netns")
 NETNS_PATTERN = re.compile(r"^tb-([0-9a-f]{6})-[A-Za-z0-9_]+$")
+# testbed.inline.lab's three-namespace line (the inline benchmarks, `testbed bench`): its tag is
+# the creating pid modulo 100000, then four hex digits
+LAB_NETNS_PATTERN = re.compile(r"^tbtest-([0-9]{1,5})[0-9a-f]{4}-[abc]$")
 
 
 def new_run_id() -> str:
@@ -208,7 +211,19 @@ def clean(*, include_live: bool = False) -> list[str]:
                    if (m := NETNS_PATTERN.match(e.name)) and m.group(1) not in live_ids]
         _say(delete_netns(orphans))
         removed += [f"netns {n}" for n in orphans if netns_inode(n) is None]
+        labs = [e.name for e in sorted(NETNS_DIR.iterdir())
+                if (m := LAB_NETNS_PATTERN.match(e.name))
+                and (include_live or not _lab_owner_may_live(int(m.group(1))))]
+        _say(delete_netns(labs))
+        removed += [f"netns {n}" for n in labs if netns_inode(n) is None]
     return removed
+
+
+def _lab_owner_may_live(pid_mod: int) -> bool:
+    """Whether a live process could have created a lab tagged with this pid modulo 100000
+    (the tag keeps no more of the pid, so any live match keeps the lab)."""
+    return any(entry.name.isdigit() and int(entry.name) % 100000 == pid_mod
+               for entry in Path("/proc").iterdir())
 
 
 def _say(problems: list[str]) -> None:

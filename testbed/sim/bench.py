@@ -19,7 +19,7 @@ import json
 import pstats
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,9 @@ EXIT_USAGE = 2
 class TimedEndpoint:
     """Wraps a PacketEndpoint, summing the time spent inside it and counting data segments."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, clock: Callable[[], float] = time.perf_counter) -> None:
         self.inner = inner
+        self.clock = clock
         self.seconds = 0.0
         self.data_sent = 0
         self.data_received = 0
@@ -45,41 +46,42 @@ class TimedEndpoint:
     def receive_packet(self, packet: Packet, now: float) -> None:
         if packet.tcp.payload:
             self.data_received += 1
-        start = time.perf_counter()
+        start = self.clock()
         self.inner.receive_packet(packet, now)
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
 
     def packets_to_send(self, now: float) -> Iterable[Packet]:
-        start = time.perf_counter()
+        start = self.clock()
         packets = list(self.inner.packets_to_send(now))
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
         self.data_sent += sum(1 for packet in packets if packet.tcp.payload)
         return packets
 
     def get_timer(self) -> float | None:
-        start = time.perf_counter()
+        start = self.clock()
         deadline = self.inner.get_timer()
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        start = time.perf_counter()
+        start = self.clock()
         self.inner.handle_timer(now)
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
 
 
 class TimedApplication:
     """Wraps an application, summing the time it spends reacting to events (reading,
     hashing, writing), so the stack's own share can be told apart."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, clock: Callable[[], float] = time.perf_counter) -> None:
         self.inner = inner
+        self.clock = clock
         self.seconds = 0.0
 
     def on_event(self, event: Any, now: float) -> None:
-        start = time.perf_counter()
+        start = self.clock()
         self.inner.on_event(event, now)
-        self.seconds += time.perf_counter() - start
+        self.seconds += self.clock() - start
 
 
 @dataclass
@@ -144,8 +146,10 @@ class BenchResult:
 
 
 def run_benchmark(size: int, paths: int = 1, congestion_control: str = "reno",
-                  rate_mbit: float = 1000.0, seed: int = 1) -> BenchResult:
-    """One transfer of `size` bytes over `paths` fast paths, timed per side."""
+                  rate_mbit: float = 1000.0, seed: int = 1,
+                  clock: Callable[[], float] = time.perf_counter) -> BenchResult:
+    """One transfer of `size` bytes over `paths` fast paths, timed per side with `clock` (the
+    benchmark gate passes time.process_time: CPU time, which other processes do not inflate)."""
     config = StackConfig(congestion_control=congestion_control)
     link = LinkParams(rate_mbit=rate_mbit, delay_ms=1.0, queue_pkts=1000)
     spec = TransferSpec(paths=[PathSpec(link) for _ in range(paths)], size=size, seed=seed,
@@ -153,12 +157,12 @@ def run_benchmark(size: int, paths: int = 1, congestion_control: str = "reno",
                         time_limit=3600.0)
     setup = build_transfer(spec)
     client_node, server_node = setup.network.nodes["client"], setup.network.nodes["server"]
-    sender = TimedEndpoint(client_node.endpoint)  # type: ignore[attr-defined]
-    receiver = TimedEndpoint(server_node.endpoint)  # type: ignore[attr-defined]
+    sender = TimedEndpoint(client_node.endpoint, clock)  # type: ignore[attr-defined]
+    receiver = TimedEndpoint(server_node.endpoint, clock)  # type: ignore[attr-defined]
     client_node.endpoint = sender  # type: ignore[attr-defined]
     server_node.endpoint = receiver  # type: ignore[attr-defined]
-    sender_app = TimedApplication(setup.client.application)
-    receiver_app = TimedApplication(setup.server.application)
+    sender_app = TimedApplication(setup.client.application, clock)
+    receiver_app = TimedApplication(setup.server.application, clock)
     setup.client.application = sender_app
     setup.server.application = receiver_app
     start = time.perf_counter()
