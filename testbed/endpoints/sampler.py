@@ -202,7 +202,10 @@ class TimeseriesWriter:
         self._writer.writerow(TIMESERIES_COLUMNS)
 
     def write(self, rows: list[tuple[object, ...]]) -> None:
+        """Write one sample's rows and flush them: the live graph and `ss` comparisons read this
+        file while the transfer runs (one small write per sampling interval)."""
         self._writer.writerows(rows)
+        self._stream.flush()
 
     def close(self) -> None:
         self._stream.close()
