@@ -44,8 +44,10 @@ def _check_telemetry(out: Path) -> None:
         rtt = [float(r["srtt_ms"]) for r in series if r["srtt_ms"]]
         rate = [float(r["delivery_rate_mbps"]) for r in series if r["delivery_rate_mbps"]]
         assert len(cwnd) >= 10 and min(cwnd) > 0, (local, cwnd)
-        # the shaper's queue adds delay above the path RTT, never takes any away
-        assert PATH_RTT_MS * 0.9 <= statistics.median(rtt) <= PATH_RTT_MS * 2, (local, rtt)
+        # the shaper's queue adds delay above the path RTT (the python stack's slow start can
+        # fill it for a while), never takes any away: the floor is the path RTT
+        assert PATH_RTT_MS * 0.9 <= min(rtt) <= PATH_RTT_MS * 1.5, (local, rtt)
+        assert statistics.median(rtt) >= PATH_RTT_MS * 0.9, (local, rtt)
         assert 0 < statistics.median(rate) <= 25, (local, rate)  # a 20 Mbit/s path
     assert (out / "cwnd.png").exists() and (out / "rtt.png").exists()
 
