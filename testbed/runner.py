@@ -40,7 +40,14 @@ from testbed.net.topo import Topology
 from testbed.outcome import classify
 from testbed.progress import TransferProgress
 from testbed.result import RESULT_FILE, ConnectionResult, EndpointRecord, Result, SubflowResult
-from testbed.results import BIN_S, TIMESERIES_FILE, bin_samples, write_json_atomic, write_timeseries
+from testbed.results import (
+    BIN_S,
+    TIMESERIES_FILE,
+    bin_samples,
+    timeseries_meta,
+    write_json_atomic,
+    write_timeseries,
+)
 from testbed.sim.rng import derive_seed
 from testbed.spec import ExperimentSpec, check_against_topology
 from topologies import build_topology
@@ -523,8 +530,7 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         shaping=transfer.shaping,
         loss_counters=transfer.loss_counters,
         connections=[connection],
-        timeseries={"file": TIMESERIES_FILE, "bin_s": BIN_S, "columns": ["t_s", "subflow", "local",
-                    "remote", "bytes", "mbps"], "units": {"t_s": "s", "bytes": "B", "mbps": "Mbit/s"}},
+        timeseries=timeseries_meta(BIN_S),
         timings=timings,
         expect=spec.expect,
         expectations=expectations,

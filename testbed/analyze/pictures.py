@@ -1,8 +1,8 @@
 """The pictures every `testbed run` (and so `make demo`) leaves next to result.json.
 
-throughput.png and plots.json as `testbed report` draws them (per-subflow throughput from
-timeseries.csv), and, when the run captured packets, the capture's analysis in analysis/ with
-its data-sequence graph copied beside result.json as data_sequence.png.
+throughput.png, cwnd.png, rtt.png and plots.json as `testbed report` draws them (per-subflow
+throughput and telemetry from timeseries.csv), and, when the run captured packets, the
+capture's analysis in analysis/ with its data-sequence graph copied beside result.json as data_sequence.png.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from testbed.errors import TestbedError
 from testbed.report.files import WriteFailed
-from testbed.report.plots import THROUGHPUT_PNG, throughput_plot_spec, write_plots
+from testbed.report.plots import THROUGHPUT_PNG, telemetry_plot_specs, throughput_plot_spec, write_plots
 
 CAPTURE_FILE = "capture.pcap"
 ANALYSIS_DIR = "analysis"
@@ -24,7 +24,7 @@ def write_run_pictures(out_dir: Path, result: dict[str, Any]) -> list[Path]:
     written = []
     spec = throughput_plot_spec(result)
     if (out_dir / spec["data"]).exists():
-        written += write_plots([spec], out_dir)
+        written += write_plots([spec, *telemetry_plot_specs(result, out_dir)], out_dir)
     capture = out_dir / CAPTURE_FILE
     if capture.exists():
         from testbed.analyze.command import analyse_capture

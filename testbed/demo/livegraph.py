@@ -4,6 +4,8 @@ Three parts, so the drawing is testable without a terminal or a network:
 - `SampleTail` follows the endpoint's growing samples CSV (cumulative per-subflow bytes) and
   returns only the complete rows added since the last call;
 - `RateHistory` turns cumulative bytes into Mbit/s per path in fixed time columns (pure);
+- `GaugeHistory` holds per-subflow telemetry (cwnd, smoothed RTT) per path in the same
+  columns (pure), for the extra panels of `--show cwnd,rtt`;
 - `render_graph` draws a history as lines of text (pure); `LiveGraph` puts it on a terminal.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,11 +29,27 @@ RESET = "\x1b[0m"
 PHASE_RULE = "┊"
 
 
+# --show names -> (samples CSV column, Sample attribute, panel title, axis unit)
+GAUGES: dict[str, tuple[str, str, str, str]] = {
+    "cwnd": ("cwnd_segments", "cwnd", "congestion window per path (segments)", "seg"),
+    "rtt": ("srtt_ms", "srtt_ms", "smoothed RTT per path (ms)", "ms"),
+}
+
+
 @dataclass(frozen=True)
 class Sample:
     t_s: float
     local: str
     bytes: int  # cumulative goodput of this subflow: bytes acked (sender) or received
+    cwnd: float | None = None  # segments; None when the CSV has no value
+    srtt_ms: float | None = None
+
+
+def _optional(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 class SampleTail:
@@ -69,7 +88,8 @@ class SampleTail:
             try:
                 acked = int(row.get("bytes_acked") or 0)
                 received = int(row.get("bytes_received") or 0)
-                samples.append(Sample(float(row["t_s"]), row["local"], max(acked, received)))
+                samples.append(Sample(float(row["t_s"]), row["local"], max(acked, received),
+                                      _optional(row.get("cwnd_segments")), _optional(row.get("srtt_ms"))))
             except (KeyError, ValueError):
                 continue  # a torn row cannot happen after rpartition, but never crash the display
         return samples
@@ -130,9 +150,54 @@ class RateHistory:
         return out
 
 
+@dataclass
+class GaugeHistory:
+    """One telemetry value per path in columns of `step_s` seconds: the last sample in each
+    column; a column without a sample holds the previous value (the value did not change as
+    far as anyone knows), and columns before a path's first value are NaN, which
+    `render_graph` leaves blank. With several subflows on one path, the last one sampled wins."""
+
+    step_s: float
+    paths: dict[str, str]
+    attribute: str  # a Sample field: "cwnd" or "srtt_ms"
+    columns: dict[str, list[float]] = field(default_factory=dict)
+    latest_t: float = 0.0
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        for sample in sorted(samples, key=lambda s: s.t_s):
+            self.latest_t = max(self.latest_t, sample.t_s)
+            value = getattr(sample, self.attribute)
+            if value is None:
+                continue
+            column = self.columns.setdefault(path_of(sample.local, self.paths), [])
+            index = int(sample.t_s / self.step_s + 1e-9)
+            if len(column) <= index:  # held from the last value; NaN (not drawn) before the first
+                column.extend([column[-1] if column else math.nan] * (index + 1 - len(column)))
+            column[index] = value
+
+    def complete_columns(self) -> dict[str, list[float]]:
+        done = int(self.latest_t / self.step_s + 1e-9)
+        out = {}
+        for path, column in sorted(self.columns.items()):
+            held = column[:done]
+            if held and len(held) < done:
+                held = held + [held[-1]] * (done - len(held))
+            out[path] = held
+        return out
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at or above value (an axis top)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= value)
+
+
 def render_graph(columns: dict[str, list[float]], *, step_s: float, total_s: float,
                  phases: Sequence[Phase] = (), now_s: float = 0.0, height: int = 12, y_max: float = 100.0,
-                 color: bool = True, title: str = "", status: str = "") -> list[str]:
+                 color: bool = True, title: str = "", status: str = "", unit: str = "Mb/s",
+                 total: bool = True) -> list[str]:
     """Draw per-path throughput over time; one text column per `step_s` seconds of `total_s`.
 
     Each path has its own marker (and colour); a cell two paths share shows OVERLAP. Phase
@@ -148,6 +213,8 @@ def render_graph(columns: dict[str, list[float]], *, step_s: float, total_s: flo
             grid[row][col] = PHASE_RULE
     for number, path in enumerate(paths):
         for col, value in enumerate(columns[path][:width]):
+            if math.isnan(value):
+                continue
             level = min(height - 1, max(0, round(value / y_max * (height - 1))))
             row = height - 1 - level
             owners[row][col].add(number)
@@ -171,7 +238,7 @@ def render_graph(columns: dict[str, list[float]], *, step_s: float, total_s: flo
     now_col = min(width - 1, int(now_s / step_s))
     if 0 <= now_col < width:
         axis[now_col] = "▲"
-    lines.append("  Mb/s└" + "".join(axis))
+    lines.append(f"{unit:>6}└" + "".join(axis))
     names = [" "] * width
     for number, phase in enumerate(phases, start=1):
         col = min(width - 1, int(phase.start_s / step_s + 1e-9))
@@ -185,10 +252,12 @@ def render_graph(columns: dict[str, list[float]], *, step_s: float, total_s: flo
         if color:
             marker = f"{COLORS[number % len(COLORS)]}{marker}{RESET}"
         values = columns[path]
-        legend.append(f"{marker} path {path} {values[-1] if values else 0.0:6.1f} Mb/s")
-    total_now = sum(columns[p][-1] for p in paths if columns[p])
+        last = values[-1] if values and not math.isnan(values[-1]) else 0.0
+        legend.append(f"{marker} path {path} {last:6.1f} {unit}")
+    total_now = sum(columns[p][-1] for p in paths if columns[p] and not math.isnan(columns[p][-1]))
     clock = f"t={now_s:5.1f}/{total_s:.0f} s"
-    lines.append("       " + "   ".join(legend) + f"   total {total_now:6.1f} Mb/s   {clock}")
+    summed = f"   total {total_now:6.1f} {unit}" if total else ""
+    lines.append("       " + "   ".join(legend) + f"{summed}   {clock}")
     if status:
         lines.append("       " + status)
     return lines
@@ -199,10 +268,15 @@ class LiveGraph:
 
     def __init__(self, samples_path: Path, paths: dict[str, str], phases: Sequence[Phase], total_s: float,
                  *, stream: TextIO | None = None, width: int = 80, height: int = 12, y_max: float = 100.0,
-                 refresh_s: float = 0.25, color: bool = True, title: str = "") -> None:
+                 refresh_s: float = 0.25, color: bool = True, title: str = "",
+                 show: Sequence[str] = ()) -> None:
         self.tail = SampleTail(samples_path)
         self.step_s = max(0.25, total_s / width)
         self.history = RateHistory(self.step_s, paths)
+        unknown = [name for name in show if name not in GAUGES]
+        if unknown:
+            raise ValueError(f"unknown live panel {', '.join(unknown)} (known: {', '.join(GAUGES)})")
+        self.gauges = {name: GaugeHistory(self.step_s, paths, GAUGES[name][1]) for name in show}
         self.phases, self.total_s = list(phases), total_s
         self.stream = stream if stream is not None else sys.stdout  # the one current at start
         self.height, self.y_max = height, y_max
@@ -216,13 +290,24 @@ class LiveGraph:
         if now_s - self._last_draw < self.refresh_s:
             return False
         self._last_draw = now_s
-        self.history.add(self.tail.read_new())
+        samples = self.tail.read_new()
+        self.history.add(samples)
+        for gauge in self.gauges.values():
+            gauge.add(samples)
         phase = next((p for p in reversed(self.phases) if p.start_s <= now_s), None)
         parts = [f"phase {self.phases.index(phase) + 1}/{len(self.phases)}: {phase.title}"] if phase else []
         status = "   ".join([*parts, self.status] if self.status else parts)
         lines = render_graph(self.history.complete_columns(), step_s=self.step_s, total_s=self.total_s,
                              phases=self.phases, now_s=now_s, height=self.height, y_max=self.y_max,
                              color=self.color, title=self.title, status=status)
+        for name, gauge in self.gauges.items():
+            columns = gauge.complete_columns()
+            top = nice_ceiling(max((v for c in columns.values() for v in c if not math.isnan(v)),
+                                   default=0.0) * 1.1)
+            _column, _attribute, panel_title, unit = GAUGES[name]
+            lines += render_graph(columns, step_s=self.step_s, total_s=self.total_s, phases=self.phases,
+                                  now_s=now_s, height=max(4, self.height // 2), y_max=top, color=self.color,
+                                  title=panel_title, unit=unit, total=False)
         out = []
         if self._drawn_lines:
             out.append(f"\x1b[{self._drawn_lines}F")

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from testbed.demo.livegraph import LiveGraph
+from testbed.demo.livegraph import GAUGES, LiveGraph
 from testbed.demo.phases import (
     LinkChange,
     Phase,
@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory for result.json, timeseries.csv, "
                         "prague.json and prague.png (with --replot: the directory to re-derive from)")
     parser.add_argument("--live", action="store_true", help="draw per-subflow throughput in the terminal")
+    parser.add_argument("--show", default="", metavar="cwnd,rtt",
+                        help="with --live: also draw these per-path telemetry panels (cwnd, rtt)")
     parser.add_argument("--stack", choices=("kernel", "python"), default="kernel",
                         help="MPTCP stack of both endpoints (default: kernel)")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
@@ -67,8 +69,8 @@ def check_stack(stack: str) -> None:
 class _Hooks:
     """Progress and observer callbacks for run_experiment: messages and the live graph."""
 
-    def __init__(self, demo: PhasedDemo, stack: str, live: bool) -> None:
-        self.demo, self.stack, self.live = demo, stack, live
+    def __init__(self, demo: PhasedDemo, stack: str, live: bool, show: tuple[str, ...] = ()) -> None:
+        self.demo, self.stack, self.live, self.show = demo, stack, live, show
         self.graph: LiveGraph | None = None
         self.events: list[str] = []
 
@@ -88,7 +90,8 @@ class _Hooks:
                                    self.demo.phases, self.demo.seconds, color=terminal,
                                    refresh_s=0.25 if terminal else 2.0,  # a log file gets fewer frames
                                    y_max=float(self.demo.spec.topology_params.get("rate_mbit") or 100.0),
-                                   title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path")
+                                   title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path",
+                                   show=self.show)
         self.graph.tick(elapsed_s)
 
 
@@ -139,8 +142,21 @@ def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     return summaries, result
 
 
-def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool) -> tuple[list[PhaseSummary], dict]:
-    hooks = _Hooks(demo, stack, live)
+def parse_show(text: str, live: bool) -> tuple[str, ...]:
+    """`--show cwnd,rtt` as panel names; a SpecError naming the problem otherwise."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in GAUGES]
+    if unknown:
+        raise SpecError(f"--show {text}: unknown panel {', '.join(unknown)}; use a comma list of "
+                        f"{', '.join(GAUGES)}")
+    if names and not live:
+        raise SpecError(f"--show {text} draws panels of the live graph: add --live")
+    return names
+
+
+def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
+             show: tuple[str, ...] = ()) -> tuple[list[PhaseSummary], dict]:
+    hooks = _Hooks(demo, stack, live, show)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
     write_json_atomic(out_dir / DEMO_FILE, {
@@ -169,12 +185,13 @@ def run(args: argparse.Namespace) -> int:
     if args.replot:
         summaries, result = rederive(out_dir)
     else:
+        show = parse_show(args.show, args.live)
         check_stack(args.stack)
         demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
         print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of upload, {args.stack} stack"
               + (f", congestion control {demo.spec.traffic.congestion_control}" if args.stack == "kernel"
                  and demo.spec.traffic.congestion_control else ""), flush=True)
-        summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live)
+        summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live, show=show)
     connection = result["connections"][0]
     print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "
           f"goodput: {connection['goodput_mbps']:.1f} Mbit/s over {connection['duration_s']:.1f} s")

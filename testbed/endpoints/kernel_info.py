@@ -45,11 +45,17 @@ MPTCP_INFO_REQUEST_SIZE = 128
 # struct tcp_info offsets (include/uapi/linux/tcp.h, checked with offsetof on this machine).
 TCP_CLOSE = 7
 TCP_INFO_FIELDS: dict[str, tuple[int, str]] = {  # name -> (offset, struct format)
+    "tcpi_snd_mss": (16, "=I"),
+    "tcpi_unacked": (24, "=I"),
+    "tcpi_sacked": (28, "=I"),
+    "tcpi_lost": (32, "=I"),
+    "tcpi_retrans": (36, "=I"),
     "tcpi_rtt": (68, "=I"),
     "tcpi_snd_cwnd": (80, "=I"),
     "tcpi_total_retrans": (100, "=I"),
     "tcpi_bytes_acked": (120, "=Q"),
     "tcpi_bytes_received": (128, "=Q"),
+    "tcpi_delivery_rate": (160, "=Q"),  # bytes per second (4.9+)
     "tcpi_bytes_sent": (200, "=Q"),
     "tcpi_bytes_retrans": (208, "=Q"),
 }
@@ -107,8 +113,17 @@ class TcpCounters:
     bytes_received: int | None
     bytes_retrans: int | None
     total_retrans: int
-    rtt_us: int
-    snd_cwnd: int
+    rtt_us: int  # smoothed RTT
+    snd_cwnd: int  # segments
+    # telemetry; None when the kernel's struct tcp_info is too short to hold the field
+    cwnd_bytes: int | None = None
+    in_flight_bytes: int | None = None
+    delivery_rate_bps: int | None = None  # bytes per second
+
+
+def in_flight_segments(unacked: int, sacked: int, lost: int, retrans: int) -> int:
+    """Segments in the network as the kernel counts them (tcp_packets_in_flight)."""
+    return max(unacked - sacked - lost, 0) + retrans
 
 
 def counters_are_void(counters: TcpCounters) -> bool:
@@ -193,6 +208,10 @@ def parse_tcp_info(raw: bytes) -> TcpCounters:
     """Decode the fields we report from a ``struct tcp_info`` (maybe a prefix)."""
     if len(raw) < TCP_INFO_FIELDS["tcpi_total_retrans"][0] + 4:
         raise KernelInfoError(f"struct tcp_info too short: {len(raw)} bytes, need at least 104")
+    mss = _field(raw, "tcpi_snd_mss") or 0
+    cwnd = _field(raw, "tcpi_snd_cwnd") or 0
+    unacked, sacked, lost, retrans = (_field(raw, name) or 0 for name in
+                                      ("tcpi_unacked", "tcpi_sacked", "tcpi_lost", "tcpi_retrans"))
     return TcpCounters(
         state=raw[0],
         bytes_sent=_field(raw, "tcpi_bytes_sent"),
@@ -201,7 +220,10 @@ def parse_tcp_info(raw: bytes) -> TcpCounters:
         bytes_retrans=_field(raw, "tcpi_bytes_retrans"),
         total_retrans=_field(raw, "tcpi_total_retrans") or 0,
         rtt_us=_field(raw, "tcpi_rtt") or 0,
-        snd_cwnd=_field(raw, "tcpi_snd_cwnd") or 0,
+        snd_cwnd=cwnd,
+        cwnd_bytes=cwnd * mss,
+        in_flight_bytes=in_flight_segments(unacked, sacked, lost, retrans) * mss,
+        delivery_rate_bps=_field(raw, "tcpi_delivery_rate"),
     )
 
 

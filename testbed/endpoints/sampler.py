@@ -29,6 +29,17 @@ from testbed.endpoints.kernel_info import (
 )
 from testbed.endpoints.report import SubflowReport
 
+# Per-subflow telemetry in the same units for both stacks; an empty cell is a value the
+# source does not have (an older kernel's shorter tcp_info, no RTT measured yet).
+TELEMETRY_COLUMNS = (
+    "cwnd_segments",
+    "cwnd_bytes",
+    "srtt_ms",
+    "in_flight_bytes",
+    "delivery_rate_mbps",
+    "retrans_segments",  # cumulative (tcpi_total_retrans)
+)
+
 TIMESERIES_COLUMNS = (
     "t_s",
     "subflow",
@@ -37,7 +48,25 @@ TIMESERIES_COLUMNS = (
     "bytes_sent",
     "bytes_received",
     "bytes_acked",
+    *TELEMETRY_COLUMNS,
 )
+
+
+def _blank(value: object) -> object:
+    return "" if value is None else value
+
+
+def telemetry_cells(counters: TcpCounters) -> tuple[object, ...]:
+    """The TELEMETRY_COLUMNS of one subflow's counters."""
+    rate = counters.delivery_rate_bps
+    return (
+        counters.snd_cwnd,
+        _blank(counters.cwnd_bytes),
+        f"{counters.rtt_us / 1000:.3f}" if counters.rtt_us > 0 else "",
+        _blank(counters.in_flight_bytes),
+        "" if rate is None else f"{rate * 8 / 1e6:.3f}",
+        counters.total_retrans,
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +150,7 @@ class SubflowTracker:
                     counters.bytes_sent or 0,
                     counters.bytes_received or 0,
                     counters.bytes_acked or 0,
+                    *telemetry_cells(counters),
                 )
             )
         return rows
@@ -164,7 +194,7 @@ def take_observation(sock: socket.socket, mptcp_requested: bool, local: str, rem
 
 
 class TimeseriesWriter:
-    """CSV rows ``t_s,subflow,local,remote,bytes_sent,bytes_received,bytes_acked``."""
+    """CSV rows of TIMESERIES_COLUMNS: cumulative byte counters, then per-subflow telemetry."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -172,7 +202,10 @@ class TimeseriesWriter:
         self._writer.writerow(TIMESERIES_COLUMNS)
 
     def write(self, rows: list[tuple[object, ...]]) -> None:
+        """Write one sample's rows and flush them: the live graph and `ss` comparisons read this
+        file while the transfer runs (one small write per sampling interval)."""
         self._writer.writerows(rows)
+        self._stream.flush()
 
     def close(self) -> None:
         self._stream.close()

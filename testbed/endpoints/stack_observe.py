@@ -29,8 +29,14 @@ TCP_STATE_NUMBERS = {  # include/net/tcp_states.h
 }
 
 
-def subflow_counters(subflow: Subflow) -> TcpCounters:
-    """tcp_info's byte counters: sent includes retransmissions; acked excludes SYN and FIN."""
+def subflow_counters(subflow: Subflow, delivery_rate_bps: int | None = None) -> TcpCounters:
+    """tcp_info's byte counters: sent includes retransmissions; acked excludes SYN and FIN.
+
+    Telemetry comes from the subflow's own state: cwnd is the congestion controller's
+    window in bytes (segments = bytes // MSS, as tcpi_snd_cwnd), in flight is snd_nxt -
+    snd_una (the stack keeps no SACK/lost marks to subtract, unlike tcp_packets_in_flight),
+    and the delivery rate is the caller's estimate (the kernel's tcpi_delivery_rate is
+    per-ACK; the stack has no such sampler)."""
     acked = max(subflow.snd_una - 1, 0)
     first_time = subflow.bytes_sent - subflow.bytes_retrans
     srtt = subflow.rtt.srtt
@@ -44,6 +50,9 @@ def subflow_counters(subflow: Subflow) -> TcpCounters:
         total_retrans=subflow.total_retrans,
         rtt_us=0 if srtt is None else round(srtt * 1e6),
         snd_cwnd=int(subflow.cc.cwnd // mss),
+        cwnd_bytes=int(subflow.cc.cwnd),
+        in_flight_bytes=max(subflow.in_flight(), 0),
+        delivery_rate_bps=delivery_rate_bps,
     )
 
 
@@ -81,13 +90,28 @@ def mptcp_info(connection: Connection) -> MptcpInfo | None:
 
 class StackObserver:
     """Observations of one connection; a closed subflow appears in one more sample only,
-    so its final totals are recorded and it is then reported as not open at the end."""
+    so its final totals are recorded and it is then reported as not open at the end.
+
+    The delivery rate of a subflow is estimated here, at the sampling interval: bytes newly
+    acked since the previous observation divided by the time between them (none on the
+    first observation of a subflow). Nothing is added to the stack's per-packet path."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._closed_reported: set[int] = set()
+        self._last_acked: dict[int, tuple[float, int]] = {}  # id(subflow) -> (time, snd_una)
 
-    def observe(self) -> Observation:
+    def _delivery_rate(self, subflow: Subflow, now: float | None) -> int | None:
+        if now is None:
+            return None
+        previous = self._last_acked.get(id(subflow))
+        self._last_acked[id(subflow)] = (now, subflow.snd_una)
+        if previous is None or now <= previous[0]:
+            return None
+        return round(max(subflow.snd_una - previous[1], 0) / (now - previous[0]))
+
+    def observe(self, now: float | None = None) -> Observation:
+        """One observation; ``now`` (seconds, any origin) enables the delivery-rate estimate."""
         snapshots = []
         for subflow in (c.tcp for c in self.connection.created_subflows):
             if subflow.is_closed:
@@ -97,5 +121,5 @@ class StackObserver:
             snapshots.append(SubflowSnapshot(
                 local=f"{subflow.local_address}:{subflow.local_port}",
                 remote=f"{subflow.remote_address}:{subflow.remote_port}",
-                counters=subflow_counters(subflow)))
+                counters=subflow_counters(subflow, self._delivery_rate(subflow, now))))
         return Observation(mptcp_info=mptcp_info(self.connection), subflows=snapshots)

@@ -316,7 +316,7 @@ class TransferJob:
 
     # ------------------------------------------------------------------ reporting
     def sample(self, now: float) -> None:
-        rows = self.tracker.observe(now - self.started_at, self.observer.observe())
+        rows = self.tracker.observe(now - self.started_at, self.observer.observe(now))
         if self.writer is not None:
             self.writer.write(rows)
 

@@ -20,7 +20,14 @@ from typing import Any
 from testbed.errors import TestbedError
 from testbed.report.evidence import WIRE_FILE, load_wire, write_wire
 from testbed.report.files import write_text_atomic
-from testbed.report.plots import PLOTS_FILE, THROUGHPUT_PNG, replot, throughput_plot_spec, write_plots
+from testbed.report.plots import (
+    PLOTS_FILE,
+    THROUGHPUT_PNG,
+    replot,
+    telemetry_plot_specs,
+    throughput_plot_spec,
+    write_plots,
+)
 from testbed.report.summary import summarize_result
 from testbed.report.tables import matrix_html, matrix_markdown, run_html, run_markdown
 from testbed.result import RESULT_FILE, read_matrix_document, read_result
@@ -37,7 +44,7 @@ def report_run(directory: Path) -> list[Path]:
     spec = throughput_plot_spec(result)
     if not (directory / spec["data"]).exists():
         raise TestbedError(f"{directory}: result.json names the time series {spec['data']}, which is missing")
-    written = write_plots([spec], directory)
+    written = write_plots([spec, *telemetry_plot_specs(result, directory)], directory)
     wire = write_wire(directory, result)
     statements = tuple(wire["statements"]) if wire else ()
     write_text_atomic(directory / SUMMARY_MD, run_markdown(summary, THROUGHPUT_PNG, statements))

@@ -1,4 +1,4 @@
-"""Per-subflow throughput plots, rendered from a stored plot specification.
+"""Per-subflow plots (throughput, congestion window, RTT), rendered from a stored plot specification.
 
 Two steps, so a figure is reproducible from files alone: `throughput_plot_spec(result, ...)`
 derives a specification from result.json (which series, labels, the timeline events to mark,
@@ -25,7 +25,14 @@ from testbed.report.files import write_bytes_atomic, write_text_atomic
 PLOTS_FILE = "plots.json"
 PLOT_SPEC_SCHEMA = 1
 THROUGHPUT_PNG = "throughput.png"
-KINDS = ("subflow_throughput",)
+CWND_PNG = "cwnd.png"
+RTT_PNG = "rtt.png"
+# telemetry plot kinds: kind -> (timeseries column, file, y label, title words)
+TELEMETRY_PLOTS: dict[str, tuple[str, str, str, str]] = {
+    "subflow_cwnd": ("cwnd_segments", CWND_PNG, "congestion window (segments)", "congestion window"),
+    "subflow_rtt": ("srtt_ms", RTT_PNG, "smoothed RTT (ms)", "smoothed RTT"),
+}
+KINDS = ("subflow_throughput", *TELEMETRY_PLOTS)
 
 
 def _event_label(applied: dict[str, Any], planned: dict[str, Any] | None) -> str:
@@ -69,12 +76,7 @@ def throughput_plot_spec(result: dict[str, Any], *, data_file: str | None = None
     series_meta = result.get("timeseries") or {}
     data = data_file or series_meta.get("file") or "timeseries.csv"
     connections = result.get("connections") or []
-    # keyed by the time series' `local` column: the subflow numbering of the CSV is the
-    # sampler's, the address pair is what both files agree on
-    labels: dict[str, str] = {}
-    if connections:
-        for sub in connections[0].get("subflows") or []:
-            labels[str(sub.get("local", "?"))] = f"{sub.get('local', '?')} \u2192 {sub.get('remote', '?')}"
+    labels = _subflow_labels(result)
     events = timeline_events(result)
     outcome = connections[0].get("outcome", "") if connections else ""
     return {
@@ -99,6 +101,46 @@ def throughput_plot_spec(result: dict[str, Any], *, data_file: str | None = None
     }
 
 
+def _subflow_labels(result: dict[str, Any]) -> dict[str, str]:
+    """Labels keyed by the time series' `local` column: the subflow numbering of the CSV is the
+    sampler's, the address pair is what both files agree on."""
+    connections = result.get("connections") or []
+    if not connections:
+        return {}
+    return {str(sub.get("local", "?")): f"{sub.get('local', '?')} \u2192 {sub.get('remote', '?')}"
+            for sub in connections[0].get("subflows") or []}
+
+
+def column_has_values(path: Path, column: str) -> bool:
+    """Whether a CSV has `column` with at least one non-empty cell (an older run's series has
+    no telemetry; a kernel without a field leaves it empty)."""
+    try:
+        with path.open(newline="") as handle:
+            return any(row.get(column) for row in csv.DictReader(handle))
+    except OSError:
+        return False
+
+
+def telemetry_plot_specs(result: dict[str, Any], base: Path, *,
+                         data_file: str | None = None) -> list[dict[str, Any]]:
+    """Specifications of the per-subflow cwnd and RTT plots, for the columns the run's time
+    series has values in (none for a run recorded before the telemetry columns existed)."""
+    series_meta = result.get("timeseries") or {}
+    data = data_file or series_meta.get("file") or "timeseries.csv"
+    specs = []
+    for kind, (column, output, ylabel, words) in TELEMETRY_PLOTS.items():
+        if not column_has_values(base / data, column):
+            continue
+        specs.append({
+            "kind": kind, "file": output, "data": data, "x": "t_s", "y": column,
+            "group_by": "subflow", "label_from": "local", "labels": _subflow_labels(result),
+            "total": False, "title": f"{result.get('name', 'run')}: {words} per subflow",
+            "xlabel": "time (s)", "ylabel": ylabel, "bin_s": float(series_meta.get("bin_s", 0.1)),
+            "events": timeline_events(result), "phases": [], "size_in": [8.0, 4.5], "dpi": 100,
+        })
+    return specs
+
+
 def read_series(path: Path, x: str, y: str, group_by: str,
                 label_from: str | None = None) -> tuple[dict[str, list[tuple[float, float]]], dict[str, str]]:
     """Points per group from a CSV time series; a missing column or bad number names the file."""
@@ -111,6 +153,8 @@ def read_series(path: Path, x: str, y: str, group_by: str,
             if missing:
                 raise TestbedError(f"{path}: no column {', '.join(missing)} (columns: {reader.fieldnames})")
             for line, row in enumerate(reader, start=2):
+                if row.get(y) == "":
+                    continue  # no value in this bin (telemetry the source does not have)
                 try:
                     groups[row[group_by]].append((float(row[x]), float(row[y])))
                 except (TypeError, ValueError) as exc:
@@ -155,7 +199,11 @@ def render_plot(spec: dict[str, Any], base: Path) -> bytes:
         ys = [p[1] for p in points]
         for x_value, y_value in points:
             totals[round(x_value, 6)] += y_value
-        axes.step(xs, ys, where="post", label=f"subflow {name}: {labels.get(name, '')}".rstrip(": "))
+        label = f"subflow {name}: {labels.get(name, '')}".rstrip(": ")
+        if spec["kind"] == "subflow_throughput":
+            axes.step(xs, ys, where="post", label=label)
+        else:
+            axes.plot(xs, ys, marker=".", markersize=2, linewidth=1.0, label=label)
     if spec.get("total") and len(groups) > 1:
         xs = sorted(totals)
         axes.step(xs, [totals[x] for x in xs], where="post", color="black", linewidth=1.0,

@@ -166,7 +166,8 @@ def test_timeseries_has_growing_rows_for_both_subflows(two_path_net: TwoPathNet,
     with csv_path.open() as stream:
         rows = list(csv.DictReader(stream))
     assert list(rows[0]) == [
-        "t_s", "subflow", "local", "remote", "bytes_sent", "bytes_received", "bytes_acked"
+        "t_s", "subflow", "local", "remote", "bytes_sent", "bytes_received", "bytes_acked",
+        "cwnd_segments", "cwnd_bytes", "srtt_ms", "in_flight_bytes", "delivery_rate_mbps", "retrans_segments",
     ]  # fmt: skip
     per_subflow: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
@@ -179,6 +180,7 @@ def test_timeseries_has_growing_rows_for_both_subflows(two_path_net: TwoPathNet,
         assert times == sorted(times) and len(set(times)) == len(times)
         assert sent == sorted(sent) and sent[-1] > sent[0]
         assert len({row["local"] for row in subflow_rows}) == 1
+        assert all(int(row["cwnd_segments"]) > 0 and float(row["srtt_ms"]) > 0 for row in subflow_rows)
         # Mid-transfer samples show steady growth: most 50 ms steps carry data.
         steps = [b - a for a, b in itertools.pairwise(sent)]
         assert sum(step > 0 for step in steps) >= len(steps) * 0.7

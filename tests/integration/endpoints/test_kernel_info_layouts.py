@@ -103,46 +103,29 @@ def test_mptcp_info_too_short_names_the_struct() -> None:
         parse_mptcp_info(bytes(10))
 
 
-_OFFSETS_PROGRAM = r"""
-#include <stdio.h>
-#include <stddef.h>
-#include <linux/tcp.h>
-int main(void) {
-    printf("%zu %zu %zu %zu %zu %zu %zu\n",
-        offsetof(struct tcp_info, tcpi_rtt), offsetof(struct tcp_info, tcpi_snd_cwnd),
-        offsetof(struct tcp_info, tcpi_total_retrans),
-        offsetof(struct tcp_info, tcpi_bytes_acked),
-        offsetof(struct tcp_info, tcpi_bytes_received),
-        offsetof(struct tcp_info, tcpi_bytes_sent),
-        offsetof(struct tcp_info, tcpi_bytes_retrans));
-    return 0;
-}
-"""
+def _offsets_program() -> str:
+    """A C program printing offsetof() of every tcp_info field we decode, in TCP_INFO_FIELDS order."""
+    prints = "\n".join(f'    printf("%zu\\n", offsetof(struct tcp_info, {name}));'
+                       for name in TCP_INFO_FIELDS)
+    return ("#include <stdio.h>\n#include <stddef.h>\n#include <linux/tcp.h>\n"
+            f"int main(void) {{\n{prints}\n    return 0;\n}}\n")
 
 
 def test_tcp_info_offsets_match_the_uapi_header(tmp_path: Path) -> None:
     if shutil.which("gcc") is None or not Path("/usr/include/linux/tcp.h").exists():
         pytest.skip("needs gcc and the Linux UAPI headers")
     source = tmp_path / "offsets.c"
-    source.write_text(_OFFSETS_PROGRAM)
+    source.write_text(_offsets_program())
     binary = tmp_path / "offsets"
     subprocess.run(["gcc", "-o", str(binary), str(source)], check=True, timeout=60)
     output = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
-    names = [
-        "tcpi_rtt", "tcpi_snd_cwnd", "tcpi_total_retrans", "tcpi_bytes_acked",
-        "tcpi_bytes_received", "tcpi_bytes_sent", "tcpi_bytes_retrans",
-    ]  # fmt: skip
-    ours = [TCP_INFO_FIELDS[name][0] for name in names]
+    ours = [offset for offset, _fmt in TCP_INFO_FIELDS.values()]
     assert [int(field) for field in output.split()] == ours
 
 
 def _tcp_info_bytes(size: int = 232, **fields: int) -> bytes:
     raw = bytearray(size)
-    layout = {
-        "state": (0, "=B"), "rtt": (68, "=I"), "snd_cwnd": (80, "=I"),
-        "total_retrans": (100, "=I"), "bytes_acked": (120, "=Q"),
-        "bytes_received": (128, "=Q"), "bytes_sent": (200, "=Q"), "bytes_retrans": (208, "=Q"),
-    }  # fmt: skip
+    layout = {"state": (0, "=B"), **{name.removeprefix("tcpi_"): v for name, v in TCP_INFO_FIELDS.items()}}
     for name, value in fields.items():
         offset, fmt = layout[name]
         if offset + struct.calcsize(fmt) <= size:
@@ -167,6 +150,20 @@ def test_tcp_info_fields() -> None:
 def test_tcp_info_prefix_from_old_kernel() -> None:
     counters = parse_tcp_info(_tcp_info_bytes(size=192, bytes_acked=10, bytes_sent=99))
     assert counters.bytes_acked == 10 and counters.bytes_sent is None
+
+
+def test_tcp_info_telemetry_fields() -> None:
+    counters = parse_tcp_info(_tcp_info_bytes(
+        state=1, snd_mss=1448, snd_cwnd=10, unacked=8, sacked=2, lost=1, retrans=1,
+        delivery_rate=1_250_000))
+    assert counters.cwnd_bytes == 14480
+    assert counters.in_flight_bytes == (8 - 2 - 1 + 1) * 1448  # tcp_packets_in_flight
+    assert counters.delivery_rate_bps == 1_250_000
+
+
+def test_tcp_info_without_delivery_rate_is_none_not_zero() -> None:
+    counters = parse_tcp_info(_tcp_info_bytes(size=160, snd_mss=1448, snd_cwnd=4))
+    assert counters.delivery_rate_bps is None and counters.cwnd_bytes == 4 * 1448
 
 
 def test_closed_zeroed_tcp_info_is_void() -> None:

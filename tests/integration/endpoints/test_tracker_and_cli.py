@@ -35,8 +35,10 @@ def test_subflow_that_closes_keeps_its_last_totals() -> None:
     tracker.observe(0.05, Observation(_info(), [_snap("10.98.1.1:1", 100), _snap("10.98.2.1:2", 50)]))
     rows = tracker.observe(0.10, Observation(_info(), [_snap("10.98.1.1:1", 300), _snap("10.98.2.1:2", 80)]))
     assert rows == [
-        ("0.1000", 0, "10.98.1.1:1", "10.98.1.2:5201", 300, 0, 300),
-        ("0.1000", 1, "10.98.2.1:2", "10.98.1.2:5201", 80, 0, 80),
+        # then cwnd segments/bytes, srtt ms, in flight, delivery rate, retransmissions: what
+        # the counters lack is empty
+        ("0.1000", 0, "10.98.1.1:1", "10.98.1.2:5201", 300, 0, 300, 10, "", "0.050", "", "", 0),
+        ("0.1000", 1, "10.98.2.1:2", "10.98.1.2:5201", 80, 0, 80, 10, "", "0.050", "", "", 0),
     ]
     tracker.observe(0.15, Observation(_info(), [_snap("10.98.1.1:1", 900)]))  # subflow 1 gone
     reports = tracker.subflow_reports()
@@ -73,9 +75,11 @@ def test_fallback_after_mptcp_is_visible() -> None:
 def test_timeseries_writer_header_and_rows() -> None:
     stream = io.StringIO()
     writer = TimeseriesWriter(stream)
-    writer.write([("0.0500", 0, "a:1", "b:2", 10, 0, 9)])
+    writer.write([("0.0500", 0, "a:1", "b:2", 10, 0, 9, 10, 14480, "20.000", 2896, "1.000", 0)])
     assert stream.getvalue() == (
-        "t_s,subflow,local,remote,bytes_sent,bytes_received,bytes_acked\n0.0500,0,a:1,b:2,10,0,9\n"
+        "t_s,subflow,local,remote,bytes_sent,bytes_received,bytes_acked,cwnd_segments,cwnd_bytes,"
+        "srtt_ms,in_flight_bytes,delivery_rate_mbps,retrans_segments\n"
+        "0.0500,0,a:1,b:2,10,0,9,10,14480,20.000,2896,1.000,0\n"
     )
 
 

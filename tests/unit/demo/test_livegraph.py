@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 
@@ -12,13 +13,18 @@ from testbed.demo.livegraph import (
     MARKERS,
     OVERLAP,
     PHASE_RULE,
+    GaugeHistory,
     LiveGraph,
     RateHistory,
     Sample,
     SampleTail,
+    nice_ceiling,
     render_graph,
 )
 from testbed.demo.phases import Phase
+from testbed.demo.prague import parse_show
+from testbed.endpoints.sampler import TELEMETRY_COLUMNS
+from testbed.errors import SpecError
 
 HEADER = "t_s,subflow,local,remote,bytes_sent,bytes_received,bytes_acked\n"
 PATHS = {"10.0.1.1": "a", "10.0.2.1": "b"}
@@ -111,3 +117,55 @@ def test_live_graph_redraws_in_place_at_its_refresh_rate(tmp_path: Path) -> None
     assert "phase 1/1: only phase" in first and "phase 1/1: only phase" in second
     assert int(back) == len(first.splitlines())  # the second frame moves back over the first
     assert "path a   40.0 Mb/s" in ANSI.sub("", frames)
+
+
+TELEMETRY_HEADER = HEADER.rstrip("\n") + "," + ",".join(TELEMETRY_COLUMNS) + "\n"
+
+
+def test_sample_tail_reads_cwnd_and_rtt_and_leaves_missing_ones_none(tmp_path: Path) -> None:
+    path = tmp_path / "client.samples.csv"
+    path.write_text(TELEMETRY_HEADER + "0.05,0,10.0.1.1:1,x,10,0,9,12,17376,20.500,0,,0\n"
+                    "0.05,1,10.0.2.1:2,x,10,0,9,8,11584,,0,,0\n")
+    assert SampleTail(path).read_new() == [Sample(0.05, "10.0.1.1:1", 9, 12.0, 20.5),
+                                           Sample(0.05, "10.0.2.1:2", 9, 8.0, None)]
+
+
+def test_gauge_history_keeps_the_last_value_per_column_and_holds_gaps() -> None:
+    history = GaugeHistory(0.5, PATHS, "srtt_ms")
+    history.add([Sample(0.1, "10.0.1.1:1", 0, 10, 20.0), Sample(0.4, "10.0.1.1:1", 0, 10, 22.0),
+                 Sample(1.6, "10.0.1.1:1", 0, 10, 30.0), Sample(1.6, "10.0.2.1:1", 0, 10, None),
+                 Sample(2.1, "10.0.2.1:1", 0, 10, 5.0)])
+    columns = history.complete_columns()
+    assert columns["a"] == [22.0, 22.0, 22.0, 30.0]
+    assert len(columns["b"]) == 4 and all(math.isnan(v) for v in columns["b"])  # b's first value is later
+    lines = render_graph(columns, step_s=0.5, total_s=2, height=3, y_max=30, color=False, unit="ms",
+                         total=False)
+    assert lines[0][7:] == "   " + MARKERS[0] and MARKERS[1] not in "".join(lines[:3])
+    assert "path b    0.0 ms" in lines[-1] and "total" not in lines[-1]
+    assert nice_ceiling(33.0) == 50 and nice_ceiling(0.7) == 1.0 and nice_ceiling(120) == 200
+
+
+def test_live_graph_shows_cwnd_and_rtt_panels_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "client.samples.csv"
+    rows = [f"{t / 20:.2f},0,10.0.1.1:1,x,0,0,{t * 250_000},{40 + t},0,{20 + t % 2}.000,0,0,0"
+            for t in range(1, 41)]
+    path.write_text(TELEMETRY_HEADER + "\n".join(rows) + "\n")
+    stream = io.StringIO()
+    graph = LiveGraph(path, PATHS, [Phase("p", "only phase", 0, 10, 0)], 10, stream=stream, width=20,
+                      height=4, color=False, show=("cwnd", "rtt"))
+    assert graph.tick(2.5)
+    frame = ANSI.sub("", stream.getvalue())
+    assert "congestion window per path (segments)" in frame and "smoothed RTT per path (ms)" in frame
+    assert "path a   79.0 seg" in frame and "path a   21.0 ms" in frame  # t=1.95, last complete column
+    assert "   seg└" in frame and "    ms└" in frame
+    with pytest.raises(ValueError, match="unknown live panel loss"):
+        LiveGraph(path, PATHS, [], 10, stream=stream, show=("loss",))
+
+
+def test_show_needs_known_names_and_live() -> None:
+    assert parse_show("cwnd, rtt", live=True) == ("cwnd", "rtt")
+    assert parse_show("", live=False) == ()
+    with pytest.raises(SpecError, match="unknown panel jitter; use a comma list of cwnd, rtt"):
+        parse_show("cwnd,jitter", live=True)
+    with pytest.raises(SpecError, match="add --live"):
+        parse_show("rtt", live=False)
