@@ -160,6 +160,7 @@ DELEGATED = (
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
+    ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",
