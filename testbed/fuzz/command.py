@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from testbed.errors import SpecError
-from testbed.fuzz.engine import run_campaign
+from testbed.fuzz.engine import CampaignResult, run_campaign
 from testbed.fuzz.targets import TARGETS
 
 DEFAULT_VECTORS = Path("tests/unit/fuzz/vectors")
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
 
 
+def _progress(result: CampaignResult) -> None:
+    print(f"  {result.target}: {result.inputs} inputs, {result.seconds:.0f} s, "
+          f"{len(result.findings)} findings so far", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for target in TARGETS.values():
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in args.targets or list(TARGETS):
         result = run_campaign(TARGETS[name], args.inputs, args.seed, vectors=args.vectors,
-                              deadline_s=args.max_seconds)
+                              deadline_s=args.max_seconds, progress=_progress)
         results.append(result.as_dict())
         escaped = ", ".join(f"{k} {v}" for k, v in sorted(result.escaped.items())) or "none"
         print(f"{name}: {result.inputs} inputs in {result.seconds:.1f} s "

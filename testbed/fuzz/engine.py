@@ -14,12 +14,14 @@ import random
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.fuzz.targets import Target
 
 VECTOR_SUFFIX = ".hex"
+PROGRESS_EVERY = 50_000  # inputs between progress reports
 
 
 @dataclass
@@ -82,7 +84,8 @@ def replay_vector(target: Target, episode: list[bytes], seed: int = 0) -> None:
 
 
 def run_campaign(target: Target, inputs: int, seed: int, *, vectors: Path | None = None,
-                 deadline_s: float | None = None) -> CampaignResult:
+                 deadline_s: float | None = None,
+                 progress: Callable[[CampaignResult], None] | None = None) -> CampaignResult:
     """Feed `inputs` generated inputs (or stop at `deadline_s` seconds); findings are saved in
     `vectors` when given. The same target, inputs and seed generate the same inputs."""
     rng = random.Random(seed)
@@ -99,6 +102,9 @@ def run_campaign(target: Target, inputs: int, seed: int, *, vectors: Path | None
             episode = []
             if deadline_s is not None and time.perf_counter() - start > deadline_s:
                 break
+        if progress is not None and index and index % PROGRESS_EVERY == 0:
+            result.seconds = time.perf_counter() - start
+            progress(result)
         data = target.generate(rng)
         episode.append(data)
         result.inputs += 1
