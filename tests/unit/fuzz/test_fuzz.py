@@ -105,3 +105,29 @@ def test_lies_change_what_they_say() -> None:
             fields.add(error.field.split("[")[0].split(".")[0] + "." +
                        error.field.split(".")[1].split("[")[0])
     assert {"ip.total_length", "ip.ihl", "ip.version", "tcp.data_offset"} <= fields, fields
+
+
+@pytest.mark.parametrize("where", ["traffic.seconds", "traffic.timeout_s", "degraded_below",
+                                   "params.delay_ms"])
+def test_a_toml_integer_beyond_a_float_is_a_spec_error(where: str) -> None:
+    """Python's TOML parser returns integers of any size; the matrix fuzzer found three places
+    where one became an OverflowError traceback (the vectors in vectors/matrix)."""
+    import tomllib
+
+    from testbed.errors import TestbedError
+    from testbed.fuzz.seeds import EXPERIMENTS
+    from testbed.matrix import parse_matrix_spec
+
+    raw = tomllib.loads((EXPERIMENTS / "fallback_matrix_ci.toml").read_text())
+    huge = 10 ** 400
+    section, key = where.split(".") if "." in where else ("", where)
+    if section == "traffic":
+        raw["base"]["traffic"] = {k: v for k, v in raw["base"]["traffic"].items()
+                                  if k != "bytes"} | {"seconds": 5, key: huge}
+    elif section == "params":
+        raw["middleboxes"] = [{"name": "huge", "node": "mb_a", "type": "delay",
+                               "params": {"match": ["any"], "delay_ms": huge}}]
+    else:
+        raw[key] = huge
+    with pytest.raises(TestbedError, match="too large"):
+        parse_matrix_spec(raw, source="huge")
