@@ -132,3 +132,20 @@ def test_the_driver_drops_and_counts_what_does_not_decode_or_makes_the_host_rais
     stats = driver.stats()
     assert stats["dropped"] == {"undecodable:tcp.data_offset": 1, "receive:AssertionError": 1}
     assert host.counters == {"DriverUndecodable": 1, "DriverReceiveError": 1}
+
+
+def test_the_simulator_goes_on_when_a_box_raises() -> None:
+    from testbed.net.params import LinkParams
+    from testbed.sim.network import SimNetwork
+    from tests.unit.sim.toy_endpoints import Burst, Sink, data_packet
+
+    network = SimNetwork(1)
+    outbox = [data_packet("10.0.0.1", "10.0.0.2", seq, 4) for seq in (1, 2, 3)]
+    outbox[1].tcp.payload = b"boom"
+    sender = network.add_endpoint("a", Burst(outbox))
+    sink = Sink()
+    network.add_link("ab", sender, network.add_endpoint("b", sink), LinkParams(delay_ms=1),
+                     a_address="10.0.0.1", b_address="10.0.0.2", middleboxes=[Fragile()])
+    network.run()
+    assert [p.tcp.seq for _when, p in sink.received] == [1, 3]
+    assert network.counters()["links"]["ab"]["middlebox_errors"] == {"handler:KeyError": 1}
