@@ -6,13 +6,16 @@ session, what is still there of those, any nft table added to the root namespace
 session started, and any process still carrying this session's marker in its environment
 (set here, inherited by every process the suite starts: endpoints, inline processes, iperf3,
 VMs) fails the suite, naming the test that created each thing. Things that existed before the
-session are never counted. TESTBED_LEAK_CHECK=0 turns the check off (a machine where other
-suites create namespaces at the same time).
+session are never counted, nor namespaces another suite on the machine owns (a live run whose
+runner is not ours, processes none of which is ours). TESTBED_LEAK_CHECK=0 turns the check
+off.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -22,6 +25,7 @@ import pytest
 
 MARKER = "TESTBED_TEST_SESSION"
 NETNS_DIR = Path("/run/netns")
+RUNS_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/run/testbed")) / "runs"
 NET_DIR = Path("/sys/class/net")
 GRACE_S = 10.0  # processes and namespaces torn down in the background get this long
 
@@ -65,6 +69,41 @@ def _marked_processes(marker: str) -> list[str]:
     return found
 
 
+def _has_marker(pid: int, marker: str) -> bool | None:
+    """Whether process `pid` carries this session's marker (None: it is gone)."""
+    try:
+        return f"{MARKER}={marker}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+
+
+def _foreign(netns: str, marker: str) -> bool:
+    """A namespace another suite or run on this machine owns: a live testbed run whose runner
+    is not ours, or processes inside of which none is ours. (An empty namespace without a
+    run record cannot be told apart: it counts, it is the leak issue 13 describes.)"""
+    if (found := re.match(r"^tb-([0-9a-f]{6})-", netns)) is not None:
+        try:
+            record = json.loads((RUNS_DIR / f"{found.group(1)}.json").read_text())
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("runner_pid"), int) \
+                and _has_marker(record["runner_pid"], marker) is False:
+            return True
+    try:
+        inode = os.stat(NETNS_DIR / netns).st_ino
+    except OSError:
+        return False
+    inside = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.stat(entry / "ns" / "net").st_ino == inode:
+                    inside.append(int(entry.name))
+            except OSError:
+                continue
+    return bool(inside) and not any(_has_marker(pid, marker) for pid in inside)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ.setdefault(MARKER, uuid.uuid4().hex)
     if _enabled:
@@ -91,6 +130,8 @@ def leftovers(marker: str) -> list[str]:
     left = []
     for thing, test in sorted(_created.items()):
         kind, name = thing.split(" ", 1)
+        if kind == "netns" and name in present_netns and _foreign(name, marker):
+            continue
         if name in (present_netns if kind == "netns" else present_net):
             left.append(f"{thing} (created during {test})")
     left += [f"nft table {t} (added during the session)" for t in
