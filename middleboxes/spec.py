@@ -178,9 +178,13 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(name, f"expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # a TOML integer may be beyond a float's range
+        except OverflowError:
+            raise ParamError(name, f"{value} is too large") from None
+        if not math.isfinite(number):
             raise ParamError(name, f"expected a finite number, got {value!r}")
-        return float(value)
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ParamError(name, f"expected a string, got {type(value).__name__} {value!r}")

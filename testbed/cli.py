@@ -170,6 +170,7 @@ DELEGATED = (
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
     ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
+    ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",

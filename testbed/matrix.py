@@ -46,6 +46,7 @@ from testbed.spec import (
     STACKS,
     ExperimentSpec,
     check_against_topology,
+    finite_number,
     parse_spec,
     read_toml,
 )
@@ -169,7 +170,8 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     reference = top.get("reference", next((r.name for r in rows if not r.middleboxes), None))
     if reference is not None and reference not in seen:
         raise SpecError(f"{source}: reference {reference!r} is not a row name")
-    degraded_below = float(top.get("degraded_below", DEFAULT_DEGRADED_BELOW))
+    degraded_below = finite_number(top.get("degraded_below", DEFAULT_DEGRADED_BELOW),
+                                   f"{source}: degraded_below")
     if not 0 <= degraded_below <= 1:
         raise SpecError(f"{source}: degraded_below must be a fraction in 0..1, got {degraded_below}")
     spec = MatrixSpec(name=top.get("name", Path(source).stem), description=top.get("description", ""),

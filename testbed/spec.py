@@ -8,6 +8,7 @@ See experiments/two_path_kernel.toml for a commented example.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import sys
@@ -152,6 +153,18 @@ class ExperimentSpec:
         return asdict(self)
 
 
+def finite_number(value: int | float, where: str) -> float:
+    """A spec number as a float: TOML integers have no size limit in Python's parser, and
+    one beyond a float's range, inf or nan is a one-line SpecError, not an OverflowError."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise SpecError(f"{where}: {value} is too large") from None
+    if not math.isfinite(number):
+        raise SpecError(f"{where}: must be a finite number, got {value!r}")
+    return number
+
+
 def read_toml(path: str | Path, what: str = "spec") -> dict[str, Any]:
     """A TOML file as a dict; a missing, unreadable or malformed file is a one-line SpecError."""
     path = Path(path)
@@ -226,11 +239,13 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         raise SpecError(f"{source}: [traffic].sample_ms must be 10..100 (bins are at most 100 ms)")
     if not 65536 <= tr.get("kernel_buffer_max_bytes", 65536) <= 1 << 30:
         raise SpecError(f"{source}: [traffic].kernel_buffer_max_bytes must be 65536..1073741824")
-    seconds = float(tr["seconds"]) if "seconds" in tr else None
+    seconds = finite_number(tr["seconds"], f"{source}: [traffic].seconds") \
+        if "seconds" in tr else None
     traffic = TrafficSpec(
         bytes=tr.get("bytes"), seconds=seconds, direction=tr.get("direction", "upload"),
         port=tr.get("port", 5201), sample_ms=float(tr.get("sample_ms", 50.0)),
-        timeout_s=float(tr.get("timeout_s", max(60.0, (seconds or 0) * 3))),
+        timeout_s=finite_number(tr.get("timeout_s", max(60.0, (seconds or 0) * 3)),
+                                f"{source}: [traffic].timeout_s"),
         congestion_control=tr.get("congestion_control"),
         kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
     )

@@ -337,6 +337,9 @@ class TransferJob:
         connection = self.connection
         kind, message = self.error if self.error is not None else (None, None)
         counters = dict(connection.counters)
+        # packets the driver dropped before any connection saw them (testbed.mptcp.driver.loop)
+        counters.update({k: v for k, v in connection.host.counters.items()
+                         if k.startswith("Driver")})
         info = self.tracker.last_mptcp_info
         return EndpointReport(
             role=self.settings.role,

@@ -10,6 +10,10 @@ Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is 
 * A frame the codec cannot decode (WireError) is forwarded unchanged and counted: a middlebox
   testbed must not turn odd-but-legal traffic into loss. A changed packet that cannot be encoded
   is dropped and counted (it is a middlebox bug, and sending something else would hide it).
+  A box that raises anything else on a packet has that packet dropped and counted (forwarding
+  it unchanged could leak what the box exists to hide, a NAT's private side): the process
+  keeps running. `PipelineStats.reasons` counts every frame passed unexamined or dropped so,
+  by reason ("undecodable:<field>", "unencodable:<field>", "handler:<exception type>").
 * The boxes run as a middleboxes.chain.MiddleboxChain, the class the simulator runs too. Chain
   order is spatial: the configured list runs from the client-side leg to the server-side leg,
   so upstream packets meet the boxes in list order and downstream packets in reverse. A packet
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,6 +84,7 @@ def wire_codec() -> FunctionCodec:
                          encode_reusing_payload=encode_packet_reusing_payload)
 
 
+_INDEX = re.compile(r"\[\d+\]")  # tcp.option[3].length -> tcp.option.length: one reason
 _PACKET_FIELDS = tuple(f.name for f in dataclasses.fields(Packet) if f.name != "tcp")
 _SEGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(TcpSegment) if f.name != "options")
 _packet_values = operator.attrgetter(*_PACKET_FIELDS)
@@ -105,10 +111,26 @@ class PipelineStats:
     unencodable: int = 0
     released: int = 0
     arp_answered: int = 0
+    handler_errors: int = 0  # packets dropped because a box raised on them
     last_wire_error: str | None = None
+    last_handler_error: str | None = None
+    reasons: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def wire_error(self, kind: str, error: WireError) -> None:
+        """Count a frame passed or dropped because the codec refused it."""
+        self.last_wire_error = str(error)
+        key = f"{kind}:{_INDEX.sub('', error.field)}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def handler_error(self, error: Exception) -> None:
+        """Count a packet dropped because a middlebox raised on it."""
+        self.handler_errors += 1
+        self.last_handler_error = f"{type(error).__name__}: {error}"[:200]
+        key = f"handler:{type(error).__name__}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
 class MiddleboxPipeline:
@@ -144,17 +166,23 @@ class MiddleboxPipeline:
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
         raw_strip = self._raw_strip
-        if raw_strip is not None and (out_frame := raw_strip.process(frame, direction)):
-            # A strip_options chain on raw bytes; it never holds packets, so the Ethernet
-            # header need not be remembered for later releases.
-            stats = self.stats
-            stats.raw_fast_path += 1
-            if out_frame is frame:
-                stats.kept_original += 1
-            else:
-                stats.reencoded += 1
-                stats.headers_only += 1
-            return [(out_frame, direction)]
+        if raw_strip is not None:
+            try:
+                out_frame = raw_strip.process(frame, direction)
+            except Exception as error:  # a box's bug must not end the process
+                self.stats.handler_error(error)
+                return []
+            if out_frame:
+                # A strip_options chain on raw bytes; it never holds packets, so the Ethernet
+                # header need not be remembered for later releases.
+                stats = self.stats
+                stats.raw_fast_path += 1
+                if out_frame is frame:
+                    stats.kept_original += 1
+                else:
+                    stats.reencoded += 1
+                    stats.headers_only += 1
+                return [(out_frame, direction)]
         if not self._boxes:
             return [(frame, direction)]
         arp = self._arp
@@ -171,7 +199,7 @@ class MiddleboxPipeline:
             packet = self._codec.decode(frame[ETHERNET_HEADER_LENGTH:])
         except WireError as error:
             self.stats.undecodable += 1
-            self.stats.last_wire_error = str(error)
+            self.stats.wire_error("undecodable", error)
             return [(frame, direction)]
         stats = self.stats
         stats.decoded += 1
@@ -185,8 +213,11 @@ class MiddleboxPipeline:
                 outputs = self._chain.run([packet], direction, now)
         except WireError as error:
             stats.undecodable += 1
-            stats.last_wire_error = str(error)
+            stats.wire_error("undecodable", error)
             return [(frame, direction)]
+        except Exception as error:  # a box's bug must not end the process
+            stats.handler_error(error)
+            return []
         frames: list[tuple[bytes, Direction]] = []
         for out in outputs:
             if out is packet and fingerprint(out) == original:
@@ -223,18 +254,24 @@ class MiddleboxPipeline:
     def release(self, now: float) -> list[tuple[bytes, Direction]]:
         """Frames released by boxes whose deadline has come, run through the rest of the chain."""
         frames: list[tuple[bytes, Direction]] = []
-        for index, packet, direction in self._chain.release_due(now):
-            self.stats.released += 1
-            try:
-                outputs = self._chain.run([packet], direction, now, after=index)
-            except WireError as error:
-                self.stats.unencodable += 1
-                self.stats.last_wire_error = str(error)
-                continue
-            for out in outputs:
-                encoded = self._encode(out, self._header_for(direction))
-                if encoded is not None:
-                    frames.append((encoded, direction))
+        try:
+            for index, packet, direction in self._chain.release_due(now):
+                self.stats.released += 1
+                try:
+                    outputs = self._chain.run([packet], direction, now, after=index)
+                except WireError as error:
+                    self.stats.unencodable += 1
+                    self.stats.wire_error("unencodable", error)
+                    continue
+                except Exception as error:  # a box's bug must not end the process
+                    self.stats.handler_error(error)
+                    continue
+                for out in outputs:
+                    encoded = self._encode(out, self._header_for(direction))
+                    if encoded is not None:
+                        frames.append((encoded, direction))
+        except Exception as error:  # a box's release raised: the rest next time
+            self.stats.handler_error(error)
         return frames
 
     def set_middlebox_active(self, index: int, active: bool) -> dict[str, int]:
@@ -278,7 +315,7 @@ class MiddleboxPipeline:
             data = self._codec.encode(packet)
         except WireError as error:
             self.stats.unencodable += 1
-            self.stats.last_wire_error = str(error)
+            self.stats.wire_error("unencodable", error)
             return None
         self.stats.reencoded += 1
         return header + data

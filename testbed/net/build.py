@@ -17,7 +17,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,34 @@ def route_arguments(ipr: IPRoute, route: Route) -> dict[str, Any]:
     return arguments
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends (they are delivered then).
+
+    Creating a node's namespace and naming it must not be cut in half: interrupted inside
+    `subprocess.run`, the runner kills `ip netns attach` and tears down at once, but a killed
+    process finishes its current system call first, so the name could be mounted just after
+    teardown looked for it and after the run's record was removed -- a `tb-<run>-client`
+    with only `lo` and no record (issue 13). An interrupted Mininet node start likewise left
+    its shell running in a namespace nothing knew of.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    # handlers, not a blocked mask: children (the node's shell, `ip`) must not inherit it
+    previous = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum))
+                for sig in held}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)  # now, through the handler the runner installed
+
+
 class Network:
     """One built topology. Use as a context manager: teardown always runs."""
 
@@ -136,9 +166,11 @@ class Network:
         for name in self.topo.nodes:
             netns = self.netns(name)
             self.state.add_netns(netns)  # recorded before it exists: clean can always find it
-            node = Node(name, inNamespace=True)
-            self.nodes[name] = node
-            run_command(["ip", "netns", "attach", netns, str(node.pid)], what=f"naming namespace of {name}")
+            with signals_deferred():  # an interrupt lands after the namespace is named (below)
+                node = Node(name, inNamespace=True)
+                self.nodes[name] = node
+                run_command(["ip", "netns", "attach", netns, str(node.pid)],
+                            what=f"naming namespace of {name}")
         for link in self.topo.links.values():
             for segment in link.segments:
                 Link(self.nodes[segment.left.node], self.nodes[segment.right.node],

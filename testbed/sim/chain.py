@@ -4,6 +4,9 @@ one scheduled release event per box.
 
 Each box's event is versioned, so that a moved deadline leaves the stale event harmless; a
 released packet continues with the boxes after its box. Whatever leaves the chain goes to `emit`.
+
+A box that raises on a packet (or on a release) loses that packet, as in the inline process:
+the simulation goes on and `errors` counts it by exception type.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class ScheduledChain:
         self._scheduler = scheduler
         self._emit = emit
         self._timers = [_BoxTimer() for _ in self.chain.boxes]
+        self.errors: dict[str, int] = {}  # "handler:<exception type>" -> packets lost so
 
     @property
     def boxes(self) -> list[Middlebox]:
@@ -44,8 +48,16 @@ class ScheduledChain:
         """A packet enters the chain from the end it meets first in `direction`."""
         self._through([packet], direction, None)
 
+    def _count(self, error: Exception) -> None:
+        key = f"handler:{type(error).__name__}"
+        self.errors[key] = self.errors.get(key, 0) + 1
+
     def _through(self, packets: list[Packet], direction: Direction, after: int | None) -> None:
-        packets = self.chain.run(packets, direction, self._scheduler.now, after)
+        try:
+            packets = self.chain.run(packets, direction, self._scheduler.now, after)
+        except Exception as error:  # a box's bug loses the packet, not the simulation
+            self._count(error)
+            packets = []
         for index in self.chain.order(direction):  # boxes a packet met may hold one now
             self._arm(index)
         for packet in packets:
@@ -66,7 +78,11 @@ class ScheduledChain:
         if version != timer.version:
             return
         timer.deadline = None
-        released = self.chain.boxes[index].release(self._scheduler.now)
+        try:
+            released = self.chain.boxes[index].release(self._scheduler.now)
+        except Exception as error:  # a box's bug loses what it held, not the simulation
+            self._count(error)
+            released = []
         self._arm(index)
         for packet, direction in released:
             self._through([packet], direction, index)
@@ -74,3 +90,6 @@ class ScheduledChain:
     def counters(self) -> dict[str, dict[str, int]]:
         """Each box's counters by name (a repeated name gets a #N suffix)."""
         return self.chain.counters_by_name()
+
+    def errors_counted(self) -> dict[str, int]:
+        return dict(self.errors)

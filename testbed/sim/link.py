@@ -180,4 +180,5 @@ class Link:
             "malformed": self.malformed,
             "malformed_messages": list(self.malformed_messages),
             "middleboxes": self.chain.counters(),
+            "middlebox_errors": self.chain.errors_counted(),
         }

@@ -374,6 +374,7 @@ class SimNetwork:
         counters: dict[str, object] = dict(node.counters.as_dict())
         if isinstance(node, RouterNode) and node.chain is not None:
             counters["middleboxes"] = node.chain.counters()
+            counters["middlebox_errors"] = node.chain.errors_counted()
         return counters
 
     def counters(self) -> dict[str, object]:

@@ -244,6 +244,8 @@ _DSS_HEAD = MPTCP_SUBTYPE_DSS << 4
 
 
 def _decode_dss(buf: bytes, start: int, length: int) -> Dss:
+    if length < 4:  # no flags byte: reading it would read past the option
+        raise WireError("mptcp.dss.length", f"{length} leaves no room for the flags byte")
     flags = buf[start + 3]
     layout = _DSS_BY_WIRE.get((flags & 0x0F, length))
     if layout is None:

@@ -7,10 +7,16 @@ together. It then waits in select() until a packet arrives, the host's timer or 
 application's own deadline, whichever is first. select() takes a timeval, so a timer is
 late by the scheduler's wake-up latency only (tens of µs), not by poll()'s millisecond
 rounding; `TimerLateness` records how late every timer actually ran.
+
+A bad packet never ends the loop: one that does not decode, or on which the host raises,
+is dropped and counted by reason (`dropped`: "undecodable:<field>", "receive:<exception>");
+the totals also go into the host's counters (DriverUndecodable, DriverReceiveError), which
+the endpoint reports as its stack counters in result.json.
 """
 
 from __future__ import annotations
 
+import re
 import resource
 import select
 import time
@@ -26,6 +32,7 @@ from testbed.wire import decode_packet
 from testbed.wire.errors import WireError
 
 BATCH = 256
+_INDEX = re.compile(r"\[\d+\]")  # tcp.option[3].length -> tcp.option.length: one reason
 IDLE_WAIT_S = 0.05  # longest sleep: keeps stop requests and app checks responsive
 
 
@@ -82,6 +89,9 @@ class StackDriver:
         self.batch = batch
         self.lateness = TimerLateness()
         self.malformed = 0
+        self.receive_errors = 0
+        self.dropped: dict[str, int] = {}
+        self.last_receive_error: str | None = None
         self.iterations = 0
         self.coalesce_acks = coalesce_acks
         self.acks_coalesced = 0
@@ -128,10 +138,18 @@ class StackDriver:
             for raw in raw_packets:
                 try:
                     packet = decode_packet(raw)
-                except WireError:
+                except WireError as error:
+                    self._drop(f"undecodable:{_INDEX.sub('', error.field)}")
                     self.malformed += 1
+                    host.counters["DriverUndecodable"] = self.malformed
                     continue
-                receive_packet(packet, now)
+                try:
+                    receive_packet(packet, now)
+                except Exception as error:  # a stack bug on one packet must not end the run
+                    self._drop(f"receive:{type(error).__name__}")
+                    self.receive_errors += 1
+                    self.last_receive_error = f"{type(error).__name__}: {error}"[:200]
+                    host.counters["DriverReceiveError"] = self.receive_errors
             timer = host.get_timer()
             if timer is not None and timer <= now:
                 self.lateness.record(now - timer)
@@ -159,6 +177,9 @@ class StackDriver:
             if wait > 0:
                 select.select(wait_on, [], [], wait)
 
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
     def cpu(self) -> dict[str, float]:
         """CPU seconds (user, system) the process used while driving, and their share of the
         wall time: a stack at ~100% is CPU-bound, whatever the link could carry."""
@@ -172,6 +193,8 @@ class StackDriver:
 
     def stats(self) -> dict[str, object]:
         return {"io": self.io.stats(), "malformed": self.malformed,
+                "receive_errors": self.receive_errors, "dropped": dict(self.dropped),
+                "last_receive_error": self.last_receive_error,
                 "acks_coalesced": self.acks_coalesced,
                 "iterations": self.iterations, "timer_lateness": self.lateness.summary(),
                 "cpu": self.cpu()}
