@@ -106,6 +106,9 @@ class FragileHost:
     def packets_to_send(self, now: float) -> list[Packet]:
         return []
 
+    def resets_pending(self) -> bool:
+        return False
+
 
 class OneStep:
     finished = False
