@@ -14,6 +14,7 @@ off.
 from __future__ import annotations
 
 import json
+import multiprocessing.resource_tracker
 import os
 import re
 import subprocess
@@ -54,8 +55,11 @@ def _marked_processes(marker: str) -> list[str]:
     """pid and command line of each process (not this one) whose environment has the marker."""
     needle = f"{MARKER}={marker}".encode()
     found = []
+    # multiprocessing's resource tracker, started for this pytest process by an in-process
+    # `matrix --jobs`, lives exactly as long as this process: not a leak
+    tracker = getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None)
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), tracker):
             continue
         try:
             if needle not in (entry / "environ").read_bytes().split(b"\0"):
