@@ -92,7 +92,12 @@ def test_python_client_answers_linux_mp_fail_and_the_alg_edited_stream_arrives(r
     assert conn["sha256"]["server"] == _edited_prefix_sha256(conn["seed"], SIZE, b"GNb", b"GNc")
     assert linux.get("MPTcpExtDataCsumErr") == 1 and linux.get("MPTcpExtMPFailTx", 0) >= 1
     assert ours.get("MPFailRx", 0) >= 1 and ours.get("MPFailTx") == 1, ours  # the answer
-    assert ours.get("InfiniteMapTx") == 1 and linux.get("MPTcpExtInfiniteMapRx") == 1, linux
+    assert ours.get("InfiniteMapTx") == 1, ours
+    # Linux falls back on our infinite mapping (InfiniteMapRx) or, when the unmapped bytes that
+    # follow it reach the subflow first, on the missing DSS (DssFallback): seen both ways in suite
+    # runs; either way it must have fallen back, and the stream above arrived whole
+    fell_back = linux.get("MPTcpExtInfiniteMapRx", 0) + linux.get("MPTcpExtDssFallback", 0)
+    assert fell_back >= 1, linux
 
 
 def test_linux_client_python_server_mp_fail_then_the_edited_bytes_as_tcp(run: Run) -> None:
