@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import string
+import sys
 from dataclasses import dataclass
 
 # placeholder -> what it stands for (docs/command-endpoints.md lists the same)
@@ -27,6 +28,7 @@ PLACEHOLDERS: dict[str, str] = {
     "seconds": "the sending time ([traffic].seconds; empty in a bytes run)",
     "timeout": "[traffic].timeout_s, seconds without progress before the testbed gives up",
     "seed": "the payload seed (the spec's seed)",
+    "python": "the Python interpreter the testbed runs on (for a program using its packages)",
 }
 # {client_addrN} / {server_addrN}: the N-th address (from 0) of that host, in interface order
 INDEXED = re.compile(r"(client|server)_addr(\d)")
@@ -122,6 +124,7 @@ class TemplateValues:
             "seconds": "" if self.seconds is None else f"{self.seconds:g}",
             "timeout": f"{self.timeout_s:g}",
             "seed": str(self.seed),
+            "python": sys.executable,
         }
         for role, addresses in (("client", self.client_addresses), ("server", self.server_addresses)):
             for index, address in enumerate(addresses):
