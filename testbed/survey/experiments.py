@@ -174,6 +174,7 @@ def run_experiments(target: Target, out: Path, names: tuple[str, ...], *, runner
         if isinstance(built, str):
             records[experiment.name] = ExperimentRecord(experiment.name, "not-run", reason=built)
             continue
+        built["name"] = f"survey/{target.name}/{experiment.name}"
         relative = f"{target.directory}/{experiment.name}"
         progress(f"survey: {target.name}: {experiment.name} ({experiment.what})")
         try:

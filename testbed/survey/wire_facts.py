@@ -51,50 +51,54 @@ def read_wire_facts(capture: Path, server_port: int) -> WireFacts:
     """One pass over `capture` (IPv4 TCP segments; anything else is skipped)."""
     facts = WireFacts()
     for _ts, frame, offset, version in open_capture(capture):
-        if version != 4 or len(frame) < offset + 20 or frame[offset + 9] != 6:
-            continue
-        ihl = (frame[offset] & 0x0F) * 4
-        tcp = offset + ihl
-        if len(frame) < tcp + 20:
-            continue
-        sport = int.from_bytes(frame[tcp:tcp + 2], "big")
-        side = "server" if sport == server_port else "client"
-        header = (frame[tcp + 12] >> 4) * 4
-        flags = frame[tcp + 13]
-        facts.segments[side] += 1
-        if header <= 20 or tcp + header > len(frame):
-            continue
-        dss = timestamps_then_dss(frame, tcp + 20, tcp + header)
-        options: list = []
-        if dss is None:
-            try:
-                options = decode_options_at(frame, tcp + 20, tcp + header)
-            except WireError:
-                facts.undecodable += 1
-                continue
-        else:
-            options = [dss] if dss[0] is not None or dss[2] is not None or dss[7] else []
-        for option in options:
-            if isinstance(option, Dss):
-                option = _dss_tuple(option)
-            if isinstance(option, tuple):
-                data_ack, ack64, dsn, dsn64, _ssn, _length, checksum, data_fin = option
-                if data_ack is not None:
-                    facts.data_ack[(side, 8 if ack64 else 4)] += 1
-                if dsn is not None:
-                    facts.dsn[(side, 8 if dsn64 else 4)] += 1
-                    if checksum is not None:
-                        facts.checksum[side] += 1
-                if data_fin:
-                    facts.data_fin[side] += 1
-            elif isinstance(option, MpCapable) and flags & _SYN and not flags & _ACK:
-                facts.mp_capable_syn[side] += 1
-            elif isinstance(option, MpJoinSyn) and flags & _SYN and not flags & _ACK:
-                facts.join_syn[side] += 1
-            elif isinstance(option, MpPrio):
-                facts.mp_prio[side] += 1
-            elif isinstance(option, AddAddr):
-                facts.add_addr[side] += 1
-            elif isinstance(option, RemoveAddr):
-                facts.remove_addr[side] += 1
+        try:
+            _count(facts, frame, offset, version, server_port)
+        except (WireError, ValueError, IndexError):  # a bad packet is counted, never fatal
+            facts.undecodable += 1
     return facts
+
+
+def _count(facts: WireFacts, frame: bytes, offset: int, version: int, server_port: int) -> None:
+    """Count one captured frame's options into `facts`."""
+    if version != 4 or len(frame) < offset + 20 or frame[offset + 9] != 6:
+        return
+    ihl = (frame[offset] & 0x0F) * 4
+    tcp = offset + ihl
+    if len(frame) < tcp + 20:
+        return
+    sport = int.from_bytes(frame[tcp:tcp + 2], "big")
+    side = "server" if sport == server_port else "client"
+    header = (frame[tcp + 12] >> 4) * 4
+    flags = frame[tcp + 13]
+    facts.segments[side] += 1
+    if header <= 20 or tcp + header > len(frame):
+        return
+    dss = timestamps_then_dss(frame, tcp + 20, tcp + header)
+    options: list = []
+    if dss is None:
+        options = decode_options_at(frame, tcp + 20, tcp + header)
+    else:
+        options = [dss] if len(dss) == 8 else []  # NO_DSS: timestamps only
+    for option in options:
+        if isinstance(option, Dss):
+            option = _dss_tuple(option)
+        if isinstance(option, tuple):
+            data_ack, ack64, dsn, dsn64, _ssn, _length, checksum, data_fin = option
+            if data_ack is not None:
+                facts.data_ack[(side, 8 if ack64 else 4)] += 1
+            if dsn is not None:
+                facts.dsn[(side, 8 if dsn64 else 4)] += 1
+                if checksum is not None:
+                    facts.checksum[side] += 1
+            if data_fin:
+                facts.data_fin[side] += 1
+        elif isinstance(option, MpCapable) and flags & _SYN and not flags & _ACK:
+            facts.mp_capable_syn[side] += 1
+        elif isinstance(option, MpJoinSyn) and flags & _SYN and not flags & _ACK:
+            facts.join_syn[side] += 1
+        elif isinstance(option, MpPrio):
+            facts.mp_prio[side] += 1
+        elif isinstance(option, AddAddr):
+            facts.add_addr[side] += 1
+        elif isinstance(option, RemoveAddr):
+            facts.remove_addr[side] += 1
