@@ -23,6 +23,7 @@ FALLBACK_MATRIX = Path(__file__).resolve().parents[2] / "experiments" / "fallbac
 BYTES = 2_000_000
 TIMEOUT_S = 10.0
 RATE_MBIT = 20
+HANDOVER_AT_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,10 @@ def _subflow_limit(target: Target) -> dict[str, Any]:
 def _handover(target: Target) -> dict[str, Any]:
     spec = _base(target, "handover")
     del spec["traffic"]["bytes"]
-    spec["traffic"]["seconds"] = 3.0
-    spec["timeline"] = [{"at_s": 1.0, "link": "a", "up": False}]
+    # the timeline counts from the client's start: a python endpoint needs a second or more to
+    # install its guard and open its raw sockets on a loaded machine before its first SYN
+    spec["traffic"]["seconds"] = 5.0
+    spec["timeline"] = [{"at_s": HANDOVER_AT_S, "link": "a", "up": False}]
     return spec
 
 
@@ -118,7 +121,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("baseline", "two 20 Mbit/s paths, 2 MB upload, captured", _baseline),
     Experiment("checksum", "the same with DSS checksums asked for", _checksum),
     Experiment("subflow_limit", "four client paths, limits of 8: how many subflows open", _subflow_limit),
-    Experiment("handover", "3 s upload, path a down at 1 s", _handover),
+    Experiment("handover", "5 s upload, path a down at 2.5 s", _handover),
     Experiment("loss_sharing", "3 s upload, 3 % loss on path a", _loss_sharing),
     Experiment("backup", "2 s upload, the second path marked backup", _backup),
     Experiment("fallback_mp_capable", "MP_CAPABLE stripped from the SYN",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from testbed.survey.experiments import ExperimentRecord
+from testbed.survey.experiments import HANDOVER_AT_S, ExperimentRecord
 from testbed.survey.wire_facts import WireFacts
 
 Link = tuple[str, str]  # (label, path relative to the survey's DIR)
@@ -246,9 +246,12 @@ def handover(ev: Evidence) -> Cell:
     connection, missing = _connection(ev, "handover")
     if missing:
         return missing
+    if not connection["bytes"]:  # nothing flowed before the outage either: no handover to judge
+        return _with_link(Cell(f"not measured: no byte got through ({_outcome_text(connection)}; "
+                               f"{'; '.join(connection.get('problems', [])[:1])})"), ev, "handover")
     survived = connection["outcome"] not in ("reset", "stalled") and connection["integrity"] == "ok"
     text = ("continues on path b" if survived else "does not survive") + \
-        f" after path a goes down at 1 s: {_shares(connection)}; {_outcome_text(connection)}"
+        f" after path a goes down at {HANDOVER_AT_S:g} s: {_shares(connection)}; {_outcome_text(connection)}"
     return _with_link(Cell(text), ev, "handover")
 
 

@@ -64,6 +64,7 @@ def test_capture_facts_from_a_synthetic_connection(tmp_path: Path) -> None:
 def _connection(outcome: str, subflows: list[tuple[str, int]], **extra: Any) -> dict[str, Any]:
     return {"client_stack": "kernel", "server_stack": "kernel", "mptcp": outcome != "fallback-syn",
             "outcome": outcome, "integrity": "ok", "goodput_mbps": 30.0,
+            "bytes": sum(b for _a, b in subflows),
             "subflows": [{"local": f"{a}:1", "bytes": b} for a, b in subflows],
             "counters": {"client": {"MPTcpExtMPJoinSynTx": 1}, "server": {"MPTcpExtMPJoinAckRx": 1}},
             "stack_counters": {"client": None, "server": None},
