@@ -243,7 +243,10 @@ def write_stdin(fd: int, request: TransferRequest, progress: StreamProgress,
                 raise IdleTimeout(f"the program read nothing of its stdin for {settings.io_timeout:g} s")
             continue
         if header:
-            count = os.write(fd, header)
+            try:
+                count = os.write(fd, header)
+            except BlockingIOError:
+                continue
             header = header[count:]
         else:
             window = source.window(sent, SEND_WINDOW if limit is None else min(SEND_WINDOW, limit - sent))
