@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError, TestbedError
-from testbed.survey.experiments import EXPERIMENT_NAMES, ExperimentRecord, Runner, run_experiments
+from testbed.survey.experiments import (
+    EXPERIMENT_NAMES,
+    INTERRUPTED,
+    ExperimentRecord,
+    Runner,
+    SurveyInterrupted,
+    run_experiments,
+)
 from testbed.survey.tables import TABLES, Cell, Evidence, decide, unmatched_probes
 from testbed.survey.targets import TARGET_FORMS, Target, parse_targets
 from testbed.survey.wire_facts import WireFacts, read_wire_facts
@@ -145,11 +152,19 @@ def run_survey(targets: list[Target], out: Path, names: tuple[str, ...], *, run_
     out.mkdir(parents=True, exist_ok=True)
     evidence: dict[str, Evidence] = {}
     records: dict[str, dict[str, ExperimentRecord]] = {}
+    interrupted: SurveyInterrupted | None = None
     for target in targets:
         directory = out / target.directory
         directory.mkdir(parents=True, exist_ok=True)
-        probes, note = gather_probes(target, directory, run_prober)
-        records[target.name] = run_experiments(target, out, names, runner=runner)
+        if interrupted is None:
+            probes, note = gather_probes(target, directory, run_prober)
+            try:
+                records[target.name] = run_experiments(target, out, names, runner=runner)
+            except SurveyInterrupted as stop:
+                interrupted, records[target.name] = stop, stop.records
+        else:  # the tables still get a column that says why it is empty
+            probes, note = None, INTERRUPTED
+            records[target.name] = {n: ExperimentRecord(n, "not-run", reason=INTERRUPTED) for n in names}
         evidence[target.name] = Evidence(
             target=target.name, records=records[target.name],
             wire=_wire_facts(out, records[target.name]), probes=probes, probes_note=note,
@@ -158,6 +173,8 @@ def run_survey(targets: list[Target], out: Path, names: tuple[str, ...], *, run_
     write_text_atomic(out / "survey.json", json.dumps(doc, indent=1) + "\n")
     write_text_atomic(out / "survey.md", survey_markdown(doc))
     write_text_atomic(out / "survey.html", survey_html(doc))
+    if interrupted is not None:  # the partial tables are written; the CLI reports the interruption
+        raise interrupted
     return doc
 
 

@@ -153,6 +153,15 @@ class ExperimentRecord:
 
 
 Runner = Callable[..., dict[str, Any]]
+INTERRUPTED = "survey interrupted (Ctrl-C or SIGTERM) before this experiment finished"
+
+
+class SurveyInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during an experiment; carries the target's records so far."""
+
+    def __init__(self, records: dict[str, ExperimentRecord]) -> None:
+        super().__init__(INTERRUPTED)
+        self.records = records
 
 
 def run_experiments(target: Target, out: Path, names: tuple[str, ...], *, runner: Runner | None = None,
@@ -184,7 +193,10 @@ def run_experiments(target: Target, out: Path, names: tuple[str, ...], *, runner
             spec = parse_spec(built, source=f"survey {target.name} {experiment.name}")
             doc = runner(spec, out / relative, progress=lambda _line: None)
         except KeyboardInterrupt:
-            raise
+            for name in names:  # this one and those not reached: said so in the tables
+                records.setdefault(name, ExperimentRecord(name, "not-run",
+                                                          reason=INTERRUPTED))
+            raise SurveyInterrupted(records) from None
         except (TestbedError, SpecError) as exc:
             records[experiment.name] = ExperimentRecord(experiment.name, "error", relative, exc.message)
             continue

@@ -163,3 +163,21 @@ def test_bad_survey_arguments() -> None:
     with pytest.raises(SpecError, match="unknown experiment 'nope'"):
         survey_command.run(args, runner=fake_runner)
     assert "fallback_checksum" in EXPERIMENT_NAMES
+
+
+def test_an_interrupted_survey_still_writes_its_tables(tmp_path: Path) -> None:
+    def interrupting_runner(spec: ExperimentSpec, out: Path, progress: Any = None) -> dict[str, Any]:
+        if spec.name.endswith("/checksum"):
+            raise KeyboardInterrupt("signal 15")
+        return fake_runner(spec, out, progress)
+
+    out = tmp_path / "survey"
+    args = argparse.Namespace(targets="kernel,python", out=str(out), experiments="baseline,checksum",
+                              stacks=None, no_probes=True)
+    with pytest.raises(KeyboardInterrupt):
+        survey_command.run(args, runner=interrupting_runner)
+    doc = json.loads((out / "survey.json").read_text())
+    rows = _rows(doc, "signalling")
+    assert rows["MP_CAPABLE"]["kernel"]["text"].startswith("yes: MPTCP v1 end to end")
+    assert rows["CHECKSUM"]["kernel"]["text"].startswith("not measured: survey interrupted")
+    assert rows["MP_CAPABLE"]["python"]["text"].startswith("not measured: survey interrupted")
