@@ -15,6 +15,9 @@ APT_PACKAGES=(
   # `testbed remote run` (docs/lab.md): ssh for the lab; sshd only as a program for the tests'
   # servers in namespaces (installed without starting or enabling the ssh service, see below)
   openssh-client openssh-server
+  # stack = "command" worked examples (docs/command-endpoints.md): a stock tool made MPTCP by
+  # mptcpize's LD_PRELOAD
+  ncat socat mptcpize
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -157,6 +157,7 @@ def cmd_delegated(args: argparse.Namespace) -> int:
 # (command words, module with add_arguments/run, help): one table, no registration by import
 DELEGATED = (
     ("matrix", "testbed.matrix", "run a fallback matrix: middleboxes x endpoint pairings"),
+    ("survey", "testbed.survey.command", "the IETF 87 survey tables for each target, by measurement"),
     ("findings", "testbed.findings_check", "RFC 8684 deviations: list them, or re-check each one"),
     ("compare", "testbed.compare", "compare result or matrix files against a baseline"),
     ("report", "testbed.report.command", "re-derive every plot and table from result files"),

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from testbed.endpoints.command_template import STACK_NAME
 from testbed.errors import SpecError, TestbedError
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -127,13 +128,17 @@ def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ..
 
 
 def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
+    """(client stack, server stack) of "CLIENT-SERVER"; a stack is one of STACKS or
+    "command:NAME", a command stack of the spec's [stacks.NAME] (docs/command-endpoints.md)."""
     if not isinstance(pairing, str) or pairing.count("-") != 1:
         raise SpecError(f"{where}: pairing {pairing!r} must be CLIENT-SERVER, e.g. kernel-python")
     client, server = pairing.split("-")
     for stack in (client, server):
-        if stack not in STACKS:
+        named = stack.startswith("command:") and STACK_NAME.fullmatch(stack.partition(":")[2])
+        if (stack not in STACKS or stack == "command") and not named:
             raise SpecError(f"{where}: pairing {pairing!r}: unknown stack {stack!r} "
-                            f"(known: {', '.join(STACKS)})")
+                            f"(known: {', '.join(s for s in STACKS if s != 'command')}, "
+                            f"command:NAME with a [stacks.NAME] table)")
     return client, server
 
 
@@ -145,7 +150,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     """Validate a matrix spec and every cell it implies; any problem is one SpecError line."""
     top = _check_table(raw, source, {
         "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
-        "reference": str, "degraded_below": (float, int),
+        "reference": str, "degraded_below": (float, int), "stacks": dict,
     }, required=("base", "middleboxes"))
     pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
     if not pairings:
@@ -236,6 +241,8 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
         raw["timeline"] = [*base.get("timeline", []), *copy.deepcopy(list(row.timeline))]
     if "capture" in base:
         raw["capture"] = base["capture"]
+    if "stacks" in matrix.raw:  # the command stacks a pairing may name (command:NAME)
+        raw["stacks"] = copy.deepcopy(matrix.raw["stacks"])
     expected = row.expect.get(pairing)
     accepted = parse_expectation(expected, f"{matrix.source}: row {row.name}") if expected else []
     if len(accepted) == 1:  # a cell that varies keeps its alternatives in the matrix only

@@ -85,6 +85,9 @@ class EndpointRecord:
     kernel: str | None = None
     # a VM endpoint's figures (testbed.endpoints.vm_kernel): boot_s, vcpu_busy, cpu_bound, ...
     vm: dict[str, Any] | None = None
+    # a command endpoint's program (stack = "command"): command line, exit status, stderr tail,
+    # where its kernel figures came from
+    command: dict[str, Any] | None = None
 
 
 @dataclass
@@ -118,7 +121,7 @@ class Result:
         if not self.interrupted:
             del doc["interrupted"]  # only interrupted runs carry the key, as before schema 2
         for record in doc["endpoints"].values():  # optional keys: absent when unknown, as before
-            for key in ("kernel", "vm"):
+            for key in ("kernel", "vm", "command"):
                 if record.get(key) is None:
                     record.pop(key, None)
         return json.loads(json.dumps(doc, default=str))

@@ -49,7 +49,7 @@ from testbed.results import (
     write_timeseries,
 )
 from testbed.sim.rng import derive_seed
-from testbed.spec import ExperimentSpec, check_against_topology
+from testbed.spec import EndpointSpec, ExperimentSpec, check_against_topology
 from topologies import build_topology
 
 Progress = Callable[[str], None]
@@ -203,12 +203,14 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
         command = endpoint_command(role, endpoint.stack, spec, listen,
                                    addresses[0][0] if role == "client" else None,
                                    work / f"{role}.samples.csv", [a for a, _dev in addresses], seed)
+        if endpoint.stack == "command":
+            command += command_program_options(spec, topo, endpoint, role)
         vm_state = None
         if endpoint.kernel is not None:  # a missing kernel stops here, before anything is built
             release = kernels.find_fetched(endpoint.kernel, kernels.cache_dir()).release
             vm_state = work / f"{role}.vm"
             command = vm_endpoint_command(role, release, vm_state, work, command)
-        record = EndpointRecord(stack=endpoint.stack, seed=seed,
+        record = EndpointRecord(stack=endpoint.label, seed=seed,
                                 payload_seed=spec.seed if role == sender else None, exit_code=None,
                                 kernel=release)
         endpoints[role] = EndpointPlan(role, endpoint.stack, endpoint.host, addresses, command, record,
@@ -216,6 +218,46 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
     shaped = {ev.link for ev in spec.timeline if ev.link}
     return RunPlan(spec, topo, backends, plan_bumps(spec, topo, backends), shaped,
                    listen, endpoints["client"], endpoints["server"])
+
+
+def command_program_options(spec: ExperimentSpec, topo: Topology, endpoint: EndpointSpec,
+                            role: str) -> list[str]:
+    """A command endpoint's program line, filled in for this topology (--command, --ready); a
+    placeholder the topology cannot fill or a program not on PATH is a SpecError."""
+    from testbed.endpoints.command_template import (
+        TemplateError,
+        TemplateValues,
+        fill_template,
+        missing_program,
+    )
+
+    assert endpoint.command is not None
+    values = TemplateValues(
+        client_addresses=tuple(a for a, _dev in _addresses(topo, spec.client.host)),
+        server_addresses=tuple(a for a, _dev in _addresses(topo, spec.server.host)),
+        port=spec.traffic.port, bytes=spec.traffic.bytes, seconds=spec.traffic.seconds,
+        timeout_s=spec.traffic.timeout_s, seed=spec.seed)
+    where = f"{spec.source}: the {role}'s command"
+    try:
+        line = fill_template(endpoint.command, values)
+    except TemplateError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    missing = missing_program(line)
+    if missing is not None:
+        raise SpecError(f"{where}: program {missing!r} not found on PATH (install it, e.g. with "
+                        f"scripts/setup.sh, or give its full path)")
+    server_options = ["--ready", endpoint.ready, "--done", endpoint.done] if role == "server" else []
+    return ["--command", line, *server_options]
+
+
+def command_problem(output: str) -> str | None:
+    """The message of a command endpoint's "command" error in its output (its program did not
+    start, become ready or exit), else None."""
+    try:
+        _listening, reports = parse_output(output)
+    except ReportError:
+        return None
+    return next((f"{r.role} command: {r.error}" for r in reports if r.error_kind == "command"), None)
 
 
 def vm_endpoint_command(role: str, release: str, state: Path, work: Path, command: list[str]) -> list[str]:
@@ -386,9 +428,13 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     first = server_proc.stdout.readline() if server_proc.stdout else ""
     if '"listening"' not in first:
-        server_proc.kill()
         if client_proc is not None:
             client_proc.kill()
+        problem = command_problem(first)
+        if problem is not None:  # the user's program, not the testbed: bad input
+            finish_endpoint(server_proc, grace_s=5)
+            raise SpecError(problem)
+        server_proc.kill()
         raise RunFailed(f"server endpoint did not start: {first.strip()} "
                         f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
     progress(f"server listening on {plan.listen}; client {plan.client.stack} -> server {plan.server.stack}, "
@@ -468,6 +514,9 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         raise RunFailed(f"unreadable endpoint output: {exc}; {stderr_tails}") from exc
     if not client_reports or not server_reports:
         raise RunFailed(f"an endpoint produced no report; {stderr_tails}")
+    problem = command_problem(client_out.stdout) or command_problem(server_out.stdout)
+    if problem is not None:  # a command endpoint's program never exited: bad input, no result
+        raise SpecError(problem)
     record = merge_reports(client_reports[-1], server_reports[-1])
     counters = {host: kernel_mptcp.counter_deltas(transfer.counters_before[host],
                                                   transfer.counters_after[host])
@@ -486,8 +535,8 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
     if spec.capture and (work / "capture.pcap").exists():
         shutil.copy(work / "capture.pcap", out_dir / "capture.pcap")
     connection = ConnectionResult(
-        client_stack=plan.client.stack,
-        server_stack=plan.server.stack,
+        client_stack=plan.client.record.stack,
+        server_stack=plan.server.record.stack,
         mptcp=record.mptcp_used,
         outcome=outcome,
         evidence=evidence,
@@ -535,7 +584,8 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         expect=spec.expect,
         expectations=expectations,
         endpoints={e.role: replace(e.record, exit_code=outputs[e.role].exit_code,
-                                   **_vm_fields(transfer.vm_summaries.get(e.role)))
+                                   **_vm_fields(transfer.vm_summaries.get(e.role)),
+                                   **_command_fields(e, record))
                    for e in plan.endpoints},
         teardown_problems=teardown_problems,
         interrupted=transfer.interrupted,
@@ -549,6 +599,16 @@ def _vm_fields(summary: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     return {"kernel": summary["kernel"],
             "vm": {k: v for k, v in summary.items() if not k.startswith("counters_")}}
+
+
+def _command_fields(endpoint: EndpointPlan, record: Any) -> dict[str, Any]:
+    """A command endpoint's record: its program line, exit status, stderr tail, kernel view."""
+    if endpoint.stack != "command":
+        return {}
+    report = record.client if endpoint.role == "client" else record.server
+    line = endpoint.command[endpoint.command.index("--command") + 1]
+    return {"command": {"line": line, "exit_status": report.command_exit_status,
+                        "stderr_tail": report.command_stderr, "kernel_view": report.kernel_view}}
 
 
 def _transfer_progress(spec: ExperimentSpec, stream: TextIO | None) -> TransferProgress | None:

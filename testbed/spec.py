@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-STACKS = ("kernel", "tcp", "python")
+STACKS = ("kernel", "tcp", "python", "command")
 KERNEL_CONGESTION_CONTROLS = ("reno", "cubic", "bbr")
 OUTCOMES = ("mptcp", "fallback-syn", "fallback-infinite-map", "mp-fail", "subflow-rejected",
             "reset", "stalled")
@@ -78,6 +78,17 @@ class EndpointSpec:
     # a kernel endpoint on a fetched kernel in a VM (testbed.endpoints.vm_kernel): a release
     # prefix or "newest"; None = the host's kernel in the host's namespace
     kernel: str | None = None
+    # a command endpoint (stack = "command", testbed.endpoints.command_endpoint): the program's
+    # command line template, how the server shows it is ready, and the [stacks.NAME] it came from
+    command: str | None = None
+    ready: str = "listen"
+    command_name: str | None = None
+    done: str = "exit"  # when the server's transfer is over: its program exits, or the peer closed
+
+    @property
+    def label(self) -> str:
+        """The stack as results name it: "command:NAME" for a named command stack."""
+        return f"command:{self.command_name}" if self.command_name else self.stack
 
 
 @dataclass(frozen=True)
@@ -189,8 +200,9 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     top = _table(raw, source, {
         "name": str, "description": str, "seed": int, "topology": dict, "middleboxes": list,
         "endpoints": list, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
-        "expect": dict,
+        "expect": dict, "stacks": dict,
     }, required=("topology", "endpoints", "traffic"))
+    stacks = parse_command_stacks(top.get("stacks", {}), f"{source}: [stacks]")
 
     topo_raw = _table(top["topology"], f"{source}: [topology]", {"name": str, "params": dict},
                       required=("name",))
@@ -205,17 +217,21 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     for i, item in enumerate(top["endpoints"]):
         where = f"{source}: endpoints[{i}]"
         ep = _table(item, where, {"role": str, "host": str, "stack": str, "stack_config": dict,
-                                  "kernel": str}, required=("role", "stack"))
+                                  "kernel": str, "command": str, "ready": str, "done": str},
+                    required=("role", "stack"))
         if ep["role"] not in ("client", "server"):
             raise SpecError(f"{where}.role: {ep['role']!r} is not client or server")
-        if ep["stack"] not in STACKS:
-            raise SpecError(f"{where}.stack: unknown stack {ep['stack']!r} (known: {', '.join(STACKS)})")
+        command_name, command, ready, done = _command_endpoint(ep, stacks, where)
+        stack = "command" if ep["stack"].startswith("command:") else ep["stack"]
+        if stack not in STACKS:
+            raise SpecError(f"{where}.stack: unknown stack {ep['stack']!r} (known: {', '.join(STACKS)}, "
+                            f"command:NAME)")
         stack_config = dict(ep.get("stack_config", {}))
         if stack_config:
-            _validate_stack_config(stack_config, ep["stack"], f"{where}.stack_config")
-        kernel = _endpoint_kernel(ep.get("kernel"), ep["stack"], f"{where}.kernel")
-        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), ep["stack"], stack_config,
-                                      kernel))
+            _validate_stack_config(stack_config, stack, f"{where}.stack_config")
+        kernel = _endpoint_kernel(ep.get("kernel"), stack, f"{where}.kernel")
+        endpoints.append(EndpointSpec(ep["role"], ep.get("host", ep["role"]), stack, stack_config,
+                                      kernel, command, ready, command_name, done))
     roles = sorted(e.role for e in endpoints)
     if roles != ["client", "server"]:
         raise SpecError(f"{source}: endpoints must be exactly one client and one server, got {roles}")
@@ -233,6 +249,9 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         raise SpecError(f"{source}: [traffic] bytes/seconds must be positive")
     if tr.get("direction", "upload") not in ("upload", "download"):
         raise SpecError(f"{source}: [traffic].direction must be upload or download")
+    if tr.get("direction") == "download" and any(e.stack == "command" for e in endpoints):
+        raise SpecError(f"{source}: [traffic].direction: command endpoints carry the payload client "
+                        f"-> server only; use direction = \"upload\"")
     if not 1 <= tr.get("port", 5201) <= 65535:
         raise SpecError(f"{source}: [traffic].port must be 1..65535")
     if not 10 <= tr.get("sample_ms", 50) <= 100:
@@ -340,6 +359,76 @@ def _middlebox_event(ev: dict[str, Any], middleboxes: list[MiddleboxPlacement],
                         f"(the node's middleboxes in spec order)")
     slot = f"{node}.{int(index_text) if dot else 0}"
     return TimelineEvent(float(ev["at_s"]), middlebox=slot, active=ev["active"])
+
+
+def parse_command_stacks(raw: Any, where: str) -> dict[str, dict[str, str]]:
+    """`[stacks.NAME]` tables: a named command stack (client and server command templates, the
+    server's readiness) that endpoints and matrix pairings name as `command:NAME`."""
+    from testbed.endpoints.command_template import (
+        STACK_NAME,
+        TemplateError,
+        check_done,
+        check_ready,
+        check_template,
+    )
+
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: must be a table of [stacks.NAME] tables")
+    stacks: dict[str, dict[str, str]] = {}
+    for name, table in raw.items():
+        if not STACK_NAME.fullmatch(name):
+            raise SpecError(f"{where}: stack name {name!r} must be 1-40 letters, digits, '_' or '.' "
+                            f"(no '-': it separates a pairing's client and server)")
+        entry = _table(table, f"{where}.{name}", {"client": str, "server": str, "ready": str,
+                                                   "done": str, "description": str},
+                       required=("client", "server"))
+        try:
+            for role in ("client", "server"):
+                check_template(entry[role])
+            check_ready(entry.get("ready", "listen"))
+            check_done(entry.get("done", "exit"))
+        except TemplateError as exc:
+            raise SpecError(f"{where}.{name}: {exc}") from None
+        stacks[name] = dict(entry)
+    return stacks
+
+
+def _command_endpoint(ep: dict[str, Any], stacks: dict[str, dict[str, str]],
+                      where: str) -> tuple[str | None, str | None, str, str]:
+    """(stack name, command template, ready, done) of a command endpoint; (None, None,
+    "listen", "exit") for another stack, which must not carry command keys."""
+    from testbed.endpoints.command_template import TemplateError, check_done, check_ready, check_template
+
+    stack: str = ep["stack"]
+    if not (stack == "command" or stack.startswith("command:")):
+        extra = [key for key in ("command", "ready", "done") if key in ep]
+        if extra:
+            raise SpecError(f"{where}.{extra[0]}: only command endpoints (stack = \"command\") take "
+                            f"a {extra[0]} (this one is {stack})")
+        return None, None, "listen", "exit"
+    name = stack.partition(":")[2] or None
+    if name is None:
+        if "command" not in ep:
+            raise SpecError(f"{where}: stack = \"command\" needs command = \"PROGRAM ARGS...\" "
+                            f"(or stack = \"command:NAME\" with a [stacks.NAME] table)")
+        command, ready, done = ep["command"], ep.get("ready", "listen"), ep.get("done", "exit")
+    else:
+        if name not in stacks:
+            raise SpecError(f"{where}.stack: no [stacks.{name}] table in this spec "
+                            f"(defined: {', '.join(stacks) or 'none'})")
+        if "command" in ep:
+            raise SpecError(f"{where}.command: stack {stack!r} takes its command from [stacks.{name}]")
+        table = stacks[name]
+        command = table[ep["role"]]
+        ready = ep.get("ready", table.get("ready", "listen"))
+        done = ep.get("done", table.get("done", "exit"))
+    try:
+        check_template(command)
+        check_ready(ready)
+        check_done(done)
+    except TemplateError as exc:
+        raise SpecError(f"{where}.command: {exc}") from None
+    return name, command, ready, done
 
 
 def _endpoint_kernel(value: str | None, stack: str, where: str) -> str | None:

@@ -2,8 +2,9 @@
 
 ``kernel``: the endpoint program on the Linux kernel's MPTCP (IPPROTO_MPTCP) or plain TCP;
 ``stack_endpoint``: the same program on the bundled Python stack, whose per-connection
-transfer protocol is ``stack_transfer``; ``report``: the JSON report format those programs
-print and the runner reads.
+transfer protocol is ``stack_transfer``; ``command_endpoint``: a user's program run under
+the command contract; ``report``: the JSON report format those programs print and the
+runner reads.
 """
 
 # the endpoint program of each stack: every one takes the same command line and prints the
@@ -12,4 +13,6 @@ ENDPOINT_MODULES = {
     "kernel": "testbed.endpoints.kernel",
     "tcp": "testbed.endpoints.kernel",
     "python": "testbed.endpoints.stack_endpoint",
+    # a user's program under the command contract (docs/command-endpoints.md)
+    "command": "testbed.endpoints.command_endpoint",
 }

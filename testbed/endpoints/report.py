@@ -31,6 +31,7 @@ ErrorKind = Literal[
     "protocol",  # the peer is not a testbed endpoint, or sent data it must not
     "interrupted",  # SIGTERM/SIGINT before the connection finished
     "os",  # any other system call failure
+    "command",  # a command endpoint's program did not start, become ready or exit
 ]
 
 
@@ -111,6 +112,12 @@ class EndpointReport:
     # The bundled Python stack's own per-connection counters (MPTcpExt names where the
     # kernel has one, see testbed.mptcp.counters); None for a kernel endpoint.
     stack_counters: dict[str, int] | None = None
+    # A command endpoint (stack = "command"): its program's exit status (None: killed or never
+    # started), the tail of its stderr, and where the kernel figures came from ("ss", or why
+    # there are none). None for the other stacks.
+    command_exit_status: int | None = None
+    command_stderr: str | None = None
+    kernel_view: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
