@@ -23,6 +23,7 @@ from testbed.net.state import NETNS_DIR, netns_inode
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+SOAK_LABEL = "testbed soak"  # the soak's own process in the samples
 
 
 @dataclass
@@ -122,7 +123,7 @@ class ProcessSampler:
         """(pid, label, node) of every python process of the run, the soak included."""
         inodes = {ino: node for node, name in self.namespaces.items()
                   if (ino := netns_inode(name)) is not None}
-        found = [(os.getpid(), "testbed soak", "root")]
+        found = [(os.getpid(), SOAK_LABEL, "root")]
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue

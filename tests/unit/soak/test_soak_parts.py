@@ -131,6 +131,17 @@ def test_every_criterion_passes_on_a_clean_record_and_fails_by_name() -> None:
     assert failed["leaks"] == ["namespace tb-abcdef-client"]
 
 
+def test_the_soak_process_descriptors_are_judged_by_the_census_only() -> None:
+    busy = _series({0: 20000}, fds=20)
+    busy.label = "testbed soak"
+    busy.samples[-20:] = [(t, a, r, 24) for t, a, r, _ in busy.samples[-20:]]  # endpoint pipes
+    record = _record([busy])
+    assert next(c for c in evaluate(record, [judge_process(busy)]) if c["name"] == "fds")["passed"]
+    record.census_after["soak_fds"] = 7
+    problems = next(c for c in evaluate(record, []) if c["name"] == "fds")["problems"]
+    assert problems == ["the soak process: 6 fds before the build, 7 after teardown"]
+
+
 def test_the_abuse_criterion_names_what_did_not_happen() -> None:
     record = _record([_series({0: 20000})])
     record.transfers[0]["nat"]["after"]["expired"] = 0
