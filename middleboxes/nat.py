@@ -99,6 +99,10 @@ class Nat(MiddleboxBase):
     def owned_addresses(self) -> list[str]:
         return [self.public_address]
 
+    def state_counters(self) -> dict[str, int]:
+        """Mappings live, expired and refused for lack of ports (result.json, the soak)."""
+        return {"mappings": len(self._by_key), "expired": self.expired, "exhausted": self.exhausted}
+
     def mappings(self) -> list[NatMapping]:
         """Live mappings, least recently used first (for tests and result files)."""
         return list(self._by_key.values())

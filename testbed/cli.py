@@ -172,6 +172,7 @@ DELEGATED = (
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
     ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
+    ("soak", "testbed.soak.command", "long run under flaps, NAT timeouts, box toggles: leaks, RSS, verdicts"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",

@@ -49,7 +49,7 @@ from testbed.results import (
     write_timeseries,
 )
 from testbed.sim.rng import derive_seed
-from testbed.spec import EndpointSpec, ExperimentSpec, check_against_topology
+from testbed.spec import EndpointSpec, ExperimentSpec, TimelineEvent, check_against_topology
 from topologies import build_topology
 
 Progress = Callable[[str], None]
@@ -620,6 +620,28 @@ def _transfer_progress(spec: ExperimentSpec, stream: TextIO | None) -> TransferP
                             label=spec.name, stream=stream)
 
 
+def apply_timeline_event(net: Network, event: TimelineEvent, now: float,
+                         progress: Progress) -> dict[str, Any]:
+    """Apply one timeline entry to the live network at `now` (seconds on the caller's clock);
+    returns its entry of result.json's timeline (with the box's counters at a switch)."""
+    if event.middlebox:
+        node, index = event.middlebox_slot
+        assert event.active is not None
+        counters = net.set_middlebox_active(node, index, event.active)
+        progress(f"t={now:5.2f}s middlebox {event.middlebox} {'on' if event.active else 'off'}")
+        return {"at_s": round(now, 3), "planned_at_s": event.at_s, "middlebox": event.middlebox,
+                "active": event.active, "counters": counters}
+    entry: dict[str, Any] = {"at_s": round(now, 3), "planned_at_s": event.at_s, "link": event.link}
+    if event.set:
+        entry["params"] = net.change_link(event.link, event.set).as_dict()
+    if event.up is not None:
+        net.set_link_up(event.link, event.up)
+        entry["up"] = event.up
+    progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
+             f"{'' if event.up is None else (' up' if event.up else ' down')}")
+    return entry
+
+
 def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess.Popen, started: float,
                      work: Path, timeline_log: list[dict[str, Any]], progress: Progress,
                      observer: Observer | None, bar: TransferProgress | None) -> None:
@@ -637,26 +659,7 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
         while client_proc.poll() is None:
             now = time.monotonic() - started
             while pending and pending[0].at_s <= now:
-                event = pending.pop(0)
-                if event.middlebox:
-                    node, index = event.middlebox_slot
-                    assert event.active is not None
-                    counters = net.set_middlebox_active(node, index, event.active)
-                    timeline_log.append({"at_s": round(now, 3), "planned_at_s": event.at_s,
-                                         "middlebox": event.middlebox, "active": event.active,
-                                         "counters": counters})
-                    progress(f"t={now:5.2f}s middlebox {event.middlebox} "
-                             f"{'on' if event.active else 'off'}")
-                    continue
-                entry = {"at_s": round(now, 3), "planned_at_s": event.at_s, "link": event.link}
-                if event.set:
-                    entry["params"] = net.change_link(event.link, event.set).as_dict()
-                if event.up is not None:
-                    net.set_link_up(event.link, event.up)
-                    entry["up"] = event.up
-                timeline_log.append(entry)
-                progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
-                         f"{'' if event.up is None else (' up' if event.up else ' down')}")
+                timeline_log.append(apply_timeline_event(net, pending.pop(0), now, progress))
             if time.monotonic() > deadline:
                 client_proc.terminate()  # the endpoint reports what got through, then exits
                 break

@@ -291,6 +291,9 @@ class MiddleboxPipeline:
         out = []
         for box in self._boxes:
             entry: dict[str, Any] = {"name": box.name, "counters": box.counters.as_dict()}
+            state = getattr(box, "state_counters", None)  # a stateful box's table sizes (nat)
+            if state is not None:
+                entry["state"] = state()
             log = getattr(box, "change_log", None)
             if log is not None and log.enabled:
                 entry["change_log"] = {"entries": log.entries, "overflow": log.overflow}

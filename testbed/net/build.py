@@ -109,6 +109,26 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(signum)  # now, through the handler the runner installed
 
 
+def _close_shell_pty(node: Any) -> None:
+    """Close the pseudo-terminal Mininet opened for a node's shell, which Mininet never closes
+    (its own comment says so): two descriptors per node per run, found by `testbed soak`."""
+    from mininet.node import Node
+
+    stdin = getattr(node, "stdin", None)
+    if stdin is not None:
+        with contextlib.suppress(ValueError, OSError):
+            fileno = stdin.fileno()
+            Node.outToNode.pop(fileno, None)
+            Node.inToNode.pop(fileno, None)
+        with contextlib.suppress(OSError):
+            stdin.close()
+    slave = getattr(node, "slave", None)
+    if isinstance(slave, int):
+        with contextlib.suppress(OSError):
+            os.close(slave)
+        node.slave = None
+
+
 class Network:
     """One built topology. Use as a context manager: teardown always runs."""
 
@@ -211,6 +231,7 @@ class Network:
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 node.shell = None  # the shell died with its namespace; stop Mininet touching it
+            _close_shell_pty(node)
         self.nodes.clear()
         self.timings["teardown_s"] = time.monotonic() - started
 

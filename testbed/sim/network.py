@@ -309,8 +309,9 @@ class SimNetwork:
                 node.endpoint.receive_packet(packet, self.scheduler.now)
             except SimulationError:
                 raise
-            except Exception as error:
-                raise self._failed(node, "receive_packet", error) from error
+            except Exception as error:  # a segment the handler cannot take: dropped, counted,
+                node.counters.count_receive_error(error)  # and the endpoint pumped as usual
+                self._trace("receive-error", node.name, packet)
             if not node.pump_pending:
                 node.pump_pending = True
                 self.scheduler.call_at(self.scheduler.now, self._pump_event, node)
@@ -372,6 +373,9 @@ class SimNetwork:
     @staticmethod
     def _node_counters(node: Node) -> dict[str, object]:
         counters: dict[str, object] = dict(node.counters.as_dict())
+        if node.counters.receive_error_reasons:
+            counters["receive_errors"] = dict(node.counters.receive_error_reasons)
+            counters["last_receive_error"] = node.counters.last_receive_error
         if isinstance(node, RouterNode) and node.chain is not None:
             counters["middleboxes"] = node.chain.counters()
             counters["middlebox_errors"] = node.chain.errors_counted()

@@ -9,7 +9,7 @@ with static routes, longest prefix first.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from testbed.sim.endpoint import PacketEndpoint
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class NodeCounters:
-    """Packets a node could not place: no route, not addressed to it, TTL expired."""
+    """Packets a node could not place: no route, not addressed to it, TTL expired; and, at an
+    endpoint, packets its receive handler raised on (dropped and counted by reason,
+    `receive:<exception type>`, as the python endpoint's driver does)."""
 
     sent: int = 0
     received: int = 0
@@ -29,12 +31,22 @@ class NodeCounters:
     dropped_no_route: int = 0
     dropped_not_local: int = 0
     dropped_ttl: int = 0
+    dropped_receive_error: int = 0
+    receive_error_reasons: dict[str, int] = field(default_factory=dict)
+    last_receive_error: str = ""
+
+    def count_receive_error(self, error: Exception) -> None:
+        reason = f"receive:{type(error).__name__}"
+        self.dropped_receive_error += 1
+        self.receive_error_reasons[reason] = self.receive_error_reasons.get(reason, 0) + 1
+        self.last_receive_error = f"{type(error).__name__}: {error}"[:200]
 
     def as_dict(self) -> dict[str, int]:
         return {
             "sent": self.sent, "received": self.received, "forwarded": self.forwarded,
             "dropped_no_route": self.dropped_no_route,
             "dropped_not_local": self.dropped_not_local, "dropped_ttl": self.dropped_ttl,
+            "dropped_receive_error": self.dropped_receive_error,
         }
 
 

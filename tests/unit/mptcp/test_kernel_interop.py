@@ -4,7 +4,10 @@ Namespace K runs kernel MPTCP sockets (IPPROTO_MPTCP) on 10.99.x.1; namespace S 
 stack (`stack_peer.py`) on AF_PACKET with addresses the kernel of S does not own, reached
 through static neighbour entries in K. Each test moves a known byte pattern both ways and
 checks the hashes, our outcome, and the kernel's MPTcpExt counters (nstat) in K.
-Exactly the namespaces created here are deleted afterwards.
+Exactly the namespaces created here are deleted afterwards. They are made as a testbed run's
+(testbed.net.state.RunState: `tb-<run>-mpk`, `tb-<run>-mps`, recorded before they exist), so a
+test killed half-way leaves nothing `testbed clean` does not know, and the suite's leak check
+counts them as the session's own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from testbed.net.state import NETNS_PATTERN, RUNS_DIR, RunState, delete_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -69,16 +74,27 @@ def _available() -> bool:
 
 
 class Namespaces:
+    """Namespace K (kernel) and S (our stack), recorded as one testbed run before they exist."""
+
     def __init__(self) -> None:
-        suffix = f"{os.getpid()}{time.monotonic_ns() % 100000}"
-        self.kernel = f"mpk{suffix}"
-        self.stack = f"mps{suffix}"
-        self.created: list[str] = []
+        self.state: RunState | None = None
+        self.kernel = self.stack = ""
 
     def __enter__(self) -> Namespaces:
+        self.state = RunState.create()
+        self.kernel, self.stack = self.state.netns_name("mpk"), self.state.netns_name("mps")
+        try:
+            self._build()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _build(self) -> None:
+        assert self.state is not None
         for name in (self.kernel, self.stack):
+            self.state.add_netns(name)  # recorded first: `testbed clean` can always find it
             _run("ip", "netns", "add", name)
-            self.created.append(name)
         _run("ip", "link", "add", "vk", "netns", self.kernel, "type", "veth", "peer", "name",
              "vs", "netns", self.stack)
         _run("ip", "-n", self.kernel, "addr", "add", "10.99.0.1/24", "dev", "vk")
@@ -99,11 +115,14 @@ class Namespaces:
         _run("ip", "netns", "exec", self.kernel, "sysctl", "-q", "-w", "net.mptcp.enabled=1")
         _run("ip", "netns", "exec", self.kernel, "ip", "mptcp", "limits", "set", "subflows",
              "4", "add_addr_accepted", "4")
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        for name in self.created:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        if self.state is None:
+            return
+        problems = delete_netns(list(self.state.netns))  # its processes first, then the names
+        self.state.remove()
+        self.state = None
+        assert not problems, problems
 
     def in_kernel(self, *command: str) -> None:
         _run("ip", "netns", "exec", self.kernel, *command)
@@ -280,3 +299,20 @@ def test_loss_recovery_against_kernel_with_three_percent_loss_each_way() -> None
     assert ours["stats"]["outcome"] == "mptcp"
     sent = sum(s["bytes_sent"] for s in ours["stats"]["subflows"])
     assert sent > 3_000_000  # some bytes went twice: losses really happened and were repaired
+
+
+@needs_root
+def test_its_namespaces_are_known_to_testbed_clean_and_to_the_leak_check() -> None:
+    from tests.conftest import MARKER, _foreign
+
+    with Namespaces() as ns:
+        assert ns.state is not None
+        run_file = RUNS_DIR / f"{ns.state.run_id}.json"
+        record = json.loads(run_file.read_text())
+        # what `testbed clean` reads: a run whose runner is gone has these namespaces deleted
+        assert record["netns"] == [ns.kernel, ns.stack] and record["runner_pid"] == os.getpid()
+        assert all(NETNS_PATTERN.match(name) for name in (ns.kernel, ns.stack))
+        # the session's leak check counts them as its own, were they left behind
+        assert not _foreign(ns.kernel, os.environ.get(MARKER, "no-session"))
+    assert not run_file.exists()
+    assert not (Path("/run/netns") / record["netns"][0]).exists()

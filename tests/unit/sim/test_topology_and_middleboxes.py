@@ -9,6 +9,7 @@ from middleboxes.contract import Direction
 from testbed.net.params import LinkParams
 from testbed.sim.network import SimNetwork
 from testbed.sim.scheduler import SimulationError
+from testbed.wire.types import Packet
 from tests.unit.sim.toy_endpoints import (
     Burst,
     DropMatching,
@@ -221,16 +222,44 @@ def test_router_middleboxes_see_directions_by_arrival_link_and_can_hold() -> Non
 
 
 class Exploding(Sink):
-    def receive_packet(self, packet: object, now: float) -> None:  # type: ignore[override]
+    """Raises on every segment whose sequence number is odd, as a stack might on a segment it
+    cannot place; keeps the others."""
+
+    def receive_packet(self, packet: Packet, now: float) -> None:  # type: ignore[override]
+        if packet.tcp.seq % 2:
+            raise KeyError("no such subflow")
+        super().receive_packet(packet, now)
+
+
+class TimerExploding(Sink):
+    def get_timer(self) -> float | None:
+        return 0.25
+
+    def handle_timer(self, now: float) -> None:
         raise KeyError("no such subflow")
 
 
-def test_an_endpoint_failure_names_the_endpoint_call_and_time() -> None:
+def test_a_segment_the_endpoint_raises_on_is_dropped_counted_by_reason_and_the_run_goes_on() -> None:
     network = SimNetwork(1)
-    sender = network.add_endpoint("a", Burst([data_packet("10.0.0.1", "10.0.0.2", 0, 10)]))
-    network.add_link("ab", sender, network.add_endpoint("b", Exploding()), LinkParams(delay_ms=3),
+    sender = network.add_endpoint("a", Burst([data_packet("10.0.0.1", "10.0.0.2", seq, 10)
+                                              for seq in (0, 1, 2, 3, 4)]))
+    sink = Exploding()
+    network.add_link("ab", sender, network.add_endpoint("b", sink), LinkParams(delay_ms=3),
                      a_address="10.0.0.1", b_address="10.0.0.2")
-    with pytest.raises(SimulationError, match=r"endpoint b raised KeyError in receive_packet "
-                                              r"at t=0\.003000") as caught:
+    network.run()
+    assert [packet.tcp.seq for _when, packet in sink.received] == [0, 2, 4]
+    counters = network.counters()["nodes"]["b"]
+    assert counters["received"] == 5 and counters["dropped_receive_error"] == 2
+    assert counters["receive_errors"] == {"receive:KeyError": 2}
+    assert counters["last_receive_error"] == "KeyError: 'no such subflow'"
+
+
+def test_an_endpoint_failure_in_its_timer_names_the_endpoint_call_and_time() -> None:
+    network = SimNetwork(1)
+    network.add_link("ab", network.add_endpoint("a", Sink()),
+                     network.add_endpoint("b", TimerExploding()), LinkParams(delay_ms=3),
+                     a_address="10.0.0.1", b_address="10.0.0.2")
+    with pytest.raises(SimulationError, match=r"endpoint b raised KeyError in handle_timer "
+                                              r"at t=0\.250000") as caught:
         network.run()
     assert isinstance(caught.value.__cause__, KeyError)
