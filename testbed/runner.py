@@ -37,7 +37,7 @@ from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.families import check_families
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, new_run_id, work_dir_of
-from testbed.net.topo import Topology, ip_version
+from testbed.net.topo import Topology, family_label, ip_version
 from testbed.outcome import classify
 from testbed.progress import TransferProgress
 from testbed.result import RESULT_FILE, ConnectionResult, EndpointRecord, Result, SubflowResult
@@ -516,7 +516,7 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         evidence=evidence,
         subflows=[SubflowResult(local=s.local, remote=s.remote, bytes=s.bytes_acked, bytes_sent=s.bytes_sent,
                                 bytes_retrans=s.bytes_retrans, rtt_ms=round(s.rtt_us / 1000, 3),
-                                open_at_end=s.open_at_end)
+                                open_at_end=s.open_at_end, family=family_label(s.local))
                   for s in record.subflows],
         bytes=record.bytes,
         duration_s=record.client.duration_s if spec.traffic.direction == "upload"

@@ -391,8 +391,9 @@ def check_against_topology(spec: ExperimentSpec, topo: Topology) -> None:
     for address in spec.mptcp.server_signal:
         if (version := ip_version(address)) not in topo.versions:
             raise SpecError(f"{spec.source}: [mptcp].server_signal {address!r} is an IPv{version} "
-                            f"address but {topo.name} has family = {topo.family!r}; use one of "
-                            f"{', '.join(server_addresses)} (or [topology.params] family = \"dual\")")
+                            f"address but {topo.name} is IPv{topo.versions[0]}-only (family = "
+                            f"{topo.family!r}); use one of {', '.join(server_addresses)} (or "
+                            f"[topology.params] family = \"dual\")")
         if address not in server_addresses:
             raise SpecError(f"{spec.source}: [mptcp].server_signal {address!r} is not an address of "
                             f"{spec.server.host} ({', '.join(server_addresses)})")

@@ -54,9 +54,12 @@ def _route_kwargs(route: Any) -> dict[str, Any]:
 
 
 def _unicast_routes(ipr: IPRoute) -> list[Any]:
-    """The unicast routes of both families outside the local table (the routes sockets use)."""
+    """The unicast routes of both families outside the local table (the routes sockets use),
+    without IPv6 link-local ones: no subflow uses them, and every interface has the same
+    fe80::/64, which an IPv6 route replace (matched without the device) would merge."""
     return [r for family in (socket.AF_INET, socket.AF_INET6) for r in ipr.route("dump", family=family)
-            if r["type"] == RTN_UNICAST and r.get_attr("RTA_TABLE") != RT_TABLE_LOCAL]
+            if r["type"] == RTN_UNICAST and r.get_attr("RTA_TABLE") != RT_TABLE_LOCAL
+            and not str(r.get_attr("RTA_DST") or "").lower().startswith("fe80:")]
 
 
 def set_route_congestion_control(netns: str, algorithm: str) -> int:
