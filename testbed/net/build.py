@@ -47,12 +47,14 @@ def node_sysctls(kind: NodeKind, versions: tuple[int, ...]) -> dict[str, str]:
     """The sysctls of one node: IPv6 stays disabled unless the topology carries it (and always in
     middlebox bumps, which bridge frames and own no address); where it is on, no router
     solicitations or autoconfiguration, and no duplicate address detection (addresses are also
-    added nodad) so nothing waits for DAD before the first packet."""
+    added nodad) so nothing waits for DAD before the first packet. keep_addr_on_down: a link
+    flap (timeline `up = false`) must not flush the IPv6 addresses, as it does not the IPv4."""
     ipv6 = 6 in versions and kind is not NodeKind.MIDDLEBOX
     settings = {f"net.ipv6.conf.{scope}.disable_ipv6": "0" if ipv6 else "1" for scope in ("all", "default")}
     if ipv6:
         for scope in ("all", "default"):
             settings |= {f"net.ipv6.conf.{scope}.accept_dad": "0",
+                         f"net.ipv6.conf.{scope}.keep_addr_on_down": "1",
                          f"net.ipv6.conf.{scope}.accept_ra": "0",
                          f"net.ipv6.conf.{scope}.autoconf": "0",
                          f"net.ipv6.conf.{scope}.router_solicitations": "0"}
@@ -256,6 +258,7 @@ class Network:
                 settings[f"net.ipv6.conf.{iface.name}.disable_ipv6"] = "0" if ipv6_on else "1"
                 if ipv6_on:
                     settings[f"net.ipv6.conf.{iface.name}.accept_dad"] = "0"
+                    settings[f"net.ipv6.conf.{iface.name}.keep_addr_on_down"] = "1"
                     settings[f"net.ipv6.conf.{iface.name}.accept_ra"] = "0"
                     settings[f"net.ipv6.conf.{iface.name}.autoconf"] = "0"
         self._sysctl(name, settings)
