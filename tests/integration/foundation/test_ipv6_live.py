@@ -5,6 +5,7 @@ to IPv4. A capture read by tshark shows which family carried the data."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 from pathlib import Path
@@ -145,3 +146,32 @@ def test_link_emulation_treats_ipv6_as_ipv4(tmp_path: Path) -> None:
     # a's goodput depends on where cubic's losses fall, too noisy to compare in one short run
     assert abs(v6["bytes_b"] - v4["bytes_b"]) <= 0.25 * v4["bytes_b"], summary
     assert abs(v6["rtt_a"] - v4["rtt_a"]) <= max(10.0, 0.5 * v4["rtt_a"]), summary
+
+
+def test_ipv6_path_carries_data_again_after_a_link_flap(tmp_path: Path) -> None:
+    """Linux flushes IPv6 addresses when a link goes down unless keep_addr_on_down is set; the
+    testbed sets it, so the flapped path comes back with its address and its routes."""
+    result = run_spec(tmp_path, f"""
+[topology]
+name = "handover"
+[topology.params]
+family = "ipv6"
+{KERNEL_PAIR}
+[traffic]
+seconds = 4
+[[timeline]]
+at_s = 1.0
+link = "wifi"
+up = false
+[[timeline]]
+at_s = 2.0
+link = "wifi"
+up = true
+""")
+    (conn,) = result["connections"]
+    assert conn["integrity"] == "ok" and result["teardown_problems"] == []
+    with open(tmp_path / "out-spec" / "timeseries.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    wifi_after = sum(float(r["bytes"]) for r in rows
+                     if float(r["t_s"]) > 2.5 and r["local"].startswith("[fd00:10:0:1::1]"))
+    assert wifi_after > 500_000, rows[-4:]
