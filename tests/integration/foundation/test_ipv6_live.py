@@ -46,6 +46,19 @@ def payload_bytes_by_family(pcap: Path) -> dict[str, int]:
     return totals
 
 
+def announcements(pcap: Path) -> set[tuple[str, str]]:
+    """(IP version of the packet, announced address) of every ADD_ADDR in the capture."""
+    done = subprocess.run(["tshark", "-r", str(pcap), "-Y", "tcp.options.mptcp.subtype == 3", "-T",
+                           "fields", "-e", "ip.version", "-e", "tcp.options.mptcp.ipv4",
+                           "-e", "tcp.options.mptcp.ipv6"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    out = set()
+    for line in done.stdout.splitlines():
+        version, *addresses = line.split("\t")
+        out |= {(version, address) for address in addresses if address}
+    return out
+
+
 def test_two_path_ipv6_both_subflows_are_ipv6(tmp_path: Path) -> None:
     result = run_spec(tmp_path, f"""
 [topology]
@@ -94,8 +107,12 @@ pcap = true
     # the IPv4 subflow crossed the NAT: the client sees its private address, the server its public one
     v4 = next(s for s in conn["subflows"] if s["family"] == "IPv4")
     assert v4["local"].startswith("192.168.1.1:") and v4["remote"].startswith("10.0.100.2:")
-    on_wire = payload_bytes_by_family(tmp_path / "out-spec" / "capture.pcap")
+    pcap = tmp_path / "out-spec" / "capture.pcap"
+    on_wire = payload_bytes_by_family(pcap)
     assert on_wire["IPv4"] > 200_000 and on_wire["IPv6"] > 200_000, on_wire
+    # the announcement of the other family's address travelled on the initial subflow's family
+    first_version = "4" if first == "ipv4" else "6"
+    assert (first_version, signal) in announcements(pcap), announcements(pcap)
 
 
 def emulation_spec(family: str) -> str:
@@ -117,6 +134,7 @@ set = {{ rate_mbit = 5, delay_ms = 30 }}
 """
 
 
+@pytest.mark.slow  # two runs, one per family
 def test_link_emulation_treats_ipv6_as_ipv4(tmp_path: Path) -> None:
     results = {family: run_spec(tmp_path, emulation_spec(family), family) for family in ("ipv4", "ipv6")}
     summary = {}
