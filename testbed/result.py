@@ -34,6 +34,7 @@ class SubflowResult:
     bytes_retrans: int
     rtt_ms: float
     open_at_end: bool
+    family: str = ""  # "IPv4" | "IPv6" (testbed.net.topo.family_label of `local`); "" in older results
 
 
 @dataclass
@@ -124,6 +125,10 @@ class Result:
             for key in ("kernel", "vm", "command"):
                 if record.get(key) is None:
                     record.pop(key, None)
+        for connection in doc["connections"]:  # a subflow's family: absent when unknown, as before
+            for subflow in connection["subflows"]:
+                if not subflow.get("family"):
+                    subflow.pop("family", None)
         return json.loads(json.dumps(doc, default=str))
 
     @classmethod

@@ -34,9 +34,10 @@ from testbed.endpoints.vm_guest import GO_FILE, READY_FILE
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.integrity_run import run_verdict
 from testbed.net.build import BumpRuntime, Network, delay_bump
+from testbed.net.families import check_families
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, new_run_id, work_dir_of
-from testbed.net.topo import Topology
+from testbed.net.topo import Topology, family_label, ip_version
 from testbed.outcome import classify
 from testbed.progress import TransferProgress
 from testbed.result import RESULT_FILE, ConnectionResult, EndpointRecord, Result, SubflowResult
@@ -178,8 +179,25 @@ class RunPlan:
 
 
 def _addresses(topo: Topology, host: str) -> list[tuple[str, str]]:
-    return [(iface.address.split("/")[0], iface.name)
-            for _link, iface, _peer in topo.l3_interfaces(host) if iface.address]
+    """(address, device) of a host in interface order, the first address of the topology's
+    initial family first: the client binds it, the others become its subflow endpoints."""
+    addresses = [(address.split("/")[0], iface.name)
+                 for _link, iface, _peer in topo.l3_interfaces(host) for address in iface.addresses]
+    first = next((a for a in addresses if ip_version(a[0]) == topo.initial_version), None)
+    return [first, *(a for a in addresses if a != first)] if first else addresses
+
+
+def socket_address(topo: Topology, address: str) -> str:
+    """An address as a kernel endpoint's socket takes it: in a topology carrying IPv6 every
+    socket is AF_INET6 (Linux joins subflows of the other family only to such a connection),
+    so an IPv4 address is written IPv4-mapped."""
+    if 6 not in topo.versions or ip_version(address) == 6:
+        return address
+    return f"::ffff:{address}"
+
+
+def host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None) -> RunPlan:
@@ -192,16 +210,20 @@ def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None)
     check_against_topology(spec, topo)
     topo.finalize()
     backends = backends or detect_backends()
+    check_families(spec, topo)
     server_addresses = _addresses(topo, spec.server.host)
-    listen = f"{server_addresses[0][0]}:{spec.traffic.port}"
+    listen = host_port(socket_address(topo, server_addresses[0][0]), spec.traffic.port)
+    # a dual-stack server takes both families (joins arrive at its other address)
+    server_listen = listen if 6 not in topo.versions else host_port("::", spec.traffic.port)
     sender = "client" if spec.traffic.direction == "upload" else "server"
     endpoints = {}
     for role, endpoint in (("client", spec.client), ("server", spec.server)):
         addresses = _addresses(topo, endpoint.host)
         seed = endpoint_seed(spec.seed, role) if endpoint.stack == "python" else None
         release = None if endpoint.stack == "python" else platform.release()
-        command = endpoint_command(role, endpoint.stack, spec, listen,
-                                   addresses[0][0] if role == "client" else None,
+        command = endpoint_command(role, endpoint.stack, spec,
+                                   listen if role == "client" else server_listen,
+                                   socket_address(topo, addresses[0][0]) if role == "client" else None,
                                    work / f"{role}.samples.csv", [a for a, _dev in addresses], seed)
         if endpoint.stack == "command":
             command += command_program_options(spec, topo, endpoint, role)
@@ -305,7 +327,7 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
         return [*command, "--listen", listen]
     command += ["--connect", listen, "--direction", traffic.direction, "--seed", str(spec.seed)]
     if bind:
-        command += ["--bind", bind]
+        command += ["--bind", f"[{bind}]" if ":" in bind else bind]
     if traffic.bytes is not None:
         command += ["--bytes", str(traffic.bytes)]
     else:
@@ -521,7 +543,8 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
     counters = {host: kernel_mptcp.counter_deltas(transfer.counters_before[host],
                                                   transfer.counters_after[host])
                 for host in transfer.counters_before}
-    expected_subflows = min(len(plan.client.addresses), spec.mptcp.subflows + 1)
+    client_interfaces = {device for _address, device in plan.client.addresses}
+    expected_subflows = min(len(client_interfaces), spec.mptcp.subflows + 1)
     receiver_role = "server" if spec.traffic.direction == "upload" else "client"
     received = received_file_of(work, receiver_role)
     verdict = run_verdict(record, transfer.middlebox_stats, spec.seed, received)
@@ -542,7 +565,7 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         evidence=evidence,
         subflows=[SubflowResult(local=s.local, remote=s.remote, bytes=s.bytes_acked, bytes_sent=s.bytes_sent,
                                 bytes_retrans=s.bytes_retrans, rtt_ms=round(s.rtt_us / 1000, 3),
-                                open_at_end=s.open_at_end)
+                                open_at_end=s.open_at_end, family=family_label(s.local))
                   for s in record.subflows],
         bytes=record.bytes,
         duration_s=record.client.duration_s if spec.traffic.direction == "upload"

@@ -18,8 +18,7 @@ from typing import Any
 
 from testbed.errors import SpecError
 from testbed.net.params import LinkParams
-from testbed.net.topo import NodeKind, Topology
-from testbed.wire.ipv6 import IPV4_ONLY_REASON, is_ipv6_text
+from testbed.net.topo import NodeKind, Topology, ip_version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -479,9 +478,11 @@ def check_against_topology(spec: ExperimentSpec, topo: Topology) -> None:
                             f"(links: {', '.join(topo.links)})")
     server_addresses = topo.host_addresses(spec.server.host)
     for address in spec.mptcp.server_signal:
-        if is_ipv6_text(address):
-            raise SpecError(f"{spec.source}: [mptcp].server_signal {address!r} is an IPv6 address: "
-                            f"{IPV4_ONLY_REASON}; use one of {', '.join(server_addresses)}")
+        if (version := ip_version(address)) not in topo.versions:
+            raise SpecError(f"{spec.source}: [mptcp].server_signal {address!r} is an IPv{version} "
+                            f"address but {topo.name} is IPv{topo.versions[0]}-only (family = "
+                            f"{topo.family!r}); use one of {', '.join(server_addresses)} (or "
+                            f"[topology.params] family = \"dual\")")
         if address not in server_addresses:
             raise SpecError(f"{spec.source}: [mptcp].server_signal {address!r} is not an address of "
                             f"{spec.server.host} ({', '.join(server_addresses)})")

@@ -2,7 +2,8 @@
 
 Each builder takes keyword-only parameters (the `[topology.params]` table of a spec) and returns
 a finalized `Topology`. Path parameters accept the LinkParams keys (rate_mbit, delay_ms,
-jitter_ms, loss_pct, queue_pkts).
+jitter_ms, loss_pct, queue_pkts). Every builder takes `family` ("ipv4", "ipv6" or "dual"; see
+testbed.net.topo and docs/ipv6.md).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 
 from testbed.errors import SpecError
 from testbed.net.topo import Topology
-from topologies import handover, n_path, nat_home, two_path
+from topologies import dual_path, handover, n_path, nat_home, two_path
 
 TOPOLOGIES: dict[str, Callable[..., Topology]] = {
     "two_path": two_path.build,
     "n_path": n_path.build,
     "nat_home": nat_home.build,
     "handover": handover.build,
+    "dual_path": dual_path.build,
 }
 
 

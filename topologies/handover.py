@@ -20,8 +20,9 @@ def build(
     *,
     wifi: dict[str, Any] | None = None,
     cellular: dict[str, Any] | None = None,
+    family: str = "ipv4",
 ) -> Topology:
-    topo = Topology("handover", "wifi-like and cellular-like paths for link flaps")
+    topo = Topology("handover", "wifi-like and cellular-like paths for link flaps", family=family)
     client = topo.client = topo.add_host("client")
     server = topo.server = topo.add_host("server")
     ap, bts, rs = topo.add_router("ap"), topo.add_router("bts"), topo.add_router("rs")

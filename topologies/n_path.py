@@ -25,6 +25,7 @@ def build(
     loss_pct: float = 0.0,
     queue_pkts: int | None = None,
     paths: list[dict[str, Any]] | None = None,
+    family: str = "ipv4",
 ) -> Topology:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PATHS:
         raise SpecError(f"n_path: n={n!r} must be an integer from 1 to {MAX_PATHS}")
@@ -34,7 +35,7 @@ def build(
     overrides += [{}] * (n - len(overrides))
     common = {"rate_mbit": rate_mbit, "delay_ms": delay_ms, "jitter_ms": jitter_ms,
               "loss_pct": loss_pct, "queue_pkts": queue_pkts}
-    topo = Topology("n_path", f"client with {n} parallel paths to a single-homed server")
+    topo = Topology("n_path", f"client with {n} parallel paths to a single-homed server", family=family)
     client = topo.client = topo.add_host("client")
     server = topo.server = topo.add_host("server")
     rs = topo.add_router("rs")

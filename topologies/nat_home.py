@@ -26,10 +26,11 @@ def build(
     queue_pkts: int | None = None,
     path_a: dict[str, Any] | None = None,
     path_b: dict[str, Any] | None = None,
+    family: str = "ipv4",
 ) -> Topology:
     common = {"rate_mbit": rate_mbit, "delay_ms": delay_ms, "jitter_ms": jitter_ms,
               "loss_pct": loss_pct, "queue_pkts": queue_pkts}
-    topo = Topology("nat_home", "client behind a home NAT on path a, direct on path b")
+    topo = Topology("nat_home", "client behind a home NAT on path a, direct on path b", family=family)
     client = topo.client = topo.add_host("client")
     server = topo.server = topo.add_host("server")
     nat = topo.add_router("nat", masquerade=["192.168.1.0/24"])

@@ -28,10 +28,11 @@ def build(
     queue_pkts: int | None = None,
     path_a: dict[str, Any] | None = None,
     path_b: dict[str, Any] | None = None,
+    family: str = "ipv4",
 ) -> Topology:
     common = {"rate_mbit": rate_mbit, "delay_ms": delay_ms, "jitter_ms": jitter_ms,
               "loss_pct": loss_pct, "queue_pkts": queue_pkts}
-    topo = Topology("two_path", "client with two 100 Mbit/s paths to a single-homed server")
+    topo = Topology("two_path", "client with two 100 Mbit/s paths to a single-homed server", family=family)
     client = topo.client = topo.add_host("client")
     server = topo.server = topo.add_host("server")
     ra, rb, rs = topo.add_router("ra"), topo.add_router("rb"), topo.add_router("rs")

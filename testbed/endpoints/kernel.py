@@ -121,25 +121,39 @@ class EndpointSettings:
         return IoPolicy(io_timeout=self.io_timeout, clock=self.clock, stop_reason=self.stop_reason)
 
 
-def open_socket(transport: Transport) -> socket.socket:
-    """A TCP socket, or an MPTCP one; MptcpUnavailable names the sysctl when refused."""
-    if transport == "tcp":
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+def socket_family(address: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address (an IPv4-mapped one too: a dual-stack connection), else AF_INET."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def open_socket(transport: Transport, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A TCP socket, or an MPTCP one; MptcpUnavailable names the sysctl when refused.
+
+    An AF_INET6 socket is dual stack (IPV6_V6ONLY off): Linux MPTCP lets a connection hold
+    subflows of both families only when its socket is AF_INET6 and not v6-only."""
+    protocol = socket.IPPROTO_TCP if transport == "tcp" else IPPROTO_MPTCP
     try:
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        sock = socket.socket(family, socket.SOCK_STREAM, protocol)
     except OSError as exc:
-        if exc.errno in _MPTCP_REFUSED_ERRNOS:
+        if transport != "tcp" and exc.errno in _MPTCP_REFUSED_ERRNOS:
             name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             raise MptcpUnavailable(
-                f"MPTCP unavailable: the kernel refused socket(AF_INET, SOCK_STREAM, "
+                f"MPTCP unavailable: the kernel refused socket({family.name}, SOCK_STREAM, "
                 f"IPPROTO_MPTCP) with {name}; check sysctl net.mptcp.enabled (must be 1 in "
                 f"this network namespace) and that the kernel has CONFIG_MPTCP, or use --tcp"
             ) from None
         raise
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return sock
 
 
-def _format_address(address: tuple[str, int]) -> str:
-    return f"{address[0]}:{address[1]}"
+def _format_address(address: tuple) -> str:
+    """"ip:port", "[ip6]:port"; an IPv4-mapped address as the IPv4 address it carries."""
+    host = address[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host.removeprefix("::ffff:")
+    return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
 
 
 def _counters(info: MptcpInfo | None) -> MptcpCounters | None:
@@ -363,15 +377,30 @@ class _ReportPrinter:
 
 
 def _parse_host_port(text: str, what: str, port_required: bool = True) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        if port_required:
-            raise argparse.ArgumentTypeError(f"{what} must be ADDR:PORT, got {text!r}")
-        host, port_text = text, "0"
+    """ADDR:PORT or [ADDR6]:PORT (the port optional where allowed): an IPv4-mapped IPv6 address
+    makes a dual-stack socket (see open_socket)."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"{what} must be [ADDR6]:PORT, got {text!r}")
+        port_text = rest[1:] if rest else ""
+        if not port_text:
+            if port_required:
+                raise argparse.ArgumentTypeError(f"{what} must be [ADDR6]:PORT, got {text!r}")
+            port_text = "0"
+    elif text.count(":") > 1:
+        raise argparse.ArgumentTypeError(f"{what}: write an IPv6 address in brackets, [ADDR6]:PORT, "
+                                         f"got {text!r}")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            if port_required:
+                raise argparse.ArgumentTypeError(f"{what} must be ADDR:PORT, got {text!r}")
+            host, port_text = text, "0"
     try:
-        ipaddress.IPv4Address(host)
+        ipaddress.ip_address(host)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{what}: {host!r} is not an IPv4 address") from None
+        raise argparse.ArgumentTypeError(f"{what}: {host!r} is not an IP address") from None
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise argparse.ArgumentTypeError(f"{what}: port {port_text!r} is not in 0..65535")
     return host, int(port_text)
@@ -467,7 +496,7 @@ def _accept(listener: socket.socket, policy: IoPolicy) -> socket.socket:
 
 def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
     connections: int = args.connections
-    listener = open_socket(settings.transport)
+    listener = open_socket(settings.transport, socket_family(args.listen[0]))
     with listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(args.listen)
@@ -522,7 +551,7 @@ def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
         request = TransferRequest(args.direction, "seconds", round(args.seconds * 1e6), args.seed)
     else:
         request = TransferRequest(args.direction, "bytes", args.bytes, args.seed)
-    sock = open_socket(settings.transport)
+    sock = open_socket(settings.transport, socket_family(args.connect[0]))
     with sock:
         try:
             if args.bind is not None:

@@ -63,6 +63,7 @@ TCP_INFO_REQUEST_SIZE = 232  # sizeof(struct tcp_info) in the 6.1 UAPI: covers e
 
 _SUBFLOW_DATA_HEADER = struct.Struct("=IIII")  # aligned(8): 16 bytes, no tail padding
 SUBFLOW_ADDRS_ELEMENT_SIZE = 256  # two struct __kernel_sockaddr_storage
+V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
 _SOCKADDR_STORAGE_SIZE = 128
 _INITIAL_SLOTS = 8
 
@@ -228,7 +229,9 @@ def parse_tcp_info(raw: bytes) -> TcpCounters:
 
 
 def parse_sockaddr(raw: bytes) -> str:
-    """Render a ``struct sockaddr_in``/``sockaddr_in6`` as "ip:port" / "[ip]:port"."""
+    """Render a ``struct sockaddr_in``/``sockaddr_in6`` as "ip:port" / "[ip]:port"; an
+    IPv4-mapped IPv6 address (a dual-stack socket's IPv4 subflow) as the IPv4 address it is on
+    the wire."""
     if len(raw) < 2:
         raise KernelInfoError(f"sockaddr too short: {len(raw)} bytes")
     (family,) = struct.unpack_from("=H", raw)
@@ -237,6 +240,8 @@ def parse_sockaddr(raw: bytes) -> str:
         return f"{socket.inet_ntop(socket.AF_INET, raw[4:8])}:{port}"
     if family == socket.AF_INET6 and len(raw) >= 24:
         (port,) = struct.unpack_from("!H", raw, 2)
+        if raw[8:20] == V4_MAPPED_PREFIX:
+            return f"{socket.inet_ntop(socket.AF_INET, raw[20:24])}:{port}"
         return f"[{socket.inet_ntop(socket.AF_INET6, raw[8:24])}]:{port}"
     raise KernelInfoError(f"unsupported sockaddr family {family} ({len(raw)} bytes)")
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,31 @@ from testbed.net.topo import LinkSpec, NodeKind, Route, Topology
 log = logging.getLogger(__name__)
 
 OFFLOADS_OFF = ("tso", "gso", "gro", "tx")  # see testbed.inline.legs for why each one
+IFA_F_NODAD = 0x02  # linux/if_addr.h: the address is usable at once, no duplicate detection
+
+
+def node_sysctls(kind: NodeKind, versions: tuple[int, ...]) -> dict[str, str]:
+    """The sysctls of one node: IPv6 stays disabled unless the topology carries it (and always in
+    middlebox bumps, which bridge frames and own no address); where it is on, no router
+    solicitations or autoconfiguration, and no duplicate address detection (addresses are also
+    added nodad) so nothing waits for DAD before the first packet. keep_addr_on_down: a link
+    flap (timeline `up = false`) must not flush the IPv6 addresses, as it does not the IPv4."""
+    ipv6 = 6 in versions and kind is not NodeKind.MIDDLEBOX
+    settings = {f"net.ipv6.conf.{scope}.disable_ipv6": "0" if ipv6 else "1" for scope in ("all", "default")}
+    if ipv6:
+        for scope in ("all", "default"):
+            settings |= {f"net.ipv6.conf.{scope}.accept_dad": "0",
+                         f"net.ipv6.conf.{scope}.keep_addr_on_down": "1",
+                         f"net.ipv6.conf.{scope}.accept_ra": "0",
+                         f"net.ipv6.conf.{scope}.autoconf": "0",
+                         f"net.ipv6.conf.{scope}.router_solicitations": "0"}
+    if kind is not NodeKind.MIDDLEBOX:
+        settings |= {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+    if kind is NodeKind.ROUTER:
+        settings["net.ipv4.ip_forward"] = "1"
+        if ipv6:
+            settings["net.ipv6.conf.all.forwarding"] = "1"
+    return settings
 
 
 @dataclass
@@ -70,9 +96,11 @@ def delay_bump(link: LinkSpec) -> str | None:
 
 def route_arguments(ipr: IPRoute, route: Route) -> dict[str, Any]:
     """pyroute2 `route` arguments for one computed route of the topology."""
+    default = "0.0.0.0/0" if route.version == 4 else "::/0"
     arguments: dict[str, Any] = {
         "oif": ipr.link_lookup(ifname=route.device)[0],
-        "dst": "0.0.0.0/0" if route.destination == "default" else route.destination,
+        "dst": default if route.destination == "default" else route.destination,
+        "family": socket.AF_INET if route.version == 4 else socket.AF_INET6,
     }
     if route.via:
         arguments["gateway"] = route.via
@@ -198,7 +226,7 @@ class Network:
         for name, spec in self.topo.nodes.items():
             self._configure_node(name, spec.kind)
         for name, spec in self.topo.nodes.items():
-            if spec.nat_subnets:
+            if spec.nat_subnets and 4 in self.topo.versions:  # NAT44: IPv6 is routed, not translated
                 self._masquerade(name, spec.nat_subnets)
         for link_name in sorted(self.shaped_links):
             self._shape(self.topo.links[link_name])
@@ -241,14 +269,20 @@ class Network:
         run_command(["sysctl", "-q", "-w", *args], netns=self.netns(node), what=f"sysctl in {node}")
 
     def _configure_node(self, name: str, kind: NodeKind) -> None:
-        settings = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
-        if kind is not NodeKind.MIDDLEBOX:
-            settings |= {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
-        if kind is NodeKind.ROUTER:
-            settings["net.ipv4.ip_forward"] = "1"
-        self._sysctl(name, settings)
         interfaces = [i for link in self.topo.links.values() for seg in link.segments
                       for i in (seg.left, seg.right) if i.node == name]
+        settings = node_sysctls(kind, self.topo.versions)
+        if 6 in self.topo.versions and kind is not NodeKind.MIDDLEBOX:
+            # the veths were created before the defaults changed: set their own copies too
+            for iface in interfaces:
+                ipv6_on = iface.address6 is not None
+                settings[f"net.ipv6.conf.{iface.name}.disable_ipv6"] = "0" if ipv6_on else "1"
+                if ipv6_on:
+                    settings[f"net.ipv6.conf.{iface.name}.accept_dad"] = "0"
+                    settings[f"net.ipv6.conf.{iface.name}.keep_addr_on_down"] = "1"
+                    settings[f"net.ipv6.conf.{iface.name}.accept_ra"] = "0"
+                    settings[f"net.ipv6.conf.{iface.name}.autoconf"] = "0"
+        self._sysctl(name, settings)
         for iface in interfaces:
             run_command(["ethtool", "-K", iface.name, *(x for off in OFFLOADS_OFF for x in (off, "off"))],
                         netns=self.netns(name), what=f"offloads of {iface.name}")
@@ -256,15 +290,21 @@ class Network:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             for iface in interfaces:
                 index = ipr.link_lookup(ifname=iface.name)[0]
-                if iface.address:
-                    address, prefix = iface.address.split("/")
-                    ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+                for cidr in iface.addresses:
+                    address, prefix = cidr.split("/")
+                    if ":" in address:
+                        ipr.addr("add", index=index, address=address, prefixlen=int(prefix),
+                                 family=socket.AF_INET6, flags=IFA_F_NODAD)
+                    else:
+                        ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
                 ipr.link("set", index=index, state="up")
             try:
                 for route in self.topo.routes.get(name, []):
                     ipr.route("replace", **route_arguments(ipr, route))
                 for rule in self.topo.rules.get(name, []):
-                    ipr.rule("add", src=rule.source, src_len=32, table=rule.table, priority=1000)
+                    family, length = (socket.AF_INET, 32) if rule.version == 4 else (socket.AF_INET6, 128)
+                    ipr.rule("add", family=family, src=rule.source, src_len=length, table=rule.table,
+                             priority=1000)
             except NetlinkError as exc:
                 raise EnvironmentProblem(f"routing in {name}: {exc}") from exc
 
@@ -278,7 +318,10 @@ class Network:
         legs = [i.name for link in self.topo.links.values() for seg in link.segments
                 for i in (seg.left, seg.right) if i.node == name]
         with IPRoute(netns=self.netns(name)) as ipr:
-            ipr.link("add", ifname="br0", kind="bridge", br_stp_state=0, br_forward_delay=0)
+            # no multicast snooping: neighbour solicitations go to solicited-node groups nobody
+            # reports (no MLD querier here), and must be flooded, not filtered
+            ipr.link("add", ifname="br0", kind="bridge", br_stp_state=0, br_forward_delay=0,
+                     br_mcast_snooping=0)
             bridge = ipr.link_lookup(ifname="br0")[0]
             for leg in legs:
                 ipr.link("set", index=ipr.link_lookup(ifname=leg)[0], master=bridge)

@@ -49,12 +49,21 @@ def _route_kwargs(route: Any) -> dict[str, Any]:
         if value is not None:
             kwargs[names[attr]] = value
     if "dst" not in kwargs:
-        kwargs["dst"] = "0.0.0.0"
+        kwargs["dst"] = "0.0.0.0" if route["family"] == socket.AF_INET else "::"
     return kwargs
 
 
+def _unicast_routes(ipr: IPRoute) -> list[Any]:
+    """The unicast routes of both families outside the local table (the routes sockets use),
+    without IPv6 link-local ones: no subflow uses them, and every interface has the same
+    fe80::/64, which an IPv6 route replace (matched without the device) would merge."""
+    return [r for family in (socket.AF_INET, socket.AF_INET6) for r in ipr.route("dump", family=family)
+            if r["type"] == RTN_UNICAST and r.get_attr("RTA_TABLE") != RT_TABLE_LOCAL
+            and not str(r.get_attr("RTA_DST") or "").lower().startswith("fe80:")]
+
+
 def set_route_congestion_control(netns: str, algorithm: str) -> int:
-    """Set `congctl ALGORITHM` on every IPv4 unicast route of netns; returns how many.
+    """Set `congctl ALGORITHM` on every unicast route (IPv4 and IPv6) of netns; returns how many.
 
     Reads the routes back and raises EnvironmentProblem naming the namespace if any route
     does not carry the algorithm afterwards.
@@ -65,16 +74,12 @@ def set_route_congestion_control(netns: str, algorithm: str) -> int:
     changed = 0
     try:
         with IPRoute(netns=netns) as ipr:
-            routes = [r for r in ipr.route("dump", family=socket.AF_INET)
-                      if r["type"] == RTN_UNICAST and r.get_attr("RTA_TABLE") != RT_TABLE_LOCAL]
-            for route in routes:
+            for route in _unicast_routes(ipr):
                 ipr.route("replace", **_route_kwargs(route),
                           metrics={"RTAX_CC_ALGO": algorithm})
                 changed += 1
-            missing = [r.get_attr("RTA_DST") or "default"
-                       for r in ipr.route("dump", family=socket.AF_INET)
-                       if r["type"] == RTN_UNICAST and r.get_attr("RTA_TABLE") != RT_TABLE_LOCAL
-                       and route_algorithm(r) != algorithm]
+            missing = [r.get_attr("RTA_DST") or "default" for r in _unicast_routes(ipr)
+                       if route_algorithm(r) != algorithm]
     except NetlinkError as exc:
         raise EnvironmentProblem(f"setting congctl {algorithm} on the routes of {netns}: {exc}") from exc
     if missing:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import TestbedError
+from testbed.net.topo import family_label
 from testbed.report.files import write_bytes_atomic, write_text_atomic
 
 PLOTS_FILE = "plots.json"
@@ -107,7 +108,8 @@ def _subflow_labels(result: dict[str, Any]) -> dict[str, str]:
     connections = result.get("connections") or []
     if not connections:
         return {}
-    return {str(sub.get("local", "?")): f"{sub.get('local', '?')} \u2192 {sub.get('remote', '?')}"
+    return {str(sub.get("local", "?")): f"{sub.get('local', '?')} \u2192 {sub.get('remote', '?')} "
+                                        f"({sub.get('family') or family_label(str(sub.get('local', '?')))})"
             for sub in connections[0].get("subflows") or []}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import TestbedError
+from testbed.net.topo import family_label
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,16 @@ class SubflowSummary:
     bytes_retrans: int
     rtt_ms: float | None
     open_at_end: bool | None
+
+    @property
+    def family(self) -> str:
+        """"IPv4" or "IPv6", from the address (so results written before the field have it too)."""
+        return family_label(self.local)
+
+    @property
+    def pair(self) -> str:
+        """How tables name the subflow: its addresses and its family."""
+        return f"{self.local} \u2192 {self.remote} ({self.family})"
 
 
 @dataclass(frozen=True)

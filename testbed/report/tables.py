@@ -218,7 +218,7 @@ def run_markdown(summary: RunSummary, plot_file: str | None = None, wire: tuple[
                   "| subflow | bytes | share | Mbit/s | retransmitted | RTT (ms) | open at end |",
                   "|---|---|---|---|---|---|---|"]
         for sub in conn.subflows:
-            lines.append(f"| {sub.local} \u2192 {sub.remote} | {sub.bytes} | {sub.share * 100:.1f}% | "
+            lines.append(f"| {sub.pair} | {sub.bytes} | {sub.share * 100:.1f}% | "
                          f"{sub.mbps:.2f} | {sub.bytes_retrans} | {_maybe(sub.rtt_ms)} | "
                          f"{_maybe(sub.open_at_end)} |")
         if conn.evidence:
@@ -256,7 +256,7 @@ def run_html(summary: RunSummary, plot_file: str | None = None, wire: tuple[str,
                    "<th>share</th><th>Mbit/s</th><th>retransmitted</th><th>RTT (ms)</th>"
                    "<th>open at end</th></tr>")
         for sub in conn.subflows:
-            out.append(f"<tr><td>{esc(sub.local)} \u2192 {esc(sub.remote)}</td>"
+            out.append(f"<tr><td>{esc(sub.pair)}</td>"
                        f"<td class=\"num\">{sub.bytes}</td>"
                        f"<td class=\"num\">{sub.share * 100:.1f}%</td><td class=\"num\">{sub.mbps:.2f}</td>"
                        f"<td class=\"num\">{sub.bytes_retrans}</td>"

@@ -30,6 +30,9 @@ class TopologyError(ValueError):
 
 def check_simulable(topology: Topology) -> None:
     """Raise TopologyError if the simulator cannot build this topology."""
+    if topology.versions != (4,):
+        raise TopologyError(f"topology {topology.name}: family {topology.family!r}: the simulator is "
+                            "IPv4-only so far; use family = \"ipv4\"")
     for name, spec in topology.nodes.items():
         if spec.kind is NodeKind.ROUTER and spec.nat_subnets:
             raise TopologyError(

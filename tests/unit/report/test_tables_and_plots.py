@@ -158,3 +158,22 @@ def test_a_failed_write_is_an_error(tmp_path: Path, run_dir: Path) -> None:
     with pytest.raises(WriteFailed):
         write_plots([{**spec, "file": "../file/throughput.png"}], run_dir)
     assert WriteFailed("x").exit_code == 4
+
+
+def test_each_subflow_is_labelled_with_its_family(run_dir: Path) -> None:
+    """A dual-stack connection: the family follows each subflow into tables and plot legends
+    (from `family`, or from the address in results written before the field)."""
+    result = load(run_dir / "result.json")
+    first, second = result["connections"][0]["subflows"][:2]
+    second["local"], second["remote"] = "[fd00:10:0:2::1]:40000", "[fd00:10:0:100::2]:5201"
+    second["family"] = "IPv6"
+    first.pop("family", None)
+    summary = summarize_result(result)
+    assert [s.family for s in summary.connections[0].subflows[:2]] == ["IPv4", "IPv6"]
+    md = run_markdown(summary)
+    assert "| [fd00:10:0:2::1]:40000 \u2192 [fd00:10:0:100::2]:5201 (IPv6) |" in md
+    assert f"| {first['local']} \u2192 {first['remote']} (IPv4) |" in md
+    assert "(IPv6)</td>" in run_html(summary)
+    labels = throughput_plot_spec(result)["labels"]
+    assert labels["[fd00:10:0:2::1]:40000"].endswith("(IPv6)")
+    assert labels[first["local"]].endswith("(IPv4)")

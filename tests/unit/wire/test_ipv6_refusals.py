@@ -71,5 +71,6 @@ def test_topology_refuses_an_ipv6_subnet() -> None:
     topo = Topology("t")
     topo.add_host("a")
     topo.add_host("b")
-    with pytest.raises(SpecError, match=r"subnet 'fd00:1::/64' is IPv6: the testbed is IPv4-only"):
+    # a link is drawn with its IPv4 subnet; its IPv6 /64 follows from it (docs/ipv6.md)
+    with pytest.raises(SpecError, match=r"subnet 'fd00:1::/64' is IPv6; give the IPv4 subnet"):
         topo.add_link("a", "b", subnet="fd00:1::/64")

@@ -1,0 +1,79 @@
+"""Whether a spec can run on its topology's address families: one line and exit 2 before anything
+is built when it cannot (docs/ipv6.md).
+
+What supports IPv6 so far: the topologies, link emulation (netem, nft loss in the netdev family,
+the userspace delay stage: all see frames, not packets), kernel endpoints (native and through
+NAT44 on dual_path). What does not: the Python stack and its endpoints, VM endpoints (the guest
+network is IPv4-only), the simulator, and every inline middlebox but `nat`, because the inline
+pipeline decodes IPv4 only and passes IPv6 frames unexamined: a box on a link carrying IPv6
+would silently not act on that traffic. `nat` is a NAT44, and passing IPv6 untranslated is what a
+dual-stack gateway does, so it may sit on a dual link (not on an IPv6-only one, where it would do
+nothing at all).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.errors import SpecError
+from testbed.net.topo import Topology
+
+if TYPE_CHECKING:
+    from testbed.spec import ExperimentSpec
+
+IPV6_PASSTHROUGH_BOXES = frozenset({"nat"})  # act on IPv4 and pass IPv6 unchanged, by design
+IPPROTO_MPTCP = 262
+
+
+def check_host_ipv6(proc_root: Path = Path("/proc")) -> None:
+    """The running kernel has IPv6 and has not switched it off."""
+    conf = proc_root / "sys/net/ipv6/conf/all/disable_ipv6"
+    if not conf.parent.parent.parent.is_dir():
+        raise SpecError("this kernel has no IPv6 (booted with ipv6.disable=1, or no ipv6 module): "
+                        "use [topology.params] family = \"ipv4\"")
+    if conf.exists() and conf.read_text().strip() == "1":
+        raise SpecError("IPv6 is disabled on this machine (sysctl net.ipv6.conf.all.disable_ipv6=1): "
+                        "set it to 0 or use [topology.params] family = \"ipv4\"")
+
+
+def check_mptcp_ipv6() -> None:
+    """The kernel's MPTCP takes IPv6 sockets (CONFIG_MPTCP_IPV6)."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM, IPPROTO_MPTCP).close()
+    except OSError as exc:
+        if exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+            raise SpecError("this kernel's MPTCP has no IPv6 (CONFIG_MPTCP_IPV6 off): use "
+                            "[topology.params] family = \"ipv4\"") from None
+        # MPTCP switched off in this namespace (ENOPROTOOPT): the endpoints' own namespaces decide
+
+
+def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Path("/proc")) -> None:
+    """Refuse what cannot run on the topology's families, naming what to change."""
+    where = spec.source
+    if topo.versions == (4,):  # [mptcp].server_signal's family: testbed.spec.check_against_topology
+        return
+    for endpoint in spec.endpoints:
+        if endpoint.stack == "python":
+            raise SpecError(f"{where}: {endpoint.role} stack \"python\": the Python stack is IPv4-only "
+                            f"so far; use stack \"kernel\" or family = \"ipv4\" on {topo.name}")
+        if endpoint.kernel is not None:
+            raise SpecError(f"{where}: {endpoint.role} kernel {endpoint.kernel!r}: VM endpoints are "
+                            f"IPv4-only so far; drop `kernel` or use family = \"ipv4\" on {topo.name}")
+    for box in spec.middleboxes:
+        link = topo.link_of_middlebox(box.node)
+        if 6 not in link.versions:
+            continue
+        if box.type not in IPV6_PASSTHROUGH_BOXES:
+            raise SpecError(f"{where}: middlebox {box.type!r} on {box.node}: link {link.name} carries IPv6 "
+                            "and the inline middleboxes are IPv4-only so far (IPv6 would pass it "
+                            f"unexamined); put it on an IPv4-only link or use family = \"ipv4\" "
+                            f"(on IPv6 links only {', '.join(sorted(IPV6_PASSTHROUGH_BOXES))} is accepted)")
+        if 4 not in link.versions:
+            raise SpecError(f"{where}: middlebox {box.type!r} on {box.node}: link {link.name} is IPv6-only "
+                            f"and {box.type} translates IPv4 only; it would do nothing there")
+    check_host_ipv6(proc_root)
+    if any(endpoint.stack != "python" for endpoint in spec.endpoints):
+        check_mptcp_ipv6()
