@@ -171,6 +171,7 @@ DELEGATED = (
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
     ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
+    ("probe", "testbed.probe.command", "MPTCP conformance probes against the kernel or the python stack"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",

@@ -118,9 +118,19 @@ def dss_duplicate(ctx: ProbeContext) -> Outcome:
     dss = session.mapping(second, len(payload), dsn=start, payload=payload)
     session.segment(second, ACK | PSH, [dss], payload)
     seen = settle(session, 0.5)
-    echoed = sum(len(p.tcp.payload) for p in seen)
-    return judge(echoed == len(payload), f"sent {len(payload)} bytes twice at the same DSN; "
-                                         f"{echoed} bytes echoed")
+    span = _dsn_span(seen)
+    return judge(span == len(payload), f"sent {len(payload)} bytes twice at the same DSN; the "
+                                       f"echo covers {span} bytes of data sequence space")
+
+
+def _dsn_span(packets: list[Packet]) -> int:
+    """How many distinct DSNs the target's mappings in `packets` cover (64-bit DSNs)."""
+    covered: set[int] = set()
+    for packet in packets:
+        dss = packet.tcp.find(Dss)
+        if isinstance(dss, Dss) and dss.dsn is not None and dss.data_len and packet.tcp.payload:
+            covered.update(range(dss.dsn, dss.dsn + len(packet.tcp.payload)))
+    return len(covered)
 
 
 @probe("dss_mapping_spans_segments", "signalling", "DSS", "RFC 8684 §3.3.1",

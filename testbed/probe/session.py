@@ -345,14 +345,33 @@ class Session:
             sub.peer_isn = tcp.seq
             sub.rcv_nxt = (tcp.seq + 1) & U32
             return
-        if tcp.payload and tcp.seq == sub.rcv_nxt:
+        in_order = tcp.seq == sub.rcv_nxt
+        if tcp.payload and in_order:
             sub.rcv_nxt = (sub.rcv_nxt + len(tcp.payload)) & U32
             sub.received += tcp.payload
-            dss = tcp.find(Dss)
-            if self.remote_key is not None and (dss is None or dss.dsn is not None):
-                self.peer_data_received += len(tcp.payload)
+        dss = tcp.find(Dss)
+        if self.remote_key is None or not in_order:
+            pass
+        elif isinstance(dss, Dss) and dss.dsn is not None and dss.data_len:
+            self._take_mapping(dss)
+        elif tcp.payload and not isinstance(dss, Dss):  # after a fallback: plain TCP bytes
+            self.peer_data_received += len(tcp.payload)
         if tcp.flags & FIN and (tcp.seq + len(tcp.payload)) & U32 == sub.rcv_nxt:
             sub.rcv_nxt = (sub.rcv_nxt + 1) & U32
+
+    def _take_mapping(self, dss: Dss) -> None:
+        """Advance the data ACK over a mapping that starts at or before it (the same data
+        may come again on another subflow: counted once, by DSN)."""
+        assert dss.dsn is not None and dss.data_len is not None
+        base = (self.remote_idsn + 1) & U64
+        if dss.dsn_64:
+            start = (dss.dsn - base) & U64
+        else:  # the 32-bit DSN nearest to what we have
+            start = self.peer_data_received + ((((dss.dsn - base) & U32) - self.peer_data_received
+                                                + (1 << 31)) & U32) - (1 << 31)
+        end = start + dss.data_len
+        if start <= self.peer_data_received < end:
+            self.peer_data_received = end
 
     def expect(self, sub: Subflow, match: Callable[[Packet], bool] | None = None,
                timeout_s: float = 1.0) -> Packet | None:
