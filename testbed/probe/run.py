@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.kernel_mptcp import counter_deltas
+from testbed.probe import kernel_counters
 from testbed.probe.bed import ANNOUNCED, PORT, PROBER, TARGET, ProbeBed, ProbeError, settle_time
 from testbed.probe.catalogue import Probe, ProbeContext, load
 from testbed.probe.execute import run_probe
@@ -83,6 +84,9 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
             settle_time()
             if target == "kernel":
                 row["counters"] = counter_deltas(counters_before, bed.counters())
+                verdict = kernel_counters.check(probe.name, row["counters"])
+                if verdict is not None:
+                    row["counters_check"] = verdict
             rows.append(row)
     order = {probe.name: index for index, probe in enumerate(probes)}
     rows.sort(key=lambda row: order[row["name"]])
@@ -133,5 +137,9 @@ def markdown(document: dict[str, Any]) -> str:
                   f"Observed: {row['observed']}", ""]
         if row["counters"]:
             lines += ["Counters: " + ", ".join(f"{k} {v:+d}" for k, v in row["counters"].items()), ""]
+        if "counters_check" in row:
+            check = row["counters_check"]
+            lines += [f"Counters {'agree' if check['agree'] else 'DISAGREE'} with the scenario's "
+                      f"expectation {check['expected']} (observed {check['observed']})", ""]
         lines += ["```", *row["trace"], "```", ""]
     return "\n".join(lines)
