@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +134,8 @@ class ProbeBed:
             return
         if self.process.poll() is None:
             self.process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)  # a paused target must see SIGTERM
             try:
                 self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
@@ -151,7 +154,7 @@ class ProbeBed:
     def pause_target(self) -> None:
         """Freeze the target process (tests of a target that never answers)."""
         if self.process is not None:
-            os.kill(self.process.pid, 19)  # SIGSTOP
+            os.kill(self.process.pid, signal.SIGSTOP)
 
     # --- evidence --------------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:

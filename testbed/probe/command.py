@@ -28,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.target or args.out is None:
         raise ProbeError("testbed probe needs --target (kernel or python) and --out DIR")
     names = [name.strip() for name in args.probes.split(",") if name.strip()]
-    rows = run_probes(args.target, names or None, args.out, seed=args.seed)
+    from testbed.runner import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # SIGTERM tears down like Ctrl-C
+        rows = run_probes(args.target, names or None, args.out, seed=args.seed)
     counts = Counter(row["verdict"] for row in rows)
     for row in rows:
         print(f"{row['verdict']:16} {row['name']:28} {row['observed']}")
