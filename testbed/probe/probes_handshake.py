@@ -258,7 +258,7 @@ def join_bad_ack_hmac(ctx: ProbeContext) -> Outcome:
 
 @probe("join_third_ack_repeated", "signalling", "MP_JOIN", "RFC 8684 §3.2",
        "when the fourth ACK is lost the initiator repeats the third ACK: the target answers "
-       "it again with an ACK, not a RST", packetdrill="mp_join/3rdack_rtx.pkt")
+       "it again with an ACK, not a RST")
 def join_third_ack_repeated(ctx: ProbeContext) -> Outcome:
     session = opened(ctx)
     sub, synack = session.join(ctx.prober[1])

@@ -131,7 +131,7 @@ def remove_addr_unknown(ctx: ProbeContext) -> Outcome:
 
 @probe("remove_addr_subflow", "signalling", "REMOVE_ADDR", "RFC 8684 §3.4.2",
        "a REMOVE_ADDR of the id of a joined subflow's address makes the target close that "
-       "subflow; the connection goes on", packetdrill="remove_addr/remove_addr_client.pkt")
+       "subflow; the connection goes on")
 def remove_addr_subflow(ctx: ProbeContext) -> Outcome:
     session = opened(ctx)
     second = joined(ctx, session, address_id=3)
@@ -235,7 +235,7 @@ def tcprst_join(ctx: ProbeContext) -> Outcome:
 
 @probe("tcprst_initial", "signalling", "MP_TCPRST", "RFC 8684 §3.6",
        "a RST with MP_TCPRST on the initial subflow leaves the connection alive on a joined "
-       "subflow", packetdrill="mp_reset/mp_reset_multi.pkt")
+       "subflow")
 def tcprst_initial(ctx: ProbeContext) -> Outcome:
     session = opened(ctx)
     second = joined(ctx, session)
@@ -243,3 +243,31 @@ def tcprst_initial(ctx: ProbeContext) -> Outcome:
     alive = still_works(session, second)
     return judge(alive, "after MP_TCPRST on the first subflow the second "
                  + ("goes on" if alive else "stopped"))
+
+
+@probe("tcprst_without_rst_flag", "signalling", "MP_TCPRST", "RFC 8684 §3.6",
+       "MP_TCPRST on a segment without the RST flag has no effect: the subflow goes on",
+       packetdrill="mp_reset/mp_reset_multi.pkt")
+def tcprst_without_rst_flag(ctx: ProbeContext) -> Outcome:
+    session = opened(ctx)
+    second = joined(ctx, session)
+    session.ack(second, [MpTcpRst(reason=1), session.dss_ack()])
+    if session.expect(second, is_rst, 0.3) is not None:
+        return failed("the target reset the subflow")
+    alive = still_works(session, second)
+    return judge(alive, "the subflow " + ("goes on" if alive else "stopped acknowledging data"))
+
+
+@probe("tcprst_not_exact", "signalling", "MP_TCPRST", "RFC 8684 §3.6 (RFC 5961 §3.2)",
+       "a RST with MP_TCPRST whose sequence number is in the window but not the next expected "
+       "one is answered with a challenge ACK; the subflow goes on",
+       packetdrill="mp_reset/mp_reset_multi.pkt")
+def tcprst_not_exact(ctx: ProbeContext) -> Outcome:
+    session = opened(ctx)
+    second = joined(ctx, session)
+    session.segment(second, RST, [MpTcpRst(reason=1)], seq=second.snd_nxt + 2000)
+    challenge = session.expect(second, lambda p: not is_rst(p) and not p.tcp.payload, 0.5)
+    alive = still_works(session, second)
+    return judge(challenge is not None and alive,
+                 f"challenge ACK: {'yes' if challenge is not None else 'no'}; the subflow "
+                 + ("goes on" if alive else "stopped acknowledging data"))
