@@ -283,6 +283,23 @@ def dss_checksum_missing(ctx: ProbeContext) -> Outcome:
     return failed("no RST; the data was " + ("data-ACKed" if acked else "not data-ACKed"))
 
 
+@probe("dss_checksum_missing_join", "fallback", "Checksum", "RFC 8684 §3.3.1",
+       "with checksums negotiated, a mapping without a checksum on a joined subflow makes the "
+       "target reset that subflow")
+def dss_checksum_missing_join(ctx: ProbeContext) -> Outcome:
+    session = opened(ctx, flags=CSUM)
+    second = joined(ctx, session)
+    payload = b"w" * 100
+    dss = session.mapping(second, len(payload), payload=payload)
+    bare = Dss(data_ack=dss.data_ack, dsn=dss.dsn, subflow_seq=dss.subflow_seq, data_len=dss.data_len)
+    session.segment(second, ACK | PSH, [bare], payload)
+    reset = session.expect(second, is_rst, 1.0)
+    if reset is None:
+        return failed("the joined subflow was not reset within 1 s")
+    reason = reset.tcp.find(MpTcpRst)
+    return passed("RST" + (f" with MP_TCPRST reason {reason.reason}" if isinstance(reason, MpTcpRst) else ""))
+
+
 # --- fallback --------------------------------------------------------------------------------
 @probe("dss_infinite_mapping", "fallback", "Infinite mapping", "RFC 8684 §3.7",
        "after an infinite mapping (data-level length 0) on the only subflow, the target "
