@@ -143,6 +143,17 @@ class ProbeBed:
                 self.process.wait()
         self.process = None
 
+    def check_target(self) -> None:
+        """A target process that died is a run error, with the end of what it printed."""
+        if self.process is None or self.process.poll() is None:
+            return
+        code = self.process.returncode
+        stderr = self.process.stderr.read() if self.process.stderr is not None else ""
+        self.process = None
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        raise ProbeError(f"the {self.target} target exited with status {code} during the probes"
+                         + (f": {tail}" if tail else ""))
+
     def use_setting(self, setting: str) -> None:
         """Reconfigure the target for the next probes ("" or "announce")."""
         if setting == self.setting:

@@ -82,6 +82,7 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
                                announced=ANNOUNCED, rng=rng)
             row = run_probe(probe, ctx)
             settle_time()
+            bed.check_target()
             if target == "kernel":
                 row["counters"] = counter_deltas(counters_before, bed.counters())
                 verdict = kernel_counters.check(probe.name, row["counters"])

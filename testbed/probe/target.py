@@ -24,6 +24,7 @@ import time
 from testbed.endpoints.kernel import StopRequest
 from testbed.mptcp import events
 from testbed.mptcp.config import StackConfig
+from testbed.mptcp.errors import LocalProtocolError
 from testbed.mptcp.host import MptcpHost
 
 IPPROTO_MPTCP = 262
@@ -47,6 +48,12 @@ class EchoApp:
         return False
 
     def on_event(self, event: events.Event, now: float) -> None:
+        # events of one batch are handled after all its packets: a connection the peer
+        # reset in the same batch refuses receive()/send(), which must not end the server
+        with contextlib.suppress(LocalProtocolError):
+            self._on_event(event, now)
+
+    def _on_event(self, event: events.Event, now: float) -> None:
         connection = event.connection
         if isinstance(event, events.ConnectionAccepted) and self.announce is not None:
             with contextlib.suppress(Exception):  # fell back already: nothing to announce on
