@@ -96,8 +96,14 @@ def probe(name: str, group: str, survey_row: str, rfc: str, expected: str, *,
     return register
 
 
-def load() -> dict[str, Probe]:
-    """Every probe, in catalogue order."""
-    from testbed.probe import probes_dss, probes_handshake, probes_signals  # noqa: F401
+PROBE_MODULES = ("testbed.probe.probes_handshake", "testbed.probe.probes_dss",
+                 "testbed.probe.probes_signals")
 
+
+def load() -> dict[str, Probe]:
+    """Every probe, in catalogue order (set-up, data plane, signals)."""
+    import importlib
+
+    for module in PROBE_MODULES:
+        importlib.import_module(module)
     return PROBES
