@@ -23,6 +23,7 @@ from testbed.errors import TestbedError
 from testbed.net.build import Network
 from testbed.net.state import RunState
 from testbed.probe.rawlink import RawLink
+from testbed.probe.session import LISTEN_PORT
 from testbed.probe.target import ADD_ADDR_TIMEOUT_S, python_target_config
 from topologies import build_topology
 
@@ -46,6 +47,7 @@ class ProbeBed:
         self.net: Network | None = None
         self.link: RawLink | None = None
         self.process: subprocess.Popen[str] | None = None
+        self.clients: list[subprocess.Popen[str]] = []
         self.setting = ""
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -69,6 +71,7 @@ class ProbeBed:
         self.close()
 
     def close(self) -> None:
+        self.stop_clients()
         self._stop_target()
         if self.link is not None:
             self.link.close()
@@ -110,9 +113,10 @@ class ProbeBed:
         if self.target == "kernel":
             run_command(["ip", "-n", self.target_netns, "mptcp", "endpoint", "flush"],
                         what="ip mptcp endpoint flush in the target host")
-            if setting == "announce":
+            if setting in ("announce", "client"):
+                flag = "signal" if setting == "announce" else "subflow"
                 run_command(["ip", "-n", self.target_netns, "mptcp", "endpoint", "add", ANNOUNCED,
-                             "id", "10", "signal"], what="ip mptcp endpoint (signal) in the target host")
+                             "id", "10", flag], what=f"ip mptcp endpoint ({flag}) in the target host")
         if self.process is None:
             self.process = subprocess.Popen(["ip", "netns", "exec", self.target_netns, *argv],
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -161,6 +165,27 @@ class ProbeBed:
         if self.target == "python":
             self._stop_target()
         self._start_target(setting)
+
+    def start_client(self) -> None:
+        """The implementation under test as a client of the prober's listening port, joining
+        from the second target address (a `subflow` endpoint for the kernel)."""
+        assert self.net is not None
+        argv = [sys.executable, "-m", "testbed.probe.target", self.target, "--connect", PROBER[0],
+                "--port", str(LISTEN_PORT), "--local", TARGET, "--local", ANNOUNCED, "--seconds", "6"]
+        self.clients.append(subprocess.Popen(["ip", "netns", "exec", self.target_netns, *argv],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                             text=True))
+
+    def stop_clients(self) -> None:
+        for process in self.clients:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.clients.clear()
 
     def pause_target(self) -> None:
         """Freeze the target process (tests of a target that never answers)."""

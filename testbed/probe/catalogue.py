@@ -56,6 +56,13 @@ class ProbeContext:
     announced: str  # the address the target announces in probes that need "announce"
     rng: random.Random
     sessions: list[Session] = field(default_factory=list)
+    # starts the target as a client connecting to the prober (probes with needs="client")
+    start_client: Callable[[], None] | None = None
+
+    def client(self) -> None:
+        if self.start_client is None:
+            raise Missing("this target cannot be started as a client")
+        self.start_client()
 
     def session(self, budget_s: float = 15.0) -> Session:
         session = Session(self.link, self.prober[0], self.target, self.port, rng=self.rng,
@@ -72,7 +79,7 @@ class Probe:
     rfc: str
     expected: str
     script: Callable[[ProbeContext], Outcome]
-    needs: str = ""  # a target setting: "" or "announce"
+    needs: str = ""  # a target setting: "", "announce" or "client"
     packetdrill: str = ""  # the packetdrill scenario it follows, if any
 
     def __post_init__(self) -> None:
@@ -97,7 +104,7 @@ def probe(name: str, group: str, survey_row: str, rfc: str, expected: str, *,
 
 
 PROBE_MODULES = ("testbed.probe.probes_handshake", "testbed.probe.probes_dss",
-                 "testbed.probe.probes_signals")
+                 "testbed.probe.probes_signals", "testbed.probe.probes_client")
 
 
 def load() -> dict[str, Probe]:

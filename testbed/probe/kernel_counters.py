@@ -36,6 +36,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "fastclose_rst": {"MPFastcloseRx": ">=1"},
     "tcprst_join": {"MPRstRx": ">=1"},
     "tcprst_initial": {"MPRstRx": ">=1"},
+    "client_synack_no_mpc": {"MPCapableFallbackSYNACK": "=1"},
+    "client_join_bad_synack_hmac": {"MPJoinSynAckHMacFailure": ">=1"},
+    "client_join_third_ack": {"MPJoinSynAckRx": ">=1"},
 }
 
 _RULE = re.compile(r"^(>=|=)(\d+)$")

@@ -12,7 +12,13 @@ import random
 from collections import deque
 
 from testbed.mptcp.host import MptcpHost
-from testbed.probe.target import EchoApp, python_target_config
+from testbed.probe.target import (
+    STACK_EPHEMERAL,
+    ClientApp,
+    EchoApp,
+    python_client_config,
+    python_target_config,
+)
 from testbed.wire import decode_packet, encode_packet
 from testbed.wire.types import Packet
 
@@ -25,37 +31,62 @@ class MemoryLink:
     def __init__(self, addresses: list[str], port: int, *, announce: str | None = None,
                  seed: int = 1) -> None:
         self.clock = 0.0
+        self.addresses = addresses
+        self.port = port
+        self.seed = seed
         self.host = MptcpHost(addresses=addresses, config=python_target_config(),
                               rng=random.Random(seed), now=0.0)
         self.host.listen(port)
         self.app = EchoApp(announce)
+        self.client: MptcpHost | None = None  # the target as a client, once started
+        self.client_app: ClientApp | None = None
         self.queue: deque[Packet] = deque()
+
+    def start_client(self, prober: str, prober_port: int) -> None:
+        """The python stack connects to the prober (joins from its other addresses)."""
+        self.client = MptcpHost(addresses=self.addresses, config=python_client_config(),
+                                rng=random.Random(self.seed + 1), now=self.clock,
+                                ephemeral_ports=STACK_EPHEMERAL)
+        self.client_app = ClientApp(self.clock + 30.0)
+        self.client.connect(prober, prober_port, now=self.clock, local_address=self.addresses[0])
+        self._pump()
+
+    def _hosts(self) -> list[tuple[MptcpHost, object]]:
+        pairs: list[tuple[MptcpHost, object]] = [(self.host, self.app)]
+        if self.client is not None:
+            pairs.append((self.client, self.client_app))
+        return pairs
 
     def now(self) -> float:
         return self.clock
 
     def _pump(self) -> None:
-        while (event := self.host.next_event()) is not None:
-            self.app.on_event(event, self.clock)
-        for packet in self.host.packets_to_send(self.clock):
-            self.queue.append(decode_packet(encode_packet(packet)))
-        while (event := self.host.next_event()) is not None:
-            self.app.on_event(event, self.clock)
+        for host, app in self._hosts():
+            while (event := host.next_event()) is not None:
+                app.on_event(event, self.clock)  # type: ignore[attr-defined]
+            for packet in host.packets_to_send(self.clock):
+                self.queue.append(decode_packet(encode_packet(packet)))
+            while (event := host.next_event()) is not None:
+                app.on_event(event, self.clock)  # type: ignore[attr-defined]
 
     def send(self, packet: Packet) -> None:
         self.clock += STEP_S
-        self.host.receive_packet(decode_packet(encode_packet(packet)), self.clock)
+        host = self.host
+        if self.client is not None and packet.tcp.dst_port != self.port:
+            host = self.client
+        host.receive_packet(decode_packet(encode_packet(packet)), self.clock)
         self._pump()
 
     def receive(self, timeout_s: float) -> Packet | None:
         deadline = self.clock + timeout_s
         while not self.queue:
-            timer = self.host.get_timer()
-            if timer is None or timer > deadline:
+            timers = [(t, h) for h, _ in self._hosts() if (t := h.get_timer()) is not None]
+            if not timers or min(t for t, _ in timers) > deadline:
                 self.clock = max(self.clock, deadline)
                 return None
+            timer, host = min(timers, key=lambda item: item[0])
             self.clock = max(self.clock, timer)
-            self.host.handle_timer(self.clock)
+            host.handle_timer(self.clock)
             self._pump()
         self.clock += STEP_S
         return self.queue.popleft()

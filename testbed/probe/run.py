@@ -79,8 +79,11 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
             bed.link.drain()
             counters_before = bed.counters()
             ctx = ProbeContext(link=bed.link, prober=PROBER, target=TARGET, port=PORT,
-                               announced=ANNOUNCED, rng=rng)
-            row = run_probe(probe, ctx)
+                               announced=ANNOUNCED, rng=rng, start_client=bed.start_client)
+            try:
+                row = run_probe(probe, ctx)
+            finally:
+                bed.stop_clients()
             settle_time()
             bed.check_target()
             if target == "kernel":

@@ -159,13 +159,14 @@ class Subflow:
 
 
 _ports = itertools.count(0)
-PROBER_PORTS = (40000, 40999)
+PROBER_PORTS = (40000, 40999)  # all guarded in the prober's host
+LISTEN_PORT = 40999  # where the prober waits for a target acting as client
 
 
 def next_port() -> int:
     """A fresh prober port for every subflow (the guard drops the kernel's view of them)."""
     low, high = PROBER_PORTS
-    return low + next(_ports) % (high - low + 1)
+    return low + next(_ports) % (high - low)
 
 
 class Session:
@@ -186,6 +187,7 @@ class Session:
         self.started = link.now()
         self.deadline = time.monotonic() + budget_s
         self.budget_s = budget_s
+        self.unclaimed: deque[Packet] = deque()  # SYNs to LISTEN_PORT of no subflow yet
         self.data_seq = 0  # bytes of data-level sequence space we used after the IDSN
         self.peer_data_received = 0  # in-order data-level bytes taken from the target
         self.initial = self.new_subflow(local)
@@ -336,6 +338,8 @@ class Session:
         self._record(packet, sub, outgoing=False)
         if sub is not None:
             sub.inbox.append(packet)
+        elif packet.tcp.flags & SYN and not packet.tcp.flags & ACK and packet.tcp.dst_port == LISTEN_PORT:
+            self.unclaimed.append(packet)
         return True
 
     def _take(self, sub: Subflow, packet: Packet) -> None:
@@ -464,6 +468,36 @@ class Session:
         join = synack.tcp.find(MpJoinSynAck)
         assert isinstance(join, MpJoinSynAck) and self.remote_key is not None
         return join_ack_hmac(self.local_key, self.remote_key, sub.nonce, join.sender_nonce)
+
+    # --- the target as client: the prober answers its SYNs ------------------------------------
+    def expect_syn(self, timeout_s: float = 3.0) -> Packet | None:
+        """The next SYN to the prober's listening port that no subflow owns yet."""
+        end = self.link.now() + timeout_s
+        while not self.unclaimed:
+            left = end - self.link.now()
+            if left <= 0 or not self._pull(left):
+                return None
+        return self.unclaimed.popleft()
+
+    def accept(self, syn: Packet, *, initial: bool = False) -> Subflow:
+        """A subflow for the target's SYN (the SYN/ACK is the script's to send); with
+        `initial` it becomes the connection's first subflow."""
+        if initial and self.initial.peer_isn is None and self.initial.snd_nxt == self.initial.isn:
+            self.subflows.remove(self.initial)
+        sub = Subflow(local=syn.dst, local_port=syn.tcp.dst_port, remote=syn.src,
+                      remote_port=syn.tcp.src_port, isn=self.rng.getrandbits(32),
+                      peer_isn=syn.tcp.seq, rcv_nxt=(syn.tcp.seq + 1) & U32,
+                      name=f"sf{len(self.subflows)}", nonce=self.rng.getrandbits(32))
+        sub.snd_nxt = sub.isn
+        self.subflows.append(sub)
+        if initial:
+            self.initial = sub
+        self._line(f"{self.link.now() - self.started:7.3f}   # {sub.name}: the target's SYN "
+                   f"from {syn.src}:{syn.tcp.src_port} (listed above as ?)")
+        return sub
+
+    def synack(self, sub: Subflow, options: list[TcpOption]) -> Packet:
+        return self.segment(sub, SYN | ACK, [MaximumSegmentSize(1460), *options])
 
     def data_acked(self, sub: Subflow, upto: int, timeout_s: float = 1.0) -> Packet | None:
         """The first segment whose data ACK reaches `upto` (a DSN)."""

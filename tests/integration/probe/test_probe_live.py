@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 # one of each kind: handshake, fallback, join, checksum, close, data-level
 BOTH = ["mpc_handshake", "mpc_flag_b", "join_bad_ack_hmac", "dss_checksum_bad",
-        "dss_stripped_after_data", "fastclose_wrong_key"]
+        "dss_stripped_after_data", "fastclose_wrong_key", "client_join_bad_synack_hmac"]
 
 
 def _remember(names: list[str]):
@@ -50,6 +50,7 @@ def test_handful_of_probes(tmp_path: Path, target: str) -> None:
         assert by_name["join_bad_ack_hmac"]["counters"].get("MPTcpExtMPJoinAckHMacFailure") == 1
         assert by_name["dss_stripped_after_data"]["counters_check"]["agree"]
         assert by_name["dss_checksum_bad"]["counters"].get("MPTcpExtDataCsumErr", 0) >= 1
+        assert by_name["client_join_bad_synack_hmac"]["counters_check"]["agree"]
     assert created and all(netns_inode(name) is None for name in created)
 
 

@@ -14,6 +14,7 @@ import pytest
 from testbed.probe.catalogue import ProbeContext, load
 from testbed.probe.execute import run_probe
 from testbed.probe.memory import MemoryLink
+from testbed.probe.session import LISTEN_PORT
 
 PROBER = ("10.0.1.1", "10.0.2.1")
 TARGET, ANNOUNCED, PORT = "10.0.100.2", "10.0.100.3", 5201
@@ -26,7 +27,8 @@ def run_in_memory(name: str, seed: int = 1) -> dict:
     announce = ANNOUNCED if probe.needs == "announce" else None
     link = MemoryLink([TARGET, ANNOUNCED], PORT, announce=announce, seed=seed + 1000)
     ctx = ProbeContext(link=link, prober=PROBER, target=TARGET, port=PORT, announced=ANNOUNCED,
-                       rng=random.Random(seed))
+                       rng=random.Random(seed),
+                       start_client=lambda: link.start_client(PROBER[0], LISTEN_PORT))
     return run_probe(probe, ctx)
 
 
