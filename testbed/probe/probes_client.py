@@ -21,6 +21,7 @@ from testbed.wire.types import (
 )
 
 H = MPCAPABLE_FLAG_HMAC_SHA256
+CLIENT_START_S = 15.0  # a loaded machine starts a Python process slowly
 
 
 def _not_syn(packet: Packet) -> bool:
@@ -29,11 +30,11 @@ def _not_syn(packet: Packet) -> bool:
 
 def _client_syn(ctx: ProbeContext) -> tuple[Session, Subflow, Packet]:
     """Start the target as a client and take its SYN."""
-    session = ctx.session()
+    session = ctx.session(budget_s=CLIENT_START_S + 15)
     ctx.client()
-    syn = session.expect_syn(5.0)
+    syn = session.expect_syn(lambda p: p.tcp.find(MpJoinSyn) is None, CLIENT_START_S)
     if syn is None:
-        raise Prerequisite("the target, started as a client, sent no SYN within 5 s")
+        raise Prerequisite(f"the target, started as a client, sent no SYN within {CLIENT_START_S:.0f} s")
     return session, session.accept(syn, initial=True), syn
 
 
@@ -120,7 +121,11 @@ def client_synack_flag_a(ctx: ProbeContext) -> Outcome:
 
 def _join_syn(ctx: ProbeContext) -> tuple[Session, Subflow, MpJoinSyn]:
     session, _, _ = _client_established(ctx)
-    syn = session.expect_syn(4.0)
+    def ours(packet: Packet) -> bool:
+        join = packet.tcp.find(MpJoinSyn)
+        return isinstance(join, MpJoinSyn) and join.receiver_token == session.local_token
+
+    syn = session.expect_syn(ours, 4.0)
     if syn is None:
         raise Missing("the target, as a client with a second address, opened no second subflow")
     join = syn.tcp.find(MpJoinSyn)

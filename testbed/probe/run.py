@@ -24,6 +24,7 @@ from testbed.probe.session import Session
 FORMAT, VERSION = "mptcp-testbed-probes", 1
 TARGETS = ("kernel", "python")
 LIVENESS_TIMEOUT_S = 3.0
+SETTING_ORDER = ("client", "", "announce")
 
 
 def check_target(target: str) -> None:
@@ -67,7 +68,9 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
     """Run `probes` against a fresh bed; returns (target detail, rows)."""
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
-    ordered = sorted(probes, key=lambda p: p.needs)  # one target reconfiguration at most
+    # the target as client first, before server-side connections exist that a `subflow`
+    # endpoint would make the kernel join from; then plain; then announcing
+    ordered = sorted(probes, key=lambda p: SETTING_ORDER.index(p.needs))
     with ProbeBed(target) as bed:
         assert bed.link is not None
         if before is not None:

@@ -188,6 +188,7 @@ class Session:
         self.deadline = time.monotonic() + budget_s
         self.budget_s = budget_s
         self.unclaimed: deque[Packet] = deque()  # SYNs to LISTEN_PORT of no subflow yet
+        self.foreign = 0  # packets for none of this session's subflows
         self.data_seq = 0  # bytes of data-level sequence space we used after the IDSN
         self.peer_data_received = 0  # in-order data-level bytes taken from the target
         self.initial = self.new_subflow(local)
@@ -335,11 +336,13 @@ class Session:
         sub = self._owner(packet)
         if sub is not None:
             self._take(sub, packet)
-        self._record(packet, sub, outgoing=False)
-        if sub is not None:
+            self._record(packet, sub, outgoing=False)
             sub.inbox.append(packet)
         elif packet.tcp.flags & SYN and not packet.tcp.flags & ACK and packet.tcp.dst_port == LISTEN_PORT:
+            self._record(packet, None, outgoing=False)
             self.unclaimed.append(packet)
+        else:  # another connection's late segment (an earlier probe's): not evidence
+            self.foreign += 1
         return True
 
     def _take(self, sub: Subflow, packet: Packet) -> None:
@@ -470,14 +473,17 @@ class Session:
         return join_ack_hmac(self.local_key, self.remote_key, sub.nonce, join.sender_nonce)
 
     # --- the target as client: the prober answers its SYNs ------------------------------------
-    def expect_syn(self, timeout_s: float = 3.0) -> Packet | None:
-        """The next SYN to the prober's listening port that no subflow owns yet."""
+    def expect_syn(self, match: Callable[[Packet], bool], timeout_s: float = 3.0) -> Packet | None:
+        """The next SYN to the prober's listening port, of no subflow yet, that `match` takes."""
         end = self.link.now() + timeout_s
-        while not self.unclaimed:
+        while True:
+            while self.unclaimed:
+                packet = self.unclaimed.popleft()
+                if match(packet):
+                    return packet
             left = end - self.link.now()
             if left <= 0 or not self._pull(left):
                 return None
-        return self.unclaimed.popleft()
 
     def accept(self, syn: Packet, *, initial: bool = False) -> Subflow:
         """A subflow for the target's SYN (the SYN/ACK is the script's to send); with
