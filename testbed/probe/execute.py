@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import random
-from collections.abc import Callable
 from typing import Any
 
 from testbed.probe.catalogue import Missing, Outcome, Prerequisite, Probe, ProbeContext
 from testbed.probe.session import NoMptcp, ProbeTimeout, TargetSilent
-
-ContextFactory = Callable[[], ProbeContext]
 
 
 def outcome_of(probe: Probe, ctx: ProbeContext) -> Outcome:
@@ -46,7 +42,3 @@ def run_probe(probe: Probe, ctx: ProbeContext) -> dict[str, Any]:
             "rfc": probe.rfc, "packetdrill": probe.packetdrill, "verdict": outcome.verdict,
             "expected": probe.expected, "observed": outcome.observed, "trace": trace,
             "counters": {}}
-
-
-def new_rng(seed: int | None) -> random.Random:
-    return random.Random(seed)
