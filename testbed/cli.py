@@ -181,6 +181,7 @@ DELEGATED = (
     ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
     ("soak", "testbed.soak.command", "long run under flaps, NAT timeouts, box toggles: leaks, RSS, verdicts"),
+    ("probe", "testbed.probe.command", "MPTCP conformance probes against the kernel or the python stack"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",

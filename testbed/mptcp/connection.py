@@ -355,6 +355,8 @@ class Connection:
                 self._on_established(context, now)
                 return
             self.handshake.check_third_ack(context, segment)
+            if received.closed_reason is None and not context.is_join:  # MPC data: a mapping
+                self._on_established(context, now)
         facts = NO_FACTS
         if received.options_apply:
             facts = self._on_segment_options(context, segment, received.offset, now)
@@ -365,11 +367,10 @@ class Connection:
         if received.closed_reason is not None:
             self._subflow_closed(context, received.closed_reason, now)
             return
-        if step:  # the third ACK
+        if step and context.is_join:  # the join's third ACK
             self._on_established(context, now)
         if received.data:
-            self.deliver(context, context.mapping_receiver.feed(received.data_offset,
-                                                                 received.data), now)
+            self.deliver(context, context.mapping_receiver.feed(received.data_offset, received.data), now)
             if subflow.state is CLOSED:
                 return
         if received.fin:
@@ -423,6 +424,8 @@ class Connection:
         if dss.data_len == 0:
             self.fallback.on_infinite_mapping(context, dsn, dss, offset, now)
             return False
+        if self.checksum and dss.checksum is None and self.fallback.mode == MPTCP:
+            raise self.fallback.missing_checksum()
         if self.fallback.mode != MPTCP:
             return False
         if dss.data_fin and dss.subflow_seq == 0 and dss.data_len == 1:

@@ -21,6 +21,7 @@ OWN_COUNTERS = (
     "MPFastcloseRxIgnored",  # MP_FASTCLOSE whose key was not ours
     "Reinjected",  # data chunks sent again on another subflow
     "SubflowResetMiddlebox",  # join subflows reset with reason 6
+    "DSSNoChecksum",  # mappings without the negotiated checksum (subflow reset)
 )
 
 

@@ -158,9 +158,19 @@ class Fallback:
         receiver = context.mapping_receiver
         assert dss.subflow_seq is not None
         if receiver.infinite_base is None:
-            receiver.set_infinite(unwrap_relative(dss.subflow_seq, offset), dsn)
+            # Linux sends its infinite mapping with subflow sequence 0 (and checksum 0): the
+            # DSN then belongs to the segment that carries it, not to subflow offset 0
+            start = offset if dss.subflow_seq == 0 else unwrap_relative(dss.subflow_seq, offset)
+            receiver.set_infinite(start, dsn)
         self.fall_back("mp-fail" if self.mp_fail_seen else "fallback-infinite-map")
         self.effects.deliver(context, receiver.process(), now)
+
+    def missing_checksum(self) -> RemoteProtocolError:
+        """A mapping without the negotiated checksum: RFC 8684 3.3.1 says the receiver MUST
+        close the subflow with a RST (Linux resets a join, falls back on the first subflow)."""
+        self.counters["DSSNoChecksum"] += 1
+        return RemoteProtocolError("DSS mapping without the negotiated checksum",
+                                   reason=MPTCPRST_MPTCP_ERROR)
 
     def on_checksum_failure(self, context: SubflowContext, failed: Mapping, now: float) -> None:
         """A mapping's DSS checksum did not match its bytes (RFC 8684 3.7)."""

@@ -54,7 +54,9 @@ class Handshake:
         """A SYN on a listening port: True when it asks for MPTCP v1 as we support it."""
         capable = syn.find(MpCapable)
         if (self.config.mptcp_enabled and type(capable) is MpCapable
-                and capable.version == 1 and capable.flags & 0x1F == MPCAPABLE_FLAG_HMAC_SHA256
+                and capable.version == 1
+                # B set (extensibility) and not understood: ignore the option (RFC 8684 3.1)
+                and capable.flags & 0x5F == MPCAPABLE_FLAG_HMAC_SHA256
                 and capable.sender_key is None):
             self.counters["MPCapableSYNRX"] += 1
             self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)

@@ -422,7 +422,10 @@ class Subflow:
         else:
             offset = self._rcv_offset(segment.seq)
             if not self.rcv.next <= offset <= max(self.rcv_adv_end, self.rcv.next + 1):
-                return  # RFC 5961: only an in-window RST resets
+                return  # RFC 5961 3.2: a RST outside the window is dropped
+            if offset != self.rcv.next:
+                self.ack_pending = True  # in the window, not exact: a challenge ACK
+                return
         self._set_state(TcpEvent.RECV_RST)
         received.rst = True
         if self._terminate("reset"):

@@ -1,0 +1,152 @@
+"""`run_probes`: the probes against one target, written as DIR/probes.json and DIR/probes.md.
+
+probes.json (format "mptcp-testbed-probes", version 1) is the interface `testbed survey`
+reads: one row per probe with its group, survey row, RFC clause, verdict, expectation,
+observation, packet trace and (kernel target) the MPTcpExt counters that moved.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from testbed.kernel_mptcp import counter_deltas
+from testbed.probe import kernel_counters
+from testbed.probe.bed import ANNOUNCED, PORT, PROBER, TARGET, ProbeBed, ProbeError, settle_time
+from testbed.probe.catalogue import Probe, ProbeContext, load
+from testbed.probe.execute import run_probe
+from testbed.probe.session import Session
+
+FORMAT, VERSION = "mptcp-testbed-probes", 1
+TARGETS = ("kernel", "python")
+LIVENESS_TIMEOUT_S = 3.0
+SETTING_ORDER = ("client", "", "announce")
+
+
+def check_target(target: str) -> None:
+    """One line naming what is wrong with a --target value (before anything is built)."""
+    if target in TARGETS:
+        return
+    if target.startswith("kernel@"):
+        raise ProbeError(f"target {target}: kernel@VERSION is not yet supported by `testbed probe` "
+                         "(it needs VM endpoints); use --target kernel or --target python")
+    if target.startswith("command:"):
+        raise ProbeError(f"target {target}: command:NAME targets are not yet supported by "
+                         "`testbed probe` (they come with stack = \"command\" endpoints)")
+    raise ProbeError(f"unknown target {target!r}; use kernel, python, kernel@VERSION or command:NAME")
+
+
+def select_probes(names: list[str] | None) -> list[Probe]:
+    catalogue = load()
+    if not names:
+        return list(catalogue.values())
+    unknown = [name for name in names if name not in catalogue]
+    if unknown:
+        raise ProbeError(f"unknown probe {unknown[0]!r}; `testbed probe --list` lists the "
+                         f"{len(catalogue)} probes")
+    return [catalogue[name] for name in dict.fromkeys(names)]
+
+
+def _check_alive(bed: ProbeBed, rng: random.Random) -> None:
+    """A target that never answers fails the whole run, in one line, before any probe."""
+    assert bed.link is not None
+    session = Session(bed.link, PROBER[0], TARGET, PORT, rng=rng, budget_s=LIVENESS_TIMEOUT_S + 2)
+    session.segment(session.initial, 0x02, [])
+    answer = session.expect(session.initial, None, LIVENESS_TIMEOUT_S)
+    if answer is None:
+        raise ProbeError(f"the {bed.target} target did not answer a SYN to {TARGET}:{PORT} within "
+                         f"{LIVENESS_TIMEOUT_S:.0f} s; nothing was probed")
+    session.reset_all()
+
+
+def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
+                 before: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run `probes` against a fresh bed; returns (target detail, rows)."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    # the target as client first, before server-side connections exist that a `subflow`
+    # endpoint would make the kernel join from; then plain; then announcing
+    ordered = sorted(probes, key=lambda p: SETTING_ORDER.index(p.needs))
+    with ProbeBed(target) as bed:
+        assert bed.link is not None
+        if before is not None:
+            before(bed)
+        _check_alive(bed, rng)
+        detail = bed.target_detail()
+        for probe in ordered:
+            bed.use_setting(probe.needs)
+            bed.link.drain()
+            counters_before = bed.counters()
+            ctx = ProbeContext(link=bed.link, prober=PROBER, target=TARGET, port=PORT,
+                               announced=ANNOUNCED, rng=rng, start_client=bed.start_client)
+            try:
+                row = run_probe(probe, ctx)
+            finally:
+                bed.stop_clients()
+            settle_time()
+            bed.check_target()
+            if target == "kernel":
+                row["counters"] = counter_deltas(counters_before, bed.counters())
+                verdict = kernel_counters.check(probe.name, row["counters"])
+                if verdict is not None:
+                    row["counters_check"] = verdict
+            rows.append(row)
+    order = {probe.name: index for index, probe in enumerate(probes)}
+    rows.sort(key=lambda row: order[row["name"]])
+    return detail, rows
+
+
+def run_probes(target: str, names: list[str] | None, out: Path, *, seed: int | None = None,
+               before: Any = None) -> list[dict[str, Any]]:
+    """The survey's entry point: probe `target`, write out/probes.json and out/probes.md."""
+    check_target(target)
+    probes = select_probes(names)
+    created = not out.exists()
+    try:
+        started = time.time()
+        detail, rows = probe_target(target, probes, seed=seed, before=before)
+        document = {"format": FORMAT, "version": VERSION, "target": target,
+                    "target_detail": detail, "started_unix": round(started, 3),
+                    "seconds": round(time.time() - started, 2), "probes": rows}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probes.json").write_text(json.dumps(document, indent=1) + "\n")
+        (out / "probes.md").write_text(markdown(document))
+    except BaseException:
+        if created and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """probes.md: one table row per probe, then each probe's trace."""
+    rows = document["probes"]
+    counts = {v: sum(1 for r in rows if r["verdict"] == v)
+              for v in ("pass", "fail", "not-implemented", "error")}
+    lines = [f"# MPTCP probes: target {document['target']}", "",
+             ", ".join(f"{n} {v}" for v, n in counts.items()), "",
+             "| probe | group | survey row | RFC | verdict | observed |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['group']} | {_cell(row['survey_row'])} | "
+                     f"{row['rfc']} | **{row['verdict']}** | {_cell(row['observed'])} |")
+    lines.append("")
+    for row in rows:
+        lines += [f"## {row['name']}", "", f"Expected: {row['expected']}", "",
+                  f"Observed: {row['observed']}", ""]
+        if row["counters"]:
+            lines += ["Counters: " + ", ".join(f"{k} {v:+d}" for k, v in row["counters"].items()), ""]
+        if "counters_check" in row:
+            check = row["counters_check"]
+            lines += [f"Counters {'agree' if check['agree'] else 'DISAGREE'} with the scenario's "
+                      f"expectation {check['expected']} (observed {check['observed']})", ""]
+        lines += ["```", *row["trace"], "```", ""]
+    return "\n".join(lines)
