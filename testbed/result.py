@@ -34,6 +34,10 @@ class SubflowResult:
     bytes_retrans: int
     rtt_ms: float
     open_at_end: bool
+    # wall-clock time (Unix seconds) of the endpoint's last sample of this subflow: its counts
+    # stop there (a subflow that closed, or a socket the endpoint gave up on, is not read after
+    # it); None in files from before it was recorded
+    last_sample_unix: float | None = None
 
 
 @dataclass

@@ -109,7 +109,7 @@ class Direction:
     @property
     def bytes_acked(self) -> int:
         """Payload the other end acknowledged (tcpi_bytes_acked without the SYN and FIN); from
-        the ACKs alone, so right even when the capture missed data segments."""
+        the ACKs alone (not an RST's), so right even when the capture missed data segments."""
         fin_acked = self.fin_rel is not None and self.acked > self.fin_rel
         return max(0, self.acked - 1 - (1 if fin_acked else 0))
 
@@ -198,8 +198,12 @@ class Subflow:
                     own.high = end
             if flags & 0x04:
                 own.rst = True
-        if flags & 0x10:
-            other = self.dirs[1 - side]
+        other = self.dirs[1 - side]
+        if flags & 0x10 and not flags & 0x04 and not other.rst:
+            # Acknowledged means acknowledged to a sender that takes it (as tcpi_bytes_acked):
+            # an RST's ACK field is never processed (the reset is handled first, Linux's
+            # tcp_validate_incoming), and ACKs reaching an end after it sent an RST find the
+            # subflow closed there
             if other.base is None:
                 other.base = (ack - 1) & _M32
                 other.high = 1
