@@ -121,6 +121,10 @@ class Result:
         doc.update(asdict(self))
         if not self.interrupted:
             del doc["interrupted"]  # only interrupted runs carry the key, as before schema 2
+        for connection in doc["connections"]:  # absent when unknown (files from before it)
+            for subflow in connection["subflows"]:
+                if subflow.get("last_sample_unix") is None:
+                    subflow.pop("last_sample_unix", None)
         for record in doc["endpoints"].values():  # optional keys: absent when unknown, as before
             for key in ("kernel", "vm"):
                 if record.get(key) is None:

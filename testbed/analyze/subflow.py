@@ -86,18 +86,22 @@ class Direction:
             entry = self.bins[index] = [0, 0, self.acked, 0, 0.0, 0]
         return entry
 
-    def fill(self, start: int, end: int) -> None:
-        """A segment covering [start, end) arrived: cut it out of the holes."""
+    def fill(self, start: int, end: int) -> int:
+        """A segment covering [start, end) arrived: cut it out of the holes; returns how many
+        of its bytes were in them (the capture had not seen them before)."""
         kept = []
+        filled = 0
         for low, high in self.holes:
             if end <= low or start >= high:
                 kept.append([low, high])
                 continue
+            filled += min(end, high) - max(start, low)
             if low < start:
                 kept.append([low, start])
             if end < high:
                 kept.append([end, high])
         self.holes = kept
+        return filled
 
     @property
     def bytes_not_captured(self) -> int:
@@ -167,13 +171,14 @@ class Subflow:
             own.bytes_sent += length
             entry = own.bins.get(bin_index) or own.bin(bin_index)
             if rel < high:
-                if own.holes:
-                    own.fill(rel, end)
                 overlap = min(end, high) - rel
                 own.bytes_retrans += overlap
                 own.retrans_segments += 1
                 entry[B_RETRANS] += overlap
-                retransmitted = True
+                # a retransmission of what the capture did see; one that only fills a hole
+                # (its first copy was dropped before the capture point, by the sender's own
+                # qdisc for instance) is the first sighting of those bytes on this subflow
+                retransmitted = not own.holes or own.fill(rel, end) < overlap
                 own.pending.clear()  # Karn: no RTT sample across a retransmission
             if end > high:
                 if rel > high:  # sent, but not in the capture (yet: a retransmission may fill it)
