@@ -267,11 +267,12 @@ def tshark_checks(analysis: Analysis, view: dict[int, dict[str, Any]] | None) ->
             checks.append(Check(f"connection {connection.index} highest data ACK from the {end} "
                                 "(tshark)", ours_ack, their_ack,
                                 _verdict(ours_ack == their_ack), "equal (relative DSNs)"))
-        ours_reinjected = sum(d.reinjected_bytes for d in connection.data)
-        checks.append(Check(f"connection {connection.index} reinjected bytes (tshark)",
-                            ours_reinjected, theirs["reinjected_bytes"],
-                            _verdict(theirs["reinjected_bytes"] <= ours_reinjected),
-                            "tshark's marks <= ours (it pairs whole mappings only)"))
+        ours_reinjected = sum(d.summary()["reinjections"] for d in connection.data)
+        checks.append(Check(f"connection {connection.index} reinjected segments (tshark)",
+                            ours_reinjected, theirs["reinjected_packets"],
+                            _verdict(theirs["reinjected_packets"] <= ours_reinjected),
+                            "tshark's mptcp.reinjection_of packets <= ours (it pairs whole "
+                            "mappings only)"))
         ours_unmapped = connection.violations.get("payload without a mapping", 0)
         checks.append(Check(f"connection {connection.index} payload without any mapping (tshark)",
                             ours_unmapped, theirs["unmapped_packets"],
@@ -321,3 +322,39 @@ def summarise(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
         for check in row["checks"]:
             counts[check["verdict"]] = counts.get(check["verdict"], 0) + 1
     return counts
+
+
+def compare_sim(sim: dict[str, Any], capture: Path, *, tshark: bool = True) -> dict[str, Any]:
+    """Every check on a simulator capture (`testbed stack sim --pcap DIR`, the core link next
+    to the server) against the simulated endpoints' own state: the server's in-order bytes per
+    subflow (what its ACKs say), the transfer size, the client stack's Reinjected counter and
+    the server's DuplicateData."""
+    analysis = analyse(capture)
+    checks = []
+    for subflow in sim["server_stats"]["subflows"]:
+        found = _find_subflow(analysis, subflow["remote"], subflow["local"])
+        ours = found[0].dirs[found[1]].bytes_acked if found else None
+        checks.append(Check(f"subflow {subflow['remote']} bytes acked", ours,
+                            subflow["bytes_received"], _verdict(ours == subflow["bytes_received"]),
+                            "exact: the server's in-order bytes"))
+    found = _sender_data(analysis, True)
+    total = found[1].summary()["data_acked"] if found else None
+    checks.append(Check("total bytes", total, sim["received"], _verdict(total == sim["received"]),
+                        "exact: data-level bytes acknowledged = bytes the server received"))
+    events = found[1].summary()["reinjections"] if found else 0
+    counted = sim["client_stats"]["counters"].get("Reinjected", 0)
+    checks.append(Check("reinjections vs python sender Reinjected", events, counted,
+                        _verdict(events <= counted and (events > 0) == (counted > 0)),
+                        "capture <= counter, both zero or both non-zero (the core link is after "
+                        "the paths: a reinjection of data lost on its path appears once)"))
+    duplicates = sim["server_stats"]["counters"].get("DuplicateData", 0)
+    if duplicates:
+        checks.append(Check("reinjected bytes vs receiver DuplicateData", found[1].reinjected_bytes
+                            if found else 0, duplicates,
+                            _verdict(found is not None and found[1].reinjected_bytes >= duplicates),
+                            "a duplicate at the receiver implies a reinjection (bytes >= count)"))
+    if tshark:
+        checks.extend(tshark_checks(analysis, tshark_view(capture)))
+    return {"capture": str(capture), "outcome": sim["outcome"], "integrity":
+            "ok" if sim.get("hash_ok") else "corrupted", "checks": [c.as_json() for c in checks],
+            "agree": all(c.verdict != "differ" for c in checks)}
