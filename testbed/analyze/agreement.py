@@ -159,8 +159,9 @@ def reinjection_checks(analysis: Analysis, result_connection: dict[str, Any], up
     - Linux sender: `mptcpi_bytes_retrans` (MPTCP_INFO, 6.5+) counts what `__mptcp_retrans`
       sends again; every such byte is on the wire again under another subflow sequence number,
       so the capture shows at least as many, and exactly as many (0.1 %) when no subflow of
-      the sender closed: after a subflow closes, Linux pushes the data it held again through
-      the normal send path (`__mptcp_retransmit_pending_data`), which no counter counts.
+      the sender closed or went stale: then Linux pushes the data the subflow held again
+      through the normal send path (`__mptcp_retransmit_pending_data`), which no byte counter
+      counts (MPTcpExtSubflowStale says it happened).
     - Linux receiver: `MPTcpExtDuplicateData` counts segments whose data had arrived already;
       each was sent twice, so it implies a reinjection in the capture.
     - python sender: its `Reinjected` counter counts chunks reinjected; a reinjection in the
@@ -174,11 +175,13 @@ def reinjection_checks(analysis: Analysis, result_connection: dict[str, Any], up
     info = (result_connection.get("mptcp_info") or {}).get(sender) or {}
     kernel_retrans = info.get("bytes_retrans")
     stack = (result_connection.get("stack_counters") or {}).get(sender)
+    stale = (result_connection.get("counters") or {}).get(sender, {}).get("MPTcpExtSubflowStale", 0)
     if kernel_retrans is not None and stack is None:
-        if sender_closed_subflow:
+        if sender_closed_subflow or stale:
             checks.append(Check("reinjected bytes vs sender mptcpi_bytes_retrans", ours,
                                 kernel_retrans, _verdict(ours >= kernel_retrans),
-                                "capture >= counter (a subflow closed: data re-pushed uncounted)"))
+                                "capture >= counter (a subflow closed or went stale: data "
+                                "re-pushed uncounted)"))
         else:
             checks.append(Check("reinjected bytes vs sender mptcpi_bytes_retrans", ours,
                                 kernel_retrans, _verdict(within(ours, kernel_retrans)),
