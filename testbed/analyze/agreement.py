@@ -28,6 +28,7 @@ from testbed.analyze.capture import open_capture
 from testbed.command import run_command
 from testbed.errors import TestbedError
 
+SYN_FALLBACK = "no MP_CAPABLE on the SYN/ACK"  # testbed.analyze.analyzer's name for it
 REQUEST_BYTES = 24  # the client's request precedes the transfer (testbed.endpoints.transfer)
 TSHARK_TIMEOUT_S = 600.0
 
@@ -255,18 +256,20 @@ def tshark_checks(analysis: Analysis, view: dict[int, dict[str, Any]] | None) ->
     with the original one: a subset of ours) and payload without any mapping."""
     if view is None:
         return [Check("tshark", None, None, "n/a", "tshark not installed")]
-    checks = [Check("MPTCP connections (tshark)", len(analysis.connections), len(view),
-                    _verdict(len(analysis.connections) == len(view)), "equal")]
-    for connection, (_index, theirs) in zip(analysis.connections, sorted(view.items()),
-                                            strict=False):
+    # tshark gives no mptcp.stream to a connection whose SYN/ACK had no MP_CAPABLE
+    connections = [c for c in analysis.connections if c.fallback != SYN_FALLBACK]
+    checks = [Check("MPTCP connections (tshark)", len(connections), len(view),
+                    _verdict(len(connections) == len(view)),
+                    "equal (not counting fallbacks at the SYN/ACK)")]
+    for connection, (_index, theirs) in zip(connections, sorted(view.items()), strict=False):
         checks.append(Check(f"connection {connection.index} subflows (tshark)",
                             len(connection.subflows), theirs["subflows"],
                             _verdict(len(connection.subflows) == theirs["subflows"]), "equal"))
         for side, end in ((0, "server"), (1, "client")):  # data of `side`, acknowledged by `end`
             ours_ack = connection.data[side].data_ack
             their_ack = theirs["data_ack"].get(end)
-            if their_ack is None and not ours_ack:
-                continue
+            if their_ack is None and (not ours_ack or connection.fallback is not None):
+                continue  # none on the wire (after a fallback ours follows the subflow's ACKs)
             checks.append(Check(f"connection {connection.index} highest data ACK from the {end} "
                                 "(tshark)", ours_ack, their_ack,
                                 _verdict(ours_ack == their_ack), "equal (relative DSNs)"))
