@@ -350,9 +350,9 @@ def compare_sim(sim: dict[str, Any], capture: Path, *, tshark: bool = True) -> d
     events = found[1].summary()["reinjections"] if found else 0
     counted = sim["client_stats"]["counters"].get("Reinjected", 0)
     checks.append(Check("reinjections vs python sender Reinjected", events, counted,
-                        _verdict(events <= counted and (events > 0) == (counted > 0)),
-                        "capture <= counter, both zero or both non-zero (the core link is after "
-                        "the paths: a reinjection of data lost on its path appears once)"))
+                        _verdict(events <= counted),
+                        "capture <= counter (the core link is after the paths: a reinjection "
+                        "lost on its path, or whose original was, is not seen as one)"))
     duplicates = sim["server_stats"]["counters"].get("DuplicateData", 0)
     if duplicates:
         checks.append(Check("reinjected bytes vs receiver DuplicateData", found[1].reinjected_bytes
