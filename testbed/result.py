@@ -35,6 +35,10 @@ class SubflowResult:
     rtt_ms: float
     open_at_end: bool
     family: str = ""  # "IPv4" | "IPv6" (testbed.net.topo.family_label of `local`); "" in older results
+    # wall-clock time (Unix seconds) of the endpoint's last sample of this subflow: its counts
+    # stop there (a subflow that closed, or a socket the endpoint gave up on, is not read after
+    # it); None in files from before it was recorded
+    last_sample_unix: float | None = None
 
 
 @dataclass
@@ -121,6 +125,10 @@ class Result:
         doc.update(asdict(self))
         if not self.interrupted:
             del doc["interrupted"]  # only interrupted runs carry the key, as before schema 2
+        for connection in doc["connections"]:  # absent when unknown (files from before it)
+            for subflow in connection["subflows"]:
+                if subflow.get("last_sample_unix") is None:
+                    subflow.pop("last_sample_unix", None)
         for record in doc["endpoints"].values():  # optional keys: absent when unknown, as before
             for key in ("kernel", "vm", "command"):
                 if record.get(key) is None:

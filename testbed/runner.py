@@ -519,6 +519,11 @@ def _drain_capture(path: Path, *, quiet_s: float = 1.0, limit_s: float = 5.0) ->
         time.sleep(0.05)
 
 
+def _sample_time(started_at_unix: float | None, since_start_s: float) -> float | None:
+    """Wall-clock time of an endpoint sample taken `since_start_s` after its connection was up."""
+    return None if started_at_unix is None else round(started_at_unix + since_start_s, 6)
+
+
 def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, *,
             timings: dict[str, float], teardown_problems: list[str]) -> Result:
     """Stage 4: endpoint reports, counters and samples -> the typed Result (and the time
@@ -557,6 +562,7 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
     write_timeseries(out_dir / TIMESERIES_FILE, series)
     if spec.capture and (work / "capture.pcap").exists():
         shutil.copy(work / "capture.pcap", out_dir / "capture.pcap")
+    sender_started = (record.client if spec.traffic.direction == "upload" else record.server).started_at_unix
     connection = ConnectionResult(
         client_stack=plan.client.record.stack,
         server_stack=plan.server.record.stack,
@@ -565,7 +571,8 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         evidence=evidence,
         subflows=[SubflowResult(local=s.local, remote=s.remote, bytes=s.bytes_acked, bytes_sent=s.bytes_sent,
                                 bytes_retrans=s.bytes_retrans, rtt_ms=round(s.rtt_us / 1000, 3),
-                                open_at_end=s.open_at_end, family=family_label(s.local))
+                                open_at_end=s.open_at_end, family=family_label(s.local),
+                                last_sample_unix=_sample_time(sender_started, s.last_seen_s))
                   for s in record.subflows],
         bytes=record.bytes,
         duration_s=record.client.duration_s if spec.traffic.direction == "upload"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,26 @@ PROGRESS_MIN_BYTES = 64 << 20  # captures smaller than this are read without a p
 PROGRESS_EVERY_PACKETS = 65536
 
 
+def _until(packets: Iterator[tuple[float, bytes, int, int]], until_s: float,
+           kept: list[int]) -> Iterator[tuple[float, bytes, int, int]]:
+    """The packets up to `until_s` seconds after the first one (the capture's own order),
+    counted in kept[0]."""
+    stop: float | None = None
+    for item in packets:
+        if stop is None:
+            stop = item[0] + until_s
+        elif item[0] > stop:
+            return
+        kept[0] += 1
+        yield item
+
+
 def analyse_capture(path: Path, *, bin_s: float = 0.1, timeout_s: float = 60.0,
-                    progress: bool = True) -> tuple[Analysis, CaptureReader, list[str]]:
-    """One pass over the capture; returns the analysis, the reader (for its counts) and notes
-    for the user. CaptureError when nothing could be analysed."""
+                    progress: bool = True, until_s: float | None = None,
+                    ) -> tuple[Analysis, CaptureReader, list[str]]:
+    """One pass over the capture (or its first `until_s` seconds); returns the analysis, the
+    reader (for its counts) and notes for the user. CaptureError when nothing could be
+    analysed."""
     reader = open_capture(path)
     analysis = Analysis(bin_s=bin_s, timeout_s=timeout_s)
     bar = None
@@ -35,12 +52,16 @@ def analyse_capture(path: Path, *, bin_s: float = 0.1, timeout_s: float = 60.0,
         bar = ProgressBar(reader.size, label="analyze",
                           count_format=lambda done, total: f"{format_bytes(done)}/{format_bytes(total)}")
     packet = analysis.packet
+    packets: Iterator[tuple[float, bytes, int, int]] = iter(reader)
+    kept = [0]
+    if until_s is not None:
+        packets = _until(packets, until_s, kept)
     try:
         if bar is None:
-            for ts, frame, offset, version in reader:
+            for ts, frame, offset, version in packets:
                 packet(ts, frame, offset, version)
         else:
-            for count, (ts, frame, offset, version) in enumerate(reader, start=1):
+            for count, (ts, frame, offset, version) in enumerate(packets, start=1):
                 packet(ts, frame, offset, version)
                 if count % PROGRESS_EVERY_PACKETS == 0:
                     bar.update(reader.bytes_read, note=f"{count} packets")
@@ -48,7 +69,11 @@ def analyse_capture(path: Path, *, bin_s: float = 0.1, timeout_s: float = 60.0,
         if bar is not None:
             bar.finish()
     analysis.finish()
-    return analysis, reader, _notes(analysis, reader, path)
+    notes = []
+    if until_s is not None:
+        reader.packets = kept[0]  # the packets analysed, not the ones read past the end
+        notes.append(f"analysed the first {until_s:g} s of the capture only (--until-s)")
+    return analysis, reader, notes + _notes(analysis, reader, path)
 
 
 def _notes(analysis: Analysis, reader: CaptureReader, path: Path) -> list[str]:
@@ -105,6 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="width of the time bins of every series, seconds (default 0.1)")
     parser.add_argument("--timeout-s", type=float, default=60.0,
                         help="a subflow silent this long before the capture ends ended by timeout")
+    parser.add_argument("--until-s", type=float, default=None,
+                        help="analyse only the packets of the first UNTIL_S seconds of the capture")
     parser.add_argument("--no-plots", action="store_true", help="write analysis.json and CSVs only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
@@ -114,10 +141,13 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"--bin-s must be positive, got {args.bin_s}")
     if not args.timeout_s > 0:
         raise SpecError(f"--timeout-s must be positive, got {args.timeout_s}")
+    if args.until_s is not None and not args.until_s >= 0:
+        raise SpecError(f"--until-s must be 0 or more seconds, got {args.until_s}")
     out = args.out or args.capture.with_name(args.capture.name + ".analysis")
     started = time.monotonic()
     analysis, reader, notes = analyse_capture(args.capture, bin_s=args.bin_s,
-                                              timeout_s=args.timeout_s, progress=not args.quiet)
+                                              timeout_s=args.timeout_s, progress=not args.quiet,
+                                              until_s=args.until_s)
     elapsed = time.monotonic() - started
     doc: dict[str, Any] = write_outputs(analysis, reader, out, notes)
     if not args.no_plots:

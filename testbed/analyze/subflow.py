@@ -86,18 +86,22 @@ class Direction:
             entry = self.bins[index] = [0, 0, self.acked, 0, 0.0, 0]
         return entry
 
-    def fill(self, start: int, end: int) -> None:
-        """A segment covering [start, end) arrived: cut it out of the holes."""
+    def fill(self, start: int, end: int) -> int:
+        """A segment covering [start, end) arrived: cut it out of the holes; returns how many
+        of its bytes were in them (the capture had not seen them before)."""
         kept = []
+        filled = 0
         for low, high in self.holes:
             if end <= low or start >= high:
                 kept.append([low, high])
                 continue
+            filled += min(end, high) - max(start, low)
             if low < start:
                 kept.append([low, start])
             if end < high:
                 kept.append([end, high])
         self.holes = kept
+        return filled
 
     @property
     def bytes_not_captured(self) -> int:
@@ -109,7 +113,7 @@ class Direction:
     @property
     def bytes_acked(self) -> int:
         """Payload the other end acknowledged (tcpi_bytes_acked without the SYN and FIN); from
-        the ACKs alone, so right even when the capture missed data segments."""
+        the ACKs alone (not an RST's), so right even when the capture missed data segments."""
         fin_acked = self.fin_rel is not None and self.acked > self.fin_rel
         return max(0, self.acked - 1 - (1 if fin_acked else 0))
 
@@ -167,13 +171,14 @@ class Subflow:
             own.bytes_sent += length
             entry = own.bins.get(bin_index) or own.bin(bin_index)
             if rel < high:
-                if own.holes:
-                    own.fill(rel, end)
                 overlap = min(end, high) - rel
                 own.bytes_retrans += overlap
                 own.retrans_segments += 1
                 entry[B_RETRANS] += overlap
-                retransmitted = True
+                # a retransmission of what the capture did see; one that only fills a hole
+                # (its first copy was dropped before the capture point, by the sender's own
+                # qdisc for instance) is the first sighting of those bytes on this subflow
+                retransmitted = not own.holes or own.fill(rel, end) < overlap
                 own.pending.clear()  # Karn: no RTT sample across a retransmission
             if end > high:
                 if rel > high:  # sent, but not in the capture (yet: a retransmission may fill it)
@@ -198,8 +203,12 @@ class Subflow:
                     own.high = end
             if flags & 0x04:
                 own.rst = True
-        if flags & 0x10:
-            other = self.dirs[1 - side]
+        other = self.dirs[1 - side]
+        if flags & 0x10 and not flags & 0x04 and not other.rst:
+            # Acknowledged means acknowledged to a sender that takes it (as tcpi_bytes_acked):
+            # an RST's ACK field is never processed (the reset is handled first, Linux's
+            # tcp_validate_incoming), and ACKs reaching an end after it sent an RST find the
+            # subflow closed there
             if other.base is None:
                 other.base = (ack - 1) & _M32
                 other.high = 1

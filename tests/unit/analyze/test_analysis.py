@@ -232,3 +232,47 @@ def test_sender_that_stops_mapping_has_fallen_back(tmp_path: Path) -> None:
     connection = analysis.connections[0]
     assert connection.fallback == "data without a mapping" and connection.violations == {}
     assert connection.data[0].summary()["data_acked"] == 300
+
+
+def test_an_rst_acknowledges_nothing(tmp_path: Path) -> None:
+    """The ACK field of an RST is never processed (the reset comes first), so the bytes it
+    covers are not acknowledged to the sender: tcpi_bytes_acked stays where the last ACK left
+    it (a kernel server resetting a join sends RST|ACK covering data it never ACKed before)."""
+    conversation = Conversation()
+    first = conversation.handshake()
+    conversation.data(first, 100)
+    conversation.ack(first)
+    conversation.data(first, 200)
+    conversation.reset(first, [MpTcpRst(6)])  # RST|ACK whose ACK covers the 200 bytes
+    analysis, _ = analyse(conversation, tmp_path)
+    direction = analysis.subflows[0].dirs[0]
+    assert direction.bytes_acked == 100 and direction.bytes_sent == 300
+
+
+def test_acks_after_the_sender_reset_are_not_taken(tmp_path: Path) -> None:
+    """ACKs already on their way when the data sender reset the subflow find it closed: the
+    sender never counts them."""
+    conversation = Conversation()
+    first = conversation.handshake()
+    conversation.data(first, 100)
+    conversation.ack(first)
+    conversation.data(first, 200)
+    conversation.emit(first.client, ("10.0.100.2", 5201), first.isn + 1 + first.sent,
+                      first.server_isn + 1, 0x14, [MpTcpRst(6)])  # the client's RST|ACK
+    conversation.ack(first)  # acknowledges the 200 bytes, after the client's reset
+    analysis, _ = analyse(conversation, tmp_path)
+    assert analysis.subflows[0].dirs[0].bytes_acked == 100
+
+
+def test_until_s_analyses_the_first_seconds_only(tmp_path: Path) -> None:
+    conversation = two_path_transfer(segments=20, size=1000)  # 1 ms between packets
+    path = conversation.write(tmp_path / "c.pcap")
+    whole, _reader, _notes = analyse_capture(path, progress=False)
+    start = conversation.packets[0][0]
+    cut_at = conversation.packets[25][0] - start  # the 26th packet is the last one kept
+    cut, reader, notes = analyse_capture(path, progress=False, until_s=cut_at + 0.0001)
+    assert reader.packets == 26 and any("--until-s" in note for note in notes)
+    assert cut.last_ts == pytest.approx(conversation.packets[25][0], abs=1e-6)
+    acked = [s.dirs[0].bytes_acked for s in cut.subflows]
+    assert sum(acked) < sum(s.dirs[0].bytes_acked for s in whole.subflows) == 20_000
+    assert sum(acked) > 0
