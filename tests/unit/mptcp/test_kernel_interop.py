@@ -247,7 +247,10 @@ def test_kernel_add_addr_is_verified_echoed_and_joined() -> None:
         counters = ns.counters()
     assert kernel["sha256"] == _pattern_hash(1_500_000, 3)
     assert ours["sha256"] == _pattern_hash(700_000, 7)
-    assert ours["stats"]["counters"]["AddAddr"] == 1  # the kernel's HMAC verified
+    # the kernel's HMAC verified; on a loaded machine Linux may resend the ADD_ADDR before our
+    # echo reaches it (seen 2 in some runs): every copy must verify, none dropped
+    assert ours["stats"]["counters"]["AddAddr"] >= 1
+    assert ours["stats"]["counters"]["AddAddrDrop"] == 0
     assert counters["EchoAdd"] == 1 and counters["MPJoinSynRx"] == 1
     remotes = {s["remote"].split(":")[0] for s in ours["stats"]["subflows"]}
     assert remotes == {"10.99.0.1", "10.99.0.21"}
