@@ -110,9 +110,9 @@ def matrix_problems(delivery: Delivery, scratch: Path) -> list[str]:
     out = scratch / "out"
     problems = []
     doc = read_json(out / "matrix.json")
-    if doc is not None and delivery.signal != "KILL" and delivery.reached:
-        if not (doc.get("interrupted") and doc.get("partial")):
-            problems.append("matrix.json not marked interrupted and partial")
+    if doc is not None and delivery.signal != "KILL" and delivery.reached \
+            and not (doc.get("interrupted") and doc.get("partial")):
+        problems.append("matrix.json not marked interrupted and partial")
     finished = {(c["row"], c["pairing"]) for c in (doc or {}).get("cells", [])}
     done = subprocess.run([*TESTBED, "matrix", str(write_matrix(scratch)), "--out", str(out), "--resume"],
                           cwd=PROJECT, capture_output=True, text=True, timeout=300)
@@ -135,7 +135,9 @@ def second_run_problems(scratch: Path) -> list[str]:
     spec = write_spec(scratch, name="again", seconds=1, delay=0)
     done = subprocess.run([*TESTBED, "run", str(spec), "--out", str(scratch / "again")], cwd=PROJECT,
                           capture_output=True, text=True, timeout=120)
-    return [] if done.returncode == 0 else [f"second run exited {done.returncode}: {done.stderr.strip()[-200:]}"]
+    if done.returncode == 0:
+        return []
+    return [f"second run exited {done.returncode}: {done.stderr.strip()[-200:]}"]
 
 
 def attempt(target: Target, stage: Stage, sig: str, scratch: Path, *, second_run: bool = True
