@@ -57,7 +57,7 @@ def _prague_argv(scratch: Path) -> list[str]:
 
 
 def _vm_argv(scratch: Path) -> list[str]:
-    return [*TESTBED, "vm", "run", "--cpus", "1", "--memory", "512M", "--timeout", "120", "--",
+    return [*TESTBED, "vm", "run", "--cpus", "1", "--memory", "512M", "--timeout", "600", "--",
             "sh", "-c", "echo guest-command-started; sleep 30"]
 
 
@@ -84,7 +84,7 @@ TARGETS = {
     "vm": Target("vm", _vm_argv, (
         Stage("boot", said("testbed vm: kernel")),
         Stage("command", said("guest-command-started")),
-    ), timeout_s=240, env=(("TESTBED_VM_ACCEL", "tcg"),)),
+    ), timeout_s=700, env=(("TESTBED_VM_ACCEL", "tcg"),)),
 }
 
 
@@ -114,6 +114,12 @@ def matrix_problems(delivery: Delivery, scratch: Path) -> list[str]:
             and not (doc.get("interrupted") and doc.get("partial")):
         problems.append("matrix.json not marked interrupted and partial")
     finished = {(c["row"], c["pairing"]) for c in (doc or {}).get("cells", [])}
+    # a cell killed after its complete result.json was written, before matrix.json was, may be
+    # reused too; one whose result is marked interrupted never
+    for path in out.glob("cells/*/*/result.json"):
+        result = read_json(path)
+        if result is not None and not result.get("interrupted"):
+            finished.add((path.parent.parent.name, path.parent.name))
     done = subprocess.run([*TESTBED, "matrix", str(write_matrix(scratch)), "--out", str(out), "--resume"],
                           cwd=PROJECT, capture_output=True, text=True, timeout=300)
     if done.returncode not in (0, 1):
@@ -147,6 +153,8 @@ def attempt(target: Target, stage: Stage, sig: str, scratch: Path, *, second_run
     delivery = deliver(target.name, target.argv(scratch), stage, sig, out, timeout_s=target.timeout_s,
                        env=dict(target.env))
     problems = [f"left after clean: {thing}" for thing in delivery.after_clean]
+    if sig != "KILL":  # Ctrl-C and SIGTERM tear down by themselves, before any `testbed clean`
+        problems += [f"left after SIG{sig}: {thing}" for thing in delivery.before_clean]
     if delivery.signal != "KILL" and delivery.reached and delivery.exit_code not in (130, -2, -15, 143):
         problems.append(f"exit {delivery.exit_code} after SIG{sig}: {delivery.output.strip()[-300:]}")
     if "Traceback" in delivery.output:

@@ -58,17 +58,23 @@ client_subflow_endpoints = true
 MATRIX = """
 name = "signals"
 seed = 5
-topology = "two_path"
 pairings = ["kernel-kernel"]
-[traffic]
+[base.topology]
+name = "two_path"
+[base.topology.params]
+delay_ms = 2
+[base.traffic]
 seconds = {seconds}
-[[rows]]
+[base.mptcp]
+subflows = 2
+client_subflow_endpoints = true
+[[middleboxes]]
 name = "none"
 chain = []
-[[rows]]
+[[middleboxes]]
 name = "second"
 chain = []
-[[rows]]
+[[middleboxes]]
 name = "third"
 chain = []
 """
