@@ -104,8 +104,14 @@ def _lines(argv: list[str]) -> set[str]:
     return {line.strip() for line in done.stdout.splitlines() if line.strip()}
 
 
+# what `iptables` (nft flavour) creates the first time anything on the machine lists or adds
+# a rule in the root namespace; the testbed never runs iptables there, other users do
+IPTABLES_TABLES = {f"table {family} {name}" for family in ("ip", "ip6")
+                   for name in ("filter", "nat", "mangle", "raw", "security")}
+
+
 def root_nft_tables() -> set[str]:
-    return _lines(["nft", "list", "tables"])
+    return _lines(["nft", "list", "tables"]) - IPTABLES_TABLES
 
 
 def root_qdiscs() -> set[str]:
