@@ -120,8 +120,11 @@ def matrix_problems(delivery: Delivery, scratch: Path) -> list[str]:
         result = read_json(path)
         if result is not None and not result.get("interrupted"):
             finished.add((path.parent.parent.name, path.parent.name))
-    done = subprocess.run([*TESTBED, "matrix", str(write_matrix(scratch)), "--out", str(out), "--resume"],
-                          cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([*TESTBED, "matrix", str(write_matrix(scratch)), "--out", str(out), "--resume"],
+                              cwd=PROJECT, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return [*problems, "matrix --resume took over 600 s"]
     if done.returncode not in (0, 1):
         problems.append(f"matrix --resume exited {done.returncode}: {done.stderr.strip()[-200:]}")
         return problems
@@ -139,8 +142,11 @@ def matrix_problems(delivery: Delivery, scratch: Path) -> list[str]:
 
 def second_run_problems(scratch: Path) -> list[str]:
     spec = write_spec(scratch, name="again", seconds=1, delay=0)
-    done = subprocess.run([*TESTBED, "run", str(spec), "--out", str(scratch / "again")], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run([*TESTBED, "run", str(spec), "--out", str(scratch / "again")], cwd=PROJECT,
+                              capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return ["second run took over 300 s"]
     if done.returncode == 0:
         return []
     return [f"second run exited {done.returncode}: {done.stderr.strip()[-200:]}"]
