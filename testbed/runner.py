@@ -394,6 +394,8 @@ def _run(plan: RunPlan, state: RunState, out_dir: Path, progress: Progress,
              f"loss={backends.loss} delay={backends.delay})")
     with Network(plan.topo, backends, state, bumps=plan.bumps, shaped_links=plan.shaped_links) as net:
         transfer = run_endpoints(plan, net, work, progress, observer, eta)
+        progress("tearing down the network")  # stage names a signal test waits for
+    progress("writing the result")
     result = collect(plan, transfer, work, out_dir, timings=dict(net.timings),
                      teardown_problems=list(net.teardown_problems))
     write_json_atomic(out_dir / RESULT_FILE, result.to_json())

@@ -41,6 +41,7 @@ from typing import IO
 
 from testbed import kernels
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError, TestbedError
+from testbed.net.state import RunState, new_run_id, work_dir_of
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 ACCELS = ("auto", "kvm", "tcg")
@@ -414,8 +415,10 @@ def stop(running: RunningVm) -> None:
 
 
 def execute(plan: VmPlan, timeout_s: float, capture: bool = False,
-            stdout_fd: int = 1, stderr_fd: int = 2) -> VmOutcome:
-    """Boot, run, power off. Raises RunFailed on timeout after killing the VM.
+            stdout_fd: int = 1, stderr_fd: int = 2,
+            on_start: Callable[[int], None] | None = None) -> VmOutcome:
+    """Boot, run, power off. Raises RunFailed on timeout after killing the VM. `on_start`
+    gets the VM's process group id as soon as it exists (a run record, for `testbed clean`).
 
     qemu reopens its stdout and stderr through /proc/self/fd as several files of its own; were
     those regular files, each reopening would write from offset 0 over the others. Pipes, pumped
@@ -426,6 +429,8 @@ def execute(plan: VmPlan, timeout_s: float, capture: bool = False,
     process, pumps = _launch(plan, None if capture else (stdout_fd, stderr_fd), captured,
                              stdin=subprocess.DEVNULL if capture else None)
     try:
+        if on_start is not None:
+            on_start(process.pid)
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         _kill_group(process)
@@ -572,10 +577,16 @@ def run(args: argparse.Namespace) -> int:
     """`testbed vm run`: COMMAND's exit status, or an error when the VM itself failed."""
     from testbed.runner import sigterm_as_interrupt
 
-    # SIGTERM unwinds like Ctrl-C, through execute()'s kill of the VM's process group
-    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="testbed-vm-") as state:
-        plan = _plan_from_args(args, Path(state))
-        outcome = execute(plan, args.timeout)
+    # SIGTERM unwinds like Ctrl-C, through execute()'s kill of the VM's process group; after
+    # a SIGKILL, `testbed clean` finds the group and the state directory from the run record
+    run_id = new_run_id()
+    with sigterm_as_interrupt():
+        plan = _plan_from_args(args, work_dir_of(run_id))
+        state = RunState.create(run_id)
+        try:
+            outcome = execute(plan, args.timeout, on_start=state.add_process_group)
+        finally:
+            state.remove()
     if not outcome.started:
         raise RunFailed(f"vm: the guest never started (virtme-ng exit {outcome.vng_status}, {plan.accel}); "
                         f"rerun with --verbose to see the kernel console"

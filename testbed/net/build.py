@@ -241,6 +241,10 @@ class Network:
     def teardown(self) -> None:
         if os.getpid() != self.state.runner_pid:  # a forked helper (pyroute2) must not tear down
             return
+        with signals_deferred():  # Ctrl-C in the middle would leave namespaces; it lands after
+            self._teardown()
+
+    def _teardown(self) -> None:
         started = time.monotonic()
         for proc in self.inline.values():
             if proc.process.poll() is None:

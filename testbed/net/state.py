@@ -49,6 +49,9 @@ class RunState:
     started: float
     netns: list[str] = field(default_factory=list)
     work_dir: str = ""
+    # process groups started in their own session (a VM's vng and qemu), which neither a
+    # namespace nor the runner's death ends: [group id, its leader's start time in ticks]
+    process_groups: list[list[int]] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -71,6 +74,10 @@ class RunState:
         self.netns.append(name)
         self.save()
 
+    def add_process_group(self, pgid: int) -> None:
+        self.process_groups.append([pgid, process_start_ticks(pgid) or 0])
+        self.save()
+
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self)))
@@ -88,6 +95,36 @@ def remove_run_files(run_id: str, work_dir: str) -> None:
         (RUNS_DIR / f"{run_id}.json").unlink()
     if work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks after boot): tells a reused pid from the original."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_process_groups(groups: list) -> list[str]:
+    """SIGKILL each recorded process group that is still the one recorded: its leader alive
+    with the recorded start time, or gone while members remain (a group id is not reused
+    while any member lives). Returns what was killed."""
+    killed = []
+    for entry in groups:
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, int) for v in entry)):
+            continue
+        pgid, started = entry
+        if pgid <= 1:
+            continue
+        now = process_start_ticks(pgid)
+        if now is not None and now != started:
+            continue  # the pid names another process now
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed.append(f"process group {pgid}")
+    return killed
 
 
 def netns_inode(name: str) -> int | None:
@@ -200,6 +237,7 @@ def clean(*, include_live: bool = False) -> list[str]:
             if runner_alive(state) and not include_live:
                 live_ids.add(state.get("run_id", ""))
                 continue
+            removed += kill_process_groups(state.get("process_groups", []))
             present = [n for n in state.get("netns", []) if netns_inode(n) is not None]
             _say(delete_netns(present))
             removed += [f"netns {n}" for n in present if netns_inode(n) is None]

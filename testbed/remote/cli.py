@@ -106,6 +106,9 @@ def remote_path(value: str, home: str, option: str) -> str:
         value = value[2:]
     elif value.startswith("~"):
         raise SpecError(f"{option}: {value!r}: only ~ and ~/... are understood (not ~user)")
+    if ".." in value.split("/"):
+        raise SpecError(f"{option}: {value!r}: '..' is not allowed (the project and its runs would "
+                        "land outside the directory named; give the directory itself)")
     path = value if value.startswith("/") else f"{home.rstrip('/')}/{value}"
     return path.rstrip("/") or "/"
 

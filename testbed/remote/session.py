@@ -10,6 +10,7 @@ clean teardown. Short commands run without a terminal so stdout and stderr stay 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import stat
 import threading
@@ -73,8 +74,8 @@ class Completed:
     def last_line(self) -> str:
         for text in (self.stderr, self.stdout):
             lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-            if lines:
-                return lines[-1][:300]
+            if lines:  # a host's bytes reach the user's terminal: no escape sequences
+                return "".join(c if c.isprintable() else "?" for c in lines[-1][:300])
         return ""
 
 
@@ -234,24 +235,80 @@ def upload(conn: fabric.Connection, data: BinaryIO, remote_path: str) -> None:
     conn.sftp().putfo(data, remote_path)
 
 
-def download_tree(conn: fabric.Connection, remote_dir: str, local_dir: Path) -> int:
+# what one shard may bring back: its captures and results are megabytes; a host that sends more
+# (or a file that keeps growing while it is read) is refused rather than allowed to fill the disk
+MAX_FILE_BYTES = 2 << 30
+MAX_SHARD_BYTES = 8 << 30
+MAX_SHARD_FILES = 20_000
+MAX_DEPTH = 12
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), f"a special file (mode {mode:o})")
+
+
+def _links(entry: paramiko.SFTPAttributes) -> int:
+    """The link count from the listing's `ls -l` line (OpenSSH sends one; 1 when absent)."""
+    fields = str(getattr(entry, "longname", "") or "").split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 1
+
+
+def download_tree(conn: fabric.Connection, remote_dir: str, local_dir: Path, *,
+                  max_file_bytes: int = MAX_FILE_BYTES, max_total_bytes: int = MAX_SHARD_BYTES,
+                  max_files: int = MAX_SHARD_FILES) -> int:
     """Every regular file under `remote_dir` into `local_dir`, same layout; returns the count.
-    Names come from the remote host: anything that is not a plain file or directory name is
-    refused, so a host cannot write outside `local_dir`."""
+
+    What the host lists is not trusted: a name that is not a plain file or directory name, a
+    symbolic link, a hard link (a link count above 1), a device, pipe or socket, a file over
+    `max_file_bytes`, more than `max_total_bytes` or `max_files` in all, or a tree deeper than
+    MAX_DEPTH raises HostLost naming it. Local files are created new (never through an
+    existing name or link), so nothing is written outside `local_dir`."""
     sftp = conn.sftp()
-    count = 0
-    pending = [(remote_dir, local_dir)]
+    count = total = 0
+    pending = [(remote_dir, local_dir, 0)]
     while pending:
-        remote, local = pending.pop()
-        local.mkdir(parents=True, exist_ok=True)
+        remote, local, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise HostLost(f"refusing the shard's files: deeper than {MAX_DEPTH} directories at {remote}")
+        local.mkdir(parents=depth == 0, exist_ok=depth == 0)
         for entry in sftp.listdir_attr(remote):
             name = entry.filename
-            if name in (".", "..") or "/" in name or "\0" in name:
+            where = repr(f"{remote}/{name}")  # one line, whatever the name holds
+            if name in (".", "..") or "/" in name or "\0" in name or not name:
                 raise HostLost(f"refusing a remote file name {name!r} under {remote}")
             mode = entry.st_mode or 0
             if stat.S_ISDIR(mode):
-                pending.append((f"{remote}/{name}", local / name))
-            elif stat.S_ISREG(mode):
-                sftp.get(f"{remote}/{name}", str(local / name))
-                count += 1
+                pending.append((f"{remote}/{name}", local / name, depth + 1))
+                continue
+            if not stat.S_ISREG(mode):
+                raise HostLost(f"refusing {where}: {_kind(mode)}, not a regular file")
+            if _links(entry) > 1:
+                raise HostLost(f"refusing {where}: a hard link ({_links(entry)} names), "
+                               "not a file of its own")
+            size = entry.st_size or 0
+            if size > max_file_bytes:
+                raise HostLost(f"refusing {where}: {size} bytes, over the limit of "
+                               f"{max_file_bytes} per file")
+            count += 1
+            if count > max_files:
+                raise HostLost(f"refusing the shard's files: more than {max_files} of them")
+            left = min(max_file_bytes, max_total_bytes - total)
+            total += _fetch(sftp, f"{remote}/{name}", local / name, left)
     return count
+
+
+def _fetch(sftp: paramiko.SFTPClient, remote: str, local: Path, limit: int) -> int:
+    """Copy one remote file into a new local file, at most `limit` bytes; returns its size."""
+    copied = 0
+    fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as sink, sftp.open(remote, "rb") as source:
+        source.prefetch()
+        while chunk := source.read(1 << 20):
+            copied += len(chunk)
+            if copied > limit:
+                raise HostLost(f"refusing {remote!r}: more bytes than the shard may bring back "
+                               f"(limit {limit} left for it)")
+            sink.write(chunk)
+    return copied

@@ -77,6 +77,10 @@ def test_remote_paths() -> None:
     assert remote_path("/abs", "/home/u", "--remote-dir") == "/abs"
     with pytest.raises(SpecError, match="~user"):
         remote_path("~bob/x", "/home/u", "--remote-dir")
+    for escaping in ("..", "../x", "~/a/../../b", "/srv/x/..", "a/../b"):
+        with pytest.raises(SpecError, match=r"'\.\.' is not allowed"):
+            remote_path(escaping, "/home/u", "--remote-dir")
+    assert remote_path("~/a..b/..c", "/home/u", "--remote-dir") == "/home/u/a..b/..c"
 
 
 def test_one_shard_per_cell_in_spec_order() -> None:

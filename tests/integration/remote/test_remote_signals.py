@@ -1,0 +1,66 @@
+"""`testbed remote run` signalled mid-shard (issue 13 point 4; Ctrl-C is in test_remote_run).
+
+SIGTERM stops the remote matrices like Ctrl-C and keeps a partial, interrupted matrix.json;
+SIGKILL of the controller drops its SSH connections, and each host's agent, hung up, tears its
+run down by itself: on a real lab no local `testbed clean` could reach it, so the hosts are
+checked before any clean here. Neither leaves a half-downloaded shard in the output.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.foundation.conftest import leftovers
+from tests.integration.remote.lab import Lab
+from tests.integration.remote.test_remote_run import (
+    CI_SPEC,
+    RUN_ID,
+    Controller,
+    run_ids,
+    wait_for_remote_cell,
+    wait_until_gone_except_sshd,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def _wait_for_traffic(cell_log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while "server listening" not in cell_log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the remote cell never started its transfer"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("stage", "sig"), [("build", signal.SIGTERM), ("traffic", signal.SIGKILL)],
+                         ids=["build-TERM", "traffic-KILL"])
+def test_a_signalled_controller_leaves_no_host_anything(lab: Lab, tmp_path: Path, stage: str,
+                                                        sig: signal.Signals) -> None:
+    out = tmp_path / "out"
+    controller = Controller(lab, str(CI_SPEC), "--hosts", "h1,h2", "--out", str(out),
+                            "--rows", "none,strip_mp_join,strip_mp_capable_syn")
+    cell_log = wait_for_remote_cell(lab, "h1")  # its run id is there: the network is being built
+    if stage == "traffic":
+        _wait_for_traffic(cell_log)
+    controller.proc.send_signal(sig)
+    status, stdout, stderr = controller.finish(timeout=90)
+    ids = run_ids(lab.remote_dir)
+    assert RUN_ID.search(cell_log.read_text()) and ids
+    for name in lab.servers:  # each host tore down by itself: only sshd is left there
+        assert wait_until_gone_except_sshd(lab, name) == [], f"processes left on {name}"
+    assert {i: leftovers(i) for i in ids if leftovers(i)} == {}
+    assert not list(out.glob("*/.staging")), "a half-downloaded shard was left"
+    if sig == signal.SIGTERM:
+        assert status == 130, stdout + stderr
+        assert "Traceback" not in stderr
+        doc = json.loads((out / "matrix.json").read_text())
+        assert doc["partial"] is True and doc["interrupted"] is True
+    else:
+        assert status == -signal.SIGKILL
+    # the remote matrices that were cut short say so in their own documents
+    docs = [json.loads(p.read_text()) for p in lab.remote_dir.glob("runs/*/*/*/matrix.json")]
+    assert all(d["interrupted"] or not d["partial"] for d in docs)
