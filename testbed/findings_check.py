@@ -28,6 +28,7 @@ from typing import Any
 
 from testbed.errors import SpecError, TestbedError
 from testbed.findings import (
+    ABSENT,
     ERROR,
     FINDINGS_DIR,
     NOT_TRIGGERED,
@@ -38,6 +39,7 @@ from testbed.findings import (
     judge,
     kernel_release,
     load_findings,
+    lookup,
     read_status,
     read_versions,
     record_status,
@@ -229,6 +231,10 @@ def check_on_kernel(finding: Finding, kernel: Any, out: Path, runner: Callable[.
         problem = wrong_kernel(document, kernel)
         if problem:
             record["status"], record["error"] = ERROR, problem
+        if record["status"] not in (PRESENT, ABSENT):  # why the run says nothing either way
+            found, connection = lookup(document, "connection")
+            if found and connection.get("problems"):
+                record["problems"] = connection["problems"]
     return record
 
 
