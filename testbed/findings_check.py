@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--out", default=DEFAULT_OUT,
                        help=f"directory for the runs, one sub-directory per finding (default {DEFAULT_OUT})")
     check.add_argument("--attempts", type=int, default=1, metavar="N",
-                       help="re-run a reproducer that did not provoke the situation (not-triggered), "
-                       "up to N runs in all (default 1)")
+                       help="re-run a reproducer that did not provoke the situation (not-triggered; "
+                       "with --kernels also one that could not run), up to N runs in all (default 1)")
     check.add_argument("--kernels", metavar="K,...",
                        help="check on each of these kernels (fetched release prefixes, newest, host) "
                        "with the Linux endpoints on it, at the finding's guest rates")
@@ -184,11 +184,12 @@ def check_versions(findings: list[Finding], kernels: list[Any], directory: Path,
                   flush=True)
             for attempt in range(1, attempts + 1):
                 record = check_on_kernel(finding, kernel, where, runner or run_on_kernel)
-                if record["status"] != NOT_TRIGGERED:
+                # a guest that died under load is as uninformative as a run that provoked nothing
+                if record["status"] not in (NOT_TRIGGERED, ERROR):
                     break
                 if attempt < attempts:
-                    print(f"{finding.id}: not triggered on {kernel.release} (run {attempt} of up to "
-                          f"{attempts}); again")
+                    print(f"{finding.id}: {record['status']} on {kernel.release} (run {attempt} of up "
+                          f"to {attempts}); again")
             record["runs"] = attempt
             record_status(versions, finding.id, kernel.release, record)
             write_versions(versions, directory)  # after each run: Ctrl-C keeps what was checked

@@ -213,3 +213,25 @@ def test_a_schema_1_status_file_reads_and_gains_versions(tmp_path: Path) -> None
     doc = json.loads((tmp_path / "status.json").read_text())
     assert doc["schema"] == 2 and doc["findings"]["a"]["6.18"]["status"] == "present"
     assert doc["versions"]["a"]["6.1"]["status"] == "absent"
+
+
+def test_attempts_rerun_a_version_run_that_could_not_run(tmp_path: Path) -> None:
+    from testbed import errors
+    from testbed.findings_check import check_versions
+
+    findings = [load_finding(guest_finding(tmp_path))]
+    runs: list[int] = []
+
+    def guest_dies_once(finding: Any, kernel: KernelChoice, out: Path) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise errors.TestbedError("vm endpoint: the guest stopped before the endpoint finished")
+        doc = result(release=HOST.release)
+        doc.update(_run(kernel.release))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"schema": 3, "kind": "experiment", **doc}))
+
+    assert check_versions(findings, [MID], tmp_path, tmp_path / "runs", strict=True, attempts=2,
+                          runner=guest_dies_once) == 0
+    record = read_versions(tmp_path)["example-stall"][MID.release]
+    assert len(runs) == 2 and record["status"] == PRESENT and record["runs"] == 2
