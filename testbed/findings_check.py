@@ -188,8 +188,9 @@ def check_versions(findings: list[Finding], kernels: list[Any], directory: Path,
                 if record["status"] not in (NOT_TRIGGERED, ERROR):
                     break
                 if attempt < attempts:
-                    print(f"{finding.id}: {record['status']} on {kernel.release} (run {attempt} of up "
-                          f"to {attempts}); again")
+                    problem = f": {record['error']}" if "error" in record else ""
+                    print(f"{finding.id}: {record['status']} on {kernel.release}{problem} (run {attempt} "
+                          f"of up to {attempts}); again")
             record["runs"] = attempt
             record_status(versions, finding.id, kernel.release, record)
             write_versions(versions, directory)  # after each run: Ctrl-C keeps what was checked
