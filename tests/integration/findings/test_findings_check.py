@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def test_a_matrix_cell_reproducer_runs_that_one_cell(tmp_path: Path) -> None:
     text = text.replace(f'id = "{FASTEST}"', 'id = "matrix-probe"').replace(
         'spec = "experiments/middleboxes/rewrite_payload_dss_checksum_late.toml"',
         'matrix = "experiments/fallback_matrix.toml"\nrow = "none"\npairing = "kernel-kernel"')
+    # a matrix cell cannot be checked across versions: its guest table goes with the spec
+    text = re.sub(r"\[reproducer\.guest\]\n(?:[a-z_]+ = .*\n)+", "", text)
     (findings_dir / "matrix-probe.toml").write_text(text)
     out = tmp_path / "runs"
     assert cli_main(["findings", "--findings-dir", str(findings_dir), "check", "--out", str(out)]) == 0
