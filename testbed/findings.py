@@ -18,8 +18,11 @@ expression searched in the text). A missing path fails its condition unless the 
 gives `default` (nstat omits zero counters, so counters usually say `default = 0`).
 
 The status of every finding per kernel release lives in findings/status.json, written by
-`testbed findings check` (machine-written JSON, sorted keys, so a re-check is a small diff);
-the finding files stay hand-written.
+`testbed findings check` (machine-written JSON, sorted keys, so a re-check is a small diff):
+`findings` holds the checks of the reproducer as written, `versions` the checks across kernel
+versions (`check --kernels`, testbed.findings_versions), which run it with the Linux endpoints on
+each kernel at the rates of the finding's `[reproducer.guest]`. The finding files stay
+hand-written except for the `[versions]` block at their end, which `check --kernels` rewrites.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from testbed.spec import read_toml
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FINDINGS_DIR = PROJECT_ROOT / "findings"
 STATUS_FILE = "status.json"
-STATUS_SCHEMA = 1
+STATUS_SCHEMA = 2  # 2 added `versions`; a schema-1 file reads as one without it
 FINDING_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 # a check's verdict; not-run is what a kernel without any check shows
@@ -118,6 +121,20 @@ class Predicate:
 
 
 @dataclass(frozen=True)
+class GuestOverrides:
+    """What a version check changes in the reproducer's spec so that a TCG guest keeps up (it
+    carries about 2 Mbit/s per path): spec tables merged key by key, and why."""
+
+    why: str
+    tables: dict[str, dict[str, Any]]
+
+    def text(self) -> str:
+        """'rate_mbit=2, seconds=20' for the status records and the listing."""
+        return ", ".join(f"{key}={value}" for table in self.tables.values()
+                         for key, value in table.items()) or "none"
+
+
+@dataclass(frozen=True)
 class Reproducer:
     """A catalogue spec (`testbed run`) or one cell of a matrix spec (`testbed matrix`)."""
 
@@ -125,6 +142,7 @@ class Reproducer:
     matrix: str | None = None
     row: str | None = None
     pairing: str | None = None
+    guest: GuestOverrides | None = None
 
     def command(self, out: str = "DIR") -> str:
         if self.spec:
@@ -165,6 +183,7 @@ class Finding:
     discussion: tuple[Discussion, ...]
     source: Path
     also_shown_by: tuple[str, ...] = field(default=())
+    versions: dict[str, Any] = field(default_factory=dict)  # the generated [versions] block
 
 
 def lookup(document: Any, path: str) -> tuple[bool, Any]:
@@ -188,12 +207,14 @@ def lookup(document: Any, path: str) -> tuple[bool, Any]:
 TOP_KEYS = {
     "id": str, "title": str, "implementation": str, "deviating_side": str, "summary": str,
     "rfc": dict, "reproducer": dict, "shows_when": dict, "triggered_when": dict, "evidence": dict,
-    "selftests": str, "discussion": list, "also_shown_by": list,
+    "selftests": str, "discussion": list, "also_shown_by": list, "versions": dict,
 }
 REQUIRED_TOP = ("id", "title", "implementation", "deviating_side", "summary", "rfc", "reproducer",
                 "shows_when", "evidence", "selftests")
 RFC_KEYS = {"section": str, "rule": str}
-REPRODUCER_KEYS = {"spec": str, "matrix": str, "row": str, "pairing": str}
+REPRODUCER_KEYS = {"spec": str, "matrix": str, "row": str, "pairing": str, "guest": dict}
+# the spec tables a version check may change (merged key by key; the spec parser checks values)
+GUEST_KEYS = {"why": str, "topology_params": dict, "traffic": dict, "mptcp": dict}
 PREDICATE_KEYS = {"all": list, "any": list}
 EVIDENCE_KEYS = {"date": str, "kernel": str, "command": str, "outcome": str, "integrity": str,
                  "verdict": str, "counters": dict, "packets": str, "notes": str}
@@ -258,9 +279,11 @@ def parse_predicate(raw: Any, where: str) -> Predicate:
 def parse_reproducer(raw: Any, where: str, root: Path) -> Reproducer:
     _table(raw, where, REPRODUCER_KEYS)
     if "spec" in raw:
-        if len(raw) != 1:
+        if len(raw) != 1 + ("guest" in raw):
             raise SpecError(f"{where}: give either spec, or matrix with row and pairing")
-        reproducer = Reproducer(spec=raw["spec"])
+        reproducer = Reproducer(spec=raw["spec"], guest=parse_guest(raw.get("guest"), f"{where}.guest"))
+    elif "guest" in raw:
+        raise SpecError(f"{where}.guest: only a spec reproducer can be checked across kernel versions")
     else:
         missing = [k for k in ("matrix", "row", "pairing") if k not in raw]
         if missing:
@@ -271,6 +294,13 @@ def parse_reproducer(raw: Any, where: str, root: Path) -> Reproducer:
     if not (root / str(path)).is_file():
         raise SpecError(f"{where}: {path} does not exist (a path under experiments/)")
     return reproducer
+
+
+def parse_guest(raw: dict[str, Any] | None, where: str) -> GuestOverrides | None:
+    if raw is None:
+        return None
+    _table(raw, where, GUEST_KEYS, ("why",))
+    return GuestOverrides(raw["why"].strip(), {key: value for key, value in raw.items() if key != "why"})
 
 
 def parse_finding(raw: dict[str, Any], source: Path, root: Path = PROJECT_ROOT) -> Finding:
@@ -304,7 +334,7 @@ def parse_finding(raw: dict[str, Any], source: Path, root: Path = PROJECT_ROOT) 
         shows_when=parse_predicate(raw["shows_when"], f"{where}.shows_when"),
         triggered_when=parse_predicate(triggered, f"{where}.triggered_when") if triggered else None,
         evidence=evidence, selftests=raw["selftests"].strip(), discussion=tuple(discussion),
-        source=source, also_shown_by=tuple(also),
+        source=source, also_shown_by=tuple(also), versions=raw.get("versions", {}),
     )
 
 
@@ -378,8 +408,10 @@ def kernel_release(document: dict[str, Any]) -> str:
     return str(release) if found and release else "unknown"
 
 
-def read_status(directory: Path = FINDINGS_DIR) -> dict[str, dict[str, dict[str, Any]]]:
-    """finding id -> kernel release -> latest status record ({} when nothing was checked)."""
+Status = dict[str, dict[str, dict[str, Any]]]  # finding id -> kernel release -> record
+
+
+def _read_status_file(directory: Path) -> dict[str, Any]:
     path = directory / STATUS_FILE
     if not path.exists():
         return {}
@@ -388,14 +420,35 @@ def read_status(directory: Path = FINDINGS_DIR) -> dict[str, dict[str, dict[str,
     except (OSError, json.JSONDecodeError) as exc:
         raise TestbedError(f"{path}: unreadable status file ({exc}); delete it and re-run "
                            "`testbed findings check`") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != STATUS_SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in (1, STATUS_SCHEMA):
         raise TestbedError(f"{path}: not a findings status file of schema {STATUS_SCHEMA}")
-    return doc.get("findings", {})
+    return doc
 
 
-def write_status(status: dict[str, dict[str, dict[str, Any]]], directory: Path = FINDINGS_DIR) -> None:
-    doc = {"schema": STATUS_SCHEMA, "findings": status}
+def _write_status_file(directory: Path, table: str, status: Status) -> None:
+    """Replace one table of the status file, keeping the other."""
+    doc = {"findings": {}, "versions": {}, **_read_status_file(directory)}
+    doc["schema"] = STATUS_SCHEMA
+    doc[table] = status
     write_text_atomic(directory / STATUS_FILE, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def read_status(directory: Path = FINDINGS_DIR) -> Status:
+    """finding id -> kernel release -> latest status record ({} when nothing was checked)."""
+    return _read_status_file(directory).get("findings", {})
+
+
+def write_status(status: Status, directory: Path = FINDINGS_DIR) -> None:
+    _write_status_file(directory, "findings", status)
+
+
+def read_versions(directory: Path = FINDINGS_DIR) -> Status:
+    """The version checks: finding id -> kernel release -> latest record (`check --kernels`)."""
+    return _read_status_file(directory).get("versions", {})
+
+
+def write_versions(versions: Status, directory: Path = FINDINGS_DIR) -> None:
+    _write_status_file(directory, "versions", versions)
 
 
 def record_status(status: dict[str, dict[str, dict[str, Any]]], finding_id: str, release: str,

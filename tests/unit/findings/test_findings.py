@@ -235,6 +235,11 @@ def test_each_reproducer_resolves_to_a_runnable_spec(finding: Any) -> None:
     reproducer = finding.reproducer
     if reproducer.spec:
         load_spec(PROJECT_ROOT / reproducer.spec)
+        assert reproducer.guest is not None, f"{finding.id}: say at which rates a guest reproduces it"
+        from testbed.findings_versions import KernelChoice, version_spec
+
+        on_guest = version_spec(finding, KernelChoice("6.1.0-50-amd64", "p", "6.1.176-1", "s", host=False))
+        assert {e.kernel for e in on_guest.endpoints if e.stack == "kernel"} == {"6.1.0-50-amd64"}
     else:
         matrix = select(load_matrix_spec(PROJECT_ROOT / reproducer.matrix), reproducer.row,
                         reproducer.pairing)
