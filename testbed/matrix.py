@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from testbed.errors import SpecError, TestbedError
+from testbed.matrix_pairing import Side, check_fetched, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
 from testbed.repeats import UNSTABLE, repeat_seed, summarize_repeats
@@ -43,7 +44,6 @@ from testbed.results import TIMESERIES_FILE
 from testbed.spec import (
     INTEGRITY_CLASSES,
     OUTCOMES,
-    STACKS,
     ExperimentSpec,
     check_against_topology,
     finite_number,
@@ -127,14 +127,9 @@ def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ..
 
 
 def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
-    if not isinstance(pairing, str) or pairing.count("-") != 1:
-        raise SpecError(f"{where}: pairing {pairing!r} must be CLIENT-SERVER, e.g. kernel-python")
-    client, server = pairing.split("-")
-    for stack in (client, server):
-        if stack not in STACKS:
-            raise SpecError(f"{where}: pairing {pairing!r}: unknown stack {stack!r} "
-                            f"(known: {', '.join(STACKS)})")
-    return client, server
+    """(client stack, server stack) of a pairing (testbed.matrix_pairing has the grammar)."""
+    client, server = parse_sides(pairing, where)
+    return client.stack, server.stack
 
 
 def load_matrix_spec(path: str | Path) -> MatrixSpec:
@@ -220,7 +215,7 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
 
 def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
     """The experiment spec (as TOML would give it) of one cell: the base plus the row."""
-    client, server = parse_pairing(pairing, matrix.source)
+    client, server = parse_sides(pairing, matrix.source)
     base = copy.deepcopy(matrix.base)
     raw: dict[str, Any] = {
         "name": f"{matrix.name}/{row.name}/{pairing}",
@@ -228,7 +223,7 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
         "seed": matrix.seed,
         "topology": base["topology"],
         "middleboxes": copy.deepcopy(list(row.middleboxes)),
-        "endpoints": [{"role": "server", "stack": server}, {"role": "client", "stack": client}],
+        "endpoints": [endpoint_entry("server", server), endpoint_entry("client", client)],
         "traffic": {**base["traffic"], **row.traffic},
         "mptcp": {**base.get("mptcp", {}), **row.mptcp},
     }
@@ -247,6 +242,11 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
     if "seconds" in row.traffic:
         raw["traffic"].pop("bytes", None)
     return raw
+
+
+def endpoint_entry(role: str, side: Side) -> dict[str, Any]:
+    """A cell's [[endpoints]] table: `kernel = VERSION` for a kernel side on a fetched kernel."""
+    return {"role": role, "stack": side.stack, **({"kernel": side.kernel} if side.kernel else {})}
 
 
 def _build_cell(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> Cell:
@@ -383,8 +383,11 @@ def error_record(cell_key: dict[str, Any], message: str, expected: str | None,
 
 
 def _cell_key(cell: Cell) -> dict[str, Any]:
-    client, server = parse_pairing(cell.pairing, "pairing")
-    return {"row": cell.row.name, "pairing": cell.pairing, "client_stack": client, "server_stack": server}
+    client, server = parse_sides(cell.pairing, "pairing")
+    kernels = {f"{role}_kernel": side.kernel for role, side in (("client", client), ("server", server))
+               if side.kernel}
+    return {"row": cell.row.name, "pairing": cell.pairing, "client_stack": client.stack,
+            "server_stack": server.stack, **kernels}
 
 
 def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
@@ -672,9 +675,10 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     if jobs < 1:
         raise SpecError(f"--jobs must be at least 1, got {jobs}")
     matrix = dataclasses.replace(matrix, repeat=args.repeat)
+    check_fetched(matrix.pairings)  # a version not fetched stops here, before any cell runs
     if args.check:
         for cell in matrix.cells:
-            print(f"{cell.row.name:<28} {cell.pairing:<16} expect {cell.expected or '-'}")
+            print(f"{cell.row.name:<28} {cell.pairing:<26} expect {cell.expected or '-'}")
         print(f"{len(matrix.cells)} cells ({len(matrix.rows)} rows x {len(matrix.pairings)} pairings): "
               "spec ok")
         return 0
