@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
 from testbed.matrix_pairing import Side, check_fetched, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
@@ -498,16 +499,18 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         write(partial=len(records) < len(matrix.cells), interrupted=False)
 
     try:
-        if background is not None:  # the waiting cells together, before any cell that measures
-            bar.status(f"{len(background.pending)} cells expected to reset or stall, "
-                       f"{jobs} at a time")
-            for done in background.drain():
-                add(*done)
-        for cell in matrix.cells:
-            if background is not None and waits(cell):
-                continue
-            record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
-            add(cell, record, result)
+        with vm_pool.for_cells(c.spec for c in matrix.cells) as pool:  # one boot per kernel
+            if background is not None:  # the waiting cells together, before any cell that measures
+                bar.status(f"{len(background.pending)} cells expected to reset or stall, "
+                           f"{jobs} at a time")
+                vm_pool.prepare(pool, background.pending, matrix.cells, bar.status)
+                for done in background.drain():
+                    add(*done)
+            measuring = [c for c in matrix.cells if background is None or not waits(c)]
+            for index, cell in enumerate(measuring):
+                vm_pool.prepare(pool, [cell], measuring[index:], bar.status)
+                record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
+                add(cell, record, result)
     except KeyboardInterrupt:
         if background is not None:
             background.stop()
