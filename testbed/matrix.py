@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
-from testbed.matrix_pairing import Side, check_fetched, parse_sides
+from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
 from testbed.repeats import UNSTABLE, repeat_seed, summarize_repeats
@@ -141,8 +141,8 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     """Validate a matrix spec and every cell it implies; any problem is one SpecError line."""
     top = _check_table(raw, source, {
         "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
-        "reference": str, "degraded_below": (float, int),
-    }, required=("base", "middleboxes"))
+        "reference": str, "degraded_below": (float, int), "rows_from": str, "row_overrides": dict,
+    }, required=("base",))
     pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
     if not pairings:
         raise SpecError(f"{source}: pairings is empty")
@@ -153,12 +153,13 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     base = _check_table(top["base"], f"{source}: [base]", {
         "topology": dict, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
     }, required=("topology", "traffic"))
-    if not top["middleboxes"]:
+    items = [*_included_rows(top, source), *((item, False) for item in top.get("middleboxes", []))]
+    if not items:
         raise SpecError(f"{source}: middleboxes is empty (one [[middleboxes]] table per row)")
     rows = []
     seen: set[str] = set()
-    for index, item in enumerate(top["middleboxes"]):
-        row = _parse_row(item, f"{source}: middleboxes[{index}]", pairings)
+    for index, (item, included) in enumerate(items):
+        row = _parse_row(item, f"{source}: middleboxes[{index}]", pairings, included)
         if row.name in seen:
             raise SpecError(f"{source}: middleboxes[{index}]: row name {row.name!r} used twice")
         seen.add(row.name)
@@ -179,7 +180,34 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     return dataclasses.replace(spec, cells=cells)
 
 
-def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
+def _included_rows(top: dict[str, Any], source: str) -> list[tuple[Any, bool]]:
+    """The rows of `rows_from` (a matrix spec, relative to this one), each with its
+    `row_overrides.<name>` (traffic, mptcp) merged in: (row table, True) each."""
+    overrides = _check_table(top.get("row_overrides", {}), f"{source}: row_overrides", {
+        name: dict for name in top.get("row_overrides", {})})
+    if "rows_from" not in top:
+        if overrides:
+            raise SpecError(f"{source}: row_overrides needs rows_from")
+        return []
+    included = read_toml(Path(source).parent / top["rows_from"], "matrix spec")
+    items = included.get("middleboxes")
+    if not isinstance(items, list) or not items:
+        raise SpecError(f"{source}: rows_from {top['rows_from']!r} has no [[middleboxes]] rows")
+    names = {item.get("name") for item in items if isinstance(item, dict)}
+    rows = []
+    for name, override in overrides.items():
+        if name not in names:
+            raise SpecError(f"{source}: row_overrides.{name}: no such row in {top['rows_from']}")
+        _check_table(override, f"{source}: row_overrides.{name}", {"traffic": dict, "mptcp": dict})
+    for item in items:
+        item = copy.deepcopy(item)
+        for key, value in overrides.get(item.get("name"), {}).items():
+            item[key] = {**item.get(key, {}), **value}
+        rows.append((item, True))
+    return rows
+
+
+def _parse_row(item: Any, where: str, pairings: tuple[str, ...], included: bool = False) -> MatrixRow:
     row = _check_table(item, where, {
         "name": str, "label": str, "node": str, "type": str, "params": dict, "chain": list,
         "traffic": dict, "mptcp": dict, "expect": dict, "timeline": list,
@@ -203,12 +231,18 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
         boxes = [{"node": row["node"], "type": row["type"], "params": dict(row.get("params", {}))}]
     else:
         raise SpecError(f"{where}: no middlebox: give node and type, or chain = [...] (chain = [] for none)")
+    # an included row may expect pairings this matrix does not run (they are left unused)
+    named = {key: str for key in row.get("expect", {})} if included else {}
     expect = _check_table(row.get("expect", {}), f"{where}.expect",
-                          {p: str for p in (*pairings, "default")})
+                          {**named, **{p: str for p in (*pairings, "default")}})
     for pairing, expected in expect.items():
+        if pairing != "default":
+            parse_sides(pairing, f"{where}.expect")
         parse_expectation(expected, f"{where}.expect.{pairing}")
-    default = expect.get("default")
-    per_pairing = {p: expect.get(p, default) for p in pairings if expect.get(p, default) is not None}
+    # a pairing on fetched kernels expects what the same pairing on the host's kernel does,
+    # unless the row names it: a version that behaves differently shows as a difference
+    per_pairing = {p: e for p in pairings
+                   if (e := expect.get(p, expect.get(host_pairing(p), expect.get("default")))) is not None}
     return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
                      traffic=dict(row.get("traffic", {})), mptcp=dict(row.get("mptcp", {})),
                      expect=per_pairing, timeline=tuple(copy.deepcopy(row.get("timeline", []))))
@@ -324,6 +358,7 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         "subflows_total": len(conn.subflows),
         "integrity_verdict": conn.integrity_verdict,
         "performance": performance_facts(result),
+        **vm_facts(result),
         "expected": expected,
         "as_expected": None if expected is None else expectation_met(expected, conn.outcome,
                                                                       conn.integrity),
@@ -336,6 +371,15 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         if conflicts:
             record["wire_disagrees"] = conflicts
     return record
+
+
+def vm_facts(result: dict[str, Any]) -> dict[str, Any]:
+    """The kernel each kernel endpoint ran on and the roles whose VM guest was CPU-bound."""
+    endpoints = result.get("endpoints") or {}
+    kernels = {role: e["kernel"] for role, e in endpoints.items() if isinstance(e, dict) and e.get("kernel")}
+    bound = [role for role, e in endpoints.items()
+             if isinstance(e, dict) and (e.get("vm") or {}).get("cpu_bound")]
+    return {**({"kernels": kernels} if kernels else {}), **({"cpu_bound": bound} if bound else {})}
 
 
 def repeated_record(cell_key: dict[str, Any], records: list[dict[str, Any]], expected: str | None,

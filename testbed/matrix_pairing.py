@@ -59,6 +59,12 @@ def parse_sides(pairing: object, where: str) -> tuple[Side, Side]:
     return parse_side(client, pairing, where), parse_side(server, pairing, where)
 
 
+def host_pairing(pairing: str) -> str:
+    """The pairing with every kernel on the host's: kernel@6.1-kernel@newest -> kernel-kernel."""
+    client, server = parse_sides(pairing, "pairing")
+    return f"{client.stack}-{server.stack}"
+
+
 def versions(pairings: tuple[str, ...] | list[str]) -> list[str]:
     """Every kernel version the pairings name, in first-use order."""
     found: list[str] = []

@@ -105,11 +105,12 @@ def run(state: Path) -> int:
     return run_job(state, [], lambda: read_counters(os.getpid()))
 
 
-def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]]) -> int:
-    """Configure, hold until `go` if asked, run the endpoint (each command prefixed by `wrap`,
-    the job's namespace) and leave the results in `state`."""
+def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]],
+            configured: list[str] | None = None) -> int:
+    """Configure (unless done: `configured` holds its problems), hold until `go` if asked, run
+    the endpoint (prefixed by `wrap`, the job's namespace) and leave the results in `state`."""
     spec: dict[str, Any] = json.loads((state / "guest.json").read_text())
-    problems = apply(NetConfig.from_dict(spec["netconfig"]), wrap)
+    problems = apply(NetConfig.from_dict(spec["netconfig"]), wrap) if configured is None else configured
     for problem in problems:
         print(f"vm guest: {problem}", file=sys.stderr)
     if spec.get("hold"):
@@ -170,20 +171,51 @@ def _ip(*argv: str) -> None:
     subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
 
 
-def enter_namespace(namespace: str, nics: list[dict[str, Any]]) -> None:
-    """A fresh namespace holding the job's NICs, named and addressed like the host's."""
+def batch_lines(nics: list[dict[str, Any]], config: NetConfig) -> list[str]:
+    """The `ip -batch` lines that set a job's namespace up like the host's: its NICs named,
+    addressed and up, then routes, rules and MPTCP (one `ip` process: each is seconds under TCG)."""
+    lines = ["link set lo up"]
+    for nic in nics:
+        lines.append(f"link set {nic['device']} name {nic['name']}")
+        lines += [f"addr add {address} dev {nic['name']}" for address in nic["addresses"]]
+        lines.append(f"link set {nic['name']} up")
+    return lines + [" ".join(argv[1:]) for argv in config.commands() if argv[0] == "ip"]
+
+
+def batch_problems(lines: list[str], stderr: str) -> list[str]:
+    """`ip -force -batch` stderr -> one problem per failed line ("Command failed -:N")."""
+    problems, said = [], []
+    for text in stderr.splitlines():
+        if text.startswith("Command failed -:"):
+            number = int(text.rsplit(":", 1)[1])
+            problems.append(f"ip {lines[number - 1]}: {' '.join(said) or 'failed'}")
+            said = []
+        elif text.strip():
+            said.append(text.strip())
+    return problems
+
+
+def enter_namespace(namespace: str, nics: list[dict[str, Any]], config: NetConfig) -> list[str]:
+    """A fresh namespace holding the job's NICs (found by MAC), set up like the host's;
+    returns the commands the guest's kernel refused."""
     _ip("netns", "add", namespace)
-    _ip("-n", namespace, "link", "set", "lo", "up")
+    located = []
     for nic in nics:
         device = device_with_mac(nic["mac"])
         if device is None:
             raise RuntimeError(f"no NIC with MAC {nic['mac']}")
-        _ip("link", "set", device, "down")
-        _ip("link", "set", device, "netns", namespace)
-        _ip("-n", namespace, "link", "set", device, "name", nic["name"])
-        for address in nic["addresses"]:
-            _ip("-n", namespace, "addr", "add", address, "dev", nic["name"])
-        _ip("-n", namespace, "link", "set", nic["name"], "up")
+        _ip("link", "set", device, "down", "netns", namespace)
+        located.append({**nic, "device": device})
+    problems = []
+    if config.sysctls:
+        done = subprocess.run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w",
+                               *(f"{key}={value}" for key, value in config.sysctls.items())],
+                              capture_output=True, text=True, check=False)
+        problems += [f"sysctl: {line.strip()}" for line in done.stderr.splitlines() if line.strip()]
+    lines = batch_lines(located, config)
+    done = subprocess.run(["ip", "-n", namespace, "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, check=False)
+    return problems + batch_problems(lines, done.stderr)
 
 
 def leave_namespace(namespace: str, nics: list[dict[str, Any]]) -> None:
@@ -205,14 +237,15 @@ def serve_one(job: Path, number: int) -> None:
     holder = None
     write_atomic(job / "agent.started", f"{time.time()}\n")  # the host measures the hand-over
     try:
-        nics = json.loads((job / "guest.json").read_text()).get("nics", [])
-        enter_namespace(namespace, nics)
+        spec = json.loads((job / "guest.json").read_text())
+        nics = spec.get("nics", [])
+        problems = enter_namespace(namespace, nics, NetConfig.from_dict(spec["netconfig"]))
         # a process that lives in the namespace: the counters are read through its /proc entry
         holder = subprocess.Popen(["ip", "netns", "exec", namespace, "sleep", "86400"],
                                   stdin=subprocess.DEVNULL)
         while not Path(f"/proc/{holder.pid}/net/netstat").exists():
             time.sleep(POLL_S)
-        run_job(job, ["ip", "netns", "exec", namespace], lambda: read_counters(holder.pid))
+        run_job(job, ["ip", "netns", "exec", namespace], lambda: read_counters(holder.pid), problems)
     except Exception as exc:  # the host sees the job end with an error, and the agent serves on
         (job / "endpoint.err").write_text(f"vm agent: {type(exc).__name__}: {exc}\n")
         write_atomic(job / "endpoint.status", "1\n")

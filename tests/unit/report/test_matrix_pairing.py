@@ -99,3 +99,97 @@ def test_every_named_version_must_be_fetched_before_anything_runs(tmp_path: Path
     args.pairings = "kernel-kernel"  # only the selected pairings' versions must be fetched
     args.check = True
     assert run(args, runner=never) == 0
+
+
+def test_a_versioned_pairing_expects_its_host_pairing_unless_the_row_names_it() -> None:
+    raw = _matrix(["kernel-kernel", "kernel@6.1-kernel", "kernel-kernel@6.12", "python-kernel@6.1"])
+    raw["middleboxes"][0]["expect"] = {"kernel-kernel": "reset \u00b7 corrupted",
+                                       "default": "fallback-infinite-map",
+                                       "kernel-kernel@6.12": "fallback-infinite-map"}
+    matrix = parse_matrix_spec(raw)
+    assert {c.pairing: c.expected for c in matrix.cells} == {
+        "kernel-kernel": "reset \u00b7 corrupted", "kernel@6.1-kernel": "reset \u00b7 corrupted",
+        "kernel-kernel@6.12": "fallback-infinite-map", "python-kernel@6.1": "fallback-infinite-map"}
+    raw["middleboxes"][0]["expect"] = {"kernel-python": "mptcp"}  # not a pairing of this matrix
+    with pytest.raises(SpecError, match="unknown key 'kernel-python'"):
+        parse_matrix_spec(raw)
+
+
+EXPERIMENTS = Path(__file__).parents[3] / "experiments"
+
+
+def test_the_kernels_matrix_runs_every_fallback_row_on_every_version() -> None:
+    from testbed.matrix import load_matrix_spec
+
+    kernels_matrix = load_matrix_spec(EXPERIMENTS / "fallback_matrix_kernels.toml")
+    fallback = load_matrix_spec(EXPERIMENTS / "fallback_matrix.toml")
+    assert [r.name for r in kernels_matrix.rows] == [r.name for r in fallback.rows]
+    for mine, theirs in zip(kernels_matrix.rows, fallback.rows, strict=True):
+        assert (mine.middleboxes, mine.mptcp, mine.timeline) == (theirs.middleboxes, theirs.mptcp,
+                                                                 theirs.timeline)
+        if mine.name == "strip_mptcp_switched_on":  # the one row_overrides entry
+            assert mine.traffic == {**theirs.traffic, "bytes": 8000000}
+        else:
+            assert mine.traffic == theirs.traffic
+        for pairing in kernels_matrix.pairings:
+            host = pairing.replace("@6.12", "").replace("@6.1", "").replace("@newest", "")
+            assert mine.expect.get(pairing) == theirs.expect.get(host), (mine.name, pairing)
+    assert set(versions(kernels_matrix.pairings)) == {"6.1", "6.12", "newest"}
+    # each fetched version as client and as server against the host's kernel, python -> each
+    for version in ("6.1", "6.12", "newest"):
+        for pairing in (f"kernel@{version}-kernel", f"kernel-kernel@{version}", f"python-kernel@{version}"):
+            assert pairing in kernels_matrix.pairings
+    cell = next(c for c in kernels_matrix.cells if c.pairing == "kernel@6.1-kernel")
+    assert cell.spec.topology_params["rate_mbit"] == 2 and cell.spec.client.kernel == "6.1"
+
+
+def test_rows_from_and_overrides_are_checked(tmp_path: Path) -> None:
+    raw = _matrix(["kernel-kernel"])
+    del raw["middleboxes"]
+    raw["rows_from"] = str(EXPERIMENTS / "fallback_matrix.toml")
+    raw["row_overrides"] = {"no_such_row": {"traffic": {"bytes": 1}}}
+    with pytest.raises(SpecError, match=r"row_overrides\.no_such_row: no such row"):
+        parse_matrix_spec(raw, source=str(tmp_path / "m.toml"))
+    raw["row_overrides"] = {"none": {"expect": {"default": "mptcp"}}}
+    with pytest.raises(SpecError, match="unknown key 'expect'"):
+        parse_matrix_spec(raw, source=str(tmp_path / "m.toml"))
+    raw["rows_from"] = "missing.toml"
+    with pytest.raises(SpecError, match="no such matrix spec file"):
+        parse_matrix_spec(raw, source=str(tmp_path / "m.toml"))
+
+
+def _doc(classes: dict[tuple[str, str], tuple[str, str] | None], pairings: list[str]) -> dict:
+    cells = [{"row": row, "pairing": pairing, "status": "ok", "outcome": c[0], "integrity": c[1]}
+             if c else {"row": row, "pairing": pairing, "status": "error", "error": "boom"}
+             for (row, pairing), c in classes.items()]
+    rows = sorted({row for row, _ in classes})
+    return {"name": "v", "pairings": pairings, "rows": [{"name": r, "label": r} for r in rows],
+            "cells": cells, "summary": {}}
+
+
+def test_each_row_says_whether_every_version_behaves_the_same() -> None:
+    from testbed.report.tables import matrix_html, matrix_markdown
+    from testbed.report.versions import row_summary
+
+    pairings = ["kernel-kernel", "kernel@6.1-kernel", "kernel-kernel@6.1", "python-kernel",
+                "python-kernel@6.1"]
+    doc = _doc({("a", "kernel-kernel"): ("mptcp", "ok"), ("a", "kernel@6.1-kernel"): ("mptcp", "ok"),
+                ("a", "kernel-kernel@6.1"): ("mptcp", "ok"), ("a", "python-kernel"): ("fallback-syn", "ok"),
+                ("a", "python-kernel@6.1"): ("fallback-syn", "ok"),
+                ("b", "kernel-kernel"): ("reset", "corrupted"), ("b", "kernel@6.1-kernel"): ("mptcp", "ok"),
+                ("b", "kernel-kernel@6.1"): ("reset", "corrupted"), ("b", "python-kernel"): None},
+               pairings)
+    # python -> kernel may differ from kernel -> kernel: only versions of one pairing are compared
+    assert row_summary(doc, "a") == "same on all versions"
+    assert row_summary(doc, "b") == ("kernel \u2192 kernel differs (reset \u00b7 corrupted: kernel-kernel, "
+                                     "kernel-kernel@6.1; mptcp: kernel@6.1-kernel) "
+                                     "(2 cells not run or failed)")
+    assert row_summary(doc, "c") == "not run"
+    markdown = matrix_markdown(doc)
+    assert "| Middlebox | kernel \u2192 kernel | kernel@6.1 \u2192 kernel |" in markdown
+    assert any(line.startswith("| Middlebox |") and line.endswith("| Across versions |")
+               for line in markdown.splitlines())
+    assert "| same on all versions |" in markdown
+    assert "<th>Across versions</th>" in matrix_html(doc)
+    plain = _doc({("a", "kernel-kernel"): ("mptcp", "ok")}, ["kernel-kernel"])
+    assert "Across versions" not in matrix_markdown(plain)
