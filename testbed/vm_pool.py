@@ -40,6 +40,7 @@ POOL_FILE = "pool.json"  # in a VM's directory: what a lease needs to use it
 LEASE_FILE = "lease"
 BROKEN_FILE = "broken"  # a VM whose job did not end cleanly: no further leases
 BOOT_TIMEOUT_S = 300.0
+IDLE_WAIT_S = 60.0  # for a leased VM's agent to finish the previous cell's job
 GUEST_MEMORY = "1G"
 
 
@@ -65,7 +66,10 @@ class PooledVm:
     directory: Path
     netns: str
     running: vm.RunningVm
-    boot_s: float
+    macs: list[str]
+    accel: str
+    launched: float  # monotonic time of the launch
+    boot_s: float = 0.0  # launch to the agent's start
 
 
 @dataclass
@@ -96,19 +100,34 @@ class VmPool:
         return {v.release: v.boot_s for v in self.vms}
 
     def ensure(self, selectors: Iterable[str], progress: Any = None) -> None:
-        """A VM for every selector's release that has none yet (a failed boot is not retried)."""
+        """A VM for every selector's release that has none yet, booted side by side (a failed
+        boot is not retried: those cells boot their own)."""
+        missing: list[str] = []
         for selector in selectors:
             release = kernels.find_fetched(selector, kernels.cache_dir()).release
-            if release in self.failed or any(v.release == release and not (v.directory / BROKEN_FILE).exists()
-                                             for v in self.vms):
+            if release in self.failed or release in missing or any(
+                    v.release == release and not (v.directory / BROKEN_FILE).exists() for v in self.vms):
                 continue
-            if progress is not None:
-                progress(f"booting a VM for kernel {release} (serves every cell on it)")
+            missing.append(release)
+        if not missing:
+            return
+        if progress is not None:
+            progress(f"booting {', '.join(missing)} (one VM each, for every cell on it)")
+        started = []
+        for release in missing:
             try:
-                self._boot(release)
+                started.append(self._start(release))
             except RunFailed as exc:
-                self.failed[release] = exc.message
-                print(f"testbed: vm pool: {exc.message}; its cells boot their own VMs", file=sys.stderr)
+                self._failed(release, exc.message)
+        for pooled in started:
+            try:
+                self._wait(pooled)
+            except RunFailed as exc:
+                self._failed(pooled.release, exc.message)
+
+    def _failed(self, release: str, message: str) -> None:
+        self.failed[release] = message
+        print(f"testbed: vm pool: {message}; its cells boot their own VMs", file=sys.stderr)
 
     def retire(self, needed: Iterable[str]) -> None:
         """Stop the VMs whose release no remaining cell needs (and any broken one)."""
@@ -123,6 +142,7 @@ class VmPool:
         if os.environ.get(POOL_ENV) == str(self.root):
             del os.environ[POOL_ENV]
         if self.state is not None:
+            delete_netns(self.state.netns)  # also those of a boot that failed half-way
             self.state.remove()
 
     def _stop(self, pooled: PooledVm) -> None:
@@ -132,7 +152,8 @@ class VmPool:
         shutil.rmtree(pooled.directory, ignore_errors=True)
         self.vms.remove(pooled)
 
-    def _boot(self, release: str) -> PooledVm:
+    def _start(self, release: str) -> PooledVm:
+        """Its namespace, taps and bridges, and qemu started (the boot goes on)."""
         assert self.state is not None
         index = len(self.state.netns)
         netns = self.state.netns_name(f"vm{index}")
@@ -160,8 +181,14 @@ class VmPool:
         launched = time.monotonic()
         with open(directory / "vm.log", "ab") as log:
             running = vm.start(plan, log.fileno())
-        pooled = PooledVm(release, directory, netns, running, 0.0)
+        pooled = PooledVm(release, directory, netns, running, macs, accel, launched)
         self.vms.append(pooled)  # from here on, close() stops it
+        return pooled
+
+    def _wait(self, pooled: PooledVm) -> None:
+        """Until its agent runs; then pool.json tells the cells it is there."""
+        directory, running, release, accel = pooled.directory, pooled.running, pooled.release, pooled.accel
+        launched = pooled.launched
         while not (directory / "agent.started").exists():
             problem = ("stopped while booting" if not running.alive() else
                        f"did not start within {BOOT_TIMEOUT_S:.0f} s ({accel})"
@@ -172,9 +199,8 @@ class VmPool:
             time.sleep(0.1)
         pooled.boot_s = round(time.monotonic() - launched, 2)
         (directory / POOL_FILE).write_text(json.dumps({
-            "release": release, "accel": accel, "netns": netns, "session": running.process.pid,
-            "bridges": [f"tbbr{i}" for i in range(self.nics)], "macs": macs, "boot_s": pooled.boot_s}))
-        return pooled
+            "release": release, "accel": accel, "netns": pooled.netns, "session": running.process.pid,
+            "bridges": [f"tbbr{i}" for i in range(self.nics)], "macs": pooled.macs, "boot_s": pooled.boot_s}))
 
 
 @contextlib.contextmanager
@@ -210,8 +236,16 @@ class Lease:
         self.handle.close()
 
 
-def lease(root: Path, release: str, nics: int) -> Lease | None:
-    """A free, healthy VM of `release` with at least `nics` NICs, held exclusively; else None."""
+def _text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def lease(root: Path, release: str, nics: int, idle_wait_s: float = IDLE_WAIT_S) -> Lease | None:
+    """A free, healthy, idle VM of `release` with at least `nics` NICs, held exclusively; else
+    None (the caller boots its own)."""
     import fcntl
 
     for directory in sorted(root.glob("vm*")):
@@ -227,5 +261,14 @@ def lease(root: Path, release: str, nics: int) -> Lease | None:
         except OSError:
             handle.close()
             continue
-        return Lease(directory, info, handle)
+        # the agent finishes a job (its namespace removed) shortly after the cell that gave it;
+        # one a killed cell left runs until its endpoint sees that the run is gone
+        deadline = time.monotonic() + idle_wait_s
+        while _text(directory / vm_guest.JOB_FILE) != _text(directory / vm_guest.DONE_FILE):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        else:
+            return Lease(directory, info, handle)
+        handle.close()
     return None

@@ -116,6 +116,8 @@ def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]]
     if spec.get("hold"):
         write_atomic(state / READY_FILE, "")
         while not (state / GO_FILE).exists() and not (state / "terminate").exists():
+            if not state.exists():  # the host's run is over (its work directory is gone)
+                raise JobAbandoned(str(state))
             time.sleep(POLL_S)
     counters_before = counters()
     started = time.monotonic()
@@ -129,6 +131,10 @@ def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]]
             if not terminated and (state / "terminate").exists():
                 proc.send_signal(signal.SIGTERM)
                 terminated = True
+            if not state.exists():  # the host's run is over: nobody reads this job any more
+                proc.kill()
+                proc.wait()
+                raise JobAbandoned(str(state))
             if time.monotonic() - cpu_samples[-1][0] >= CPU_SAMPLE_S:
                 cpu_samples.append((time.monotonic(), cpu_times()))
             time.sleep(POLL_S)
@@ -150,6 +156,10 @@ def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]]
 
 
 # --- the persistent agent of a reused VM (testbed.vm_pool) -------------------------------------
+
+class JobAbandoned(Exception):
+    """The job's directory vanished: the host's run ended without waiting for the job."""
+
 
 def parked_name(mac: str) -> str:
     """A NIC's name between jobs, from its MAC (unique, so no job's names collide with it)."""
@@ -235,8 +245,8 @@ def serve_one(job: Path, number: int) -> None:
     namespace = f"tbjob{number}"
     nics: list[dict[str, Any]] = []
     holder = None
-    write_atomic(job / "agent.started", f"{time.time()}\n")  # the host measures the hand-over
     try:
+        write_atomic(job / "agent.started", f"{time.time()}\n")  # the host measures the hand-over
         spec = json.loads((job / "guest.json").read_text())
         nics = spec.get("nics", [])
         problems = enter_namespace(namespace, nics, NetConfig.from_dict(spec["netconfig"]))
@@ -246,9 +256,12 @@ def serve_one(job: Path, number: int) -> None:
         while not Path(f"/proc/{holder.pid}/net/netstat").exists():
             time.sleep(POLL_S)
         run_job(job, ["ip", "netns", "exec", namespace], lambda: read_counters(holder.pid), problems)
+    except JobAbandoned:
+        pass
     except Exception as exc:  # the host sees the job end with an error, and the agent serves on
-        (job / "endpoint.err").write_text(f"vm agent: {type(exc).__name__}: {exc}\n")
-        write_atomic(job / "endpoint.status", "1\n")
+        with contextlib.suppress(OSError):
+            (job / "endpoint.err").write_text(f"vm agent: {type(exc).__name__}: {exc}\n")
+            write_atomic(job / "endpoint.status", "1\n")
     finally:
         if holder is not None:
             holder.kill()

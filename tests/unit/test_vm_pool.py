@@ -90,6 +90,15 @@ def test_a_pooled_vm_serves_one_cell_at_a_time(tmp_path: Path) -> None:
     assert vm_pool.lease(tmp_path, RELEASE, 1) is None  # a job that did not end: never again
     second.release()
     assert vm_pool.lease(tmp_path, "7.2.13+deb14-amd64", 1) is None
+    # an agent still on the previous job is waited for, then passed over
+    busy = _pooled(tmp_path, "vm4", release="6.1.0-50-amd64")
+    (busy / vm_guest.JOB_FILE).write_text("/run/testbed/abc/client.vm\n")
+    idle = vm_pool.lease(tmp_path, "6.1.0-50-amd64", 1, idle_wait_s=0.2)
+    assert idle is not None and idle.directory.name == "vm2"
+    assert vm_pool.lease(tmp_path, "6.1.0-50-amd64", 1, idle_wait_s=0.2) is None
+    (busy / vm_guest.DONE_FILE).write_text("/run/testbed/abc/client.vm\n")
+    done = vm_pool.lease(tmp_path, "6.1.0-50-amd64", 1, idle_wait_s=0.2)
+    assert done is not None and done.directory == busy
 
 
 def _done(state: Path) -> str:
