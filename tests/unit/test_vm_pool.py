@@ -160,3 +160,28 @@ def test_a_job_namespace_is_set_up_by_one_ip_batch_whose_failures_are_named() ->
     assert vm_guest.batch_problems(lines, stderr) == [
         "ip route add default via 10.0.1.2 dev eth0 table 101: Error: Nexthop has invalid gateway."]
     assert vm_guest.batch_problems(lines, "") == []
+
+
+def test_a_job_whose_run_is_gone_is_ended_so_the_agent_can_serve_the_next(tmp_path: Path) -> None:
+    import shutil
+
+    job = tmp_path / "client.vm"
+    job.mkdir()
+    (job / "guest.json").write_text(json.dumps({"netconfig": {}, "command": ["sleep", "60"], "hold": False}))
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(vm_guest.run_job(job, [], dict, configured=[]))
+        except vm_guest.JobAbandoned as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    started = time.monotonic()
+    worker.start()
+    while not (job / "endpoint.out").exists():
+        time.sleep(0.01)
+    shutil.rmtree(job)  # the host's run ended (its work directory removed) without waiting
+    worker.join(timeout=10)
+    assert not worker.is_alive() and time.monotonic() - started < 10
+    assert isinstance(outcome[0], vm_guest.JobAbandoned)
