@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from testbed.endpoints.command_template import STACK_NAME
+from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
+from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
 from testbed.repeats import UNSTABLE, repeat_seed, summarize_repeats
@@ -44,7 +45,6 @@ from testbed.results import TIMESERIES_FILE
 from testbed.spec import (
     INTEGRITY_CLASSES,
     OUTCOMES,
-    STACKS,
     ExperimentSpec,
     check_against_topology,
     finite_number,
@@ -128,18 +128,9 @@ def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ..
 
 
 def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
-    """(client stack, server stack) of "CLIENT-SERVER"; a stack is one of STACKS or
-    "command:NAME", a command stack of the spec's [stacks.NAME] (docs/command-endpoints.md)."""
-    if not isinstance(pairing, str) or pairing.count("-") != 1:
-        raise SpecError(f"{where}: pairing {pairing!r} must be CLIENT-SERVER, e.g. kernel-python")
-    client, server = pairing.split("-")
-    for stack in (client, server):
-        named = stack.startswith("command:") and STACK_NAME.fullmatch(stack.partition(":")[2])
-        if (stack not in STACKS or stack == "command") and not named:
-            raise SpecError(f"{where}: pairing {pairing!r}: unknown stack {stack!r} "
-                            f"(known: {', '.join(s for s in STACKS if s != 'command')}, "
-                            f"command:NAME with a [stacks.NAME] table)")
-    return client, server
+    """(client stack, server stack) of a pairing (testbed.matrix_pairing has the grammar)."""
+    client, server = parse_sides(pairing, where)
+    return client.stack, server.stack
 
 
 def load_matrix_spec(path: str | Path) -> MatrixSpec:
@@ -150,8 +141,9 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     """Validate a matrix spec and every cell it implies; any problem is one SpecError line."""
     top = _check_table(raw, source, {
         "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
-        "reference": str, "degraded_below": (float, int), "stacks": dict,
-    }, required=("base", "middleboxes"))
+        "reference": str, "degraded_below": (float, int), "stacks": dict, "rows_from": str,
+        "row_overrides": dict,
+    }, required=("base",))
     pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
     if not pairings:
         raise SpecError(f"{source}: pairings is empty")
@@ -162,12 +154,13 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     base = _check_table(top["base"], f"{source}: [base]", {
         "topology": dict, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
     }, required=("topology", "traffic"))
-    if not top["middleboxes"]:
+    items = [*_included_rows(top, source), *((item, False) for item in top.get("middleboxes", []))]
+    if not items:
         raise SpecError(f"{source}: middleboxes is empty (one [[middleboxes]] table per row)")
     rows = []
     seen: set[str] = set()
-    for index, item in enumerate(top["middleboxes"]):
-        row = _parse_row(item, f"{source}: middleboxes[{index}]", pairings)
+    for index, (item, included) in enumerate(items):
+        row = _parse_row(item, f"{source}: middleboxes[{index}]", pairings, included)
         if row.name in seen:
             raise SpecError(f"{source}: middleboxes[{index}]: row name {row.name!r} used twice")
         seen.add(row.name)
@@ -188,7 +181,34 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     return dataclasses.replace(spec, cells=cells)
 
 
-def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
+def _included_rows(top: dict[str, Any], source: str) -> list[tuple[Any, bool]]:
+    """The rows of `rows_from` (a matrix spec, relative to this one), each with its
+    `row_overrides.<name>` (traffic, mptcp) merged in: (row table, True) each."""
+    overrides = _check_table(top.get("row_overrides", {}), f"{source}: row_overrides", {
+        name: dict for name in top.get("row_overrides", {})})
+    if "rows_from" not in top:
+        if overrides:
+            raise SpecError(f"{source}: row_overrides needs rows_from")
+        return []
+    included = read_toml(Path(source).parent / top["rows_from"], "matrix spec")
+    items = included.get("middleboxes")
+    if not isinstance(items, list) or not items:
+        raise SpecError(f"{source}: rows_from {top['rows_from']!r} has no [[middleboxes]] rows")
+    names = {item.get("name") for item in items if isinstance(item, dict)}
+    rows = []
+    for name, override in overrides.items():
+        if name not in names:
+            raise SpecError(f"{source}: row_overrides.{name}: no such row in {top['rows_from']}")
+        _check_table(override, f"{source}: row_overrides.{name}", {"traffic": dict, "mptcp": dict})
+    for item in items:
+        item = copy.deepcopy(item)
+        for key, value in overrides.get(item.get("name"), {}).items():
+            item[key] = {**item.get(key, {}), **value}
+        rows.append((item, True))
+    return rows
+
+
+def _parse_row(item: Any, where: str, pairings: tuple[str, ...], included: bool = False) -> MatrixRow:
     row = _check_table(item, where, {
         "name": str, "label": str, "node": str, "type": str, "params": dict, "chain": list,
         "traffic": dict, "mptcp": dict, "expect": dict, "timeline": list,
@@ -212,12 +232,18 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
         boxes = [{"node": row["node"], "type": row["type"], "params": dict(row.get("params", {}))}]
     else:
         raise SpecError(f"{where}: no middlebox: give node and type, or chain = [...] (chain = [] for none)")
+    # an included row may expect pairings this matrix does not run (they are left unused)
+    named = {key: str for key in row.get("expect", {})} if included else {}
     expect = _check_table(row.get("expect", {}), f"{where}.expect",
-                          {p: str for p in (*pairings, "default")})
+                          {**named, **{p: str for p in (*pairings, "default")}})
     for pairing, expected in expect.items():
+        if pairing != "default":
+            parse_sides(pairing, f"{where}.expect")
         parse_expectation(expected, f"{where}.expect.{pairing}")
-    default = expect.get("default")
-    per_pairing = {p: expect.get(p, default) for p in pairings if expect.get(p, default) is not None}
+    # a pairing on fetched kernels expects what the same pairing on the host's kernel does,
+    # unless the row names it: a version that behaves differently shows as a difference
+    per_pairing = {p: e for p in pairings
+                   if (e := expect.get(p, expect.get(host_pairing(p), expect.get("default")))) is not None}
     return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
                      traffic=dict(row.get("traffic", {})), mptcp=dict(row.get("mptcp", {})),
                      expect=per_pairing, timeline=tuple(copy.deepcopy(row.get("timeline", []))))
@@ -225,7 +251,7 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...]) -> MatrixRow:
 
 def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
     """The experiment spec (as TOML would give it) of one cell: the base plus the row."""
-    client, server = parse_pairing(pairing, matrix.source)
+    client, server = parse_sides(pairing, matrix.source)
     base = copy.deepcopy(matrix.base)
     raw: dict[str, Any] = {
         "name": f"{matrix.name}/{row.name}/{pairing}",
@@ -233,7 +259,7 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
         "seed": matrix.seed,
         "topology": base["topology"],
         "middleboxes": copy.deepcopy(list(row.middleboxes)),
-        "endpoints": [{"role": "server", "stack": server}, {"role": "client", "stack": client}],
+        "endpoints": [endpoint_entry("server", server), endpoint_entry("client", client)],
         "traffic": {**base["traffic"], **row.traffic},
         "mptcp": {**base.get("mptcp", {}), **row.mptcp},
     }
@@ -254,6 +280,11 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
     if "seconds" in row.traffic:
         raw["traffic"].pop("bytes", None)
     return raw
+
+
+def endpoint_entry(role: str, side: Side) -> dict[str, Any]:
+    """A cell's [[endpoints]] table: `kernel = VERSION` for a kernel side on a fetched kernel."""
+    return {"role": role, "stack": side.stack, **({"kernel": side.kernel} if side.kernel else {})}
 
 
 def _build_cell(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> Cell:
@@ -330,6 +361,7 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         "subflows_total": len(conn.subflows),
         "integrity_verdict": conn.integrity_verdict,
         "performance": performance_facts(result),
+        **vm_facts(result),
         "expected": expected,
         "as_expected": None if expected is None else expectation_met(expected, conn.outcome,
                                                                       conn.integrity),
@@ -342,6 +374,15 @@ def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], ex
         if conflicts:
             record["wire_disagrees"] = conflicts
     return record
+
+
+def vm_facts(result: dict[str, Any]) -> dict[str, Any]:
+    """The kernel each kernel endpoint ran on and the roles whose VM guest was CPU-bound."""
+    endpoints = result.get("endpoints") or {}
+    kernels = {role: e["kernel"] for role, e in endpoints.items() if isinstance(e, dict) and e.get("kernel")}
+    bound = [role for role, e in endpoints.items()
+             if isinstance(e, dict) and (e.get("vm") or {}).get("cpu_bound")]
+    return {**({"kernels": kernels} if kernels else {}), **({"cpu_bound": bound} if bound else {})}
 
 
 def repeated_record(cell_key: dict[str, Any], records: list[dict[str, Any]], expected: str | None,
@@ -390,8 +431,11 @@ def error_record(cell_key: dict[str, Any], message: str, expected: str | None,
 
 
 def _cell_key(cell: Cell) -> dict[str, Any]:
-    client, server = parse_pairing(cell.pairing, "pairing")
-    return {"row": cell.row.name, "pairing": cell.pairing, "client_stack": client, "server_stack": server}
+    client, server = parse_sides(cell.pairing, "pairing")
+    kernels = {f"{role}_kernel": side.kernel for role, side in (("client", client), ("server", server))
+               if side.kernel}
+    return {"row": cell.row.name, "pairing": cell.pairing, "client_stack": client.stack,
+            "server_stack": server.stack, **kernels}
 
 
 def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
@@ -502,16 +546,18 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         write(partial=len(records) < len(matrix.cells), interrupted=False)
 
     try:
-        if background is not None:  # the waiting cells together, before any cell that measures
-            bar.status(f"{len(background.pending)} cells expected to reset or stall, "
-                       f"{jobs} at a time")
-            for done in background.drain():
-                add(*done)
-        for cell in matrix.cells:
-            if background is not None and waits(cell):
-                continue
-            record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
-            add(cell, record, result)
+        with vm_pool.for_cells(c.spec for c in matrix.cells) as pool:  # one boot per kernel
+            if background is not None:  # the waiting cells together, before any cell that measures
+                bar.status(f"{len(background.pending)} cells expected to reset or stall, "
+                           f"{jobs} at a time")
+                vm_pool.prepare(pool, background.pending, matrix.cells, bar.status)
+                for done in background.drain():
+                    add(*done)
+            measuring = [c for c in matrix.cells if background is None or not waits(c)]
+            for index, cell in enumerate(measuring):
+                vm_pool.prepare(pool, [cell], measuring[index:], bar.status)
+                record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
+                add(cell, record, result)
     except KeyboardInterrupt:
         if background is not None:
             background.stop()
@@ -679,9 +725,10 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     if jobs < 1:
         raise SpecError(f"--jobs must be at least 1, got {jobs}")
     matrix = dataclasses.replace(matrix, repeat=args.repeat)
+    check_fetched(matrix.pairings)  # a version not fetched stops here, before any cell runs
     if args.check:
         for cell in matrix.cells:
-            print(f"{cell.row.name:<28} {cell.pairing:<16} expect {cell.expected or '-'}")
+            print(f"{cell.row.name:<28} {cell.pairing:<26} expect {cell.expected or '-'}")
         print(f"{len(matrix.cells)} cells ({len(matrix.rows)} rows x {len(matrix.pairings)} pairings): "
               "spec ok")
         return 0

@@ -1,14 +1,16 @@
 """Patch panels: an endpoint namespace's interface bridged to a tap a VM's NIC sits on.
 
-Prototype for issue 14 point 2 (docs/kernel-endpoints.md), not wired into the runner: the
-namespace keeps its veth (shaping, captures and middleboxes are unchanged) but gives its
-address up to the guest, and becomes plain L2 between the veth and the VM.
+The endpoint's namespace keeps its veth (shaping, captures and middleboxes are unchanged) but
+gives its address up to the guest, and becomes plain L2 between the veth and the VM: a tap of
+a VM booted for this run (`attach`), or a veth pair into the namespace of a VM that serves a
+whole matrix (`attach_to_pool`, testbed.vm_pool), whose tap sits on a bridge there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from dataclasses import dataclass
 
 from testbed.command import CommandFailed, run_command
@@ -19,7 +21,7 @@ from testbed.vm import GuestNic
 class PatchPanel:
     """What `attach` built in one namespace, for `detach` and for the VM's NIC."""
 
-    netns: str
+    netns: str | None  # None: this process's namespace
     interface: str
     bridge: str
     tap: str
@@ -32,7 +34,7 @@ def guest_mac(run_id: str, index: int) -> str:
     return "52:54:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
-def _addresses(netns: str, interface: str) -> tuple[str, ...]:
+def _addresses(netns: str | None, interface: str) -> tuple[str, ...]:
     done = run_command(["ip", "-o", "-4", "addr", "show", "dev", interface], netns=netns,
                        what=f"reading the addresses of {interface} in {netns}")
     return tuple(line.split()[3] for line in done.stdout.splitlines())
@@ -52,6 +54,36 @@ def attach(netns: str, interface: str, index: int) -> PatchPanel:
                      ["ethtool", "-K", tap, "tso", "off", "gso", "off", "gro", "off"],
                      ["ip", "link", "set", tap, "up"], ["ip", "link", "set", bridge, "up"]):
             run_command(argv, netns=netns, what=f"patch panel {interface}<->{tap} in {netns}")
+    except CommandFailed:
+        detach(panel)
+        raise
+    return panel
+
+
+def attach_to_pool(netns: str | None, interface: str, index: int, pool_netns: str,
+                   pool_bridge: str) -> PatchPanel:
+    """Like `attach`, with a veth pair in place of the tap: tbv<index> here, its peer on the
+    pool VM's bridge `pool_bridge` in `pool_netns` (it vanishes with its peer)."""
+    # the peer's name is unique in the pool's namespace: a dying cell's peer may linger there
+    here = netns or str(os.stat("/proc/self/ns/net").st_ino)
+    tag = hashlib.sha256(here.encode()).hexdigest()[:6]
+    bridge, link, peer = f"tbbr{index}", f"tbv{index}", f"tbp{index}-{tag}"
+    addresses = _addresses(netns, interface)
+    panel = PatchPanel(netns, interface, bridge, link, addresses)
+    no_offloads = ["tso", "off", "gso", "off", "gro", "off"]
+    try:
+        for argv in (["ip", "link", "add", link, "type", "veth", "peer", "name", peer],
+                     ["ip", "link", "set", peer, "netns", pool_netns],
+                     ["ip", "link", "add", bridge, "type", "bridge", "forward_delay", "0"],
+                     ["ip", "link", "set", link, "master", bridge],
+                     ["ip", "link", "set", interface, "master", bridge],
+                     *(["ip", "addr", "del", address, "dev", interface] for address in addresses),
+                     ["ethtool", "-K", link, *no_offloads],
+                     ["ip", "link", "set", link, "up"], ["ip", "link", "set", bridge, "up"]):
+            run_command(argv, netns=netns, what=f"patch panel {interface}<->{pool_netns} in {netns}")
+        for argv in (["ethtool", "-K", peer, *no_offloads],
+                     ["ip", "link", "set", peer, "master", pool_bridge], ["ip", "link", "set", peer, "up"]):
+            run_command(argv, netns=pool_netns, what=f"patch panel {peer} on {pool_bridge} in {pool_netns}")
     except CommandFailed:
         detach(panel)
         raise

@@ -24,11 +24,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed import vm, vm_attach
+from testbed import vm, vm_attach, vm_pool
 from testbed.command import run_command
 from testbed.endpoints import vm_guest
 from testbed.errors import RunFailed, TestbedError
@@ -136,9 +137,6 @@ def run(args: argparse.Namespace) -> int:
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
     kernel = vm.fetched_kernel(args.kernel)
-    tools = vm.find_tools()
-    accel = vm.choose_accel(args.accel, kernel, tools).accel
-    config = snapshot(args.netns)
     stop_requested: list[int] = []
 
     def request_stop(signum: int, frame: object) -> None:
@@ -147,11 +145,19 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    interfaces = interfaces_with_addresses(args.netns)
+    if args.pool:
+        held = vm_pool.lease(Path(args.pool), kernel.release, len(interfaces))
+        if held is not None:
+            return _run_pooled(args, command, state, kernel, interfaces, held, stop_requested)
+    tools = vm.find_tools()
+    accel = vm.choose_accel(args.accel, kernel, tools).accel
+    config = snapshot(args.netns)
     panels: list[vm_attach.PatchPanel] = []
     running: vm.RunningVm | None = None
     try:
         nics = []
-        for index, name in enumerate(interfaces_with_addresses(args.netns)):
+        for index, name in enumerate(interfaces):
             panel = vm_attach.attach(args.netns, name, index)
             panels.append(panel)
             nics.append(vm_attach.nic_for(panel, str(state), index, name))
@@ -165,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         with open(state / "vm.log", "ab") as log:
             launched = time.monotonic()
             running = vm.start(plan, log.fileno())
-            return _follow(state, running, kernel, accel, launched, stop_requested)
+            return _follow(state, running.alive, running.process.pid, kernel, accel, launched,
+                           stop_requested)
     finally:
         if running is not None:
             vm.stop(running)
@@ -183,22 +190,56 @@ def _console_tail(state: Path) -> str:
     return f"; console: {' | '.join(line.strip() for line in lines)[-400:]}" if lines else ""
 
 
-def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: str, launched: float,
-            stop_requested: list[int]) -> int:
-    """Relay the endpoint's output until its status appears; record the VM's figures."""
+def _run_pooled(args: argparse.Namespace, command: list[str], state: Path, kernel: vm.KernelImage,
+                interfaces: list[str], held: vm_pool.Lease, stop_requested: list[int]) -> int:
+    """The endpoint as one job of a pooled VM (testbed.vm_pool): this namespace's interfaces
+    linked to the VM's bridges, the job handed to its agent, the VM left running."""
+    info = held.info
+    config = snapshot(args.netns)
+    panels: list[vm_attach.PatchPanel] = []
+    finished = False
+    try:
+        nics = []
+        for index, name in enumerate(interfaces):
+            panel = vm_attach.attach_to_pool(args.netns, name, index, info["netns"], info["bridges"][index])
+            panels.append(panel)
+            nics.append({"mac": info["macs"][index], "name": name, "addresses": list(panel.addresses)})
+        (state / "guest.json").write_text(json.dumps({"netconfig": config.as_dict(), "command": command,
+                                                        "hold": args.hold, "nics": nics}))
+        session = int(info["session"])
+        launched = time.monotonic()
+        vm_guest.write_atomic(held.directory / vm_guest.JOB_FILE, f"{state}\n")
+        status = _follow(state, lambda: Path(f"/proc/{session}").exists(), session, kernel, info["accel"],
+                         launched, stop_requested, reused={"boot_s": info["boot_s"], "netns": info["netns"]})
+        finished = True
+        return status
+    finally:
+        if not finished:  # the agent may still be busy with this job: no cell gets it again
+            (held.directory / vm_pool.BROKEN_FILE).touch()
+        for panel in reversed(panels):
+            vm_attach.detach(panel)
+        held.release()
+
+
+def _follow(state: Path, alive: Callable[[], bool], session: int, kernel: vm.KernelImage, accel: str,
+            launched: float, stop_requested: list[int], reused: dict[str, Any] | None = None) -> int:
+    """Relay the endpoint's output until its status appears; record the VM's figures (`reused`:
+    the pooled VM's own boot, when this endpoint was one job of it)."""
     relay = Relay(state / "endpoint.out")
-    clock = VcpuClock(running.process.pid)
-    boot_s = None
+    clock = VcpuClock(session)
+    boot_s = started_s = None  # the agent up; the endpoint held (client) or listening (server)
     cpu_samples: list[tuple[float, tuple[int, int] | None]] = []
     stop_deadline = None
     while not (state / "endpoint.status").exists():
         relay.pump()
         if boot_s is None and (state / "agent.started").exists():
             boot_s = round(time.monotonic() - launched, 2)
+        if started_s is None and ((state / vm_guest.READY_FILE).exists() or relay.offset):
+            started_s = round(time.monotonic() - launched, 2)
         if (state / "endpoint.out").exists() and (
                 not cpu_samples or time.monotonic() - cpu_samples[-1][0] >= vm_guest.CPU_SAMPLE_S):
             cpu_samples.append((time.monotonic(), clock.ticks()))
-        if not running.alive():
+        if not alive():
             raise RunFailed(f"vm endpoint: the {kernel.release} guest stopped before the endpoint "
                             f"finished{_console_tail(state)}")
         if boot_s is None and time.monotonic() - launched > BOOT_TIMEOUT_S:
@@ -216,10 +257,11 @@ def _follow(state: Path, running: vm.RunningVm, kernel: vm.KernelImage, accel: s
     guest = json.loads((state / "guest-result.json").read_text())
     seconds = vm_guest.transfer_seconds(state / "endpoint.out")
     summary = {"kernel": guest["release"], "accel": accel,
-               "boot_s": boot_s, "endpoint_s": guest["endpoint_s"],
+               "boot_s": boot_s, "ready_s": started_s, "endpoint_s": guest["endpoint_s"],
                **cpu_summary(vm_guest.window_start(cpu_samples or [cpu_end], cpu_end[0], seconds), cpu_end,
                              guest["guest_cpu_busy"]),
                "setup_problems": guest["setup_problems"],
+               **({"reused_vm": reused} if reused else {}),
                "counters_before": guest["counters_before"], "counters_after": guest["counters_after"]}
     (state / "vm.json").write_text(json.dumps(summary, indent=1))
     err = state / "endpoint.err"
@@ -238,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="start the endpoint when STATE/go appears (a client: after the server listens)")
     parser.add_argument("--netns", default=None, help="the host's namespace (default: this process's)")
     parser.add_argument("--accel", default=os.environ.get("TESTBED_VM_ACCEL", "auto"), choices=vm.ACCELS)
+    parser.add_argument("--pool", default=os.environ.get(vm_pool.POOL_ENV),
+                        help="a VM pool's directory (testbed.vm_pool): run as a job of a free VM of "
+                             "this kernel there if there is one (default: $" + vm_pool.POOL_ENV + ")")
     parser.add_argument("endpoint_command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     args = parser.parse_args(argv)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from testbed.report.html import esc, outcome_class, page
 from testbed.report.summary import RunSummary, describe_middleboxes
+from testbed.report.versions import has_versions, row_summary
 
 DIFFERS_MARK = "\u2717"  # ✗
 WIRE_MARK = "\u26a0 wire"  # ⚠: the capture contradicts the outcome class
@@ -46,6 +47,8 @@ def cell_text(cell: dict[str, Any]) -> str:
     distribution = cell.get("distribution")
     if isinstance(distribution, dict) and cell.get("stable") is False:
         text += " [" + ", ".join(f"{n}\u00d7 {name}" for name, n in distribution.items()) + "]"
+    if cell.get("cpu_bound"):  # a VM endpoint's guest limited the goodput, not the network
+        text += f" \u00b7 cpu-bound guest ({', '.join(cell['cpu_bound'])})"
     if cell.get("degraded"):
         text += f" \u00b7 degraded {cell.get('goodput_fraction', 0):.0%} of reference ({cell['degraded']})"
     return text
@@ -87,8 +90,10 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
     if doc.get("description"):
         lines += [str(doc["description"]).strip(), ""]
     lines += [_summary_line(doc), ""]
-    lines.append("| Middlebox | " + " | ".join(pairing_title(p) for p in pairings) + " |")
-    lines.append("|---" * (len(pairings) + 1) + "|")
+    versions = has_versions(doc)
+    lines.append("| Middlebox | " + " | ".join(pairing_title(p) for p in pairings)
+                 + (" | Across versions" if versions else "") + " |")
+    lines.append("|---" * (len(pairings) + 1 + versions) + "|")
     for row in doc.get("rows", []):
         entries = []
         for pairing in pairings:
@@ -100,6 +105,8 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
             if cell.get("wire_disagrees"):
                 text += f" {WIRE_MARK}"
             entries.append(_md_escape(text))
+        if versions:
+            entries.append(_md_escape(row_summary(doc, row["name"])))
         lines.append(f"| {_md_escape(_row_header_text(row))} | " + " | ".join(entries) + " |")
     lines += ["", f"Columns are client \u2192 server stacks. {DIFFERS_MARK} marks a cell whose outcome "
               "differs from the expectation declared in the matrix spec.", ""]
@@ -124,8 +131,10 @@ def matrix_html(doc: dict[str, Any], cell_links: dict[tuple[str, str], str] | No
     if doc.get("description"):
         out.append(f"<p>{esc(str(doc['description']).strip())}</p>")
     out.append(f"<p class=\"note\">{esc(_summary_line(doc))}</p>")
+    versions = has_versions(doc)
     out.append("<table>\n<tr><th>Middlebox</th>"
-               + "".join(f"<th>{esc(pairing_title(p))}</th>" for p in pairings) + "</tr>")
+               + "".join(f"<th>{esc(pairing_title(p))}</th>" for p in pairings)
+               + ("<th>Across versions</th>" if versions else "") + "</tr>")
     for row in doc.get("rows", []):
         label = row.get("label") or row["name"]
         out.append(f"<tr><th>{esc(label)}<br><span class=\"note\">"
@@ -133,6 +142,8 @@ def matrix_html(doc: dict[str, Any], cell_links: dict[tuple[str, str], str] | No
         for pairing in pairings:
             cell = cells.get((row["name"], pairing), {"status": "not-run"})
             out.append(_html_cell(cell, links.get((row["name"], pairing))))
+        if versions:
+            out.append(f"<td>{esc(row_summary(doc, row['name']))}</td>")
         out.append("</tr>")
     out.append("</table>")
     out.append("<p class=\"note\">Columns are client \u2192 server stacks. A red frame marks a cell whose "
@@ -187,6 +198,9 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
         if cell.get("stable") is False and isinstance(distribution, dict):
             body += "<br><span class=\"goodput\">" + esc(", ".join(
                 f"{n}\u00d7 {name}" for name, n in distribution.items())) + "</span>"
+        if cell.get("cpu_bound"):
+            body += (f"<br><span class=\"goodput\">cpu-bound guest "
+                     f"({esc(', '.join(cell['cpu_bound']))})</span>")
         if cell.get("degraded"):
             body += (f"<br><span class=\"goodput\">degraded: {cell.get('goodput_fraction', 0):.0%} of "
                      f"reference ({esc(cell['degraded'])})</span>")
