@@ -171,6 +171,7 @@ DELEGATED = (
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
     ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
+    ("lab", "testbed.lab_vagrant", "the Vagrant lab on libvirt: set up, build the box, up, demo, destroy"),
 )
 GROUP_HELP = {
     "demo": "scripted demonstrations",
