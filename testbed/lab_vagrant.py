@@ -115,7 +115,7 @@ def check_preconditions(need_box: bool = True, memory_mb: int | None = None) -> 
     plugins = run_command(["vagrant", "plugin", "list"], check=False, timeout_s=120).stdout
     if "vagrant-libvirt" not in plugins:
         raise EnvironmentProblem("lab: no Vagrant provider that runs here (vagrant-libvirt is not "
-                                 "installed; VirtualBox needs KVM-free hardware virtualisation); run: make lab-setup")
+                                 "installed); run: make lab-setup")
     ok, detail = libvirt_reachable()
     if not ok:
         raise EnvironmentProblem(f"lab: libvirt is not running ({detail}); run: make lab-setup "
@@ -151,7 +151,8 @@ def setup() -> None:
     if missing:
         print(f"lab: installing {' '.join(missing)}", flush=True)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+        for argv in (["apt-get", "update", "-q"], install):
             done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -244,10 +245,12 @@ def up(lab: Lab) -> None:
 
 def demo(lab: Lab, out: Path) -> dict[str, Any]:
     """`make demo` in the VM with real netem, and its result.json back on the host."""
-    doctor = lab.vagrant("ssh", "-c", "cd /vagrant && sudo .venv/bin/testbed doctor", what="doctor", echo=False)
+    doctor = lab.vagrant("ssh", "-c", "cd /vagrant && sudo .venv/bin/testbed doctor", what="doctor",
+                         echo=False)
     backends = next((line.strip() for line in doctor.splitlines() if "delay=" in line), "")
     if "delay=netem" not in backends or "loss=netem" not in backends:
-        raise RunFailed(f"lab: doctor in the VM does not report netem for delay and loss: {backends or doctor[-200:]}")
+        raise RunFailed("lab: doctor in the VM does not report netem for delay and loss: "
+                        f"{backends or doctor[-200:]}")
     lab.vagrant("ssh", "-c", "cd /vagrant && sudo make demo", what="make demo")
     text = lab.vagrant("ssh", "-c", f"sudo cat /vagrant/{DEMO_RESULT}", what="fetch result", echo=False)
     start = text.find("{")
