@@ -74,7 +74,8 @@ def test_provisioning_runs_the_same_setup_as_make() -> None:
 def test_box_is_debian_12_with_the_repo_at_vagrant_on_both_providers() -> None:
     code = _code_lines(VAGRANTFILE.read_text())
     # the locally built box when it was added (make lab-box), $TESTBED_BOX, else the catalogue's
-    assert re.search(r'config\.vm\.box\s*=\s*ENV\["TESTBED_BOX"\]\s*\|\|\s*\(local_box_added\? \? LOCAL_BOX : "debian/bookworm64"\)', code)
+    assert re.search(r'config\.vm\.box\s*=\s*ENV\["TESTBED_BOX"\]\s*\|\|\s*'
+                     r'\(local_box_added\? \? LOCAL_BOX : "debian/bookworm64"\)', code)
     assert re.search(r'LOCAL_BOX\s*=\s*"mptcp-testbed/bookworm64"', code)
     assert re.search(r'config\.vm\.synced_folder\s+"\.",\s*"/vagrant"', code)
     providers = set(re.findall(r'config\.vm\.provider\s+"(\w+)"', code))
