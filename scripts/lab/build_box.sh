@@ -38,7 +38,9 @@ MIRROR="${TESTBED_DEBIAN_MIRROR:-$(PYTHONPATH=. python3 -c 'from testbed.kernels
 # the guest's packages: the project's own list (scripts/setup.sh), all of it, so that provisioning
 # (the same scripts/setup.sh) finds them installed and only builds the .venv in the slow guest
 mapfile -t PACKAGES < <(bash -c 'source <(sed -n "/^APT_PACKAGES=(/,/^)/p" scripts/setup.sh); printf "%s\n" "${APT_PACKAGES[@]}"')
-PACKAGES+=(linux-image-amd64 openssh-server sudo rsync make ifupdown isc-dhcp-client extlinux locales-all ca-certificates)
+# and what a bootable VM Vagrant can drive needs besides (minbase has no init, udev or dbus)
+PACKAGES+=(systemd-sysv udev dbus kmod netbase linux-image-amd64 openssh-server sudo rsync make
+          ifupdown isc-dhcp-client extlinux locales-all ca-certificates)
 
 WORK=$(mktemp -d /var/tmp/tb-labbox.XXXXXX)
 LOOP=""
@@ -61,18 +63,30 @@ mkfs.ext4 -q -L root -O ^metadata_csum,^64bit "$LOOP"   # extlinux reads neither
 mkdir "$WORK/root"
 mount "$LOOP" "$WORK/root"
 
-debootstrap --variant=minbase "$SUITE" "$WORK/root" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
-  || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
-for m in proc sys dev dev/pts; do mount --bind "/$m" "$WORK/root/$m"; done
-printf 'deb %s %s main\ndeb %s %s-updates main\n' "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" \
-  > "$WORK/root/etc/apt/sources.list"
-printf '#!/bin/sh\nexit 101\n' > "$WORK/root/usr/sbin/policy-rc.d"; chmod 755 "$WORK/root/usr/sbin/policy-rc.d"
-chroot "$WORK/root" sh -c 'echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections'
-chroot "$WORK/root" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-chroot "$WORK/root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-  "${PACKAGES[@]}" >"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get install in the box failed (log above)"; }
-rm -f "$WORK/root/usr/sbin/policy-rc.d"
-chroot "$WORK/root" apt-get clean
+# the installed root file system is cached (keyed by suite, mirror and package list): rebuilding
+# the box after a change to its configuration below takes a minute instead of a full install
+ROOTFS_KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "${PACKAGES[@]}" | sha256sum | cut -c1-16)
+ROOTFS_CACHE="$(dirname "$OUT")/rootfs-$SUITE-$ROOTFS_KEY.tar"
+if [ -f "$ROOTFS_CACHE" ]; then
+  echo "lab box: installed root file system from $ROOTFS_CACHE"
+  tar -C "$WORK/root" -xpf "$ROOTFS_CACHE"
+  for m in proc sys dev dev/pts; do mount --bind "/$m" "$WORK/root/$m"; done
+else
+  debootstrap --variant=minbase "$SUITE" "$WORK/root" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+  for m in proc sys dev dev/pts; do mount --bind "/$m" "$WORK/root/$m"; done
+  printf 'deb %s %s main\ndeb %s %s-updates main\n' "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" \
+    > "$WORK/root/etc/apt/sources.list"
+  printf '#!/bin/sh\nexit 101\n' > "$WORK/root/usr/sbin/policy-rc.d"; chmod 755 "$WORK/root/usr/sbin/policy-rc.d"
+  chroot "$WORK/root" sh -c 'echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections'
+  chroot "$WORK/root" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+  chroot "$WORK/root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${PACKAGES[@]}" >"$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log" >&2; die "apt-get install in the box failed (log above)"; }
+  rm -f "$WORK/root/usr/sbin/policy-rc.d"
+  chroot "$WORK/root" apt-get clean
+  mkdir -p "$(dirname "$ROOTFS_CACHE")"
+  tar -C "$WORK/root" --one-file-system -cpf "$ROOTFS_CACHE.tmp" . && mv "$ROOTFS_CACHE.tmp" "$ROOTFS_CACHE"
+fi
 
 # boot: extlinux on the root filesystem, syslinux's MBR; serial console for `virsh console`
 echo "LABEL=root / ext4 errors=remount-ro 0 1" > "$WORK/root/etc/fstab"
