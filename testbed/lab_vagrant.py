@@ -265,7 +265,7 @@ def demo(lab: Lab, out: Path) -> dict[str, Any]:
 
 def leftovers() -> list[str]:
     """Domains, volumes and qemu processes of this project's lab that still exist."""
-    prefix = PROJECT.name.replace("-", "_").replace(".", "_")
+    prefix = f"{PROJECT.name}_"  # vagrant-libvirt names domain and volume <directory>_<machine>
     left = []
     domains = _virsh("list", "--all", "--name", check=False).stdout.split()
     left += [f"domain {d}" for d in domains if d.startswith(prefix)]
