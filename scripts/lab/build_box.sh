@@ -103,6 +103,13 @@ extlinux --install "$WORK/root/boot/extlinux" >/dev/null 2>&1 || die "extlinux -
 # the kernel/initrd symlinks are relative to / in the guest, extlinux needs them in /boot's fs: copy
 cp -L "$WORK/root/vmlinuz" "$WORK/root/boot/extlinux/" 2>/dev/null || true
 
+# certificate authorities the host's administrator added (e.g. a TLS-intercepting proxy's): the
+# guest reaches the package registries through the same network, so it must trust them too
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$WORK/root/usr/local/share/ca-certificates/"
+  chroot "$WORK/root" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates in the box failed"
+fi
+
 # network (DHCP on eth0), ssh, the vagrant user
 echo mptcp-testbed > "$WORK/root/etc/hostname"
 printf 'auto lo\niface lo inet loopback\nauto eth0\niface eth0 inet dhcp\n' > "$WORK/root/etc/network/interfaces"
