@@ -251,7 +251,13 @@ def demo(lab: Lab, out: Path) -> dict[str, Any]:
     if "delay=netem" not in backends or "loss=netem" not in backends:
         raise RunFailed("lab: doctor in the VM does not report netem for delay and loss: "
                         f"{backends or doctor[-200:]}")
-    lab.vagrant("ssh", "-c", "cd /vagrant && sudo make demo", what="make demo")
+    try:
+        lab.vagrant("ssh", "-c", "cd /vagrant && sudo make demo", what="make demo")
+        demo_status = "passed"
+    except RunFailed as exc:
+        # `make demo` exits 1 when the run's expectations fail (a TCG guest may not reach the
+        # demo's 150 Mbit/s): the result still comes back and says so; no result is an error
+        demo_status = f"failed: {exc.message}"
     text = lab.vagrant("ssh", "-c", f"sudo cat /vagrant/{DEMO_RESULT}", what="fetch result", echo=False)
     start = text.find("{")
     try:
@@ -260,7 +266,10 @@ def demo(lab: Lab, out: Path) -> dict[str, Any]:
         raise RunFailed(f"lab: the VM's {DEMO_RESULT} is not JSON") from None
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    return {"backends": backends, "result": str(out / "result.json")}
+    connection = (result.get("connections") or [{}])[0]
+    return {"backends": backends, "result": str(out / "result.json"), "make_demo": demo_status,
+            "outcome": connection.get("outcome"), "goodput_mbps": connection.get("goodput_mbps"),
+            "expectations": result.get("expectations")}
 
 
 def leftovers() -> list[str]:
