@@ -1,5 +1,5 @@
 # The two entry points of the README. Both install what is missing first (idempotent, as root).
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean lab-setup lab-box lab-up lab-demo lab-destroy lab-cycle
 
 VENV := .venv/bin
 # experiments need root; a user with sudo (the Vagrant lab) gets it transparently
@@ -26,3 +26,23 @@ lint: setup
 
 clean:
 	-$(SUDO) $(VENV)/testbed clean
+
+# the Vagrant lab on libvirt (docs/lab.md): provider and daemons, the box built from Debian
+# packages, then the VM's life cycle; `make lab-cycle` does all of it and times every step
+lab-setup: setup
+	$(SUDO) $(VENV)/testbed lab setup
+
+lab-box: lab-setup
+	$(SUDO) $(VENV)/testbed lab box
+
+lab-up: lab-box
+	$(SUDO) $(VENV)/testbed lab up
+
+lab-demo:
+	$(SUDO) $(VENV)/testbed lab demo
+
+lab-destroy:
+	$(SUDO) $(VENV)/testbed lab destroy
+
+lab-cycle: setup
+	$(SUDO) $(VENV)/testbed lab cycle
