@@ -220,6 +220,10 @@ class Network:
                 self.nodes[name] = node
                 run_command(["ip", "netns", "attach", netns, str(node.pid)],
                             what=f"naming namespace of {name}")
+            # before any veth exists: Mininet brings each one up as it makes it, and a link-local
+            # address made then would go through DAD (about 2 s during which this node's
+            # neighbour solicitations go unsent and an IPv6 handshake loses its first SYNs)
+            self._sysctl(name, node_sysctls(self.topo.nodes[name].kind, self.topo.versions))
         for link in self.topo.links.values():
             for segment in link.segments:
                 Link(self.nodes[segment.left.node], self.nodes[segment.right.node],

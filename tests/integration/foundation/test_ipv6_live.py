@@ -46,6 +46,19 @@ def payload_bytes_by_family(pcap: Path) -> dict[str, int]:
     return totals
 
 
+def subflow_rows(out: Path) -> list[dict[str, str]]:
+    """The run's per-subflow time series (0.1 s bins), in time order."""
+    with (out / "timeseries.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def mbit_per_s(rows: list[dict[str, str]], subflow: str, start_s: float, end_s: float) -> float:
+    """What one subflow's sender saw acknowledged between two times, in Mbit/s."""
+    acked = sum(int(r["bytes"]) for r in rows
+                if r["subflow"] == subflow and start_s <= float(r["t_s"]) < end_s)
+    return acked * 8 / (end_s - start_s) / 1e6
+
+
 def announcements(pcap: Path) -> set[tuple[str, str]]:
     """(IP version of the packet, announced address) of every ADD_ADDR in the capture."""
     done = subprocess.run(["tshark", "-r", str(pcap), "-Y", "tcp.options.mptcp.subtype == 3", "-T",
@@ -76,6 +89,10 @@ seconds = 2
     assert carrying == {"[fd00:10:0:1::1]": "IPv6", "[fd00:10:0:2::1]": "IPv6"}
     assert result["topology"]["family"] == "ipv6"
     assert conn["goodput_mbps"] > 50  # two 40 Mbit/s paths
+    # the handshake lost nothing: a link-local address still in DAD on a router once held its
+    # neighbour solicitations, and with them the SYN/ACK, for 2 s (two SYNs retransmitted)
+    first = next(r for r in subflow_rows(tmp_path / "out-spec") if r["subflow"] == "0")
+    assert first["retrans_segments"] == "0" and float(first["srtt_ms"]) < 100, first
 
 
 @pytest.mark.parametrize(("first", "signal", "joined"), [
@@ -93,9 +110,7 @@ delay_ms = 2
 initial = "{first}"
 {KERNEL_PAIR}
 [traffic]
-# the join to the announced address follows the ADD_ADDR: in a 2 s transfer the full suite once
-# saw the IPv6 join established but never scheduled (1 byte acked, 0 sent)
-seconds = 4
+seconds = 2
 [mptcp]
 server_signal = ["{signal}"]
 [capture]
@@ -157,14 +172,18 @@ def test_link_emulation_treats_ipv6_as_ipv4(tmp_path: Path) -> None:
                    if name in ("ra-eth0", "client-eth0")]
         arrived = sum(c["packets"] + c["dropped"] for c in counted)
         dropped = sum(c["dropped"] for c in counted)
-        summary[family] = {"bytes_b": by_path["b"]["bytes"], "rtt_a": by_path["a"]["rtt_ms"],
-                           "loss_a": dropped / arrived}
+        # path b's rate before and after the live change (10 then 5 Mbit/s), from the sender's
+        # acknowledged bytes; the windows leave out slow start and the change's first 0.3 s
+        rows = subflow_rows(tmp_path / f"out-{family}")
+        (b_index,) = {r["subflow"] for r in rows if r["local"] == by_path["b"]["local"]}
+        rate_b = (mbit_per_s(rows, b_index, 0.5, 1.5), mbit_per_s(rows, b_index, 1.8, 3.0))
+        summary[family] = {"rate_b": rate_b, "rtt_a": by_path["a"]["rtt_ms"], "loss_a": dropped / arrived}
         assert 0.004 < dropped / arrived < 0.025, summary
         assert by_path["a"]["rtt_ms"] >= 20 and by_path["b"]["rtt_ms"] >= 40, conn["subflows"]
+        # never above the configured rate; the lower bound is loose because the loss on path a
+        # holds data-level reordering that can idle path b for a while (head-of-line blocking)
+        assert 4.0 <= rate_b[0] <= 11.0 and 2.0 <= rate_b[1] <= 5.5, summary
     v4, v6 = summary["ipv4"], summary["ipv6"]
-    # the loss-free path b runs at its rate (10 then 5 Mbit/s) in both families; the lossy path
-    # a's goodput depends on where cubic's losses fall, too noisy to compare in one short run
-    assert abs(v6["bytes_b"] - v4["bytes_b"]) <= 0.25 * v4["bytes_b"], summary
     assert abs(v6["rtt_a"] - v4["rtt_a"]) <= max(10.0, 0.5 * v4["rtt_a"]), summary
 
 
