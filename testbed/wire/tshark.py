@@ -75,6 +75,32 @@ def dissect(
     return flat
 
 
+FIELD_AGGREGATOR = "\x1e"  # between a field's occurrences: no expert message contains it
+
+
+def dissect_fields(
+    pcap: str | Path, fields: list[str], preferences: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> list[TsharkPacket]:
+    """Only `fields` of every packet, as {field: [values]} (absent fields left out).
+
+    Several times faster than `dissect` on big captures (tshark writes a few fields instead of the
+    whole tree, and no JSON is parsed): for judging a capture of tens of thousands of packets."""
+    command = ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-E", "occurrence=a",
+               "-E", f"aggregator={FIELD_AGGREGATOR}", "-E", "separator=/t", "-E", "quote=n"]
+    for name, value in (JUDGE_PREFERENCES if preferences is None else preferences).items():
+        command += ["-o", f"{name}:{value}"]
+    for field in fields:
+        command += ["-e", field]
+    result = subprocess.run(command, capture_output=True, check=True, timeout=timeout_s)
+    packets: list[TsharkPacket] = []
+    for line in result.stdout.decode("utf-8", "replace").split("\n")[:-1]:  # not splitlines: \x1e is one
+        columns = line.split("\t")
+        packets.append({field: value.split(FIELD_AGGREGATOR)
+                        for field, value in zip(fields, columns, strict=False) if value != ""})
+    return packets
+
+
 def problems(packet: TsharkPacket, min_severity: int = EXPERT_SEVERITY_ERROR) -> list[str]:
     """Malformed markers and expert messages at or above `min_severity` in one packet."""
     found = [f"malformed: {value}" for value in packet.get("_ws.malformed", [])]

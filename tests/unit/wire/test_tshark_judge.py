@@ -47,7 +47,7 @@ from testbed.wire import (
     key_to_token,
 )
 from testbed.wire.pcap import read_pcap, write_pcap
-from testbed.wire.tshark import dissect, problems, tshark_available
+from testbed.wire.tshark import dissect, dissect_fields, problems, tshark_available
 
 pytestmark = pytest.mark.skipif(not tshark_available(), reason="tshark is not installed")
 
@@ -356,3 +356,23 @@ def test_wireshark_derives_the_same_tokens_and_idsns(
     assert len(connection) == 1
     # Every packet of the join subflow after its SYN is in that same MPTCP connection.
     assert {fields["mptcp.stream"][0] for fields in join_subflow[1:]} == connection
+
+
+def test_dissect_fields_reads_what_the_json_tree_holds(tmp_path: Path) -> None:
+    """The fields reader (used on captures too big for the JSON tree) gives every occurrence of
+    every field as `dissect` does, expert messages included: one packet's TCP checksum is wrong."""
+    raws = [encode_packet(packet) for packet in conversation()]
+    broken = bytearray(raws[3])
+    broken[20 + 16] ^= 0xFF  # the TCP checksum (after a 20-byte IPv4 header)
+    raws[3] = bytes(broken)
+    path = tmp_path / "one_bad_checksum.pcap"
+    write_pcap(path, [(1_700_000_000 + index * 0.001, raw) for index, raw in enumerate(raws)])
+    fields = ["tcp.options.mptcp.subtype", "tcp.option_kind", "_ws.expert.severity", "_ws.expert.message",
+              "tcp.len", "tcp.checksum.status"]
+    whole = dissect(path)
+    chosen = dissect_fields(path, fields)
+    assert len(chosen) == len(whole) == len(raws)
+    for index, (tree, flat) in enumerate(zip(whole, chosen, strict=True)):
+        assert flat == {f: tree[f] for f in fields if f in tree}, f"packet {index + 1}"
+    assert any("checksum" in m.lower() for m in chosen[3]["_ws.expert.message"]), chosen[3]
+    assert len(chosen[3]["tcp.option_kind"]) > 1  # several occurrences of one field
