@@ -22,6 +22,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from testbed.demo.hol import (
+    CAUSE_FILE,
+    cause_series,
+    read_cause,
+    receiver_addresses,
+    retransmission_events,
+    window_stats,
+    write_cause,
+)
 from testbed.demo.livegraph import GAUGES, LiveGraph
 from testbed.demo.phases import (
     LinkChange,
@@ -33,7 +42,7 @@ from testbed.demo.phases import (
     load_demo,
     summarize,
 )
-from testbed.demo.plot import write_phase_plot
+from testbed.demo.plot import CausePanel, write_phase_plot
 from testbed.errors import SpecError, TestbedError
 from testbed.result import RESULT_FILE, read_result
 from testbed.results import BIN_S, TIMESERIES_FILE, write_json_atomic
@@ -134,12 +143,48 @@ def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     bin_s = float(result.get("timeseries", {}).get("bin_s", BIN_S))
     summaries = summarize(phases, rows, paths, bin_s)
     passed = all(s.passed for s in summaries)
-    title = (f"IETF 80 Prague demo: {demo_record['stack']} stack, "
+    name = "IETF 80 Prague demo" if result.get("name") == "prague" else str(result.get("name", "demo"))
+    title = (f"{name}: {demo_record['stack']} stack, "
              f"cc {_congestion(result, demo_record['stack'])}: "
              f"{'PASS' if passed else 'FAIL'}")
     smooth_s = float(demo_record.get("plot", {}).get("smooth_s", SMOOTH_S))  # the stored plot spec
-    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=smooth_s)
+    cause = cause_panel(out_dir, result, phases, rows, paths, bin_s)
+    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=smooth_s,
+                     cause=cause)
     return summaries, result
+
+
+def cause_panel(out_dir: Path, result: dict[str, Any], phases: tuple[Phase, ...], rows: list[dict[str, Any]],
+                paths: dict[str, str], bin_s: float) -> CausePanel | None:
+    """The head-of-line cause (testbed.demo.hol) when the run kept a capture: hol_cause.csv,
+    derived from capture.pcap once; None for a run without a capture."""
+    cause_file, capture = out_dir / CAUSE_FILE, out_dir / "capture.pcap"
+    if cause_file.exists():
+        cause_rows = read_cause(cause_file)
+    elif capture.exists():
+        spec = result.get("spec", {})
+        upload = spec.get("traffic", {}).get("direction", "upload") == "upload"
+        role = "server" if upload else "client"
+        host = next((e.get("host", role) for e in spec.get("endpoints", []) if e.get("role") == role), role)
+        cause_rows = cause_series(capture, receiver_addresses(result["topology"], host), bin_s)
+        write_cause(cause_file, cause_rows)
+    else:
+        return None
+    lossy = next((c.link for p in phases for c in p.changes if float(c.set.get("loss_pct", 0)) > 0), "a")
+    return CausePanel(cause_rows, retransmission_events(rows, paths, lossy), lossy)
+
+
+def format_cause(summaries: list[PhaseSummary], cause: CausePanel) -> str:
+    """Per phase: the largest backlog, the smallest window, and retransmissions on the lossy path."""
+    retrans_header = f"retrans on {cause.lossy_path}"
+    lines = [f"{'phase':<10} {'max backlog KiB':>16} {'min window KiB':>15} {retrans_header:>14}"]
+    for s in summaries:
+        stats = window_stats(cause.rows, s.phase.window)
+        start, end = s.phase.window
+        retrans = sum(n for t, n in cause.retransmissions if start - 1e-9 <= t < end - 1e-9)
+        lines.append(f"{s.phase.name:<10} {stats['max_backlog_kib']:>16.1f} {stats['min_window_kib']:>15.1f} "
+                     f"{retrans:>14}")
+    return "\n".join(lines)
 
 
 def parse_show(text: str, live: bool) -> tuple[str, ...]:
@@ -188,14 +233,24 @@ def run(args: argparse.Namespace) -> int:
         show = parse_show(args.show, args.live)
         check_stack(args.stack)
         demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
-        print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of upload, {args.stack} stack"
+        print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of {demo.spec.traffic.direction}, "
+              f"{args.stack} stack"
               + (f", congestion control {demo.spec.traffic.congestion_control}" if args.stack == "kernel"
                  and demo.spec.traffic.congestion_control else ""), flush=True)
+        if demo.spec.description and demo.spec.name != "prague":
+            print(f"[prague] {demo.spec.description}", flush=True)
         summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live, show=show)
     connection = result["connections"][0]
     print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "
           f"goodput: {connection['goodput_mbps']:.1f} Mbit/s over {connection['duration_s']:.1f} s")
     print(format_summary(summaries))
+    if (out_dir / CAUSE_FILE).exists():
+        result_rows = read_timeseries(out_dir / TIMESERIES_FILE)
+        panel = cause_panel(out_dir, result, tuple(s.phase for s in summaries), result_rows,
+                            client_paths(result["topology"]),
+                            float(result.get("timeseries", {}).get("bin_s", BIN_S)))
+        if panel is not None:
+            print(format_cause(summaries, panel))
     print(f"files: {out_dir / RESULT_FILE}, {out_dir / TIMESERIES_FILE}, {out_dir / DEMO_FILE}, "
           f"{out_dir / PLOT_FILE}")
     failed = [s for s in summaries if not s.passed]
