@@ -197,13 +197,16 @@ def retransmission_events(rows: Iterable[dict[str, Any]], paths: dict[str, str],
 
 
 def window_stats(rows: list[dict[str, Any]], window: tuple[float, float]) -> dict[str, float]:
-    """The cause over a phase's check window: the largest backlog and the smallest advertised
-    window (KiB), and the seconds in which the receiver advertised a zero window."""
+    """The cause over a phase's check window: the median (of the bins' last values) and the
+    largest backlog, the smallest advertised window (KiB), and the seconds in which the receiver
+    advertised a zero window."""
     start, end = window
     inside = [r for r in rows if start - 1e-9 <= float(r["t_s"]) < end - 1e-9]
     backlogs = [int(r["max_backlog_bytes"]) for r in inside]
     windows = [int(r["min_window_bytes"]) for r in inside if r["min_window_bytes"] not in ("", None)]
     bin_s = float(rows[1]["t_s"]) - float(rows[0]["t_s"]) if len(rows) > 1 else 0.1
-    return {"max_backlog_kib": round(max(backlogs, default=0) / 1024, 1),
+    ends = sorted(int(r["backlog_bytes"]) for r in inside)
+    return {"median_backlog_kib": round(ends[len(ends) // 2] / 1024, 1) if ends else 0.0,
+            "max_backlog_kib": round(max(backlogs, default=0) / 1024, 1),
             "min_window_kib": round(min(windows, default=0) / 1024, 1),
             "zero_window_s": round(sum(1 for r in inside if int(r["zero_windows"]) > 0) * bin_s, 2)}

@@ -177,13 +177,14 @@ def cause_panel(out_dir: Path, result: dict[str, Any], phases: tuple[Phase, ...]
 def format_cause(summaries: list[PhaseSummary], cause: CausePanel) -> str:
     """Per phase: the largest backlog, the smallest window, and retransmissions on the lossy path."""
     retrans_header = f"retrans on {cause.lossy_path}"
-    lines = [f"{'phase':<10} {'max backlog KiB':>16} {'min window KiB':>15} {retrans_header:>14}"]
+    lines = [f"{'phase':<10} {'backlog KiB median':>18} {'max':>7} {'min window KiB':>15} "
+             f"{retrans_header:>14}"]
     for s in summaries:
         stats = window_stats(cause.rows, s.phase.window)
         start, end = s.phase.window
         retrans = sum(n for t, n in cause.retransmissions if start - 1e-9 <= t < end - 1e-9)
-        lines.append(f"{s.phase.name:<10} {stats['max_backlog_kib']:>16.1f} {stats['min_window_kib']:>15.1f} "
-                     f"{retrans:>14}")
+        lines.append(f"{s.phase.name:<10} {stats['median_backlog_kib']:>18.1f} "
+                     f"{stats['max_backlog_kib']:>7.1f} {stats['min_window_kib']:>15.1f} {retrans:>14}")
     return "\n".join(lines)
 
 
@@ -213,6 +214,9 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
     summaries, result = rederive(out_dir)
     record = _read_demo_record(out_dir)
     record["summary"] = [s.as_dict() for s in summaries]
+    if (out_dir / CAUSE_FILE).exists():  # the head-of-line cause per phase (testbed.demo.hol)
+        cause_rows = read_cause(out_dir / CAUSE_FILE)
+        record["cause"] = {s.phase.name: window_stats(cause_rows, s.phase.window) for s in summaries}
     record["passed"] = all(s.passed for s in summaries)
     write_json_atomic(out_dir / DEMO_FILE, record)
     return summaries, result
