@@ -105,3 +105,12 @@ def set_receive_buffer_max(netns: str, max_bytes: int) -> None:
     default = min(131072, max_bytes)
     run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_rmem=4096 {default} {max_bytes}"], netns=netns,
                 what=f"TCP receive buffer limit in {netns}")
+
+
+def set_send_buffer(netns: str, size: int) -> None:
+    """Start every socket of the sender's namespace with a `size`-byte send buffer (tcp_wmem
+    default and max): an MPTCP sender keeps data sent on a clean subflow until it is
+    acknowledged at the data level, which a hole on a lossy subflow delays, and autotuning
+    sizes the buffer from the congestion window alone."""
+    run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_wmem=4096 {size} {size}"], netns=netns,
+                what=f"TCP send buffer in {netns}")

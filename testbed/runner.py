@@ -317,6 +317,8 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
     stack_config = dict(endpoint.stack_config)
     if receiving and stack == "python" and traffic.receiver_buffer_max_bytes is not None:
         stack_config["recv_buffer"] = traffic.receiver_buffer_max_bytes
+    if not receiving and stack == "python" and traffic.sender_buffer_bytes is not None:
+        stack_config["send_buffer"] = traffic.sender_buffer_bytes
     command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
                "--tcp" if stack == "tcp" else "--mptcp",
                *(["--stack-config", json.dumps(stack_config)] if stack_config else []),
@@ -424,6 +426,8 @@ def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
         receiving = (spec.traffic.direction == "upload") == (endpoint is plan.server)
         if receiving and spec.traffic.receiver_buffer_max_bytes is not None and endpoint.stack == "kernel":
             kernel_mptcp.set_receive_buffer_max(ns, spec.traffic.receiver_buffer_max_bytes)
+        if not receiving and spec.traffic.sender_buffer_bytes is not None and endpoint.stack == "kernel":
+            kernel_mptcp.set_send_buffer(ns, spec.traffic.sender_buffer_bytes)
         if endpoint.stack == "tcp":
             kernel_mptcp.disable(ns)
         else:

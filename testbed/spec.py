@@ -107,6 +107,11 @@ class TrafficSpec:
     # kernel receiver's tcp_rmem max, a python receiver's recv_buffer (its advertised window);
     # bounded, a loss-stalled subflow holds it full and the other subflows wait (docs/scenarios.md)
     receiver_buffer_max_bytes: int | None = None
+    # the sending endpoint's send buffer from the start: a kernel sender's tcp_wmem default and
+    # max (autotuning sizes it from the congestion window, too small to hold what one path sends
+    # while another path's hole keeps it unacknowledged at the data level), a python sender's
+    # send_buffer
+    sender_buffer_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     tr = _table(top["traffic"], f"{source}: [traffic]", {
         "bytes": int, "seconds": float, "direction": str, "port": int, "sample_ms": float,
         "timeout_s": float, "congestion_control": str, "kernel_buffer_max_bytes": int,
-        "receiver_buffer_max_bytes": int,
+        "receiver_buffer_max_bytes": int, "sender_buffer_bytes": int,
     })
     if tr.get("congestion_control", "cubic") not in KERNEL_CONGESTION_CONTROLS:
         raise SpecError(f"{source}: [traffic].congestion_control {tr['congestion_control']!r} is not one of "
@@ -267,6 +272,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         raise SpecError(f"{source}: [traffic].kernel_buffer_max_bytes must be 65536..1073741824")
     if not 16384 <= tr.get("receiver_buffer_max_bytes", 16384) <= 1 << 30:
         raise SpecError(f"{source}: [traffic].receiver_buffer_max_bytes must be 16384..1073741824")
+    if not 16384 <= tr.get("sender_buffer_bytes", 16384) <= 1 << 30:
+        raise SpecError(f"{source}: [traffic].sender_buffer_bytes must be 16384..1073741824")
     seconds = finite_number(tr["seconds"], f"{source}: [traffic].seconds") \
         if "seconds" in tr else None
     traffic = TrafficSpec(
@@ -277,16 +284,21 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         congestion_control=tr.get("congestion_control"),
         kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
         receiver_buffer_max_bytes=tr.get("receiver_buffer_max_bytes"),
+        sender_buffer_bytes=tr.get("sender_buffer_bytes"),
     )
-    if traffic.receiver_buffer_max_bytes is not None:
-        receiver = "server" if traffic.direction == "upload" else "client"
+    receiver = "server" if traffic.direction == "upload" else "client"
+    for knob, role, config in (("receiver_buffer_max_bytes", receiver, "recv_buffer"),
+                               ("sender_buffer_bytes", "client" if receiver == "server" else "server",
+                                "send_buffer")):
         for endpoint in endpoints:
-            if endpoint.role == receiver and endpoint.stack not in ("kernel", "python"):
-                raise SpecError(f"{source}: [traffic].receiver_buffer_max_bytes bounds a kernel or python "
-                                f"receiver; the {receiver} here is {endpoint.label}")
-            if endpoint.role == receiver and "recv_buffer" in endpoint.stack_config:
-                raise SpecError(f"{source}: [traffic].receiver_buffer_max_bytes and the {receiver}'s "
-                                f"stack_config.recv_buffer both set the receive buffer: keep one")
+            if getattr(traffic, knob) is None or endpoint.role != role:
+                continue
+            if endpoint.stack not in ("kernel", "python"):
+                raise SpecError(f"{source}: [traffic].{knob} sizes a kernel or python endpoint's buffer; "
+                                f"the {role} here is {endpoint.label}")
+            if config in endpoint.stack_config:
+                raise SpecError(f"{source}: [traffic].{knob} and the {role}'s stack_config.{config} "
+                                f"both set its buffer: keep one")
 
     mp = _table(top.get("mptcp", {}), f"{source}: [mptcp]", {
         "subflows": int, "add_addr_accepted": int, "client_subflow_endpoints": bool,

@@ -204,6 +204,7 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
              show: tuple[str, ...] = ()) -> tuple[list[PhaseSummary], dict]:
     hooks = _Hooks(demo, stack, live, show)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CAUSE_FILE).unlink(missing_ok=True)  # derived from this run's capture, not an older one
     result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
     write_json_atomic(out_dir / DEMO_FILE, {
         "schema": 1, "kind": "prague-demo", "stack": stack, "spec_source": demo.spec.source,

@@ -146,17 +146,22 @@ def test_receiver_buffer_knob_is_checked() -> None:
         parse_spec(_spec({}, mptcp={"stale_loss_cnt": 0}))
     python_server = [{"role": "server", "stack": "python", "stack_config": {"recv_buffer": 65536}},
                      {"role": "client", "stack": "kernel"}]
-    with pytest.raises(SpecError, match="both set the receive buffer"):
+    with pytest.raises(SpecError, match="both set its buffer"):
         parse_spec(_spec({"receiver_buffer_max_bytes": 1 << 20}, python_server))
     command_server = [{"role": "server", "stack": "command", "command": "cat"}, KERNELS[1]]
-    with pytest.raises(SpecError, match="bounds a kernel or python receiver"):
+    with pytest.raises(SpecError, match="sizes a kernel or python endpoint"):
         parse_spec(_spec({"receiver_buffer_max_bytes": 1 << 20}, command_server))
 
 
 def test_a_python_receiver_gets_the_bound_as_its_receive_buffer(tmp_path: Path) -> None:
     endpoints = [{"role": "server", "stack": "python"}, {"role": "client", "stack": "python"}]
-    spec = parse_spec(_spec({"receiver_buffer_max_bytes": 262144}, endpoints))  # upload: the server receives
+    spec = parse_spec(_spec({"receiver_buffer_max_bytes": 262144, "sender_buffer_bytes": 65536},
+                            endpoints))  # upload: the server receives
     server = endpoint_command("server", "python", spec, "10.0.100.2:5201", None, tmp_path / "s.csv", [])
     client = endpoint_command("client", "python", spec, "10.0.100.2:5201", None, tmp_path / "c.csv", [])
     assert '{"recv_buffer": 262144}' in server
-    assert not any("recv_buffer" in part for part in client)
+    assert '{"send_buffer": 65536}' in client
+    with pytest.raises(SpecError, match=r"sender_buffer_bytes and the server's stack_config\.send_buffer"):
+        parse_spec(_spec({"sender_buffer_bytes": 65536, "direction": "download"},
+                         [{"role": "server", "stack": "python", "stack_config": {"send_buffer": 1 << 20}},
+                          {"role": "client", "stack": "python"}]))
