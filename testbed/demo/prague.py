@@ -60,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live", action="store_true", help="draw per-subflow throughput in the terminal")
     parser.add_argument("--show", default="", metavar="cwnd,rtt",
                         help="with --live: also draw these per-path telemetry panels (cwnd, rtt)")
-    parser.add_argument("--stack", choices=("kernel", "python"), default="kernel",
-                        help="MPTCP stack of both endpoints (default: kernel)")
+    parser.add_argument("--stack", choices=("kernel", "python"),
+                        help="MPTCP stack of both endpoints (default: the demo file's stacks)")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
                         help="phased demo file (default: %(default)s)")
     parser.add_argument("--phase-seconds", type=float, help="make every phase this long (a short rehearsal)")
@@ -236,15 +236,17 @@ def run(args: argparse.Namespace) -> int:
         summaries, result = rederive(out_dir)
     else:
         show = parse_show(args.show, args.live)
-        check_stack(args.stack)
+        if args.stack is not None:
+            check_stack(args.stack)
         demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
+        stack = demo.spec.client.stack
         print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of {demo.spec.traffic.direction}, "
-              f"{args.stack} stack"
-              + (f", congestion control {demo.spec.traffic.congestion_control}" if args.stack == "kernel"
+              f"{stack} stack"
+              + (f", congestion control {demo.spec.traffic.congestion_control}" if stack == "kernel"
                  and demo.spec.traffic.congestion_control else ""), flush=True)
         if demo.spec.description and demo.spec.name != "prague":
             print(f"[prague] {demo.spec.description}", flush=True)
-        summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live, show=show)
+        summaries, result = run_demo(demo, out_dir, stack=stack, live=args.live, show=show)
     connection = result["connections"][0]
     print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "
           f"goodput: {connection['goodput_mbps']:.1f} Mbit/s over {connection['duration_s']:.1f} s")

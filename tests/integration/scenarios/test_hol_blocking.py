@@ -1,8 +1,10 @@
-"""Head-of-line blocking for real (issue 19): namespaces, kernel MPTCP, a capture, 10 s each.
+"""Head-of-line blocking for real (issue 19): namespaces, kernel MPTCP, a capture.
 
-The phases of experiments/scenarios/hol_blocking*.toml are cut to 5 s (2 s settle): clean, then
-3 % loss on path a. The assertions are on what the run measured: path b's goodput against its
-own clean rate, and the receiver's data-level backlog read from the capture.
+experiments/scenarios/hol_blocking.toml with its phases cut to 5 s (2 s settle; 10 s of
+transfer), and hol_blocking_large_buffer.toml whole (16 s: b's dip when a turns lossy lasts 2-3
+s with any buffer, and the check window starts after it). The assertions are on what the runs
+measured: path b's goodput against its own clean rate, and the receiver's data-level backlog
+read from the capture.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ pytestmark = [pytest.mark.root]
 SCENARIOS = Path(__file__).resolve().parents[3] / "experiments" / "scenarios"
 
 
-def _run(name: str, out: Path) -> tuple[dict, dict]:
-    demo = load_demo(SCENARIOS / name, phase_seconds=5)
+def _run(name: str, out: Path, phase_seconds: float | None = None) -> tuple[dict, dict]:
+    demo = load_demo(SCENARIOS / name, phase_seconds=phase_seconds)
     summaries, result = run_demo(demo, out, stack="kernel", live=False)
     assert result["connections"][0]["outcome"] == "mptcp"
     assert (out / "prague.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -35,7 +37,7 @@ def _run(name: str, out: Path) -> tuple[dict, dict]:
 
 
 def test_a_bounded_receive_buffer_lets_loss_on_a_slow_clean_path_b(tmp_path: Path) -> None:
-    summaries, cause = _run("hol_blocking.toml", tmp_path)
+    summaries, cause = _run("hol_blocking.toml", tmp_path, phase_seconds=5)
     clean, lossy = summaries["clean"], summaries["loss-a"]
     assert clean.mbps["b"] > 30, clean.as_dict()  # the bound does not limit clean paths
     assert lossy.ratios["b"] <= 0.6, lossy.as_dict()
@@ -44,6 +46,8 @@ def test_a_bounded_receive_buffer_lets_loss_on_a_slow_clean_path_b(tmp_path: Pat
     assert cause["loss-a"]["median_backlog_kib"] > 256, cause
 
 
+@pytest.mark.slow
 def test_large_buffers_keep_clean_path_b_at_its_rate(tmp_path: Path) -> None:
-    summaries, _ = _run("hol_blocking_large_buffer.toml", tmp_path)
-    assert summaries["loss-a"].ratios["b"] >= 0.75, summaries["loss-a"].as_dict()
+    summaries, cause = _run("hol_blocking_large_buffer.toml", tmp_path)
+    assert summaries["loss-a"].ratios["b"] >= 0.6, summaries["loss-a"].as_dict()
+    assert cause["loss-a"]["min_window_kib"] > 1024, cause  # the window never closed on b
