@@ -165,3 +165,20 @@ def test_a_python_receiver_gets_the_bound_as_its_receive_buffer(tmp_path: Path) 
         parse_spec(_spec({"sender_buffer_bytes": 65536, "direction": "download"},
                          [{"role": "server", "stack": "python", "stack_config": {"send_buffer": 1 << 20}},
                           {"role": "client", "stack": "python"}]))
+
+
+SCENARIOS = Path(__file__).resolve().parents[3] / "experiments" / "scenarios"
+
+
+@pytest.mark.parametrize("name", ["hol_blocking", "hol_blocking_large_buffer", "hol_blocking_stale",
+                                  "hol_blocking_python"])
+def test_shipped_hol_scenarios_load_and_check_clean_path_b_against_its_clean_rate(name: str) -> None:
+    from testbed.demo.phases import load_demo
+
+    demo = load_demo(SCENARIOS / f"{name}.toml")
+    assert demo.spec.capture and demo.spec.traffic.direction == "download"  # the receiver's view
+    assert [p.name for p in demo.phases] == ["clean", "loss-a"]
+    assert demo.phases[1].changes[0].link == "a" and demo.phases[1].changes[0].set["loss_pct"] > 0
+    ratio = demo.phases[1].expect
+    assert "max_path_ratio" in ratio or "min_path_ratio" in ratio
+    assert demo.spec.description.count(". ") >= 1
