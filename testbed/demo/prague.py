@@ -99,9 +99,15 @@ class _Hooks:
                                    self.demo.phases, self.demo.seconds, color=terminal,
                                    refresh_s=0.25 if terminal else 2.0,  # a log file gets fewer frames
                                    y_max=float(self.demo.spec.topology_params.get("rate_mbit") or 100.0),
-                                   title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path",
+                                   title=f"{demo_name(self.demo.spec.name)}, {self.stack} stack: "
+                                         f"goodput per path",
                                    show=self.show)
         self.graph.tick(elapsed_s)
+
+
+def demo_name(spec_name: str) -> str:
+    """How titles name the demo: the Prague one by its meeting, a scenario by its spec name."""
+    return "IETF 80 Prague demo" if spec_name == "prague" else spec_name
 
 
 def _client_paths_from_spec(demo: PhasedDemo) -> dict[str, str]:
@@ -143,8 +149,7 @@ def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     bin_s = float(result.get("timeseries", {}).get("bin_s", BIN_S))
     summaries = summarize(phases, rows, paths, bin_s)
     passed = all(s.passed for s in summaries)
-    name = "IETF 80 Prague demo" if result.get("name") == "prague" else str(result.get("name", "demo"))
-    title = (f"{name}: {demo_record['stack']} stack, "
+    title = (f"{demo_name(str(result.get('name', 'demo')))}: {demo_record['stack']} stack, "
              f"cc {_congestion(result, demo_record['stack'])}: "
              f"{'PASS' if passed else 'FAIL'}")
     smooth_s = float(demo_record.get("plot", {}).get("smooth_s", SMOOTH_S))  # the stored plot spec
