@@ -1,7 +1,7 @@
 """Head-of-line blocking for real (issue 19): namespaces, kernel MPTCP, a capture.
 
 experiments/scenarios/hol_blocking.toml with its phases cut to 5 s (2 s settle; 10 s of
-transfer), and hol_blocking_large_buffer.toml whole (16 s: b's dip when a turns lossy lasts 2-3
+transfer), and hol_blocking_large_buffer.toml whole (16 s: b's dip when a turns lossy lasts 2-4
 s with any buffer, and the check window starts after it). The assertions are on what the runs
 measured: path b's goodput against its own clean rate, and the receiver's data-level backlog
 read from the capture.
