@@ -32,7 +32,10 @@ from testbed.wire.types import WindowScale
 
 CAUSE_FILE = "hol_cause.csv"
 CAUSE_COLUMNS = ("t_s", "backlog_bytes", "max_backlog_bytes", "window_bytes", "min_window_bytes",
-                 "zero_windows")
+                 "zero_windows", "rto_paths")
+# a data segment sent again after this much silence on its subflow was sent by a retransmission
+# timer (Linux's minimum RTO is 200 ms; fast retransmits and tail-loss probes come sooner)
+RTO_GAP_S = 0.2
 _TCP = struct.Struct("!HHIIBBH")
 _SYN, _ACK = 0x02, 0x10
 _MOD32 = 1 << 32
@@ -45,6 +48,7 @@ class _Bin:
     window: int | None = None
     min_window: int | None = None
     zero_windows: int = 0
+    rto_paths: tuple[str, ...] = ()
 
 
 def _extend(wire: int, is_64: bool, reference: int | None) -> int:
@@ -64,14 +68,20 @@ def receiver_addresses(topology: dict[str, Any], host: str) -> set[str]:
     return found
 
 
-def cause_series(capture: Path, receiver: set[str], bin_s: float) -> list[dict[str, Any]]:
-    """Per bin from the first packet (the client's SYN): the receiver's data-level backlog and
-    the window it advertised. Bins without a receiver packet repeat the last values."""
+def cause_series(capture: Path, receiver: set[str], bin_s: float,
+                 paths: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Per bin from the first packet (the client's SYN): the receiver's data-level backlog, the
+    window it advertised, and the paths (`paths`: client address -> link name) on which a
+    segment came again after RTO_GAP_S of silence on its subflow. Bins without a receiver packet
+    repeat the last backlog and window."""
+    paths = paths or {}
     if not receiver:
         raise TestbedError(f"{capture}: no receiver address to read the window from")
     scales: dict[bytes, int] = {}  # direction key (src, dst, ports) -> window shift it announced
     isns: dict[bytes, int] = {}
     bins: dict[int, _Bin] = {}
+    highest: dict[bytes, int] = {}  # direction key -> end of the highest subflow sequence seen
+    last_data: dict[bytes, float] = {}
     first: float | None = None
     data_ack: int | None = None
     high: int | None = None
@@ -104,7 +114,18 @@ def cause_series(capture: Path, receiver: set[str], bin_s: float) -> list[dict[s
             current.min_window = advertised if current.min_window is None else min(current.min_window,
                                                                                    advertised)
             current.zero_windows += advertised == 0
-        elif length > 0 and dss and dss[2] is not None and key in isns:
+        elif length > 0 and key in isns:
+            seq_end = (seq - isns[key]) % _MOD32 + length
+            if seq_end <= highest.get(key, 0) and ts - last_data.get(key, ts) >= RTO_GAP_S:
+                current = bins.setdefault(index, _Bin())
+                ends = (".".join(str(b) for b in frame[offset + 12:offset + 16]),
+                        ".".join(str(b) for b in frame[offset + 16:offset + 20]))
+                path = next((paths[a] for a in ends if a in paths), ends[1])
+                if path not in current.rto_paths:
+                    current.rto_paths += (path,)
+            highest[key] = max(highest.get(key, 0), seq_end)
+            last_data[key] = ts
+        if not from_receiver and length > 0 and dss and dss[2] is not None and key in isns:
             dsn = _extend(dss[2], dss[3], high)
             relative = (seq - isns[key] - dss[4]) % _MOD32  # offset of this segment in its mapping
             end = dsn + min(relative + length, dss[5])
@@ -122,14 +143,14 @@ def _rows(bins: dict[int, _Bin], bin_s: float) -> list[dict[str, Any]]:
     for index in range(max(bins, default=-1) + 1):
         current = bins.get(index)
         if current is None:
-            current = _Bin(last.backlog, last.backlog, last.window, last.window, 0)
+            current = _Bin(last.backlog, last.backlog, last.window, last.window)
         if current.window is None:
             current.window, current.min_window = last.window, last.window
         rows.append({"t_s": round(index * bin_s, 3), "backlog_bytes": current.backlog,
                      "max_backlog_bytes": current.max_backlog,
                      "window_bytes": "" if current.window is None else current.window,
                      "min_window_bytes": "" if current.min_window is None else current.min_window,
-                     "zero_windows": current.zero_windows})
+                     "zero_windows": current.zero_windows, "rto_paths": ";".join(current.rto_paths)})
         last = current
     return rows
 
@@ -210,3 +231,8 @@ def window_stats(rows: list[dict[str, Any]], window: tuple[float, float]) -> dic
             "max_backlog_kib": round(max(backlogs, default=0) / 1024, 1),
             "min_window_kib": round(min(windows, default=0) / 1024, 1),
             "zero_window_s": round(sum(1 for r in inside if int(r["zero_windows"]) > 0) * bin_s, 2)}
+
+
+def rto_times(rows: list[dict[str, Any]], path: str) -> list[float]:
+    """Bin starts in which `path` had a retransmission after a silence (an RTO, see RTO_GAP_S)."""
+    return [float(r["t_s"]) for r in rows if path in str(r.get("rto_paths") or "").split(";")]

@@ -121,6 +121,13 @@ def _draw_cause(axes: Any, cause: CausePanel, summaries: Sequence[PhaseSummary])
     for summary in summaries:
         if summary.phase.start_s > 0:
             axes.axvline(summary.phase.start_s, color="0.2", linewidth=0.8)
+    rtos = [float(r["t_s"]) for r in cause.rows
+            if cause.lossy_path in str(r.get("rto_paths") or "").split(";")]
+    if rtos:
+        top = max([*backlog, *(w for w in window if w is not None), 1.0])
+        axes.plot(rtos, [top * 1.04] * len(rtos), linestyle="none", marker="v", color="tab:red",
+                  markersize=6,
+                  label=f"RTO-like on path {cause.lossy_path}: a segment again after >= 200 ms of silence")
     if cause.retransmissions:
         marks = axes.twinx()
         marks.vlines([t for t, _ in cause.retransmissions], 0, [n for _, n in cause.retransmissions],

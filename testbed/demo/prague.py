@@ -28,6 +28,7 @@ from testbed.demo.hol import (
     read_cause,
     receiver_addresses,
     retransmission_events,
+    rto_times,
     window_stats,
     write_cause,
 )
@@ -171,25 +172,43 @@ def cause_panel(out_dir: Path, result: dict[str, Any], phases: tuple[Phase, ...]
         upload = spec.get("traffic", {}).get("direction", "upload") == "upload"
         role = "server" if upload else "client"
         host = next((e.get("host", role) for e in spec.get("endpoints", []) if e.get("role") == role), role)
-        cause_rows = cause_series(capture, receiver_addresses(result["topology"], host), bin_s)
+        cause_rows = cause_series(capture, receiver_addresses(result["topology"], host), bin_s, paths)
         write_cause(cause_file, cause_rows)
     else:
         return None
-    lossy = next((c.link for p in phases for c in p.changes if float(c.set.get("loss_pct", 0)) > 0), "a")
+    lossy = lossy_path(phases)
     return CausePanel(cause_rows, retransmission_events(rows, paths, lossy), lossy)
+
+
+def sender_counters(result: dict[str, Any]) -> str:
+    """The sending kernel's timeouts and MPTCP-level retransmissions over the whole run."""
+    upload = result.get("spec", {}).get("traffic", {}).get("direction", "upload") == "upload"
+    role = "client" if upload else "server"
+    counters = (result["connections"][0].get("counters") or {}).get(role) or {}
+    names = ("TcpExtTCPTimeouts", "MPTcpExtMPTCPRetrans", "MPTcpExtSubflowStale", "MPTcpExtSubflowRecover")
+    return f"the sender ({role}), whole run: " + ", ".join(f"{n} {counters.get(n, 0)}" for n in names)
+
+
+def lossy_path(phases: tuple[Phase, ...]) -> str:
+    """The first link a phase makes lossy: the one whose retransmissions and RTOs are marked."""
+    return next((c.link for p in phases for c in p.changes if float(c.set.get("loss_pct", 0)) > 0), "a")
 
 
 def format_cause(summaries: list[PhaseSummary], cause: CausePanel) -> str:
     """Per phase: the largest backlog, the smallest window, and retransmissions on the lossy path."""
     retrans_header = f"retrans on {cause.lossy_path}"
+    rto_header = f"RTO-like on {cause.lossy_path}"
     lines = [f"{'phase':<10} {'backlog KiB median':>18} {'max':>7} {'min window KiB':>15} "
-             f"{retrans_header:>14}"]
+             f"{retrans_header:>14} {rto_header:>14}"]
+    rtos = rto_times(cause.rows, cause.lossy_path)
     for s in summaries:
         stats = window_stats(cause.rows, s.phase.window)
         start, end = s.phase.window
         retrans = sum(n for t, n in cause.retransmissions if start - 1e-9 <= t < end - 1e-9)
+        timeouts = sum(1 for t in rtos if start - 1e-9 <= t < end - 1e-9)
         lines.append(f"{s.phase.name:<10} {stats['median_backlog_kib']:>18.1f} "
-                     f"{stats['max_backlog_kib']:>7.1f} {stats['min_window_kib']:>15.1f} {retrans:>14}")
+                     f"{stats['max_backlog_kib']:>7.1f} {stats['min_window_kib']:>15.1f} {retrans:>14} "
+                     f"{timeouts:>14}")
     return "\n".join(lines)
 
 
@@ -223,6 +242,11 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
     if (out_dir / CAUSE_FILE).exists():  # the head-of-line cause per phase (testbed.demo.hol)
         cause_rows = read_cause(out_dir / CAUSE_FILE)
         record["cause"] = {s.phase.name: window_stats(cause_rows, s.phase.window) for s in summaries}
+        lossy = lossy_path(demo.phases)
+        for s in summaries:
+            start, end = s.phase.window
+            record["cause"][s.phase.name][f"rto_bins_{lossy}"] = sum(
+                1 for t in rto_times(cause_rows, lossy) if start - 1e-9 <= t < end - 1e-9)
     record["passed"] = all(s.passed for s in summaries)
     write_json_atomic(out_dir / DEMO_FILE, record)
     return summaries, result
@@ -263,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
                             float(result.get("timeseries", {}).get("bin_s", BIN_S)))
         if panel is not None:
             print(format_cause(summaries, panel))
+            print(sender_counters(result))
     print(f"files: {out_dir / RESULT_FILE}, {out_dir / TIMESERIES_FILE}, {out_dir / DEMO_FILE}, "
           f"{out_dir / PLOT_FILE}")
     failed = [s for s in summaries if not s.passed]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.demo.hol import cause_series, retransmission_events, window_stats
+from testbed.demo.hol import cause_series, retransmission_events, rto_times, window_stats
 from testbed.demo.phases import Phase, check_phase, format_summary, row_path, summarize
 from testbed.demo.plot import CausePanel, write_phase_plot
 from testbed.errors import SpecError
@@ -64,14 +64,17 @@ def _download_with_a_hole(path: Path) -> None:
     ack(t0 + 0.16, 1, 1000, 50)
     data(t0 + 0.25, 0, 1001, 1000, 1000)  # a's segment fills it
     ack(t0 + 0.26, 0, 3000, 200)
+    data(t0 + 0.35, 0, 1001, 1000, 1000)  # a duplicate soon after: not timer-driven
+    data(t0 + 0.65, 0, 1001, 1000, 1000)  # again after 0.3 s of silence on a: RTO-like
     _write_pcap(path, packets)
 
 
 def test_cause_series_reads_backlog_and_scaled_window_from_the_receivers_packets(tmp_path: Path) -> None:
     capture = tmp_path / "capture.pcap"
     _download_with_a_hole(capture)
-    rows = cause_series(capture, {"10.0.1.1", "10.0.2.1"}, 0.1)
-    assert [r["t_s"] for r in rows] == [0.0, 0.1, 0.2]
+    rows = cause_series(capture, {"10.0.1.1", "10.0.2.1"}, 0.1, PATHS)
+    assert [r["t_s"] for r in rows] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert rto_times(rows, "a") == [0.6] and rto_times(rows, "b") == []
     assert rows[0]["backlog_bytes"] == 0 and rows[0]["window_bytes"] == 100 << 4
     assert rows[1]["max_backlog_bytes"] == 2000 and rows[1]["min_window_bytes"] == 50 << 4
     assert rows[2]["max_backlog_bytes"] == 2000 and rows[2]["backlog_bytes"] == 0
