@@ -52,10 +52,12 @@ def configure(
     checksum: bool,
     subflow_endpoints: tuple[tuple[str, str], ...] = (),  # (address, device)
     signal_endpoints: tuple[tuple[str, str], ...] = (),
+    stale_loss_cnt: int | None = None,
 ) -> None:
-    """Limits, checksum sysctl and path-manager endpoints of one namespace."""
-    run_command(["sysctl", "-q", "-w", "net.mptcp.enabled=1", f"net.mptcp.checksum_enabled={int(checksum)}"],
-                netns=netns, what=f"MPTCP sysctls in {netns}")
+    """Limits, checksum and stale-subflow sysctls and path-manager endpoints of one namespace."""
+    stale = [f"net.mptcp.stale_loss_cnt={stale_loss_cnt}"] if stale_loss_cnt is not None else []
+    run_command(["sysctl", "-q", "-w", "net.mptcp.enabled=1", f"net.mptcp.checksum_enabled={int(checksum)}",
+                 *stale], netns=netns, what=f"MPTCP sysctls in {netns}")
     run_command(["ip", "-n", netns, "mptcp", "limits", "set", "subflows", str(subflows),
                  "add_addr_accepted", str(add_addr_accepted)], what=f"ip mptcp limits in {netns}")
     run_command(["ip", "-n", netns, "mptcp", "endpoint", "flush"], what=f"ip mptcp endpoint flush in {netns}")
@@ -94,3 +96,21 @@ def set_buffer_max(netns: str, max_bytes: int) -> None:
     run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_rmem=4096 131072 {max_bytes}",
                  f"net.ipv4.tcp_wmem=4096 16384 {max_bytes}"], netns=netns,
                 what=f"TCP buffer limits in {netns}")
+
+
+def set_receive_buffer_max(netns: str, max_bytes: int) -> None:
+    """Bound the receive buffer autotuning may grow to (tcp_rmem max) in the receiver's
+    namespace only: an MPTCP receiver's window is shared by its subflows, so a bound small
+    enough makes one stalled subflow's hole hold back all of them."""
+    default = min(131072, max_bytes)
+    run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_rmem=4096 {default} {max_bytes}"], netns=netns,
+                what=f"TCP receive buffer limit in {netns}")
+
+
+def set_send_buffer(netns: str, size: int) -> None:
+    """Start every socket of the sender's namespace with a `size`-byte send buffer (tcp_wmem
+    default and max): an MPTCP sender keeps data sent on a clean subflow until it is
+    acknowledged at the data level, which a hole on a lossy subflow delays, and autotuning
+    sizes the buffer from the congestion window alone."""
+    run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_wmem=4096 {size} {size}"], netns=netns,
+                what=f"TCP send buffer in {netns}")

@@ -313,14 +313,19 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
     """The endpoint program's command line (the same contract for every stack)."""
     traffic = spec.traffic
     endpoint = spec.client if role == "client" else spec.server
+    receiving = (traffic.direction == "upload") == (role == "server")
+    stack_config = dict(endpoint.stack_config)
+    if receiving and stack == "python" and traffic.receiver_buffer_max_bytes is not None:
+        stack_config["recv_buffer"] = traffic.receiver_buffer_max_bytes
+    if not receiving and stack == "python" and traffic.sender_buffer_bytes is not None:
+        stack_config["send_buffer"] = traffic.sender_buffer_bytes
     command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
                "--tcp" if stack == "tcp" else "--mptcp",
-               *(["--stack-config", json.dumps(endpoint.stack_config)] if endpoint.stack_config else []),
+               *(["--stack-config", json.dumps(stack_config)] if stack_config else []),
                *(python_stack_options(role, spec, addresses) if stack == "python" else []),
                *(["--rng-seed", str(rng_seed)] if rng_seed is not None else []),
                "--timeout", str(traffic.timeout_s), "--sample-ms", str(traffic.sample_ms),
                "--timeseries", str(timeseries)]
-    receiving = (traffic.direction == "upload") == (role == "server")
     if receiving:  # the received bytes, for the integrity oracle (removed once judged)
         command += ["--received-file", str(received_file_of(timeseries.parent, role))]
     if role == "server":
@@ -418,13 +423,19 @@ def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
         ns = net.netns(endpoint.host)
         if spec.traffic.kernel_buffer_max_bytes is not None and endpoint.stack != "python":
             kernel_mptcp.set_buffer_max(ns, spec.traffic.kernel_buffer_max_bytes)
+        receiving = (spec.traffic.direction == "upload") == (endpoint is plan.server)
+        if receiving and spec.traffic.receiver_buffer_max_bytes is not None and endpoint.stack == "kernel":
+            kernel_mptcp.set_receive_buffer_max(ns, spec.traffic.receiver_buffer_max_bytes)
+        if not receiving and spec.traffic.sender_buffer_bytes is not None and endpoint.stack == "kernel":
+            kernel_mptcp.set_send_buffer(ns, spec.traffic.sender_buffer_bytes)
         if endpoint.stack == "tcp":
             kernel_mptcp.disable(ns)
         else:
             kernel_mptcp.configure(ns, subflows=spec.mptcp.subflows,
                                    add_addr_accepted=spec.mptcp.add_addr_accepted,
                                    checksum=spec.mptcp.checksum, subflow_endpoints=tuple(subflow_eps),
-                                   signal_endpoints=tuple(signal_eps))
+                                   signal_endpoints=tuple(signal_eps),
+                                   stale_loss_cnt=spec.mptcp.stale_loss_cnt)
     return {endpoint.host: kernel_mptcp.congestion_control(net.netns(endpoint.host),
                                                            spec.traffic.congestion_control)
             for endpoint in plan.endpoints}

@@ -103,6 +103,15 @@ class TrafficSpec:
     # both endpoint namespaces); None = the kernel's default (6 MiB receive, 4 MiB send), which
     # caps goodput on long fat paths below the link rate
     kernel_buffer_max_bytes: int | None = None
+    # the receiving endpoint's buffer alone (the server on upload, the client on download): a
+    # kernel receiver's tcp_rmem max, a python receiver's recv_buffer (its advertised window);
+    # bounded, a loss-stalled subflow holds it full and the other subflows wait (docs/scenarios.md)
+    receiver_buffer_max_bytes: int | None = None
+    # the sending endpoint's send buffer from the start: a kernel sender's tcp_wmem default and
+    # max (autotuning sizes it from the congestion window, too small to hold what one path sends
+    # while another path's hole keeps it unacknowledged at the data level), a python sender's
+    # send_buffer
+    sender_buffer_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,9 @@ class MptcpSpec:
     client_subflow_endpoints: bool = True  # the client's extra addresses as `subflow` endpoints
     server_signal: tuple[str, ...] = ()  # server addresses announced with ADD_ADDR
     checksum: bool = False
+    # kernel endpoints: net.mptcp.stale_loss_cnt (MPTCP-level retransmission intervals without
+    # progress before a subflow is stale and its data is reinjected elsewhere); None = 4, Linux's
+    stale_loss_cnt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +250,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     tr = _table(top["traffic"], f"{source}: [traffic]", {
         "bytes": int, "seconds": float, "direction": str, "port": int, "sample_ms": float,
         "timeout_s": float, "congestion_control": str, "kernel_buffer_max_bytes": int,
+        "receiver_buffer_max_bytes": int, "sender_buffer_bytes": int,
     })
     if tr.get("congestion_control", "cubic") not in KERNEL_CONGESTION_CONTROLS:
         raise SpecError(f"{source}: [traffic].congestion_control {tr['congestion_control']!r} is not one of "
@@ -257,6 +270,10 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         raise SpecError(f"{source}: [traffic].sample_ms must be 10..100 (bins are at most 100 ms)")
     if not 65536 <= tr.get("kernel_buffer_max_bytes", 65536) <= 1 << 30:
         raise SpecError(f"{source}: [traffic].kernel_buffer_max_bytes must be 65536..1073741824")
+    if not 16384 <= tr.get("receiver_buffer_max_bytes", 16384) <= 1 << 30:
+        raise SpecError(f"{source}: [traffic].receiver_buffer_max_bytes must be 16384..1073741824")
+    if not 16384 <= tr.get("sender_buffer_bytes", 16384) <= 1 << 30:
+        raise SpecError(f"{source}: [traffic].sender_buffer_bytes must be 16384..1073741824")
     seconds = finite_number(tr["seconds"], f"{source}: [traffic].seconds") \
         if "seconds" in tr else None
     traffic = TrafficSpec(
@@ -266,12 +283,29 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
                                 f"{source}: [traffic].timeout_s"),
         congestion_control=tr.get("congestion_control"),
         kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
+        receiver_buffer_max_bytes=tr.get("receiver_buffer_max_bytes"),
+        sender_buffer_bytes=tr.get("sender_buffer_bytes"),
     )
+    receiver = "server" if traffic.direction == "upload" else "client"
+    for knob, role, config in (("receiver_buffer_max_bytes", receiver, "recv_buffer"),
+                               ("sender_buffer_bytes", "client" if receiver == "server" else "server",
+                                "send_buffer")):
+        for endpoint in endpoints:
+            if getattr(traffic, knob) is None or endpoint.role != role:
+                continue
+            if endpoint.stack not in ("kernel", "python"):
+                raise SpecError(f"{source}: [traffic].{knob} sizes a kernel or python endpoint's buffer; "
+                                f"the {role} here is {endpoint.label}")
+            if config in endpoint.stack_config:
+                raise SpecError(f"{source}: [traffic].{knob} and the {role}'s stack_config.{config} "
+                                f"both set its buffer: keep one")
 
     mp = _table(top.get("mptcp", {}), f"{source}: [mptcp]", {
         "subflows": int, "add_addr_accepted": int, "client_subflow_endpoints": bool,
-        "server_signal": list, "checksum": bool,
+        "server_signal": list, "checksum": bool, "stale_loss_cnt": int,
     })
+    if not 1 <= mp.get("stale_loss_cnt", 1) <= 1000:
+        raise SpecError(f"{source}: [mptcp].stale_loss_cnt must be 1..1000")
     for key in ("subflows", "add_addr_accepted"):
         if not 0 <= mp.get(key, 0) <= 8:
             raise SpecError(f"{source}: [mptcp].{key} must be 0..8 (the kernel's limit)")
@@ -279,7 +313,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         subflows=mp.get("subflows", 2), add_addr_accepted=mp.get("add_addr_accepted", 2),
         client_subflow_endpoints=mp.get("client_subflow_endpoints", True),
         server_signal=tuple(str(a) for a in mp.get("server_signal", [])),
-        checksum=mp.get("checksum", False),
+        checksum=mp.get("checksum", False), stale_loss_cnt=mp.get("stale_loss_cnt"),
     )
 
     timeline = []

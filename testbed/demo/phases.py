@@ -32,9 +32,12 @@ else:  # pragma: no cover - Python 3.10
 # shared 2-core machine (both paths dip together) does not move, unlike the mean
 # max_recovery_s: a change's effect is transient: seconds from the phase start until the path's
 # 1-second mean first reaches RECOVERED (80%) of its mean over the check window
+# max_path_ratio / min_path_ratio: a path's mean over this window against its own mean over the
+# first phase's window (head-of-line blocking: the clean path b slows when path a turns lossy)
 EXPECT_KEYS = ("min_total_mbps", "min_median_total_mbps", "max_total_mbps", "share_min", "share_max",
-               "min_path_mbps", "max_recovery_s")
-PATH_TABLES = ("share_min", "share_max", "min_path_mbps", "max_recovery_s")
+               "min_path_mbps", "max_recovery_s", "max_path_ratio", "min_path_ratio")
+PATH_TABLES = ("share_min", "share_max", "min_path_mbps", "max_recovery_s", "max_path_ratio",
+               "min_path_ratio")
 RECOVERED = 0.8
 
 
@@ -205,6 +208,15 @@ def path_of(local: str, paths: dict[str, str]) -> str:
     return paths.get(address, address)
 
 
+def row_path(row: dict[str, Any], paths: dict[str, str]) -> str:
+    """The path of a time-series row: by its local address, or by its remote one when the
+    sender is the server (a download: the client's address is the remote end)."""
+    local = str(row["local"])
+    if local.rsplit(":", 1)[0] in paths or not row.get("remote"):
+        return path_of(local, paths)
+    return path_of(str(row["remote"]), paths)
+
+
 @dataclass(frozen=True)
 class PhaseSummary:
     phase: Phase
@@ -212,6 +224,7 @@ class PhaseSummary:
     failures: tuple[str, ...]
     median_total_mbps: float | None = None  # median of the window's 1-second totals
     recovery_s: dict[str, float | None] = field(default_factory=dict)  # None: never recovered
+    ratios: dict[str, float] = field(default_factory=dict)  # path mean / its first-phase mean
 
     @property
     def total_mbps(self) -> float:
@@ -234,6 +247,7 @@ class PhaseSummary:
                                       else round(self.median_total_mbps, 2)),
                 "shares": {p: round(v, 3) for p, v in self.shares.items()},
                 "recovery_s": self.recovery_s,
+                "ratios": {p: round(v, 3) for p, v in self.ratios.items()},
                 "expect": self.phase.expect, "passed": self.passed, "failures": list(self.failures)}
 
 
@@ -245,7 +259,7 @@ def path_mbps(rows: list[dict[str, Any]], paths: dict[str, str], window: tuple[f
     for row in rows:
         t = float(row["t_s"])
         if start - 1e-9 <= t and t + bin_s <= end + 1e-9:
-            path = path_of(str(row["local"]), paths)
+            path = row_path(row, paths)
             totals[path] = totals.get(path, 0) + int(row["bytes"])
     length = end - start
     return {p: (b * 8 / length / 1e6 if length > 0 else 0.0) for p, b in sorted(totals.items())}
@@ -277,7 +291,7 @@ def recovery_s(rows: list[dict[str, Any]], paths: dict[str, str], phase: Phase, 
     per_bin = [0] * count
     for row in rows:
         index = round((float(row["t_s"]) - phase.start_s) / bin_s)
-        if 0 <= index < count and path_of(str(row["local"]), paths) == path:
+        if 0 <= index < count and row_path(row, paths) == path:
             per_bin[index] += int(row["bytes"])
     width = max(1, round(span_s / bin_s))
     running = sum(per_bin[:width])
@@ -290,10 +304,14 @@ def recovery_s(rows: list[dict[str, Any]], paths: dict[str, str], phase: Phase, 
 
 
 def check_phase(phase: Phase, mbps: dict[str, float], median_total: float | None = None,
-                recovery: dict[str, float | None] | None = None) -> PhaseSummary:
-    """Compare a phase's per-path goodput with its expectations; failures say what and by how much."""
+                recovery: dict[str, float | None] | None = None,
+                reference: dict[str, float] | None = None) -> PhaseSummary:
+    """Compare a phase's per-path goodput with its expectations; failures say what and by how much.
+    `reference` is the first phase's per-path goodput, for the ratio expectations."""
     recovery = dict(recovery or {})
-    summary = PhaseSummary(phase, mbps, (), median_total, recovery)
+    ratios = {p: (v / reference[p] if reference and reference.get(p, 0.0) > 0 else 0.0)
+              for p, v in mbps.items()} if reference is not None else {}
+    summary = PhaseSummary(phase, mbps, (), median_total, recovery, ratios)
     total, shares, expect = summary.total_mbps, summary.shares, phase.expect
     failures = []
     if "min_median_total_mbps" in expect:
@@ -320,18 +338,26 @@ def check_phase(phase: Phase, mbps: dict[str, float], median_total: float | None
             failures.append(f"path {path} did not recover to {RECOVERED:.0%} of its final rate")
         elif took > bound:
             failures.append(f"path {path} recovered after {took:.1f} s > {bound} s")
-    return PhaseSummary(phase, mbps, tuple(failures), median_total, recovery)
+    for path, bound in sorted(expect.get("max_path_ratio", {}).items()):
+        if ratios.get(path, 0.0) > bound:
+            failures.append(f"path {path} kept {ratios.get(path, 0.0):.2f} of its first-phase rate > {bound}")
+    for path, bound in sorted(expect.get("min_path_ratio", {}).items()):
+        if ratios.get(path, 0.0) < bound:
+            failures.append(f"path {path} kept {ratios.get(path, 0.0):.2f} of its first-phase rate < {bound}")
+    return PhaseSummary(phase, mbps, tuple(failures), median_total, recovery, ratios)
 
 
 def summarize(phases: tuple[Phase, ...] | list[Phase], rows: list[dict[str, Any]], paths: dict[str, str],
               bin_s: float) -> list[PhaseSummary]:
     all_paths = tuple(sorted(set(paths.values())))
-    summaries = []
+    summaries: list[PhaseSummary] = []
     for phase in phases:
         mbps = path_mbps(rows, paths, phase.window, bin_s, all_paths)
         recovery = {path: recovery_s(rows, paths, phase, path, RECOVERED * mbps.get(path, 0.0), bin_s)
                     for path in sorted(phase.expect.get("max_recovery_s", {}))}
-        summaries.append(check_phase(phase, mbps, median_total_mbps(rows, phase.window, bin_s), recovery))
+        reference = summaries[0].mbps if summaries else mbps
+        summaries.append(check_phase(phase, mbps, median_total_mbps(rows, phase.window, bin_s), recovery,
+                                     reference))
     return summaries
 
 
@@ -345,6 +371,10 @@ def format_summary(summaries: list[PhaseSummary]) -> str:
         start, end = s.phase.window
         cells = " ".join(f"{s.shares.get(p, 0.0):>8.2f} {s.mbps.get(p, 0.0):>9.1f}" for p in paths)
         verdict = "PASS" if s.passed else "FAIL: " + "; ".join(s.failures)
+        ratio_paths = sorted(set(s.phase.expect.get("max_path_ratio", {}))
+                             | set(s.phase.expect.get("min_path_ratio", {})))
+        if s.passed and ratio_paths:
+            verdict += " (" + ", ".join(f"{p} {s.ratios.get(p, 0.0):.2f}x" for p in ratio_paths) + ")"
         median = "-" if s.median_total_mbps is None else f"{s.median_total_mbps:.1f}"
         lines.append(f"{s.phase.name:<10} {start:>5.1f}-{end:<5.1f} {cells} {s.total_mbps:>7.1f} "
                      f"{median:>7}  {describe_expect(s.phase.expect):<34} {verdict}")
@@ -373,4 +403,8 @@ def describe_expect(expect: dict[str, Any]) -> str:
         parts.append(f"{path}>={bound}Mb/s")
     for path, bound in sorted(expect.get("max_recovery_s", {}).items()):
         parts.append(f"{path} back<={bound}s")
+    for path, bound in sorted(expect.get("max_path_ratio", {}).items()):
+        parts.append(f"{path}<={bound}x first")
+    for path, bound in sorted(expect.get("min_path_ratio", {}).items()):
+        parts.append(f"{path}>={bound}x first")
     return ", ".join(parts) or "-"

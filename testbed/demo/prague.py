@@ -22,6 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from testbed.demo.hol import (
+    CAUSE_FILE,
+    cause_series,
+    read_cause,
+    receiver_addresses,
+    retransmission_events,
+    rto_times,
+    window_stats,
+    write_cause,
+)
 from testbed.demo.livegraph import GAUGES, LiveGraph
 from testbed.demo.phases import (
     LinkChange,
@@ -33,7 +43,7 @@ from testbed.demo.phases import (
     load_demo,
     summarize,
 )
-from testbed.demo.plot import write_phase_plot
+from testbed.demo.plot import CausePanel, write_phase_plot
 from testbed.errors import SpecError, TestbedError
 from testbed.result import RESULT_FILE, read_result
 from testbed.results import BIN_S, TIMESERIES_FILE, write_json_atomic
@@ -51,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live", action="store_true", help="draw per-subflow throughput in the terminal")
     parser.add_argument("--show", default="", metavar="cwnd,rtt",
                         help="with --live: also draw these per-path telemetry panels (cwnd, rtt)")
-    parser.add_argument("--stack", choices=("kernel", "python"), default="kernel",
-                        help="MPTCP stack of both endpoints (default: kernel)")
+    parser.add_argument("--stack", choices=("kernel", "python"),
+                        help="MPTCP stack of both endpoints (default: the demo file's stacks)")
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
                         help="phased demo file (default: %(default)s)")
     parser.add_argument("--phase-seconds", type=float, help="make every phase this long (a short rehearsal)")
@@ -90,9 +100,15 @@ class _Hooks:
                                    self.demo.phases, self.demo.seconds, color=terminal,
                                    refresh_s=0.25 if terminal else 2.0,  # a log file gets fewer frames
                                    y_max=float(self.demo.spec.topology_params.get("rate_mbit") or 100.0),
-                                   title=f"IETF 80 Prague demo, {self.stack} stack: goodput per path",
+                                   title=f"{demo_name(self.demo.spec.name)}, {self.stack} stack: "
+                                         f"goodput per path",
                                    show=self.show)
         self.graph.tick(elapsed_s)
+
+
+def demo_name(spec_name: str) -> str:
+    """How titles name the demo: the Prague one by its meeting, a scenario by its spec name."""
+    return "IETF 80 Prague demo" if spec_name == "prague" else spec_name
 
 
 def _client_paths_from_spec(demo: PhasedDemo) -> dict[str, str]:
@@ -134,12 +150,66 @@ def rederive(out_dir: Path) -> tuple[list[PhaseSummary], dict[str, Any]]:
     bin_s = float(result.get("timeseries", {}).get("bin_s", BIN_S))
     summaries = summarize(phases, rows, paths, bin_s)
     passed = all(s.passed for s in summaries)
-    title = (f"IETF 80 Prague demo: {demo_record['stack']} stack, "
+    title = (f"{demo_name(str(result.get('name', 'demo')))}: {demo_record['stack']} stack, "
              f"cc {_congestion(result, demo_record['stack'])}: "
              f"{'PASS' if passed else 'FAIL'}")
     smooth_s = float(demo_record.get("plot", {}).get("smooth_s", SMOOTH_S))  # the stored plot spec
-    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=smooth_s)
+    cause = cause_panel(out_dir, result, phases, rows, paths, bin_s)
+    write_phase_plot(out_dir / PLOT_FILE, rows, paths, bin_s, summaries, title, smooth_s=smooth_s,
+                     cause=cause)
     return summaries, result
+
+
+def cause_panel(out_dir: Path, result: dict[str, Any], phases: tuple[Phase, ...], rows: list[dict[str, Any]],
+                paths: dict[str, str], bin_s: float) -> CausePanel | None:
+    """The head-of-line cause (testbed.demo.hol) when the run kept a capture: hol_cause.csv,
+    derived from capture.pcap once; None for a run without a capture."""
+    cause_file, capture = out_dir / CAUSE_FILE, out_dir / "capture.pcap"
+    if cause_file.exists():
+        cause_rows = read_cause(cause_file)
+    elif capture.exists():
+        spec = result.get("spec", {})
+        upload = spec.get("traffic", {}).get("direction", "upload") == "upload"
+        role = "server" if upload else "client"
+        host = next((e.get("host", role) for e in spec.get("endpoints", []) if e.get("role") == role), role)
+        cause_rows = cause_series(capture, receiver_addresses(result["topology"], host), bin_s, paths)
+        write_cause(cause_file, cause_rows)
+    else:
+        return None
+    lossy = lossy_path(phases)
+    return CausePanel(cause_rows, retransmission_events(rows, paths, lossy), lossy)
+
+
+def sender_counters(result: dict[str, Any]) -> str:
+    """The sending kernel's timeouts and MPTCP-level retransmissions over the whole run."""
+    upload = result.get("spec", {}).get("traffic", {}).get("direction", "upload") == "upload"
+    role = "client" if upload else "server"
+    counters = (result["connections"][0].get("counters") or {}).get(role) or {}
+    names = ("TcpExtTCPTimeouts", "MPTcpExtMPTCPRetrans", "MPTcpExtSubflowStale", "MPTcpExtSubflowRecover")
+    return f"the sender ({role}), whole run: " + ", ".join(f"{n} {counters.get(n, 0)}" for n in names)
+
+
+def lossy_path(phases: tuple[Phase, ...]) -> str:
+    """The first link a phase makes lossy: the one whose retransmissions and RTOs are marked."""
+    return next((c.link for p in phases for c in p.changes if float(c.set.get("loss_pct", 0)) > 0), "a")
+
+
+def format_cause(summaries: list[PhaseSummary], cause: CausePanel) -> str:
+    """Per phase: the largest backlog, the smallest window, and retransmissions on the lossy path."""
+    retrans_header = f"retrans on {cause.lossy_path}"
+    rto_header = f"RTO-like on {cause.lossy_path}"
+    lines = [f"{'phase':<10} {'backlog KiB median':>18} {'max':>7} {'min window KiB':>15} "
+             f"{retrans_header:>14} {rto_header:>14}"]
+    rtos = rto_times(cause.rows, cause.lossy_path)
+    for s in summaries:
+        stats = window_stats(cause.rows, s.phase.window)
+        start, end = s.phase.window
+        retrans = sum(n for t, n in cause.retransmissions if start - 1e-9 <= t < end - 1e-9)
+        timeouts = sum(1 for t in rtos if start - 1e-9 <= t < end - 1e-9)
+        lines.append(f"{s.phase.name:<10} {stats['median_backlog_kib']:>18.1f} "
+                     f"{stats['max_backlog_kib']:>7.1f} {stats['min_window_kib']:>15.1f} {retrans:>14} "
+                     f"{timeouts:>14}")
+    return "\n".join(lines)
 
 
 def parse_show(text: str, live: bool) -> tuple[str, ...]:
@@ -158,6 +228,7 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
              show: tuple[str, ...] = ()) -> tuple[list[PhaseSummary], dict]:
     hooks = _Hooks(demo, stack, live, show)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CAUSE_FILE).unlink(missing_ok=True)  # derived from this run's capture, not an older one
     result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
     write_json_atomic(out_dir / DEMO_FILE, {
         "schema": 1, "kind": "prague-demo", "stack": stack, "spec_source": demo.spec.source,
@@ -168,6 +239,14 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
     summaries, result = rederive(out_dir)
     record = _read_demo_record(out_dir)
     record["summary"] = [s.as_dict() for s in summaries]
+    if (out_dir / CAUSE_FILE).exists():  # the head-of-line cause per phase (testbed.demo.hol)
+        cause_rows = read_cause(out_dir / CAUSE_FILE)
+        record["cause"] = {s.phase.name: window_stats(cause_rows, s.phase.window) for s in summaries}
+        lossy = lossy_path(demo.phases)
+        for s in summaries:
+            start, end = s.phase.window
+            record["cause"][s.phase.name][f"rto_bins_{lossy}"] = sum(
+                1 for t in rto_times(cause_rows, lossy) if start - 1e-9 <= t < end - 1e-9)
     record["passed"] = all(s.passed for s in summaries)
     write_json_atomic(out_dir / DEMO_FILE, record)
     return summaries, result
@@ -186,16 +265,29 @@ def run(args: argparse.Namespace) -> int:
         summaries, result = rederive(out_dir)
     else:
         show = parse_show(args.show, args.live)
-        check_stack(args.stack)
+        if args.stack is not None:
+            check_stack(args.stack)
         demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
-        print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of upload, {args.stack} stack"
-              + (f", congestion control {demo.spec.traffic.congestion_control}" if args.stack == "kernel"
+        stack = demo.spec.client.stack
+        print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of {demo.spec.traffic.direction}, "
+              f"{stack} stack"
+              + (f", congestion control {demo.spec.traffic.congestion_control}" if stack == "kernel"
                  and demo.spec.traffic.congestion_control else ""), flush=True)
-        summaries, result = run_demo(demo, out_dir, stack=args.stack, live=args.live, show=show)
+        if demo.spec.description and demo.spec.name != "prague":
+            print(f"[prague] {demo.spec.description}", flush=True)
+        summaries, result = run_demo(demo, out_dir, stack=stack, live=args.live, show=show)
     connection = result["connections"][0]
     print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "
           f"goodput: {connection['goodput_mbps']:.1f} Mbit/s over {connection['duration_s']:.1f} s")
     print(format_summary(summaries))
+    if (out_dir / CAUSE_FILE).exists():
+        result_rows = read_timeseries(out_dir / TIMESERIES_FILE)
+        panel = cause_panel(out_dir, result, tuple(s.phase for s in summaries), result_rows,
+                            client_paths(result["topology"]),
+                            float(result.get("timeseries", {}).get("bin_s", BIN_S)))
+        if panel is not None:
+            print(format_cause(summaries, panel))
+            print(sender_counters(result))
     print(f"files: {out_dir / RESULT_FILE}, {out_dir / TIMESERIES_FILE}, {out_dir / DEMO_FILE}, "
           f"{out_dir / PLOT_FILE}")
     failed = [s for s in summaries if not s.passed]
