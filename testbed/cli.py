@@ -87,12 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         family = sub.get("family") or family_label(sub["local"])
         print(f"  subflow {sub['local']} -> {sub['remote']} ({family}): {sub['bytes']} bytes "
               f"(~{share:.1f} Mbit/s)")
-    from testbed.analyze.pictures import capture_analysable, pictures_or_warning
+    from testbed.analyze.pictures import pictures_or_warning
 
     pictures, problem = pictures_or_warning(Path(args.out), result)
-    if (Path(args.out) / "capture.pcap").exists() and not capture_analysable(result):
-        print("testbed run: capture.pcap kept but not analysed: testbed analyze decodes IPv4 only "
-              "so far (read it with tshark)", file=sys.stderr)
     names = ", ".join(["result.json", "timeseries.csv", *(p.name for p in pictures
                                                           if p.parent == Path(args.out))])
     print(f"results in {args.out}/ ({names})")

@@ -84,7 +84,7 @@ def capture_start(path: Path) -> float:
 def _find_subflow(analysis: Analysis, local: str, remote: str) -> tuple[Any, int] | None:
     """The subflow whose one side is `local` and other side `remote`, and the side of `local`."""
     for subflow in analysis.subflows:
-        ends = [f"{subflow.addresses[i]}:{subflow.ports[i]}" for i in (0, 1)]
+        ends = [subflow.endpoint(i) for i in (0, 1)]
         if ends == [local, remote]:
             return subflow, 0
         if ends == [remote, local]:

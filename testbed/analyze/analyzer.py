@@ -5,8 +5,8 @@ level of its connection.
 `Analysis.packet(ts, frame, offset, version)` takes what testbed.analyze.capture yields; after
 the last packet, `finish()` matches what could only be matched once every key was known (join
 HMACs, joins whose token came late). A packet the codec cannot decode is counted, never fatal.
-IPv4 only for now: IPv6 packets are counted in `counts["ipv6"]` and `_ipv6_headers` is where
-their decoding goes.
+IPv4 and IPv6: an IPv6 packet's extension headers (hop-by-hop, routing, destination options,
+AH) are walked to the TCP header; fragments are counted, not reassembled, as for IPv4.
 """
 
 from __future__ import annotations
@@ -44,6 +44,34 @@ MPTCPRST_REASONS = {0: "unspecified", 1: "MPTCP error", 2: "lack of resources",
                     3: "administratively prohibited", 4: "too much outstanding data",
                     5: "unacceptable performance", 6: "middlebox interference"}
 _SYN, _ACK, _FIN, _RST = 0x02, 0x10, 0x01, 0x04
+_IPV6_EXTENSIONS = {0, 43, 60}  # hop-by-hop, routing, destination options: (length + 1) * 8 bytes
+_IPV6_FRAGMENT, _IPV6_AH, _TCP = 44, 51, 6
+
+
+def ipv6_tcp_offset(frame: bytes, offset: int) -> tuple[int, int] | str:
+    """(offset of the TCP header, end of the IPv6 payload) in `frame`, or why there is none:
+    "not_tcp", "fragments", "headers_cut" or "malformed" (the `counts` key)."""
+    size = len(frame)
+    if size < offset + 40:
+        return "headers_cut"
+    payload_length = (frame[offset + 4] << 8) | frame[offset + 5]
+    if payload_length == 0:
+        return "malformed"  # a jumbogram (hop-by-hop option) or a lie; no TCP segment is 0 bytes
+    end = offset + 40 + payload_length
+    next_header, position = frame[offset + 6], offset + 40
+    while next_header != _TCP:
+        if position + 8 > min(size, end):
+            return "headers_cut" if position + 8 > size else "malformed"
+        if next_header in _IPV6_EXTENSIONS:
+            length = (frame[position + 1] + 1) * 8
+        elif next_header == _IPV6_FRAGMENT:
+            return "fragments"
+        elif next_header == _IPV6_AH:
+            length = (frame[position + 1] + 2) * 4
+        else:
+            return "not_tcp"
+        next_header, position = frame[position], position + length
+    return (position, end) if position <= end else "malformed"
 
 
 class Analysis:
@@ -86,31 +114,40 @@ class Analysis:
             first = self.first_ts = ts
         if ts > self.last_ts:
             self.last_ts = ts
-        if version != 4:
-            self.counts["ipv6"] += 1
-            return
         size = len(frame)
-        if size < offset + 20:
-            self.counts["headers_cut"] += 1
-            return
-        ihl = (frame[offset] & 0x0F) * 4
-        if frame[offset + 9] != 6:
-            self.counts["not_tcp"] += 1
-            return
-        if frame[offset + 6] & 0x3F or frame[offset + 7]:
-            self.counts["fragments"] += 1
-            return
-        tcp = offset + ihl
+        if version == 4:
+            if size < offset + 20:
+                self.counts["headers_cut"] += 1
+                return
+            ihl = (frame[offset] & 0x0F) * 4
+            if frame[offset + 9] != 6:
+                self.counts["not_tcp"] += 1
+                return
+            if frame[offset + 6] & 0x3F or frame[offset + 7]:
+                self.counts["fragments"] += 1
+                return
+            tcp = offset + ihl
+            end = offset + ((frame[offset + 2] << 8) | frame[offset + 3])
+        else:
+            located = ipv6_tcp_offset(frame, offset)
+            if type(located) is str:
+                if located == "malformed":
+                    self._malformed("IPv6 extension headers beyond the payload length")
+                else:
+                    self.counts[located] += 1
+                return
+            tcp, end = located  # type: ignore[misc]
+            self.counts["ipv6"] += 1
         if size < tcp + 20:
             self.counts["headers_cut"] += 1
             return
         self.tcp_packets += 1
         sport, dport, seq, ack, offset_byte, flags, window = TCP_FIXED.unpack_from(frame, tcp)
         header = (offset_byte >> 4) * 4
-        total = (frame[offset + 2] << 8) | frame[offset + 3]
-        length = total - ihl - header
+        length = end - tcp - header
         if length < 0 or header < 20:
-            self._malformed("TCP header length beyond the IPv4 total length")
+            limit = "IPv4 total length" if version == 4 else "IPv6 payload length"
+            self._malformed(f"TCP header length beyond the {limit}")
             return
         dss = None
         options: list = []
@@ -124,13 +161,16 @@ class Analysis:
                         options = decode_options_at(frame, tcp + 20, tcp + header)
                     except WireError as error:
                         self._malformed(str(error))
-        # addresses and ports: contiguous when the IPv4 header has no options
-        key = (frame[offset + 12:offset + 24] if ihl == 20
-               else frame[offset + 12:offset + 20] + frame[tcp:tcp + 4])
+        # addresses and ports: contiguous when the IP header has no options or extensions
+        if version == 4:
+            key = (frame[offset + 12:offset + 24] if ihl == 20
+                   else frame[offset + 12:offset + 20] + frame[tcp:tcp + 4])
+        else:
+            key = frame[offset + 8:offset + 40] + frame[tcp:tcp + 4]
         subflow = self.flows.get(key)
         if subflow is None or (flags & _SYN and not flags & _ACK and subflow.dirs[
                 subflow.side_of(key)].base != seq):
-            subflow = self._new_subflow(ts, frame, offset, sport, dport, flags, key)
+            subflow = self._new_subflow(ts, key, sport, dport, flags)
         side = 0 if key == subflow.keys[0] else 1
         index = int((ts - first) / self.bin_s) if ts > first else 0
         rel, retransmitted = subflow.segment(side, ts, seq, ack, flags, window, length, index)
@@ -168,11 +208,13 @@ class Analysis:
         if len(self.malformed_examples) < 5:
             self.malformed_examples.append(message)
 
-    def _new_subflow(self, ts: float, frame: bytes, offset: int, sport: int, dport: int,
-                     flags: int, key: bytes) -> Subflow:
-        reverse = frame[offset + 16:offset + 20] + frame[offset + 12:offset + 16] + key[10:12] + key[8:10]
-        addresses = (socket.inet_ntoa(frame[offset + 12:offset + 16]),
-                     socket.inet_ntoa(frame[offset + 16:offset + 20]))
+    def _new_subflow(self, ts: float, key: bytes, sport: int, dport: int, flags: int) -> Subflow:
+        """`key` is source address, destination address, source port, destination port."""
+        width = (len(key) - 4) // 2  # 4 or 16 bytes per address
+        family = socket.AF_INET if width == 4 else socket.AF_INET6
+        src, dst, ports = key[:width], key[width:2 * width], key[2 * width:]
+        reverse = dst + src + ports[2:4] + ports[0:2]
+        addresses = (socket.inet_ntop(family, src), socket.inet_ntop(family, dst))
         syn_ack = flags & _SYN and flags & _ACK
         if syn_ack:  # the SYN is not in the capture: side 0 is still the end that sent it
             subflow = Subflow(len(self.subflows), ts, (addresses[1], addresses[0]), (dport, sport),
@@ -194,7 +236,7 @@ class Analysis:
             "t": round(ts - (self.first_ts or ts), 6),
             "connection": connection.index if connection is not None else None,
             "subflow": subflow.index,
-            "from": f"{subflow.addresses[side]}:{subflow.ports[side]}",
+            "from": subflow.endpoint(side),
             "signal": signal,
             "detail": detail,
         })

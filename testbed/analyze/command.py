@@ -85,9 +85,9 @@ def _notes(analysis: Analysis, reader: CaptureReader, path: Path) -> list[str]:
         where = f" ({reader.truncated})" if reader.truncated else ""
         raise CaptureError(f"{path}: a capture without any packet{where}")
     if analysis.tcp_packets == 0:
-        extra = f", {counts['ipv6']} IPv6 packets (not analysed yet)" if counts["ipv6"] else ""
-        raise CaptureError(f"{path}: no IPv4 TCP packet among {reader.packets} packets "
-                           f"({reader.non_ip} not IP{extra}): nothing to analyse")
+        raise CaptureError(f"{path}: no TCP packet among {reader.packets} packets "
+                           f"({reader.non_ip} not IP, {counts['not_tcp']} IP but not TCP, "
+                           f"{counts['fragments']} fragments): nothing to analyse")
     if not analysis.connections:
         raise CaptureError(f"{path}: no MPTCP option in {analysis.tcp_packets} TCP packets of "
                            f"{len(analysis.subflows)} TCP connection(s): plain TCP, nothing for an "
@@ -112,8 +112,6 @@ def _notes(analysis: Analysis, reader: CaptureReader, path: Path) -> list[str]:
                      f"subflow(s) {sorted({i for i, _ in missing})} (dropped by the capture, or "
                      "sent before it started): byte counts come from the ACKs, data-level "
                      "figures cover what was captured")
-    if counts["ipv6"]:
-        notes.append(f"{counts['ipv6']} IPv6 packets skipped (IPv6 is not analysed yet)")
     no_handshake = [c.index for c in analysis.connections if c.version == 1 and None in c.keys
                     and c.fallback is None]
     if no_handshake:

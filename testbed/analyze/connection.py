@@ -78,8 +78,8 @@ class Connection:
         return {
             "index": self.index,
             "mptcp_version": self.version,
-            "client": f"{first.addresses[0]}:{first.ports[0]}" if first else None,
-            "server": f"{first.addresses[1]}:{first.ports[1]}" if first else None,
+            "client": first.endpoint(0) if first else None,
+            "server": first.endpoint(1) if first else None,
             "keys": [None if k is None else f"0x{k:016x}" for k in self.keys],
             "tokens": [None if t is None else f"0x{t:08x}" for t in self.tokens],
             "idsn": [None if d.idsn is None else f"0x{d.idsn:016x}" for d in self.data],

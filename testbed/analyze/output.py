@@ -55,7 +55,7 @@ def subflow_rows(analysis: Analysis) -> list[list[Any]]:
                 previous_acked = max(previous_acked, acked)
                 rtt = entry[B_RTT_SUM] / entry[B_RTT_N] if entry[B_RTT_N] else None
                 rows.append([round(index * bin_s, 6), subflow.index, side,
-                             f"{subflow.addresses[side]}:{subflow.ports[side]}",
+                             subflow.endpoint(side),
                              int(entry[B_SENT]), int(entry[B_RETRANS]), goodput,
                              round(8 * goodput / bin_s / 1e6, 6), int(entry[B_FLIGHT]),
                              "" if rtt is None else round(1000 * rtt, 3)])

@@ -19,12 +19,6 @@ CAPTURE_FILE = "capture.pcap"
 ANALYSIS_DIR = "analysis"
 
 
-def capture_analysable(result: dict[str, Any]) -> bool:
-    """Whether `testbed analyze` can read this run's capture: it decodes IPv4 only so far, so a
-    capture of a topology carrying IPv6 is kept for tshark but not analysed (docs/ipv6.md)."""
-    return (result.get("topology") or {}).get("family", "ipv4") == "ipv4"
-
-
 def write_run_pictures(out_dir: Path, result: dict[str, Any]) -> list[Path]:
     """Draw the run's pictures; returns the files written. TestbedError when one fails."""
     written = []
@@ -32,7 +26,7 @@ def write_run_pictures(out_dir: Path, result: dict[str, Any]) -> list[Path]:
     if (out_dir / spec["data"]).exists():
         written += write_plots([spec, *telemetry_plot_specs(result, out_dir)], out_dir)
     capture = out_dir / CAPTURE_FILE
-    if capture.exists() and capture_analysable(result):
+    if capture.exists():
         from testbed.analyze.command import analyse_capture
         from testbed.analyze.output import write_outputs
         from testbed.analyze.plots import DSN_PNG, render_all
@@ -58,4 +52,4 @@ def pictures_or_warning(out_dir: Path, result: dict[str, Any]) -> tuple[list[Pat
         return [], f"pictures not written: {exc.message}"
 
 
-__all__ = ["THROUGHPUT_PNG", "capture_analysable", "pictures_or_warning", "write_run_pictures"]
+__all__ = ["THROUGHPUT_PNG", "pictures_or_warning", "write_run_pictures"]

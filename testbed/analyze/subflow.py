@@ -145,6 +145,11 @@ class Subflow:
         self.unmapped_bytes = 0
         self.dss_seen = False
 
+    def endpoint(self, side: int) -> str:
+        """"address:port" of one side, an IPv6 address in brackets ("[fd00::1]:5201")."""
+        address = self.addresses[side]
+        return f"[{address}]:{self.ports[side]}" if ":" in address else f"{address}:{self.ports[side]}"
+
     def side_of(self, key: bytes) -> int:
         return 0 if key == self.keys[0] else 1
 
@@ -250,7 +255,7 @@ class Subflow:
         directions = []
         for side, direction in enumerate(self.dirs):
             directions.append({
-                "from": f"{self.addresses[side]}:{self.ports[side]}",
+                "from": self.endpoint(side),
                 "segments": direction.segments,
                 "bytes_sent": direction.bytes_sent,
                 "bytes_acked": direction.bytes_acked,
@@ -268,8 +273,8 @@ class Subflow:
         return {
             "index": self.index,
             "role": self.role,
-            "client": f"{self.addresses[0]}:{self.ports[0]}",
-            "server": f"{self.addresses[1]}:{self.ports[1]}",
+            "client": self.endpoint(0),
+            "server": self.endpoint(1),
             "handshake_seen": self.handshake,
             "address_ids": self.address_ids,
             "backup": self.backup,

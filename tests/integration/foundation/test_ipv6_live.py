@@ -130,6 +130,14 @@ pcap = true
     # the announcement of the other family's address travelled on the initial subflow's family
     first_version = "4" if first == "ipv4" else "6"
     assert (first_version, signal) in announcements(pcap), announcements(pcap)
+    # the run analysed its own capture: one connection holding both families' subflows, each
+    # with the bytes its sender's counters gave
+    analysis = json.loads((tmp_path / "out-spec" / "analysis" / "analysis.json").read_text())
+    (analysed,) = analysis["connections"]
+    acked = {s["client"]: s["directions"][0]["bytes_acked"] for s in analysis["subflows"]
+             if s["index"] in analysed["subflows"]}
+    assert set(acked) == {s["local"] for s in conn["subflows"]}, (acked, conn["subflows"])
+    assert all(abs(acked[s["local"]] - s["bytes"]) <= 1 for s in conn["subflows"]), (acked, conn["subflows"])
 
 
 def emulation_spec(family: str) -> str:

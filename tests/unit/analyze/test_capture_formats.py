@@ -108,7 +108,7 @@ def test_not_a_capture(tmp_path: Path) -> None:
     (b"hello world, not a capture", "not a pcap or pcapng"),
     (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1), "without any packet"),
     (struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-     + struct.pack("<IIII", 1, 0, 42, 42) + bytes(42), "no IPv4 TCP packet"),
+     + struct.pack("<IIII", 1, 0, 42, 42) + bytes(42), "no TCP packet"),
     (b"\x0a\x0d\x0d\x0a" + bytes(8), "byte-order magic"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, content: bytes, message: str) -> None:
