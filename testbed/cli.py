@@ -182,6 +182,7 @@ DELEGATED = (
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
     ("soak", "testbed.soak.command", "long run under flaps, NAT timeouts, box toggles: leaks, RSS, verdicts"),
     ("probe", "testbed.probe.command", "MPTCP conformance probes against the kernel or the python stack"),
+    ("lb", "testbed.balancer.command", "layer-4 load balancer before MPTCP backends: join outcome counts"),
     ("lab", "testbed.lab_vagrant", "the Vagrant lab on libvirt: set up, build the box, up, demo, destroy"),
 )
 GROUP_HELP = {
