@@ -201,7 +201,7 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
     `capture`: tcpdump on every interface of the balancer node into out_dir/balancer.pcap."""
     from testbed.net.build import Network
     from testbed.net.state import RunState
-    from testbed.runner import detect_backends
+    from testbed.runner import detect_backends, sigterm_as_interrupt
 
     backends_found = detect_backends()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
     balancer = None
     servers: dict[str, subprocess.Popen] = {}
     try:
-        with Network(topo, backends_found, state) as net:
+        with sigterm_as_interrupt(), Network(topo, backends_found, state) as net:
             _configure_mptcp(net, spec, topo)
             balancer = install(net, spec.node, spec.variant, vip, spec.port,
                                backends_of(topo, spec.node, names), work_dir)

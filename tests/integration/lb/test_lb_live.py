@@ -1,0 +1,93 @@
+"""Each balancer on the real lb topology: kernel MPTCP client and backends, a few connections.
+
+The 20-connection figures are commands (`testbed lb experiments/lb/<spec>.toml`, see
+docs/load-balancer.md); these runs are short, and each count they check is one the kernel or
+the balancer reports, never a value the test supplies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.balancer.experiment import load_spec, run_lb
+
+SPECS = Path(__file__).resolve().parents[3] / "experiments" / "lb"
+CONNECTIONS = 3
+
+
+@pytest.fixture(autouse=True)
+def _needs_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    missing = [tool for tool in ("ip", "nft", "iptables-legacy", "ethtool") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"missing tools: {missing}")
+
+
+def run(spec_name: str, tmp_path: Path) -> dict[str, Any]:
+    spec, topo = load_spec(SPECS / f"{spec_name}.toml")
+    result = run_lb(replace(spec, connections=CONNECTIONS), topo, tmp_path)
+    assert (tmp_path / "result.json").exists()
+    counts = result["counts"]
+    assert counts["connections"] == CONNECTIONS
+    assert counts["intact"] == CONNECTIONS, result["connections"]  # every payload checked end to end
+    assert counts["fell_back"] == 0
+    return result
+
+
+def test_no_remedy_behind_the_stateful_round_robin_table_every_join_is_refused(tmp_path: Path) -> None:
+    """Round robin sends each connection's join to the next backend: never the one that knows
+    the token, so every join is refused there and every connection keeps one subflow."""
+    counts = run("none_table", tmp_path)["counts"]
+    assert counts["subflows_per_connection"] == {"1": CONNECTIONS}
+    assert counts["joins_refused"] == CONNECTIONS
+    assert counts["joins_established"] == 0
+    served = {name: row["connections"] for name, row in counts["per_backend"].items()}
+    assert sum(served.values()) == CONNECTIONS
+
+
+def test_no_remedy_behind_the_hash_joins_succeed_only_where_the_hash_happens_to_agree(tmp_path: Path) -> None:
+    counts = run("none_hash", tmp_path)["counts"]
+    assert counts["joins_received_by_backends"] == CONNECTIONS  # one join per connection, all to the VIP
+    assert counts["joins_refused"] + counts["joins_established"] == CONNECTIONS
+    assert counts["connections_with_a_join"] == counts["joins_established"]
+    for row in counts["per_backend"].values():
+        assert row["MPJoinNoTokenFound"] + row["MPJoinAckRx"] == row["MPJoinSynRx"]
+
+
+def test_remedy_a_c_flag_and_add_addr_gives_every_connection_its_join(tmp_path: Path) -> None:
+    result = run("cflag_hash", tmp_path)
+    counts = result["counts"]
+    assert counts["subflows_per_connection"] == {"2": CONNECTIONS}
+    assert counts["joins_refused"] == 0
+    assert counts["joins_established"] == CONNECTIONS
+    assert counts["add_addr_received_by_client"] == CONNECTIONS
+    # the C flag kept the client off the VIP: its only joins went to announced addresses
+    assert result["counters"]["client"].get("MPTcpExtMPJoinSynTx") == CONNECTIONS
+
+
+def test_remedy_a_behind_a_dnat_table_announces_nothing(tmp_path: Path) -> None:
+    """Behind DNAT a backend's unicast address is its initial subflow's own address: Linux's
+    path manager does not announce that endpoint, and the C flag forbids joining the VIP."""
+    result = run("cflag_table", tmp_path)
+    assert result["counts"]["subflows_per_connection"] == {"1": CONNECTIONS}
+    assert result["counts"]["joins_received_by_backends"] == 0
+    assert all(result["counters"][b].get("MPTcpExtAddAddrTx", 0) == 0 for b in ("be1", "be2", "be3"))
+
+
+def test_remedy_b_the_token_aware_balancer_routes_every_join_home(tmp_path: Path) -> None:
+    result = run("token", tmp_path)
+    counts, balancer = result["counts"], result["balancer"]
+    assert counts["subflows_per_connection"] == {"2": CONNECTIONS}
+    assert counts["joins_refused"] == 0
+    assert counts["joins_established"] == CONNECTIONS
+    assert balancer["joins_by_token"] == CONNECTIONS
+    assert balancer["tokens_learnt"] == CONNECTIONS
+    assert balancer["bad_packets"] == 0
+    assert balancer["exit_status"] == 0
