@@ -4,9 +4,10 @@
                                  +-- lb (VIP) --+-- be2  (10.0.102.2)
     client -eth1--[mb_b]-- rb --+                +-- be3  (10.0.103.2) ...
 
-`lb` is a router that owns the virtual address (VIP, 10.0.200.1/32 on its loopback): ra and rb
+`lb` is a router that owns the virtual address (VIP, 10.0.200.1/32, on no link): ra and rb
 route the VIP to it, and what it does with a packet for the VIP is the balancer variant's
-business (testbed.balancer). Each backend also has its own unicast address, routed through lb
+business (testbed.balancer: route it to a backend that also holds the VIP, or DNAT it).
+Each backend also has its own unicast address, routed through lb
 as a plain router: the address a backend announces with ADD_ADDR (remedy (a) of issue 16).
 Every backend runs the same server on the same port, so a subflow is served wherever it lands.
 """
