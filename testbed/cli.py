@@ -46,6 +46,9 @@ def cmd_topo(args: argparse.Namespace) -> int:
         return 0
     print(f"{described['name']}: {described['description']} (family {described['family']})")
     print(f"parameters: {json.dumps(topology_parameters(args.name))}")
+    if described.get("vip"):  # topology lb: the balancer's virtual address
+        print(f"virtual address: {described['vip']} on {described['balancer']}, "
+              f"backends {', '.join(described['backends'])}")
     print("nodes:")
     for node in described["nodes"]:
         addresses = ", ".join(node["addresses"]) or "-"

@@ -4,7 +4,8 @@
                                  +-- lb (VIP) --+-- be2  (10.0.102.2)
     client -eth1--[mb_b]-- rb --+                +-- be3  (10.0.103.2) ...
 
-`lb` is a router that owns the virtual address (VIP, 10.0.200.1/32, on no link): ra and rb
+`lb` is a router that owns the virtual address (VIP, 10.0.200.1/32, on no link; with IPv6
+also fd00:10:0:200::1/128, though the balancers are IPv4 only so far): ra and rb
 route the VIP to it, and what it does with a packet for the VIP is the balancer variant's
 business (testbed.balancer: route it to a backend that also holds the VIP, or DNAT it).
 Each backend also has its own unicast address, routed through lb
@@ -21,6 +22,7 @@ from testbed.net.topo import Route, Topology
 from topologies._paths import path_params
 
 VIP = "10.0.200.1"
+VIP6 = "fd00:10:0:200::1"  # the same digits in the ULA plan (testbed.net.topo.ula_subnet)
 BALANCER_NODE = "lb"
 MAX_BACKENDS = 8  # subnets 10.0.101-108.0/24; enough to show the hashing, small enough to build fast
 
@@ -33,6 +35,7 @@ class LbTopology(Topology):
     """A Topology whose access routers also route the VIP (a /32 on no link) to the balancer."""
 
     vip = VIP
+    vip6 = VIP6
     balancer = BALANCER_NODE
 
     def __init__(self, backends: int, **kwargs: Any) -> None:
@@ -46,8 +49,15 @@ class LbTopology(Topology):
         for router in ("ra", "rb"):
             link = self.links[f"core_{router[1]}"]
             iface = link.a_interface if link.a == router else link.b_interface
-            self.routes[router].append(Route(f"{VIP}/32", link.address_of(BALANCER_NODE), iface.name))
+            for version in self.versions:
+                vip = f"{VIP}/32" if version == 4 else f"{VIP6}/128"
+                self.routes[router].append(Route(vip, link.address_of(BALANCER_NODE, version), iface.name,
+                                                 version=version))
         return self
+
+    def describe(self) -> dict:
+        return {**super().describe(), "vip": self.vip, **({"vip6": self.vip6} if 6 in self.versions else {}),
+                "balancer": self.balancer, "backends": self.backends}
 
 
 def build(
@@ -65,9 +75,6 @@ def build(
     if isinstance(backends, bool) or not isinstance(backends, int) or not 1 <= backends <= MAX_BACKENDS:
         raise SpecError(f"topology lb: backends={backends!r}: a balancer needs 1 to {MAX_BACKENDS} "
                         f"backend servers (give backends = 3, the default)")
-    if family != "ipv4":
-        raise SpecError(f"topology lb: family={family!r}: the balancer is IPv4 only so far "
-                        f"(give family = \"ipv4\")")
     common = {"rate_mbit": rate_mbit, "delay_ms": delay_ms, "jitter_ms": jitter_ms,
               "loss_pct": loss_pct, "queue_pkts": queue_pkts}
     topo = LbTopology(backends, description=f"multihomed client, a layer-4 balancer with VIP {VIP}, "

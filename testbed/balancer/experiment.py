@@ -91,6 +91,9 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
     if not isinstance(params, dict):
         raise SpecError(f"{where}: [topology.params] must be a table")
     topo = build_topology("lb", params)
+    if topo.family != "ipv4":
+        raise SpecError(f"{where}: [topology.params] family = {topo.family!r}: the balancers are IPv4 only "
+                        f"so far (give family = \"ipv4\")")
     balancer = _table(data, "balancer", BALANCER_KEYS, where)
     traffic = _table(data, "traffic", TRAFFIC_KEYS, where)
     variant = check_variant(balancer.get("variant", "hash"), f"{where}: [balancer] variant")

@@ -36,9 +36,18 @@ def test_a_balancer_without_a_sensible_number_of_backends_is_refused(backends: o
         build_topology("lb", {"backends": backends})
 
 
-def test_lb_is_ipv4_only_and_says_so() -> None:
+def test_the_balancer_experiments_are_ipv4_only_and_say_so() -> None:
+    data = spec_data()
+    data["topology"]["params"]["family"] = "dual"
     with pytest.raises(SpecError, match="IPv4 only"):
-        build_topology("lb", {"family": "dual"})
+        parse_spec(data, "t.toml")
+
+
+def test_a_dual_stack_lb_routes_both_vips_to_the_balancer() -> None:
+    topo = build_topology("lb", {"family": "dual"})
+    destinations = {r.destination for r in topo.routes["rb"]}
+    assert {f"{VIP}/32", "fd00:10:0:200::1/128"} <= destinations
+    assert topo.describe()["vip6"] == "fd00:10:0:200::1"
 
 
 def test_a_valid_spec_parses_with_its_defaults() -> None:
