@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -199,9 +200,11 @@ def summarize(records: list[dict[str, Any]], per_backend: dict[str, dict[str, in
     }
 
 
-def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False) -> dict[str, Any]:
+def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False,
+           before_client: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Build lb, install the balancer, run the connections, return (and write) the result.
-    `capture`: tcpdump on every interface of the balancer node into out_dir/balancer.pcap."""
+    `capture`: tcpdump on every interface of the balancer node into out_dir/balancer.pcap;
+    `before_client(net)` runs once everything is up (tests send hostile packets from it)."""
     from testbed.net.build import Network
     from testbed.net.state import RunState
     from testbed.runner import detect_backends, sigterm_as_interrupt
@@ -226,6 +229,8 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
                     "tcpdump", "-i", "any", "-n", "-s", "200", "-U", "-w", str(out_dir / "balancer.pcap"),
                     "tcp", "port", str(spec.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 time.sleep(1.0)
+            if before_client is not None:
+                before_client(net)
             nodes = ["client", *names]
             before = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             client = net.popen("client", [

@@ -91,3 +91,46 @@ def test_remedy_b_the_token_aware_balancer_routes_every_join_home(tmp_path: Path
     assert balancer["tokens_learnt"] == CONNECTIONS
     assert balancer["bad_packets"] == 0
     assert balancer["exit_status"] == 0
+
+
+def malformed_syns_to_the_vip() -> list[bytes]:
+    """SYNs to VIP:5201 that the codec refuses: a truncated MP_JOIN, an option running past
+    the header, a data offset past the segment."""
+    from testbed.wire.ipv4 import encode_packet
+    from testbed.wire.types import SYN, MpCapable, Packet, TcpSegment
+    from topologies.lb import VIP
+
+    good = bytearray(encode_packet(Packet("10.0.1.1", VIP, TcpSegment(40999, 5201, 1, 0, SYN, 64000,
+                                                                      [MpCapable()]))))
+    truncated_join = bytearray(good)
+    truncated_join[20 + 20:20 + 24] = bytes([30, 3, 0x10, 0])  # MP_JOIN (subtype 1) of length 3
+    past_header = bytearray(good)
+    past_header[20 + 20:20 + 22] = bytes([30, 40])  # claims 40 bytes, the header has 4
+    long_header = bytearray(good)
+    long_header[20 + 12] = 0xF0  # a TCP header of 60 bytes in a 24-byte segment
+    return [bytes(truncated_join), bytes(past_header), bytes(long_header)]
+
+
+def test_the_token_aware_balancer_survives_malformed_syns(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    packets = malformed_syns_to_the_vip()
+    sender = ("import socket, sys\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n"
+              f"for p in {packets!r}:\n"
+              "    s.sendto(p, ('10.0.200.1', 0))\n")
+
+    def send_junk(net: Any) -> None:
+        done = net.popen("client", [sys.executable, "-c", sender], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+        _out, err = done.communicate(timeout=20)
+        assert done.returncode == 0, err
+
+    spec, topo = load_spec(SPECS / "token.toml")
+    result = run_lb(replace(spec, connections=2), topo, tmp_path, before_client=send_junk)
+    balancer = result["balancer"]
+    assert balancer["bad_packets"] == len(packets)
+    assert balancer["exit_status"] == 0
+    assert result["counts"]["subflows_per_connection"] == {"2": 2}
+    assert result["counts"]["intact"] == 2
