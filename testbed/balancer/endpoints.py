@@ -8,8 +8,8 @@ kernel-MPTCP connections to the virtual address, one after another.
 Every connection carries the testbed's deterministic payload (testbed.endpoints.payload) for
 seed + index; the server answers with its name, the byte count and the SHA-256 it computed,
 so the client checks each transfer end to end and learns which backend served it. The client
-prints one JSON line per connection: the largest number of subflows MPTCP_INFO showed while it
-was open (joins established plus the initial one), and the verdict.
+prints one JSON line per connection: the largest number of established subflows it had while
+open (the initial one plus joins), their client addresses, and the verdict.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from testbed.endpoints.payload import PayloadSource, StreamDigest, expected_dige
 IPPROTO_MPTCP = 262
 SOL_MPTCP = 284
 MPTCP_TCPINFO = 2
+MPTCP_SUBFLOW_ADDRS = 3
+_SUBFLOW_ADDRS_SIZE = 256  # struct mptcp_subflow_addrs: two sockaddr_storage (local, remote)
 TCP_ESTABLISHED = 1
 MAX_SUBFLOWS = 8
 _SUBFLOW_DATA_SIZE = 16
@@ -45,20 +47,36 @@ REPLY_LIMIT = 256
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def established_subflows(sock: socket.socket) -> int | None:
-    """How many of the connection's subflows are in TCP state ESTABLISHED (MPTCP_TCPINFO: a
-    struct mptcp_subflow_data header, then one struct tcp_info per subflow, whose first byte
-    is the state). Not MPTCP_INFO's mptcpi_subflows, which also counts a join still waiting
-    for its SYN/ACK. None when the connection fell back to TCP (the kernel refuses then)."""
-    header = struct.pack("=IIII", _SUBFLOW_DATA_SIZE, 0, 0, _TCP_INFO_SIZE)
-    buffer = ctypes.create_string_buffer(header + bytes(_TCP_INFO_SIZE * MAX_SUBFLOWS))
+def _subflow_getsockopt(sock: socket.socket, option: int, entry_size: int) -> list[bytes] | None:
+    """One entry per subflow from an MPTCP getsockopt that takes a struct mptcp_subflow_data
+    header (whose sizes the caller fills in, which Python's socket.getsockopt cannot do)."""
+    header = struct.pack("=IIII", _SUBFLOW_DATA_SIZE, 0, 0, entry_size)
+    buffer = ctypes.create_string_buffer(header + bytes(entry_size * MAX_SUBFLOWS))
     length = ctypes.c_uint32(len(buffer))
-    if _LIBC.getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_TCPINFO, buffer, ctypes.byref(length)) != 0:
+    if _LIBC.getsockopt(sock.fileno(), SOL_MPTCP, option, buffer, ctypes.byref(length)) != 0:
         return None
-    _size, count, size_kernel, size_user = struct.unpack_from("=IIII", buffer.raw)
-    stride = size_user or min(size_kernel, _TCP_INFO_SIZE)
-    shown = min(count, MAX_SUBFLOWS)
-    return sum(1 for i in range(shown) if buffer.raw[_SUBFLOW_DATA_SIZE + i * stride] == TCP_ESTABLISHED)
+    raw = buffer.raw
+    _size, count, size_kernel, size_user = struct.unpack_from("=IIII", raw)
+    stride = size_user or min(size_kernel, entry_size)
+    return [raw[_SUBFLOW_DATA_SIZE + i * stride:_SUBFLOW_DATA_SIZE + (i + 1) * stride]
+            for i in range(min(count, MAX_SUBFLOWS))]
+
+
+def established_subflows(sock: socket.socket) -> list[str] | None:
+    """The local address of each subflow in TCP state ESTABLISHED. MPTCP_TCPINFO gives a
+    struct tcp_info per subflow (its first byte is the state) and MPTCP_SUBFLOW_ADDRS the
+    addresses, both in the kernel's subflow order. Not MPTCP_INFO's mptcpi_subflows, which
+    also counts a join still waiting for its SYN/ACK. None when the connection fell back to
+    TCP (the kernel refuses both then)."""
+    infos = _subflow_getsockopt(sock, MPTCP_TCPINFO, _TCP_INFO_SIZE)
+    addresses = _subflow_getsockopt(sock, MPTCP_SUBFLOW_ADDRS, _SUBFLOW_ADDRS_SIZE)
+    if infos is None or addresses is None:
+        return None
+    local = []
+    for info, addrs in zip(infos, addresses, strict=False):
+        if info[0] == TCP_ESTABLISHED and struct.unpack_from("=H", addrs)[0] == socket.AF_INET:
+            local.append(socket.inet_ntoa(addrs[4:8]))
+    return local
 
 
 def serve_connection(conn: socket.socket, name: str, counts: dict[str, int]) -> None:
@@ -103,8 +121,16 @@ def one_connection(address: str, port: int, byte_count: int, seed: int, settle_s
     the payload, read the backend's verdict."""
     started = time.monotonic()
     record: dict[str, object] = {"seed": seed}
-    most = 1
+    most: list[str] = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+
+    def sample() -> list[str]:
+        nonlocal most
+        now = established_subflows(sock) or []
+        if len(now) > len(most):
+            most = now
+        return now
+
     try:
         sock.settimeout(20.0)
         sock.connect((address, port))
@@ -118,11 +144,11 @@ def one_connection(address: str, port: int, byte_count: int, seed: int, settle_s
             offset += len(piece)
             if offset == len(piece):  # after the first piece: give the joins their chance
                 deadline = time.monotonic() + settle_s
-                while time.monotonic() < deadline and most < 1 + wanted_extra:
-                    most = max(most, established_subflows(sock) or 1)
+                while time.monotonic() < deadline and len(most) < 1 + wanted_extra:
+                    sample()
                     time.sleep(0.01)
                 record["mptcp"] = established_subflows(sock) is not None
-            most = max(most, established_subflows(sock) or 1)
+            sample()
         sock.shutdown(socket.SHUT_WR)
         reply = b""
         while len(reply) < REPLY_LIMIT and (data := sock.recv(REPLY_LIMIT)):
@@ -134,7 +160,8 @@ def one_connection(address: str, port: int, byte_count: int, seed: int, settle_s
         record.update(error=f"{type(exc).__name__}: {exc}", intact=False)
     finally:
         sock.close()
-    record["subflows"] = most
+    record["subflows"] = max(1, len(most))
+    record["subflow_sources"] = most  # the client addresses of the subflows, when most were open
     record["duration_s"] = round(time.monotonic() - started, 4)
     return record
 

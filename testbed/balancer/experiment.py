@@ -3,6 +3,7 @@
 A spec names the balancer variant (variants.py), the remedy on the backends and the traffic:
 
     [balancer]   node = "lb", variant = "hash" | "table" | "token", remedy = "none" | "cflag"
+    [client]     endpoint = "subflow" | "fullmesh"   (the flags of its second address's endpoint)
     [traffic]    connections = 20, bytes = 100000, port = 5201, settle_s = 0.3
 
 remedy "cflag" is issue 16's remedy (a): every backend sets the MP_CAPABLE C flag
@@ -41,7 +42,8 @@ from topologies import build_topology
 REMEDIES = ("none", "cflag")
 SCHEMA_VERSION = 1
 READY_TIMEOUT_S = 10.0
-SPEC_KEYS = {"name", "description", "seed", "topology", "balancer", "traffic"}
+SPEC_KEYS = {"name", "description", "seed", "topology", "balancer", "client", "traffic"}
+CLIENT_ENDPOINTS = ("subflow", "fullmesh")
 BALANCER_KEYS = {"node", "variant", "remedy"}
 TRAFFIC_KEYS = {"connections", "bytes", "port", "settle_s"}
 
@@ -55,6 +57,7 @@ class LbSpec:
     node: str
     variant: str
     remedy: str
+    client_endpoint: str
     connections: int
     byte_count: int
     port: int
@@ -97,6 +100,11 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
                         f"so far (give family = \"ipv4\")")
     balancer = _table(data, "balancer", BALANCER_KEYS, where)
     traffic = _table(data, "traffic", TRAFFIC_KEYS, where)
+    client = _table(data, "client", {"endpoint"}, where)
+    client_endpoint = client.get("endpoint", "subflow")
+    if client_endpoint not in CLIENT_ENDPOINTS:
+        raise SpecError(f"{where}: [client] endpoint = {client_endpoint!r} "
+                        f"(known: {', '.join(CLIENT_ENDPOINTS)})")
     variant = check_variant(balancer.get("variant", "hash"), f"{where}: [balancer] variant")
     remedy = balancer.get("remedy", "none")
     if remedy not in REMEDIES:
@@ -109,7 +117,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
     spec = LbSpec(
         name=str(data.get("name", Path(where).stem)), description=str(data.get("description", "")),
         seed=_positive_int(data.get("seed", 1), "seed", where, 0), topology_params=dict(params),
-        node=node, variant=variant, remedy=str(remedy),
+        node=node, variant=variant, remedy=str(remedy), client_endpoint=str(client_endpoint),
         connections=_positive_int(traffic.get("connections", 20), "[traffic] connections", where),
         byte_count=_positive_int(traffic.get("bytes", 100_000), "[traffic] bytes", where),
         port=_positive_int(traffic.get("port", 5201), "[traffic] port", where),
@@ -132,8 +140,11 @@ def load_spec(path: Path) -> tuple[LbSpec, Topology]:
 
 def _configure_mptcp(net: Any, spec: LbSpec, topo: Topology) -> None:
     client_second = topo.links["b"].a_interface
-    kernel_mptcp.configure(net.netns("client"), subflows=2, add_addr_accepted=2, checksum=False,
-                           subflow_endpoints=((client_second.address.split("/")[0], client_second.name),))
+    client_netns = net.netns("client")
+    kernel_mptcp.configure(client_netns, subflows=2, add_addr_accepted=2, checksum=False)
+    flags = ["subflow"] if spec.client_endpoint == "subflow" else ["subflow", "fullmesh"]
+    run_command(["ip", "-n", client_netns, "mptcp", "endpoint", "add", client_second.address.split("/")[0],
+                 "dev", client_second.name, *flags], what="the client's second-address endpoint")
     for backend in topo.backends:  # type: ignore[attr-defined]
         link, iface, _peer = topo.l3_interfaces(backend)[0]
         signal = ((link.address_of(backend), iface.name),) if spec.remedy == "cflag" else ()
@@ -161,6 +172,25 @@ def _start_servers(net: Any, spec: LbSpec, names: list[str], work_dir: Path) -> 
     return servers
 
 
+def _start_capture(net: Any, spec: LbSpec, path: Path) -> subprocess.Popen:
+    """tcpdump on every interface of the balancer, started once it says it is listening.
+    --immediate-mode: without it, packets still in the ring buffer when tcpdump is told to
+    stop are counted "received by filter" but never written (a 50 ms run kept nothing)."""
+    process = net.popen(spec.node, ["tcpdump", "-i", "any", "-n", "-s", "200", "-U", "-Z", "root",
+                                    "--immediate-mode", "-w", str(path), "tcp", "port", str(spec.port)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    line = ""
+    for _ in range(4):  # "data link type LINUX_SLL2", then "listening on any, ..."
+        line = process.stderr.readline().decode(errors="replace")
+        if not line.startswith("tcpdump: data link type"):
+            break
+    if "listening" not in line:
+        _stop(process)
+        raise EnvironmentProblem(f"tcpdump on {spec.node} did not start: {line.strip()}")
+    return process
+
+
 def _stop(process: subprocess.Popen) -> str:
     if process.poll() is None:
         process.terminate()
@@ -185,6 +215,9 @@ def summarize(records: list[dict[str, Any]], per_backend: dict[str, dict[str, in
         "fell_back": sum(1 for r in records if r.get("mptcp") is False),
         "subflows_per_connection": {str(k): subflows[k] for k in sorted(subflows)},
         "connections_with_a_join": sum(n for k, n in subflows.items() if k >= 2),
+        # a join from the same address as the first subflow adds a subflow but not a path
+        "connections_on_both_client_paths": sum(1 for r in records
+                                                if len(set(r.get("subflow_sources") or [])) >= 2),
         "joins_received_by_backends": sum(c.get("MPTcpExtMPJoinSynRx", 0) for c in per_backend.values()),
         "joins_established": sum(c.get("MPTcpExtMPJoinAckRx", 0) for c in per_backend.values()),
         "joins_refused": joins_refused,
@@ -225,10 +258,7 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
                                backends_of(topo, spec.node, names), work_dir)
             servers = _start_servers(net, spec, names, work_dir)
             if capture:
-                servers["tcpdump"] = net.popen(spec.node, [
-                    "tcpdump", "-i", "any", "-n", "-s", "200", "-U", "-w", str(out_dir / "balancer.pcap"),
-                    "tcp", "port", str(spec.port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                time.sleep(1.0)
+                servers["tcpdump"] = _start_capture(net, spec, out_dir / "balancer.pcap")
             if before_client is not None:
                 before_client(net)
             nodes = ["client", *names]
@@ -253,6 +283,8 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
             deltas = {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in nodes}
             server_counts = [json.loads(line) for name, s in servers.items() if name in names
                              for line in _stop(s).splitlines() if line.startswith("{")]
+            if "tcpdump" in servers:
+                _stop(servers["tcpdump"])
             servers = {}
             balancer_stats = balancer.stop()
     finally:
@@ -288,7 +320,8 @@ def format_counts(result: dict[str, Any]) -> str:
         f"{counts['connections']} connections",
         f"  intact transfers: {counts['intact']}/{counts['connections']}  "
         f"fell back to TCP: {counts['fell_back']}  errors: {counts['errors']}",
-        f"  subflows per connection: {subflows}",
+        f"  subflows per connection: {subflows}  (over both client paths: "
+        f"{counts['connections_on_both_client_paths']})",
         f"  joins at the backends: {counts['joins_received_by_backends']} received, "
         f"{counts['joins_established']} established, {counts['joins_refused']} refused (MPJoinNoTokenFound)",
     ]

@@ -70,6 +70,18 @@ def test_remedy_a_c_flag_and_add_addr_gives_every_connection_its_join(tmp_path: 
     assert counts["add_addr_received_by_client"] == CONNECTIONS
     # the C flag kept the client off the VIP: its only joins went to announced addresses
     assert result["counters"]["client"].get("MPTcpExtMPJoinSynTx") == CONNECTIONS
+    # Linux 6.18's path manager joins an announced address from the first subflow's address
+    # when the client's endpoint is a plain `subflow` one: two subflows, one path
+    assert counts["connections_on_both_client_paths"] == 0
+    assert all(set(r["subflow_sources"]) == {"10.0.1.1"} for r in result["connections"])
+
+
+def test_remedy_a_with_a_fullmesh_client_endpoint_uses_both_paths(tmp_path: Path) -> None:
+    result = run("cflag_hash_fullmesh", tmp_path)
+    counts = result["counts"]
+    assert counts["subflows_per_connection"] == {"2": CONNECTIONS}
+    assert counts["connections_on_both_client_paths"] == CONNECTIONS
+    assert counts["joins_refused"] == 0
 
 
 def test_remedy_a_behind_a_dnat_table_announces_nothing(tmp_path: Path) -> None:
@@ -88,6 +100,7 @@ def test_remedy_b_the_token_aware_balancer_routes_every_join_home(tmp_path: Path
     assert counts["joins_refused"] == 0
     assert counts["joins_established"] == CONNECTIONS
     assert balancer["joins_by_token"] == CONNECTIONS
+    assert counts["connections_on_both_client_paths"] == CONNECTIONS
     assert balancer["tokens_learnt"] == CONNECTIONS
     assert balancer["bad_packets"] == 0
     assert balancer["exit_status"] == 0

@@ -53,7 +53,7 @@ def test_a_dual_stack_lb_routes_both_vips_to_the_balancer() -> None:
 def test_a_valid_spec_parses_with_its_defaults() -> None:
     spec, topo = parse_spec(spec_data(), "t.toml")
     assert (spec.variant, spec.remedy, spec.node) == ("hash", "none", "lb")
-    assert (spec.connections, spec.port) == (2, 5201)
+    assert (spec.connections, spec.port, spec.client_endpoint) == (2, 5201, "subflow")
     assert topo.name == "lb"
 
 
@@ -80,6 +80,8 @@ def test_a_balancer_off_the_path_is_refused(node: str, message: str) -> None:
     ({**spec_data(), "traffic": {"conections": 3}}, "unknown key 'conections'"),
     ({**spec_data(), "topology": {"name": "two_path"}}, "runs on topology \"lb\""),
     (spec_data(remedy="maybe"), "remedy = 'maybe'"),
+    ({**spec_data(), "client": {"endpoint": "backup"}}, "endpoint = 'backup'"),
+    ({**spec_data(), "client": {"endpoints": "subflow"}}, "unknown key 'endpoints'"),
     ({**spec_data(), "topology": {"name": "lb", "params": {"backends": 0}}}, "backends=0"),
 ])
 def test_spec_mistakes_are_one_line_errors(data: dict, message: str) -> None:
