@@ -202,14 +202,32 @@ def _stop(process: subprocess.Popen) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
+def connection_class(record: dict[str, Any], joins_tried: bool) -> str:
+    """A connection's outcome in the matrix's vocabulary (testbed.outcome), with the subflow
+    count on `mptcp`: reset (the transfer failed), fallback-syn, subflow-rejected (one subflow
+    while joins were tried in this run: the client does not say which of its joins failed,
+    the backends' counters do), mptcp/N."""
+    if record.get("error") or not record.get("intact"):
+        return "reset"
+    if record.get("mptcp") is False:
+        return "fallback-syn"
+    subflows = int(record.get("subflows", 1))
+    if subflows < 2 and joins_tried:
+        return "subflow-rejected"
+    return f"mptcp/{subflows}"
+
+
 def summarize(records: list[dict[str, Any]], per_backend: dict[str, dict[str, int]],
               client_counters: dict[str, int]) -> dict[str, Any]:
     """The outcome counts of one run, from the client's records and the counter deltas."""
+    joins_tried = client_counters.get("MPTcpExtMPJoinSynTx", 0) > 0
+    classes = Counter(connection_class(r, joins_tried) for r in records)
     subflows = Counter(int(r.get("subflows", 1)) for r in records)
     served = Counter(str(r.get("backend", "-")) for r in records)
     joins_refused = sum(c.get("MPTcpExtMPJoinNoTokenFound", 0) for c in per_backend.values())
     return {
         "connections": len(records),
+        "outcome_classes": dict(sorted(classes.items())),
         "intact": sum(1 for r in records if r.get("intact")),
         "errors": sum(1 for r in records if r.get("error")),
         "fell_back": sum(1 for r in records if r.get("mptcp") is False),
@@ -311,6 +329,23 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
     return result
 
 
+def format_classes(classes: dict[str, int]) -> str:
+    return " · ".join(f"{name} {count}" for name, count in classes.items())
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """One row per run, like a matrix with one pairing (kernel-kernel)."""
+    rows = [("spec", "balancer", "remedy", "outcome classes (kernel-kernel)", "refused", "both paths")]
+    for result in results:
+        spec, counts = result["spec"], result["counts"]
+        rows.append((spec["name"], spec["variant"], spec["remedy"], format_classes(counts["outcome_classes"]),
+                     str(counts["joins_refused"]),
+                     f"{counts['connections_on_both_client_paths']}/{counts['connections']}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
 def format_counts(result: dict[str, Any]) -> str:
     spec, counts = result["spec"], result["counts"]
     subflows = ", ".join(f"{k} subflow{'s' if k != '1' else ''}: {n}"
@@ -318,6 +353,7 @@ def format_counts(result: dict[str, Any]) -> str:
     lines = [
         f"{spec['name']}: balancer {spec['variant']}, remedy {spec['remedy']}, "
         f"{counts['connections']} connections",
+        f"  outcome classes: {format_classes(counts['outcome_classes'])}",
         f"  intact transfers: {counts['intact']}/{counts['connections']}  "
         f"fell back to TCP: {counts['fell_back']}  errors: {counts['errors']}",
         f"  subflows per connection: {subflows}  (over both client paths: "

@@ -52,7 +52,8 @@ def test_bad_balancer_input_builds_nothing(case: str, tmp_path: Path,
     monkeypatch.setattr(state.RunState, "create", classmethod(no_run))
     spec = tmp_path / "bad.toml"
     spec.write_text(SPEC.format(**CASES[case][0]))
-    args = argparse.Namespace(spec=str(spec), out=str(tmp_path / "out"), connections=None, capture=False)
+    args = argparse.Namespace(specs=[str(spec)], out=str(tmp_path / "out"), connections=None,
+                              capture=False)
     with pytest.raises(SpecError):
         command.run(args)
     assert not (tmp_path / "out").exists()

@@ -107,3 +107,26 @@ def test_summarize_counts_subflows_refusals_and_backends() -> None:
                                             "MPJoinAckRx": 0}
     assert counts["per_backend"]["be3"]["connections"] == 0
     assert counts["median_duration_s"] == 0.3
+
+
+def test_connection_classes_use_the_matrix_vocabulary() -> None:
+    from testbed.balancer.experiment import connection_class
+
+    ok = {"intact": True, "mptcp": True}
+    assert connection_class({**ok, "subflows": 2}, joins_tried=True) == "mptcp/2"
+    assert connection_class({**ok, "subflows": 1}, joins_tried=True) == "subflow-rejected"
+    assert connection_class({**ok, "subflows": 1}, joins_tried=False) == "mptcp/1"
+    plain = {"intact": True, "mptcp": False, "subflows": 1}
+    assert connection_class(plain, joins_tried=True) == "fallback-syn"
+    failed = {"intact": False, "error": "OSError: reset", "subflows": 2}
+    assert connection_class(failed, joins_tried=True) == "reset"
+
+
+def test_the_table_has_a_row_per_run_with_its_classes() -> None:
+    from testbed.balancer.experiment import format_table
+
+    counts = summarize([{"backend": "be1", "subflows": 1, "intact": True, "mptcp": True, "duration_s": 0.3,
+                         "subflow_sources": ["10.0.1.1"]}],
+                       {"be1": {"MPTcpExtMPJoinNoTokenFound": 1}}, {"MPTcpExtMPJoinSynTx": 1})
+    table = format_table([{"spec": {"name": "lb_x", "variant": "table", "remedy": "none"}, "counts": counts}])
+    assert table.splitlines()[1].split() == ["lb_x", "table", "none", "subflow-rejected", "1", "1", "0/1"]
