@@ -3,7 +3,8 @@
 A spec names the balancer variant (variants.py), the remedy on the backends and the traffic:
 
     [balancer]   node = "lb", variant = "hash" | "table" | "token", remedy = "none" | "cflag"
-    [client]     endpoint = "subflow" | "fullmesh"   (the flags of its second address's endpoint)
+    [client]     endpoint = "subflow" | "fullmesh"   (the flags of its second address's endpoint),
+                 add_addr_accepted = 2                (its `ip mptcp limits`)
     [traffic]    connections = 20, bytes = 100000, port = 5201, settle_s = 0.3
 
 remedy "cflag" is issue 16's remedy (a): every backend sets the MP_CAPABLE C flag
@@ -58,6 +59,7 @@ class LbSpec:
     variant: str
     remedy: str
     client_endpoint: str
+    client_add_addr_accepted: int
     connections: int
     byte_count: int
     port: int
@@ -100,7 +102,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
                         f"so far (give family = \"ipv4\")")
     balancer = _table(data, "balancer", BALANCER_KEYS, where)
     traffic = _table(data, "traffic", TRAFFIC_KEYS, where)
-    client = _table(data, "client", {"endpoint"}, where)
+    client = _table(data, "client", {"endpoint", "add_addr_accepted"}, where)
     client_endpoint = client.get("endpoint", "subflow")
     if client_endpoint not in CLIENT_ENDPOINTS:
         raise SpecError(f"{where}: [client] endpoint = {client_endpoint!r} "
@@ -118,6 +120,8 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
         name=str(data.get("name", Path(where).stem)), description=str(data.get("description", "")),
         seed=_positive_int(data.get("seed", 1), "seed", where, 0), topology_params=dict(params),
         node=node, variant=variant, remedy=str(remedy), client_endpoint=str(client_endpoint),
+        client_add_addr_accepted=_positive_int(client.get("add_addr_accepted", 2),
+                                               "[client] add_addr_accepted", where, 0),
         connections=_positive_int(traffic.get("connections", 20), "[traffic] connections", where),
         byte_count=_positive_int(traffic.get("bytes", 100_000), "[traffic] bytes", where),
         port=_positive_int(traffic.get("port", 5201), "[traffic] port", where),
@@ -141,7 +145,8 @@ def load_spec(path: Path) -> tuple[LbSpec, Topology]:
 def _configure_mptcp(net: Any, spec: LbSpec, topo: Topology) -> None:
     client_second = topo.links["b"].a_interface
     client_netns = net.netns("client")
-    kernel_mptcp.configure(client_netns, subflows=2, add_addr_accepted=2, checksum=False)
+    kernel_mptcp.configure(client_netns, subflows=2, add_addr_accepted=spec.client_add_addr_accepted,
+                           checksum=False)
     flags = ["subflow"] if spec.client_endpoint == "subflow" else ["subflow", "fullmesh"]
     run_command(["ip", "-n", client_netns, "mptcp", "endpoint", "add", client_second.address.split("/")[0],
                  "dev", client_second.name, *flags], what="the client's second-address endpoint")

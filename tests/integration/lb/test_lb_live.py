@@ -76,6 +76,16 @@ def test_remedy_a_c_flag_and_add_addr_gives_every_connection_its_join(tmp_path: 
     assert all(set(r["subflow_sources"]) == {"10.0.1.1"} for r in result["connections"])
 
 
+def test_remedy_a_with_a_client_accepting_no_add_addr_uses_its_subflow_endpoint(tmp_path: Path) -> None:
+    """Linux's C-flag case: no ADD_ADDR accepted, no endpoint used yet -> the `subflow`
+    endpoint joins the announced address, from the second address."""
+    result = run("cflag_hash_accept0", tmp_path)
+    counts = result["counts"]
+    assert counts["subflows_per_connection"] == {"2": CONNECTIONS}
+    assert counts["connections_on_both_client_paths"] == CONNECTIONS
+    assert all(set(r["subflow_sources"]) == {"10.0.1.1", "10.0.2.1"} for r in result["connections"])
+
+
 def test_remedy_a_with_a_fullmesh_client_endpoint_uses_both_paths(tmp_path: Path) -> None:
     result = run("cflag_hash_fullmesh", tmp_path)
     counts = result["counts"]
