@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from testbed.balancer.experiment import parse_spec, summarize
+from testbed.balancer.experiment import load_spec, parse_spec, summarize
 from testbed.errors import SpecError
 from topologies import build_topology
 from topologies.lb import VIP
@@ -130,3 +132,13 @@ def test_the_table_has_a_row_per_run_with_its_classes() -> None:
                        {"be1": {"MPTcpExtMPJoinNoTokenFound": 1}}, {"MPTcpExtMPJoinSynTx": 1})
     table = format_table([{"spec": {"name": "lb_x", "variant": "table", "remedy": "none"}, "counts": counts}])
     assert table.splitlines()[1].split() == ["lb_x", "table", "none", "subflow-rejected", "1", "1", "0/1"]
+
+
+SPECS = sorted((Path(__file__).resolve().parents[3] / "experiments" / "lb").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_shipped_balancer_spec_loads_with_20_connections(path: Path) -> None:
+    spec, _topo = load_spec(path)
+    assert spec.connections >= 20
+    assert spec.name == f"lb_{path.stem}"
