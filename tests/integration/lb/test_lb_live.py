@@ -19,6 +19,7 @@ from testbed.balancer.experiment import load_spec, run_lb
 
 SPECS = Path(__file__).resolve().parents[3] / "experiments" / "lb"
 CONNECTIONS = 3
+SETTLE_S = 2.0  # a join has this long to establish; the client stops waiting as soon as it has
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def _needs_root_and_tools() -> None:
 
 def run(spec_name: str, tmp_path: Path) -> dict[str, Any]:
     spec, topo = load_spec(SPECS / f"{spec_name}.toml")
-    result = run_lb(replace(spec, connections=CONNECTIONS), topo, tmp_path)
+    result = run_lb(replace(spec, connections=CONNECTIONS, settle_s=SETTLE_S), topo, tmp_path)
     assert (tmp_path / "result.json").exists()
     counts = result["counts"]
     assert counts["connections"] == CONNECTIONS
@@ -54,11 +55,12 @@ def test_no_remedy_behind_the_stateful_round_robin_table_every_join_is_refused(t
 
 def test_no_remedy_behind_the_hash_joins_succeed_only_where_the_hash_happens_to_agree(tmp_path: Path) -> None:
     counts = run("none_hash", tmp_path)["counts"]
-    assert counts["joins_received_by_backends"] == CONNECTIONS  # one join per connection, all to the VIP
-    assert counts["joins_refused"] + counts["joins_established"] == CONNECTIONS
+    # one join per connection, all to the VIP (a retransmitted join SYN counts again)
+    assert counts["joins_received_by_backends"] >= CONNECTIONS
     assert counts["connections_with_a_join"] == counts["joins_established"]
+    assert counts["joins_refused"] >= CONNECTIONS - counts["joins_established"]
     for row in counts["per_backend"].values():
-        assert row["MPJoinNoTokenFound"] + row["MPJoinAckRx"] == row["MPJoinSynRx"]
+        assert row["MPJoinNoTokenFound"] + row["MPJoinAckRx"] <= row["MPJoinSynRx"]
 
 
 def test_remedy_a_c_flag_and_add_addr_gives_every_connection_its_join(tmp_path: Path) -> None:
@@ -109,7 +111,8 @@ def test_remedy_b_the_token_aware_balancer_routes_every_join_home(tmp_path: Path
     assert counts["subflows_per_connection"] == {"2": CONNECTIONS}
     assert counts["joins_refused"] == 0
     assert counts["joins_established"] == CONNECTIONS
-    assert balancer["joins_by_token"] == CONNECTIONS
+    assert balancer["joins_by_token"] >= CONNECTIONS  # (a retransmitted join SYN counts again)
+    assert balancer["joins_unknown_token"] == 0
     assert counts["connections_on_both_client_paths"] == CONNECTIONS
     assert balancer["tokens_learnt"] == CONNECTIONS
     assert balancer["bad_packets"] == 0
@@ -151,7 +154,7 @@ def test_the_token_aware_balancer_survives_malformed_syns(tmp_path: Path) -> Non
         assert done.returncode == 0, err
 
     spec, topo = load_spec(SPECS / "token.toml")
-    result = run_lb(replace(spec, connections=2), topo, tmp_path, before_client=send_junk)
+    result = run_lb(replace(spec, connections=2, settle_s=SETTLE_S), topo, tmp_path, before_client=send_junk)
     balancer = result["balancer"]
     assert balancer["bad_packets"] == len(packets)
     assert balancer["exit_status"] == 0
