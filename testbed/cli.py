@@ -46,6 +46,9 @@ def cmd_topo(args: argparse.Namespace) -> int:
         return 0
     print(f"{described['name']}: {described['description']} (family {described['family']})")
     print(f"parameters: {json.dumps(topology_parameters(args.name))}")
+    if described.get("vip"):  # topology lb: the balancer's virtual address
+        print(f"virtual address: {described['vip']} on {described['balancer']}, "
+              f"backends {', '.join(described['backends'])}")
     print("nodes:")
     for node in described["nodes"]:
         addresses = ", ".join(node["addresses"]) or "-"
@@ -179,6 +182,7 @@ DELEGATED = (
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
     ("soak", "testbed.soak.command", "long run under flaps, NAT timeouts, box toggles: leaks, RSS, verdicts"),
     ("probe", "testbed.probe.command", "MPTCP conformance probes against the kernel or the python stack"),
+    ("lb", "testbed.balancer.command", "layer-4 load balancer before MPTCP backends: join outcome counts"),
     ("lab", "testbed.lab_vagrant", "the Vagrant lab on libvirt: set up, build the box, up, demo, destroy"),
 )
 GROUP_HELP = {
