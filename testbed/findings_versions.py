@@ -117,12 +117,17 @@ def version_spec(finding: Finding, kernel: KernelChoice, root: Path = PROJECT_RO
         topology["params"] = _merge(topology.get("params", {}), tables["topology_params"])
     if "traffic" in tables:
         traffic = raw.setdefault("traffic", {})
+        override = dict(tables["traffic"])
+        if kernel.host:
+            # a guest's longer timeout waits for a booted VM to start its endpoint; on the host
+            # it would only stretch a stall (the finding's own timeout judges it the same way)
+            override.pop("timeout_s", None)
         # bytes and seconds exclude each other: the override's choice replaces the spec's
         for amount in ("bytes", "seconds"):
-            if amount in tables["traffic"]:
+            if amount in override:
                 traffic.pop("bytes", None)
                 traffic.pop("seconds", None)
-        raw["traffic"] = _merge(traffic, tables["traffic"])
+        raw["traffic"] = _merge(traffic, override)
     if "mptcp" in tables:
         raw["mptcp"] = _merge(raw.get("mptcp", {}), tables["mptcp"])
     for endpoint in raw.get("endpoints", []):

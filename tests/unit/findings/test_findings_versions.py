@@ -82,7 +82,9 @@ def test_version_spec_applies_guest_rates_and_puts_kernel_endpoints_on_the_kerne
     assert {e.role: e.kernel for e in spec.endpoints} == {"client": MID.release, "server": MID.release}
     on_host = version_spec(finding, HOST)
     assert {e.kernel for e in on_host.endpoints} == {None}
-    assert on_host.topology_params["rate_mbit"] == 2
+    assert on_host.topology_params["rate_mbit"] == 2 and on_host.traffic.bytes == 2000000
+    # the guest's longer timeout (for a VM to start its endpoint) stays off the host's run
+    assert on_host.traffic.timeout_s != 15
 
 
 def test_guest_table_validation_is_one_line(tmp_path: Path) -> None:
