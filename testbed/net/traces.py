@@ -8,8 +8,8 @@ Two formats:
   Opportunities are counted in bins of `bin_ms` (100 ms by default) and each bin becomes a
   rate: count x 1500 x 8 / bin. 100 ms because it is the testbed's coarsest sample bin (so
   the measured goodput can be compared bin by bin), it keeps the quantisation error at 2
-  Mbit/s near 6 % (16 packets a bin) and it is ten live changes a second per link, which the
-  shaper applies in about a millisecond each; finer bins would follow noise, not the channel.
+  Mbit/s near 6 % (16 packets a bin) and it is at most ten live changes a second per link
+  (a few netlink calls each); finer bins would follow noise, not the channel.
 - **CSV**: `time_s,rate_mbit,delay_ms,loss_pct`, one row per change (a header row with those
   names and `#` comments are allowed); an empty field leaves that parameter unchanged. A row
   holds until the next one; the last holds to the end (no repetition).
@@ -17,14 +17,22 @@ Two formats:
 A rate of 0 is an outage, played one of two ways (`outage`): "down" takes the link down at
 both ends (the path is absent, as a wifi network out of range: packets are lost, routes
 go, subflows time out) and brings it back up with the next non-zero rate; "hold" sets a
-tiny rate (HOLD_RATE_MBIT) so packets wait in the queue as they do at a base station with
-no delivery opportunity. Mahimahi traces default to "hold" (a bin without opportunities is a
+tiny rate (HOLD_RATE_MBIT) and a queue of HOLD_QUEUE_PKTS so packets wait, as they do at a
+base station with no delivery opportunity, and leave in a burst when the rate returns (the
+queue then goes back to its default, one bandwidth-delay product: a link's own queue_pkts is
+not restored). A queue sized for the tiny rate would drop them, and the sender's
+retransmission timeout would back off for seconds after the gap. Not lower than 0.1 Mbit/s:
+HTB carries a class's token debt across a rate change, and one packet sent at 0.01 Mbit/s is
+1.2 s of debt (measured: a TCP transfer resumed 3.7 s after a 1 s hold ended, against at
+once at 0.1 Mbit/s). Mahimahi traces default to "hold" (a bin without opportunities is a
 wait, not a loss), CSV traces to "down".
 
-The played trace is a list of ordinary timeline events (`trace_events`): the runner applies
-them through the same live-change path as a spec's `[[timeline]]` entries
-(Network.change_link / set_link_up), so the HTB/TBF rate, the userspace delay stage, the nft
-loss rule and netem (where the kernel has it) all follow it.
+The played trace is a list of ordinary timeline events (`play`, expanded by
+testbed.spec.trace_timeline): the runner applies them through the same live-change path as a
+spec's `[[timeline]]` entries (Network.change_link / set_link_up), so the HTB/TBF rate, the
+userspace delay stage, the nft loss rule and netem (where the kernel has it) all follow it.
+A trace shapes both directions of its link alike (Mahimahi keeps an uplink and a downlink
+trace; here a link follows one).
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from testbed.errors import SpecError
 
 MTU_BYTES = 1500
 DEFAULT_BIN_MS = 100
-HOLD_RATE_MBIT = 0.01  # "hold" outage: about one 1500-byte packet every 1.2 s
+HOLD_RATE_MBIT = 0.1  # "hold" outage: about eight 1500-byte packets a second
+HOLD_QUEUE_PKTS = 1000  # packets a "hold" keeps waiting (a BDP queue at HOLD_RATE_MBIT is ~1)
 FORMATS = ("mahimahi", "csv")
 OUTAGES = ("down", "hold")
 CSV_COLUMNS = ("time_s", "rate_mbit", "delay_ms", "loss_pct")
@@ -206,8 +215,9 @@ def play(trace: LinkTrace, *, until_s: float, start_s: float = 0.0, time_scale: 
     if outage not in OUTAGES:
         raise SpecError(f"{trace.source}: outage {outage!r} is not one of {', '.join(OUTAGES)}")
     changes: list[TraceChange] = []
-    state: dict[str, float] = {}
+    state: dict[str, float | None] = {}
     up = True
+    holding = False
     offset = 0.0
     while True:
         for point in trace.points:
@@ -220,6 +230,11 @@ def play(trace: LinkTrace, *, until_s: float, start_s: float = 0.0, time_scale: 
             going_down = wanted.get("rate_mbit") == 0 and outage == "down"
             if wanted.get("rate_mbit") == 0 and outage == "hold":
                 wanted["rate_mbit"] = HOLD_RATE_MBIT
+                wanted["queue_pkts"] = HOLD_QUEUE_PKTS
+                holding = True
+            elif holding and wanted.get("rate_mbit"):
+                wanted["queue_pkts"] = None
+                holding = False
             if going_down:
                 del wanted["rate_mbit"]
             new = {k: v for k, v in wanted.items() if state.get(k) != v}

@@ -11,6 +11,7 @@ import pytest
 
 from testbed.errors import SpecError
 from testbed.net.traces import (
+    HOLD_QUEUE_PKTS,
     HOLD_RATE_MBIT,
     parse_csv,
     parse_mahimahi,
@@ -101,8 +102,9 @@ def test_play_keeps_only_changes_and_takes_the_link_down_for_rate_zero() -> None
 def test_play_hold_outage_keeps_a_tiny_rate_and_repeats_a_mahimahi_trace() -> None:
     trace = parse_mahimahi(mahimahi([10, 0, 9]), "t.up")  # + the period's line: 10 in the last bin
     changes = [(c.at_s, c.set, c.up) for c in play(trace, until_s=0.5)]
-    assert changes == [(0.0, {"rate_mbit": 1.2}, None), (0.1, {"rate_mbit": HOLD_RATE_MBIT}, None),
-                       (0.2, {"rate_mbit": 1.2}, None), (0.4, {"rate_mbit": HOLD_RATE_MBIT}, None)]
+    hold = {"rate_mbit": HOLD_RATE_MBIT, "queue_pkts": HOLD_QUEUE_PKTS}
+    assert changes == [(0.0, {"rate_mbit": 1.2}, None), (0.1, hold, None),
+                       (0.2, {"rate_mbit": 1.2, "queue_pkts": None}, None), (0.4, hold, None)]
     down = play(trace, until_s=0.25, outage="down")
     assert [(c.at_s, c.up) for c in down] == [(0.0, None), (0.1, False), (0.2, True)]
 
