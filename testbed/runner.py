@@ -690,8 +690,11 @@ def apply_timeline_event(net: Network, event: TimelineEvent, now: float,
     if event.up is not None:
         net.set_link_up(event.link, event.up)
         entry["up"] = event.up
-    progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
-             f"{'' if event.up is None else (' up' if event.up else ' down')}")
+    if event.trace:
+        entry["trace"] = event.trace
+    if not event.trace or event.up is not None:  # a trace's many rate changes are not news
+        progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
+                 f"{'' if event.up is None else (' up' if event.up else ' down')}")
     return entry
 
 

@@ -144,6 +144,7 @@ class TimelineEvent:
     up: bool | None = None
     middlebox: str = ""
     active: bool | None = None
+    trace: str = ""  # the trace file this change plays ([[traces]]), "" for a [[timeline]] entry
 
     @property
     def middlebox_slot(self) -> tuple[str, int]:
@@ -410,7 +411,8 @@ def trace_timeline(traces: tuple[TraceSpec, ...], traffic: TrafficSpec,
                            time_scale=trace.time_scale, outage=trace.outage or None):
             if change.set:
                 LinkParams().updated(change.set, where=f"{path} at {change.at_s:g} s")
-            events.append(TimelineEvent(change.at_s, trace.link, dict(change.set), change.up))
+            events.append(TimelineEvent(change.at_s, trace.link, dict(change.set), change.up,
+                                        trace=trace.file))
     return events
 
 

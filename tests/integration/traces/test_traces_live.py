@@ -70,6 +70,7 @@ def test_rate_follows_a_csv_trace(tmp_path: Path) -> None:
     result, rows = run_trace(tmp_path, trace, 6)
     applied = [(e["planned_at_s"], e.get("params", {}).get("rate_mbit")) for e in result["timeline"]]
     assert applied == [(0.0, 20.0), (2.0, 5.0), (4.0, 12.0)]
+    assert {e["trace"] for e in result["timeline"]} == {str(trace)}
     for entry in result["timeline"]:
         assert abs(entry["at_s"] - entry["planned_at_s"]) < 0.1
     # half a second after each change for the queue to drain or fill

@@ -142,6 +142,7 @@ def test_spec_traces_become_timeline_events(tmp_path: Path) -> None:
     wifi = [(e.at_s, e.set, e.up) for e in spec.timeline]
     assert wifi == [(0.0, {"rate_mbit": 30.0}, None), (10.0, {}, False), (16.0, {"rate_mbit": 25.0}, True)]
     assert spec.traces[0].time_scale == 2
+    assert {e.trace for e in spec.timeline} == {"w.csv"}
 
 
 @pytest.mark.parametrize("traces, message", [
