@@ -56,25 +56,43 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return result, rows
 
 
-def checks_of(stack: str, result: dict[str, Any]) -> list[tuple[str, str, bool]]:
+def link_back_after(rows: list[dict[str, Any]], address: str, start_s: float, end_s: float) -> float | None:
+    """Seconds from start_s to the first time-series bin with bytes on the subflow of `address`."""
+    for row in sorted(rows, key=lambda r: float(r["t_s"])):
+        t = float(row["t_s"])
+        ends = {str(row["local"]).rsplit(":", 1)[0], str(row["remote"]).rsplit(":", 1)[0]}
+        if start_s <= t < end_s and address in ends and int(row["bytes"]) > 0:
+            return t - start_s
+    return None
+
+
+def checks_of(stack: str, result: dict[str, Any],
+              rows: list[dict[str, Any]] | None = None) -> list[tuple[str, str, bool]]:
     """(what, measured, passed) rows of the PASS/FAIL table for one stack's run."""
-    rows = []
+    table = []
     connections = result["connections"]
-    rows.append(("one connection", str(len(connections)), len(connections) == 1))
+    table.append(("one connection", str(len(connections)), len(connections) == 1))
     conn = connections[0]
-    rows.append(("outcome", conn["outcome"], conn["outcome"] == "mptcp"))
-    rows.append(("integrity", conn["integrity"], conn["integrity"] == "ok"))
+    table.append(("outcome", conn["outcome"], conn["outcome"] == "mptcp"))
+    table.append(("integrity", conn["integrity"], conn["integrity"] == "ok"))
     expect = result["spec"]["expect"].get("trace_share", {})
+    link_address = next((address for address, name in client_addresses(result).items()
+                         if name == expect.get("link")), None)
     for window in result["expectations"].get("trace_share", []):
         up = window["up"]
         limit = expect.get("inside_min", 0.5) if up else expect.get("outside_max", 0.05)
         passed = window["total_bytes"] > 0 and (window["share"] >= limit if up else window["share"] <= limit)
         what = (f"wifi {'up (station)' if up else 'down (between)'} "
                 f"{window['start_s']:g}-{window['end_s']:g} s, share {'>=' if up else '<='} {limit:.0%}")
-        rows.append((what, f"{window['share']:.0%} of {window['total_bytes'] / 1e6:.1f} MB", passed))
-    rows.append(("spec expectations", "; ".join(result["expectations"]["failures"]) or "all met",
-                 result["expectations"]["passed"]))
-    return rows
+        measured = f"{window['share']:.0%} of {window['total_bytes'] / 1e6:.1f} MB"
+        back = None if not up or rows is None or link_address is None else \
+            link_back_after(rows, link_address, window["start_s"], window["end_s"])
+        if back is not None:
+            measured += f", first {expect.get('link')} bytes after {back:.1f} s"
+        table.append((what, measured, passed))
+    table.append(("spec expectations", "; ".join(result["expectations"]["failures"]) or "all met",
+                  result["expectations"]["passed"]))
+    return table
 
 
 def format_table(tables: dict[str, list[tuple[str, str, bool]]]) -> str:
@@ -155,7 +173,7 @@ def write_plot(png: Path, runs: dict[str, tuple[dict[str, Any], list[dict[str, A
             axes.set_xlabel("time since the transfer started (s)")
             axes.set_ylabel("goodput (Mbit/s, 1 s mean)")
             axes.set_xlim(0, end_s)
-            axes.legend(loc="upper right", fontsize=8)
+            axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8)
             axes.grid(alpha=0.3)
         figure.tight_layout()
         try:
@@ -180,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if not (args.out / stack / RESULT_FILE).exists():
             raise SpecError(f"{args.out / stack}: no {RESULT_FILE}; run without --replot first")
         runs[stack] = read_run(args.out / stack)
-    tables = {stack: checks_of(stack, result) for stack, (result, _rows) in runs.items()}
+    tables = {stack: checks_of(stack, result, rows) for stack, (result, rows) in runs.items()}
     table = format_table(tables)
     try:
         (args.out / TABLE_FILE).write_text(table)
