@@ -51,6 +51,7 @@ HOLD_QUEUE_PKTS = 1000  # packets a "hold" keeps waiting (a BDP queue at HOLD_RA
 FORMATS = ("mahimahi", "csv")
 OUTAGES = ("down", "hold")
 CSV_COLUMNS = ("time_s", "rate_mbit", "delay_ms", "loss_pct")
+MAX_TRACE_BYTES = 64 << 20  # about 20 min of a 100 Mbit/s Mahimahi trace (3 MB a minute)
 MAX_EVENTS = 100_000  # a trace played longer than this many changes is a mistake
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,6 +104,10 @@ def read_trace(path: str | Path, *, format: str = "auto", bin_ms: int = DEFAULT_
     """Read and check a trace file; a bad one is a one-line SpecError naming file and line."""
     path = Path(path)
     kind = trace_format(path, format)
+    if path.exists() and not path.is_file():
+        raise SpecError(f"{path}: not a regular file (a trace is a text file: Mahimahi or CSV)")
+    if path.is_file() and path.stat().st_size > MAX_TRACE_BYTES:
+        raise SpecError(f"{path}: {path.stat().st_size} bytes, more than a trace's {MAX_TRACE_BYTES}")
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -90,6 +90,10 @@ def test_read_trace_errors_are_one_line(tmp_path: Path) -> None:
         read_trace(binary)
     with pytest.raises(SpecError, match="unknown trace format"):
         read_trace(binary, format="pcap")
+    with pytest.raises(SpecError, match="not a regular file"):
+        read_trace(Path("/dev/zero"))
+    with pytest.raises(SpecError, match="not a regular file"):
+        read_trace(tmp_path)
 
 
 def test_play_keeps_only_changes_and_takes_the_link_down_for_rate_zero() -> None:
