@@ -89,6 +89,21 @@ def congestion_control(netns: str, wanted: str | None) -> str:
                        what=f"reading congestion control in {netns}").stdout.strip()
 
 
+def set_rto_max(netns: str, rto_max_ms: int) -> None:
+    """Cap TCP's retransmission timeout (net.ipv4.tcp_rto_max_ms, per namespace since Linux
+    6.15): a subflow whose path was absent for a minute backs off to a minute between probes
+    by default, and so stays unused long after the path is back."""
+    run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_rto_max_ms={rto_max_ms}"], netns=netns,
+                what=f"TCP maximum RTO in {netns} (needs Linux >= 6.15)")
+
+
+def set_tcp_retries2(netns: str, retries: int) -> None:
+    """How many retransmission timeouts a TCP socket (an MPTCP subflow) survives; with a capped
+    RTO the default 15 lasts seconds, so a path absent for a minute loses its subflow."""
+    run_command(["sysctl", "-q", "-w", f"net.ipv4.tcp_retries2={retries}"], netns=netns,
+                what=f"TCP retransmission limit in {netns}")
+
+
 def set_buffer_max(netns: str, max_bytes: int) -> None:
     """Let TCP autotuning grow socket buffers up to `max_bytes` (per namespace since Linux
     4.15): the receive window, and so goodput on a long fat path, is bounded by tcp_rmem's

@@ -428,6 +428,10 @@ def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
             kernel_mptcp.set_receive_buffer_max(ns, spec.traffic.receiver_buffer_max_bytes)
         if not receiving and spec.traffic.sender_buffer_bytes is not None and endpoint.stack == "kernel":
             kernel_mptcp.set_send_buffer(ns, spec.traffic.sender_buffer_bytes)
+        if spec.traffic.kernel_rto_max_ms is not None and endpoint.stack != "python":
+            kernel_mptcp.set_rto_max(ns, spec.traffic.kernel_rto_max_ms)
+        if spec.traffic.kernel_tcp_retries2 is not None and endpoint.stack != "python":
+            kernel_mptcp.set_tcp_retries2(ns, spec.traffic.kernel_tcp_retries2)
         if endpoint.stack == "tcp":
             kernel_mptcp.disable(ns)
         else:
@@ -606,6 +610,8 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
                     "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
     )
     expectations = check_expectations(spec.expect, connection.to_json())
+    if "trace_share" in spec.expect:
+        expectations = _with_trace_share(plan, series, connection.duration_s, expectations)
     if transfer.interrupted:
         expectations = {"passed": False, "failures": ["run interrupted (Ctrl-C or SIGTERM)"]}
     outputs = {"client": client_out, "server": server_out}
@@ -633,6 +639,21 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
         teardown_problems=teardown_problems,
         interrupted=transfer.interrupted,
     )
+
+
+def _with_trace_share(plan: RunPlan, series: list[dict[str, Any]], duration_s: float,
+                      expectations: dict[str, Any]) -> dict[str, Any]:
+    """[expect].trace_share: a link's share of the bytes per up/down window (testbed.trace_share)."""
+    from testbed.trace_share import trace_share_result
+
+    expect = plan.spec.expect["trace_share"]
+    link = plan.topo.links[expect["link"]]
+    addresses = {link.address_of(link.a), link.address_of(link.b)}
+    end_s = plan.spec.traffic.seconds or duration_s
+    share = trace_share_result(expect, plan.spec.timeline, addresses, series, end_s, BIN_S)
+    failures = expectations["failures"] + share["failures"]
+    return {**expectations, "passed": not failures, "failures": failures,
+            "trace_share": share["windows"]}
 
 
 def _vm_fields(summary: dict[str, Any] | None) -> dict[str, Any]:
@@ -680,8 +701,11 @@ def apply_timeline_event(net: Network, event: TimelineEvent, now: float,
     if event.up is not None:
         net.set_link_up(event.link, event.up)
         entry["up"] = event.up
-    progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
-             f"{'' if event.up is None else (' up' if event.up else ' down')}")
+    if event.trace:
+        entry["trace"] = event.trace
+    if not event.trace or event.up is not None:  # a trace's many rate changes are not news
+        progress(f"t={now:5.2f}s link {event.link}: {event.set or ''}"
+                 f"{'' if event.up is None else (' up' if event.up else ' down')}")
     return entry
 
 

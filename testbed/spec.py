@@ -112,6 +112,25 @@ class TrafficSpec:
     # while another path's hole keeps it unacknowledged at the data level), a python sender's
     # send_buffer
     sender_buffer_bytes: int | None = None
+    # kernel endpoints' TCP retransmission timeout cap (net.ipv4.tcp_rto_max_ms, Linux >= 6.15);
+    # None = the kernel's 120 s. A path absent for a minute otherwise stays unused after it returns
+    kernel_rto_max_ms: int | None = None
+    # kernel endpoints' net.ipv4.tcp_retries2 (default 15): with a capped RTO, 15 retries last
+    # seconds, not the default quarter of an hour, and an absent path's subflow is closed
+    kernel_tcp_retries2: int | None = None
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """A link following a trace file (testbed.net.traces), expanded into timeline events."""
+
+    link: str
+    file: str
+    format: str = "auto"
+    bin_ms: int = 100
+    start_s: float = 0.0
+    time_scale: float = 1.0
+    outage: str = ""  # "down" | "hold"; "" = the format's default
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class TimelineEvent:
     up: bool | None = None
     middlebox: str = ""
     active: bool | None = None
+    trace: str = ""  # the trace file this change plays ([[traces]]), "" for a [[timeline]] entry
 
     @property
     def middlebox_slot(self) -> tuple[str, int]:
@@ -160,6 +180,7 @@ class ExperimentSpec:
     capture: bool
     expect: dict[str, Any]
     source: str = ""
+    traces: tuple[TraceSpec, ...] = ()
 
     @property
     def client(self) -> EndpointSpec:
@@ -211,7 +232,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     top = _table(raw, source, {
         "name": str, "description": str, "seed": int, "topology": dict, "middleboxes": list,
         "endpoints": list, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
-        "expect": dict, "stacks": dict,
+        "expect": dict, "stacks": dict, "traces": list,
     }, required=("topology", "endpoints", "traffic"))
     stacks = parse_command_stacks(top.get("stacks", {}), f"{source}: [stacks]")
 
@@ -251,6 +272,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         "bytes": int, "seconds": float, "direction": str, "port": int, "sample_ms": float,
         "timeout_s": float, "congestion_control": str, "kernel_buffer_max_bytes": int,
         "receiver_buffer_max_bytes": int, "sender_buffer_bytes": int,
+        "kernel_rto_max_ms": int, "kernel_tcp_retries2": int,
     })
     if tr.get("congestion_control", "cubic") not in KERNEL_CONGESTION_CONTROLS:
         raise SpecError(f"{source}: [traffic].congestion_control {tr['congestion_control']!r} is not one of "
@@ -274,6 +296,10 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         raise SpecError(f"{source}: [traffic].receiver_buffer_max_bytes must be 16384..1073741824")
     if not 16384 <= tr.get("sender_buffer_bytes", 16384) <= 1 << 30:
         raise SpecError(f"{source}: [traffic].sender_buffer_bytes must be 16384..1073741824")
+    if not 200 <= tr.get("kernel_rto_max_ms", 1000) <= 120_000:
+        raise SpecError(f"{source}: [traffic].kernel_rto_max_ms must be 200..120000 (the kernel's range)")
+    if not 1 <= tr.get("kernel_tcp_retries2", 15) <= 255:
+        raise SpecError(f"{source}: [traffic].kernel_tcp_retries2 must be 1..255")
     seconds = finite_number(tr["seconds"], f"{source}: [traffic].seconds") \
         if "seconds" in tr else None
     traffic = TrafficSpec(
@@ -285,6 +311,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
         receiver_buffer_max_bytes=tr.get("receiver_buffer_max_bytes"),
         sender_buffer_bytes=tr.get("sender_buffer_bytes"),
+        kernel_rto_max_ms=tr.get("kernel_rto_max_ms"),
+        kernel_tcp_retries2=tr.get("kernel_tcp_retries2"),
     )
     receiver = "server" if traffic.direction == "upload" else "client"
     for knob, role, config in (("receiver_buffer_max_bytes", receiver, "recv_buffer"),
@@ -337,13 +365,19 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         LinkParams().updated(ev.get("set", {}), where=f"{where}.set")  # validates keys and values
         timeline.append(TimelineEvent(float(ev["at_s"]), ev["link"], dict(ev.get("set", {})),
                                       ev.get("up")))
+    traces = parse_traces(top.get("traces", []), source)
+    timeline.extend(trace_timeline(traces, traffic, source))
     timeline.sort(key=lambda e: e.at_s)
 
     capture = _table(top.get("capture", {}), f"{source}: [capture]", {"pcap": bool})
     expect = _table(top.get("expect", {}), f"{source}: [expect]", {
         "outcome": (str, list), "integrity": str, "min_goodput_mbps": float, "max_goodput_mbps": float,
-        "subflows": int,
+        "subflows": int, "trace_share": dict,
     })
+    if "trace_share" in expect:
+        from testbed.trace_share import validate_share_expectation
+
+        validate_share_expectation(expect["trace_share"], f"{source}: [expect].trace_share")
     # one outcome, or a list of outcomes any of which passes (a run measured to vary between them)
     outcomes = expect.get("outcome", [])
     for outcome in outcomes if isinstance(outcomes, list) else [outcomes]:
@@ -364,7 +398,56 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         topology_params=dict(topo_raw.get("params", {})), middleboxes=tuple(middleboxes),
         endpoints=tuple(endpoints), traffic=traffic, mptcp=mptcp, timeline=tuple(timeline),
         capture=capture.get("pcap", False), expect=dict(expect), source=source,
+        traces=traces,
     )
+
+
+def parse_traces(raw: list[Any], source: str) -> tuple[TraceSpec, ...]:
+    """`[[traces]]` tables: link, file, and optionally format, bin_ms, start_s, time_scale,
+    outage; the file is read here, so a bad trace stops the run before anything is built."""
+    from testbed.net.traces import FORMATS, OUTAGES
+
+    traces = []
+    for i, item in enumerate(raw):
+        where = f"{source}: traces[{i}]"
+        tr = _table(item, where, {"link": str, "file": str, "format": str, "bin_ms": int,
+                                  "start_s": float, "time_scale": float, "outage": str},
+                    required=("link", "file"))
+        if tr.get("format", "auto") not in ("auto", *FORMATS):
+            raise SpecError(f"{where}.format: {tr['format']!r} is not one of auto, {', '.join(FORMATS)}")
+        if tr.get("outage", "down") not in OUTAGES:
+            raise SpecError(f"{where}.outage: {tr['outage']!r} is not one of {', '.join(OUTAGES)}")
+        if not 1 <= tr.get("bin_ms", 100) <= 10_000:
+            raise SpecError(f"{where}.bin_ms must be 1..10000")
+        start_s = finite_number(tr.get("start_s", 0.0), f"{where}.start_s")
+        time_scale = finite_number(tr.get("time_scale", 1.0), f"{where}.time_scale")
+        if start_s < 0 or not 0.001 <= time_scale <= 1000:
+            raise SpecError(f"{where}: start_s must be >= 0 and time_scale 0.001..1000")
+        if any(t.link == tr["link"] for t in traces):
+            raise SpecError(f"{where}: link {tr['link']!r} already follows a trace; one per link")
+        traces.append(TraceSpec(tr["link"], tr["file"], tr.get("format", "auto"),
+                                tr.get("bin_ms", 100), start_s, time_scale, tr.get("outage", "")))
+    return tuple(traces)
+
+
+def trace_timeline(traces: tuple[TraceSpec, ...], traffic: TrafficSpec,
+                   source: str) -> list[TimelineEvent]:
+    """Each trace played as timeline events until the transfer's end (its seconds, or its
+    timeout for a transfer of a number of bytes): the runner applies them like any other."""
+    from testbed.net.traces import play, read_trace, resolve_trace_path
+
+    until_s = traffic.seconds if traffic.seconds is not None else traffic.timeout_s
+    events = []
+    for trace in traces:
+        path = resolve_trace_path(trace.file, source)
+        parsed = read_trace(path, format=trace.format, bin_ms=trace.bin_ms)
+        for change in play(parsed, until_s=until_s, start_s=trace.start_s,
+                           time_scale=trace.time_scale, outage=trace.outage or None):
+            if change.set:
+                LinkParams().updated(change.set, where=f"{path} at {change.at_s:g} s")
+            events.append(TimelineEvent(change.at_s, trace.link, dict(change.set), change.up,
+                                        trace=trace.file))
+    return events
 
 
 def _middlebox_event(ev: dict[str, Any], middleboxes: list[MiddleboxPlacement],
@@ -510,6 +593,10 @@ def check_against_topology(spec: ExperimentSpec, topo: Topology) -> None:
         if ev.link not in topo.links:
             raise SpecError(f"{spec.source}: timeline link {ev.link!r} is not in {topo.name} "
                             f"(links: {', '.join(topo.links)})")
+    share_link = spec.expect.get("trace_share", {}).get("link")
+    if share_link is not None and share_link not in topo.links:
+        raise SpecError(f"{spec.source}: [expect].trace_share.link {share_link!r} is not in "
+                        f"{topo.name} (links: {', '.join(topo.links)})")
     server_addresses = topo.host_addresses(spec.server.host)
     for address in spec.mptcp.server_signal:
         if (version := ip_version(address)) not in topo.versions:

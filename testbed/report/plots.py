@@ -56,6 +56,8 @@ def timeline_events(result: dict[str, Any]) -> list[dict[str, Any]]:
     for applied in result.get("timeline") or []:
         if "at_s" not in applied:
             continue
+        if applied.get("trace") and applied.get("up") is None:
+            continue  # a trace's rate changes, ten a second: only its outages are marked
         planned_at = float(applied.get("planned_at_s", -2))
         match = next((p for p in planned if p.get("link") == applied.get("link")
                       and abs(float(p.get("at_s", -1)) - planned_at) < 1e-9), None)
