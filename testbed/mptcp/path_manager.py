@@ -6,7 +6,8 @@ A path manager only decides; it acts through the connection's public methods
 module does not import the connection. Chosen by name from `PATH_MANAGERS`.
 
 - fullmesh: the client opens a subflow from each local address to each known remote address
-  (the initial one and every announced one); the server announces its other addresses so a
+  (the initial one, unless the server set the MP_CAPABLE C flag, and every announced one);
+  the server announces its other addresses so a
   client can mesh to them (Linux: client `subflow fullmesh` + server `signal` endpoints).
 - ndiffports: the client opens N subflows in total between the initial address pair, each
   from a different source port.
@@ -37,6 +38,9 @@ class ManagedConnection(Protocol):
 
     @property
     def remote_addresses(self) -> dict[int, tuple[str, int | None]]: ...
+
+    @property
+    def remote_denies_initial_join(self) -> bool: ...
 
     def can_open_subflow(self) -> bool: ...
 
@@ -93,9 +97,12 @@ class FullmeshPathManager(PathManager):
     def _mesh(self, connection: ManagedConnection, now: float) -> None:
         existing = {(c.tcp.local_address, c.tcp.remote_address)
                     for c in connection.live_subflows if not c.tcp.is_closed}
-        remotes = [(connection.remote_address, connection.remote_port)]
+        initial = (connection.remote_address, connection.remote_port)
+        remotes = [initial]
         remotes += [(address, port or connection.remote_port)
                     for address, port in connection.remote_addresses.values()]
+        if connection.remote_denies_initial_join:  # the peer's C flag (RFC 8684 3.1)
+            remotes = [remote for remote in remotes if remote != initial]
         for local in connection.local_addresses:
             for remote, port in remotes:
                 if (local, remote) in existing:
@@ -111,8 +118,8 @@ class NdiffportsPathManager(PathManager):
     name = "ndiffports"
 
     def on_established(self, connection: ManagedConnection, now: float) -> None:
-        if not connection.is_client:
-            return
+        if not connection.is_client or connection.remote_denies_initial_join:
+            return  # every ndiffports subflow goes to the initial address/port
         while (len([c for c in connection.live_subflows if not c.tcp.is_closed])
                < connection.config.ndiffports and connection.can_open_subflow()):
             connection.open_subflow(connection.local_address, connection.remote_address,
