@@ -1,0 +1,248 @@
+"""The python stack's MP_CAPABLE C flag and ADD_ADDR retransmission against Linux on two_path
+(issue 16 point 3), the server owning a second address 10.0.100.3 as in test_interop.
+
+C flag (RFC 8684 3.1; Linux `net.mptcp.allow_join_initial_addr_port=0`): the server's
+SYN/ACK carries C, the client sends no MP_JOIN SYN to the server's initial address/port, joins
+the address the server announces and moves data there. Both pairings, the capture read by
+tshark.
+
+ADD_ADDR retransmission: a rule on the core router rs drops the first ADD_ADDR towards the
+client; the announcer (add_addr_timeout 1 s) sends it again, the client echoes and joins it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from testbed.wire.tshark import dissect_fields
+from tests.integration.python_stack.harness import (
+    CLIENT_A,
+    CLIENT_B,
+    PORT,
+    SERVER,
+    SERVER_2,
+    Bed,
+    Endpoint,
+    Run,
+    describe,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+KERNEL = Endpoint("kernel")
+SUBTYPE_MP_CAPABLE, SUBTYPE_MP_JOIN, SUBTYPE_ADD_ADDR = 0, 1, 3
+PACKET_FIELDS = ["frame.time_relative", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport",
+                 "tcp.flags.syn", "tcp.flags.ack", "tcp.options.mptcp.subtype",
+                 "tcp.options.mptcp.nomoresubflows.flag", "tcp.options.mptcp.echo",
+                 "tcp.options.mptcp.ipv4"]
+DROP_TABLE = "cflag_drop_once"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One captured packet, as tshark read it."""
+
+    time_s: float
+    src: str
+    dst: str
+    dport: int
+    syn: bool
+    ack: bool
+    subtypes: tuple[int, ...]
+    c_flag: bool
+    echo: bool
+    advertised: tuple[str, ...]
+
+
+def _flag(values: list[str]) -> bool:
+    return any(value in ("1", "True") for value in values)
+
+
+def read_capture(pcap: Path) -> list[Seen]:
+    seen = []
+    for packet in dissect_fields(pcap, PACKET_FIELDS):
+        subtypes = tuple(int(v, 0) for v in packet.get("tcp.options.mptcp.subtype", []))
+        seen.append(Seen(float(packet["frame.time_relative"][0]), packet["ip.src"][0],
+                         packet["ip.dst"][0], int(packet["tcp.dstport"][0]),
+                         _flag(packet["tcp.flags.syn"]), _flag(packet["tcp.flags.ack"]), subtypes,
+                         _flag(packet.get("tcp.options.mptcp.nomoresubflows.flag", [])),
+                         _flag(packet.get("tcp.options.mptcp.echo", [])),
+                         tuple(packet.get("tcp.options.mptcp.ipv4", []))))
+    return seen
+
+
+def last_capture(bed: Bed) -> list[Seen]:
+    return read_capture(bed.workdir / f"run{bed.runs}.pcap")
+
+
+def join_syns(seen: list[Seen]) -> list[tuple[str, str, int]]:
+    return [(p.src, p.dst, p.dport) for p in seen
+            if p.syn and not p.ack and SUBTYPE_MP_JOIN in p.subtypes]
+
+
+def capable_synack(seen: list[Seen]) -> Seen:
+    synacks = [p for p in seen if p.syn and p.ack and SUBTYPE_MP_CAPABLE in p.subtypes]
+    assert len(synacks) == 1, synacks
+    return synacks[0]
+
+
+def add_addrs(seen: list[Seen], *, echo: bool) -> list[Seen]:
+    return [p for p in seen if SUBTYPE_ADD_ADDR in p.subtypes and p.echo == echo]
+
+
+def sysctl(bed: Bed, node: str, name: str, value: int) -> None:
+    subprocess.run(["ip", "netns", "exec", bed.netns(node), "sysctl", "-q", "-w", f"{name}={value}"],
+                   check=True, capture_output=True)
+
+
+@contextmanager
+def second_server_address(bed: Bed) -> Iterator[None]:
+    subprocess.run(["ip", "-n", bed.netns("server"), "addr", "add", f"{SERVER_2}/24", "dev", "server-eth0"],
+                   check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "-n", bed.netns("server"), "addr", "del", f"{SERVER_2}/24", "dev",
+                        "server-eth0"], capture_output=True)
+
+
+@contextmanager
+def kernel_sysctl(bed: Bed, node: str, name: str, value: int, default: int) -> Iterator[None]:
+    sysctl(bed, node, name, value)
+    try:
+        yield
+    finally:
+        sysctl(bed, node, name, default)
+
+
+@contextmanager
+def drop_first_add_addr_to_client(bed: Bed) -> Iterator[list[int]]:
+    """nft on the core router: drop the first packet carrying ADD_ADDR towards the client
+    (a one-packet token bucket), count what was dropped; yields [dropped] after the block."""
+    rules = f"""table inet {DROP_TABLE} {{
+  chain forward_once {{
+    type filter hook forward priority 0; policy accept;
+    ip daddr {{ {CLIENT_A}, {CLIENT_B} }} tcp option mptcp subtype {SUBTYPE_ADD_ADDR} limit rate 1/hour burst 1 packets counter drop
+  }}
+}}
+"""
+    subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "nft", "-f", "-"], input=rules, text=True,
+                   check=True, capture_output=True)
+    dropped: list[int] = []
+    try:
+        yield dropped
+        listing = subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "nft", "-j", "list", "table", "inet",
+                                  DROP_TABLE], check=True, capture_output=True, text=True).stdout
+        for item in json.loads(listing)["nftables"]:
+            for expression in item.get("rule", {}).get("expr", []):
+                if "counter" in expression:
+                    dropped.append(expression["counter"]["packets"])
+    finally:
+        subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "nft", "delete", "table", "inet", DROP_TABLE],
+                       capture_output=True)
+
+
+def bytes_to(report_subflows: tuple, address: str, *, local: bool) -> int:
+    chosen = [s for s in report_subflows if (s.local if local else s.remote).startswith(address)]
+    return max((max(s.bytes_acked, s.bytes_received) for s in chosen), default=0)
+
+
+def check_intact(run: Run) -> None:
+    assert run.client.error is None and run.server.error is None, describe(run)
+    assert run.client.bytes == run.server.bytes > 0 and run.client.sha256 == run.server.sha256, describe(run)
+
+
+# ---------------------------------------------------------------------------------- C flag
+def test_c_flag_from_linux_server_python_client_joins_only_announced(fresh: Bed) -> None:
+    with second_server_address(fresh), \
+            kernel_sysctl(fresh, "server", "net.mptcp.allow_join_initial_addr_port", 0, 1):
+        fresh.kernel_mptcp("server", signal_=((SERVER_2, "server-eth0"),))
+        run = fresh.run(Endpoint("python"), KERNEL, transfer=("--bytes", "4000000"))
+    check_intact(run)
+    seen = last_capture(fresh)
+    assert capable_synack(seen).c_flag, describe(run)
+    joins = join_syns(seen)
+    assert joins and all(dst == SERVER_2 for _, dst, _ in joins), joins
+    assert {src for src, _, _ in joins} == {CLIENT_A, CLIENT_B}, joins
+    assert bytes_to(run.client.subflows, SERVER_2, local=False) > 100_000, describe(run)
+    assert run.kernel("server", "MPJoinSynRx") == len(joins) and run.kernel("server", "MPJoinAckRx") >= 1
+    ours = run.client.stack_counters
+    assert ours is not None and ours["AddAddr"] >= 1 and ours["MPJoinSynAckRx"] == len(joins), describe(run)
+
+
+def test_c_flag_from_python_server_linux_joins_only_announced(fresh: Bed) -> None:
+    # Linux's client would open CLIENT_B -> SERVER (its subflow endpoint) without the C flag
+    fresh.kernel_mptcp("client", subflow=((CLIENT_B, "client-eth1"),))
+    server = Endpoint("python", ("--local", SERVER, "--local", SERVER_2, "--stack-config",
+                                 '{"allow_join_initial_addr_port": false}'))
+    with second_server_address(fresh):
+        run = fresh.run(KERNEL, server, transfer=("--bytes", "4000000"))
+    check_intact(run)
+    seen = last_capture(fresh)
+    assert capable_synack(seen).c_flag, describe(run)
+    joins = join_syns(seen)
+    assert joins and all(dst == SERVER_2 for _, dst, _ in joins), joins
+    assert bytes_to(run.server.subflows, SERVER_2, local=True) > 100_000, describe(run)
+    assert run.kernel("client", "AddAddr") >= 1 and run.kernel("client", "MPJoinSynAckRx") == len(joins)
+    ours = run.server.stack_counters
+    assert ours is not None and ours["MPJoinAckRx"] == len(joins), describe(run)
+
+
+def test_without_c_flag_linux_also_joins_the_initial_address(fresh: Bed) -> None:
+    """The reference for the test above: same set-up, C not set."""
+    fresh.kernel_mptcp("client", subflow=((CLIENT_B, "client-eth1"),))
+    server = Endpoint("python", ("--local", SERVER, "--local", SERVER_2))
+    with second_server_address(fresh):
+        run = fresh.run(KERNEL, server, transfer=("--bytes", "1000000"))
+    check_intact(run)
+    seen = last_capture(fresh)
+    assert not capable_synack(seen).c_flag
+    assert (CLIENT_B, SERVER, PORT) in join_syns(seen), join_syns(seen)
+
+
+# ------------------------------------------------------------------ ADD_ADDR retransmission
+def test_python_retransmits_dropped_add_addr_and_linux_joins(fresh: Bed) -> None:
+    server = Endpoint("python", ("--local", SERVER, "--local", SERVER_2, "--stack-config",
+                                 '{"add_addr_timeout_s": 1.0}'))
+    with second_server_address(fresh), drop_first_add_addr_to_client(fresh) as dropped:
+        run = fresh.run(KERNEL, server, transfer=("--seconds", "3"))
+    check_intact(run)
+    assert dropped == [1]
+    ours = run.server.stack_counters
+    assert ours is not None and ours["AddAddrTx"] == 2 and ours["EchoAdd"] == 1, describe(run)
+    assert run.kernel("client", "AddAddr") == 1 and run.kernel("client", "EchoAddTx") == 1
+    seen = last_capture(fresh)
+    arrived = add_addrs(seen, echo=False)
+    syn = next(p for p in seen if p.syn and not p.ack)
+    assert len(arrived) == 1 and arrived[0].advertised == (SERVER_2,), arrived
+    assert arrived[0].time_s - syn.time_s >= 1.0  # only the retransmission got through
+    assert len(add_addrs(seen, echo=True)) == 1
+    assert any(dst == SERVER_2 for _, dst, _ in join_syns(seen))
+    assert bytes_to(run.server.subflows, SERVER_2, local=True) > 100_000, describe(run)
+
+
+def test_linux_retransmits_dropped_add_addr_and_python_joins(fresh: Bed) -> None:
+    with second_server_address(fresh), \
+            kernel_sysctl(fresh, "server", "net.mptcp.add_addr_timeout", 1, 120), \
+            drop_first_add_addr_to_client(fresh) as dropped:
+        fresh.kernel_mptcp("server", signal_=((SERVER_2, "server-eth0"),))
+        run = fresh.run(Endpoint("python"), KERNEL, transfer=("--seconds", "3"))
+    check_intact(run)
+    assert dropped == [1]
+    assert run.kernel("server", "AddAddrTx") >= 2 and run.kernel("server", "EchoAdd") == 1, describe(run)
+    ours = run.client.stack_counters
+    assert ours is not None and ours["AddAddr"] == 1 and ours["EchoAddTx"] == 1, describe(run)
+    seen = last_capture(fresh)
+    arrived = add_addrs(seen, echo=False)
+    syn = next(p for p in seen if p.syn and not p.ack)
+    assert len(arrived) == 1 and arrived[0].advertised == (SERVER_2,), arrived
+    assert arrived[0].time_s - syn.time_s >= 1.0
+    assert any(dst == SERVER_2 for _, dst, _ in join_syns(seen))
+    assert bytes_to(run.client.subflows, SERVER_2, local=False) > 100_000, describe(run)
