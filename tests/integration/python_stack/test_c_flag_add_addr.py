@@ -12,8 +12,8 @@ client; the announcer (add_addr_timeout 1 s) sends it again, the client echoes a
 
 from __future__ import annotations
 
-import json
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +26,8 @@ from tests.integration.python_stack.harness import (
     CLIENT_A,
     CLIENT_B,
     PORT,
+    PYTHON,
+    REPO,
     SERVER,
     SERVER_2,
     Bed,
@@ -42,7 +44,7 @@ PACKET_FIELDS = ["frame.time_relative", "ip.src", "ip.dst", "tcp.srcport", "tcp.
                  "tcp.flags.syn", "tcp.flags.ack", "tcp.options.mptcp.subtype",
                  "tcp.options.mptcp.nomoresubflows.flag", "tcp.options.mptcp.echo",
                  "tcp.options.mptcp.ipv4"]
-DROP_TABLE = "cflag_drop_once"
+QUEUE = 7
 
 
 @dataclass(frozen=True)
@@ -123,30 +125,40 @@ def kernel_sysctl(bed: Bed, node: str, name: str, value: int, default: int) -> I
 
 
 @contextmanager
-def drop_first_add_addr_to_client(bed: Bed) -> Iterator[list[int]]:
-    """nft on the core router: drop the first packet carrying ADD_ADDR towards the client
-    (a one-packet token bucket), count what was dropped; yields [dropped] after the block."""
-    rules = f"""table inet {DROP_TABLE} {{
-  chain forward_once {{
-    type filter hook forward priority 0; policy accept;
-    ip daddr {{ {CLIENT_A}, {CLIENT_B} }} tcp option mptcp subtype {SUBTYPE_ADD_ADDR} limit rate 1/hour burst 1 packets counter drop
-  }}
-}}
-"""
-    subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "nft", "-f", "-"], input=rules, text=True,
-                   check=True, capture_output=True)
-    dropped: list[int] = []
+def drop_first_add_addr_to_client(bed: Bed, what: str = "add_addr") -> Iterator[list[str]]:
+    """The core router rs queues the server->client packets (`what`="add_addr") or the
+    client->server ones ("add_addr_echo") to drop_once, which drops the first that carries
+    it; yields the list of dropped packets, filled after the block. iptables NFQUEUE: the
+    kernel here has no nft queue expression."""
+    # server->client packets all leave port 5201, client->server ones all go to it
+    rule = ["FORWARD", "-p", "tcp", "--sport" if what == "add_addr" else "--dport", str(PORT),
+            "-j", "NFQUEUE", "--queue-num", str(QUEUE)]
+    ready, log = bed.workdir / f"drop-{bed.runs}.ready", bed.workdir / f"drop-{bed.runs}.log"
+    box = bed.net.popen("rs", [PYTHON, "-m", "tests.integration.python_stack.drop_once", "--queue",
+                               str(QUEUE), "--what", what, "--ready", str(ready), "--log", str(log)],
+                        cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    dropped: list[str] = []
+    inserted = False
     try:
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            assert box.poll() is None and time.monotonic() < deadline, box.stderr.read() if box.stderr else ""
+            time.sleep(0.02)
+        iptables(bed, "-I", *rule)
+        inserted = True
         yield dropped
-        listing = subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "nft", "-j", "list", "table", "inet",
-                                  DROP_TABLE], check=True, capture_output=True, text=True).stdout
-        for item in json.loads(listing)["nftables"]:
-            for expression in item.get("rule", {}).get("expr", []):
-                if "counter" in expression:
-                    dropped.append(expression["counter"]["packets"])
     finally:
-        subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "nft", "delete", "table", "inet", DROP_TABLE],
-                       capture_output=True)
+        if inserted:
+            iptables(bed, "-D", *rule)
+        box.kill()
+        box.wait()
+        if log.exists():
+            dropped += log.read_text().splitlines()
+
+
+def iptables(bed: Bed, *args: str) -> None:
+    subprocess.run(["ip", "netns", "exec", bed.netns("rs"), "iptables-legacy", *args], check=True,
+                   capture_output=True)
 
 
 def bytes_to(report_subflows: tuple, address: str, *, local: bool) -> int:
@@ -214,7 +226,7 @@ def test_python_retransmits_dropped_add_addr_and_linux_joins(fresh: Bed) -> None
     with second_server_address(fresh), drop_first_add_addr_to_client(fresh) as dropped:
         run = fresh.run(KERNEL, server, transfer=("--seconds", "3"))
     check_intact(run)
-    assert dropped == [1]
+    assert len(dropped) == 1, dropped
     ours = run.server.stack_counters
     assert ours is not None and ours["AddAddrTx"] == 2 and ours["EchoAdd"] == 1, describe(run)
     assert run.kernel("client", "AddAddr") == 1 and run.kernel("client", "EchoAddTx") == 1
@@ -229,13 +241,16 @@ def test_python_retransmits_dropped_add_addr_and_linux_joins(fresh: Bed) -> None
 
 
 def test_linux_retransmits_dropped_add_addr_and_python_joins(fresh: Bed) -> None:
+    """Linux 6.18 re-sends after its largest subflow RTO (about 0.2 s here), add_addr_timeout
+    being only the cap (mptcp_adjust_add_addr_timeout); 2 s keeps the test short on a
+    kernel that still waits the whole timeout."""
     with second_server_address(fresh), \
-            kernel_sysctl(fresh, "server", "net.mptcp.add_addr_timeout", 1, 120), \
+            kernel_sysctl(fresh, "server", "net.mptcp.add_addr_timeout", 2, 120), \
             drop_first_add_addr_to_client(fresh) as dropped:
         fresh.kernel_mptcp("server", signal_=((SERVER_2, "server-eth0"),))
         run = fresh.run(Endpoint("python"), KERNEL, transfer=("--seconds", "3"))
     check_intact(run)
-    assert dropped == [1]
+    assert len(dropped) == 1, dropped
     assert run.kernel("server", "AddAddrTx") >= 2 and run.kernel("server", "EchoAdd") == 1, describe(run)
     ours = run.client.stack_counters
     assert ours is not None and ours["AddAddr"] == 1 and ours["EchoAddTx"] == 1, describe(run)
@@ -243,6 +258,7 @@ def test_linux_retransmits_dropped_add_addr_and_python_joins(fresh: Bed) -> None
     arrived = add_addrs(seen, echo=False)
     syn = next(p for p in seen if p.syn and not p.ack)
     assert len(arrived) == 1 and arrived[0].advertised == (SERVER_2,), arrived
-    assert arrived[0].time_s - syn.time_s >= 1.0
+    assert 0.1 <= arrived[0].time_s - syn.time_s <= 2.5
+    assert len(add_addrs(seen, echo=True)) == 1
     assert any(dst == SERVER_2 for _, dst, _ in join_syns(seen))
     assert bytes_to(run.client.subflows, SERVER_2, local=False) > 100_000, describe(run)
