@@ -262,3 +262,23 @@ def test_linux_retransmits_dropped_add_addr_and_python_joins(fresh: Bed) -> None
     assert len(add_addrs(seen, echo=True)) == 1
     assert any(dst == SERVER_2 for _, dst, _ in join_syns(seen))
     assert bytes_to(run.client.subflows, SERVER_2, local=False) > 100_000, describe(run)
+
+
+def test_python_retransmits_when_the_echo_is_dropped(fresh: Bed) -> None:
+    """The echo lost instead: Linux already knows the address (and joins it); the python
+    announcer, with no echo, sends the ADD_ADDR again after its timeout and Linux echoes
+    that one."""
+    server = Endpoint("python", ("--local", SERVER, "--local", SERVER_2, "--stack-config",
+                                 '{"add_addr_timeout_s": 1.0}'))
+    with second_server_address(fresh), drop_first_add_addr_to_client(fresh, "add_addr_echo") as dropped:
+        run = fresh.run(KERNEL, server, transfer=("--seconds", "3"))
+    check_intact(run)
+    assert len(dropped) == 1, dropped
+    ours = run.server.stack_counters
+    assert ours is not None and ours["AddAddrTx"] == 2 and ours["EchoAdd"] == 1, describe(run)
+    assert run.kernel("client", "AddAddr") == 2 and run.kernel("client", "EchoAddTx") == 2, describe(run)
+    seen = last_capture(fresh)
+    arrived = add_addrs(seen, echo=False)
+    assert len(arrived) == 2 and 0.9 <= arrived[1].time_s - arrived[0].time_s <= 1.5, arrived
+    assert len(add_addrs(seen, echo=True)) == 2  # captured on the client: the lost one left it
+    assert bytes_to(run.server.subflows, SERVER_2, local=True) > 100_000, describe(run)
