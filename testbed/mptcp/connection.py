@@ -180,11 +180,6 @@ class Connection:
         return self.signalling.remote_addresses
 
     @property
-    def remote_denies_initial_join(self) -> bool:
-        """The peer set the MP_CAPABLE C flag: no join to its initial address/port."""
-        return self.handshake.remote_denies_initial_join
-
-    @property
     def local_addresses(self) -> list[str]:
         return list(self.host.addresses)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from testbed.mptcp.config import StackConfig
+from testbed.mptcp.handshake import Handshake
 from testbed.mptcp.subflow_context import SubflowContext
 
 
@@ -32,6 +33,7 @@ class ManagedConnection(Protocol):
     remote_address: str
     remote_port: int
     live_subflows: list[SubflowContext]
+    handshake: Handshake  # remote_denies_initial_join: the peer's MP_CAPABLE C flag
 
     @property
     def local_addresses(self) -> list[str]: ...
@@ -39,8 +41,6 @@ class ManagedConnection(Protocol):
     @property
     def remote_addresses(self) -> dict[int, tuple[str, int | None]]: ...
 
-    @property
-    def remote_denies_initial_join(self) -> bool: ...
 
     def can_open_subflow(self) -> bool: ...
 
@@ -101,7 +101,7 @@ class FullmeshPathManager(PathManager):
         remotes = [initial]
         remotes += [(address, port or connection.remote_port)
                     for address, port in connection.remote_addresses.values()]
-        if connection.remote_denies_initial_join:  # the peer's C flag (RFC 8684 3.1)
+        if connection.handshake.remote_denies_initial_join:  # the peer's C flag (RFC 8684 3.1)
             remotes = [remote for remote in remotes if remote != initial]
         for local in connection.local_addresses:
             for remote, port in remotes:
@@ -118,7 +118,7 @@ class NdiffportsPathManager(PathManager):
     name = "ndiffports"
 
     def on_established(self, connection: ManagedConnection, now: float) -> None:
-        if not connection.is_client or connection.remote_denies_initial_join:
+        if not connection.is_client or connection.handshake.remote_denies_initial_join:
             return  # every ndiffports subflow goes to the initial address/port
         while (len([c for c in connection.live_subflows if not c.tcp.is_closed])
                < connection.config.ndiffports and connection.can_open_subflow()):

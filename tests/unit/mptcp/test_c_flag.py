@@ -32,7 +32,7 @@ def test_server_sets_c_and_client_joins_only_the_announced_address() -> None:
     server_flags = _capable_flags(pair, "s2c")
     assert server_flags and all(f & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS for f in server_flags)
     assert not any(f & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS for f in _capable_flags(pair, "c2s"))
-    assert client.remote_denies_initial_join and not server.remote_denies_initial_join
+    assert client.handshake.remote_denies_initial_join and not server.handshake.remote_denies_initial_join
     joins = _join_targets(pair)
     assert sorted(joins) == [("10.0.0.1", "10.0.1.2"), ("10.0.0.2", "10.0.1.2")]
     assert server.counters["MPJoinAckRx"] == 2
@@ -44,7 +44,7 @@ def test_without_c_the_client_also_joins_the_initial_address() -> None:
     pair.run(0.5)
     assert not any(f & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS for f in _capable_flags(pair, "s2c"))
     assert ("10.0.0.2", "10.0.1.1") in _join_targets(pair)
-    assert not client.remote_denies_initial_join
+    assert not client.handshake.remote_denies_initial_join
 
 
 def test_c_with_nothing_announced_leaves_one_subflow() -> None:
@@ -64,4 +64,4 @@ def test_client_sets_c_on_its_syn_and_third_ack() -> None:
     client, server = _open(pair, warm=True)
     flags = _capable_flags(pair, "c2s")
     assert len(flags) >= 2 and all(f & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS for f in flags)
-    assert server.remote_denies_initial_join and client.mode == server.mode == "mptcp"
+    assert server.handshake.remote_denies_initial_join and client.mode == server.mode == "mptcp"
