@@ -12,6 +12,7 @@ client; the announcer (add_addr_timeout 1 s) sends it again, the client echoes a
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import time
 from collections.abc import Iterator
@@ -282,3 +283,69 @@ def test_python_retransmits_when_the_echo_is_dropped(fresh: Bed) -> None:
     assert len(arrived) == 2 and 0.9 <= arrived[1].time_s - arrived[0].time_s <= 1.5, arrived
     assert len(add_addrs(seen, echo=True)) == 2  # captured on the client: the lost one left it
     assert bytes_to(run.server.subflows, SERVER_2, local=True) > 100_000, describe(run)
+
+
+# --------------------------------------------------------- ADD_ADDR with a port, MP_PRIO
+ANNOUNCED_PORT = 5202
+
+
+def test_python_client_joins_an_address_linux_announces_with_a_port(fresh: Bed) -> None:
+    """Linux announces 10.0.100.3 port 5202 (it listens there for joins only): the python
+    client echoes the ADD_ADDR with its port and joins 10.0.100.3:5202."""
+    with second_server_address(fresh):
+        fresh.sh("server", "ip", "mptcp", "endpoint", "add", SERVER_2, "dev", "server-eth0", "port",
+                 str(ANNOUNCED_PORT), "signal")
+        run = fresh.run(Endpoint("python"), KERNEL, transfer=("--seconds", "2"))
+    check_intact(run)
+    ours = run.client.stack_counters
+    # Linux 6.18 sent this ADD_ADDR twice, each echoed (AddAddrTx = EchoAdd = 2 on the run seen)
+    sent = run.kernel("server", "AddAddrTx")
+    assert sent >= 1 and run.kernel("server", "EchoAdd") == sent, describe(run)
+    assert ours is not None and ours["AddAddr"] == ours["EchoAddTx"] == sent, describe(run)
+    assert run.kernel("server", "MPJoinPortSynRx") >= 1, describe(run)
+    seen = last_capture(fresh)
+    assert {p.advertised for p in add_addrs(seen, echo=False)} == {(SERVER_2,)}
+    port_joins = [j for j in join_syns(seen) if j[1:] == (SERVER_2, ANNOUNCED_PORT)]
+    assert port_joins and all(j[1:] == (SERVER_2, ANNOUNCED_PORT) for j in join_syns(seen)
+                              if j[1] == SERVER_2), join_syns(seen)
+    to_port = [s for s in run.client.subflows if s.remote == f"{SERVER_2}:{ANNOUNCED_PORT}"]
+    assert to_port and max(s.bytes_acked for s in to_port) > 100_000, describe(run)
+
+
+def test_linux_mp_prio_on_its_announced_address_makes_python_stop_using_it(fresh: Bed) -> None:
+    """Linux marks its announced endpoint backup mid-transfer: MP_PRIO on the subflow to
+    10.0.100.3; the python client (one address, so one subflow there) counts it and sends
+    nothing more there while the initial subflow works. With two subflows to 10.0.100.3,
+    Linux 6.18 sent MP_PRIO on one of them only (MPPrioTx 1), and only that one stopped."""
+    changed_at: list[float] = []
+
+    def to_backup(bed: Bed, _client: subprocess.Popen, _server: subprocess.Popen) -> None:
+        bed.sh("server", "ip", "mptcp", "endpoint", "change", SERVER_2, "backup")
+        changed_at.append(time.time())
+
+    with second_server_address(fresh):
+        fresh.kernel_mptcp("server", signal_=((SERVER_2, "server-eth0"),))
+        run = fresh.run(Endpoint("python", ("--local", CLIENT_A)), KERNEL, transfer=("--seconds", "3"),
+                        during=[(1.2, to_backup)])
+    check_intact(run)
+    assert changed_at and run.kernel("server", "MPPrioTx") >= 1, describe(run)
+    ours = run.client.stack_counters
+    assert ours is not None and ours["MPPrioRx"] >= 1, describe(run)
+    started = run.client.started_at_unix
+    assert started is not None
+    change_t = changed_at[0] - started
+    acked = _acked_timeline(run.timeseries["client"], "", SERVER_2)
+    before = [a for t, a in acked if t < change_t]
+    settled = [a for t, a in acked if t > change_t + 0.3]
+    assert before and max(before) > 100_000, acked[:5]
+    assert settled and max(settled) - min(settled) < 50_000, (settled[0], settled[-1])
+
+
+def _acked_timeline(path: Path, local_prefix: str, remote_prefix: str) -> list[tuple[float, int]]:
+    """bytes_acked over time of the subflows from local_prefix to remote_prefix, summed."""
+    totals: dict[float, int] = {}
+    with path.open() as stream:
+        for row in csv.DictReader(stream):
+            if row["local"].startswith(local_prefix) and row["remote"].startswith(remote_prefix):
+                totals[float(row["t_s"])] = totals.get(float(row["t_s"]), 0) + int(row["bytes_acked"])
+    return sorted(totals.items())
