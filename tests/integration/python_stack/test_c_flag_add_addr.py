@@ -334,18 +334,37 @@ def test_linux_mp_prio_on_its_announced_address_makes_python_stop_using_it(fresh
     started = run.client.started_at_unix
     assert started is not None
     change_t = changed_at[0] - started
-    acked = _acked_timeline(run.timeseries["client"], "", SERVER_2)
+    acked = _timeline(run.timeseries["client"], "", SERVER_2)
     before = [a for t, a in acked if t < change_t]
     settled = [a for t, a in acked if t > change_t + 0.3]
     assert before and max(before) > 100_000, acked[:5]
     assert settled and max(settled) - min(settled) < 50_000, (settled[0], settled[-1])
 
 
-def _acked_timeline(path: Path, local_prefix: str, remote_prefix: str) -> list[tuple[float, int]]:
-    """bytes_acked over time of the subflows from local_prefix to remote_prefix, summed."""
+def _timeline(path: Path, local_prefix: str, remote_prefix: str,
+              column: str = "bytes_acked") -> list[tuple[float, int]]:
+    """`column` over time of the subflows from local_prefix to remote_prefix, summed."""
     totals: dict[float, int] = {}
     with path.open() as stream:
         for row in csv.DictReader(stream):
             if row["local"].startswith(local_prefix) and row["remote"].startswith(remote_prefix):
-                totals[float(row["t_s"])] = totals.get(float(row["t_s"]), 0) + int(row["bytes_acked"])
+                totals[float(row["t_s"])] = totals.get(float(row["t_s"]), 0) + int(row[column])
     return sorted(totals.items())
+
+
+def test_python_mp_prio_on_its_announced_address_makes_linux_stop_using_it(fresh: Bed) -> None:
+    """The python server announces 10.0.100.3, Linux joins it, then the server marks its
+    subflows from 10.0.100.3 backup (MP_PRIO on each): Linux counts MPPrioRx and sends
+    nothing more there while the initial subflow works."""
+    server = Endpoint("python", ("--local", SERVER, "--local", SERVER_2, "--at", "1.2s:backup:" + SERVER_2))
+    with second_server_address(fresh):
+        run = fresh.run(KERNEL, server, transfer=("--seconds", "3"))
+    check_intact(run)
+    ours = run.server.stack_counters
+    assert ours is not None and ours["MPPrioTx"] >= 1, describe(run)
+    assert run.kernel("client", "MPPrioRx") == ours["MPPrioTx"], describe(run)
+    received = _timeline(run.timeseries["server"], SERVER_2, "", "bytes_received")
+    before = [b for t, b in received if t < 1.1]
+    settled = [b for t, b in received if t > 1.7]
+    assert before and max(before) > 100_000, received[:5]
+    assert settled and max(settled) - min(settled) < 50_000, (settled[0], settled[-1])
