@@ -95,7 +95,7 @@ class FullmeshPathManager(PathManager):
             self._mesh(connection, now)
 
     def _mesh(self, connection: ManagedConnection, now: float) -> None:
-        existing = {(c.tcp.local_address, c.tcp.remote_address)
+        existing = {(c.tcp.local_address, c.tcp.remote_address, c.tcp.remote_port)
                     for c in connection.live_subflows if not c.tcp.is_closed}
         initial = (connection.remote_address, connection.remote_port)
         remotes = [initial]
@@ -105,13 +105,13 @@ class FullmeshPathManager(PathManager):
             remotes = [remote for remote in remotes if remote != initial]
         for local in connection.local_addresses:
             for remote, port in remotes:
-                if (local, remote) in existing:
+                if (local, remote, port) in existing:
                     continue
                 if not connection.can_open_subflow():
                     return
                 connection.open_subflow(local, remote, port, now=now,
                                         backup=local in connection.config.backup_addresses)
-                existing.add((local, remote))
+                existing.add((local, remote, port))
 
 
 class NdiffportsPathManager(PathManager):

@@ -65,3 +65,15 @@ def test_client_sets_c_on_its_syn_and_third_ack() -> None:
     flags = _capable_flags(pair, "c2s")
     assert len(flags) >= 2 and all(f & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS for f in flags)
     assert server.handshake.remote_denies_initial_join and client.mode == server.mode == "mptcp"
+
+
+def test_c_flag_and_an_address_announced_with_a_port() -> None:
+    pair = Pair(client_addresses=TWO_CLIENT, server_addresses=TWO_SERVER,
+                server_config=StackConfig(path_manager="none", **NO_JOIN_ID0))
+    _, server = _open(pair, warm=True)
+    server.add_address("10.0.1.2", port=5202)
+    pair.run(0.5)
+    joins = [(p.src, p.dst, p.tcp.dst_port) for _, d, p in pair.sent
+             if d == "c2s" and p.tcp.find(MpJoinSyn) is not None]
+    assert sorted(joins) == [("10.0.0.1", "10.0.1.2", 5202), ("10.0.0.2", "10.0.1.2", 5202)]
+    assert server.counters["MPJoinAckRx"] == 2
