@@ -368,3 +368,22 @@ def test_python_mp_prio_on_its_announced_address_makes_linux_stop_using_it(fresh
     settled = [b for t, b in received if t > 1.7]
     assert before and max(before) > 100_000, received[:5]
     assert settled and max(settled) - min(settled) < 50_000, (settled[0], settled[-1])
+
+
+def test_linux_joins_an_address_python_announces_with_a_port(fresh: Bed) -> None:
+    """The python server (no path manager of its own) announces 10.0.100.3 port 5202 and
+    takes the join there: Linux echoes the ADD_ADDR with its port and joins 10.0.100.3:5202."""
+    server = Endpoint("python", ("--local", SERVER, "--local", SERVER_2, "--path-manager", "none",
+                                 "--announce", f"{SERVER_2}:{ANNOUNCED_PORT}"))
+    with second_server_address(fresh):
+        run = fresh.run(KERNEL, server, transfer=("--seconds", "2"))
+    check_intact(run)
+    ours = run.server.stack_counters
+    assert ours is not None and ours["AddAddrTx"] == 1 and ours["EchoAdd"] == 1, describe(run)
+    assert run.kernel("client", "AddAddr") == 1 and run.kernel("client", "EchoAddTx") == 1, describe(run)
+    assert run.kernel("client", "MPJoinSynAckRx") >= 1, describe(run)
+    seen = last_capture(fresh)
+    joins = join_syns(seen)
+    assert joins and all(j[1:] == (SERVER_2, ANNOUNCED_PORT) for j in joins), joins
+    at_port = [s for s in run.server.subflows if s.local == f"{SERVER_2}:{ANNOUNCED_PORT}"]
+    assert at_port and max(s.bytes_received for s in at_port) > 100_000, describe(run)
