@@ -8,7 +8,8 @@ other and a python endpoint talks to a kernel one; plus the stack's options:
     python -m testbed.endpoints.stack_endpoint client --connect ADDR:PORT [--bind ADDR] [...]
       stack options: --local ADDR (repeat; default every address of the host),
       --cc reno|lia|olia|balia --scheduler NAME --path-manager NAME --checksum
-      --backup ADDR (subflows from ADDR open as backup) --announce ADDR (ADD_ADDR it)
+      --backup ADDR (subflows from ADDR open as backup) --announce ADDR[:PORT] (ADD_ADDR it, with
+      that port: the server then also takes joins there)
       --stack-config JSON (any StackConfig field) --at AMOUNT:KIND[:ADDR] (timed signalling,
       see stack_transfer.Action) --driver-stats (one extra {"event":"driver",...} line on stderr)
       --no-ack-coalescing (see driver.ack_coalesce)
@@ -72,6 +73,16 @@ def _address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
 
 
+def _announce_target(text: str) -> tuple[str, int | None]:
+    """`ADDR` or `ADDR:PORT`: what --announce ADD_ADDRs."""
+    address, _, port = text.partition(":")
+    if not port:
+        return _address(address), None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--announce {text!r}: the port must be 1..65535")
+    return _address(address), int(port)
+
+
 def _action(text: str) -> Action:
     try:
         return Action.parse(text)
@@ -104,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--checksum", action="store_true", help="request DSS checksums")
         sub.add_argument("--backup", type=_address, action="append", default=[],
                          help="open subflows from this local address as backup (MP_JOIN B bit)")
-        sub.add_argument("--announce", type=_address, action="append", default=[],
-                         help="announce this local address (ADD_ADDR) once MPTCP is up")
+        sub.add_argument("--announce", type=_announce_target, action="append", default=[],
+                         help="announce this local address (ADD_ADDR) once MPTCP is up; "
+                              "ADDR:PORT announces it with that port")
         sub.add_argument("--stack-config", type=_stack_config, default={},
                          help="JSON object of StackConfig fields")
         sub.add_argument("--at", type=_action, action="append", default=[],
@@ -233,7 +245,8 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
             raise ValueError("--listen: the python stack needs an explicit port")
         if listen_address not in ("0.0.0.0", *addresses):
             raise ValueError(f"--listen {listen_address} is not one of the local addresses {addresses}")
-        port_ranges = [(port, port)]
+        # joins may come to the ports we announce (the host takes a join on any port)
+        port_ranges = [(port, port), *{(p, p) for _, p in args.announce if p is not None and p != port}]
     else:
         port_ranges = [STACK_EPHEMERAL_PORTS]
     rng = random.Random(args.rng_seed if args.rng_seed is not None else int.from_bytes(os.urandom(8), "big"))

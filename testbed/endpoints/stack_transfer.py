@@ -70,7 +70,8 @@ class JobSettings:
     timeseries: Path | None
     received_file: Path | None = None  # keep the payload received here (integrity oracle)
     actions: tuple[Action, ...] = ()
-    announce: tuple[str, ...] = ()  # local addresses to ADD_ADDR once MPTCP is up
+    # local addresses (and ports, None: no port) to ADD_ADDR once MPTCP is up
+    announce: tuple[tuple[str, int | None], ...] = ()
 
 
 class TransferJob:
@@ -241,8 +242,8 @@ class TransferJob:
 
     def _announce(self, now: float) -> None:
         self.announced = True
-        for address in self.settings.announce:
-            self.connection.add_address(address, now=now)
+        for address, port in self.settings.announce:
+            self.connection.add_address(address, now=now, port=port)
 
     def _run_actions(self, now: float) -> None:
         if not self.pending_actions or self.progress.first_byte_at is None:

@@ -38,6 +38,7 @@ NFQNL_COPY_PACKET = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
 NFQA_PAYLOAD = 10
+NF_DROP = 0
 NF_ACCEPT = 1
 NLM_F_REQUEST = 1
 NLMSG_ERROR = 2
@@ -71,8 +72,10 @@ def open_queue(queue: int, max_len: int = 4096) -> socket.socket:
     return sock
 
 
-def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None] | None) -> int:
-    """Give a verdict for every queued packet until SIGTERM; returns the packet count."""
+def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None] | None,
+          keep: Callable[[bytes], bool] | None = None) -> int:
+    """Give a verdict for every queued packet until SIGTERM (drop when `keep` says False);
+    returns the packet count."""
     running = [True]
     signal.signal(signal.SIGTERM, lambda signum, frame: running.__setitem__(0, False))
     handled = 0
@@ -102,7 +105,8 @@ def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None]
                     elif kind == NFQA_PAYLOAD:
                         payload = bytes(view[position + 4:position + attr_len])
                     position += (attr_len + 3) & ~3
-                attrs = _attr(NFQA_VERDICT_HDR, struct.pack("!II", NF_ACCEPT, packet_id))
+                verdict = NF_ACCEPT if keep is None or keep(payload) else NF_DROP
+                attrs = _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id))
                 if edit is not None and (edited := edit(payload)) is not None:
                     attrs += _attr(NFQA_PAYLOAD, edited)
                 body = nfgen + attrs

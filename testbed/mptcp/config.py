@@ -47,6 +47,9 @@ class StackConfig:
     # consecutive RTOs without progress before a subflow is stale and its data goes on the
     # others (Linux net.mptcp.stale_loss_cnt, default 4 there; 1 keeps the stack's original rule)
     stale_loss_count: int = 1
+    # False: set the MP_CAPABLE C flag (RFC 8684 3.1) on our MP_CAPABLE options, asking the
+    # peer not to join our initial address/port (Linux net.mptcp.allow_join_initial_addr_port)
+    allow_join_initial_addr_port: bool = True
 
     def __post_init__(self) -> None:
         choices = {"congestion_control": CONGESTION_CONTROLS, "scheduler": SCHEDULERS,

@@ -16,6 +16,7 @@ from testbed.wire.crypto import join_ack_hmac, join_synack_hmac, key_to_token
 from testbed.wire.types import (
     MPCAPABLE_FLAG_CHECKSUM,
     MPCAPABLE_FLAG_HMAC_SHA256,
+    MPCAPABLE_FLAG_NO_MORE_SUBFLOWS,
     MPTCPRST_MPTCP_ERROR,
     MpCapable,
     MpJoinAck,
@@ -40,10 +41,15 @@ class Handshake:
         self.remote_token: int | None = None
         self.checksum = config.checksum  # DSS checksums: either side may ask (flag A)
         self.mptcp_requested = config.mptcp_enabled  # still asking for MPTCP
+        # the peer's MP_CAPABLE carried C: no join to its initial address/port (RFC 8684 3.1)
+        self.remote_denies_initial_join = False
 
     @property
     def capable_flags(self) -> int:
-        return MPCAPABLE_FLAG_HMAC_SHA256 | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0)
+        # C on every MP_CAPABLE we send, as Linux does with allow_join_initial_addr_port=0
+        deny = 0 if self.config.allow_join_initial_addr_port else MPCAPABLE_FLAG_NO_MORE_SUBFLOWS
+        return (MPCAPABLE_FLAG_HMAC_SHA256 | deny
+                | (MPCAPABLE_FLAG_CHECKSUM if self.checksum else 0))
 
     def keys_known(self) -> None:
         assert self.remote_key is not None
@@ -60,6 +66,7 @@ class Handshake:
                 and capable.sender_key is None):
             self.counters["MPCapableSYNRX"] += 1
             self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)
+            self.remote_denies_initial_join = bool(capable.flags & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS)
             return True
         self.mptcp_requested = False
         return False
@@ -142,6 +149,7 @@ class Handshake:
             self.counters["MPCapableSYNACKRX"] += 1
             self.checksum = self.checksum or bool(capable.flags & MPCAPABLE_FLAG_CHECKSUM)
             self.remote_key = capable.sender_key
+            self.remote_denies_initial_join = bool(capable.flags & MPCAPABLE_FLAG_NO_MORE_SUBFLOWS)
             context.mptcp_negotiated = True
             return
         if self.mptcp_requested:

@@ -6,7 +6,8 @@ A path manager only decides; it acts through the connection's public methods
 module does not import the connection. Chosen by name from `PATH_MANAGERS`.
 
 - fullmesh: the client opens a subflow from each local address to each known remote address
-  (the initial one and every announced one); the server announces its other addresses so a
+  (the initial one, unless the server set the MP_CAPABLE C flag, and every announced one);
+  the server announces its other addresses so a
   client can mesh to them (Linux: client `subflow fullmesh` + server `signal` endpoints).
 - ndiffports: the client opens N subflows in total between the initial address pair, each
   from a different source port.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from testbed.mptcp.config import StackConfig
+from testbed.mptcp.handshake import Handshake
 from testbed.mptcp.subflow_context import SubflowContext
 
 
@@ -31,12 +33,14 @@ class ManagedConnection(Protocol):
     remote_address: str
     remote_port: int
     live_subflows: list[SubflowContext]
+    handshake: Handshake  # remote_denies_initial_join: the peer's MP_CAPABLE C flag
 
     @property
     def local_addresses(self) -> list[str]: ...
 
     @property
     def remote_addresses(self) -> dict[int, tuple[str, int | None]]: ...
+
 
     def can_open_subflow(self) -> bool: ...
 
@@ -91,28 +95,31 @@ class FullmeshPathManager(PathManager):
             self._mesh(connection, now)
 
     def _mesh(self, connection: ManagedConnection, now: float) -> None:
-        existing = {(c.tcp.local_address, c.tcp.remote_address)
+        existing = {(c.tcp.local_address, c.tcp.remote_address, c.tcp.remote_port)
                     for c in connection.live_subflows if not c.tcp.is_closed}
-        remotes = [(connection.remote_address, connection.remote_port)]
+        initial = (connection.remote_address, connection.remote_port)
+        remotes = [initial]
         remotes += [(address, port or connection.remote_port)
                     for address, port in connection.remote_addresses.values()]
+        if connection.handshake.remote_denies_initial_join:  # the peer's C flag (RFC 8684 3.1)
+            remotes = [remote for remote in remotes if remote != initial]
         for local in connection.local_addresses:
             for remote, port in remotes:
-                if (local, remote) in existing:
+                if (local, remote, port) in existing:
                     continue
                 if not connection.can_open_subflow():
                     return
                 connection.open_subflow(local, remote, port, now=now,
                                         backup=local in connection.config.backup_addresses)
-                existing.add((local, remote))
+                existing.add((local, remote, port))
 
 
 class NdiffportsPathManager(PathManager):
     name = "ndiffports"
 
     def on_established(self, connection: ManagedConnection, now: float) -> None:
-        if not connection.is_client:
-            return
+        if not connection.is_client or connection.handshake.remote_denies_initial_join:
+            return  # every ndiffports subflow goes to the initial address/port
         while (len([c for c in connection.live_subflows if not c.tcp.is_closed])
                < connection.config.ndiffports and connection.can_open_subflow()):
             connection.open_subflow(connection.local_address, connection.remote_address,

@@ -187,7 +187,7 @@ class Bed:
         tcpdump = None
         if capture:
             tcpdump = self._popen("client", ["tcpdump", "-i", "any", "-n", "-s", "0", "-U", "-w", str(pcap),
-                                             "tcp port 5201"])
+                                             "tcp portrange 5201-5202"])
             deadline = time.monotonic() + 5
             while not pcap.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
