@@ -25,7 +25,6 @@ SUBSET = [
     ("run", "build", "TERM"),
     ("run", "traffic", "KILL"),
     ("matrix", "traffic", "INT"),  # the partial cell is rerun by --resume
-    ("matrix", "results", "KILL"),
     ("prague", "traffic", "TERM"),
     ("vm", "command", "KILL"),  # the VM outlived its runner, unknown to testbed clean
 ]
