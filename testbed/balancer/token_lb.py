@@ -19,34 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import socket
-import struct
 import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from testbed.inline.nfqueue import (
-    NF_ACCEPT,
-    NFNL_SUBSYS_QUEUE,
-    NFQA_PACKET_HDR,
-    NFQA_PAYLOAD,
-    NFQA_VERDICT_HDR,
-    NFQNL_MSG_PACKET,
-    NFQNL_MSG_VERDICT,
-    NLM_F_REQUEST,
-    open_queue,
-)
+from testbed.inline.nfqueue import open_queue, serve
 from testbed.wire.crypto import key_to_token
 from testbed.wire.ipv4 import decode_packet
 from testbed.wire.types import ACK, SYN, MpCapable, MpJoinSyn
 
-NFQA_MARK = 3
 MAX_TOKENS = 65536  # a bounded table: the oldest learnt token goes first
-_NLMSG = struct.Struct("=IHHII")
-_NLA = struct.Struct("=HH")
 
 
 @dataclass
@@ -107,52 +91,6 @@ class TokenTable:
             return None
 
 
-def _attr(kind: int, data: bytes) -> bytes:
-    return _NLA.pack(4 + len(data), kind) + data + bytes(-len(data) % 4)
-
-
-def serve(sock: socket.socket, queue: int, table: TokenTable) -> None:
-    """A verdict, with a mark when the table gives one, for every queued packet until SIGTERM."""
-    running = [True]
-    signal.signal(signal.SIGTERM, lambda signum, frame: running.__setitem__(0, False))
-    buffer = bytearray(256 * 1024)
-    verdict_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
-    nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue))
-    sock.settimeout(0.2)
-    while running[0]:
-        try:
-            size = sock.recv_into(buffer)
-        except (TimeoutError, InterruptedError):
-            continue
-        offset = 0
-        while offset + 16 <= size:
-            length, msg_type, _flags, _seq, _pid = _NLMSG.unpack_from(buffer, offset)
-            if length < 16:
-                break
-            if msg_type == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
-                packet_id, mark, payload = 0, 0, b""
-                position, end = offset + 20, offset + length
-                while position + 4 <= end:
-                    attr_len, attr_type = _NLA.unpack_from(buffer, position)
-                    if attr_len < 4:
-                        break
-                    kind = attr_type & 0x7FFF
-                    if kind == NFQA_PACKET_HDR:
-                        packet_id = int.from_bytes(buffer[position + 4:position + 8], "big")
-                    elif kind == NFQA_MARK:
-                        mark = int.from_bytes(buffer[position + 4:position + 8], "big")
-                    elif kind == NFQA_PAYLOAD:
-                        payload = bytes(buffer[position + 4:position + attr_len])
-                    position += (attr_len + 3) & ~3
-                chosen = table.decide_safely(payload, mark)
-                attrs = _attr(NFQA_VERDICT_HDR, struct.pack("!II", NF_ACCEPT, packet_id))
-                if chosen is not None:
-                    attrs += _attr(NFQA_MARK, struct.pack("!I", chosen))
-                body = nfgen + attrs
-                sock.send(_NLMSG.pack(16 + len(body), verdict_type, NLM_F_REQUEST, 0, 0) + body)
-            offset += (length + 3) & ~3
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.balancer.token_lb")
     parser.add_argument("--queue", type=int, required=True)
@@ -165,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ready:
         Path(args.ready).write_text("ready\n")
     try:
-        serve(sock, args.queue, table)
+        serve(sock, args.queue, None, mark=table.decide_safely)
     finally:
         Path(args.stats).write_text(json.dumps({**asdict(table.stats), "tokens_known": len(table.tokens)}))
     return 0

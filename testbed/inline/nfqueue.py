@@ -37,6 +37,7 @@ NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_PACKET = 2
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_MARK = 3
 NFQA_PAYLOAD = 10
 NF_DROP = 0
 NF_ACCEPT = 1
@@ -73,8 +74,10 @@ def open_queue(queue: int, max_len: int = 4096) -> socket.socket:
 
 
 def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None] | None,
-          keep: Callable[[bytes], bool] | None = None) -> int:
-    """Give a verdict for every queued packet until SIGTERM (drop when `keep` says False);
+          keep: Callable[[bytes], bool] | None = None,
+          mark: Callable[[bytes, int], int | None] | None = None) -> int:
+    """Give a verdict for every queued packet until SIGTERM (drop when `keep` says False; with
+    `mark`, given the payload and the packet's mark, set the mark it returns unless None);
     returns the packet count."""
     running = [True]
     signal.signal(signal.SIGTERM, lambda signum, frame: running.__setitem__(0, False))
@@ -83,10 +86,11 @@ def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None]
     view = memoryview(buffer)
     verdict_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
     nfgen = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(queue))
+    sock.settimeout(0.2)  # a retried recv would see SIGTERM only with the next packet
     while running[0]:
         try:
             size = sock.recv_into(buffer)
-        except InterruptedError:
+        except (TimeoutError, InterruptedError):
             continue
         offset = 0
         while offset + 16 <= size:
@@ -94,14 +98,18 @@ def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None]
             if length < 16:
                 break
             if msg_type == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
-                packet_id, payload = 0, b""
+                packet_id, packet_mark, payload = 0, 0, b""
                 position = offset + 20
                 end = offset + length
                 while position + 4 <= end:
                     attr_len, attr_type = _NLA.unpack_from(buffer, position)
+                    if attr_len < 4:
+                        break
                     kind = attr_type & 0x7FFF
                     if kind == NFQA_PACKET_HDR:
                         packet_id = int.from_bytes(view[position + 4:position + 8], "big")
+                    elif kind == NFQA_MARK:
+                        packet_mark = int.from_bytes(view[position + 4:position + 8], "big")
                     elif kind == NFQA_PAYLOAD:
                         payload = bytes(view[position + 4:position + attr_len])
                     position += (attr_len + 3) & ~3
@@ -109,6 +117,8 @@ def serve(sock: socket.socket, queue: int, edit: Callable[[bytes], bytes | None]
                 attrs = _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id))
                 if edit is not None and (edited := edit(payload)) is not None:
                     attrs += _attr(NFQA_PAYLOAD, edited)
+                if mark is not None and (chosen := mark(payload, packet_mark)) is not None:
+                    attrs += _attr(NFQA_MARK, struct.pack("!I", chosen))
                 body = nfgen + attrs
                 sock.send(_NLMSG.pack(16 + len(body), verdict_type, NLM_F_REQUEST, 0, 0) + body)
                 handled += 1
