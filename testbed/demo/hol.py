@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.analyze.capture import open_capture
+from testbed.analyze.datalevel import expand
 from testbed.demo.phases import row_path
 from testbed.errors import TestbedError
 from testbed.wire import Dss, WireError
@@ -49,13 +50,6 @@ class _Bin:
     min_window: int | None = None
     zero_windows: int = 0
     rto_paths: tuple[str, ...] = ()
-
-
-def _extend(wire: int, is_64: bool, reference: int | None) -> int:
-    """A 32-bit DSN or data ACK widened to 64 bits next to the last full value seen."""
-    if is_64 or reference is None:
-        return wire
-    return reference + ((wire - reference + (1 << 31)) % _MOD32) - (1 << 31)
 
 
 def receiver_addresses(topology: dict[str, Any], host: str) -> set[str]:
@@ -107,7 +101,7 @@ def cause_series(capture: Path, receiver: set[str], bin_s: float,
         index = int((ts - first) / bin_s)
         if from_receiver:
             if dss and dss[0] is not None:
-                data_ack = _extend(dss[0], dss[1], data_ack)
+                data_ack = dss[0] if data_ack is None else expand(dss[0], dss[1], data_ack)
             advertised = window << scales.get(key, 0)
             current = bins.setdefault(index, _Bin())
             current.window = advertised
@@ -126,7 +120,7 @@ def cause_series(capture: Path, receiver: set[str], bin_s: float,
             highest[key] = max(highest.get(key, 0), seq_end)
             last_data[key] = ts
         if not from_receiver and length > 0 and dss and dss[2] is not None and key in isns:
-            dsn = _extend(dss[2], dss[3], high)
+            dsn = dss[2] if high is None else expand(dss[2], dss[3], high)
             relative = (seq - isns[key] - dss[4]) % _MOD32  # offset of this segment in its mapping
             end = dsn + min(relative + length, dss[5])
             high = end if high is None else max(high, end)
