@@ -37,7 +37,7 @@ from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.families import check_families
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, new_run_id, work_dir_of
-from testbed.net.topo import Topology, family_label, ip_version
+from testbed.net.topo import Topology, family_label, host_port, ip_version
 from testbed.outcome import classify
 from testbed.progress import TransferProgress
 from testbed.result import RESULT_FILE, ConnectionResult, EndpointRecord, Result, SubflowResult
@@ -194,10 +194,6 @@ def socket_address(topo: Topology, address: str) -> str:
     if 6 not in topo.versions or ip_version(address) == 6:
         return address
     return f"::ffff:{address}"
-
-
-def host_port(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def plan_run(spec: ExperimentSpec, work: Path, backends: Backends | None = None) -> RunPlan:

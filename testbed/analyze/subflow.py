@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from testbed.net.topo import host_port
+
 _M32 = 0xFFFFFFFF
 _HALF = 1 << 31
 RTT_PENDING_LIMIT = 4096  # first transmissions waiting for their ACK, per direction
@@ -147,8 +149,7 @@ class Subflow:
 
     def endpoint(self, side: int) -> str:
         """"address:port" of one side, an IPv6 address in brackets ("[fd00::1]:5201")."""
-        address = self.addresses[side]
-        return f"[{address}]:{self.ports[side]}" if ":" in address else f"{address}:{self.ports[side]}"
+        return host_port(self.addresses[side], self.ports[side])
 
     def side_of(self, key: bytes) -> int:
         return 0 if key == self.keys[0] else 1

@@ -53,6 +53,11 @@ def ip_version(address: str) -> int:
     return 6 if is_ipv6_text(address) else 4
 
 
+def host_port(address: str, port: int) -> str:
+    """"10.0.1.1:5201" or "[fd00::1]:5201": an address and port as reports print them."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def family_label(address: str) -> str:
     """"IPv4" or "IPv6" for an address as reports print it ("10.0.1.1:5201", "[fd00::1]:5201");
     an IPv4-mapped IPv6 address is IPv4 on the wire."""
