@@ -1,6 +1,6 @@
-"""`testbed soak --minutes 2`, the suite's variant of the 30-minute soak (issue 13, point 3; two
-minutes is the shortest it allows, as RSS is judged after the first minute): every criterion
-holds, and soak.json says so with evidence checked here against each transfer's result.json."""
+"""`testbed soak --minutes 3`, the suite's variant of the 30-minute soak (issue 13, point 3):
+every criterion holds, and soak.json says so with evidence that can be checked here against
+each transfer's own result.json."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-def test_a_two_minute_soak_passes_every_criterion(tmp_path: Path) -> None:
+def test_a_three_minute_soak_passes_every_criterion(tmp_path: Path) -> None:
     out = tmp_path / "soak"
-    done = subprocess.run([sys.executable, "-m", "testbed.cli", "soak", "--minutes", "2",
+    done = subprocess.run([sys.executable, "-m", "testbed.cli", "soak", "--minutes", "3",
                            "--out", str(out), "--seed", "2"], capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=400, check=False)
     document = json.loads((out / "soak.json").read_text())
     failed = {c["name"]: c["problems"] for c in document["criteria"] if not c["passed"]}
     assert done.returncode == 0, (failed, done.stdout[-3000:], done.stderr[-3000:])
@@ -48,7 +48,7 @@ def test_a_two_minute_soak_passes_every_criterion(tmp_path: Path) -> None:
     for process in document["processes"]:
         assert len(process["series"]["rss_kib"]) == process["samples"]
     inline = [p for p in document["processes"] if p["label"] == "testbed.inline"]
-    assert all(p["samples"] >= 110 for p in inline)  # one a second for two minutes
+    assert all(p["samples"] >= 170 for p in inline)  # one a second for three minutes
 
     after = document["census"]["after"]
     assert after["namespaces"] == [] and after["processes"] == []
