@@ -186,14 +186,18 @@ def test_link_emulation_treats_ipv6_as_ipv4(tmp_path: Path) -> None:
         rows = subflow_rows(tmp_path / f"out-{family}")
         (b_index,) = {r["subflow"] for r in rows if r["local"] == by_path["b"]["local"]}
         rate_b = (mbit_per_s(rows, b_index, 0.5, 1.5), mbit_per_s(rows, b_index, 1.8, 3.0))
-        summary[family] = {"rate_b": rate_b, "rtt_a": by_path["a"]["rtt_ms"], "loss_a": dropped / arrived}
+        # path a's delay: the lowest smoothed RTT sampled (the final one also holds whatever the
+        # queue held at the end, 22 to 50 ms between runs of one family)
+        (a_index,) = {r["subflow"] for r in rows if r["local"] == by_path["a"]["local"]}
+        rtt_a = min(float(r["srtt_ms"]) for r in rows if r["subflow"] == a_index and r["srtt_ms"])
+        summary[family] = {"rate_b": rate_b, "rtt_a_min": rtt_a, "loss_a": dropped / arrived}
         assert 0.004 < dropped / arrived < 0.025, summary
         assert by_path["a"]["rtt_ms"] >= 20 and by_path["b"]["rtt_ms"] >= 40, conn["subflows"]
         # never above the configured rate; the lower bound is loose because the loss on path a
         # holds data-level reordering that can idle path b for a while (head-of-line blocking)
         assert 4.0 <= rate_b[0] <= 11.0 and 2.0 <= rate_b[1] <= 5.5, summary
     v4, v6 = summary["ipv4"], summary["ipv6"]
-    assert abs(v6["rtt_a"] - v4["rtt_a"]) <= max(10.0, 0.5 * v4["rtt_a"]), summary
+    assert 20 <= v4["rtt_a_min"] and abs(v6["rtt_a_min"] - v4["rtt_a_min"]) <= 5.0, summary
 
 
 def test_ipv6_path_carries_data_again_after_a_link_flap(tmp_path: Path) -> None:
