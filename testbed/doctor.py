@@ -1,8 +1,9 @@
 """`testbed doctor`: what this machine can do, found by trying it in a scratch namespace.
 
 Nothing is read from kernel config files: each capability is exercised (a qdisc added, a
-socket opened, an nft rule loaded) in a throwaway namespace named like a run's
-(`tb-<id>-doctor`), so `testbed clean` removes it even after a crash. The result decides the
+socket opened, an nft rule loaded) in a throwaway namespace recorded as a run of its own
+(`tb-<id>-doctor`), so `testbed clean` removes it after a crash and leaves it alone while the
+doctor lives (another job's clean once deleted it mid-probe). The result decides the
 backend of each link parameter, and is recorded in every result file.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from testbed.command import run_command
 from testbed.net.shaping import Backends
-from testbed.net.state import delete_netns, new_run_id
+from testbed.net.state import RunState, delete_netns
 
 MPTCP_SOCKET_PROBE = (
     "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.close()"
@@ -126,7 +127,11 @@ def run_doctor() -> DoctorReport:
         report.add("mptcp", False, "not probed: needs root")
         return report
 
-    netns = f"tb-{new_run_id()}-doctor"
+    # recorded as a run of its own, so a concurrent `testbed clean` sees its runner alive and
+    # leaves the namespace alone, and a later one removes it after a crash
+    state = RunState.create()
+    netns = state.netns_name("doctor")
+    state.add_netns(netns)
     try:
         done = _run(["ip", "netns", "add", netns])
         if done.returncode != 0:
@@ -183,6 +188,7 @@ def run_doctor() -> DoctorReport:
             report.backends = Backends(rate=rate, loss=loss, delay=delay)
     finally:
         delete_netns([netns])
+        state.remove()
     return report
 
 

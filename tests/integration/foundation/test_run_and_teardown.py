@@ -31,6 +31,28 @@ def test_doctor_json_reports_backends_for_this_kernel() -> None:
         assert report["backends"]["loss"] == "nft" and report["backends"]["delay"] == "userspace"
 
 
+def test_a_clean_during_doctor_leaves_its_namespace_alone(monkeypatch) -> None:
+    """Another job's `testbed clean` in the middle of the probes: the doctor's namespace is a
+    recorded run with a live runner, so clean keeps it and every later probe still works."""
+    from testbed import doctor
+    from testbed.net import state
+
+    probe_qdisc = doctor._probe_qdisc
+    cleaned: list[str] = []
+
+    def probe_then_clean(netns: str, kind: str, **params):
+        if not cleaned:
+            cleaned.append(run_cli("clean").stdout)
+        return probe_qdisc(netns, kind, **params)
+
+    monkeypatch.setattr(doctor, "_probe_qdisc", probe_then_clean)
+    report = doctor.run_doctor()
+    assert cleaned and "doctor" not in cleaned[0], cleaned
+    checks = {check.name: check.ok for check in report.checks}
+    assert checks["htb"] and checks["nftables"] and checks["af_packet"], report.checks
+    assert not [p for p in state.RUNS_DIR.glob("*.json") if "doctor" in p.read_text()]
+
+
 def test_kernel_mptcp_run_uses_both_paths_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = run_cli("run", str(write_spec(tmp_path, seconds=3, extra="[expect]\noutcome = \"mptcp\"")),
