@@ -9,6 +9,7 @@ vagrant-libvirt, libvirt and qemu), build the lab's box locally from Debian pack
     testbed lab box       build mptcp-testbed/bookworm64 and add it to Vagrant (idempotent)
     testbed lab up        vagrant up (boot) and vagrant provision (the project's make setup)
     testbed lab demo      `make demo` inside, doctor's backends, result.json copied back
+    testbed lab compare   the Prague demo and the CI matrix inside (netem) and on this host
     testbed lab destroy   vagrant destroy -f, then check no domain, volume or qemu is left
     testbed lab cycle     all of the above; writes lab-cycle.json with every step's time
 
@@ -300,6 +301,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("up", help="vagrant up and provision")
     demo_parser = sub.add_parser("demo", help="make demo inside; result.json copied back")
     demo_parser.add_argument("--out", type=Path, default=Path("results/lab-demo"))
+    compare = sub.add_parser("compare", help="the Prague demo and the CI matrix in the VM (netem) "
+                             "and on this host; side-by-side compare.md")
+    compare.add_argument("--out", type=Path, default=Path("results/lab-compare"))
+    compare.add_argument("--phase-seconds", type=float, default=None,
+                         help="make every Prague phase this long (a short rehearsal)")
     sub.add_parser("destroy", help="vagrant destroy -f and check nothing is left")
     cycle = sub.add_parser("cycle", help="setup, box, up, demo, destroy; every step timed")
     cycle.add_argument("--out", type=Path, default=Path("results/lab-cycle"))
@@ -317,6 +323,11 @@ def run(args: argparse.Namespace) -> int:
     elif command == "demo":
         check_preconditions(need_box=False, memory_mb=0)
         print(json.dumps(demo(lab, args.out)))
+    elif command == "compare":
+        from testbed.lab_compare import lab_compare
+
+        check_preconditions(need_box=False, memory_mb=0)
+        return lab_compare(lab, args.out.resolve(), args.phase_seconds)
     elif command == "destroy":
         destroy(lab)
         print("lab: destroyed; no domain, volume or qemu of the lab left")
