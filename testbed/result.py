@@ -63,6 +63,9 @@ class ConnectionResult:
     # the oracle's Verdict (testbed.integrity): reference stream, where a difference starts, why
     integrity_verdict: dict[str, Any] = field(default_factory=dict)
     expected_subflows: int | None = None  # what the spec allows (None in files before schema 3)
+    # request/response traffic (testbed.latency_result): percentiles, wire bytes per payload
+    # byte; None for bulk traffic
+    latency: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
