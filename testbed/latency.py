@@ -104,6 +104,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         per_run.append({**{f: latency.get(f) for f in FIGURES}, "count": latency.get("count", 0),
                         "requests": latency.get("requests"), "integrity": conn["integrity"],
                         "outcome": conn["outcome"], "dir": run["dir"]})
+    return summarise_rows(per_run)
+
+
+def summarise_rows(per_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of runs' figures (one dict per run, FIGURES keys)."""
     medians = {}
     for figure in FIGURES:
         values = [r[figure] for r in per_run if r[figure] is not None]
