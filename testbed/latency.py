@@ -172,7 +172,7 @@ def write_plot(png: Path, runs: dict[str, list[dict[str, Any]]], summary: dict[s
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     figure, (cdf, series) = pyplot.subplots(1, 2, figsize=(13, 5), dpi=110)
     try:
@@ -201,7 +201,8 @@ def write_plot(png: Path, runs: dict[str, list[dict[str, Any]]], summary: dict[s
         series.set_ylabel("latency (ms, log)")
         series.legend(fontsize=7)
         series.grid(alpha=0.3, which="both")
-        for axis in (cdf.xaxis, series.yaxis):  # plain milliseconds on the log axes
+        for axis in (cdf.xaxis, series.yaxis):  # plain milliseconds on the log axes: 10, 20, 50...
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(ScalarFormatter())
             axis.set_minor_formatter(NullFormatter())
         figure.tight_layout()

@@ -136,6 +136,9 @@ class Result:
             for key in ("kernel", "vm", "command"):
                 if record.get(key) is None:
                     record.pop(key, None)
+        for connection in doc["connections"]:
+            if connection.get("latency") is None:  # only request/response traffic has the key
+                connection.pop("latency", None)
         for connection in doc["connections"]:  # a subflow's family: absent when unknown, as before
             for subflow in connection["subflows"]:
                 if not subflow.get("family"):
