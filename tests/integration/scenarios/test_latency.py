@@ -2,7 +2,8 @@
 bundled python stack, the userspace delay stage, nft loss.
 
 `testbed latency --short` runs the four variants (about 35 s in all); the mixed pairings run
-the same traffic between a kernel and a python end each way (a few seconds each). Assertions
+the same traffic between a kernel and a python end each way, and through an ALG that edits one
+request (a few seconds each). Assertions
 are on what the runs measured: every request answered, both streams intact, the wire bytes
 per payload byte, and the redundant scheduler's tail (p99 several times below every other
 variant's in the runs measured while writing this; one run of 100 requests each here).
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from testbed import latency
+from testbed.endpoints.payload import PayloadSource
 from testbed.latency_result import LATENCY_FILE, read_latency_csv
 from testbed.runner import run_experiment
-from testbed.spec import load_spec
+from testbed.spec import MiddleboxPlacement, load_spec
 
 if os.geteuid() != 0:
     pytest.skip("scenario integration tests need root (namespaces, tc, nft)", allow_module_level=True)
@@ -61,3 +63,23 @@ def test_mixed_stacks_answer_every_request_intact(tmp_path: Path, client: str, s
     # at least one round trip of the 10 ms path, and every latency written down
     assert conn["latency"]["p50_ms"] >= 20, conn["latency"]
     assert len(read_latency_csv(tmp_path / LATENCY_FILE)) == 40
+
+
+def test_an_edited_request_is_caught_by_the_request_stream_check(tmp_path: Path) -> None:
+    """An ALG that rewrites 3 bytes of the first request (same length, upstream only): MPTCP
+    without DSS checksums delivers the edit, the answers stay intact, and only the request
+    stream's hashes can tell; the run must say corrupted."""
+    base = load_spec(SCENARIOS / "latency_short.toml")
+    # "Yqd" is at offset 100 of the request stream of seed 1 (the first request)
+    assert bytes(PayloadSource(base.seed).window(0, 200))[100:103] == b"Yqd"
+    alg = {"pattern": "Yqd", "replacement": "XXX", "direction": "upstream", "limit": 1}
+    spec = dataclasses.replace(
+        base, timeline=(), middleboxes=tuple(MiddleboxPlacement(node, "rewrite_payload", alg)
+                                             for node in ("mb_a", "mb_b")),
+        traffic=dataclasses.replace(base.traffic, requests=20, rate_per_s=None))
+    result = run_experiment(spec, tmp_path, progress=lambda _m: None)
+    conn = result["connections"][0]
+    assert conn["integrity"] == "corrupted", conn["integrity_verdict"]
+    assert any("request stream differs" in problem for problem in conn["problems"]), conn["problems"]
+    assert conn["latency"]["count"] == 20  # the server answered every (edited) request
+    assert conn["sha256"]["client"] == conn["sha256"]["server"]  # the answers arrived intact
