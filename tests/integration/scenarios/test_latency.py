@@ -5,8 +5,8 @@ bundled python stack, the userspace delay stage, nft loss.
 the same traffic between a kernel and a python end each way, and through an ALG that edits one
 request (a few seconds each). Assertions
 are on what the runs measured: every request answered, both streams intact, the wire bytes
-per payload byte, and the redundant scheduler's tail (p99 several times below every other
-variant's in the runs measured while writing this; one run of 100 requests each here).
+per payload byte, and the redundant scheduler's tail (one run of 100 requests each here, so the
+table compares p90: 22-55 ms against the others' 53-158 ms in three runs while writing this).
 """
 
 from __future__ import annotations
