@@ -90,7 +90,7 @@ def test_timeseries_writer_header_and_rows() -> None:
         (["client", "--connect", "host:80", "--bytes", "1"], "'host' is not an IP address"),
         (["client", "--connect", "10.0.0.1:70000", "--bytes", "1"], "port '70000' is not in"),
         (["client", "--connect", "10.0.0.1:1", "--bytes", "1", "--seconds", "1"], "not allowed with"),
-        (["client", "--connect", "10.0.0.1:1"], "one of the arguments --bytes --seconds is required"),
+        (["client", "--connect", "10.0.0.1:1"], "one of the arguments --bytes --seconds --requests is required"),
         (["client", "--connect", "10.0.0.1:1", "--seconds", "0"], "must be > 0"),
         (["client", "--connect", "10.0.0.1:1", "--bytes", "1", "--mptcp", "--tcp"], "not allowed with"),
         (["server", "--listen", "0.0.0.0:1", "--connections", "0"], "must be >= 1"),
