@@ -732,7 +732,7 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
     from testbed.demo.livegraph import SampleTail
 
     pending = list(spec.timeline)
-    deadline = started + spec.traffic.timeout_s + (spec.traffic.seconds or 0) + 10
+    deadline = started + spec.traffic.timeout_s + spec.traffic.planned_s + 10
     tail = SampleTail(work / "client.samples.csv") if bar is not None else None
     per_subflow: dict[str, int] = {}
     sampled_at = 0.0

@@ -127,6 +127,16 @@ class TrafficSpec:
     response_bytes: int | None = None
     rate_per_s: float | None = None
 
+    @property
+    def planned_s(self) -> float:
+        """How long the traffic is planned to last: its seconds, or a paced request/response
+        run's requests / rate (0 when it is open-ended: bytes, or back-to-back requests)."""
+        if self.seconds is not None:
+            return self.seconds
+        if self.requests is not None and self.rate_per_s is not None:
+            return self.requests / self.rate_per_s
+        return 0.0
+
 
 TRAFFIC_TYPES = ("bulk", "request_response")
 REQUEST_RESPONSE_KEYS = ("requests", "request_bytes", "response_bytes", "rate_per_s")
@@ -321,7 +331,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         bytes=tr.get("bytes"), seconds=seconds,
         direction="download" if request_response else tr.get("direction", "upload"),
         port=tr.get("port", 5201), sample_ms=float(tr.get("sample_ms", 50.0)),
-        timeout_s=finite_number(tr.get("timeout_s", max(60.0, (seconds or 0) * 3)),
+        timeout_s=finite_number(tr.get("timeout_s", max(60.0, (seconds or 0) * 3,
+                                                        _paced_s(request_response) * 3)),
                                 f"{source}: [traffic].timeout_s"),
         congestion_control=tr.get("congestion_control"),
         kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
@@ -419,6 +430,12 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     )
 
 
+def _paced_s(request_response: dict[str, Any]) -> float:
+    """The planned length of paced request/response traffic (0: bulk or back to back)."""
+    rate = request_response.get("rate_per_s")
+    return request_response["requests"] / rate if rate else 0.0
+
+
 def _request_response(tr: dict[str, Any], endpoints: list[EndpointSpec],
                       source: str) -> dict[str, Any]:
     """The TrafficSpec fields of `type = "request_response"` ({} for bulk traffic); the
@@ -447,6 +464,9 @@ def _request_response(tr: dict[str, Any], endpoints: list[EndpointSpec],
     rate = finite_number(tr["rate_per_s"], f"{where}.rate_per_s") if "rate_per_s" in tr else None
     if rate is not None and not 0.01 <= rate <= 100_000:
         raise SpecError(f"{where}.rate_per_s must be 0.01..100000 (leave it out: back to back)")
+    if rate is not None and 1 / rate >= finite_number(tr.get("timeout_s", 60.0), f"{where}.timeout_s"):
+        raise SpecError(f"{where}.rate_per_s {rate:g} leaves {1 / rate:g} s between requests, longer "
+                        f"than the endpoints' idle timeout (timeout_s); raise rate_per_s or timeout_s")
     for endpoint in endpoints:
         if endpoint.stack == "command":
             raise SpecError(f"{where}: request_response needs kernel, tcp or python endpoints; "

@@ -275,6 +275,11 @@ class TransferJob:
             self.last_progress = now
         if self.closed_at is not None:
             return
+        if exchange.client and self.peer_closed and not exchange.all_answered:
+            assert exchange.plan is not None
+            self._fail("protocol", f"server closed after answering {exchange.answered} of "
+                                   f"{exchange.plan.requests} requests")
+            return
         if exchange.all_answered or (self.peer_closed and exchange.idle
                                      and una >= connection.data.send_end):
             self.end_at = now

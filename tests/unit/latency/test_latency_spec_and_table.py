@@ -41,6 +41,11 @@ def test_request_response_traffic_parses_and_downloads_the_responses() -> None:
     back_to_back = parse_spec(_spec({"type": "request_response", "requests": 1, "request_bytes": 1,
                                      "response_bytes": 1}))
     assert back_to_back.traffic.rate_per_s is None
+    # paced: planned for requests / rate, and the idle timeout covers three times that
+    assert (traffic.planned_s, traffic.timeout_s) == (2.0, 60.0) and back_to_back.traffic.planned_s == 0
+    long = parse_spec(_spec({"type": "request_response", "requests": 600, "request_bytes": 1,
+                             "response_bytes": 1, "rate_per_s": 20}))
+    assert (long.traffic.planned_s, long.traffic.timeout_s) == (30.0, 90.0)
 
 
 @pytest.mark.parametrize(("traffic", "message"), [
@@ -57,6 +62,8 @@ def test_request_response_traffic_parses_and_downloads_the_responses() -> None:
     ({"type": "request_response", "requests": 1, "request_bytes": 1, "response_bytes": 1,
       "direction": "upload"}, "remove direction"),
     ({"bytes": 5, "requests": 3}, "[traffic].requests belongs to type = \"request_response\""),
+    ({"type": "request_response", "requests": 1, "request_bytes": 1, "response_bytes": 1,
+      "rate_per_s": 0.02, "timeout_s": 30}, "leaves 50 s between requests, longer than"),
     ({"type": "request_response", "requests": 1, "request_bytes": 1, "response_bytes": "big"},
      "response_bytes: expected an integer"),
 ])

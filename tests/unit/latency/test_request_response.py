@@ -141,3 +141,25 @@ def test_response_bytes_nobody_asked_for_are_a_protocol_error() -> None:
                            StreamProgress(), now=0.0)
     client.on_data(b"x" * 5, 0.0)
     assert client.error is not None and "beyond the answer" in client.error
+
+
+def test_a_server_that_stops_answering_early_is_a_protocol_error_with_the_latencies_kept() -> None:
+    plan = RequestPlan(requests=3, request_bytes=10, response_bytes=20)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(24 + 10, socket.MSG_WAITALL)
+            conn.sendall(b"r" * 20)
+
+    thread = threading.Thread(target=answer_once)
+    thread.start()
+    log = LatencyLog()
+    with socket.create_connection(listener.getsockname()) as sock:
+        sock.sendall(plan.transfer_request(seed=1).encode())
+        with pytest.raises(ProtocolError, match="server closed after answering 1 of 3 requests"):
+            client_exchange(sock, plan, 1, StreamProgress(), StreamProgress(), _policy(), time.sleep, log)
+    thread.join(5)
+    listener.close()
+    assert len(log.latencies_ms) == 1
