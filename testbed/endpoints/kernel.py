@@ -3,8 +3,12 @@
     python -m testbed.endpoints.kernel server --listen ADDR:PORT [--mptcp|--tcp]
         [--connections K] [--timeout S] [--sample-ms MS] [--timeseries CSV]
     python -m testbed.endpoints.kernel client --connect ADDR:PORT [--bind ADDR[:PORT]]
-        [--mptcp|--tcp] (--bytes N | --seconds T) [--direction upload|download]
+        [--mptcp|--tcp] (--bytes N | --seconds T | --requests N [--request-bytes S]
+        [--response-bytes R] [--rate-per-s X]) [--direction upload|download]
         [--seed S] [--timeout S] [--sample-ms MS] [--timeseries CSV]
+
+``--requests`` is request/response traffic (testbed.endpoints.request_response): the client's
+report then also carries each request's latency.
 
 MPTCP means ``socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)``: no mptcpize, no LD_PRELOAD.
 Stdout carries JSON lines only (see testbed.endpoints.report): the server's
