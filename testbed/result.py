@@ -63,6 +63,9 @@ class ConnectionResult:
     # the oracle's Verdict (testbed.integrity): reference stream, where a difference starts, why
     integrity_verdict: dict[str, Any] = field(default_factory=dict)
     expected_subflows: int | None = None  # what the spec allows (None in files before schema 3)
+    # request/response traffic (testbed.latency_result): percentiles, wire bytes per payload
+    # byte; None for bulk traffic
+    latency: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +136,9 @@ class Result:
             for key in ("kernel", "vm", "command"):
                 if record.get(key) is None:
                     record.pop(key, None)
+        for connection in doc["connections"]:
+            if connection.get("latency") is None:  # only request/response traffic has the key
+                connection.pop("latency", None)
         for connection in doc["connections"]:  # a subflow's family: absent when unknown, as before
             for subflow in connection["subflows"]:
                 if not subflow.get("family"):

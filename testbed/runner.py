@@ -33,6 +33,13 @@ from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.endpoints.vm_guest import GO_FILE, READY_FILE
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.integrity_run import run_verdict
+from testbed.latency_result import (
+    LATENCY_FILE,
+    is_request_response,
+    latency_fields,
+    with_request_stream,
+    write_latency_csv,
+)
 from testbed.net.build import BumpRuntime, Network, delay_bump
 from testbed.net.families import check_families
 from testbed.net.shaping import Backends
@@ -329,7 +336,11 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
     command += ["--connect", listen, "--direction", traffic.direction, "--seed", str(spec.seed)]
     if bind:
         command += ["--bind", f"[{bind}]" if ":" in bind else bind]
-    if traffic.bytes is not None:
+    if traffic.type == "request_response":
+        command += ["--requests", str(traffic.requests), "--request-bytes", str(traffic.request_bytes),
+                    "--response-bytes", str(traffic.response_bytes),
+                    *(["--rate-per-s", str(traffic.rate_per_s)] if traffic.rate_per_s else [])]
+    elif traffic.bytes is not None:
         command += ["--bytes", str(traffic.bytes)]
     else:
         command += ["--seconds", str(traffic.seconds)]
@@ -473,7 +484,8 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
         raise RunFailed(f"server endpoint did not start: {first.strip()} "
                         f"{server_proc.stderr.read().strip() if server_proc.stderr else ''}")
     progress(f"server listening on {plan.listen}; client {plan.client.stack} -> server {plan.server.stack}, "
-             + (f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
+             + (f"{spec.traffic.requests} requests" if spec.traffic.type == "request_response"
+                else f"{spec.traffic.bytes} bytes" if spec.traffic.bytes else f"{spec.traffic.seconds} s"))
     started = time.monotonic()
     if client_proc is None:
         client_proc = net.popen(plan.client.host, plan.client.command, stdout=subprocess.PIPE,
@@ -566,6 +578,9 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
     receiver_role = "server" if spec.traffic.direction == "upload" else "client"
     received = received_file_of(work, receiver_role)
     verdict = run_verdict(record, transfer.middlebox_stats, spec.seed, received)
+    if is_request_response(record):
+        verdict = with_request_stream(record, verdict)
+        write_latency_csv(out_dir / LATENCY_FILE, record)
     received.unlink(missing_ok=True)
     outcome, evidence = classify(record, counters, expected_subflows, verdict)
 
@@ -604,6 +619,7 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
                         for end in (record.client, record.server)},
         mptcp_info={"client": record.client.mptcp_info.__dict__ if record.client.mptcp_info else None,
                     "server": record.server.mptcp_info.__dict__ if record.server.mptcp_info else None},
+        latency=latency_fields(record, spec.traffic.requests) if is_request_response(record) else None,
     )
     expectations = check_expectations(spec.expect, connection.to_json())
     if "trace_share" in spec.expect:
@@ -675,8 +691,11 @@ def _transfer_progress(spec: ExperimentSpec, stream: TextIO | None) -> TransferP
     if stream is None:
         return None
     timeline_end = max((event.at_s for event in spec.timeline), default=0.0)
-    return TransferProgress(seconds=spec.traffic.seconds if spec.traffic.bytes is None else None,
-                            total_bytes=spec.traffic.bytes, timeline_end_s=timeline_end,
+    traffic = spec.traffic
+    responses = traffic.requests * traffic.response_bytes if traffic.requests and traffic.response_bytes \
+        else None  # request/response traffic: the responses are the download
+    return TransferProgress(seconds=traffic.seconds if traffic.bytes is None and responses is None else None,
+                            total_bytes=traffic.bytes or responses, timeline_end_s=timeline_end,
                             label=spec.name, stream=stream)
 
 
@@ -713,7 +732,7 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
     from testbed.demo.livegraph import SampleTail
 
     pending = list(spec.timeline)
-    deadline = started + spec.traffic.timeout_s + (spec.traffic.seconds or 0) + 10
+    deadline = started + spec.traffic.timeout_s + spec.traffic.planned_s + 10
     tail = SampleTail(work / "client.samples.csv") if bar is not None else None
     per_subflow: dict[str, int] = {}
     sampled_at = 0.0

@@ -118,6 +118,28 @@ class TrafficSpec:
     # kernel endpoints' net.ipv4.tcp_retries2 (default 15): with a capped RTO, 15 retries last
     # seconds, not the default quarter of an hour, and an absent path's subflow is closed
     kernel_tcp_retries2: int | None = None
+    # "bulk" (bytes or seconds one way) or "request_response": `requests` requests of
+    # `request_bytes` each answered with `response_bytes`, one outstanding at a time, started
+    # `rate_per_s` per second (None: back to back); testbed.endpoints.request_response
+    type: str = "bulk"
+    requests: int | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    rate_per_s: float | None = None
+
+    @property
+    def planned_s(self) -> float:
+        """How long the traffic is planned to last: its seconds, or a paced request/response
+        run's requests / rate (0 when it is open-ended: bytes, or back-to-back requests)."""
+        if self.seconds is not None:
+            return self.seconds
+        if self.requests is not None and self.rate_per_s is not None:
+            return self.requests / self.rate_per_s
+        return 0.0
+
+
+TRAFFIC_TYPES = ("bulk", "request_response")
+REQUEST_RESPONSE_KEYS = ("requests", "request_bytes", "response_bytes", "rate_per_s")
 
 
 @dataclass(frozen=True)
@@ -273,11 +295,14 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         "timeout_s": float, "congestion_control": str, "kernel_buffer_max_bytes": int,
         "receiver_buffer_max_bytes": int, "sender_buffer_bytes": int,
         "kernel_rto_max_ms": int, "kernel_tcp_retries2": int,
+        "type": str, "requests": int, "request_bytes": int, "response_bytes": int,
+        "rate_per_s": float,
     })
+    request_response = _request_response(tr, endpoints, source)
     if tr.get("congestion_control", "cubic") not in KERNEL_CONGESTION_CONTROLS:
         raise SpecError(f"{source}: [traffic].congestion_control {tr['congestion_control']!r} is not one of "
                         f"{', '.join(KERNEL_CONGESTION_CONTROLS)}")
-    if ("bytes" in tr) == ("seconds" in tr):
+    if not request_response and ("bytes" in tr) == ("seconds" in tr):
         raise SpecError(f"{source}: [traffic] needs exactly one of bytes or seconds")
     if tr.get("bytes", 1) <= 0 or tr.get("seconds", 1) <= 0:
         raise SpecError(f"{source}: [traffic] bytes/seconds must be positive")
@@ -303,9 +328,11 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
     seconds = finite_number(tr["seconds"], f"{source}: [traffic].seconds") \
         if "seconds" in tr else None
     traffic = TrafficSpec(
-        bytes=tr.get("bytes"), seconds=seconds, direction=tr.get("direction", "upload"),
+        bytes=tr.get("bytes"), seconds=seconds,
+        direction="download" if request_response else tr.get("direction", "upload"),
         port=tr.get("port", 5201), sample_ms=float(tr.get("sample_ms", 50.0)),
-        timeout_s=finite_number(tr.get("timeout_s", max(60.0, (seconds or 0) * 3)),
+        timeout_s=finite_number(tr.get("timeout_s", max(60.0, (seconds or 0) * 3,
+                                                        _paced_s(request_response) * 3)),
                                 f"{source}: [traffic].timeout_s"),
         congestion_control=tr.get("congestion_control"),
         kernel_buffer_max_bytes=tr.get("kernel_buffer_max_bytes"),
@@ -313,6 +340,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         sender_buffer_bytes=tr.get("sender_buffer_bytes"),
         kernel_rto_max_ms=tr.get("kernel_rto_max_ms"),
         kernel_tcp_retries2=tr.get("kernel_tcp_retries2"),
+        **request_response,
     )
     receiver = "server" if traffic.direction == "upload" else "client"
     for knob, role, config in (("receiver_buffer_max_bytes", receiver, "recv_buffer"),
@@ -400,6 +428,51 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         capture=capture.get("pcap", False), expect=dict(expect), source=source,
         traces=traces,
     )
+
+
+def _paced_s(request_response: dict[str, Any]) -> float:
+    """The planned length of paced request/response traffic (0: bulk or back to back)."""
+    rate = request_response.get("rate_per_s")
+    return request_response["requests"] / rate if rate else 0.0
+
+
+def _request_response(tr: dict[str, Any], endpoints: list[EndpointSpec],
+                      source: str) -> dict[str, Any]:
+    """The TrafficSpec fields of `type = "request_response"` ({} for bulk traffic); the
+    responses are the payload the integrity oracle judges, so the direction is download."""
+    where = f"{source}: [traffic]"
+    kind = tr.get("type", "bulk")
+    if kind not in TRAFFIC_TYPES:
+        raise SpecError(f"{where}.type {kind!r} is not one of {', '.join(TRAFFIC_TYPES)}")
+    given = [key for key in REQUEST_RESPONSE_KEYS if key in tr]
+    if kind == "bulk":
+        if given:
+            raise SpecError(f"{where}.{given[0]} belongs to type = \"request_response\"")
+        return {}
+    for key in ("bytes", "seconds", "direction"):
+        if key in tr:
+            raise SpecError(f"{where}.{key}: request_response traffic is sized by requests, "
+                            f"request_bytes and response_bytes; remove {key}")
+    for key in ("requests", "request_bytes", "response_bytes"):
+        if key not in tr:
+            raise SpecError(f"{where}: type = \"request_response\" needs {key}")
+    if not 1 <= tr["requests"] <= 1_000_000:
+        raise SpecError(f"{where}.requests must be 1..1000000")
+    for key in ("request_bytes", "response_bytes"):
+        if not 1 <= tr[key] <= 1 << 30:
+            raise SpecError(f"{where}.{key} must be 1..1073741824")
+    rate = finite_number(tr["rate_per_s"], f"{where}.rate_per_s") if "rate_per_s" in tr else None
+    if rate is not None and not 0.01 <= rate <= 100_000:
+        raise SpecError(f"{where}.rate_per_s must be 0.01..100000 (leave it out: back to back)")
+    if rate is not None and 1 / rate >= finite_number(tr.get("timeout_s", 60.0), f"{where}.timeout_s"):
+        raise SpecError(f"{where}.rate_per_s {rate:g} leaves {1 / rate:g} s between requests, longer "
+                        f"than the endpoints' idle timeout (timeout_s); raise rate_per_s or timeout_s")
+    for endpoint in endpoints:
+        if endpoint.stack == "command":
+            raise SpecError(f"{where}: request_response needs kernel, tcp or python endpoints; "
+                            f"the {endpoint.role} is {endpoint.label}")
+    return {"type": kind, "requests": tr["requests"], "request_bytes": tr["request_bytes"],
+            "response_bytes": tr["response_bytes"], "rate_per_s": rate}
 
 
 def parse_traces(raw: list[Any], source: str) -> tuple[TraceSpec, ...]:

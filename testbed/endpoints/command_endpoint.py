@@ -457,6 +457,8 @@ def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
 def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
     if args.direction != "upload":
         raise CommandProblem("a command endpoint sends client -> server only (direction upload)")
+    if args.requests is not None:
+        raise CommandProblem("a command endpoint carries bulk traffic only (--bytes or --seconds)")
     if args.seconds is not None:
         request = TransferRequest("upload", "seconds", round(args.seconds * 1e6), args.seed)
     else:

@@ -3,8 +3,12 @@
     python -m testbed.endpoints.kernel server --listen ADDR:PORT [--mptcp|--tcp]
         [--connections K] [--timeout S] [--sample-ms MS] [--timeseries CSV]
     python -m testbed.endpoints.kernel client --connect ADDR:PORT [--bind ADDR[:PORT]]
-        [--mptcp|--tcp] (--bytes N | --seconds T) [--direction upload|download]
+        [--mptcp|--tcp] (--bytes N | --seconds T | --requests N [--request-bytes S]
+        [--response-bytes R] [--rate-per-s X]) [--direction upload|download]
         [--seed S] [--timeout S] [--sample-ms MS] [--timeseries CSV]
+
+``--requests`` is request/response traffic (testbed.endpoints.request_response): the client's
+report then also carries each request's latency.
 
 MPTCP means ``socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)``: no mptcpize, no LD_PRELOAD.
 Stdout carries JSON lines only (see testbed.endpoints.report): the server's
@@ -45,6 +49,13 @@ from testbed.endpoints.report import (
     ListeningEvent,
     MptcpCounters,
     Role,
+)
+from testbed.endpoints.request_response import (
+    LatencyLog,
+    RequestPlan,
+    client_exchange,
+    payload_seed,
+    server_exchange,
 )
 from testbed.endpoints.sampler import SocketSampler, TimeseriesWriter
 from testbed.endpoints.transfer import (
@@ -269,10 +280,12 @@ def run_connection(
     request: TransferRequest | None,
     timeseries: Path | None,
     received_file: Path | None = None,
+    plan: RequestPlan | None = None,
 ) -> EndpointReport:
     """Carry one connected socket through request, payload and close; always a report.
 
     ``request`` is what a client asks for; a server passes None and reads it from the wire.
+    A request/response client passes its ``plan`` too.
     """
     origin = settings.clock()
     started_at_unix = settings.wall_clock()
@@ -288,6 +301,8 @@ def run_connection(
         writer,
     )
     progress = StreamProgress()
+    requests = StreamProgress()  # request/response traffic: the request stream
+    latencies = LatencyLog()
     sending = False
     end_at: float | None = None
     error: BaseException | None = None
@@ -299,7 +314,17 @@ def run_connection(
         else:
             send_all(sock, request.encode(), policy)
         sending = (request.direction == "upload") == (settings.role == "client")
-        if sending:
+        if request.mode == "requests" and settings.role == "server":
+            end_at = server_exchange(sock, request, requests, progress, policy, settings.sleep)
+        elif request.mode == "requests":
+            if plan is None:
+                raise ValueError("a request/response client needs its RequestPlan")
+            progress.keep_received(received_file)
+            client_exchange(sock, plan, request.seed, requests, progress, policy, settings.sleep,
+                            latencies)
+            end_at = progress.finished_at
+            finish_sending(sock, policy)
+        elif sending:
             seconds = request.seconds
             send_stream(
                 sock,
@@ -346,7 +371,7 @@ def run_connection(
         mode=request.mode if request else None,
         requested_bytes=request.byte_limit if request else None,
         requested_seconds=request.seconds if request else None,
-        seed=request.seed if request and sending else None,
+        seed=payload_seed(request) if request and sending else None,
         bytes=progress.byte_count,
         sha256=progress.digest.hexdigest(),
         duration_s=round(duration, 6),
@@ -361,7 +386,18 @@ def run_connection(
         error=message,
         error_kind=kind,
         exit_code=EXIT_OK if error is None else EXIT_TRANSFER_FAILED,
+        **request_fields(request, requests, latencies),
     )
+
+
+def request_fields(request: TransferRequest | None, requests: StreamProgress,
+                   latencies: LatencyLog) -> dict[str, object]:
+    """The EndpointReport fields of request/response traffic ({} for bulk traffic)."""
+    if request is None or request.mode != "requests":
+        return {}
+    return {"requests_bytes": requests.byte_count, "requests_sha256": requests.digest.hexdigest(),
+            "latencies_ms": tuple(latencies.latencies_ms),
+            "request_sent_s": tuple(latencies.sent_at_s)}
 
 
 class _ReportPrinter:
@@ -459,6 +495,12 @@ def build_endpoint_parser(
     amount = client.add_mutually_exclusive_group(required=True)
     amount.add_argument("--bytes", type=_non_negative_int, help="payload size in bytes")
     amount.add_argument("--seconds", type=_positive_float, help="send for this long")
+    amount.add_argument("--requests", type=_positive_int,
+                        help="request/response traffic: this many requests, one at a time")
+    client.add_argument("--request-bytes", type=_positive_int, default=100)
+    client.add_argument("--response-bytes", type=_positive_int, default=1000)
+    client.add_argument("--rate-per-s", type=_positive_float,
+                        help="start requests at this rate (default: back to back)")
     client.add_argument("--direction", choices=("upload", "download"), default="upload")
     client.add_argument("--seed", type=_seed, default=1)
     for sub in (server, client):
@@ -546,11 +588,18 @@ def run_server(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
     return max((report.exit_code for report in reports), default=EXIT_OK)
 
 
-def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
+def client_request(args: argparse.Namespace) -> tuple[TransferRequest, RequestPlan | None]:
+    """What the client's command line asks for (the same for every stack's endpoint)."""
+    if args.requests is not None:
+        plan = RequestPlan(args.requests, args.request_bytes, args.response_bytes, args.rate_per_s)
+        return plan.transfer_request(args.seed), plan
     if args.seconds is not None:
-        request = TransferRequest(args.direction, "seconds", round(args.seconds * 1e6), args.seed)
-    else:
-        request = TransferRequest(args.direction, "bytes", args.bytes, args.seed)
+        return TransferRequest(args.direction, "seconds", round(args.seconds * 1e6), args.seed), None
+    return TransferRequest(args.direction, "bytes", args.bytes, args.seed), None
+
+
+def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _ReportPrinter) -> int:
+    request, plan = client_request(args)
     sock = open_socket(settings.transport, socket_family(args.connect[0]))
     with sock:
         try:
@@ -563,7 +612,7 @@ def run_client(args: argparse.Namespace, settings: EndpointSettings, out: _Repor
             report = failed_report(settings, 0, exc, request)
         else:
             report = run_connection(sock, settings, 0, request, settings.timeseries,
-                                    settings.received_file)
+                                    settings.received_file, plan)
     out.emit(report.to_json())
     return report.exit_code
 

@@ -88,7 +88,7 @@ class EndpointReport:
     mptcp_used: bool  # still MPTCP at the end: MPTCP_INFO answered, fallback flag clear
     direction: Direction | None  # None when the server failed before reading the request
     sending: bool  # this side sent the payload
-    mode: Literal["bytes", "seconds"] | None
+    mode: Literal["bytes", "seconds", "requests"] | None
     requested_bytes: int | None
     requested_seconds: float | None
     seed: int | None
@@ -118,6 +118,13 @@ class EndpointReport:
     command_exit_status: int | None = None
     command_stderr: str | None = None
     kernel_view: str | None = None
+    # request/response traffic (mode "requests", testbed.endpoints.request_response): the
+    # request stream this end sent (client) or received (server), and the client's latency of
+    # each answered request with when it was sent (s after the first request)
+    requests_bytes: int | None = None
+    requests_sha256: str | None = None
+    latencies_ms: tuple[float, ...] = ()
+    request_sent_s: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -304,6 +311,12 @@ def merge_reports(client: EndpointReport, server: EndpointReport) -> ConnectionR
     if client.mptcp_used != server.mptcp_used:
         problems.append(f"ends disagree on MPTCP: client {client.mptcp_used}, server {server.mptcp_used}")
     intact = sender.bytes == receiver.bytes and sender.sha256 == receiver.sha256
+    if client.mode == "requests" and (client.requests_bytes, client.requests_sha256) != (
+            server.requests_bytes, server.requests_sha256):
+        problems.append(f"request stream differs: client sent {client.requests_bytes} bytes "
+                        f"({client.requests_sha256}), server received {server.requests_bytes} "
+                        f"({server.requests_sha256})")
+        intact = False
     return ConnectionRecord(
         client=client,
         server=server,

@@ -40,8 +40,10 @@ from testbed.endpoints.kernel import (
     _positive_int,
     _timeseries_path,
     build_endpoint_parser,
+    client_request,
 )
 from testbed.endpoints.report import EndpointReport, ListeningEvent
+from testbed.endpoints.request_response import RequestPlan
 from testbed.endpoints.stack_transfer import Action, JobSettings, TransferJob
 from testbed.endpoints.transfer import TransferRequest
 from testbed.mptcp import events
@@ -173,11 +175,12 @@ class EndpointApp:
                                                           self.connections),
                            actions=tuple(args.at), announce=tuple(args.announce))
 
-    def add_job(self, connection: Any, request: TransferRequest | None, now: float) -> None:
+    def add_job(self, connection: Any, request: TransferRequest | None, now: float,
+                plan: RequestPlan | None = None) -> None:
         index = self.accepted
         self.accepted += 1
         self.jobs[id(connection)] = TransferJob(index, self.settings(index), connection,
-                                                request, now, time.time())
+                                                request, now, time.time(), plan)
 
     @property
     def finished(self) -> bool:
@@ -264,14 +267,11 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
                 emit(ListeningEvent(address=f"{listen_address}:{port}", transport=args.transport,
                                     connections=connections, pid=os.getpid()).to_json())
             else:
-                if args.seconds is not None:
-                    request = TransferRequest(args.direction, "seconds", round(args.seconds * 1e6), args.seed)
-                else:
-                    request = TransferRequest(args.direction, "bytes", args.bytes, args.seed)
+                request, plan = client_request(args)
                 remote, remote_port = args.connect
                 connection = host.connect(remote, remote_port, now=time.monotonic(),
                                           local_address=addresses[0])
-                app.add_job(connection, request, time.monotonic())
+                app.add_job(connection, request, time.monotonic(), plan)
             driver.run(app, stop=lambda: False)
             if args.driver_stats:
                 print(json.dumps({"event": "driver", **driver.stats()}), file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from testbed.endpoints.payload import PayloadSource
 from testbed.endpoints.report import EndpointReport, ErrorKind, MptcpCounters, Role
+from testbed.endpoints.request_response import RequestPlan, StackExchange, payload_seed
 from testbed.endpoints.sampler import SubflowTracker, TimeseriesWriter
 from testbed.endpoints.stack_observe import StackObserver
 from testbed.endpoints.transfer import REQUEST, ProtocolError, StreamProgress, TransferRequest
@@ -78,8 +79,12 @@ class TransferJob:
     """One connection's request, payload, close and report."""
 
     def __init__(self, index: int, settings: JobSettings, connection: Connection,
-                 request: TransferRequest | None, now: float, wall_now: float) -> None:
+                 request: TransferRequest | None, now: float, wall_now: float,
+                 plan: RequestPlan | None = None) -> None:
         self.index = index
+        self.plan = plan  # a request/response client's plan
+        self.exchange: StackExchange | None = None  # request/response traffic
+        self.requests = StreamProgress()  # its request stream
         self.settings = settings
         self.connection = connection
         self.request = request
@@ -151,6 +156,11 @@ class TransferJob:
             self._start_payload(now)
             if not data:
                 return
+        if self.exchange is not None:
+            self.exchange.on_data(data, now)
+            if self.exchange.error is not None:
+                self._fail("protocol", self.exchange.error)
+            return
         if self.sending:
             self._fail("protocol", f"receiver sent {len(data)} unexpected bytes")
             return
@@ -164,6 +174,18 @@ class TransferJob:
         self.sending = (request.direction == "upload") == (self.settings.role == "client")
         if not self.sending:
             self.progress.keep_received(self.settings.received_file)
+        if request.mode == "requests":
+            client = self.settings.role == "client"
+            if client and self.plan is None:
+                raise LocalProtocolError("a request/response client needs its RequestPlan")
+            try:  # the client sends requests and receives responses, the server the reverse
+                self.exchange = StackExchange(
+                    self.connection, request, self.plan if client else None,
+                    self.requests if client else self.progress,
+                    self.progress if client else self.requests, now)
+            except ProtocolError as exc:
+                self._fail("protocol", str(exc))
+            return
         if self.sending:
             self.payload_dsn = self.connection.data.send_end
             self.source = PayloadSource(request.seed)
@@ -202,6 +224,8 @@ class TransferJob:
             self._finish(now)
             return None
         deadline = self.next_sample
+        if self.exchange is not None and (due := self.exchange.due()) is not None:
+            deadline = min(deadline, due)
         if self.send_deadline is not None and not self.payload_queued:
             deadline = min(deadline, self.send_deadline)
         return deadline
@@ -229,12 +253,38 @@ class TransferJob:
         self._run_actions(now)
         if self.request is None or self.error is not None:
             return
-        if self.sending:
+        if self.exchange is not None:
+            self._exchange(now)
+        elif self.sending:
             self._send_payload(now)
         elif self.peer_closed and self.closed_at is None:
             connection.close()
             self.closed_at = now
             self.end_at = self.progress.finished_at
+
+    def _exchange(self, now: float) -> None:
+        """Request/response: move it on; the client closes once every request is answered,
+        the server once the client closed and every response is acknowledged."""
+        exchange = self.exchange
+        assert exchange is not None
+        connection = self.connection
+        exchange.advance(now)
+        una = connection.data.snd_data_una
+        if una != self._last_una:
+            self._last_una = una
+            self.last_progress = now
+        if self.closed_at is not None:
+            return
+        if exchange.client and self.peer_closed and not exchange.all_answered:
+            assert exchange.plan is not None
+            self._fail("protocol", f"server closed after answering {exchange.answered} of "
+                                   f"{exchange.plan.requests} requests")
+            return
+        if exchange.all_answered or (self.peer_closed and exchange.idle
+                                     and una >= connection.data.send_end):
+            self.end_at = now
+            connection.close()
+            self.closed_at = now
 
     def announce_due(self) -> bool:
         return (not self.announced and bool(self.settings.announce)
@@ -353,7 +403,7 @@ class TransferJob:
             mode=request.mode if request else None,
             requested_bytes=request.byte_limit if request else None,
             requested_seconds=request.seconds if request else None,
-            seed=request.seed if request and self.sending else None,
+            seed=payload_seed(request) if request and self.sending else None,
             bytes=progress.byte_count,
             sha256=progress.digest.hexdigest(),
             duration_s=round(duration, 6),
@@ -376,4 +426,14 @@ class TransferJob:
             error_kind=kind,
             exit_code=0 if self.error is None else 1,
             stack_counters=counters,
+            **self._exchange_fields(),
         )
+
+    def _exchange_fields(self) -> dict[str, object]:
+        """The EndpointReport fields of request/response traffic ({} for bulk traffic)."""
+        if self.exchange is None:
+            return {}
+        log = self.exchange.log
+        return {"requests_bytes": self.requests.byte_count,
+                "requests_sha256": self.requests.digest.hexdigest(),
+                "latencies_ms": tuple(log.latencies_ms), "request_sent_s": tuple(log.sent_at_s)}

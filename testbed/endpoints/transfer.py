@@ -9,7 +9,8 @@ Request layout (network byte order)::
 
     magic "TBEP" | version u8 | direction u8 | mode u8 | reserved u8 | amount u64 | seed u64
 
-``amount`` is a byte count (mode 0) or microseconds of sending (mode 1).
+``amount`` is a byte count (mode 0) or microseconds of sending (mode 1); mode 2 is
+request/response traffic (testbed.endpoints.request_response), its amount the two sizes.
 
 After the payload the sender shuts down its write side and waits for the receiver to
 close, so the sender's duration covers delivery of the last byte, not just its hand-off
@@ -33,7 +34,8 @@ REQUEST = struct.Struct("!4sBBBxQQ")
 REQUEST_MAGIC = b"TBEP"
 REQUEST_VERSION = 1
 _DIRECTIONS: tuple[Literal["upload", "download"], ...] = ("upload", "download")
-_MODES: tuple[Literal["bytes", "seconds"], ...] = ("bytes", "seconds")
+Mode = Literal["bytes", "seconds", "requests"]
+_MODES: tuple[Mode, ...] = ("bytes", "seconds", "requests")
 SEND_WINDOW = 1 << 20
 RECV_BUFFER = 1 << 20
 
@@ -55,8 +57,10 @@ class TransferRequest:
     """What the client asks for; sent as the first 24 bytes of the connection."""
 
     direction: Literal["upload", "download"]
-    mode: Literal["bytes", "seconds"]
-    amount: int  # bytes, or microseconds when mode == "seconds"
+    mode: Mode
+    # bytes, microseconds when mode == "seconds", or (request bytes << 32 | response bytes)
+    # when mode == "requests" (testbed.endpoints.request_response)
+    amount: int
     seed: int
 
     def __post_init__(self) -> None:
