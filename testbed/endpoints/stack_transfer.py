@@ -25,6 +25,7 @@ from testbed.endpoints.transfer import REQUEST, ProtocolError, StreamProgress, T
 from testbed.mptcp import events
 from testbed.mptcp.connection import Connection
 from testbed.mptcp.errors import LocalProtocolError
+from testbed.net.topo import host_port
 
 SEND_CHUNK = 256 * 1024
 CLOSE_GRACE_S = 3.0  # after our close: longest wait for the peer's last signals
@@ -358,8 +359,8 @@ class TransferJob:
             sha256=progress.digest.hexdigest(),
             duration_s=round(duration, 6),
             goodput_mbps=round(goodput, 3),
-            local=f"{connection.local_address}:{connection.local_port}",
-            remote=f"{connection.remote_address}:{connection.remote_port}",
+            local=host_port(connection.local_address, connection.local_port),
+            remote=host_port(connection.remote_address, connection.remote_port),
             started_at_unix=round(self.started_at_unix, 6),
             subflows=tuple(self.tracker.subflow_reports()),
             mptcp_info=None if info is None else MptcpCounters(
