@@ -26,7 +26,7 @@ from typing import Protocol
 
 from testbed.mptcp.driver.ack_coalesce import coalesce_pure_acks
 from testbed.mptcp.driver.packet_io import PacketIO
-from testbed.mptcp.driver.stack_codec import decode_stack_packet_v6
+from testbed.mptcp.driver.stack_codec import decode_stack_packet
 from testbed.mptcp.events import Event
 from testbed.mptcp.host import MptcpHost
 from testbed.wire import decode_packet
@@ -138,7 +138,7 @@ class StackDriver:
                 self.acks_coalesced += skipped
             for raw in raw_packets:
                 try:
-                    packet = decode_packet(raw) if raw[0] >> 4 == 4 else decode_stack_packet_v6(raw)
+                    packet = decode_packet(raw) if raw and raw[0] >> 4 == 4 else decode_stack_packet(raw)
                 except WireError as error:
                     self._drop(f"undecodable:{_INDEX.sub('', error.field)}")
                     self.malformed += 1

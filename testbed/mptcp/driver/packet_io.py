@@ -142,7 +142,7 @@ class PacketIO:
         sock = self.tx.get(packet.src)
         if sock is None:
             raise ValueError(f"PacketIO.send_packet: {packet.src} is not one of {self.addresses}")
-        if sock.family == socket.AF_INET6:
+        if packet.src in self._packed6:
             return self._send_v6(sock, packet)
         addresses = self._packed
         dst = addresses.get(packet.dst)
