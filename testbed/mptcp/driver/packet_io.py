@@ -173,7 +173,7 @@ class PacketIO:
         header = IPV6_HEADER.pack((6 << 28) | (packet.tos << 20), length, IPPROTO_TCP,
                                   packet.ttl, addresses[packet.src], dst)
         try:
-            sock.sendmsg((header + tcp_header, payload), (), 0, (packet.dst, 0))
+            sock.sendmsg((header, tcp_header, payload), (), 0, (packet.dst, 0))
         except OSError as exc:
             return self._refused(exc)
         self.sent += 1

@@ -94,3 +94,27 @@ def test_a_subflow_across_families_is_refused() -> None:
     client, _ = _open(pair, warm=True)
     with pytest.raises(LocalProtocolError, match="not of one family"):
         client.open_subflow("fd00:a::1", "10.0.1.1", 5201, now=pair.now)
+
+
+def test_the_driver_decode_of_ipv6_agrees_with_the_full_decoder() -> None:
+    import random
+
+    from testbed.wire import WireError, decode_packet_v6, encode_packet_v6
+    from testbed.wire.ipv6 import Ipv6Extension, Ipv6Packet
+    from testbed.wire.types import ACK, Dss, TcpSegment, Timestamps
+
+    rng = random.Random(17)
+    for _ in range(200):
+        segment = TcpSegment(rng.randrange(1, 65536), rng.randrange(1, 65536), rng.getrandbits(32),
+                             rng.getrandbits(32), ACK, rng.randrange(65536),
+                             [Timestamps(rng.getrandbits(32), 1), Dss(data_ack=rng.getrandbits(64))],
+                             rng.randbytes(rng.randrange(0, 300)))
+        extensions = (Ipv6Extension(60, bytes(8)),) if rng.random() < 0.3 else ()
+        raw = encode_packet_v6(Ipv6Packet(f"fd00::{rng.randrange(1, 9)}", "fd00:1::1", segment,
+                                          hop_limit=rng.randrange(256), traffic_class=rng.randrange(256),
+                                          extensions=extensions))
+        fast, full = decode_stack_packet(raw), decode_packet_v6(raw)
+        assert (fast.src, fast.dst, fast.ttl, fast.tos, fast.tcp) == (
+            full.src, full.dst, full.hop_limit, full.traffic_class, full.tcp)
+        with pytest.raises(WireError):
+            decode_stack_packet(raw[:-1] if segment.payload else raw[:50])
