@@ -118,3 +118,22 @@ def test_the_driver_decode_of_ipv6_agrees_with_the_full_decoder() -> None:
             full.src, full.dst, full.hop_limit, full.traffic_class, full.tcp)
         with pytest.raises(WireError):
             decode_stack_packet(raw[:-1] if segment.payload else raw[:50])
+
+
+def test_remove_addr_of_the_ipv6_address_leaves_the_ipv4_subflow_carrying() -> None:
+    from testbed.wire.types import RemoveAddr
+
+    pair = Pair(client_addresses=CLIENT_DUAL, server_addresses=SERVER_DUAL,
+                server_config=StackConfig(path_manager="announce"))
+    client, server = _open(pair, warm=True)
+    pair.run(0.5)
+    assert sorted(":" in s.tcp.remote_address for s in client.live_subflows if not s.tcp.is_closed) \
+        == [False, True]
+    server.remove_address("fd00:b::1", now=pair.now)
+    pair.run(0.5)
+    removes = pair.sent_options("s2c", RemoveAddr)
+    assert removes and removes[0].address_ids == (1,)
+    open_remotes = [s.tcp.remote_address for s in client.live_subflows if not s.tcp.is_closed]
+    assert open_remotes == ["10.0.1.1"]
+    data = _payload(200_000, 6)
+    assert _sha(transfer(pair, client, server, data)) == _sha(data)
