@@ -45,7 +45,7 @@ from testbed.endpoints.report import EndpointReport, ListeningEvent
 from testbed.endpoints.stack_transfer import Action, JobSettings, TransferJob
 from testbed.endpoints.transfer import TransferRequest
 from testbed.mptcp import events
-from testbed.mptcp.addresses import canonical_address
+from testbed.mptcp.addresses import canonical_address, same_family
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.mptcp.driver.guard import GuardError, KernelGuard
 from testbed.mptcp.driver.loop import BATCH, StackDriver
@@ -265,6 +265,11 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         port_ranges = [(port, port), *{(p, p) for _, p in args.announce if p is not None and p != port}]
     else:
         port_ranges = [STACK_EPHEMERAL_PORTS]
+        remote = canonical_address(args.connect[0])
+        sources = addresses[:1] if args.bind else addresses
+        if not any(same_family(remote, local) for local in sources):
+            raise ValueError(f"--connect {remote}: no local address of its family to connect "
+                             f"from ({'--bind' if args.bind else 'local'} {', '.join(sources)})")
     rng = random.Random(args.rng_seed if args.rng_seed is not None else int.from_bytes(os.urandom(8), "big"))
     start = time.monotonic()
     host = MptcpHost(addresses=addresses, config=config, rng=rng, now=start,

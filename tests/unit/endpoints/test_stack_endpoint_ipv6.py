@@ -41,3 +41,13 @@ def test_the_runner_s_dual_stack_arguments_parse() -> None:
     assert args.connect == ("::ffff:10.0.100.2", 5201) and args.local == ["192.168.1.1", "fd00:10:0:2::1"]
     server = build_parser().parse_args(["server", "--listen", "[::]:5201", "--announce", "10.0.100.2"])
     assert server.listen == ("::", 5201) and server.announce == [("10.0.100.2", None)]
+
+
+def test_connecting_to_a_family_without_a_local_address_is_one_line_and_exit_2(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.endpoints.stack_endpoint import main
+
+    assert main(["client", "--connect", "[fd00::1]:5201", "--local", "10.0.0.1", "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("client: --connect fd00::1: no local address of its family to connect from "
+                   "(local 10.0.0.1)\n")
