@@ -132,7 +132,7 @@ class StackDriver:
             self.iterations += 1
             now = clock()
             raw_packets = io.receive(self.batch)
-            batch_full = len(raw_packets) == self.batch
+            batch_full = len(raw_packets) >= self.batch  # (up to a batch per family)
             if self.coalesce_acks:
                 raw_packets, skipped = coalesce_pure_acks(raw_packets)
                 self.acks_coalesced += skipped

@@ -117,15 +117,16 @@ class PacketIO:
         return self.readable[0].fileno()
 
     def receive(self, limit: int) -> list[bytes]:
-        """Up to `limit` waiting packets addressed to the stack (never blocks)."""
+        """Up to `limit` waiting packets per family addressed to the stack (never blocks): a
+        busy IPv4 socket does not starve the IPv6 one."""
         out: list[bytes] = []
         for sock, keep, addresses in ((self.rx, keep_ipv4_tcp_to, self._address_bytes),
                                       (self.rx6, keep_ipv6_tcp_to, self._address_bytes_v6)):
-            if sock is None or len(out) >= limit:
+            if sock is None:
                 continue
             waiting: list[bytes] = []
             recv = sock.recv
-            for _ in range(limit - len(out)):
+            for _ in range(limit):
                 try:
                     waiting.append(recv(MAX_PACKET))
                 except BlockingIOError:
