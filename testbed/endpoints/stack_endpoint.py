@@ -14,6 +14,10 @@ other and a python endpoint talks to a kernel one; plus the stack's options:
       see stack_transfer.Action) --driver-stats (one extra {"event":"driver",...} line on stderr)
       --no-ack-coalescing (see driver.ack_coalesce)
 
+Addresses of either family (IPv6 ones bracketed where a port follows, `[fd00::1]:5201`; an
+IPv4-mapped one, as the runner writes a dual-stack socket's address, stands for the IPv4
+address): one connection holds IPv4 and IPv6 subflows (docs/ipv6.md).
+
 The stack owns the host's addresses next to the kernel: an nft table (driver.guard) hides
 its segments from the kernel for the program's lifetime. ``--tcp`` runs the stack with
 MPTCP disabled (plain TCP). Exit codes as the kernel endpoint (3: could not open the raw
