@@ -112,6 +112,17 @@ def test_dual_path_python_and_linux_share_a_connection_of_both_families(
     assert announcements(pcap) == {(first_version, signal)}
     on_wire = payload_by_family(pcap)
     assert on_wire["IPv4"] > 200_000 and on_wire["IPv6"] > 200_000, on_wire
+    # each side verified the other's HMAC over the 4- or 16-byte address: Linux counts an
+    # ADD_ADDR (or its echo) only once the HMAC checks, the python stack drops a bad one
+    kernel_role, python_role = ("server", "client") if roles == "python-client" else ("client", "server")
+    kernel_counters = conn["counters"][kernel_role]
+    ours = conn["stack_counters"][python_role]
+    if python_role == "client":  # Linux announced, python echoed
+        assert ours["AddAddr"] >= 1 and ours.get("AddAddrDrop", 0) == 0, ours
+        assert kernel_counters.get("MPTcpExtEchoAdd", 0) >= 1, kernel_counters
+    else:  # python announced, Linux echoed and joined
+        assert ours["AddAddrTx"] >= 1 and ours.get("EchoAdd", 0) >= 1, ours
+        assert kernel_counters.get("MPTcpExtAddAddr", 0) >= 1, kernel_counters
 
 
 @pytest.mark.parametrize("roles", sorted(ROLES))
