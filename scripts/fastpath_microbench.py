@@ -116,6 +116,7 @@ def _packet_io(packets: list[bytes]) -> PacketIO:
     io_._address_bytes = frozenset({socket.inet_aton("10.99.0.2")})
     io_.ports = PortFilter([(5201, 5201), (40000, 60000)])
     io_.rx = _FakeReceiveSocket(packets)  # type: ignore[assignment]
+    io_.rx6, io_._address_bytes_v6, io_._packed6 = None, frozenset(), {}  # no IPv6 address
     io_.tx = {"10.99.0.1": _FakeSendSocket()}  # type: ignore[dict-item]
     io_._packed = {"10.99.0.1": socket.inet_aton("10.99.0.1"),
                    "10.99.0.2": socket.inet_aton("10.99.0.2")}

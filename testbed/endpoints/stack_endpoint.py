@@ -14,6 +14,10 @@ other and a python endpoint talks to a kernel one; plus the stack's options:
       see stack_transfer.Action) --driver-stats (one extra {"event":"driver",...} line on stderr)
       --no-ack-coalescing (see driver.ack_coalesce)
 
+Addresses of either family (IPv6 ones bracketed where a port follows, `[fd00::1]:5201`; an
+IPv4-mapped one, as the runner writes a dual-stack socket's address, stands for the IPv4
+address): one connection holds IPv4 and IPv6 subflows (docs/ipv6.md).
+
 The stack owns the host's addresses next to the kernel: an nft table (driver.guard) hides
 its segments from the kernel for the program's lifetime. ``--tcp`` runs the stack with
 MPTCP disabled (plain TCP). Exit codes as the kernel endpoint (3: could not open the raw
@@ -47,11 +51,13 @@ from testbed.endpoints.request_response import RequestPlan
 from testbed.endpoints.stack_transfer import Action, JobSettings, TransferJob
 from testbed.endpoints.transfer import TransferRequest
 from testbed.mptcp import events
+from testbed.mptcp.addresses import canonical_address, same_family
 from testbed.mptcp.config import CONGESTION_CONTROLS, PATH_MANAGERS, SCHEDULERS, StackConfig
 from testbed.mptcp.driver.guard import GuardError, KernelGuard
 from testbed.mptcp.driver.loop import BATCH, StackDriver
 from testbed.mptcp.driver.packet_io import PacketIO, PortFilter
 from testbed.mptcp.host import MptcpHost
+from testbed.net.topo import host_port
 
 EXIT_DRIVER_UNAVAILABLE = 3
 # Ports the stack picks for its own connections: above the kernel's ip_local_port_range
@@ -60,24 +66,36 @@ STACK_EPHEMERAL_PORTS = (61000, 65535)
 
 
 def host_addresses() -> list[str]:
-    """Every IPv4 address of this namespace's interfaces except loopback, in interface order."""
+    """Every IPv4 and global IPv6 address of this namespace's interfaces (not loopback, not
+    link-local: the testbed routes neither), in interface order, IPv4 first on each."""
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        found = [(msg["index"], msg.get_attr("IFA_ADDRESS")) for msg in ipr.get_addr(family=socket.AF_INET)]
-    return [address for _, address in sorted(found) if not ipaddress.IPv4Address(address).is_loopback]
+        found = [(msg["index"], msg["family"] != socket.AF_INET, msg.get_attr("IFA_ADDRESS"))
+                 for family in (socket.AF_INET, socket.AF_INET6) for msg in ipr.get_addr(family=family)]
+    usable = [(index, v6, address) for index, v6, address in found
+              if not (ipaddress.ip_address(address).is_loopback
+                      or ipaddress.ip_address(address).is_link_local)]
+    return [canonical_address(address) for _, _, address in sorted(usable)]
 
 
 def _address(text: str) -> str:
+    """An IPv4 or IPv6 address in the stack's spelling (an IPv4-mapped one as IPv4)."""
     try:
-        return str(ipaddress.IPv4Address(text))
+        return canonical_address(text.removeprefix("[").removesuffix("]"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
 
 
 def _announce_target(text: str) -> tuple[str, int | None]:
-    """`ADDR` or `ADDR:PORT`: what --announce ADD_ADDRs."""
-    address, _, port = text.partition(":")
+    """`ADDR`, `ADDR:PORT`, `ADDR6` or `[ADDR6]:PORT`: what --announce ADD_ADDRs."""
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") > 1:
+        address, port = text, ""
+    else:
+        address, _, port = text.partition(":")
     if not port:
         return _address(address), None
     if not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -238,7 +256,7 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
     config = stack_config(args)
     addresses = args.local or host_addresses()
     if args.role == "client" and args.bind is not None:
-        bind_address = args.bind[0]
+        bind_address = canonical_address(args.bind[0])  # (a dual-stack socket's ::ffff:a.b.c.d)
         if bind_address not in addresses:
             raise ValueError(f"--bind {bind_address} is not one of the local addresses {addresses}")
         addresses = [bind_address, *[a for a in addresses if a != bind_address]]
@@ -246,12 +264,19 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
         listen_address, port = args.listen
         if port == 0:
             raise ValueError("--listen: the python stack needs an explicit port")
-        if listen_address not in ("0.0.0.0", *addresses):
+        if listen_address not in ("0.0.0.0", "::"):
+            listen_address = canonical_address(listen_address)
+        if listen_address not in ("0.0.0.0", "::", *addresses):
             raise ValueError(f"--listen {listen_address} is not one of the local addresses {addresses}")
         # joins may come to the ports we announce (the host takes a join on any port)
         port_ranges = [(port, port), *{(p, p) for _, p in args.announce if p is not None and p != port}]
     else:
         port_ranges = [STACK_EPHEMERAL_PORTS]
+        remote = canonical_address(args.connect[0])
+        sources = addresses[:1] if args.bind else addresses
+        if not any(same_family(remote, local) for local in sources):
+            raise ValueError(f"--connect {remote}: no local address of its family to connect "
+                             f"from ({'--bind' if args.bind else 'local'} {', '.join(sources)})")
     rng = random.Random(args.rng_seed if args.rng_seed is not None else int.from_bytes(os.urandom(8), "big"))
     start = time.monotonic()
     host = MptcpHost(addresses=addresses, config=config, rng=rng, now=start,
@@ -264,13 +289,14 @@ def run(args: argparse.Namespace, stop: StopRequest) -> int:
             driver = StackDriver(host, io, batch=args.batch, coalesce_acks=not args.no_ack_coalescing)
             if args.role == "server":
                 host.listen(port)
-                emit(ListeningEvent(address=f"{listen_address}:{port}", transport=args.transport,
+                emit(ListeningEvent(address=host_port(listen_address, port), transport=args.transport,
                                     connections=connections, pid=os.getpid()).to_json())
             else:
                 request, plan = client_request(args)
                 remote, remote_port = args.connect
+                remote = canonical_address(remote)
                 connection = host.connect(remote, remote_port, now=time.monotonic(),
-                                          local_address=addresses[0])
+                                          local_address=addresses[0] if args.bind else None)
                 app.add_job(connection, request, time.monotonic(), plan)
             driver.run(app, stop=lambda: False)
             if args.driver_stats:

@@ -19,6 +19,7 @@ from testbed.endpoints.sampler import Observation
 from testbed.mptcp.connection import Connection
 from testbed.mptcp.subflow import Subflow
 from testbed.mptcp.tcp_state import TcpState
+from testbed.net.topo import host_port
 from testbed.wire.crypto import key_to_idsn
 
 TCP_STATE_NUMBERS = {  # include/net/tcp_states.h
@@ -119,7 +120,7 @@ class StackObserver:
                     continue
                 self._closed_reported.add(id(subflow))
             snapshots.append(SubflowSnapshot(
-                local=f"{subflow.local_address}:{subflow.local_port}",
-                remote=f"{subflow.remote_address}:{subflow.remote_port}",
+                local=host_port(subflow.local_address, subflow.local_port),
+                remote=host_port(subflow.remote_address, subflow.remote_port),
                 counters=subflow_counters(subflow, self._delivery_rate(subflow, now))))
         return Observation(mptcp_info=mptcp_info(self.connection), subflows=snapshots)

@@ -24,14 +24,17 @@ from testbed.endpoints.sampler import SubflowTracker, TimeseriesWriter
 from testbed.endpoints.stack_observe import StackObserver
 from testbed.endpoints.transfer import REQUEST, ProtocolError, StreamProgress, TransferRequest
 from testbed.mptcp import events
+from testbed.mptcp.addresses import canonical_address
 from testbed.mptcp.connection import Connection
 from testbed.mptcp.errors import LocalProtocolError
+from testbed.net.topo import host_port
 
 SEND_CHUNK = 256 * 1024
 CLOSE_GRACE_S = 3.0  # after our close: longest wait for the peer's last signals
 ActionKind = Literal["add-addr", "remove-addr", "backup", "nobackup", "fastclose"]
 ACTION_KINDS: tuple[str, ...] = ("add-addr", "remove-addr", "backup", "nobackup", "fastclose")
-_ACTION = re.compile(r"^(?P<amount>[0-9.]+)(?P<unit>s|k|K|M|G)?:(?P<kind>[a-z-]+)(?::(?P<arg>[0-9.]+))?$")
+_ACTION = re.compile(r"^(?P<amount>[0-9.]+)(?P<unit>s|k|K|M|G)?:(?P<kind>[a-z-]+)"
+                     r"(?::\[?(?P<arg>[0-9A-Fa-f.:]+)\]?)?$")  # an IPv4 or IPv6 address
 _UNITS = {None: 1, "k": 1000, "K": 1024, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -47,14 +50,15 @@ class Action:
 
     @classmethod
     def parse(cls, text: str) -> Action:
-        """`4M:remove-addr:10.0.2.1`, `0.5s:fastclose`, `1000000:backup:10.0.1.1`."""
+        """`4M:remove-addr:10.0.2.1`, `0.5s:fastclose`, `1000000:backup:10.0.1.1`,
+        `2M:remove-addr:fd00:10:0:2::1` (or `[fd00:10:0:2::1]`)."""
         match = _ACTION.match(text)
         if match is None:
             raise ValueError(f"action {text!r} is not AMOUNT[s|k|K|M|G]:KIND[:ADDR]")
         kind = match["kind"]
         if kind not in ACTION_KINDS:
             raise ValueError(f"action {text!r}: kind {kind!r} is not one of {ACTION_KINDS}")
-        arg = match["arg"]
+        arg = match["arg"] and canonical_address(match["arg"])  # ValueError naming it
         if (arg is None) != (kind == "fastclose"):
             raise ValueError(f"action {text!r}: {kind} " + (
                 "takes no address" if kind == "fastclose" else "needs a local address"))
@@ -408,8 +412,8 @@ class TransferJob:
             sha256=progress.digest.hexdigest(),
             duration_s=round(duration, 6),
             goodput_mbps=round(goodput, 3),
-            local=f"{connection.local_address}:{connection.local_port}",
-            remote=f"{connection.remote_address}:{connection.remote_port}",
+            local=host_port(connection.local_address, connection.local_port),
+            remote=host_port(connection.remote_address, connection.remote_port),
             started_at_unix=round(self.started_at_unix, 6),
             subflows=tuple(self.tracker.subflow_reports()),
             mptcp_info=None if info is None else MptcpCounters(

@@ -793,9 +793,9 @@ class Connection:
 
     def flush_acks(self, now: float) -> None:
         for context in self.live_subflows:
-            subflow = context.tcp
-            if subflow.ack_pending:
-                subflow.send_ack(now, context)
+            if context.tcp.ack_pending:
+                context.tcp.send_ack(now, context)
+        self.options.send_owed_signals(now)  # signals that did not fit beside a data ACK
 
     # ================================================================== reporting
     def outcome(self) -> str:

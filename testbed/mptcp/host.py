@@ -14,6 +14,7 @@ import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from testbed.mptcp.addresses import canonical_address, same_family
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.connection import Connection
 from testbed.mptcp.errors import LocalProtocolError
@@ -70,8 +71,9 @@ class MptcpHost:
                              "1..65535")
         # A stack sharing addresses with a kernel picks ports the kernel never picks itself.
         self.ephemeral_ports = (low, high)
-        self.addresses = list(addresses)
-        self._address_set = frozenset(addresses)
+        # either family; one spelling each, as decoded packets spell them (addresses.py)
+        self.addresses = list(dict.fromkeys(canonical_address(a) for a in addresses))
+        self._address_set = frozenset(self.addresses)
         self.config = config
         self.rng = rng
         self.created_at = now
@@ -99,7 +101,12 @@ class MptcpHost:
 
     def connect(self, remote_address: str, remote_port: int, *, now: float,
                 local_address: str | None = None) -> Connection:
-        local = local_address if local_address is not None else self.addresses[0]
+        remote_address = canonical_address(remote_address)
+        if local_address is None:  # the first local address of the remote's family
+            local = next((a for a in self.addresses if same_family(a, remote_address)),
+                         self.addresses[0])
+        else:
+            local = canonical_address(local_address)
         if local not in self._address_set:
             raise LocalProtocolError(f"connect: {local} is not one of {self.addresses}")
         port = self.allocate_port(local, remote_address, remote_port)
@@ -238,6 +245,9 @@ class MptcpHost:
             del self._by_token[connection.local_token]
 
     def allocate_port(self, local_address: str, remote_address: str, remote_port: int) -> int:
+        if not same_family(local_address, remote_address):
+            raise LocalProtocolError(f"{local_address} and {remote_address} are not of one "
+                                     "family (a subflow is IPv4 or IPv6 end to end)")
         for _ in range(1000):
             port = self.rng.randint(*self.ephemeral_ports)
             if (local_address, port, remote_address, remote_port) not in self._by_tuple:

@@ -38,6 +38,11 @@ class OptionWriter:
         self.live_subflows = live_subflows
         # asked for every segment built: the data level's own method, without a hop here
         self.receive_window = data.receive_window
+        # subflows whose pending signal did not fit beside the data ACK of their last pure
+        # ACK: the connection sends them another pure ACK at once (flush_acks) that carries
+        # the signal alone -- after the data ACK, which a client becomes fully established on
+        self.signal_owed: list[SubflowContext] = []
+        self.signal_alone: SubflowContext | None = None  # the subflow of that ACK, meanwhile
 
     def _is_first(self, context: SubflowContext) -> bool:
         return bool(self.live_subflows) and context is self.live_subflows[0]
@@ -77,6 +82,13 @@ class OptionWriter:
             return [self.handshake.join_third_ack(context)]
         if not context.is_join and self.is_client and not context.fully_established:
             return [self.handshake.capable_third_ack()]
+        if context is self.signal_alone:
+            # an IPv6 ADD_ADDR with its HMAC (28 bytes) does not fit beside timestamps and a
+            # data ACK (nor its echo beside a 64-bit one): like Linux, a pure ACK carries the
+            # signal alone (this one, right after the one that carried the data ACK)
+            signals = self.signalling.take_signals(0, budget)
+            if signals:
+                return signals
         options: list[TcpOption] = []
         if context.pending_prio is not None:
             options.append(MpPrio(backup=context.pending_prio))
@@ -97,8 +109,22 @@ class OptionWriter:
         if not self.signalling.pending:
             return options
         used = sum(encoded_length(o) for o in options)
-        options.extend(self.signalling.take_signals(used, budget))
+        signals = self.signalling.take_signals(used, budget)
+        if (not signals and self.signalling.pending and context is not self.signal_alone
+                and context not in self.signal_owed):
+            self.signal_owed.append(context)
+        options.extend(signals)
         return options
+
+    def send_owed_signals(self, now: float) -> None:
+        """A pure ACK carrying only the signal for each subflow in `signal_owed`."""
+        owed = self.signal_owed
+        while owed:
+            context = owed.pop(0)
+            if not context.tcp.is_closed:
+                self.signal_alone = context
+                context.tcp.send_ack(now, context)
+                self.signal_alone = None
 
     def _infinite_mapping(self, subflow_seq: int, dsn: int) -> Dss:
         """DSS with data-level length 0: from `subflow_seq` (or the retroactive base after

@@ -6,6 +6,7 @@ A path manager only decides; it acts through the connection's public methods
 module does not import the connection. Chosen by name from `PATH_MANAGERS`.
 
 - fullmesh: the client opens a subflow from each local address to each known remote address
+  of the same family
   (the initial one, unless the server set the MP_CAPABLE C flag, and every announced one);
   the server announces its other addresses so a
   client can mesh to them (Linux: client `subflow fullmesh` + server `signal` endpoints).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from testbed.mptcp.addresses import same_family
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.handshake import Handshake
 from testbed.mptcp.subflow_context import SubflowContext
@@ -105,8 +107,8 @@ class FullmeshPathManager(PathManager):
             remotes = [remote for remote in remotes if remote != initial]
         for local in connection.local_addresses:
             for remote, port in remotes:
-                if (local, remote, port) in existing:
-                    continue
+                if (local, remote, port) in existing or not same_family(local, remote):
+                    continue  # (an IPv4 address meshes with IPv4 ones, IPv6 with IPv6)
                 if not connection.can_open_subflow():
                     return
                 connection.open_subflow(local, remote, port, now=now,

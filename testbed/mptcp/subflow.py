@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
+from testbed.mptcp.addresses import IPV6_EXTRA_HEADER, IPV6_MIN_MTU_MSS, is_ipv6
 from testbed.mptcp.cc.base import CongestionControl
 from testbed.mptcp.config import StackConfig
 from testbed.mptcp.reassembly import Reassembly
@@ -127,7 +128,10 @@ class Subflow:
         self.snd_wnd = 0xFFFF
         self.snd_wl1 = 0
         self.snd_wl2 = 0
-        self.peer_mss = DEFAULT_PEER_MSS
+        # config.mss is the IPv4 one (MTU - 40); the IPv6 header is 20 bytes longer
+        ipv6 = is_ipv6(local_address)
+        self.local_mss = config.mss - IPV6_EXTRA_HEADER if ipv6 else config.mss
+        self.peer_mss = IPV6_MIN_MTU_MSS if ipv6 else DEFAULT_PEER_MSS
         self.peer_window_shift = 0
         self.our_window_shift = 0
         self.sack_ok = False
@@ -182,7 +186,7 @@ class Subflow:
         carries (timestamps, and the DSS the connection reserves), padded to 4 bytes, so
         that header + options + payload never exceed the path MTU the MSS came from."""
         options = (10 if self.ts_ok else 0) + self.reserved_option_bytes
-        return min(self.config.mss, self.peer_mss) - ((options + 3) & ~3)
+        return min(self.local_mss, self.peer_mss) - ((options + 3) & ~3)
 
     @property
     def is_closed(self) -> bool:
@@ -307,7 +311,7 @@ class Subflow:
     def _syn_options(self, now: float, synack: bool,
                      provider: OptionProvider) -> list[TcpOption]:
         config = self.config
-        options: list[TcpOption] = [MaximumSegmentSize(config.mss)]
+        options: list[TcpOption] = [MaximumSegmentSize(self.local_mss)]
         if config.sack and (not synack or self.sack_ok):
             options.append(SackPermitted())
         if config.timestamps and (not synack or self.ts_ok):

@@ -3,7 +3,8 @@ is built when it cannot (docs/ipv6.md).
 
 What supports IPv6 so far: the topologies, link emulation (netem, nft loss in the netdev family,
 the userspace delay stage: all see frames, not packets), kernel endpoints (native and through
-NAT44 on dual_path). What does not: the Python stack and its endpoints, VM endpoints (the guest
+NAT44 on dual_path), the Python stack's endpoints (IPv6 subflows, and both families in one
+connection, docs/ipv6.md). What does not: VM endpoints (the guest
 network is IPv4-only), the simulator, and every inline middlebox but `nat`, because the inline
 pipeline decodes IPv4 only and passes IPv6 frames unexamined: a box on a link carrying IPv6
 would silently not act on that traffic. `nat` is a NAT44, and passing IPv6 untranslated is what a
@@ -56,9 +57,6 @@ def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Pa
     if topo.versions == (4,):  # [mptcp].server_signal's family: testbed.spec.check_against_topology
         return
     for endpoint in spec.endpoints:
-        if endpoint.stack == "python":
-            raise SpecError(f"{where}: {endpoint.role} stack \"python\": the Python stack is IPv4-only "
-                            f"so far; use stack \"kernel\" or family = \"ipv4\" on {topo.name}")
         if endpoint.kernel is not None:
             raise SpecError(f"{where}: {endpoint.role} kernel {endpoint.kernel!r}: VM endpoints are "
                             f"IPv4-only so far; drop `kernel` or use family = \"ipv4\" on {topo.name}")

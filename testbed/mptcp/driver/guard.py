@@ -37,7 +37,8 @@ def _port_set(ports: Iterable[tuple[int, int]]) -> str:
 
 
 class KernelGuard:
-    """An nft table dropping, before the kernel's IP input, TCP to the stack's ports."""
+    """An nft table dropping, before the kernel's IP input, TCP to the stack's ports (IPv4
+    and IPv6 addresses alike)."""
 
     def __init__(self, addresses: list[str], ports: Iterable[tuple[int, int]],
                  table: str | None = None) -> None:
@@ -50,14 +51,21 @@ class KernelGuard:
         self.table = table or f"tb_pystack_{os.getpid()}"
         self.installed = False
 
+    @property
+    def family(self) -> str:
+        """nft's table family: `ip` for IPv4 addresses only, `inet` (both) once IPv6 is there."""
+        return "inet" if any(":" in address for address in self.addresses) else "ip"
+
     def script(self) -> str:
-        addresses = "{ " + ", ".join(self.addresses) + " }"
-        return (
-            f"add table ip {self.table}\n"
-            f"add chain ip {self.table} pre {{ type filter hook prerouting priority -400; }}\n"
-            f"add rule ip {self.table} pre ip daddr {addresses} tcp dport "
-            f"{_port_set(self.ports)} counter drop\n"
-        )
+        family, table = self.family, self.table
+        lines = [f"add table {family} {table}\n",
+                 f"add chain {family} {table} pre {{ type filter hook prerouting priority -400; }}\n"]
+        for match in ("ip", "ip6"):
+            chosen = [a for a in self.addresses if (":" in a) == (match == "ip6")]
+            if chosen:
+                lines.append(f"add rule {family} {table} pre {match} daddr {{ {', '.join(chosen)} }} "
+                             f"tcp dport {_port_set(self.ports)} counter drop\n")
+        return "".join(lines)
 
     def install(self) -> None:
         _nft(self.script())
@@ -66,7 +74,7 @@ class KernelGuard:
     def remove(self) -> None:
         if self.installed:
             self.installed = False
-            _nft(f"delete table ip {self.table}\n")
+            _nft(f"delete table {self.family} {self.table}\n")
 
     def __enter__(self) -> KernelGuard:
         self.install()

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from testbed.mptcp.driver.ack_coalesce import coalesce_pure_acks
 from testbed.mptcp.driver.packet_io import PacketIO
+from testbed.mptcp.driver.stack_codec import decode_stack_packet
 from testbed.mptcp.events import Event
 from testbed.mptcp.host import MptcpHost
 from testbed.wire import decode_packet
@@ -125,19 +126,19 @@ class StackDriver:
     def _drive(self, app: DriverApp, stop: Callable[[], bool], linger_s: float) -> None:
         host, io, clock = self.host, self.io, self.clock
         receive_packet = host.receive_packet
-        wait_on = [io.rx]
+        wait_on = list(io.readable)
         linger_until: float | None = None
         while not stop():
             self.iterations += 1
             now = clock()
             raw_packets = io.receive(self.batch)
-            batch_full = len(raw_packets) == self.batch
+            batch_full = len(raw_packets) >= self.batch  # (up to a batch per family)
             if self.coalesce_acks:
                 raw_packets, skipped = coalesce_pure_acks(raw_packets)
                 self.acks_coalesced += skipped
             for raw in raw_packets:
                 try:
-                    packet = decode_packet(raw)
+                    packet = decode_packet(raw) if raw and raw[0] >> 4 == 4 else decode_stack_packet(raw)
                 except WireError as error:
                     self._drop(f"undecodable:{_INDEX.sub('', error.field)}")
                     self.malformed += 1

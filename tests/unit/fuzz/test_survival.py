@@ -66,6 +66,7 @@ class ListIO:
         self.pending = list(packets)
         self.sent: list[Packet] = []
         self.rx, self._peer = socket.socketpair()
+        self.readable = [self.rx]
 
     def receive(self, batch: int) -> list[bytes]:
         out, self.pending = self.pending[:batch], self.pending[batch:]

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from testbed.mptcp.config import StackConfig
+from testbed.mptcp.driver.stack_codec import decode_stack_packet, encode_stack_packet
 from testbed.mptcp.events import Event
 from testbed.mptcp.host import MptcpHost
-from testbed.wire import decode_packet, encode_packet
 from testbed.wire.types import Packet
 
 Tamper = Callable[[Packet, str], list[Packet]]
@@ -56,7 +56,7 @@ class Pair:
             for packet in host.packets_to_send(self.now):
                 self.sent.append((self.now, direction, packet))
                 if self.through_codec:
-                    packet = decode_packet(encode_packet(packet))
+                    packet = decode_stack_packet(encode_stack_packet(packet))
                 out = self.tamper(packet, direction) if self.tamper else [packet]
                 for item in out:
                     self.counter += 1

@@ -90,3 +90,31 @@ def test_another_packet_of_the_flow_between_two_acks_stops_the_fold() -> None:
 def test_acks_without_options_fold_too() -> None:
     kept, skipped = coalesce_pure_acks([ack(100, options=[]), ack(200, options=[])])
     assert acks_of(kept) == [200] and skipped == 1
+
+
+def ack6(number: int, *, options: list | None = None, payload: bytes = b"") -> bytes:
+    from testbed.mptcp.driver.stack_codec import encode_stack_packet
+
+    if options is None:
+        options = [Timestamps(number, 7), Dss(data_ack=10_000 + number)]
+    segment = TcpSegment(5201, 61000, 1, number, ACK, 500, options, payload)
+    return encode_stack_packet(Packet("fd00:10:0:100::2", "fd00:10:0:1::1", segment))
+
+
+def test_ipv6_pure_acks_are_folded_per_flow_and_data_is_kept() -> None:
+    from testbed.mptcp.driver.ack_coalesce import pure_ack_number_v6
+    from testbed.mptcp.driver.stack_codec import decode_stack_packet
+
+    batch = [ack6(100), ack(150), ack6(200), ack6(250, payload=b"x"), ack6(300), ack6(400),
+             ack(160)]
+    kept, skipped = coalesce_pure_acks(batch)
+    # 100 gives way to 200 and 300 to 400 on the IPv6 flow, 150 to 160 on the IPv4 one;
+    # 200 stays: the flow's next packet carries data
+    assert [(decode_stack_packet(raw).src, decode_stack_packet(raw).tcp.ack) for raw in kept] == [
+        ("fd00:10:0:100::2", 200), ("fd00:10:0:100::2", 250), ("fd00:10:0:100::2", 400),
+        ("10.0.100.2", 160)]
+    assert skipped == 3
+    assert pure_ack_number_v6(ack6(7)) == 7
+    assert pure_ack_number_v6(ack6(7, options=[Timestamps(1, 2), Sack(((5, 9),))])) is None
+    assert pure_ack_number_v6(ack6(7)[:59]) is None
+    assert pure_ack_number_v6(ack(7)) is None
