@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
-from testbed.lab_compare import experiment_commands, write_report
+import pytest
+
+from testbed.lab_compare import _extract_plain, experiment_commands, write_report
 
 FIXTURE = Path(__file__).resolve().parents[1] / "report" / "fixtures" / "matrix"
 
@@ -46,3 +50,32 @@ def test_both_sides_run_the_same_experiments() -> None:
         ("matrix", ["matrix", "experiments/fallback_matrix_ci.toml", "--out", "X/matrix"]),
         ("prague", ["demo", "prague", "--out", "X/prague"])]
     assert experiment_commands("X", 4.0)[1][1][-2:] == ["--phase-seconds", "4"]
+
+
+def _archive(add) -> tarfile.TarFile:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        add(archive)
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer, mode="r:gz")
+
+
+def _file(archive: tarfile.TarFile, name: str, data: bytes = b"{}") -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+def test_the_vms_archive_unpacks_only_plain_files_below_the_output(tmp_path: Path) -> None:
+    _extract_plain(_archive(lambda a: _file(a, "./matrix/matrix.json")), tmp_path / "ok")
+    assert (tmp_path / "ok" / "matrix" / "matrix.json").read_bytes() == b"{}"
+
+    def link(archive: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("./evil")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(info)
+
+    for add in (link, lambda a: _file(a, "../escape.json"), lambda a: _file(a, "/abs.json")):
+        with pytest.raises(ValueError, match="refusing"):
+            _extract_plain(_archive(add), tmp_path / "bad")
+    assert not (tmp_path / "escape.json").exists() and not (tmp_path / "bad").exists()
