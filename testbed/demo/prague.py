@@ -9,16 +9,20 @@ Two 100 Mbit/s paths; link conditions change live while one upload runs (experim
 Every run keeps result.json and timeseries.csv (from testbed.runner), and adds prague.json (the
 phases, the congestion control used, the per-phase summary) and prague.png. The summary and the
 plot are re-derived from those files alone (`--replot DIR`). Exit status 1 when a phase misses
-its expectations.
+its expectations; 130 when interrupted, with prague.json marked `"interrupted": true`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.util
 import json
+import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +232,8 @@ def run_demo(demo: PhasedDemo, out_dir: Path, *, stack: str, live: bool,
              show: tuple[str, ...] = ()) -> tuple[list[PhaseSummary], dict]:
     hooks = _Hooks(demo, stack, live, show)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CAUSE_FILE).unlink(missing_ok=True)  # derived from this run's capture, not an older one
+    for older in (CAUSE_FILE, DEMO_FILE):  # derived from this run, never an older one's
+        (out_dir / older).unlink(missing_ok=True)
     result = run_experiment(demo.spec, out_dir, progress=hooks.progress, observer=hooks.observer)
     write_json_atomic(out_dir / DEMO_FILE, {
         "schema": 1, "kind": "prague-demo", "stack": stack, "spec_source": demo.spec.source,
@@ -259,23 +264,75 @@ def _read_demo_record(out_dir: Path) -> dict[str, Any]:
         raise TestbedError(f"cannot read {out_dir / DEMO_FILE}: {exc}") from exc
 
 
+@contextlib.contextmanager
+def latched_interrupts() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt as usual and are also remembered. Python
+    prints and drops an exception raised inside a weakref callback or a __del__: the signal
+    matrix saw a Ctrl-C lost that way while the results were written, and the demo then ended
+    as if nothing had happened. The caller checks the list when it is done.
+
+    pyroute2 forks helpers that inherit the handler; a fork just exits (as in
+    testbed.runner.sigterm_as_interrupt, which takes SIGTERM over during the run itself)."""
+    owner = os.getpid()
+    caught: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        caught.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
+
+
+def mark_interrupted(out_dir: Path) -> None:
+    """prague.json says the demo was interrupted (and did not pass), whatever stage it was in."""
+    try:
+        record = json.loads((out_dir / DEMO_FILE).read_text())
+    except (OSError, ValueError):
+        record = {"schema": 1, "kind": "prague-demo"}
+    record.update(interrupted=True, passed=False)
+    write_json_atomic(out_dir / DEMO_FILE, record)
+
+
 def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if args.replot:
-        summaries, result = rederive(out_dir)
-    else:
-        show = parse_show(args.show, args.live)
-        if args.stack is not None:
-            check_stack(args.stack)
-        demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
-        stack = demo.spec.client.stack
-        print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of {demo.spec.traffic.direction}, "
-              f"{stack} stack"
-              + (f", congestion control {demo.spec.traffic.congestion_control}" if stack == "kernel"
-                 and demo.spec.traffic.congestion_control else ""), flush=True)
-        if demo.spec.description and demo.spec.name != "prague":
-            print(f"[prague] {demo.spec.description}", flush=True)
-        summaries, result = run_demo(demo, out_dir, stack=stack, live=args.live, show=show)
+        return _report(out_dir, *rederive(out_dir))
+    show = parse_show(args.show, args.live)
+    if args.stack is not None:
+        check_stack(args.stack)
+    demo = load_demo(args.spec, stack=args.stack, phase_seconds=args.phase_seconds)
+    with latched_interrupts() as caught:
+        try:
+            stack = demo.spec.client.stack
+            print(f"[prague] {len(demo.phases)} phases, {demo.seconds:.0f} s of "
+                  f"{demo.spec.traffic.direction}, {stack} stack"
+                  + (f", congestion control {demo.spec.traffic.congestion_control}"
+                     if stack == "kernel" and demo.spec.traffic.congestion_control else ""),
+                  flush=True)
+            if demo.spec.description and demo.spec.name != "prague":
+                print(f"[prague] {demo.spec.description}", flush=True)
+            summaries, result = run_demo(demo, out_dir, stack=stack, live=args.live, show=show)
+            code = _report(out_dir, summaries, result)
+            if caught:  # raised where Python swallowed it: the interrupt still counts
+                raise KeyboardInterrupt(f"signal {caught[0]}")
+        except KeyboardInterrupt:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            mark_interrupted(out_dir)
+            print(f"[prague] interrupted: {out_dir / DEMO_FILE} marked interrupted", flush=True)
+            raise
+    return code
+
+
+def _report(out_dir: Path, summaries: list[PhaseSummary],
+            result: dict[str, Any]) -> int:
+    """Print the outcome, the per-phase summary and the cause panel; the exit status."""
     connection = result["connections"][0]
     print(f"outcome: {connection['outcome']}  integrity: {connection['integrity']}  "
           f"goodput: {connection['goodput_mbps']:.1f} Mbit/s over {connection['duration_s']:.1f} s")

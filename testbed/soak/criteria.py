@@ -5,8 +5,9 @@ Criteria, each named in the output when it fails:
 * verdicts: every transfer's printed integrity verdict equals what the hashes of the received
   bytes say (testbed.soak.truth), and every sender reported;
 * processes: no endpoint died (signal, killed, traceback), every bump is alive at the end;
-* rss: for every python process that lived past 60 s, every sample after its 60th second is
-  within 10 % of its RSS at 60 s;
+* rss: for every python process that lived past 60 s, every sample after its 60th second, up
+  to the end of the data phase of the last transfer it lived through, is within 10 % of its
+  RSS at 60 s (what a process frees while it winds down after its transfer is not growth);
 * fds: those processes hold no more descriptors at the end (least of the last 10 samples) than
   at 60 s; the soak process (whose count follows the endpoints it runs) no more after
   teardown than before the build;
@@ -34,11 +35,27 @@ FD_TAIL = 10
 UNITS = {"t_s": "seconds since the soak's network was up", "age_s": "seconds since the process "
          "started", "rss_kib": "resident set size, KiB", "fds": "open file descriptors",
          "started_s": "seconds since the soak's network was up", "at_s": "seconds since the "
-         "soak's network was up", "goodput_mbps": "Mbit/s"}
+         "soak's network was up", "goodput_mbps": "Mbit/s",
+         "data_ended_s": "seconds since the soak's network was up: the client's start plus the "
+         "sender's duration (the end of the transfer's data phase)",
+         "judged_until_s": "seconds since the soak's network was up: the last RSS and fds sample "
+         "judged, the data_ended_s of the last transfer the process lived through"}
 
 
-def judge_process(series: ProcessSeries) -> dict[str, Any]:
-    """RSS summary, the level at 60 s and the samples after it outside 10 %, fds before/after."""
+def judged_until_s(series: ProcessSeries, transfers: list[dict[str, Any]]) -> float | None:
+    """The end of the data phase of the last transfer the process lived through (soak time),
+    None when it lived through none (then all its samples are judged)."""
+    if not series.samples:
+        return None
+    first, last = series.samples[0][0], series.samples[-1][0]
+    ends = [t.get("data_ended_s", t["ended_s"]) for t in transfers if "ended_s" in t
+            and t["started_s"] <= last and t.get("data_ended_s", t["ended_s"]) >= first]
+    return max(ends) if ends else None
+
+
+def judge_process(series: ProcessSeries, until_s: float | None = None) -> dict[str, Any]:
+    """RSS summary, the level at 60 s and the samples after it (up to `until_s`, soak time)
+    outside 10 %, fds before/after."""
     rss = [s[2] for s in series.samples]
     fds = [s[3] for s in series.samples]
     summary: dict[str, Any] = {
@@ -49,14 +66,16 @@ def judge_process(series: ProcessSeries) -> dict[str, Any]:
         "fds": {"before": fds[0], "after": min(fds[-FD_TAIL:])},
     }
     reference = next((s for s in series.samples if s[1] >= REFERENCE_AGE_S), None)
-    later = [s for s in series.samples if reference is not None and s[1] > reference[1]]
+    later = [s for s in series.samples if reference is not None and s[1] > reference[1]
+             and (until_s is None or s[0] <= until_s)]
     if reference is None or not later:
         summary["judged"] = False
         return summary
     level = reference[2]
     outside = [s for s in later if abs(s[2] - level) > RSS_TOLERANCE * level]
     worst = max(later, key=lambda s: abs(s[2] - level))
-    summary.update(judged=True, rss_at_60s_kib=level, samples_after_60s=len(later),
+    summary.update(judged=True, judged_until_s=until_s, rss_at_60s_kib=level,
+                   samples_after_60s=len(later),
                    outside_10pct=len(outside),
                    worst_deviation_pct=round(100 * (worst[2] - level) / level, 2),
                    worst_at_age_s=worst[1])
@@ -102,8 +121,10 @@ def evaluate(record: SoakRecord, processes: list[dict[str, Any]]) -> list[dict[s
            f"{p['worst_at_age_s']} s" for p in judged if p["outside_10pct"]]
     if not judged:
         rss.append("no python process lived past 60 s")
-    criteria.append(_criterion("rss", rss, f"{len(judged)} processes judged after their first "
-                               f"minute: {', '.join(p['label'] for p in judged)}"))
+    criteria.append(_criterion("rss", rss, f"{len(judged)} processes judged from their 60th "
+                               "second to the end of the data phase of the last transfer each "
+                               "lived through (judged_until_s; a fall while a process winds down "
+                               f"is not growth): {', '.join(p['label'] for p in judged)}"))
 
     # the soak's own count moves with the endpoints it is running (their pipes): it is
     # judged by the census instead, before the build against after teardown
@@ -149,7 +170,8 @@ def _abuse_missing(record: SoakRecord) -> list[str]:
 
 
 def soak_document(record: SoakRecord) -> dict[str, Any]:
-    processes = [judge_process(s) for s in record.processes if s.samples]
+    processes = [judge_process(s, judged_until_s(s, record.transfers))
+                 for s in record.processes if s.samples]
     criteria = evaluate(record, processes)
     for summary, series in zip(processes, [s for s in record.processes if s.samples], strict=True):
         summary["series"] = _series_columns(series)

@@ -40,6 +40,7 @@ from testbed.soak.schedule import SoakSettings, TransferSlot, chaos_timeline, so
 from testbed.soak.truth import judge_received
 
 Progress = Callable[[str], None]
+SAMPLES_FILE = "processes.csv"  # every RSS/fd sample, streamed (testbed.soak.monitor)
 MARKER_VARIABLE = "TESTBED_SOAK_RUN"  # every process the soak starts inherits it (the census)
 SHORTEST_TRANSFER_S = 5.0
 
@@ -118,7 +119,8 @@ def run_soak(settings: SoakSettings, out_dir: Path, *, progress: Progress = prin
             try:
                 with Network(plan.topo, backends, state, bumps=plan.bumps,
                              shaped_links=plan.shaped_links) as net:
-                    sampler = ProcessSampler({node: net.netns(node) for node in plan.topo.nodes})
+                    sampler = ProcessSampler({node: net.netns(node) for node in plan.topo.nodes},
+                                             out_dir / SAMPLES_FILE)
                     sampler.start()
                     try:
                         _transfers(settings, base.timeline, net, work, out_dir, record, progress)
@@ -201,7 +203,14 @@ def _one_transfer(settings: SoakSettings, slot: TransferSlot, seconds: float, ne
                              "client": slot.client_stack, "server": slot.server_stack,
                              "direction": slot.direction, "seconds": round(seconds, 3),
                              "payload_seed": payload_seed, "started_s": round(begin, 2)}
-    transfer = run_endpoints(plan, net, work, lambda _m: None, observer=apply_due)
+    client_started: list[float] = []
+
+    def observe(work_dir: Path, since_client_s: float) -> None:
+        if not client_started:  # the runner's clock starts with the client program
+            client_started.append(time.monotonic() - started - since_client_s)
+        apply_due(work_dir, since_client_s)
+
+    transfer = run_endpoints(plan, net, work, lambda _m: None, observer=observe)
     entry["ended_s"] = round(time.monotonic() - started, 2)
     entry["nat"] = {"before": nat_before, "after": _nat_state(transfer.middlebox_stats)}
     sender_role = "client" if slot.direction == "upload" else "server"
@@ -222,6 +231,11 @@ def _one_transfer(settings: SoakSettings, slot: TransferSlot, seconds: float, ne
         return entry
     write_json_atomic(directory / RESULT_FILE, result.to_json())
     connection = result.connection
+    if client_started and connection.duration_s > 0:
+        # the data phase: from the client's start for as long as the sender sent; what an
+        # endpoint does after it (closing, freeing its buffers) is not judged as growth
+        entry["data_ended_s"] = round(min(client_started[0] + connection.duration_s,
+                                          entry["ended_s"]), 2)
     entry.update(verdict=connection.integrity, outcome=connection.outcome,
                  bytes=connection.bytes, goodput_mbps=round(connection.goodput_mbps, 2),
                  subflows=len(connection.subflows), result=str(directory / RESULT_FILE))

@@ -104,6 +104,18 @@ def result_problems(delivery: Delivery, out: Path) -> list[str]:
     return problems
 
 
+def demo_problems(delivery: Delivery, out: Path) -> list[str]:
+    """A prague demo stopped by SIGINT or SIGTERM exits 130 (checked by `attempt`) and its
+    prague.json, when there is one, says interrupted (an interrupt swallowed by Python inside a
+    weakref callback once let the demo finish as if nothing had happened)."""
+    if delivery.signal == "KILL" or not delivery.reached:
+        return []
+    record = read_json(out / "prague.json")
+    if (out / "prague.json").exists() and (record is None or record.get("interrupted") is not True):
+        return ["prague.json not marked interrupted"]
+    return []
+
+
 def matrix_problems(delivery: Delivery, scratch: Path) -> list[str]:
     """The matrix document marks the run interrupted (unless killed outright, when it is
     simply partial), and `--resume` reruns every cell that was not finished."""
@@ -168,6 +180,8 @@ def attempt(target: Target, stage: Stage, sig: str, scratch: Path, *, second_run
     problems += result_problems(delivery, out)
     if target.name == "matrix":
         problems += matrix_problems(delivery, scratch)
+    if target.name == "prague":
+        problems += demo_problems(delivery, out)
     if second_run:
         problems += second_run_problems(scratch)
     return delivery, problems

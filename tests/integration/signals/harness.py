@@ -254,6 +254,10 @@ def cell_log_says(text: str) -> Callable[[str, Path], bool]:
     return watch
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def deliver(name: str, argv: list[str], stage: Stage, sig: str, out: Path, *,
             timeout_s: float = 120.0, env: dict[str, str] | None = None) -> Delivery:
     """Start `argv`, signal it when `stage` is reached, wait for it (the process group after a
@@ -262,8 +266,12 @@ def deliver(name: str, argv: list[str], stage: Stage, sig: str, out: Path, *,
     baseline = Baseline()
     environment = {**os.environ, **(env or {}), MARKER: marker, "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
+    # SIGINT at its default in the command whatever we inherited: a background job of a
+    # non-interactive shell starts with SIGINT ignored, the command would inherit that and
+    # every SIGINT combination would read as a run that ignored Ctrl-C (exit 0)
     proc = subprocess.Popen(argv, cwd=PROJECT, env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_default_sigint)
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     chunks: list[bytes] = []

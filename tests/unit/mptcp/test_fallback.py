@@ -15,6 +15,7 @@ from testbed.wire.types import (
     MpFail,
     MpFastclose,
     MpJoinSyn,
+    MptcpOption,
     MpTcpRst,
     Packet,
     RemoveAddr,
@@ -430,3 +431,32 @@ def test_a_signalling_ack_without_dss_is_not_a_stripped_dss() -> None:
     assert client.mode == "mptcp" and server.mode == "mptcp"
     assert client.counters["DssFallback"] == 0 and client.counters["InfiniteMapTx"] == 0
     assert client.counters["RmAddr"] > 0  # the signal was seen, on ACKs that acknowledged data
+
+
+def test_stripper_switched_on_mid_transfer_resets_the_join_and_the_data_ack_catches_up() -> None:
+    """The soak's case without its NAT outage: both subflows carry data, then a box on the
+    join's path starts stripping MPTCP options. One end resets that subflow (reason 6),
+    the sender reinjects what it carried and never saw DATA_ACKed, and the data ACK reaches
+    the end of the stream on the initial subflow alone."""
+    state = {"on_at": 1e9}
+
+    def tamper(packet: Packet, where: str) -> list[Packet]:
+        if pair.now >= state["on_at"] and "10.0.0.2" in (packet.src, packet.dst):
+            packet.tcp.options = [o for o in packet.tcp.options
+                                  if not isinstance(o, MptcpOption)]
+        return [packet]
+
+    pair = Pair(client_addresses=["10.0.0.1", "10.0.0.2"], tamper=tamper,
+                client_config=StackConfig(scheduler="round_robin"))
+    client, server = _open(pair, warm=True)
+    pair.run(0.3)
+    assert len(client.live_subflows) == 2
+    data = _payload(2_000_000)
+    state["on_at"] = pair.now + 0.05  # mid-transfer: a few round trips in
+    got = transfer(pair, client, server, data)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    # whichever end notices first (the sender: an ACK of its data without a DSS) resets it
+    assert client.counters["SubflowResetMiddlebox"] + server.counters["SubflowResetMiddlebox"] == 1
+    assert client.counters["Reinjected"] >= 1
+    pair.run_until(lambda: client.data.snd_data_una == client.data.send_end, 5.0)
+    assert [c.tcp.local_address for c in client.live_subflows] == ["10.0.0.1"]

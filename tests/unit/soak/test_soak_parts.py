@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from testbed.endpoints.payload import PayloadSource
 from testbed.errors import SpecError
-from testbed.soak.criteria import evaluate, judge_process, soak_document
-from testbed.soak.monitor import ProcessSeries, describe_command
+from testbed.soak.criteria import evaluate, judge_process, judged_until_s, soak_document
+from testbed.soak.monitor import SAMPLE_COLUMNS, ProcessSampler, ProcessSeries, describe_command
 from testbed.soak.schedule import PAIRINGS, SoakSettings, chaos_timeline, soak_spec, transfer_slots
 from testbed.soak.session import SoakRecord
 from testbed.soak.truth import judge_received, payload_sha256
@@ -97,10 +99,50 @@ def test_rss_is_judged_against_the_level_at_60_s() -> None:
     assert judge_process(young)["judged"] is False
 
 
+def test_rss_is_judged_up_to_the_end_of_the_last_transfers_data_phase() -> None:
+    """A python client frees its buffers once its 70 s of data are sent (the 30-minute soak
+    saw -19 and -21 % in the last second): not growth. The same fall, or a growth, while the
+    data still flows fails."""
+    client = _series({0: 44000, 110: 35000})
+    client.label, client.node = "testbed.endpoints.stack_endpoint client", "client"
+    transfers = [{"started_s": 0.0, "ended_s": 119.0, "data_ended_s": 105.0},
+                 {"started_s": 200.0, "ended_s": 220.0, "data_ended_s": 215.0}]  # after it died
+    until = judged_until_s(client, transfers)
+    assert until == 105.0
+    judged = judge_process(client, until)
+    assert judged["judged"] and judged["outside_10pct"] == 0 and judged["judged_until_s"] == 105.0
+    assert judged["rss_kib"]["min"] == 35000  # the summary still covers its whole life
+    assert judge_process(client)["outside_10pct"] == 10  # judged to its exit: the fall counts
+    transfers[0]["data_ended_s"] = 112.0
+    assert judge_process(client, judged_until_s(client, transfers))["outside_10pct"] == 3
+    growing = _series({0: 44000, 100: 49000})
+    assert judge_process(growing, 105.0)["worst_deviation_pct"] == 11.36
+    soak = _series({0: 70000, 118: 90000})  # lived through no transfer's end: all judged
+    assert judged_until_s(soak, []) is None
+    assert judge_process(soak, None)["outside_10pct"] == 2
+
+
+def test_the_sampler_streams_samples_to_its_file_and_keeps_none(tmp_path: Path) -> None:
+    sampler = ProcessSampler({}, tmp_path / "processes.csv")
+    sampler.start()
+    sampler.stop()
+    sampler.sample_once()  # after stop: nothing written, nothing kept
+    sampler = ProcessSampler({}, tmp_path / "processes.csv", interval_s=0.05)
+    sampler.start()
+    time.sleep(0.3)
+    sampler.stop()
+    assert all(not series.samples for series in sampler.series.values())
+    (own,) = sampler.snapshot()
+    assert own.label == "testbed soak" and own.pid == os.getpid() and len(own.samples) >= 3
+    lines = (tmp_path / "processes.csv").read_text().splitlines()
+    assert lines[0] == ",".join(SAMPLE_COLUMNS) and len(lines) == len(own.samples) + 1
+    assert all(rss > 1000 and fds > 0 for _t, _age, rss, fds in own.samples)
+
+
 def _record(processes: list[ProcessSeries], **census_after: object) -> SoakRecord:
     record = SoakRecord(SoakSettings(minutes=2), "abcdef", {}, [(30.0, 36.0)])
     record.transfers = [{
-        "index": 0, "pairing": "python->kernel", "started_s": 0.0, "ended_s": 50.0,
+        "index": 0, "pairing": "python->kernel", "started_s": 0.0, "ended_s": 115.0,
         "verdict": "truncated", "died": {}, "nat": {"before": {"expired": 0}, "after": {"expired": 1}},
         "truth": {"integrity": "truncated"}}]
     record.timeline = [{"at_s": 30.0, "link": "a", "up": False}, {"at_s": 20.0, "link": "b",
