@@ -9,6 +9,7 @@ checked before any clean here. Neither leaves a half-downloaded shard in the out
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -36,10 +37,29 @@ def _wait_for_traffic(cell_log: Path, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize(("stage", "sig"), [("build", signal.SIGTERM), ("traffic", signal.SIGKILL)],
-                         ids=["build-TERM", "traffic-KILL"])
+SUBSET = [("build", signal.SIGTERM), ("traffic", signal.SIGKILL)]
+FULL = [(stage, sig) for stage in ("build", "traffic")
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL) if (stage, sig) not in SUBSET]
+
+
+def _ids(cases: list[tuple[str, signal.Signals]]) -> list[str]:
+    return [f"{stage}-{sig.name[3:]}" for stage, sig in cases]
+
+
+@pytest.mark.parametrize(("stage", "sig"), SUBSET, ids=_ids(SUBSET))
 def test_a_signalled_controller_leaves_no_host_anything(lab: Lab, tmp_path: Path, stage: str,
                                                         sig: signal.Signals) -> None:
+    _check(lab, tmp_path, stage, sig)
+
+
+@pytest.mark.skipif(os.environ.get("TESTBED_SIGNAL_MATRIX") != "full",
+                    reason="the full signal matrix is a command; TESTBED_SIGNAL_MATRIX=full runs it here")
+@pytest.mark.parametrize(("stage", "sig"), FULL, ids=_ids(FULL))
+def test_remote_signal_matrix(lab: Lab, tmp_path: Path, stage: str, sig: signal.Signals) -> None:
+    _check(lab, tmp_path, stage, sig)
+
+
+def _check(lab: Lab, tmp_path: Path, stage: str, sig: signal.Signals) -> None:
     out = tmp_path / "out"
     controller = Controller(lab, str(CI_SPEC), "--hosts", "h1,h2", "--out", str(out),
                             "--rows", "none,strip_mp_join,strip_mp_capable_syn")
@@ -54,7 +74,7 @@ def test_a_signalled_controller_leaves_no_host_anything(lab: Lab, tmp_path: Path
         assert wait_until_gone_except_sshd(lab, name) == [], f"processes left on {name}"
     assert {i: leftovers(i) for i in ids if leftovers(i)} == {}
     assert not list(out.glob("*/.staging")), "a half-downloaded shard was left"
-    if sig == signal.SIGTERM:
+    if sig in (signal.SIGINT, signal.SIGTERM):
         assert status == 130, stdout + stderr
         assert "Traceback" not in stderr
         doc = json.loads((out / "matrix.json").read_text())
