@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.endpoint_commands import received_file_of
 from testbed.endpoints.report import ReportError, parse_output
 from testbed.errors import RunFailed
 from testbed.net.build import Network
@@ -30,7 +31,6 @@ from testbed.runner import (
     detect_backends,
     environment,
     plan_run,
-    received_file_of,
     run_endpoints,
     sigterm_as_interrupt,
 )

@@ -10,8 +10,8 @@ import pytest
 from testbed.demo.hol import cause_series, retransmission_events, rto_times, window_stats
 from testbed.demo.phases import Phase, check_phase, format_summary, row_path, summarize
 from testbed.demo.plot import CausePanel, write_phase_plot
+from testbed.endpoint_commands import endpoint_command
 from testbed.errors import SpecError
-from testbed.runner import endpoint_command
 from testbed.spec import parse_spec
 from testbed.wire import ACK, SYN, Dss, Packet, TcpSegment, encode_packet
 from testbed.wire.types import WindowScale
