@@ -29,6 +29,7 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "experiments" / "scenarios"
 DELAYS = {"600ms": 600, "3s": 3000, "5s": 5000}
 SIZES_MB = (1, 10, 50)
 FIRSTS = ("satellite", "terrestrial")
+BASELINE = "terrestrial-only"  # the reference: one subflow over the terrestrial path, no satellite
 TERRESTRIAL_ADDRESS, SATELLITE_ADDRESS = "10.0.2.1", "10.0.1.1"  # two_path: path b, path a
 BIN_S = 0.5
 TIMEOUT_S = 60.0
@@ -49,6 +50,8 @@ class Case:
 
     @property
     def name(self) -> str:
+        if self.first == BASELINE:
+            return f"{BASELINE}-{self.size_mb:g}MB"
         return f"{self.delay}-{self.first}-first-{self.size_mb:g}MB"
 
     @property
@@ -77,7 +80,8 @@ def cases_of(stack_choice: str, short: bool) -> list[Case]:
     if short:
         return [Case(stack, "600ms", first, 2) for stack in stacks for first in FIRSTS]
     return [Case(stack, delay, first, size) for stack in stacks for delay in DELAYS
-            for first in FIRSTS for size in SIZES_MB]
+            for first in FIRSTS for size in SIZES_MB] + \
+        [Case(stack, "600ms", BASELINE, size) for stack in stacks for size in SIZES_MB]
 
 
 def case_spec(case: Case) -> ExperimentSpec:
@@ -85,10 +89,14 @@ def case_spec(case: Case) -> ExperimentSpec:
     suffix = "" if case.stack == "kernel" else "_python"
     spec = load_spec(SCENARIOS / f"satellite_{case.delay}{suffix}.toml")
     params = dict(spec.topology_params)
-    if case.first == "terrestrial":  # path a is the client's first route: put the terrestrial there
+    mptcp = spec.mptcp
+    if case.first != "satellite":  # path a is the client's first route: put the terrestrial there
         params["path_a"], params["path_b"] = params["path_b"], params["path_a"]
+    if case.first == BASELINE:  # no subflow over path b
+        mptcp = replace(mptcp, client_subflow_endpoints=False)
     traffic = replace(spec.traffic, bytes=int(case.size_mb * 1_000_000), seconds=None, timeout_s=TIMEOUT_S)
-    return replace(spec, name=f"{spec.name}-{case.name}", topology_params=params, traffic=traffic)
+    return replace(spec, name=f"{spec.name}-{case.name}", topology_params=params, traffic=traffic,
+                   mptcp=mptcp)
 
 
 def measure(case: Case, run_dir: Path) -> dict[str, Any]:
@@ -108,7 +116,8 @@ def measure(case: Case, run_dir: Path) -> dict[str, Any]:
     completion = max(ends) if complete and ends else None
     total = sum(s.payload_bytes for s in subflows) or 1
     return {
-        "case": case.name, "stack": case.stack, "delay": case.delay, "delay_ms": case.delay_ms,
+        "case": case.name, "stack": case.stack, "delay": "none" if case.first == BASELINE else case.delay,
+        "delay_ms": 0 if case.first == BASELINE else case.delay_ms,
         "first": case.first, "size_mb": case.size_mb, "outcome": conn["outcome"],
         "integrity": conn["integrity"], "bytes": conn["bytes"], "complete": complete,
         "mp_capable": bool(initial and initial.third_ack_mptcp and initial.kind == "mp_capable"),
