@@ -139,7 +139,10 @@ def measure(case: Case, run_dir: Path) -> dict[str, Any]:
 
 
 def _bins(sub: SubflowTimes) -> list[list[float]]:
-    return [[round(i * BIN_S, 3), sub.bins[i]] for i in sorted(sub.bins)]
+    """Every bin from the first to the last with new bytes, empty ones as 0 (a stall shows)."""
+    if not sub.bins:
+        return []
+    return [[round(i * BIN_S, 3), sub.bins.get(i, 0)] for i in range(min(sub.bins), max(sub.bins) + 1)]
 
 
 def checks_of(case: Case, row: dict[str, Any]) -> list[tuple[str, str, bool]]:
