@@ -121,3 +121,13 @@ def test_table_has_one_line_per_case_and_per_check() -> None:
     assert ("| kernel | 600ms | satellite | 1 | yes | 1.20 s (1) | 2.40 s | 0.04 s (0) | 5.00 s | 1.6 | 5% |"
             in table)
     assert table.count("PASS") == len(checks[f"kernel/{case.name}"]) and "FAIL" not in table
+
+
+def test_only_long_delay_links_get_pinned_neighbours() -> None:
+    from testbed.net.build import pinned_neighbour_links
+    from topologies.two_path import build
+
+    topo = build(path_a={"delay_ms": 600}, path_b={"delay_ms": 20})
+    topo.finalize()
+    assert [link.name for link in pinned_neighbour_links(topo)] == ["a"]
+    assert pinned_neighbour_links(build(delay_ms=249)) == []
