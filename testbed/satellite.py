@@ -3,7 +3,8 @@
 Each case is one bulk download (experiments/scenarios/satellite_*.toml, kernel or python stack
 at both ends) of a given size, with the satellite path either first (the client's default
 route: it carries the MP_CAPABLE handshake and the terrestrial path joins) or second (the
-handshake goes over the terrestrial path and the join over the satellite). Every case keeps its
+handshake goes over the terrestrial path and the join over the satellite); a terrestrial-only
+case per size (one subflow) is the reference. Every case keeps its
 result.json and capture.pcap in DIR/<stack>/<case>/; this command reads the handshake, the join,
 SYN retransmissions and per-subflow delivery from the captures (testbed.satellite_packets) and
 writes satellite.json (the rows), satellite.md (the table with PASS/FAIL expectations) and
