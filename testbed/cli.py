@@ -175,6 +175,7 @@ DELEGATED = (
     ("simult", "testbed.demo.simult", "simult_flows fidelity cases: transfer time against the limit"),
     ("subway", "testbed.subway", "the subway ride: wifi at stations only, cellular all along"),
     ("latency", "testbed.latency", "request/response latency per scheduler, and the redundant one's cost"),
+    ("satellite", "testbed.satellite", "satellite delays (600 ms, 3 s, 5 s) beside a terrestrial path"),
     ("kernels", "testbed.kernels", "Debian kernels for VMs: list what is here, fetch (never installed)"),
     ("vm run", "testbed.vm", "boot a VM with a stock Debian kernel (real netem) and run a command"),
     ("remote run", "testbed.remote.cli", "run a matrix sharded over lab hosts by SSH (Fabric)"),

@@ -42,6 +42,17 @@ log = logging.getLogger(__name__)
 
 OFFLOADS_OFF = ("tso", "gso", "gro", "tx")  # see testbed.inline.legs for why each one
 IFA_F_NODAD = 0x02  # linux/if_addr.h: the address is usable at once, no duplicate detection
+NUD_PERMANENT = 0x80  # linux/neighbour.h: a neighbour entry that never expires or re-resolves
+# From this one-way delay on, a link's two ends know each other's MAC address from the start
+# (pinned_neighbour_links): ARP and neighbour discovery give up after 3 probes 1 s apart, so
+# across a 2 s round trip resolution fails (EHOSTUNREACH), and below it the first packet
+# still waits a round trip that a real access network (a local satellite modem) does not add.
+PIN_NEIGHBOURS_FROM_MS = 250.0
+
+
+def pinned_neighbour_links(topo: Topology) -> list[LinkSpec]:
+    """The links whose ends get permanent neighbour entries (PIN_NEIGHBOURS_FROM_MS)."""
+    return [link for link in topo.links.values() if (link.params.delay_ms or 0.0) >= PIN_NEIGHBOURS_FROM_MS]
 
 
 def node_sysctls(kind: NodeKind, versions: tuple[int, ...]) -> dict[str, str]:
@@ -230,6 +241,8 @@ class Network:
                      intfName1=segment.left.name, intfName2=segment.right.name)
         for name, spec in self.topo.nodes.items():
             self._configure_node(name, spec.kind)
+        for link in pinned_neighbour_links(self.topo):
+            self._pin_neighbours(link)
         for name, spec in self.topo.nodes.items():
             if spec.nat_subnets and 4 in self.topo.versions:  # NAT44: IPv6 is routed, not translated
                 self._masquerade(name, spec.nat_subnets)
@@ -316,6 +329,26 @@ class Network:
                              priority=1000)
             except NetlinkError as exc:
                 raise EnvironmentProblem(f"routing in {name}: {exc}") from exc
+
+    def _pin_neighbours(self, link: LinkSpec) -> None:
+        """Permanent neighbour entries at both ends of a long-delay link, for each family."""
+        ends = ((link.a, link.a_interface), (link.b, link.b_interface))
+        macs = {}
+        for node, iface in ends:
+            with IPRoute(netns=self.netns(node)) as ipr:
+                macs[node] = ipr.get_links(ipr.link_lookup(ifname=iface.name)[0])[0].get_attr("IFLA_ADDRESS")
+        for (node, iface), (peer, peer_iface) in (ends, ends[::-1]):
+            with IPRoute(netns=self.netns(node)) as ipr:
+                index = ipr.link_lookup(ifname=iface.name)[0]
+                for cidr in peer_iface.addresses:
+                    address = cidr.split("/")[0]
+                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                    try:
+                        ipr.neigh("replace", dst=address, lladdr=macs[peer], ifindex=index,
+                                  family=family, state=NUD_PERMANENT)
+                    except NetlinkError as exc:
+                        raise EnvironmentProblem(f"neighbour {address} on {node} {iface.name}: "
+                                                 f"{exc}") from exc
 
     def _masquerade(self, name: str, subnets: list[str]) -> None:
         rules = "\n".join(f"add rule ip testbed_nat post ip saddr {s} ip daddr != {s} masquerade"
