@@ -470,6 +470,13 @@ class RemoteRun:
         self.events.line("interrupted: stopping the remote runs (their namespaces are removed there)")
         with contextlib.suppress(KeyboardInterrupt):
             _join(workers, limit_s=STOP_GRACE_S + 10)
+            # a worker still fetching a shard: its connection goes, and the half-fetched copy with
+            # it (a staging copy is never results; the worker's own cleanup may not run before exit)
+            for host in self.hosts:
+                host.close()
+            _join(workers, limit_s=5)
+            for host in self.hosts:
+                shutil.rmtree(host.directory / ".staging", ignore_errors=True)
         with self.lock:
             doc = self.write(partial=True, interrupted=True)
         self.events.finish(f"remote: interrupted after {len(doc['cells'])} of {len(self.matrix.cells)} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -84,3 +85,54 @@ def _check(lab: Lab, tmp_path: Path, stage: str, sig: signal.Signals) -> None:
     # the remote matrices that were cut short say so in their own documents
     docs = [json.loads(p.read_text()) for p in lab.remote_dir.glob("runs/*/*/*/matrix.json")]
     assert all(d["interrupted"] or not d["partial"] for d in docs)
+
+
+# The download of a shard ("while writing results"): the host's wrapper pads the finished shard
+# with a large file of zeros (under the 2 GiB per-file limit), so the controller's download lasts
+# seconds, and the signal comes when its staging directory appears.
+PADDING_WRAPPER = """#!/bin/sh
+{python} "$@"
+status=$?
+out=""
+for word in "$@"; do
+    case "$word" in --out=*) out="${{word#--out=}}" ;; esac
+done
+if [ "$2" = "testbed.remote.agent" ] && [ "$3" = "matrix" ] && [ -n "$out" ]; then
+    head -c 1500M /dev/zero > "$out/cells/none/kernel-kernel/padding.bin"
+fi
+exit $status
+"""
+
+
+@pytest.mark.skipif(os.environ.get("TESTBED_SIGNAL_MATRIX") != "full",
+                    reason="the full signal matrix is a command; TESTBED_SIGNAL_MATRIX=full runs it here")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["INT", "TERM", "KILL"])
+def test_a_controller_signalled_while_downloading_a_shard(lab: Lab, tmp_path: Path,
+                                                          sig: signal.Signals) -> None:
+    """INT/TERM: the shard being fetched is finished (its cells are whole) or not adopted, the
+    staging copy is removed, the run says interrupted (130). KILL: whatever staging copy is left
+    is never read as results: matrix.json is not written, and no cell directory is half there."""
+    python = tmp_path / "padding-python"
+    python.write_text(PADDING_WRAPPER.format(python=sys.executable))
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    controller = Controller(lab, str(CI_SPEC), "--hosts", "h1", "--out", str(out), "--rows", "none",
+                            "--remote-python", str(python))
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/.staging/*")):
+        assert time.monotonic() < deadline and controller.proc.poll() is None, "".join(controller.err)
+        time.sleep(0.02)
+    controller.proc.send_signal(sig)
+    status, stdout, stderr = controller.finish(timeout=120)
+    assert wait_until_gone_except_sshd(lab, "h1") == [], "processes left on h1"
+    cells = [p for p in out.glob("*/cells/*/*") if p.is_dir()]
+    assert all((cell / "result.json").is_file() for cell in cells), cells  # never half a cell
+    if sig == signal.SIGKILL:
+        assert status == -signal.SIGKILL
+        assert not (out / "matrix.json").exists() or json.loads((out / "matrix.json").read_text())["partial"]
+        return
+    assert status == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    assert not list(out.glob("*/.staging")), "the staging copy was left"
+    doc = json.loads((out / "matrix.json").read_text())
+    assert doc["interrupted"] is True
