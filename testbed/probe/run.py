@@ -20,6 +20,7 @@ from testbed.probe.bed import ANNOUNCED, PORT, PROBER, TARGET, ProbeBed, ProbeEr
 from testbed.probe.catalogue import Probe, ProbeContext, load
 from testbed.probe.execute import run_probe
 from testbed.probe.session import Session
+from testbed.probe.vm_target import check_fetched, vm_selector
 
 FORMAT, VERSION = "mptcp-testbed-probes", 1
 TARGETS = ("kernel", "python")
@@ -31,9 +32,9 @@ def check_target(target: str) -> None:
     """One line naming what is wrong with a --target value (before anything is built)."""
     if target in TARGETS:
         return
-    if target.startswith("kernel@"):
-        raise ProbeError(f"target {target}: kernel@VERSION is not yet supported by `testbed probe` "
-                         "(it needs VM endpoints); use --target kernel or --target python")
+    if (selector := vm_selector(target)) is not None:
+        check_fetched(target, selector)
+        return
     if target.startswith("command:"):
         raise ProbeError(f"target {target}: command:NAME targets are not yet supported by "
                          "`testbed probe` (they come with stack = \"command\" endpoints)")
@@ -89,7 +90,7 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
                 bed.stop_clients()
             settle_time()
             bed.check_target()
-            if target == "kernel":
+            if bed.kernel_target:
                 row["counters"] = counter_deltas(counters_before, bed.counters())
                 verdict = kernel_counters.check(probe.name, row["counters"])
                 if verdict is not None:
