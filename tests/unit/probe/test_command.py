@@ -21,7 +21,8 @@ def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--target", "vax", "--out", "X"], "unknown target 'vax'"),
-    (["--target", "kernel@6.1", "--out", "X"], "not yet supported"),
+    (["--target", "kernel@4.9", "--out", "X"], "no fetched kernel matches '4.9'"),
+    (["--target", "kernel@", "--out", "X"], "give a version after '@'"),
     (["--target", "command:mystack", "--out", "X"], "not yet supported"),
     (["--target", "python", "--out", "X", "--probes", "mpc_handshake,nope"], "unknown probe 'nope'"),
     (["--target", "python"], "needs --target"),
