@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from testbed.probe.catalogue import load
+from testbed.probe.catalogue import VERDICTS, load
 from testbed.probe.run import run_probes
 
 
@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['verdict']:16} {row['name']:28} {row['observed']}")
     print(f"{len(rows)} probes against {args.target}: " +
-          ", ".join(f"{counts[v]} {v}" for v in ("pass", "fail", "not-implemented", "error")) +
+          ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v] or v in VERDICTS[:4]) +
           f"; {args.out / 'probes.json'}")
     return 0

@@ -57,3 +57,20 @@ def test_control_without_a_guest_is_one_error(tmp_path: Path) -> None:
         GuestControl(tmp_path).ask("counters", timeout_s=0.2)
     with pytest.raises(ProbeError, match="its VM stopped"):
         GuestControl(tmp_path, alive=lambda: False).ask("counters", timeout_s=5)
+
+
+def test_a_fail_stands_only_when_the_guest_kept_time() -> None:
+    from testbed.probe.run import LATE_ANSWER_S, slow_guest_verdict
+
+    kept = {"verdict": "fail", "observed": "no RST"}
+    slow_guest_verdict(kept, 0.004)
+    assert kept == {"verdict": "fail", "observed": "no RST"}
+    starved = {"verdict": "fail", "observed": "no RST"}
+    slow_guest_verdict(starved, LATE_ANSWER_S + 0.5)
+    assert starved["verdict"] == "not-measurable" and "answered after 0.75 s" in starved["observed"]
+    silent = {"verdict": "fail", "observed": "x"}
+    slow_guest_verdict(silent, None)
+    assert silent["verdict"] == "not-measurable" and "not at all" in silent["observed"]
+    passed = {"verdict": "pass", "observed": "ok"}
+    slow_guest_verdict(passed, None)
+    assert passed["verdict"] == "pass"
