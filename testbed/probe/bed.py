@@ -23,9 +23,10 @@ from testbed.command import run_command
 from testbed.errors import TestbedError
 from testbed.net.build import Network
 from testbed.net.state import RunState
+from testbed.probe.command_target import CommandTarget
 from testbed.probe.rawlink import RawLink
 from testbed.probe.session import LISTEN_PORT
-from testbed.probe.target import ADD_ADDR_TIMEOUT_S, python_target_config
+from testbed.probe.target import ADD_ADDR_TIMEOUT_S, CLIENT_DATA, python_target_config
 from testbed.probe.vm_target import STOP_TIMEOUT_S, GuestControl, launch_argv, launch_env, vm_selector
 from topologies import build_topology
 
@@ -44,8 +45,10 @@ class ProbeError(TestbedError):
 class ProbeBed:
     """two_path with the prober's link in `client` and the target server in `server`."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, command_stack: dict[str, str] | None = None) -> None:
         self.target = target
+        self.command_stack = command_stack  # command:NAME: its [stacks.NAME] table
+        self.command: CommandTarget | None = None
         self.vm_kernel = vm_selector(target)  # kernel@VERSION: the target runs in a VM
         self.control: GuestControl | None = None
         self.vm_boot_s: float | None = None
@@ -68,6 +71,8 @@ class ProbeBed:
             self.net.__enter__()
             self._configure()
             self.link = RawLink(self.net.netns("client"), list(PROBER))
+            if self.command_stack is not None:
+                self.command = CommandTarget(self.target, self.command_stack, self.target_netns, PORT)
             self._start_target("")
         except BaseException:
             self.close()
@@ -79,6 +84,8 @@ class ProbeBed:
 
     def close(self) -> None:
         self.stop_clients()
+        if self.command is not None:
+            self.command.close()
         self._stop_target()
         if self.link is not None:
             self.link.close()
@@ -114,7 +121,8 @@ class ProbeBed:
                         netns=netns, what="promote_secondaries in the target host")
         run_command(["ip", "-n", netns, "addr", "add", f"{ANNOUNCED}/24", "dev", device],
                     what="second target address")
-        if self.kernel_target:  # a VM target's guest replays this namespace's configuration
+        if self.kernel_target or self.command_stack is not None:  # a VM guest replays this;
+            # a command target on the kernel (mptcpize) gets what the kernel target gets
             kernel_mptcp.configure(netns, subflows=8, add_addr_accepted=0, checksum=False)
             run_command(["sysctl", "-q", "-w", f"net.mptcp.add_addr_timeout={int(ADD_ADDR_TIMEOUT_S)}"],
                         netns=netns, what="net.mptcp.add_addr_timeout in the target host")
@@ -128,14 +136,16 @@ class ProbeBed:
         if self.vm_kernel is not None:
             self._start_vm_target(setting)
             return
-        if self.target == "kernel":
+        if self.target == "kernel" or self.command is not None:
             run_command(["ip", "-n", self.target_netns, "mptcp", "endpoint", "flush"],
                         what="ip mptcp endpoint flush in the target host")
             if setting in ("announce", "client"):
                 flag = "signal" if setting == "announce" else "subflow"
                 run_command(["ip", "-n", self.target_netns, "mptcp", "endpoint", "add", ANNOUNCED,
                              "id", "10", flag], what=f"ip mptcp endpoint ({flag}) in the target host")
-        if self.process is None:
+        if self.command is not None:
+            self.command.ensure_server()
+        elif self.process is None:
             self.process = subprocess.Popen(["ip", "netns", "exec", self.target_netns, *argv],
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                             text=True)
@@ -215,6 +225,9 @@ class ProbeBed:
         """The implementation under test as a client of the prober's listening port, joining
         from the second target address (a `subflow` endpoint for the kernel)."""
         assert self.net is not None
+        if self.command is not None:
+            self.command.start_client(LISTEN_PORT, CLIENT_DATA)
+            return
         if self.control is not None:  # in the guest, a thread of the target's own process
             self.control.ask("client", port=LISTEN_PORT, seconds=6)
             self.guest_clients = True
@@ -225,7 +238,14 @@ class ProbeBed:
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                              text=True))
 
+    def before_probe(self) -> None:
+        """A command target's server program ready for the next probe's connection."""
+        if self.command is not None:
+            self.command.before_probe()
+
     def stop_clients(self) -> None:
+        if self.command is not None:
+            self.command.stop_clients()
         if self.guest_clients and self.control is not None:
             self.control.ask("stop_clients")
         self.guest_clients = False
@@ -257,6 +277,8 @@ class ProbeBed:
         return {}
 
     def target_detail(self) -> dict[str, Any]:
+        if self.command is not None:
+            return self.command.detail()
         if self.control is not None:
             guest = self.control.ask("detail")
             return {"stack": "linux", "kernel_release": guest["kernel_release"],

@@ -18,6 +18,7 @@ from testbed.kernel_mptcp import counter_deltas
 from testbed.probe import kernel_counters
 from testbed.probe.bed import ANNOUNCED, PORT, PROBER, TARGET, ProbeBed, ProbeError, settle_time
 from testbed.probe.catalogue import VERDICTS, Probe, ProbeContext, load
+from testbed.probe.command_target import COUNTERS_NOTE, REPLY_PROBES, check_stack, not_run_row, stack_name
 from testbed.probe.execute import run_probe
 from testbed.probe.session import Session
 from testbed.probe.vm_target import check_fetched, vm_selector
@@ -36,9 +37,8 @@ def check_target(target: str) -> None:
     if (selector := vm_selector(target)) is not None:
         check_fetched(target, selector)
         return
-    if target.startswith("command:"):
-        raise ProbeError(f"target {target}: command:NAME targets are not yet supported by "
-                         "`testbed probe` (they come with stack = \"command\" endpoints)")
+    if stack_name(target) is not None:
+        return
     raise ProbeError(f"unknown target {target!r}; use kernel, python, kernel@VERSION or command:NAME")
 
 
@@ -85,22 +85,26 @@ def slow_guest_verdict(row: dict[str, Any], answered_after: float | None) -> Non
                         f"do not hold]")
 
 
-def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
-                 before: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def probe_target(target: str, probes: list[Probe], *, seed: int | None = None, before: Any = None,
+                 command_stack: dict[str, str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run `probes` against a fresh bed; returns (target detail, rows)."""
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
     # the target as client first, before server-side connections exist that a `subflow`
     # endpoint would make the kernel join from; then plain; then announcing
     ordered = sorted(probes, key=lambda p: SETTING_ORDER.index(p.needs))
-    with ProbeBed(target) as bed:
+    with ProbeBed(target, command_stack) as bed:
         assert bed.link is not None
         if before is not None:
             before(bed)
         _check_alive(bed, rng)
         detail = bed.target_detail()
         for probe in ordered:
+            if bed.command is not None and probe.name in REPLY_PROBES:
+                rows.append(not_run_row(probe))
+                continue
             bed.use_setting(probe.needs)
+            bed.before_probe()
             bed.link.drain()
             counters_before = bed.counters()
             ctx = ProbeContext(link=bed.link, prober=PROBER, target=TARGET, port=PORT,
@@ -111,6 +115,8 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
                 bed.stop_clients()
             settle_time()
             bed.check_target()
+            if bed.command is not None:
+                row["counters_note"] = COUNTERS_NOTE
             if bed.kernel_target:
                 row["counters"] = counter_deltas(counters_before, bed.counters())
                 verdict = kernel_counters.check(probe.name, row["counters"])
@@ -127,14 +133,16 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None,
 
 
 def run_probes(target: str, names: list[str] | None, out: Path, *, seed: int | None = None,
-               before: Any = None) -> list[dict[str, Any]]:
-    """The survey's entry point: probe `target`, write out/probes.json and out/probes.md."""
+               before: Any = None, stacks: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """The survey's entry point: probe `target`, write out/probes.json and out/probes.md
+    (`stacks`: the [stacks.NAME] tables a command:NAME target is found in)."""
     check_target(target)
+    command_stack = check_stack(target, stacks) if stack_name(target) is not None else None
     probes = select_probes(names)
     created = not out.exists()
     try:
         started = time.time()
-        detail, rows = probe_target(target, probes, seed=seed, before=before)
+        detail, rows = probe_target(target, probes, seed=seed, before=before, command_stack=command_stack)
         document = {"format": FORMAT, "version": VERSION, "target": target,
                     "target_detail": detail, "started_unix": round(started, 3),
                     "seconds": round(time.time() - started, 2), "probes": rows}
@@ -168,6 +176,8 @@ def markdown(document: dict[str, Any]) -> str:
     for row in rows:
         lines += [f"## {row['name']}", "", f"Expected: {row['expected']}", "",
                   f"Observed: {row['observed']}", ""]
+        if row.get("counters_note"):
+            lines += [f"Counters: {row['counters_note']}", ""]
         if row["counters"]:
             lines += ["Counters: " + ", ".join(f"{k} {v:+d}" for k, v in row["counters"].items()), ""]
         if "counters_check" in row:

@@ -23,7 +23,7 @@ def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
     (["--target", "vax", "--out", "X"], "unknown target 'vax'"),
     (["--target", "kernel@4.9", "--out", "X"], "no fetched kernel matches '4.9'"),
     (["--target", "kernel@", "--out", "X"], "give a version after '@'"),
-    (["--target", "command:mystack", "--out", "X"], "not yet supported"),
+    (["--target", "command:mystack", "--out", "X"], "no [stacks.mystack] table"),
     (["--target", "python", "--out", "X", "--probes", "mpc_handshake,nope"], "unknown probe 'nope'"),
     (["--target", "python"], "needs --target"),
 ])
