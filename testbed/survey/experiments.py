@@ -127,7 +127,8 @@ def _fallback_row(row_name: str) -> Callable[[Target], dict[str, Any] | str]:
 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
-    Experiment("baseline", "two 20 Mbit/s paths, 2 MB upload, captured", _baseline),
+    Experiment("baseline", "two 20 Mbit/s paths, 2 MB upload (kernel@VERSION: 2 Mbit/s, 1 MB), "
+               "captured", _baseline),
     Experiment("checksum", "the same with DSS checksums asked for", _checksum),
     Experiment("subflow_limit", "four client paths, limits of 8: how many subflows open", _subflow_limit),
     Experiment("handover", "5 s upload, path a down at 2.5 s", _handover),
