@@ -119,7 +119,8 @@ def probe_target(target: str, probes: list[Probe], *, seed: int | None = None, b
                 row["counters_note"] = COUNTERS_NOTE
             if bed.kernel_target:
                 row["counters"] = counter_deltas(counters_before, bed.counters())
-                verdict = kernel_counters.check(probe.name, row["counters"])
+                verdict = kernel_counters.check(probe.name, row["counters"],
+                                                set(counters_before) or None)
                 if verdict is not None:
                     row["counters_check"] = verdict
             if bed.vm_kernel is not None and row["verdict"] == "fail":
@@ -182,7 +183,9 @@ def markdown(document: dict[str, Any]) -> str:
             lines += ["Counters: " + ", ".join(f"{k} {v:+d}" for k, v in row["counters"].items()), ""]
         if "counters_check" in row:
             check = row["counters_check"]
+            absent = (f"; this kernel has no {', '.join(check['absent'])} counter"
+                      if check.get("absent") else "")
             lines += [f"Counters {'agree' if check['agree'] else 'DISAGREE'} with the scenario's "
-                      f"expectation {check['expected']} (observed {check['observed']})", ""]
+                      f"expectation {check['expected']} (observed {check['observed']}{absent})", ""]
         lines += ["```", *row["trace"], "```", ""]
     return "\n".join(lines)

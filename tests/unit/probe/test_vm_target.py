@@ -74,3 +74,14 @@ def test_a_fail_stands_only_when_the_guest_kept_time() -> None:
     passed = {"verdict": "pass", "observed": "ok"}
     slow_guest_verdict(passed, None)
     assert passed["verdict"] == "pass"
+
+
+def test_a_counter_an_older_kernel_lacks_is_absent_not_a_disagreement() -> None:
+    from testbed.probe.kernel_counters import check
+
+    on_618 = check("dss_stripped_after_data", {"MPTcpExtDssFallback": 1}, {"MPTcpExtDssFallback"})
+    assert on_618 == {"expected": {"DssFallback": "=1"}, "observed": {"DssFallback": 1}, "agree": True}
+    on_61 = check("dss_stripped_after_data", {}, {"MPTcpExtMPCapableSYNRX"})
+    assert on_61 is not None and on_61["agree"] and on_61["absent"] == ["DssFallback"]
+    missed = check("dss_stripped_after_data", {}, {"MPTcpExtDssFallback"})
+    assert missed is not None and not missed["agree"]
