@@ -85,3 +85,21 @@ def test_a_counter_an_older_kernel_lacks_is_absent_not_a_disagreement() -> None:
     assert on_61 is not None and on_61["agree"] and on_61["absent"] == ["DssFallback"]
     missed = check("dss_stripped_after_data", {}, {"MPTcpExtDssFallback"})
     assert missed is not None and not missed["agree"]
+
+
+def test_dss_duplicate_counts_only_the_echo_of_its_own_payload() -> None:
+    """A retransmission of the opening echo (DSN before `since`) in the window is not the
+    duplicate being delivered twice (a 7.2 guest's RTO once fired just as the data ACK left)."""
+    from types import SimpleNamespace
+
+    from testbed.probe.probes_dss import _dsn_span
+    from testbed.wire.types import Dss
+
+    def packet(dsn: int, size: int) -> SimpleNamespace:
+        option = Dss(dsn=dsn, data_len=size, subflow_seq=1)
+        return SimpleNamespace(tcp=SimpleNamespace(payload=b"x" * size, find=lambda kind: option))
+
+    top = (1 << 64) - 20  # DSNs wrap at 2^64
+    seen = [packet(top - 41, 41), packet(top, 120), packet(top, 120)]
+    assert _dsn_span(seen) == 161
+    assert _dsn_span(seen, since=top) == 120
