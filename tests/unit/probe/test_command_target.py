@@ -60,3 +60,13 @@ def test_reply_probes_exist_and_say_why() -> None:
     row = not_run_row(catalogue["mpc_idsn"])
     assert row["verdict"] == "not-measurable" and "command target" in row["observed"]
     assert row["group"] == "signalling" and row["trace"] == []
+
+
+def test_the_package_entry_point_takes_the_stacks(tmp_path: Path) -> None:
+    """testbed.probe.run_probes (what the survey calls) hands a command target its stacks."""
+    from testbed.probe import run_probes
+
+    with pytest.raises(ProbeError, match="'no-such-program-xyz' is not on PATH"):
+        run_probes("command:s", None, tmp_path / "X",
+                   stacks={"s": {**GOOD, "server": "no-such-program-xyz {port}"}})
+    assert not (tmp_path / "X").exists()
