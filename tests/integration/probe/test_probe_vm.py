@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import kernels
-from testbed.errors import TestbedError
+from testbed import errors, kernels
 from testbed.net.state import netns_inode
 from testbed.probe.bed import ProbeBed
 from testbed.probe.run import run_probes
@@ -35,7 +34,7 @@ def test_a_few_probes_against_a_fetched_kernel(tmp_path: Path, monkeypatch: pyte
         pytest.skip("needs root, nft, ip, mnexec and qemu")
     try:
         release = kernels.find_fetched(SELECTOR, kernels.cache_dir()).release
-    except TestbedError as exc:
+    except errors.TestbedError as exc:
         pytest.skip(exc.message)
     monkeypatch.setenv("TESTBED_VM_ACCEL", os.environ.get("TESTBED_VM_ACCEL", "tcg"))
     created: list[str] = []
