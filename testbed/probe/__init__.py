@@ -1,6 +1,7 @@
 """testbed.probe: an MPTCP conformance prober (raw packets from a testbed host) and its probes.
 
-`run_probes(target, names, out)` runs the probes against "kernel" or "python" and writes
+`run_probes(target, names, out, stacks=None)` runs the probes against "kernel",
+"kernel@VERSION", "python" or "command:NAME" (its [stacks.NAME] table in `stacks`) and writes
 out/probes.json (the interface `testbed survey` reads) and out/probes.md.
 """
 
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 
-def run_probes(target: str, names: list[str] | None, out: Path) -> list[dict[str, Any]]:
+def run_probes(target: str, names: list[str] | None, out: Path,
+               stacks: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     from testbed.probe.run import run_probes as run
 
-    return run(target, names, out)
+    return run(target, names, out, stacks=stacks)
 
 
 __all__ = ["run_probes"]

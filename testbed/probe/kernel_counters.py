@@ -44,18 +44,25 @@ EXPECTED: dict[str, dict[str, str]] = {
 _RULE = re.compile(r"^(>=|=)(\d+)$")
 
 
-def check(name: str, deltas: dict[str, int]) -> dict[str, object] | None:
-    """{"expected": {...}, "observed": {...}, "agree": bool} for a probe with expectations."""
+def check(name: str, deltas: dict[str, int], available: set[str] | None = None) -> dict[str, object] | None:
+    """{"expected": {...}, "observed": {...}, "agree": bool} for a probe with expectations.
+    `available`: the counter names the target's kernel has; one it lacks (an older kernel:
+    6.1 has no DssFallback, EchoAddTx, AddAddrTx) is listed under "absent", not disagreed with."""
     wanted = EXPECTED.get(name)
     if not wanted:
         return None
     observed: dict[str, int] = {}
+    absent: list[str] = []
     agree = True
     for counter, rule in wanted.items():
         match = _RULE.match(rule)
         assert match, rule
         op, value = match.group(1), int(match.group(2))
+        if available is not None and f"MPTcpExt{counter}" not in available:
+            absent.append(counter)
+            continue
         got = deltas.get(f"MPTcpExt{counter}", 0)
         observed[counter] = got
         agree = agree and (got >= value if op == ">=" else got == value)
-    return {"expected": dict(wanted), "observed": observed, "agree": agree}
+    return {"expected": dict(wanted), "observed": observed, "agree": agree,
+            **({"absent": absent} if absent else {})}

@@ -114,22 +114,27 @@ def dss_duplicate(ctx: ProbeContext) -> Outcome:
     second = joined(ctx, session)
     payload = b"d" * 120
     start = session.dsn()
+    # the echo of this payload only: a retransmission of the opening exchange's echo (its RTO
+    # can fire just as our data ACK leaves, seen once on 7.2 in a slow guest) is not counted
+    echo_from = session.data_ack_value()
     session.send_data(session.initial, payload)
     dss = session.mapping(second, len(payload), dsn=start, payload=payload)
     session.segment(second, ACK | PSH, [dss], payload)
     seen = settle(session, 0.5)
-    span = _dsn_span(seen)
+    span = _dsn_span(seen, echo_from)
     return judge(span == len(payload), f"sent {len(payload)} bytes twice at the same DSN; the "
                                        f"echo covers {span} bytes of data sequence space")
 
 
-def _dsn_span(packets: list[Packet]) -> int:
-    """How many distinct DSNs the target's mappings in `packets` cover (64-bit DSNs)."""
+def _dsn_span(packets: list[Packet], since: int | None = None) -> int:
+    """How many distinct DSNs the target's mappings in `packets` cover (64-bit DSNs), counting
+    only those at or after `since` when given."""
     covered: set[int] = set()
     for packet in packets:
         dss = packet.tcp.find(Dss)
         if isinstance(dss, Dss) and dss.dsn is not None and dss.data_len and packet.tcp.payload:
-            covered.update(range(dss.dsn, dss.dsn + len(packet.tcp.payload)))
+            covered.update(dsn for dsn in range(dss.dsn, dss.dsn + len(packet.tcp.payload))
+                           if since is None or (dsn - since) & U64 < 1 << 63)
     return len(covered)
 
 

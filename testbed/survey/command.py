@@ -79,7 +79,7 @@ def gather_probes(target: Target, directory: Path,
         except ImportError:
             return None, "prober not available"
         try:
-            run_probes(target.name, None, directory)
+            run_probes(target.name, None, directory, stacks=target.command_stacks or None)
         except TestbedError as exc:
             return None, f"prober failed: {exc.message}"
     if not path.exists():

@@ -21,8 +21,9 @@ def _testbed(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(("args", "words"), [
     (["--target", "vax", "--out", "X"], "unknown target 'vax'"),
-    (["--target", "kernel@6.1", "--out", "X"], "not yet supported"),
-    (["--target", "command:mystack", "--out", "X"], "not yet supported"),
+    (["--target", "kernel@4.9", "--out", "X"], "no fetched kernel matches '4.9'"),
+    (["--target", "kernel@", "--out", "X"], "give a version after '@'"),
+    (["--target", "command:mystack", "--out", "X"], "no [stacks.mystack] table"),
     (["--target", "python", "--out", "X", "--probes", "mpc_handshake,nope"], "unknown probe 'nope'"),
     (["--target", "python"], "needs --target"),
 ])
@@ -54,7 +55,7 @@ def test_catalogue_fields_fit_the_survey_interface():
         assert probe.group in GROUPS
         assert probe.name.replace("_", "").isalnum()
     assert {p.group for p in load().values()} == set(GROUPS)
-    assert VERDICTS == ("pass", "fail", "not-implemented", "error")
+    assert VERDICTS == ("pass", "fail", "not-implemented", "error", "not-measurable")
 
 
 def test_markdown_table_and_traces():

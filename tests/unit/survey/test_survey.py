@@ -47,6 +47,10 @@ def test_every_experiment_is_a_valid_spec_or_says_why_not(target: str) -> None:
         spec = parse_spec(built, source=experiment.name)
         assert {e.stack for e in spec.endpoints} == {parsed.stack}
         assert {e.kernel for e in spec.endpoints} == {parsed.kernel}
+        if experiment.name == "baseline":  # TCG guests: a rate they sustain, time to start
+            vm = parsed.kernel is not None
+            assert built["topology"]["params"]["rate_mbit"] == (2 if vm else 20)
+            assert built["traffic"]["timeout_s"] == (180 if vm else 10)
 
 
 def test_capture_facts_from_a_synthetic_connection(tmp_path: Path) -> None:
