@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
+from testbed.interrupts import latched_interrupts
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -546,7 +547,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         write(partial=len(records) < len(matrix.cells), interrupted=False)
 
     try:
-        with vm_pool.for_cells(c.spec for c in matrix.cells) as pool:  # one boot per kernel
+        with latched_interrupts() as caught, vm_pool.for_cells(c.spec for c in matrix.cells) as pool:
             if background is not None:  # the waiting cells together, before any cell that measures
                 bar.status(f"{len(background.pending)} cells expected to reset or stall, "
                            f"{jobs} at a time")
@@ -558,6 +559,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
                 vm_pool.prepare(pool, [cell], measuring[index:], bar.status)
                 record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
                 add(cell, record, result)
+            if caught:  # raised where Python swallowed it: the interrupt still counts
+                raise KeyboardInterrupt(f"signal {caught[0]}")
     except KeyboardInterrupt:
         if background is not None:
             background.stop()

@@ -15,14 +15,10 @@ its expectations; 130 when interrupted, with prague.json marked `"interrupted": 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import importlib.util
 import json
-import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +45,7 @@ from testbed.demo.phases import (
 )
 from testbed.demo.plot import CausePanel, write_phase_plot
 from testbed.errors import SpecError, TestbedError
+from testbed.interrupts import latched_interrupts
 from testbed.result import RESULT_FILE, read_result
 from testbed.results import BIN_S, TIMESERIES_FILE, write_json_atomic
 from testbed.runner import ENDPOINT_MODULES, run_experiment
@@ -262,32 +259,6 @@ def _read_demo_record(out_dir: Path) -> dict[str, Any]:
         return json.loads((out_dir / DEMO_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise TestbedError(f"cannot read {out_dir / DEMO_FILE}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def latched_interrupts() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt as usual and are also remembered. Python
-    prints and drops an exception raised inside a weakref callback or a __del__: the signal
-    matrix saw a Ctrl-C lost that way while the results were written, and the demo then ended
-    as if nothing had happened. The caller checks the list when it is done.
-
-    pyroute2 forks helpers that inherit the handler; a fork just exits (as in
-    testbed.runner.sigterm_as_interrupt, which takes SIGTERM over during the run itself)."""
-    owner = os.getpid()
-    caught: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
-            os._exit(128 + signum)
-        caught.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for sig, handler_before in previous.items():
-            signal.signal(sig, handler_before)
 
 
 def mark_interrupted(out_dir: Path) -> None:

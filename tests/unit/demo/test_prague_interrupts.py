@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.demo.prague import DEMO_FILE, latched_interrupts, mark_interrupted
+from testbed.demo.prague import DEMO_FILE, mark_interrupted
+from testbed.interrupts import latched_interrupts
 
 
 class _Thing:

@@ -90,3 +90,28 @@ def test_ctrl_c_while_cells_wait_ends_the_children_and_keeps_a_partial_matrix(
         ctrl_c.cancel()
     assert caught.value.doc["interrupted"] and caught.value.doc["partial"]
     assert multiprocessing.active_children() == []
+
+
+class _InterruptsWhenCollected:
+    """Sends itself SIGINT from __del__: the handler's KeyboardInterrupt is raised inside a
+    finalizer, where Python prints and drops it (as a garbage collection can make happen
+    anywhere in a large process)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+class SwallowingRunner(FakeRunner):
+    def __call__(self, spec, out_dir: Path, *, progress) -> dict[str, Any]:
+        if spec.name.split("/")[1] == "none":
+            victim = _InterruptsWhenCollected()
+            del victim
+        return super().__call__(spec, out_dir, progress=progress)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
+def test_a_ctrl_c_python_swallows_in_a_finalizer_still_interrupts_the_matrix(tmp_path: Path) -> None:
+    matrix = parse_matrix_spec(copy.deepcopy(SPEC), source="j.toml")
+    with pytest.raises(MatrixInterrupted) as caught:
+        run_matrix(matrix, tmp_path, runner=SwallowingRunner(OUTCOMES), stream=io.StringIO(), tty=False)
+    assert caught.value.doc["interrupted"] and caught.value.doc["partial"]
