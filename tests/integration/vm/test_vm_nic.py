@@ -39,6 +39,9 @@ def veth_pair():
             run_command(["ip", "netns", "del", name], check=False)
 
 
+@pytest.mark.skipif(os.environ.get("TESTBED_LONG") != "1",
+                    reason="the attachment it prototyped is exercised by every VM endpoint test; "
+                           "TESTBED_LONG=1 runs it")
 def test_guest_answers_on_the_address_the_namespace_gave_up(veth_pair, tmp_path: Path) -> None:
     peer, panel_ns = veth_pair
     try:
