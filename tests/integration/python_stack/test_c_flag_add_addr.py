@@ -343,12 +343,17 @@ def test_linux_mp_prio_on_its_announced_address_makes_python_stop_using_it(fresh
 
 def _timeline(path: Path, local_prefix: str, remote_prefix: str,
               column: str = "bytes_acked") -> list[tuple[float, int]]:
-    """`column` over time of the subflows from local_prefix to remote_prefix, summed."""
-    totals: dict[float, int] = {}
+    """`column` over time of the subflows from local_prefix to remote_prefix, summed over
+    subflows. A subflow sampled twice at one time stamp counts once (its later row): the suite
+    once saw a settled subflow's bytes "double" at the end that way."""
+    latest: dict[tuple[float, str, str], int] = {}
     with path.open() as stream:
         for row in csv.DictReader(stream):
             if row["local"].startswith(local_prefix) and row["remote"].startswith(remote_prefix):
-                totals[float(row["t_s"])] = totals.get(float(row["t_s"]), 0) + int(row[column])
+                latest[(float(row["t_s"]), row["local"], row["remote"])] = int(row[column])
+    totals: dict[float, int] = {}
+    for (t, _local, _remote), value in latest.items():
+        totals[t] = totals.get(t, 0) + value
     return sorted(totals.items())
 
 
