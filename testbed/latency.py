@@ -25,6 +25,7 @@ from typing import Any
 
 from testbed.errors import SpecError, TestbedError
 from testbed.latency_result import LATENCY_FILE, read_latency_csv
+from testbed.report.files import save_figure
 from testbed.result import RESULT_FILE, read_result
 from testbed.spec import ExperimentSpec, load_spec
 
@@ -217,10 +218,7 @@ def write_plot(png: Path, runs: dict[str, list[dict[str, Any]]], summary: dict[s
             axis.set_major_formatter(ScalarFormatter())
             axis.set_minor_formatter(NullFormatter())
         figure.tight_layout()
-        try:
-            figure.savefig(png)
-        except OSError as exc:
-            raise TestbedError(f"could not write {png}: {exc.strerror}") from exc
+        save_figure(figure, png)
     finally:
         pyplot.close(figure)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError, TestbedError
+from testbed.report.files import save_figure
 from testbed.result import RESULT_FILE, read_result
 from testbed.satellite_packets import SubflowTimes, subflow_times
 from testbed.spec import ExperimentSpec, load_spec
@@ -231,10 +232,7 @@ def write_plot(png: Path, rows: list[dict[str, Any]], checks: dict[str, list[tup
             axes_row[0].set_ylabel("Mbit/s", fontsize=7)
         figure.suptitle(f"satellite beside terrestrial (20 ms): goodput per subflow, {BIN_S:g} s bins")
         figure.tight_layout()
-        try:
-            figure.savefig(png)
-        except OSError as exc:
-            raise TestbedError(f"could not write {png}: {exc.strerror}") from exc
+        save_figure(figure, png)
     finally:
         pyplot.close(figure)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError, TestbedError
+from testbed.report.files import save_figure
 from testbed.result import RESULT_FILE, read_result
 from testbed.results import BIN_S, TIMESERIES_FILE
 from testbed.spec import load_spec
@@ -176,10 +177,7 @@ def write_plot(png: Path, runs: dict[str, tuple[dict[str, Any], list[dict[str, A
             axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8)
             axes.grid(alpha=0.3)
         figure.tight_layout()
-        try:
-            figure.savefig(png)
-        except OSError as exc:
-            raise TestbedError(f"could not write {png}: {exc.strerror}") from exc
+        save_figure(figure, png)
     finally:
         pyplot.close(figure)
 

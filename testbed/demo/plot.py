@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.demo.phases import PhaseSummary, row_path
-from testbed.errors import TestbedError
+from testbed.report.files import save_figure
 
 
 def smoothed_series(rows: list[dict[str, Any]], paths: dict[str, str], bin_s: float,
@@ -96,10 +96,7 @@ def write_phase_plot(png: Path, rows: list[dict[str, Any]], paths: dict[str, str
         if cause is not None:
             _draw_cause(lower, cause, summaries)
         figure.tight_layout()
-        try:
-            figure.savefig(png)
-        except OSError as exc:
-            raise TestbedError(f"could not write {png}: {exc.strerror}") from exc
+        save_figure(figure, png)
     finally:
         pyplot.close(figure)
 

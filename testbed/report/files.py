@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 from testbed.errors import TestbedError
 
@@ -31,3 +32,11 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_figure(figure: Any, png: Path) -> None:
+    """A matplotlib figure written as PNG; a failed write is one line naming the file."""
+    try:
+        figure.savefig(png)
+    except OSError as exc:
+        raise TestbedError(f"could not write {png}: {exc.strerror}") from exc
