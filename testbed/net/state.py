@@ -90,9 +90,11 @@ class RunState:
 
 
 def remove_run_files(run_id: str, work_dir: str) -> None:
-    """The state file and the work directory (inline configs, control sockets, samples)."""
-    with contextlib.suppress(FileNotFoundError):
-        (RUNS_DIR / f"{run_id}.json").unlink()
+    """The state file (and a half-saved copy of it) and the work directory (inline configs,
+    control sockets, samples)."""
+    for name in (f"{run_id}.json", f"{run_id}.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            (RUNS_DIR / name).unlink()
     if work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -228,10 +230,13 @@ def clean(*, include_live: bool = False) -> list[str]:
     removed: list[str] = []
     live_ids: set[str] = set()
     if RUNS_DIR.is_dir():
-        for path in sorted(RUNS_DIR.glob("*.json")):
+        for path in _state_files(include_live):
             try:
                 state = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
+                path.unlink(missing_ok=True)
+                continue
+            if not isinstance(state, dict):
                 path.unlink(missing_ok=True)
                 continue
             if runner_alive(state) and not include_live:
@@ -255,6 +260,25 @@ def clean(*, include_live: bool = False) -> list[str]:
         _say(delete_netns(labs))
         removed += [f"netns {n}" for n in labs if netns_inode(n) is None]
     return removed
+
+
+def _state_files(include_live: bool) -> list[Path]:
+    """Every run's state file, and the half-saved copies (`<id>.tmp`) a run killed between
+    write and rename leaves; such a copy may hold resources the .json does not list yet. A copy
+    younger than a few seconds may be a live run's save in progress and is left alone."""
+    now = time.time()
+    copies = []
+    for path in sorted(RUNS_DIR.glob("*.tmp")):
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if include_live or age > _HALF_SAVED_GRACE_S:
+            copies.append(path)
+    return [*copies, *sorted(RUNS_DIR.glob("*.json"))]
+
+
+_HALF_SAVED_GRACE_S = 10.0
 
 
 def _lab_owner_may_live(pid_mod: int) -> bool:
