@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.command import run_command
+from testbed.errors import SpecError
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, delete_netns
+
+# `TESTBED_EMULATION=no-netem` makes a machine that has netem emulate delay and loss as one
+# without it does (the userspace delay stage, the nft loss rule): the two emulations can then be
+# compared on one kernel and one CPU (docs/link-emulation.md)
+EMULATION_ENV = "TESTBED_EMULATION"
+EMULATION_CHOICES = ("auto", "no-netem")
 
 MPTCP_SOCKET_PROBE = (
     "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262); s.close()"
@@ -94,7 +101,18 @@ def _probe_qdisc(netns: str, kind: str, **params: Any) -> tuple[bool, str]:
         return False, f"probing {kind} failed: {type(exc).__name__}: {exc}"
 
 
+def emulation_choice() -> str:
+    """The link emulation asked for in the environment: `auto` (netem where it works) or
+    `no-netem`; anything else is a one-line error."""
+    choice = os.environ.get(EMULATION_ENV, "auto").strip() or "auto"
+    if choice not in EMULATION_CHOICES:
+        raise SpecError(f"{EMULATION_ENV}={choice!r}: expected one of "
+                           f"{', '.join(EMULATION_CHOICES)} (unset it for auto)")
+    return choice
+
+
 def run_doctor() -> DoctorReport:
+    emulation = emulation_choice()  # a bad value stops here, before any namespace exists
     report = DoctorReport()
     root = report.add("root", os.geteuid() == 0,
                       "running as root" if os.geteuid() == 0 else
@@ -165,6 +183,10 @@ def run_doctor() -> DoctorReport:
         report.add("tbf", tbf_ok, tbf_detail, essential=False)
         netem_ok, netem_detail = _probe_qdisc(netns, "netem", delay=1000)
         report.add("netem", netem_ok, netem_detail, essential=False)
+        if netem_ok and emulation == "no-netem":
+            netem_ok = False
+            report.add("emulation", True, f"netem works but is not used ({EMULATION_ENV}=no-netem): "
+                       "delay in the userspace stage, loss by nftables", essential=False)
         rule = ("add table inet tbprobe\n"
                 "add chain inet tbprobe c { type filter hook postrouting priority 0; }\n"
                 "add rule inet tbprobe c numgen random mod 1000000 < 10000 counter drop\n")
