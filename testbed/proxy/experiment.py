@@ -1,0 +1,242 @@
+"""One proxy experiment: build topology proxy, start the server, the proxy and the client runs.
+
+The server's namespace has MPTCP disabled (a legacy host). With variant "kernel" the proxy node
+gets the kernel's MPTCP (limits that let the client's join in), the interception (intercept.py)
+and the relay (relay_kernel.py); the client has a `subflow` endpoint on its second address, so
+its join to the server's address crosses path b and is intercepted like the first subflow.
+With variant "none" the proxy node only routes and the client speaks plain TCP over path a.
+
+Each of `repeats` runs is one client connection (a bulk transfer or an echo exchange); a cut
+takes the client's path down `cut_at_s` after the client connected and brings it back up
+after the run. The result keeps every run's record and the medians.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from testbed import kernel_mptcp
+from testbed.errors import EnvironmentProblem, RunFailed
+from testbed.net.topo import Topology
+from testbed.proxy import intercept
+from testbed.proxy.spec import ProxySpec
+
+SCHEMA_VERSION = 1
+READY_TIMEOUT_S = 10.0
+RUN_TIMEOUT_S = 120.0
+
+
+def _wait_ready(process: subprocess.Popen, ready: Path, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            said = process.stderr.read().decode()[-300:] if process.poll() is not None and process.stderr \
+                else "timed out"
+            raise EnvironmentProblem(f"{what} did not start: {said}")
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        out, _err = process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _err = process.communicate()
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
+def _configure(net: Any, spec: ProxySpec, topo: Topology) -> None:
+    kernel_mptcp.disable(net.netns(spec.server))
+    if spec.variant == "none":
+        return
+    second = topo.links["b"].a_interface
+    kernel_mptcp.configure(net.netns("client"), subflows=2, add_addr_accepted=0, checksum=False)
+    flags = ["subflow"] if spec.client_endpoint == "subflow" else ["subflow", "fullmesh"]
+    from testbed.command import run_command
+
+    run_command(["ip", "-n", net.netns("client"), "mptcp", "endpoint", "add", second.address.split("/")[0],
+                 "dev", second.name, *flags], what="the client's second-address endpoint")
+    kernel_mptcp.configure(net.netns(spec.node), subflows=4, add_addr_accepted=0, checksum=False)
+
+
+def _client_command(spec: ProxySpec, server_address: str, bind: str, seed: int) -> list[str]:
+    command = [sys.executable, "-m", "testbed.proxy.endpoints", "client", "--address", server_address,
+               "--port", str(spec.port), "--mode", spec.mode, "--bytes", str(spec.byte_count),
+               "--seed", str(seed), "--size", str(spec.size), "--exchanges", str(spec.exchanges)]
+    if spec.variant == "none":
+        command += ["--tcp", "--bind", bind]
+    return command
+
+
+def stall_after(record: dict[str, Any], cut_time: float) -> float | None:
+    """The longest pause in the server's reads that ended after the cut: the time the transfer
+    took to recover (None when the server never paused 20 ms after it)."""
+    stalls = [length for start, length in record.get("gaps", []) if start + length >= cut_time]
+    return max(stalls) if stalls else None
+
+
+def _one_run(net: Any, spec: ProxySpec, command: list[str]) -> dict[str, Any]:
+    client = net.popen("client", command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert client.stdout is not None
+    cut_time = None
+    try:
+        first = client.stdout.readline().decode(errors="replace")
+        if spec.cut_path and first.startswith("started "):
+            cut_time = float(first.split()[1]) + spec.cut_at_s
+            time.sleep(max(0.0, cut_time - time.monotonic()))
+            if client.poll() is None:
+                net.set_link_up(spec.cut_path, False)
+                cut_time = time.monotonic()
+            else:
+                cut_time = None
+        out, err = client.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        client.kill()
+        client.communicate()
+        raise RunFailed(f"proxy: the client did not finish in {RUN_TIMEOUT_S:.0f} s") from exc
+    finally:
+        if cut_time is not None:
+            net.set_link_up(spec.cut_path, True)
+            time.sleep(0.3)
+    lines = [line for line in (first + out.decode(errors="replace")).splitlines() if line.startswith("{")]
+    if client.returncode != 0 or not lines:
+        said = err.decode(errors="replace")[-300:]
+        raise RunFailed(f"proxy: the client exited {client.returncode}: {said}")
+    record = json.loads(lines[-1])
+    if spec.cut_path:
+        record["cut"] = cut_time is not None
+        record["stall_after_cut_s"] = stall_after(record, cut_time) if cut_time is not None else None
+    return record
+
+
+def _median(records: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in records if r.get(key) is not None and r.get("intact")]
+    return round(statistics.median(values), 4) if values else None
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "runs": len(records),
+        "intact": sum(1 for r in records if r.get("intact")),
+        "errors": [r["error"] for r in records if r.get("error")],
+        "mptcp": sum(1 for r in records if r.get("mptcp")),
+        "subflows": [r.get("subflows") for r in records],
+        "both_paths": sum(1 for r in records if len(set(r.get("subflow_sources") or [])) >= 2),
+        "median_goodput_mbit": _median(records, "goodput_mbit"),
+        "median_duration_s": _median(records, "duration_s"),
+        "median_rtt_ms": _median(records, "rtt_median_ms"),
+        "median_stall_after_cut_s": _median(records, "stall_after_cut_s"),
+    }
+
+
+def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
+    """Build, run the spec's repeats, tear down; return (and write) the result."""
+    from testbed.net.build import Network
+    from testbed.net.state import RunState
+    from testbed.runner import detect_backends, sigterm_as_interrupt
+
+    backends_found = detect_backends()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = RunState.create()
+    work_dir = Path(state.work_dir)
+    server_address = topo.host_addresses(spec.server)[0].split("/")[0]
+    bind = topo.links["a"].address_of("client")
+    started = time.time()
+    processes: dict[str, subprocess.Popen] = {}
+    records: list[dict[str, Any]] = []
+    said: dict[str, Any] = {}
+    try:
+        with sigterm_as_interrupt(), Network(topo, backends_found, state) as net:
+            _configure(net, spec, topo)
+            processes["server"] = net.popen(spec.server, [
+                sys.executable, "-m", "testbed.proxy.endpoints", "server", "--port", str(spec.port),
+                "--ready", str(work_dir / "server.ready")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _wait_ready(processes["server"], work_dir / "server.ready", f"the server on {spec.server}")
+            if spec.variant == "kernel":
+                intercept.install(net.netns(spec.node), server_address, spec.port)
+                processes["relay"] = net.popen(spec.node, [
+                    sys.executable, "-m", "testbed.proxy.relay_kernel", "--port", str(spec.port),
+                    "--ready", str(work_dir / "relay.ready")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                _wait_ready(processes["relay"], work_dir / "relay.ready", f"the kernel relay on {spec.node}")
+            nodes = ["client", spec.node]
+            before = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
+            for index in range(spec.repeats):
+                records.append({"index": index, **_one_run(
+                    net, spec, _client_command(spec, server_address, bind, spec.seed + index))})
+            after = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
+            for name in list(processes):
+                for line in _stop(processes.pop(name)).splitlines():
+                    if line.startswith("{"):
+                        said.update(json.loads(line))
+    finally:
+        for process in processes.values():
+            _stop(process)
+        state.remove()
+    result = {
+        "schema": SCHEMA_VERSION,
+        "kind": "proxy",
+        "spec": asdict(spec),
+        "topology": topo.describe(),
+        "started": started,
+        "load_average": Path("/proc/loadavg").read_text().split()[:3],
+        "summary": summarize(records),
+        "relay": said.get("relay") and {k: v for k, v in said.items() if k != "server"},
+        "server": said.get("server"),
+        "counters": {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in before},
+        "runs": records,
+    }
+    (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _number(value: object, unit: str) -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+def format_result(result: dict[str, Any]) -> str:
+    spec, summary = result["spec"], result["summary"]
+    what = (f"{spec['byte_count']} bytes" if spec["mode"] == "bulk"
+            else f"{spec['exchanges']} exchanges of {spec['size']} bytes")
+    cut = f", path {spec['cut_path']} cut at {spec['cut_at_s']} s" if spec["cut_path"] else ""
+    lines = [
+        f"{spec['name']}: proxy {spec['variant']} on {spec['node']}, {spec['mode']} {what}{cut}, "
+        f"{summary['runs']} runs",
+        f"  intact {summary['intact']}/{summary['runs']}  MPTCP {summary['mptcp']}/{summary['runs']}  "
+        f"over both paths {summary['both_paths']}/{summary['runs']}  subflows {summary['subflows']}",
+    ]
+    if spec["mode"] == "bulk":
+        lines.append(f"  median goodput {_number(summary['median_goodput_mbit'], ' Mbit/s')}  "
+                     f"median duration {_number(summary['median_duration_s'], ' s')}")
+    else:
+        lines.append(f"  median request/response time {_number(summary['median_rtt_ms'], ' ms')}")
+    if spec["cut_path"]:
+        lines.append(f"  median stall after the cut {_number(summary['median_stall_after_cut_s'], ' s')}")
+    for error in summary["errors"]:
+        lines.append(f"  error: {error}")
+    if result.get("relay"):
+        relay = result["relay"]
+        lines.append(f"  relay: {relay['connections']} connections, {relay['relayed']} relayed, "
+                     f"{relay['errors']} errors, {relay['bytes_to_server']} bytes to the server")
+    return "\n".join(lines)
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    rows = [("spec", "proxy", "mode", "intact", "subflows", "goodput Mbit/s", "rtt ms", "stall s")]
+    for result in results:
+        spec, summary = result["spec"], result["summary"]
+        rows.append((spec["name"], spec["variant"], spec["mode"], f"{summary['intact']}/{summary['runs']}",
+                     ",".join(str(s) for s in summary["subflows"]),
+                     _number(summary["median_goodput_mbit"], ""), _number(summary["median_rtt_ms"], ""),
+                     _number(summary["median_stall_after_cut_s"], "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
