@@ -214,9 +214,9 @@ def run_echo(address: str, port: int, size: int, exchanges: int, tcp: bool, bind
             rtts.append(time.perf_counter() - sent)
             if answer != request:
                 raise ValueError(f"exchange {len(rtts)}: the answer differs from the request")
-        record.update(intact=True, rtt_median_ms=round(statistics.median(rtts) * 1e3, 4),
-                      rtt_p90_ms=round(sorted(rtts)[int(len(rtts) * 0.9) - 1] * 1e3, 4),
-                      rtt_min_ms=round(min(rtts) * 1e3, 4))
+        record.update(intact=True, rtt_median_us=round(statistics.median(rtts) * 1e6, 1),
+                      rtt_p90_us=round(sorted(rtts)[int(len(rtts) * 0.9) - 1] * 1e6, 1),
+                      rtt_min_us=round(min(rtts) * 1e6, 1))
     except (OSError, ValueError) as exc:
         record.update(error=f"{type(exc).__name__}: {exc}", intact=False)
     finally:

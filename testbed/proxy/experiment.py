@@ -133,7 +133,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "both_paths": sum(1 for r in records if len(set(r.get("subflow_sources") or [])) >= 2),
         "median_goodput_mbit": _median(records, "goodput_mbit"),
         "median_duration_s": _median(records, "duration_s"),
-        "median_rtt_ms": _median(records, "rtt_median_ms"),
+        "median_rtt_us": _median(records, "rtt_median_us"),
         "median_stall_after_cut_s": _median(records, "stall_after_cut_s"),
     }
 
@@ -217,7 +217,7 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"  median goodput {_number(summary['median_goodput_mbit'], ' Mbit/s')}  "
                      f"median duration {_number(summary['median_duration_s'], ' s')}")
     else:
-        lines.append(f"  median request/response time {_number(summary['median_rtt_ms'], ' ms')}")
+        lines.append(f"  median request/response time {_number(summary['median_rtt_us'], ' µs')}")
     if spec["cut_path"]:
         lines.append(f"  median stall after the cut {_number(summary['median_stall_after_cut_s'], ' s')}")
     for error in summary["errors"]:
@@ -230,12 +230,12 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    rows = [("spec", "proxy", "mode", "intact", "subflows", "goodput Mbit/s", "rtt ms", "stall s")]
+    rows = [("spec", "proxy", "mode", "intact", "subflows", "goodput Mbit/s", "rtt µs", "stall s")]
     for result in results:
         spec, summary = result["spec"], result["summary"]
         rows.append((spec["name"], spec["variant"], spec["mode"], f"{summary['intact']}/{summary['runs']}",
                      ",".join(str(s) for s in summary["subflows"]),
-                     _number(summary["median_goodput_mbit"], ""), _number(summary["median_rtt_ms"], ""),
+                     _number(summary["median_goodput_mbit"], ""), _number(summary["median_rtt_us"], ""),
                      _number(summary["median_stall_after_cut_s"], "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

@@ -1,0 +1,77 @@
+"""The converter proxy on the real proxy topology: kernel MPTCP client and proxy, a legacy
+server with MPTCP disabled, every transfer hash-checked at the server.
+
+The figures (50 MB, 3 runs) are commands (`testbed proxy experiments/proxy/*.toml`, see
+docs/proxy.md); these runs are short, and what they check is what the endpoints, the relay and
+the kernels' counters report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.proxy.experiment import run_proxy
+from testbed.proxy.spec import load_spec
+
+SPECS = Path(__file__).resolve().parents[3] / "experiments" / "proxy"
+BYTES = 4_000_000
+
+
+@pytest.fixture(autouse=True)
+def _needs_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    missing = [tool for tool in ("ip", "nft", "ethtool") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"missing tools: {missing}")
+
+
+def run(spec_name: str, tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    spec, topo = load_spec(SPECS / f"{spec_name}.toml")
+    result = run_proxy(replace(spec, repeats=1, **changes), topo, tmp_path)
+    assert (tmp_path / "result.json").exists()
+    assert result["summary"]["intact"] == 1, result["runs"]  # the server's count and SHA-256 match
+    return result
+
+
+def test_the_kernel_proxy_terminates_mptcp_over_both_paths_and_relays_to_the_legacy_server(
+        tmp_path: Path) -> None:
+    result = run("goodput_kernel", tmp_path, byte_count=BYTES)
+    record = result["runs"][0]
+    assert record["mptcp"] is True
+    assert sorted(set(record["subflow_sources"])) == ["10.0.1.1", "10.0.2.1"]
+    relay = result["relay"]
+    assert relay["relayed"] == 1 and relay["errors"] == 0
+    assert relay["bytes_to_server"] == BYTES + len("bulk 1\n")  # nothing lost or added on the way
+    assert relay["bytes_to_client"] > 0  # the server's verdict came back after the half-close
+    proxy = result["counters"]["proxy"]
+    assert proxy.get("MPTcpExtMPCapableSYNRX") == 1 and proxy.get("MPTcpExtMPJoinAckRx") == 1
+    assert result["server"] == {"served": 1, "errors": 0}
+
+
+def test_without_a_proxy_the_server_is_reached_over_plain_tcp_on_one_path(tmp_path: Path) -> None:
+    result = run("goodput_direct", tmp_path, byte_count=BYTES)
+    assert result["runs"][0]["mptcp"] is False
+    assert result["relay"] is None
+    assert not result["counters"]["proxy"].get("MPTcpExtMPCapableSYNRX")
+
+
+def test_a_cut_of_the_first_subflow_path_leaves_the_connection_alive_and_intact(tmp_path: Path) -> None:
+    result = run("cut_kernel", tmp_path, byte_count=8_000_000, cut_at_s=0.5)
+    record = result["runs"][0]
+    assert record["cut"] is True and record["mptcp"] is True
+    assert record["duration_s"] > 0.5  # the cut happened during the transfer
+    assert result["relay"]["relayed"] == 1
+
+
+def test_request_response_through_the_proxy(tmp_path: Path) -> None:
+    result = run("latency_kernel", tmp_path, exchanges=50)
+    record = result["runs"][0]
+    assert record["mptcp"] is True and record["rtt_median_us"] > 0
+    assert result["relay"]["bytes_to_server"] == 50 * 64 + len("echo 64 50\n")
