@@ -4,7 +4,9 @@ The server's namespace has MPTCP disabled (a legacy host). With variant "kernel"
 gets the kernel's MPTCP (limits that let the client's join in), the interception (intercept.py)
 and the relay (relay_kernel.py); the client has a `subflow` endpoint on its second address, so
 its join to the server's address crosses path b and is intercepted like the first subflow.
-With variant "none" the proxy node only routes and the client speaks plain TCP over path a.
+With variant "python" the bundled stack on the proxy node answers as the server's address
+(relay_stack.py) and the node's kernel MPTCP is not involved. With variant "none" the proxy
+node only routes and the client speaks plain TCP over path a.
 
 Each of `repeats` runs is one client connection (a bulk transfer or an echo exchange); a cut
 takes the client's path down `cut_at_s` after the client connected and brings it back up
@@ -65,7 +67,11 @@ def _configure(net: Any, spec: ProxySpec, topo: Topology) -> None:
 
     run_command(["ip", "-n", net.netns("client"), "mptcp", "endpoint", "add", second.address.split("/")[0],
                  "dev", second.name, *flags], what="the client's second-address endpoint")
-    kernel_mptcp.configure(net.netns(spec.node), subflows=4, add_addr_accepted=0, checksum=False)
+    if spec.variant == "kernel":
+        kernel_mptcp.configure(net.netns(spec.node), subflows=4, add_addr_accepted=0, checksum=False)
+    else:  # the python stack sends as the server's address, which is not the node's own
+        run_command(["sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"], netns=net.netns(spec.node),
+                    what="ip_nonlocal_bind on the proxy node")
 
 
 def _client_command(spec: ProxySpec, server_address: str, bind: str, seed: int) -> list[str]:
@@ -167,6 +173,13 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
                     sys.executable, "-m", "testbed.proxy.relay_kernel", "--port", str(spec.port),
                     "--ready", str(work_dir / "relay.ready")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 _wait_ready(processes["relay"], work_dir / "relay.ready", f"the kernel relay on {spec.node}")
+            elif spec.variant == "python":
+                processes["relay"] = net.popen(spec.node, [
+                    sys.executable, "-m", "testbed.proxy.relay_stack", "--server", server_address,
+                    "--port", str(spec.port), "--ready", str(work_dir / "relay.ready")],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                _wait_ready(processes["relay"], work_dir / "relay.ready",
+                            f"the python-stack relay on {spec.node}")
             nodes = ["client", spec.node]
             before = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             for index in range(spec.repeats):

@@ -1,13 +1,14 @@
 """A proxy spec (experiments/proxy/*.toml), checked before anything is built.
 
     [topology]  name = "proxy", [topology.params] rate_mbit = 50, ...
-    [proxy]     node = "proxy", server = "server", variant = "kernel" | "none"
+    [proxy]     node = "proxy", server = "server", variant = "kernel" | "python" | "none"
     [client]    endpoint = "subflow" | "fullmesh"   (the flags of its second address's endpoint)
     [traffic]   mode = "bulk" | "echo", bytes = 50_000_000, repeats = 3, port = 5201,
                 cut_path = "a", cut_at_s = 1.0, size = 64, exchanges = 200
 
 variant "kernel": the kernel proxy (relay_kernel.py) intercepts on `node`, the client speaks
-MPTCP over both paths. variant "none": no proxy, the node only routes; the client speaks plain
+MPTCP over both paths. variant "python": the same with the bundled python stack terminating
+MPTCP on `node` (relay_stack.py). variant "none": no proxy, the node only routes; the client speaks plain
 TCP over path a, the reference a proxy is compared with. `server` has no default on purpose:
 it is the legacy host the client addresses, and a proxy spec must say which. The relay listens
 on the server's own port: Linux refuses a join whose listener port differs from the port of
@@ -27,7 +28,7 @@ from testbed.net.topo import Topology
 from testbed.proxy.intercept import check_proxy_node
 from topologies import build_topology
 
-VARIANTS = ("kernel", "none")
+VARIANTS = ("kernel", "python", "none")
 MODES = ("bulk", "echo")
 CLIENT_ENDPOINTS = ("subflow", "fullmesh")
 SPEC_KEYS = {"name", "description", "seed", "topology", "proxy", "client", "traffic"}
