@@ -65,6 +65,7 @@ class Relay:
         self.server_ended = False  # end of stream from the server
         self.client_closed = False  # our close() (DATA_FIN) towards the client
         self.finished = False
+        self.closed_reason: str | None = None  # the MPTCP connection's ConnectionClosed
         self.bytes_to_server = 0
         self.bytes_to_client = 0
         code = self.upstream.connect_ex(target)
@@ -167,7 +168,13 @@ class RelayApp:
         if isinstance(event, events.DataEndReceived):
             relay.client_ended = True
         elif isinstance(event, events.ConnectionClosed):
-            self._finish(relay, clean=event.reason == "closed" and relay.server_shut and relay.client_closed)
+            relay.closed_reason = event.reason
+            if event.reason == "closed":
+                # both DATA_FINs acknowledged, possibly in the same batch as the client's:
+                # step() passes the last bytes and the end on to the server, then finishes
+                relay.client_ended = True
+            else:
+                self._finish(relay, clean=False)
 
     def _finish(self, relay: Relay, clean: bool) -> None:
         relay.finished = True
@@ -185,6 +192,9 @@ class RelayApp:
         poll = False
         for relay in list(self.relays.values()):
             poll |= relay.pump(now)
+            if relay.closed_reason == "closed" and not relay.failed and relay.server_shut:
+                self._finish(relay, clean=relay.client_closed)
+                continue
             if relay.failed:
                 if not relay.connected:
                     self.counts["upstream_failed"] += 1

@@ -75,3 +75,36 @@ def test_request_response_through_the_proxy(tmp_path: Path) -> None:
     record = result["runs"][0]
     assert record["mptcp"] is True and record["rtt_median_us"] > 0
     assert result["relay"]["bytes_to_server"] == 50 * 64 + len("echo 64 50\n")
+
+
+def test_the_python_stack_proxy_terminates_mptcp_over_both_paths_and_relays_to_the_legacy_server(
+        tmp_path: Path) -> None:
+    result = run("goodput_python", tmp_path, byte_count=BYTES)
+    record = result["runs"][0]
+    assert record["mptcp"] is True
+    assert sorted(set(record["subflow_sources"])) == ["10.0.1.1", "10.0.2.1"]
+    relay = result["relay"]
+    assert relay["relay"] == "python" and relay["relayed"] == 1 and relay["errors"] == 0
+    assert relay["bytes_to_server"] == BYTES + len("bulk 1\n")
+    assert relay["bytes_to_client"] > 0  # the verdict came back through the stack after the half-close
+    assert relay["driver_dropped"] == {}  # every segment the stack read decoded and was handled
+    proxy = result["counters"]["proxy"]
+    assert not proxy.get("MPTcpExtMPCapableSYNRX")  # the stack answered, not the node's kernel
+    assert result["server"] == {"served": 1, "errors": 0}
+
+
+def test_a_cut_of_the_first_subflow_path_through_the_python_stack_proxy(tmp_path: Path) -> None:
+    result = run("cut_python", tmp_path, byte_count=8_000_000, cut_at_s=0.5)
+    record = result["runs"][0]
+    assert record["cut"] is True and record["mptcp"] is True and record["duration_s"] > 0.5
+    assert result["relay"]["relayed"] == 1
+
+
+def test_request_response_through_the_python_stack_proxy_closes_cleanly(tmp_path: Path) -> None:
+    """The server closes first here: the relay's DATA_FIN, then the client's, can end the MPTCP
+    connection in one batch with the client's end of stream, which must still reach the server."""
+    result = run("latency_python", tmp_path, exchanges=50)
+    assert result["runs"][0]["mptcp"] is True
+    relay = result["relay"]
+    assert relay["relayed"] == 1 and relay["errors"] == 0
+    assert relay["bytes_to_server"] == 50 * 64 + len("echo 64 50\n")
