@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,17 @@ def _one_run(net: Any, spec: ProxySpec, command: list[str]) -> dict[str, Any]:
     return record
 
 
+def run_class(record: dict[str, Any]) -> str:
+    """A run's outcome in the matrix's vocabulary (testbed.outcome), with the subflow count on
+    `mptcp`: reset (the transfer failed or was not intact), fallback-syn (the client's
+    connection was plain TCP, as it is without a proxy), mptcp/N."""
+    if record.get("error") or not record.get("intact"):
+        return "reset"
+    if not record.get("mptcp"):
+        return "fallback-syn"
+    return f"mptcp/{record.get('subflows', 1)}"
+
+
 def _median(records: list[dict[str, Any]], key: str) -> float | None:
     values = [float(r[key]) for r in records if r.get(key) is not None and r.get("intact")]
     return round(statistics.median(values), 4) if values else None
@@ -132,6 +144,7 @@ def _median(records: list[dict[str, Any]], key: str) -> float | None:
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(records),
+        "outcome_classes": dict(sorted(Counter(run_class(r) for r in records).items())),
         "intact": sum(1 for r in records if r.get("intact")),
         "errors": [r["error"] for r in records if r.get("error")],
         "mptcp": sum(1 for r in records if r.get("mptcp")),
@@ -223,6 +236,7 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [
         f"{spec['name']}: proxy {spec['variant']} on {spec['node']}, {spec['mode']} {what}{cut}, "
         f"{summary['runs']} runs",
+        f"  outcome classes: {' · '.join(f'{k} {n}' for k, n in summary['outcome_classes'].items())}",
         f"  intact {summary['intact']}/{summary['runs']}  MPTCP {summary['mptcp']}/{summary['runs']}  "
         f"over both paths {summary['both_paths']}/{summary['runs']}  subflows {summary['subflows']}",
     ]
@@ -243,11 +257,13 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    rows = [("spec", "proxy", "mode", "intact", "subflows", "goodput Mbit/s", "rtt µs", "stall s")]
+    rows = [("spec", "proxy", "mode", "outcome classes (kernel client)", "intact", "goodput Mbit/s", "rtt µs",
+             "stall s")]
     for result in results:
         spec, summary = result["spec"], result["summary"]
-        rows.append((spec["name"], spec["variant"], spec["mode"], f"{summary['intact']}/{summary['runs']}",
-                     ",".join(str(s) for s in summary["subflows"]),
+        classes = " · ".join(f"{name} {count}" for name, count in summary["outcome_classes"].items())
+        rows.append((spec["name"], spec["variant"], spec["mode"], classes,
+                     f"{summary['intact']}/{summary['runs']}",
                      _number(summary["median_goodput_mbit"], ""), _number(summary["median_rtt_us"], ""),
                      _number(summary["median_stall_after_cut_s"], "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

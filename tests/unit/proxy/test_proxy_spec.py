@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import SpecError
-from testbed.proxy.experiment import stall_after, summarize
+from testbed.proxy.experiment import run_class, stall_after, summarize
 from testbed.proxy.intercept import check_proxy_node
 from testbed.proxy.spec import load_spec, parse_spec
 from topologies import build_topology
@@ -108,3 +108,10 @@ def test_medians_count_only_intact_runs() -> None:
     assert summary["median_goodput_mbit"] == 20.0
     assert summary["intact"] == 2 and summary["mptcp"] == 2 and summary["both_paths"] == 1
     assert summary["errors"] == ["OSError: reset"]
+    assert summary["outcome_classes"] == {"mptcp/2": 2, "reset": 1}
+
+
+def test_a_plain_tcp_run_is_fallback_syn_and_a_damaged_one_reset() -> None:
+    assert run_class({"intact": True, "mptcp": False, "subflows": 1}) == "fallback-syn"
+    assert run_class({"intact": False, "mptcp": True, "subflows": 2}) == "reset"
+    assert run_class({"intact": True, "mptcp": True, "subflows": 1}) == "mptcp/1"
