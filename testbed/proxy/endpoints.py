@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import signal
 import socket
 import statistics
@@ -95,25 +96,33 @@ def serve_connection(conn: socket.socket, counts: dict[str, int]) -> None:
         counts["errors"] += 1
 
 
-def run_server(port: int, ready: str | None) -> int:
-    """A legacy TCP server (its namespace refuses MPTCP); serves until SIGTERM, prints counts."""
+def run_server(ports: list[int], ready: str | None, mptcp: bool) -> int:
+    """A legacy TCP server (its namespace refuses MPTCP), or with `mptcp` an MPTCP one (the
+    short-circuit experiment); serves until SIGTERM, prints counts."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     counts = {"served": 0, "errors": 0}
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("0.0.0.0", port))
-    listener.listen(64)
-    listener.settimeout(0.2)
+    listeners = []
+    for port in ports:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP if mptcp else 0)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", port))
+        listener.listen(64)
+        listener.setblocking(False)
+        listeners.append(listener)
     if ready:
         Path(ready).write_text("ready\n")
     while not stop.is_set():
-        try:
-            conn, _peer = listener.accept()
-        except (TimeoutError, InterruptedError):
-            continue
-        threading.Thread(target=serve_connection, args=(conn, counts), daemon=True).start()
-    listener.close()
+        waiting, _, _ = select.select(listeners, [], [], 0.2)
+        for listener in waiting:
+            try:
+                conn, _peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            conn.setblocking(True)
+            threading.Thread(target=serve_connection, args=(conn, counts), daemon=True).start()
+    for listener in listeners:
+        listener.close()
     print(json.dumps({"server": counts}), flush=True)
     return 0
 
@@ -230,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.proxy.endpoints")
     sub = parser.add_subparsers(dest="role", required=True)
     server = sub.add_parser("server")
-    server.add_argument("--port", type=int, required=True)
+    server.add_argument("--port", type=int, action="append", required=True, help="repeat for more ports")
+    server.add_argument("--mptcp", action="store_true", help="listen with MPTCP (a server that speaks it)")
     server.add_argument("--ready")
     client = sub.add_parser("client")
     client.add_argument("--address", required=True)
@@ -244,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client.add_argument("--bind", help="the local address to connect from")
     args = parser.parse_args(argv)
     if args.role == "server":
-        return run_server(args.port, args.ready)
+        return run_server(args.port, args.ready, args.mptcp)
     if args.mode == "bulk":
         record = run_bulk(args.address, args.port, args.bytes, args.seed, args.tcp, args.bind)
     else:

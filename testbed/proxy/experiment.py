@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import kernel_mptcp
+from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.topo import Topology
 from testbed.proxy import intercept
@@ -57,19 +58,28 @@ def _stop(process: subprocess.Popen) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
-def _configure(net: Any, spec: ProxySpec, topo: Topology) -> None:
-    kernel_mptcp.disable(net.netns(spec.server))
+def _configure(net: Any, spec: ProxySpec, topo: Topology, server_address: str) -> None:
+    short = spec.short_circuit_port
+    if short is None:
+        kernel_mptcp.disable(net.netns(spec.server))
+    else:  # a server that speaks MPTCP itself
+        kernel_mptcp.configure(net.netns(spec.server), subflows=4, add_addr_accepted=0, checksum=False)
     if spec.variant == "none":
         return
     second = topo.links["b"].a_interface
-    kernel_mptcp.configure(net.netns("client"), subflows=2, add_addr_accepted=0, checksum=False)
+    kernel_mptcp.configure(net.netns("client"), subflows=3, add_addr_accepted=0 if short is None else 1,
+                           checksum=False)
     flags = ["subflow"] if spec.client_endpoint == "subflow" else ["subflow", "fullmesh"]
-    from testbed.command import run_command
-
     run_command(["ip", "-n", net.netns("client"), "mptcp", "endpoint", "add", second.address.split("/")[0],
                  "dev", second.name, *flags], what="the client's second-address endpoint")
     if spec.variant == "kernel":
         kernel_mptcp.configure(net.netns(spec.node), subflows=4, add_addr_accepted=0, checksum=False)
+        if short is not None:  # ADD_ADDR of the server's address and the other port: the
+            # endpoint's join listener binds an address that is not the node's own
+            run_command(["sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"], netns=net.netns(spec.node),
+                        what="ip_nonlocal_bind on the proxy node")
+            run_command(["ip", "-n", net.netns(spec.node), "mptcp", "endpoint", "add", server_address, "port",
+                         str(short), "signal"], what="the proxy's announcement of the server's address")
     else:  # the python stack sends as the server's address, which is not the node's own
         run_command(["sysctl", "-q", "-w", "net.ipv4.ip_nonlocal_bind=1"], netns=net.netns(spec.node),
                     what="ip_nonlocal_bind on the proxy node")
@@ -136,6 +146,24 @@ def run_class(record: dict[str, Any]) -> str:
     return f"mptcp/{record.get('subflows', 1)}"
 
 
+def short_circuit_counts(counters: dict[str, dict[str, int]], spec: ProxySpec,
+                         said: dict[str, Any]) -> dict[str, Any]:
+    """What the announcement of the server's address did: did the client join it, did the
+    server take the join, and how much of the data still crossed the relay."""
+    client, server = counters.get("client", {}), counters.get(spec.server, {})
+    relayed = int(said.get("bytes_to_server", 0))
+    runs = spec.repeats
+    sent = runs * (spec.byte_count if spec.mode == "bulk" else spec.size * spec.exchanges)
+    return {
+        "add_addr_received_by_client": client.get("MPTcpExtAddAddr", 0),
+        "client_join_syns": client.get("MPTcpExtMPJoinSynTx", 0),
+        "joins_received_by_server": server.get("MPTcpExtMPJoinSynRx", 0),
+        "joins_refused_by_server": server.get("MPTcpExtMPJoinNoTokenFound", 0),
+        "joins_established_at_server": server.get("MPTcpExtMPJoinAckRx", 0),
+        "proxy_share_of_client_bytes": round(min(relayed, sent) / sent, 4) if sent else None,
+    }
+
+
 def _median(records: list[dict[str, Any]], key: str) -> float | None:
     values = [float(r[key]) for r in records if r.get(key) is not None and r.get("intact")]
     return round(statistics.median(values), 4) if values else None
@@ -175,9 +203,11 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
     said: dict[str, Any] = {}
     try:
         with sigterm_as_interrupt(), Network(topo, backends_found, state) as net:
-            _configure(net, spec, topo)
+            _configure(net, spec, topo, server_address)
+            short = ([] if spec.short_circuit_port is None
+                     else ["--port", str(spec.short_circuit_port), "--mptcp"])
             processes["server"] = net.popen(spec.server, [
-                sys.executable, "-m", "testbed.proxy.endpoints", "server", "--port", str(spec.port),
+                sys.executable, "-m", "testbed.proxy.endpoints", "server", "--port", str(spec.port), *short,
                 "--ready", str(work_dir / "server.ready")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             _wait_ready(processes["server"], work_dir / "server.ready", f"the server on {spec.server}")
             if spec.variant == "kernel":
@@ -193,7 +223,7 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 _wait_ready(processes["relay"], work_dir / "relay.ready",
                             f"the python-stack relay on {spec.node}")
-            nodes = ["client", spec.node]
+            nodes = ["client", spec.node, spec.server]
             before = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             for index in range(spec.repeats):
                 records.append({"index": index, **_one_run(
@@ -207,6 +237,10 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
         for process in processes.values():
             _stop(process)
         state.remove()
+    counters = {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in before}
+    summary = summarize(records)
+    if spec.short_circuit_port is not None:
+        summary["short_circuit"] = short_circuit_counts(counters, spec, said)
     result = {
         "schema": SCHEMA_VERSION,
         "kind": "proxy",
@@ -214,10 +248,10 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
         "topology": topo.describe(),
         "started": started,
         "load_average": Path("/proc/loadavg").read_text().split()[:3],
-        "summary": summarize(records),
+        "summary": summary,
         "relay": said.get("relay") and {k: v for k, v in said.items() if k != "server"},
         "server": said.get("server"),
-        "counters": {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in before},
+        "counters": counters,
         "runs": records,
     }
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -249,6 +283,14 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"  median stall after the cut {_number(summary['median_stall_after_cut_s'], ' s')}")
     for error in summary["errors"]:
         lines.append(f"  error: {error}")
+    short = summary.get("short_circuit")
+    if short:
+        lines.append(f"  short-circuit: ADD_ADDR received {short['add_addr_received_by_client']}, "
+                     f"client join SYNs {short['client_join_syns']}, "
+                     f"joins at the server {short['joins_received_by_server']} "
+                     f"(refused, no token: {short['joins_refused_by_server']}; established "
+                     f"{short['joins_established_at_server']}), proxy's share of the bytes "
+                     f"{short['proxy_share_of_client_bytes']}")
     if result.get("relay"):
         relay = result["relay"]
         lines.append(f"  relay: {relay['connections']} connections, {relay['relayed']} relayed, "

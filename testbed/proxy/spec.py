@@ -10,7 +10,12 @@ variant "kernel": the kernel proxy (relay_kernel.py) intercepts on `node`, the c
 MPTCP over both paths. variant "python": the same with the bundled python stack terminating
 MPTCP on `node` (relay_stack.py). variant "none": no proxy, the node only routes; the client speaks plain
 TCP over path a, the reference a proxy is compared with. `server` has no default on purpose:
-it is the legacy host the client addresses, and a proxy spec must say which. The relay listens
+it is the legacy host the client addresses, and a proxy spec must say which.
+
+`short_circuit_port` (kernel proxy only): issue 16's "beyond the proxy". The server speaks MPTCP
+and also listens on this port; the proxy announces the server's address with this port
+(ADD_ADDR from a `signal` endpoint), which it does not intercept, and the client accepts one
+ADD_ADDR. Does the client join the server directly, and what happens there? The relay listens
 on the server's own port: Linux refuses a join whose listener port differs from the port of
 the connection's first subflow (MismatchPortSynRx), so TPROXY to another port loses the joins.
 """
@@ -32,7 +37,7 @@ VARIANTS = ("kernel", "python", "none")
 MODES = ("bulk", "echo")
 CLIENT_ENDPOINTS = ("subflow", "fullmesh")
 SPEC_KEYS = {"name", "description", "seed", "topology", "proxy", "client", "traffic"}
-PROXY_KEYS = {"node", "server", "variant"}
+PROXY_KEYS = {"node", "server", "variant", "short_circuit_port"}
 TRAFFIC_KEYS = {"mode", "bytes", "repeats", "port", "cut_path", "cut_at_s", "size", "exchanges"}
 
 
@@ -46,6 +51,7 @@ class ProxySpec:
     server: str
     variant: str
     client_endpoint: str
+    short_circuit_port: int | None
     mode: str
     byte_count: int
     repeats: int
@@ -81,6 +87,19 @@ def _choice(value: object, known: tuple[str, ...], what: str, where: str) -> str
     return str(value)
 
 
+def _short_circuit(proxy: dict[str, Any], variant: str, where: str) -> int | None:
+    """The port the server also listens on, which the proxy announces with the server's
+    address (ADD_ADDR) in the short-circuit experiment; None: no short-circuit."""
+    port = proxy.get("short_circuit_port")
+    if port is None:
+        return None
+    port = _integer(port, "[proxy] short_circuit_port", where, 1, 65535)
+    if variant != "kernel":
+        raise SpecError(f"{where}: [proxy] short_circuit_port needs variant = \"kernel\" (the python-stack "
+                        f"proxy does not announce the server's address yet)")
+    return port
+
+
 def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
     """A checked spec and its topology (drawn, not built): every mistake is a SpecError."""
     unknown = set(data) - SPEC_KEYS
@@ -110,6 +129,9 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
     if isinstance(cut_at_s, bool) or not isinstance(cut_at_s, int | float) or not 0 < cut_at_s <= 60:
         raise SpecError(f"{where}: [traffic] cut_at_s = {cut_at_s!r} must be seconds in (0, 60]")
     mode = _choice(traffic.get("mode", "bulk"), MODES, "[traffic] mode", where)
+    if spec_port_clash(proxy, traffic):
+        raise SpecError(f"{where}: [proxy] short_circuit_port is the server's port: give another (the proxy "
+                        f"intercepts that one)")
     if cut_path is not None and mode != "bulk":
         raise SpecError(f"{where}: [traffic] cut_path needs mode = \"bulk\" (a transfer to cut)")
     spec = ProxySpec(
@@ -118,6 +140,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
         node=node, server=server, variant=variant,
         client_endpoint=_choice(client.get("endpoint", "subflow"), CLIENT_ENDPOINTS, "[client] endpoint",
                                 where),
+        short_circuit_port=_short_circuit(proxy, variant, where),
         mode=mode,
         byte_count=_integer(traffic.get("bytes", 20_000_000), "[traffic] bytes", where),
         repeats=_integer(traffic.get("repeats", 3), "[traffic] repeats", where, 1, 50),
@@ -127,6 +150,11 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
         exchanges=_integer(traffic.get("exchanges", 200), "[traffic] exchanges", where, 1, 100_000),
     )
     return spec, topo
+
+
+def spec_port_clash(proxy: dict[str, Any], traffic: dict[str, Any]) -> bool:
+    return proxy.get("short_circuit_port") is not None and \
+        proxy.get("short_circuit_port") == traffic.get("port", 5201)
 
 
 def load_spec(path: Path) -> tuple[ProxySpec, Topology]:

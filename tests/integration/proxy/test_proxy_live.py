@@ -108,3 +108,17 @@ def test_request_response_through_the_python_stack_proxy_closes_cleanly(tmp_path
     relay = result["relay"]
     assert relay["relayed"] == 1 and relay["errors"] == 0
     assert relay["bytes_to_server"] == 50 * 64 + len("echo 64 50\n")
+
+
+def test_short_circuit_the_linux_client_joins_the_announced_server_which_refuses_the_join(
+        tmp_path: Path) -> None:
+    """The server speaks MPTCP but never saw the client's keys (the client's connection ends
+    at the proxy): the join it gets straight from the client carries a token it does not know."""
+    result = run("short_circuit_kernel", tmp_path, byte_count=BYTES)
+    short = result["summary"]["short_circuit"]
+    assert short["add_addr_received_by_client"] == 1
+    assert short["joins_received_by_server"] >= 1
+    assert short["joins_refused_by_server"] == short["joins_received_by_server"]
+    assert short["joins_established_at_server"] == 0
+    assert short["proxy_share_of_client_bytes"] == 1.0
+    assert result["runs"][0]["subflows"] == 2  # the two subflows to the proxy still carry it all

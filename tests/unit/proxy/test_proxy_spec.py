@@ -50,6 +50,9 @@ def test_the_check_follows_links_not_names() -> None:
     ({"server": "ra"}, "server 'ra' is not a server host"),
     ({"server": "client"}, "server 'client' is not a server host"),
     ({"relay": 1}, "[proxy] unknown key 'relay'"),
+    ({"variant": "python", "short_circuit_port": 5202}, "short_circuit_port needs variant"),
+    ({"short_circuit_port": 5201}, "short_circuit_port is the server's port"),
+    ({"short_circuit_port": 0}, "short_circuit_port = 0 must be an integer"),
 ])
 def test_bad_proxy_tables_are_spec_errors(proxy: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("(", r"\(")):
