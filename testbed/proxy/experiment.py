@@ -29,7 +29,7 @@ from testbed import kernel_mptcp
 from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.topo import Topology
-from testbed.proxy import intercept
+from testbed.proxy import intercept, stack_client
 from testbed.proxy.spec import ProxySpec
 
 SCHEMA_VERSION = 1
@@ -146,11 +146,16 @@ def run_class(record: dict[str, Any]) -> str:
     return f"mptcp/{record.get('subflows', 1)}"
 
 
-def short_circuit_counts(counters: dict[str, dict[str, int]], spec: ProxySpec,
-                         said: dict[str, Any]) -> dict[str, Any]:
+def short_circuit_counts(counters: dict[str, dict[str, int]], spec: ProxySpec, said: dict[str, Any],
+                         records: list[dict[str, Any]]) -> dict[str, Any]:
     """What the announcement of the server's address did: did the client join it, did the
-    server take the join, and how much of the data still crossed the relay."""
+    server take the join, and how much of the data still crossed the relay. A python client's
+    counters are its stack's (named like the kernel's, without the MPTcpExt prefix)."""
     client, server = counters.get("client", {}), counters.get(spec.server, {})
+    if spec.client_stack == "python":
+        client = Counter()
+        for record in records:
+            client.update({f"MPTcpExt{k}": v for k, v in record.get("stack_counters", {}).items()})
     relayed = int(said.get("bytes_to_server", 0))
     runs = spec.repeats
     sent = runs * (spec.byte_count if spec.mode == "bulk" else spec.size * spec.exchanges)
@@ -204,12 +209,15 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
     try:
         with sigterm_as_interrupt(), Network(topo, backends_found, state) as net:
             _configure(net, spec, topo, server_address)
-            short = ([] if spec.short_circuit_port is None
-                     else ["--port", str(spec.short_circuit_port), "--mptcp"])
-            processes["server"] = net.popen(spec.server, [
-                sys.executable, "-m", "testbed.proxy.endpoints", "server", "--port", str(spec.port), *short,
-                "--ready", str(work_dir / "server.ready")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _wait_ready(processes["server"], work_dir / "server.ready", f"the server on {spec.server}")
+            ports = [] if spec.client_stack == "python" else ["--port", str(spec.port)]
+            if spec.short_circuit_port is not None:
+                ports += ["--port", str(spec.short_circuit_port), "--mptcp"]
+            if ports:  # (the python client's runs start the kernel endpoint as the server on spec.port)
+                processes["server"] = net.popen(spec.server, [
+                    sys.executable, "-m", "testbed.proxy.endpoints", "server", *ports,
+                    "--ready", str(work_dir / "server.ready")],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                _wait_ready(processes["server"], work_dir / "server.ready", f"the server on {spec.server}")
             if spec.variant == "kernel":
                 intercept.install(net.netns(spec.node), server_address, spec.port)
                 processes["relay"] = net.popen(spec.node, [
@@ -226,8 +234,13 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
             nodes = ["client", spec.node, spec.server]
             before = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             for index in range(spec.repeats):
-                records.append({"index": index, **_one_run(
-                    net, spec, _client_command(spec, server_address, bind, spec.seed + index))})
+                if spec.client_stack == "python":
+                    record = stack_client.one_run(net, spec, server_address, topo.host_addresses("client"),
+                                                  spec.seed + index)
+                else:
+                    command = _client_command(spec, server_address, bind, spec.seed + index)
+                    record = _one_run(net, spec, command)
+                records.append({"index": index, **record})
             after = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             for name in list(processes):
                 for line in _stop(processes.pop(name)).splitlines():
@@ -240,7 +253,7 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
     counters = {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in before}
     summary = summarize(records)
     if spec.short_circuit_port is not None:
-        summary["short_circuit"] = short_circuit_counts(counters, spec, said)
+        summary["short_circuit"] = short_circuit_counts(counters, spec, said, records)
     result = {
         "schema": SCHEMA_VERSION,
         "kind": "proxy",
@@ -268,7 +281,8 @@ def format_result(result: dict[str, Any]) -> str:
             else f"{spec['exchanges']} exchanges of {spec['size']} bytes")
     cut = f", path {spec['cut_path']} cut at {spec['cut_at_s']} s" if spec["cut_path"] else ""
     lines = [
-        f"{spec['name']}: proxy {spec['variant']} on {spec['node']}, {spec['mode']} {what}{cut}, "
+        f"{spec['name']}: {spec['client_stack']} client, proxy {spec['variant']} on {spec['node']}, "
+        f"{spec['mode']} {what}{cut}, "
         f"{summary['runs']} runs",
         f"  outcome classes: {' · '.join(f'{k} {n}' for k, n in summary['outcome_classes'].items())}",
         f"  intact {summary['intact']}/{summary['runs']}  MPTCP {summary['mptcp']}/{summary['runs']}  "
@@ -299,12 +313,12 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    rows = [("spec", "proxy", "mode", "outcome classes (kernel client)", "intact", "goodput Mbit/s", "rtt µs",
+    rows = [("spec", "client-proxy", "mode", "outcome classes", "intact", "goodput Mbit/s", "rtt µs",
              "stall s")]
     for result in results:
         spec, summary = result["spec"], result["summary"]
         classes = " · ".join(f"{name} {count}" for name, count in summary["outcome_classes"].items())
-        rows.append((spec["name"], spec["variant"], spec["mode"], classes,
+        rows.append((spec["name"], f"{spec['client_stack']}-{spec['variant']}", spec["mode"], classes,
                      f"{summary['intact']}/{summary['runs']}",
                      _number(summary["median_goodput_mbit"], ""), _number(summary["median_rtt_us"], ""),
                      _number(summary["median_stall_after_cut_s"], "")))

@@ -2,7 +2,8 @@
 
     [topology]  name = "proxy", [topology.params] rate_mbit = 50, ...
     [proxy]     node = "proxy", server = "server", variant = "kernel" | "python" | "none"
-    [client]    endpoint = "subflow" | "fullmesh"   (the flags of its second address's endpoint)
+    [client]    stack = "kernel" | "python", endpoint = "subflow" | "fullmesh" (the kernel
+                client's second-address endpoint flags; the python client uses both addresses)
     [traffic]   mode = "bulk" | "echo", bytes = 50_000_000, repeats = 3, port = 5201,
                 cut_path = "a", cut_at_s = 1.0, size = 64, exchanges = 200
 
@@ -36,6 +37,7 @@ from topologies import build_topology
 VARIANTS = ("kernel", "python", "none")
 MODES = ("bulk", "echo")
 CLIENT_ENDPOINTS = ("subflow", "fullmesh")
+CLIENT_STACKS = ("kernel", "python")
 SPEC_KEYS = {"name", "description", "seed", "topology", "proxy", "client", "traffic"}
 PROXY_KEYS = {"node", "server", "variant", "short_circuit_port"}
 TRAFFIC_KEYS = {"mode", "bytes", "repeats", "port", "cut_path", "cut_at_s", "size", "exchanges"}
@@ -51,6 +53,7 @@ class ProxySpec:
     server: str
     variant: str
     client_endpoint: str
+    client_stack: str
     short_circuit_port: int | None
     mode: str
     byte_count: int
@@ -115,7 +118,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
         raise SpecError(f"{where}: [topology.params] family = {topo.family!r}: the proxy is IPv4 only so far "
                         f"(give family = \"ipv4\")")
     proxy = _table(data, "proxy", PROXY_KEYS, where)
-    client = _table(data, "client", {"endpoint"}, where)
+    client = _table(data, "client", {"endpoint", "stack"}, where)
     traffic = _table(data, "traffic", TRAFFIC_KEYS, where)
     variant = _choice(proxy.get("variant", "kernel"), VARIANTS, "[proxy] variant", where)
     node, server = check_proxy_node(topo, proxy.get("node", "proxy"), proxy.get("server"),
@@ -140,6 +143,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
         node=node, server=server, variant=variant,
         client_endpoint=_choice(client.get("endpoint", "subflow"), CLIENT_ENDPOINTS, "[client] endpoint",
                                 where),
+        client_stack=_choice(client.get("stack", "kernel"), CLIENT_STACKS, "[client] stack", where),
         short_circuit_port=_short_circuit(proxy, variant, where),
         mode=mode,
         byte_count=_integer(traffic.get("bytes", 20_000_000), "[traffic] bytes", where),

@@ -122,3 +122,23 @@ def test_short_circuit_the_linux_client_joins_the_announced_server_which_refuses
     assert short["joins_established_at_server"] == 0
     assert short["proxy_share_of_client_bytes"] == 1.0
     assert result["runs"][0]["subflows"] == 2  # the two subflows to the proxy still carry it all
+
+
+@pytest.mark.parametrize("proxy", ["kernel", "python"])
+def test_a_python_stack_client_through_either_proxy(proxy: str, tmp_path: Path) -> None:
+    """The stack's endpoint program as the client, the kernel endpoint as the legacy server:
+    both ends' byte counts and SHA-256 agree, and both client addresses carried a subflow."""
+    result = run(f"goodput_{proxy}_pyclient", tmp_path, byte_count=BYTES)
+    record = result["runs"][0]
+    assert record["client_stack"] == "python" and record["mptcp"] is True
+    assert sorted(set(record["subflow_sources"])) == ["10.0.1.1", "10.0.2.1"]
+    assert result["relay"]["relayed"] == 1
+
+
+def test_short_circuit_the_python_client_joins_the_announced_server_too(tmp_path: Path) -> None:
+    result = run("short_circuit_kernel_pyclient", tmp_path, byte_count=BYTES)
+    short = result["summary"]["short_circuit"]
+    assert short["add_addr_received_by_client"] >= 1  # the stack's own counters
+    assert short["joins_received_by_server"] >= 1
+    assert short["joins_refused_by_server"] == short["joins_received_by_server"]
+    assert short["proxy_share_of_client_bytes"] == 1.0

@@ -118,3 +118,31 @@ def test_a_plain_tcp_run_is_fallback_syn_and_a_damaged_one_reset() -> None:
     assert run_class({"intact": True, "mptcp": False, "subflows": 1}) == "fallback-syn"
     assert run_class({"intact": False, "mptcp": True, "subflows": 2}) == "reset"
     assert run_class({"intact": True, "mptcp": True, "subflows": 1}) == "mptcp/1"
+
+
+def test_an_unknown_client_stack_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match=r"\[client\] stack = 'quic' is unknown"):
+        parse_spec({**spec_data(), "client": {"stack": "quic"}}, "x.toml")
+
+
+def test_the_python_client_record_is_intact_only_when_both_ends_agree() -> None:
+    from testbed.endpoints.report import parse_report
+    from testbed.proxy.stack_client import record_of
+
+    spec, _topo = parse_spec({**spec_data(), "client": {"stack": "python"}, "traffic": {"bytes": 10}},
+                             "x.toml")
+    base = {"event": "report", "connection": 0, "transport": "mptcp", "mptcp_requested": True,
+            "mptcp_used": True, "direction": "upload", "sending": True, "mode": "bytes",
+            "requested_bytes": 10, "requested_seconds": None, "seed": 1, "bytes": 10, "sha256": "ab",
+            "duration_s": 1.0, "goodput_mbps": 0.1, "local": None, "remote": None,
+            "started_at_unix": None, "subflows": [], "mptcp_info": None, "samples": 0,
+            "mptcp_seen": True, "error": None, "error_kind": None, "exit_code": 0, "schema": 1}
+    import json
+
+    client = parse_report(json.dumps({**base, "role": "client"}))
+    server = parse_report(json.dumps({**base, "role": "server"}))
+    assert record_of(spec, client, server)["intact"] is True
+    altered = parse_report(json.dumps({**base, "role": "server", "sha256": "cd"}))
+    assert record_of(spec, client, altered)["intact"] is False
+    short = parse_report(json.dumps({**base, "role": "server", "bytes": 9}))
+    assert record_of(spec, client, short)["intact"] is False
