@@ -227,7 +227,9 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
             elif spec.variant == "python":
                 processes["relay"] = net.popen(spec.node, [
                     sys.executable, "-m", "testbed.proxy.relay_stack", "--server", server_address,
-                    "--port", str(spec.port), "--ready", str(work_dir / "relay.ready")],
+                    "--port", str(spec.port), "--ready", str(work_dir / "relay.ready"),
+                    *([] if spec.short_circuit_port is None
+                      else ["--announce-port", str(spec.short_circuit_port)])],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 _wait_ready(processes["relay"], work_dir / "relay.ready",
                             f"the python-stack relay on {spec.node}")

@@ -39,6 +39,7 @@ from testbed.mptcp.config import StackConfig
 from testbed.mptcp.driver.guard import GuardError, KernelGuard
 from testbed.mptcp.driver.loop import StackDriver
 from testbed.mptcp.driver.packet_io import PacketIO, PortFilter
+from testbed.mptcp.errors import LocalProtocolError
 from testbed.mptcp.host import MptcpHost
 
 PIECE = 256 * 1024
@@ -141,8 +142,9 @@ class Relay:
 class RelayApp:
     """The DriverApp: a relay per accepted connection; runs until stopped."""
 
-    def __init__(self, stop: StopRequest) -> None:
+    def __init__(self, stop: StopRequest, announce: tuple[str, int] | None = None) -> None:
         self.stop = stop
+        self.announce = announce  # the short-circuit: ADD_ADDR of (server address, port)
         self.relays: dict[int, Relay] = {}
         self.counts = {"connections": 0, "relayed": 0, "errors": 0, "upstream_failed": 0,
                        "bytes_to_server": 0, "bytes_to_client": 0}
@@ -161,6 +163,12 @@ class RelayApp:
             first = event.connection.live_subflows[0].tcp
             self.relays[key] = Relay(event.connection, (first.local_address, first.local_port), now)
             self.counts["connections"] += 1
+            if self.announce is not None:
+                try:
+                    event.connection.add_address(self.announce[0], now=now, port=self.announce[1])
+                    self.counts["announced"] = self.counts.get("announced", 0) + 1
+                except LocalProtocolError:  # the connection fell back to TCP: nothing to announce
+                    pass
             return
         relay = self.relays.get(key)
         if relay is None:
@@ -204,11 +212,12 @@ class RelayApp:
         return now + BLOCKED_POLL_S if poll else None
 
 
-def run(server: str, port: int, ready: str | None, stop: StopRequest) -> int:
+def run(server: str, port: int, ready: str | None, stop: StopRequest,
+        announce_port: int | None = None) -> int:
     start = time.monotonic()
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     host = MptcpHost(addresses=[server], config=StackConfig(), rng=rng, now=start)
-    app = RelayApp(stop)
+    app = RelayApp(stop, None if announce_port is None else (server, announce_port))
     ports = [(port, port)]
     io = PacketIO([server], PortFilter(ports))
     try:
@@ -230,12 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.proxy.relay_stack")
     parser.add_argument("--server", required=True, help="the intercepted server address the stack answers as")
     parser.add_argument("--port", type=int, required=True, help="the server's port")
+    parser.add_argument("--announce-port", type=int,
+                        help="announce the server's address with this port (ADD_ADDR) on every connection")
     parser.add_argument("--ready")
     args = parser.parse_args(argv)
     stop = StopRequest()
     stop.install()
     try:
-        return run(args.server, args.port, args.ready, stop)
+        return run(args.server, args.port, args.ready, stop, args.announce_port)
     except (GuardError, PermissionError, OSError) as exc:
         print(f"relay_stack: the stack's driver is unavailable: {exc}", file=sys.stderr)
         return EXIT_DRIVER_UNAVAILABLE

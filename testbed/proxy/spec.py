@@ -13,7 +13,7 @@ MPTCP on `node` (relay_stack.py). variant "none": no proxy, the node only routes
 TCP over path a, the reference a proxy is compared with. `server` has no default on purpose:
 it is the legacy host the client addresses, and a proxy spec must say which.
 
-`short_circuit_port` (kernel proxy only): issue 16's "beyond the proxy". The server speaks MPTCP
+`short_circuit_port`: issue 16's "beyond the proxy". The server speaks MPTCP
 and also listens on this port; the proxy announces the server's address with this port
 (ADD_ADDR from a `signal` endpoint), which it does not intercept, and the client accepts one
 ADD_ADDR. Does the client join the server directly, and what happens there? The relay listens
@@ -97,9 +97,9 @@ def _short_circuit(proxy: dict[str, Any], variant: str, where: str) -> int | Non
     if port is None:
         return None
     port = _integer(port, "[proxy] short_circuit_port", where, 1, 65535)
-    if variant != "kernel":
-        raise SpecError(f"{where}: [proxy] short_circuit_port needs variant = \"kernel\" (the python-stack "
-                        f"proxy does not announce the server's address yet)")
+    if variant == "none":
+        raise SpecError(f"{where}: [proxy] short_circuit_port needs a proxy to announce the server's address "
+                        f"(give variant = \"kernel\" or \"python\")")
     return port
 
 

@@ -50,7 +50,7 @@ def test_the_check_follows_links_not_names() -> None:
     ({"server": "ra"}, "server 'ra' is not a server host"),
     ({"server": "client"}, "server 'client' is not a server host"),
     ({"relay": 1}, "[proxy] unknown key 'relay'"),
-    ({"variant": "python", "short_circuit_port": 5202}, "short_circuit_port needs variant"),
+    ({"variant": "none", "short_circuit_port": 5202}, "short_circuit_port needs a proxy"),
     ({"short_circuit_port": 5201}, "short_circuit_port is the server's port"),
     ({"short_circuit_port": 0}, "short_circuit_port = 0 must be an integer"),
 ])
