@@ -50,6 +50,8 @@ def cmd_topo(args: argparse.Namespace) -> int:
     if described.get("vip"):  # topology lb: the balancer's virtual address
         print(f"virtual address: {described['vip']} on {described['balancer']}, "
               f"backends {', '.join(described['backends'])}")
+    if described.get("proxy"):  # topology proxy: where the converter runs
+        print(f"proxy node: {described['proxy']} (every path from the client to the server crosses it)")
     print("nodes:")
     for node in described["nodes"]:
         addresses = ", ".join(node["addresses"]) or "-"
@@ -187,6 +189,7 @@ DELEGATED = (
     ("soak", "testbed.soak.command", "long run under flaps, NAT timeouts, box toggles: leaks, RSS, verdicts"),
     ("probe", "testbed.probe.command", "MPTCP conformance probes against the kernel or the python stack"),
     ("lb", "testbed.balancer.command", "layer-4 load balancer before MPTCP backends: join outcome counts"),
+    ("proxy", "testbed.proxy.command", "MPTCP converter proxy before a legacy server: goodput, cut, latency"),
     ("lab", "testbed.lab_vagrant", "the Vagrant lab on libvirt: set up, build the box, up, demo, destroy"),
 )
 GROUP_HELP = {

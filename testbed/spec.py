@@ -379,6 +379,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
                                   "middlebox": str, "active": bool}, required=("at_s",))
         if ev["at_s"] < 0:
             raise SpecError(f"{where}.at_s must be >= 0")
+        if ev["at_s"] > 1e9:  # (a huge integer would overflow float() below)
+            raise SpecError(f"{where}.at_s must be at most 1e9 seconds")
         if "middlebox" in ev:
             timeline.append(_middlebox_event(ev, middleboxes, where))
             continue

@@ -49,6 +49,10 @@ class DriverApp(Protocol):
         """Act on the host's connections; returns the app's next deadline (or None)."""
         ...
 
+# An app may also have `readable() -> list[socket]`: its own sockets the driver waits on with
+# the packet sockets (a relay's kernel TCP sockets, testbed.proxy.relay_stack), so data on them
+# wakes the loop at once instead of at the app's next deadline.
+
 
 @dataclass
 class TimerLateness:
@@ -127,6 +131,7 @@ class StackDriver:
         host, io, clock = self.host, self.io, self.clock
         receive_packet = host.receive_packet
         wait_on = list(io.readable)
+        app_readable = getattr(app, "readable", None)
         linger_until: float | None = None
         while not stop():
             self.iterations += 1
@@ -176,7 +181,7 @@ class StackDriver:
                 deadline = linger_until
             wait = deadline - clock()
             if wait > 0:
-                select.select(wait_on, [], [], wait)
+                select.select([*wait_on, *app_readable()] if app_readable else wait_on, [], [], wait)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
