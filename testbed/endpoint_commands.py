@@ -57,6 +57,8 @@ def endpoint_command(role: str, stack: str, spec: ExperimentSpec, listen: str, b
         stack_config["recv_buffer"] = traffic.receiver_buffer_max_bytes
     if not receiving and stack == "python" and traffic.sender_buffer_bytes is not None:
         stack_config["send_buffer"] = traffic.sender_buffer_bytes
+    if role == "server" and stack == "python" and spec.mptcp.server_c_flag:
+        stack_config["allow_join_initial_addr_port"] = False
     command = [sys.executable, "-m", ENDPOINT_MODULES[stack], role,
                "--tcp" if stack == "tcp" else "--mptcp",
                *(["--stack-config", json.dumps(stack_config)] if stack_config else []),

@@ -379,7 +379,8 @@ def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
                                    add_addr_accepted=spec.mptcp.add_addr_accepted,
                                    checksum=spec.mptcp.checksum, subflow_endpoints=tuple(subflow_eps),
                                    signal_endpoints=tuple(signal_eps),
-                                   stale_loss_cnt=spec.mptcp.stale_loss_cnt)
+                                   stale_loss_cnt=spec.mptcp.stale_loss_cnt,
+                                   c_flag=spec.mptcp.server_c_flag and endpoint is plan.server)
     return {endpoint.host: kernel_mptcp.congestion_control(net.netns(endpoint.host),
                                                            spec.traffic.congestion_control)
             for endpoint in plan.endpoints}

@@ -165,6 +165,10 @@ class MptcpSpec:
     # kernel endpoints: net.mptcp.stale_loss_cnt (MPTCP-level retransmission intervals without
     # progress before a subflow is stale and its data is reinjected elsewhere); None = 4, Linux's
     stale_loss_cnt: int | None = None
+    # the server sets MP_CAPABLE's C flag (RFC 8684 3.1: do not open subflows to my initial
+    # address and port): Linux's net.mptcp.allow_join_initial_addr_port=0, the python stack's
+    # allow_join_initial_addr_port=false; joins then go to the addresses it announces
+    server_c_flag: bool = False
 
 
 @dataclass(frozen=True)
@@ -358,8 +362,17 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
 
     mp = _table(top.get("mptcp", {}), f"{source}: [mptcp]", {
         "subflows": int, "add_addr_accepted": int, "client_subflow_endpoints": bool,
-        "server_signal": list, "checksum": bool, "stale_loss_cnt": int,
+        "server_signal": list, "checksum": bool, "stale_loss_cnt": int, "server_c_flag": bool,
     })
+    if mp.get("server_c_flag"):
+        server = next(e for e in endpoints if e.role == "server")
+        if server.stack not in ("kernel", "python"):
+            raise SpecError(f"{source}: [mptcp].server_c_flag: the server's stack {server.label} "
+                            "cannot set MP_CAPABLE's C flag (kernel and python can); drop the key "
+                            "or change the server's stack")
+        if "allow_join_initial_addr_port" in server.stack_config:
+            raise SpecError(f"{source}: [mptcp].server_c_flag and the server's "
+                            "stack_config.allow_join_initial_addr_port both set the C flag: keep one")
     if not 1 <= mp.get("stale_loss_cnt", 1) <= 1000:
         raise SpecError(f"{source}: [mptcp].stale_loss_cnt must be 1..1000")
     for key in ("subflows", "add_addr_accepted"):
@@ -370,6 +383,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>") -> ExperimentSpec
         client_subflow_endpoints=mp.get("client_subflow_endpoints", True),
         server_signal=tuple(str(a) for a in mp.get("server_signal", [])),
         checksum=mp.get("checksum", False), stale_loss_cnt=mp.get("stale_loss_cnt"),
+        server_c_flag=mp.get("server_c_flag", False),
     )
 
     timeline = []
