@@ -5,7 +5,8 @@ What supports IPv6 so far: the topologies, link emulation (netem, nft loss in th
 the userspace delay stage: all see frames, not packets), kernel endpoints (native and through
 NAT44 on dual_path), the Python stack's endpoints (IPv6 subflows, and both families in one
 connection, docs/ipv6.md). What does not: VM endpoints (the guest
-network is IPv4-only), the simulator, and every inline middlebox but `nat`, because the inline
+network is IPv4-only), the simulator, and every inline middlebox but `nat` and the IPv6
+translators `nptv6` and `nat64` (which must sit on a link carrying IPv6), because the inline
 pipeline decodes IPv4 only and passes IPv6 frames unexamined: a box on a link carrying IPv6
 would silently not act on that traffic. `nat` is a NAT44, and passing IPv6 untranslated is what a
 dual-stack gateway does, so it may sit on a dual link (not on an IPv6-only one, where it would do
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from testbed.spec import ExperimentSpec
 
 IPV6_PASSTHROUGH_BOXES = frozenset({"nat"})  # act on IPv4 and pass IPv6 unchanged, by design
+IPV6_TRANSLATORS = frozenset({"nptv6", "nat64"})  # act on IPv6: their link must carry it
 IPPROTO_MPTCP = 262
 
 
@@ -54,6 +56,12 @@ def check_mptcp_ipv6() -> None:
 def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Path("/proc")) -> None:
     """Refuse what cannot run on the topology's families, naming what to change."""
     where = spec.source
+    for box in spec.middleboxes:
+        link = topo.link_of_middlebox(box.node)
+        if box.type in IPV6_TRANSLATORS and 6 not in link.versions:
+            raise SpecError(f"{where}: middlebox {box.type!r} on {box.node}: link {link.name} carries no "
+                            f"IPv6 and {box.type} translates IPv6 packets, it would do nothing there; "
+                            f"use [topology.params] family = \"ipv6\" or \"dual\"")
     if topo.versions == (4,):  # [mptcp].server_signal's family: testbed.spec.check_against_topology
         return
     for endpoint in spec.endpoints:
@@ -63,6 +71,8 @@ def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Pa
     for box in spec.middleboxes:
         link = topo.link_of_middlebox(box.node)
         if 6 not in link.versions:
+            continue
+        if box.type in IPV6_TRANSLATORS:
             continue
         if box.type not in IPV6_PASSTHROUGH_BOXES:
             raise SpecError(f"{where}: middlebox {box.type!r} on {box.node}: link {link.name} carries IPv6 "

@@ -133,6 +133,9 @@ class LinkSpec:
     segments: list[Segment] = field(default_factory=list)
     versions: tuple[int, ...] = (4,)
     subnet6: str = ""
+    # prefixes beyond the link's own subnets that are reached through its `a` end (an NPTv6
+    # box's outside prefix): the router on the link sends them to `a`'s address
+    routed_to_a: list[str] = field(default_factory=list)
 
     def subnet_of_version(self, version: int) -> str:
         return self.subnet if version == 4 else self.subnet6
@@ -265,6 +268,24 @@ class Topology:
                                          versions=versions, subnet6=ula_subnet(network))
         return link_name
 
+    def route_to_client_end(self, link_name: str, prefix: str) -> None:
+        """Route `prefix` through link `link_name` to its client-side (`a`) end, from every
+        router: what a network does for a translator's outside prefix (NPTv6) when the
+        translator is a bump on that link and owns no address of its own."""
+        link = self.links.get(link_name)
+        if link is None:
+            raise SpecError(f"topology {self.name}: no link {link_name!r} to route {prefix} to "
+                            f"(links: {', '.join(self.links)})")
+        try:
+            network = ipaddress.ip_network(prefix)
+        except ValueError:
+            raise SpecError(f"topology {self.name}: link {link_name}: {prefix!r} is not a prefix "
+                            "(bits set after its length?)") from None
+        if network.version not in link.versions:
+            raise SpecError(f"topology {self.name}: link {link_name} carries no IPv{network.version} "
+                            f"for {prefix}")
+        link.routed_to_a.append(str(network))
+
     # --- derived data -------------------------------------------------------------------------
     def finalize(self) -> Topology:
         """Assign interface names and addresses and compute routes and policy rules."""
@@ -381,6 +402,18 @@ class Topology:
             self.routes[name].append(Route(link.subnet_of_version(version),
                                            first_link.address_of(peer, version), iface.name,
                                            version=version))
+        for link in self.links.values():
+            for prefix in link.routed_to_a:
+                if ip_version(prefix) != version:
+                    continue
+                if link.b == name:  # on the link: to the client end's address
+                    self.routes[name].append(Route(prefix, link.address_of(link.a, version),
+                                                   link.b_interface.name, version=version))
+                elif link.b in hops:
+                    first_link, peer = hops[link.b]
+                    iface = first_link.a_interface if first_link.a == name else first_link.b_interface
+                    self.routes[name].append(Route(prefix, first_link.address_of(peer, version),
+                                                   iface.name, version=version))
 
     # --- queries ------------------------------------------------------------------------------
     def host_addresses(self, node: str, version: int | None = None) -> list[str]:

@@ -47,7 +47,7 @@ def _problem() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_problem() is not None, reason=str(_problem()))
+pytestmark = [pytest.mark.root, pytest.mark.skipif(_problem() is not None, reason=str(_problem()))]
 
 
 def _mac(text: str) -> bytes:
