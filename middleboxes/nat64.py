@@ -18,7 +18,8 @@ the MSS each end derives from its own MTU (no MSS clamping here). An ADD_ADDR fr
 server carries an IPv4 address the IPv6-only client cannot reach; a box could not rewrite it
 to 64:ff9b::<address> because its HMAC covers the address (RFC 8684 §3.4.1). IPv6 packets not
 to the prefix pass unchanged (native IPv6 beside the NAT64); IPv4 packets from the client side
-pass, and IPv4 packets to anything but a mapped pool port are dropped.
+pass, and IPv4 packets to anything but a mapped pool port are dropped. ICMP and UDP are not
+translated (RFC 6146 §3.5.1, §3.5.3 are not modelled).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 
 from testbed.errors import SpecError
 from testbed.net.topo import Topology
-from topologies import dual_path, handover, lb, n_path, nat_home, two_path
+from topologies import dual_path, handover, lb, n_path, nat64_path, nat_home, two_path
 
 TOPOLOGIES: dict[str, Callable[..., Topology]] = {
     "two_path": two_path.build,
@@ -23,6 +23,7 @@ TOPOLOGIES: dict[str, Callable[..., Topology]] = {
     "handover": handover.build,
     "dual_path": dual_path.build,
     "lb": lb.build,
+    "nat64_path": nat64_path.build,
 }
 
 

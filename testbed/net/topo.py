@@ -199,6 +199,9 @@ class Topology:
         self.rules: dict[str, list[SourceRule]] = {}
         self.client = ""
         self.server = ""
+        # an IPv6-only client reaches IPv4 servers at addresses under this /96 (a NAT64 on
+        # its paths): the runner dials the server's IPv4 address embedded in it
+        self.nat64_prefix: str | None = None
         self._finalized = False
 
     # --- drawing ------------------------------------------------------------------------------
@@ -271,7 +274,9 @@ class Topology:
     def route_to_client_end(self, link_name: str, prefix: str) -> None:
         """Route `prefix` through link `link_name` to its client-side (`a`) end, from every
         router: what a network does for a translator's outside prefix (NPTv6) when the
-        translator is a bump on that link and owns no address of its own."""
+        translator is a bump on that link and owns no address of its own. On a link that does
+        not carry the prefix's family the router's route is on-link: a NAT64 pool address,
+        for which the bump answers ARP."""
         link = self.links.get(link_name)
         if link is None:
             raise SpecError(f"topology {self.name}: no link {link_name!r} to route {prefix} to "
@@ -281,9 +286,8 @@ class Topology:
         except ValueError:
             raise SpecError(f"topology {self.name}: link {link_name}: {prefix!r} is not a prefix "
                             "(bits set after its length?)") from None
-        if network.version not in link.versions:
-            raise SpecError(f"topology {self.name}: link {link_name} carries no IPv{network.version} "
-                            f"for {prefix}")
+        if network.version not in self.versions:
+            raise SpecError(f"topology {self.name}: carries no IPv{network.version} for {prefix}")
         link.routed_to_a.append(str(network))
 
     # --- derived data -------------------------------------------------------------------------
@@ -406,9 +410,10 @@ class Topology:
             for prefix in link.routed_to_a:
                 if ip_version(prefix) != version:
                     continue
-                if link.b == name:  # on the link: to the client end's address
-                    self.routes[name].append(Route(prefix, link.address_of(link.a, version),
-                                                   link.b_interface.name, version=version))
+                if link.b == name:  # on the link: to the client end's address, or on-link
+                    via = link.address_of(link.a, version) if version in link.versions else None
+                    self.routes[name].append(Route(prefix, via, link.b_interface.name,
+                                                   version=version))
                 elif link.b in hops:
                     first_link, peer = hops[link.b]
                     iface = first_link.a_interface if first_link.a == name else first_link.b_interface

@@ -37,8 +37,8 @@ def test_family_label(text: str, family: str) -> None:
     assert family_label(text) == family
 
 
-FAMILY_CASES = [(name, family) for name in sorted(TOPOLOGIES) if name != "dual_path"
-                for family in ("ipv4", "ipv6", "dual")] + [("dual_path", "dual")]
+FAMILY_CASES = [(name, family) for name in sorted(TOPOLOGIES) if name not in ("dual_path", "nat64_path")
+                for family in ("ipv4", "ipv6", "dual")] + [("dual_path", "dual"), ("nat64_path", "dual")]
 
 
 def _owner(topo: Topology, address: str) -> str | None:
