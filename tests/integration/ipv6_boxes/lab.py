@@ -111,19 +111,24 @@ class TranslatorLab:
 
     def run_connection(self, server_family: str, dial: str, port: int, count: int,
                        hold_s: float, bind: str = "") -> dict[str, Any]:
-        """One MPTCP upload client -> server; the server's subflows sampled during the hold."""
+        """One MPTCP upload client -> server; the server's subflows sampled until the hold ends."""
         server = self.spawn("server", [sys.executable, PEER, "server", server_family, str(port)],
                             stdout=subprocess.PIPE)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         client = self.spawn("client", [sys.executable, PEER, "client", dial, str(port), str(count),
                                        str(hold_s), *([bind] if bind else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(hold_s)
-        subflows = self.established("server", port)
+        # every subflow seen established while the client holds the connection open (a join
+        # that comes late under load still counts; the client is still sending at the end)
+        subflows: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + hold_s
+        while time.monotonic() < deadline and client.poll() is None:
+            subflows.update(self.established("server", port))
+            time.sleep(0.2)
         client_out, client_err = client.communicate(timeout=60)
         server_out, _ = server.communicate(timeout=60)
-        return {"subflows": subflows, "client": client_out.strip(), "client_error": client_err.strip(),
-                "received": server_out.strip()}
+        return {"subflows": sorted(subflows), "client": client_out.strip(),
+                "client_error": client_err.strip(), "received": server_out.strip()}
 
     def close(self) -> None:
         for process in self.processes:
