@@ -94,6 +94,12 @@ class TranslatorLab:
                  if line.startswith("MPTcpExt:")]
         return {name: int(value) for name, value in zip(lines[0][1:], lines[1][1:], strict=True)}
 
+    def tcp_counter(self, role: str, name: str) -> int:
+        """One Tcp: counter of /proc/net/snmp in the namespace (OutRsts, ...)."""
+        lines = [line.split() for line in self.sh(role, "cat", "/proc/net/snmp").splitlines()
+                 if line.startswith("Tcp:")]
+        return int(dict(zip(lines[0][1:], lines[1][1:], strict=True))[name])
+
     def established(self, role: str, port: int) -> list[tuple[str, str]]:
         """(local, peer) of the TCP connections (MPTCP subflows) established on `port`."""
         out = self.sh(role, "ss", "-tnH", "state", "established", f"( sport = :{port} )")

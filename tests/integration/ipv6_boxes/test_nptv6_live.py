@@ -15,7 +15,6 @@ import ipaddress
 import os
 import random
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +65,27 @@ def build(lab: TranslatorLab) -> None:
         {"name": "nptv6", "params": {"inside_prefix": INSIDE, "outside_prefix": OUTSIDE}}])
 
 
-@pytest.fixture(scope="module")
-def measured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with TranslatorLab(["client", "router", "bump", "server"],
-                       tmp_path_factory.mktemp("nptv6")) as lab:
+def _measure(scratch: Path, route_inside: bool) -> dict[str, Any]:
+    with TranslatorLab(["client", "router", "bump", "server"], scratch) as lab:
         build(lab)
+        if route_inside:  # a network that also routes the inside prefix (a ULA leaking)
+            lab.sh("server", "ip", "route", "add", INSIDE, "via", "fd00:50::1", "dev", "eth0")
         result = lab.run_connection("6", SERVER, PORT, BYTES, hold_s=2.0,
                                     bind="fd00:10:0:1::1")
         result["counters"] = {role: lab.mptcp_counters(role) for role in ("client", "server")}
+        result["resets_sent"] = {role: lab.tcp_counter(role, "OutRsts") for role in ("client", "server")}
         result["bumps"] = lab.stop_bumps()
-        yield result
+        return result
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _measure(tmp_path_factory.mktemp("nptv6"), route_inside=False)
+
+
+@pytest.fixture(scope="module")
+def measured_routed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _measure(tmp_path_factory.mktemp("nptv6-routed"), route_inside=True)
 
 
 def _outside(address: str) -> str:
@@ -108,3 +118,21 @@ def test_the_inside_address_in_add_addr_cannot_be_joined(measured: dict[str, Any
     assert server["MPJoinSynTxConnectErr"] == 1
     assert server["MPJoinSynTx"] == 0
     assert len(measured["subflows"]) == 2
+    assert measured["resets_sent"]["client"] == 0
+
+
+def test_a_routed_inside_address_is_reached_but_answered_from_the_outside(
+        measured_routed: dict[str, Any]) -> None:
+    """Where the inside prefix is routed too, the server's join SYN reaches the client
+    untranslated (its destination is not in the outside prefix). The Linux client has no
+    listener on that address and port and answers with a RST, which the box translates on the
+    way out: the server's join socket waits for fd00:10:0:1::11 and ignores a RST from the
+    outside address, so the SYN is retransmitted and the join never completes."""
+    client = measured_routed["counters"]["client"]
+    server = measured_routed["counters"]["server"]
+    assert measured_routed["received"] == str(2 * BYTES)
+    assert server["AddAddr"] == 1 and server["MPJoinSynTx"] == 1  # the SYN left this time
+    assert server["MPJoinSynTxConnectErr"] == 0
+    assert client["MPJoinSynRx"] == 0  # refused by TCP before MPTCP saw it
+    assert measured_routed["resets_sent"]["client"] >= 1
+    assert len(measured_routed["subflows"]) == 2  # the two client-opened subflows only
