@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
 from testbed.interrupts import latched_interrupts
-from testbed.matrix_family import FAMILIES, with_family
+from testbed.matrix_family import FAMILIES, with_family, without_needless_announcement
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -138,9 +138,13 @@ def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
 def load_matrix_spec(path: str | Path, family: str | None = None) -> MatrixSpec:
     """A matrix spec from TOML; `family` runs its IPv4, IPv6 or dual variant (matrix_family)."""
     raw = read_toml(path, "matrix spec")
-    if family is not None:
-        raw = with_family(raw, family, str(path))
-    return parse_matrix_spec(raw, source=str(path))
+    if family is None:
+        return parse_matrix_spec(raw, source=str(path))
+    matrix = parse_matrix_spec(with_family(raw, family, str(path)), source=str(path))
+    if family == "dual":
+        matrix = dataclasses.replace(matrix, cells=tuple(
+            without_needless_announcement(cell) for cell in matrix.cells))
+    return matrix
 
 
 def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> MatrixSpec:

@@ -23,20 +23,25 @@ pytestmark = pytest.mark.root
 DUAL_SERVER_IPV6 = "fd00:10:0:100::2"  # dual_path's server on the IPv6 side (the join's target)
 
 
-def run_on(tmp_path: Path, stem: str, family: str, megabytes: int = 5) -> dict[str, Any]:
-    """experiments/middleboxes/<stem>.toml on IPv6 two_path ("ipv6") or dual_path ("dual")."""
+def run_on(tmp_path: Path, stem: str, family: str, megabytes: int = 5, announce: bool = True,
+           timeout_s: float | None = None) -> dict[str, Any]:
+    """experiments/middleboxes/<stem>.toml on IPv6 two_path ("ipv6") or dual_path ("dual", the
+    server announcing its IPv6 address unless `announce` is false)."""
     problem = _live_problem()
     if problem is not None:
         pytest.skip(problem)
     spec = load_spec(SPEC_DIR / f"{stem}.toml")
-    traffic = dataclasses.replace(spec.traffic, bytes=megabytes * 1_000_000)
+    traffic = dataclasses.replace(spec.traffic, bytes=megabytes * 1_000_000,
+                                  timeout_s=timeout_s or spec.traffic.timeout_s)
     if family == "ipv6":
         spec = dataclasses.replace(spec, traffic=traffic,
                                    topology_params={**spec.topology_params, "family": "ipv6"})
     else:
+        signal = (DUAL_SERVER_IPV6,) if announce else ()
         spec = dataclasses.replace(spec, traffic=traffic, topology="dual_path",
-                                   mptcp=dataclasses.replace(spec.mptcp, server_signal=(DUAL_SERVER_IPV6,)))
-    return run_experiment(spec, tmp_path / "out", progress=lambda line: None)
+                                   mptcp=dataclasses.replace(spec.mptcp, server_signal=signal))
+    out = tmp_path / f"out-{stem}-{family}-{announce}"
+    return run_experiment(spec, out, progress=lambda line: None)
 
 
 def families(result: dict[str, Any]) -> list[str]:
@@ -84,3 +89,25 @@ def test_rewrite_seq_on_ipv6_both_subflows_carry_data(tmp_path: Path) -> None:
     assert box(result, "mb_a", "rewrite_seq")["changed"] > 100
     assert box(result, "mb_b", "rewrite_seq")["changed"] > 100
     assert_clean_checksums(result)
+
+
+def test_dss_stripped_after_an_add_addr_linux_corrupts_instead_of_falling_back(tmp_path: Path) -> None:
+    """What Linux 6.18 does, pinned: DSS stripped on the initial (IPv4) path of dual_path.
+    Without an announcement both ends fall back (fallback-infinite-map, as on IPv4 two_path).
+    When the server has announced an address (ADD_ADDR, here its IPv6 one; an IPv4 one over an
+    IPv6 initial subflow does the same), the client never falls back: it keeps retransmitting
+    at the MPTCP level onto the subflow whose server end has fallen back to TCP, and the
+    receiver takes the re-sent bytes as new stream data -- corruption, not a fallback. RFC 8684
+    3.7 asks for a fallback when the first data segment comes without a mapping."""
+    quiet = run_on(tmp_path, "strip_dss_all", "dual", megabytes=2, announce=False, timeout_s=5)
+    conn = connection(quiet)
+    assert (conn["outcome"], conn["integrity"]) == ("fallback-infinite-map", "ok"), conn["evidence"]
+    assert counter(quiet, "client", "MPCapableDataFallback") == 1
+    announced = run_on(tmp_path, "strip_dss_all", "dual", megabytes=2, timeout_s=5)
+    conn = connection(announced)
+    assert conn["integrity"] == "corrupted", conn["evidence"]
+    assert counter(announced, "server", "AddAddrTx") == 1 and counter(announced, "client", "AddAddr") == 1
+    assert counter(announced, "server", "DssFallback") == 1  # the server fell back ...
+    assert counter(announced, "client", "MPCapableDataFallback") == 0  # ... the client did not
+    assert counter(announced, "client", "MPTCPRetrans") > 0
+    assert_clean_checksums(announced)
