@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from middleboxes.contract import Direction, MiddleboxCounters
-from testbed.inline.pipeline import MiddleboxPipeline, wire_codec
+from testbed.inline.pipeline import FunctionCodec, MiddleboxPipeline, wire_codec
 from testbed.wire import (
     Ipv6Extension,
     Ipv6Packet,
     Packet,
     decode_packet,
     decode_packet_v6,
+    encode_packet,
     ones_complement_sum,
     verify_checksums,
     verify_checksums_v6,
@@ -138,3 +141,37 @@ def test_ipv4_and_ipv6_packets_share_one_chain() -> None:
     assert decode_packet(v4[14:]).tcp.seq == decode_packet_v6(v6[14:]).tcp.seq == 2000
     assert [type(p) for p in box.seen] == [Packet, Ipv6Packet]
     assert dataclasses.is_dataclass(box.seen[1])
+
+
+class Editor(Recorder):
+    """Edits headers only (the payload object stays), one way per `action`."""
+
+    def process(self, packet, direction, now):  # type: ignore[no-untyped-def]
+        tcp = packet.tcp
+        if self.action == "seq":
+            tcp.seq = (tcp.seq + 12345) & 0xFFFFFFFF
+        elif self.action == "drop_option":
+            tcp.options = []
+        elif self.action == "address":
+            packet.dst = "fd00:99::99"
+        elif self.action == "hop_limit":
+            packet.hop_limit -= 1
+        return [packet]
+
+
+@pytest.mark.parametrize("action", ["seq", "drop_option", "address", "hop_limit"])
+def test_ipv6_header_edits_reuse_the_payload_and_match_a_full_encode(action: str) -> None:
+    frame = tcp_frame_v6(tcp_packet_v6(payload=bytes(range(256)) * 5))
+    fast = MiddleboxPipeline([Editor(action)], wire_codec())
+    full = MiddleboxPipeline([Editor(action)], FunctionCodec(decode_packet, encode_packet))
+    [(out, _)] = fast.process(frame, UP, 0.0)
+    assert fast.process(frame, UP, 0.0) and fast.stats.headers_only == 2
+    assert full.process(frame, UP, 0.0) == [(out, UP)] and full.stats.headers_only == 0
+    assert verify_checksums_v6(out[14:])
+
+
+def test_ipv6_header_edit_keeps_a_wrong_checksum_wrong() -> None:
+    frame = bytearray(tcp_frame_v6(tcp_packet_v6(payload=b"q" * 100)))
+    frame[-1] ^= 0x01  # the payload no longer matches the TCP checksum
+    [(out, _)] = MiddleboxPipeline([Editor("seq")], wire_codec()).process(bytes(frame), UP, 0.0)
+    assert not verify_checksums_v6(out[14:])
