@@ -33,7 +33,12 @@ from typing import Any, TextIO
 from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
 from testbed.interrupts import latched_interrupts
-from testbed.matrix_family import FAMILIES, with_family, without_needless_announcement
+from testbed.matrix_family import (
+    FAMILIES,
+    with_family,
+    without_ipv4_only_rows,
+    without_needless_announcement,
+)
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -144,6 +149,8 @@ def load_matrix_spec(path: str | Path, family: str | None = None) -> MatrixSpec:
     if family == "dual":
         matrix = dataclasses.replace(matrix, cells=tuple(
             without_needless_announcement(cell) for cell in matrix.cells))
+    if family == "ipv6":
+        matrix = without_ipv4_only_rows(matrix)
     return matrix
 
 

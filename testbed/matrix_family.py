@@ -3,7 +3,9 @@
 The variants change the base topology only, so every row, expectation and pairing stays the
 one the spec wrote (the outcomes are meant to be compared with IPv4's, docs/ipv6.md):
 
-* `ipv6`: the base topology with `family = "ipv6"` (every shipped topology takes it).
+* `ipv6`: the base topology with `family = "ipv6"` (every shipped topology takes it). Rows
+  with a box that acts on IPv4 only (`nat`, a NAT44: testbed.net.families.IPV4_ONLY_BOXES)
+  are left out, and the description says which: on an IPv6-only link it would do nothing.
 * `dual`: two_path becomes dual_path, the phone case: path a (node mb_a, the initial subflow) is
   IPv4 behind a NAT, path b (mb_b, the join) IPv6-only, and the server announces its IPv6
   address ([mptcp].server_signal) so that the client can join over path b -- in the cells that
@@ -66,3 +68,20 @@ def without_needless_announcement(cell: Any) -> Any:
         return cell
     spec = dataclasses.replace(cell.spec, mptcp=dataclasses.replace(mptcp, server_signal=()))
     return dataclasses.replace(cell, spec=spec)
+
+
+def without_ipv4_only_rows(matrix: Any) -> Any:
+    """The IPv6 variant of a parsed matrix without the rows of IPv4-only boxes (named in its
+    description)."""
+    from testbed.net.families import IPV4_ONLY_BOXES
+
+    dropped = [row.name for row in matrix.rows
+               if any(box.get("type") in IPV4_ONLY_BOXES for box in row.middleboxes)]
+    if not dropped:
+        return matrix
+    note = (f" IPv6 variant: rows {', '.join(dropped)} left out ({', '.join(sorted(IPV4_ONLY_BOXES))} "
+            "acts on IPv4 only).")
+    return dataclasses.replace(
+        matrix, description=matrix.description + note,
+        rows=tuple(r for r in matrix.rows if r.name not in dropped),
+        cells=tuple(c for c in matrix.cells if c.row.name not in dropped))

@@ -61,3 +61,14 @@ def test_check_lists_the_dual_variants_cells() -> None:
     done = matrix_check("dual")
     assert done.returncode == 0, done.stderr
     assert "6 cells (6 rows x 1 pairings): spec ok" in done.stdout
+
+
+def test_ipv6_variant_of_the_full_matrix_leaves_the_nat44_rows_out_and_says_so() -> None:
+    full = ROOT / "experiments" / "fallback_matrix.toml"
+    ipv4, ipv6 = load_matrix_spec(full), load_matrix_spec(full, "ipv6")
+    dropped = {r.name for r in ipv4.rows} - {r.name for r in ipv6.rows}
+    assert dropped == {"nat", "nat_symmetric"}
+    assert "rows nat, nat_symmetric left out" in ipv6.description
+    assert all(c.row.name not in dropped for c in ipv6.cells)
+    assert len(ipv6.cells) == len(ipv4.cells) - 2 * len(ipv4.pairings)
+    assert {r.name for r in load_matrix_spec(full, "dual").rows} == {r.name for r in ipv4.rows}
