@@ -91,6 +91,7 @@ class FunctionCodec:
     encode_reusing_payload: Callable[..., bytes] | None = None
     decode_v6: Callable[[bytes], Ipv6Packet] = decode_packet_v6
     encode_v6: Callable[[Ipv6Packet], bytes] = encode_packet_v6
+    encode_v6_reusing_payload: Callable[..., bytes] | None = None
 
 
 def wire_codec() -> FunctionCodec:
@@ -100,9 +101,11 @@ def wire_codec() -> FunctionCodec:
         encode_packet,
         encode_packet_reusing_payload,
     )
+    from testbed.wire.ipv6 import encode_packet_v6_reusing_payload
 
     return FunctionCodec(decode=decode_packet, encode=encode_packet,
-                         encode_reusing_payload=encode_packet_reusing_payload)
+                         encode_reusing_payload=encode_packet_reusing_payload,
+                         encode_v6_reusing_payload=encode_packet_v6_reusing_payload)
 
 
 _INDEX = re.compile(r"\[\d+\]")  # tcp.option[3].length -> tcp.option.length: one reason
@@ -183,6 +186,7 @@ class MiddleboxPipeline:
         self._encode_reusing = getattr(codec, "encode_reusing_payload", None)
         self._decode_v6 = getattr(codec, "decode_v6", decode_packet_v6)
         self._encode_v6 = getattr(codec, "encode_v6", encode_packet_v6)
+        self._encode_reusing_v6 = getattr(codec, "encode_v6_reusing_payload", None)
         self._arp = ArpResponder(owned_addresses(self._boxes))
         self._answers_arp = bool(self._arp)
         # Option stripping on raw bytes (testbed.inline.fastpath), only with the project codec:
@@ -271,23 +275,24 @@ class MiddleboxPipeline:
                 frames.append((frame, direction))
                 continue
             encoded = None
-            if (out is packet and out.tcp.payload is payload and self._encode_reusing is not None
-                    and type(out) is Packet):
-                encoded = self._encode_headers(out, frame, header,
-                                               _packet_values(out) == original[0])
+            if out is packet and out.tcp.payload is payload:
+                if type(out) is Packet and self._encode_reusing is not None:
+                    encoded = self._encode_headers(self._encode_reusing, out, frame, header,
+                                                   _packet_values(out) == original[0])
+                elif type(out) is Ipv6Packet and self._encode_reusing_v6 is not None:
+                    encoded = self._encode_headers(self._encode_reusing_v6, out, frame, header,
+                                                   _ipv6_values(out) == original[0])
             if encoded is None:
                 encoded = self._encode(out, header)
             if encoded is not None:
                 frames.append((encoded, direction))
         return frames
 
-    def _encode_headers(self, packet: Packet, frame: bytes, header: bytes,
-                        ip_unchanged: bool) -> bytes | None:
+    def _encode_headers(self, encode_reusing: Callable[..., bytes], packet: AnyPacket,
+                        frame: bytes, header: bytes, ip_unchanged: bool) -> bytes | None:
         """Header-edit fast path: the payload keeps its bytes and its share of the checksum."""
-        assert self._encode_reusing is not None
         try:
-            data = self._encode_reusing(packet, frame, ETHERNET_HEADER_LENGTH,
-                                        ip_unchanged=ip_unchanged)
+            data = encode_reusing(packet, frame, ETHERNET_HEADER_LENGTH, ip_unchanged=ip_unchanged)
         except WireError:
             return None  # the full encoder reports it
         self.stats.reencoded += 1
