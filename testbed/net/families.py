@@ -52,6 +52,25 @@ def check_mptcp_ipv6() -> None:
         # MPTCP switched off in this namespace (ENOPROTOOPT): the endpoints' own namespaces decide
 
 
+def check_nat64_boxes(spec: ExperimentSpec, topo: Topology) -> None:
+    """A NAT64 topology (nat64_path) carries nothing to the IPv4 server unless each path's bump
+    runs a nat64 box with the pool address and prefix the topology routes."""
+    from middleboxes.nat64 import WELL_KNOWN_PREFIX
+
+    for link in topo.links.values():
+        pools = [p.split("/")[0] for p in link.routed_to_a if ":" not in p and 4 not in link.versions]
+        for pool in pools:
+            boxes = [box for box in spec.middleboxes if box.node in link.via and box.type == "nat64"]
+            ok = any(str(box.params.get("pool_address")) == pool
+                     and str(box.params.get("prefix", WELL_KNOWN_PREFIX)) == topo.nat64_prefix
+                     for box in boxes)
+            if not ok:
+                raise SpecError(f"{spec.source}: {topo.name}: path {link.name} needs a nat64 box on "
+                                f"{' or '.join(link.via)} with pool_address = \"{pool}\" and prefix "
+                                f"{topo.nat64_prefix} (the topology routes that pool there); without it "
+                                "nothing reaches the IPv4 server")
+
+
 def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Path("/proc")) -> None:
     """Refuse what cannot run on the topology's families, naming what to change."""
     where = spec.source
@@ -61,6 +80,8 @@ def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Pa
             raise SpecError(f"{where}: middlebox {box.type!r} on {box.node}: link {link.name} carries no "
                             f"IPv6 and {box.type} translates IPv6 packets, it would do nothing there; "
                             f"use [topology.params] family = \"ipv6\" or \"dual\"")
+    if topo.nat64_prefix is not None:
+        check_nat64_boxes(spec, topo)
     if topo.versions == (4,):  # [mptcp].server_signal's family: testbed.spec.check_against_topology
         return
     for endpoint in spec.endpoints:

@@ -61,6 +61,29 @@ def test_nat64_path_refuses_bad_parameters(params: dict, words: str) -> None:
         build_topology("nat64_path", params)
 
 
+@pytest.mark.parametrize(("boxes", "words"), [
+    ([], "path a needs a nat64 box on mb_a with pool_address = \"10.0.1.100\""),
+    ([{"node": "mb_a", "type": "nat64", "params": {"pool_address": "10.0.1.100"}}],
+     "path b needs a nat64 box on mb_b"),
+    ([{"node": "mb_a", "type": "nat64", "params": {"pool_address": "10.0.1.7"}},
+      {"node": "mb_b", "type": "nat64", "params": {"pool_address": "10.0.2.100"}}],
+     "path a needs"),
+])
+def test_nat64_path_without_its_boxes_is_refused(boxes: list, words: str) -> None:
+    from testbed.errors import SpecError
+    from testbed.net.families import check_families
+    from testbed.spec import parse_spec
+
+    spec = parse_spec({"topology": {"name": "nat64_path"}, "middleboxes": boxes,
+                       "endpoints": [{"role": "server", "stack": "kernel"},
+                                     {"role": "client", "stack": "kernel"}],
+                       "traffic": {"bytes": 1000}})
+    topo = build_topology("nat64_path", {})
+    with pytest.raises(SpecError, match=words.replace(".", r"\.")) as caught:
+        check_families(spec, topo)
+    assert "\n" not in str(caught.value)
+
+
 def test_nat64_path_routes_the_pools_back_to_their_paths() -> None:
     topo = build_topology("nat64_path", {})
     routes = {(node, r.destination): (r.via, r.device) for node in ("ra", "rb", "rs")
