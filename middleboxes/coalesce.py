@@ -25,14 +25,14 @@ from typing import Literal
 
 from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.contract import Direction
-from middleboxes.flows import FlowKey, flow_key, seq_add
+from middleboxes.flows import FlowKey, flow_key, ip_and_tcp_header_bytes, seq_add
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from middleboxes.split import MAX_TCP_PAYLOAD
 from testbed.wire.tcp_options import options_length
 from testbed.wire.types import ACK, PSH, Packet, TcpOption
 
 _MERGEABLE_FLAGS = ACK | PSH
-HEADERS_BYTES = 40  # IPv4 + TCP without options
+HEADERS_BYTES = 40  # IPv4 + TCP without options (IPv6: 60 and its extension headers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,11 +75,12 @@ class Coalesce(MiddleboxBase):
         self._held: dict[tuple[FlowKey, Direction], _HeldRun] = {}
         self._arrivals = 0
 
-    def capacity(self, options: list[TcpOption]) -> int:
-        """The largest payload a merged segment carrying `options` may have."""
+    def capacity(self, options: list[TcpOption], headers_bytes: int = HEADERS_BYTES) -> int:
+        """The largest payload a merged segment carrying `options` may have, behind
+        `headers_bytes` of IP and TCP headers (flows.ip_and_tcp_header_bytes)."""
         if not self.params.mtu_bytes:
             return self.params.max_bytes
-        room = self.params.mtu_bytes - HEADERS_BYTES - options_length(options)
+        room = self.params.mtu_bytes - headers_bytes - options_length(options)
         return min(self.params.max_bytes, room)
 
     def process(self, packet: Packet, direction: Direction, now: float) -> list[Packet]:
@@ -91,10 +92,11 @@ class Coalesce(MiddleboxBase):
         tcp = packet.tcp
         mergeable = bool(tcp.payload) and not tcp.flags & ~_MERGEABLE_FLAGS
         out: list[Packet] = []
+        headers_bytes = ip_and_tcp_header_bytes(packet)
         if run is not None:
             held = run.packet.tcp
             kept = held.options if self.params.keep_options == "first" else tcp.options
-            limit = self.capacity(kept)
+            limit = self.capacity(kept, ip_and_tcp_header_bytes(run.packet))
             continues = (mergeable and tcp.seq == seq_add(held.seq, len(held.payload))
                          and len(held.payload) + len(tcp.payload) <= limit)
             if continues:
@@ -105,7 +107,7 @@ class Coalesce(MiddleboxBase):
             out.append(self._emit(run, direction, now))
             if continues:
                 return out
-        if mergeable and len(tcp.payload) < self.capacity(tcp.options):
+        if mergeable and len(tcp.payload) < self.capacity(tcp.options, headers_bytes):
             self._arrivals += 1
             self._held[slot] = _HeldRun(packet, now + self.params.hold_ms / 1000.0,
                                         self._arrivals)

@@ -1,6 +1,8 @@
 """Flow identity and 32-bit sequence arithmetic shared by every stateful middlebox.
 
-A middlebox keys its per-flow state by the 4-tuple normalized by direction, so that both
+Packets are of either family (testbed.wire's Packet for IPv4, Ipv6Packet for IPv6): both have
+`src`, `dst` and `tcp`, which is all the flow identity needs; addresses are the codec's text
+(compressed IPv6). A middlebox keys its per-flow state by the 4-tuple normalized by direction, so that both
 directions of one TCP connection (one MPTCP subflow) land on the same entry without the
 middlebox having to guess which end is which from addresses: `Direction` already says who
 initiated. Sequence numbers wrap at 2**32; every comparison and offset here is modular, and
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from middleboxes.contract import Direction
+from testbed.wire.ipv6 import IPV6_HEADER_LENGTH, Ipv6Packet
 from testbed.wire.types import Packet
 
 SEQ_MODULUS = 1 << 32
@@ -43,10 +46,24 @@ class FlowKey(NamedTuple):
     server_port: int
 
     def __str__(self) -> str:
-        return f"{self.client_addr}:{self.client_port}>{self.server_addr}:{self.server_port}"
+        return (f"{host_port(self.client_addr, self.client_port)}>"
+                f"{host_port(self.server_addr, self.server_port)}")
 
     def has_port(self, port: int) -> bool:
         return port in (self.client_port, self.server_port)
+
+
+def host_port(address: str, port: int) -> str:
+    """'10.0.0.1:80' or '[fd00::1]:80'."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def ip_and_tcp_header_bytes(packet: Packet | Ipv6Packet) -> int:
+    """Bytes in front of the TCP options: the IP header (IPv6 with its extension headers) and
+    the TCP header's fixed 20 bytes. For boxes that size segments to an MTU."""
+    if type(packet) is Ipv6Packet:
+        return IPV6_HEADER_LENGTH + sum(len(e.data) for e in packet.extensions) + 20
+    return 40
 
 
 def flow_key(packet: Packet, direction: Direction) -> FlowKey:
@@ -59,7 +76,7 @@ def flow_key(packet: Packet, direction: Direction) -> FlowKey:
 
 def packet_flow_label(packet: Packet) -> str:
     """How a packet's own 4-tuple is written in change logs (as it arrived: src>dst)."""
-    return f"{packet.src}:{packet.tcp.src_port}>{packet.dst}:{packet.tcp.dst_port}"
+    return f"{host_port(packet.src, packet.tcp.src_port)}>{host_port(packet.dst, packet.tcp.dst_port)}"
 
 
 class SeqUnwrapper:

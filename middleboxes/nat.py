@@ -108,6 +108,8 @@ class Nat(MiddleboxBase):
         return list(self._by_key.values())
 
     def process(self, packet: Packet, direction: Direction, now: float) -> list[Packet]:
+        if type(packet) is not Packet:  # IPv6: a NAT44 on a dual-stack link passes it (families.py)
+            return [packet]
         self.counters.seen += 1
         self._expire(now)
         if direction is Direction.UPSTREAM:

@@ -21,7 +21,6 @@ from middleboxes.contract import Direction
 from middleboxes.flows import FlowKey, flow_key
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from testbed.wire import types as wire
-from testbed.wire.ipv6 import is_ipv6_text
 from testbed.wire.types import Packet
 
 StatelessTest = Callable[[Packet, frozenset[str]], bool]
@@ -70,21 +69,33 @@ STATEFUL_PREDICATES: tuple[str, ...] = ("subflow", "every_nth_data")
 PREDICATE_NAMES: tuple[str, ...] = (*STATELESS_PREDICATES, *STATEFUL_PREDICATES)
 
 
+def _address_and_port(side: str) -> tuple[str, int]:
+    """'10.0.0.1:40000' or '[fd00::1]:40000' -> (compressed address, port); ValueError else."""
+    side = side.strip()
+    if side.startswith("["):
+        address, _, port = side[1:].partition("]:")
+        return str(ipaddress.IPv6Address(address)), int(port)
+    address, port = side.rsplit(":", 1)
+    return str(ipaddress.IPv4Address(address)), int(port)
+
+
 def parse_subflow_tuple(text: str) -> FlowKey:
-    """'10.0.0.1:40000-10.0.1.1:5201' -> FlowKey (either order matches later)."""
-    if any(is_ipv6_text(side.strip().rsplit(":", 1)[0]) or is_ipv6_text(side)
-           for side in text.split("-")):
-        raise ParamError("subflow_tuple", f"got {text!r}: IPv6 flows cannot be matched yet, the "
-                                          "boxes see IPv4 only")
+    """'10.0.0.1:40000-10.0.1.1:5201' or '[fd00::1]:40000-[fd00:1::1]:5201' -> FlowKey
+    (either order matches later)."""
     try:
         left, right = text.split("-")
-        (addr_a, port_a), (addr_b, port_b) = (side.rsplit(":", 1) for side in (left, right))
-        key = FlowKey(str(ipaddress.IPv4Address(addr_a.strip())), int(port_a),
-                      str(ipaddress.IPv4Address(addr_b.strip())), int(port_b))
+        (addr_a, port_a), (addr_b, port_b) = _address_and_port(left), _address_and_port(right)
+        if (":" in addr_a) != (":" in addr_b):
+            raise ValueError("mixed families")
+        key = FlowKey(addr_a, port_a, addr_b, port_b)
     except ValueError:
+        hint = (" (IPv6 addresses go in brackets)" if text.count(":") > 2 and "[" not in text
+                else "")
         raise ParamError("subflow_tuple", f"got {text!r}, expected "
                                           f"'ADDR:PORT-ADDR:PORT' such as "
-                                          f"'10.0.0.1:40000-10.0.1.1:5201'") from None
+                                          f"'10.0.0.1:40000-10.0.1.1:5201' or "
+                                          f"'[fd00::1]:40000-[fd00:1::1]:5201', both ends of one "
+                                          f"family{hint}") from None
     if not (0 < key.client_port < 65536 and 0 < key.server_port < 65536):
         raise ParamError("subflow_tuple", f"got {text!r}: ports must be 1..65535")
     return key

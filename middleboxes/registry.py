@@ -17,6 +17,8 @@ from middleboxes.coalesce import Coalesce
 from middleboxes.contract import Middlebox
 from middleboxes.impairments import Delay, Drop
 from middleboxes.nat import Nat
+from middleboxes.nat64 import Nat64
+from middleboxes.nptv6 import Nptv6
 from middleboxes.rewrite_payload import RewritePayload
 from middleboxes.rewrite_seq import RewriteSeq
 from middleboxes.spec import CommonParams, MiddleboxSpecError, describe_params, parse_params
@@ -27,6 +29,8 @@ from middleboxes.triggers import gate
 
 MIDDLEBOXES: dict[str, type[MiddleboxBase]] = {
     "nat": Nat,
+    "nat64": Nat64,
+    "nptv6": Nptv6,
     "strip_options": StripOptions,
     "rewrite_seq": RewriteSeq,
     "coalesce": Coalesce,

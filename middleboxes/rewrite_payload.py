@@ -32,7 +32,14 @@ from typing import Any, Literal
 
 from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.contract import Direction
-from middleboxes.flows import SEQ_MASK, FlowKey, SeqUnwrapper, flow_key, packet_flow_label
+from middleboxes.flows import (
+    SEQ_MASK,
+    FlowKey,
+    SeqUnwrapper,
+    flow_key,
+    ip_and_tcp_header_bytes,
+    packet_flow_label,
+)
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
 from middleboxes.split import cut_segment
 from testbed.wire.tcp_options import MAX_OPTIONS_LENGTH, options_length
@@ -212,9 +219,10 @@ class RewritePayload(MiddleboxBase):
         mtu = self.params.mtu_bytes
         if not mtu or packet.tcp.flags & SYN:
             return None
-        if len(packet.tcp.payload) <= mtu - 40 - MAX_OPTIONS_LENGTH:
+        headers = ip_and_tcp_header_bytes(packet)  # 40 on IPv4, 60 or more on IPv6
+        if len(packet.tcp.payload) <= mtu - headers - MAX_OPTIONS_LENGTH:
             return None  # fits whatever the options are; skip computing their length
-        room = mtu - 40 - options_length(packet.tcp.options)
+        room = mtu - headers - options_length(packet.tcp.options)
         return room if len(packet.tcp.payload) > room else None
 
     def _stream(self, key: FlowKey, direction: Direction, seq: int, syn: bool) -> _StreamEdits:

@@ -45,8 +45,8 @@ def cut_segment(packet: Packet, piece_bytes: int,
     """Cut a segment's payload into pieces of at most `piece_bytes`, as TSO does.
 
     Sequence numbers are consecutive, FIN and PSH stay on the last piece, the IP
-    identification increments per piece; `options_for_piece(options, index)` gives each
-    piece's option list.
+    identification increments per piece (IPv4; an IPv6 piece copies the header);
+    `options_for_piece(options, index)` gives each piece's option list.
     """
     tcp = packet.tcp
     offsets = range(0, len(tcp.payload), piece_bytes)
@@ -62,8 +62,11 @@ def cut_segment(packet: Packet, piece_bytes: int,
             payload=tcp.payload[offset:offset + piece_bytes],
             checksum=None,
         )
-        pieces.append(dataclasses.replace(packet, tcp=piece_tcp,
-                                          ident=(packet.ident + index) & 0xFFFF))
+        if type(packet) is Packet:
+            pieces.append(dataclasses.replace(packet, tcp=piece_tcp,
+                                              ident=(packet.ident + index) & 0xFFFF))
+        else:  # IPv6 has no identification outside a fragment header
+            pieces.append(dataclasses.replace(packet, tcp=piece_tcp))
     return pieces
 
 

@@ -24,6 +24,7 @@ from middleboxes.classify import (
 from middleboxes.contract import Direction
 from middleboxes.flows import seq_add
 from middleboxes.spec import CommonParams, ParamError, directions_of, param
+from testbed.wire.ipv6 import Ipv6Packet
 from testbed.wire.types import ACK, FIN, RST, SYN, Packet, TcpSegment
 
 KNOWABLE_NAMES: tuple[str, ...] = ("mptcp", *MPTCP_SUBTYPE_NAMES,
@@ -62,6 +63,9 @@ def reset_for(packet: Packet) -> Packet:
     else:
         segment = TcpSegment(src_port=tcp.dst_port, dst_port=tcp.src_port, seq=0,
                              ack=seq_add(tcp.seq, length), flags=RST | ACK, window=0)
+    if type(packet) is Ipv6Packet:
+        return Ipv6Packet(src=packet.dst, dst=packet.src, tcp=segment, hop_limit=64,
+                          traffic_class=packet.traffic_class)
     return Packet(src=packet.dst, dst=packet.src, tcp=segment, ttl=64, tos=packet.tos)
 
 

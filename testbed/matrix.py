@@ -33,6 +33,12 @@ from typing import Any, TextIO
 from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
 from testbed.interrupts import latched_interrupts
+from testbed.matrix_family import (
+    FAMILIES,
+    with_family,
+    without_ipv4_only_rows,
+    without_needless_announcement,
+)
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -134,8 +140,18 @@ def parse_pairing(pairing: Any, where: str) -> tuple[str, str]:
     return client.stack, server.stack
 
 
-def load_matrix_spec(path: str | Path) -> MatrixSpec:
-    return parse_matrix_spec(read_toml(path, "matrix spec"), source=str(path))
+def load_matrix_spec(path: str | Path, family: str | None = None) -> MatrixSpec:
+    """A matrix spec from TOML; `family` runs its IPv4, IPv6 or dual variant (matrix_family)."""
+    raw = read_toml(path, "matrix spec")
+    if family is None:
+        return parse_matrix_spec(raw, source=str(path))
+    matrix = parse_matrix_spec(with_family(raw, family, str(path)), source=str(path))
+    if family == "dual":
+        matrix = dataclasses.replace(matrix, cells=tuple(
+            without_needless_announcement(cell) for cell in matrix.cells))
+    if family == "ipv6":
+        matrix = without_ipv4_only_rows(matrix)
+    return matrix
 
 
 def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> MatrixSpec:
@@ -696,6 +712,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first run the cells expected to end in a reset or stall (they "
                              "mostly wait) N at a time in child processes, then the others one "
                              "at a time, alone (default 1: every cell in turn)")
+    parser.add_argument("--family", choices=FAMILIES,
+                        help="run the spec's IPv4, IPv6 or dual-stack variant (two_path becomes "
+                             "dual_path: mb_a IPv4, mb_b IPv6); default: as the spec says")
     parser.add_argument("--check", action="store_true",
                         help="validate the spec and list the cells; run nothing")
 
@@ -721,7 +740,8 @@ def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> Matrix
 
 def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     """The command; `runner` stands in for testbed.runner.run_experiment in tests."""
-    matrix = select(load_matrix_spec(args.spec), args.rows, args.pairings)
+    matrix = select(load_matrix_spec(args.spec, getattr(args, "family", None)), args.rows,
+                    args.pairings)
     if args.repeat < 1:
         raise SpecError(f"--repeat must be at least 1, got {args.repeat}")
     jobs = getattr(args, "jobs", 1)

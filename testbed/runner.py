@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import os
 import platform
@@ -188,9 +189,13 @@ def _addresses(topo: Topology, host: str) -> list[tuple[str, str]]:
 def socket_address(topo: Topology, address: str) -> str:
     """An address as a kernel endpoint's socket takes it: in a topology carrying IPv6 every
     socket is AF_INET6 (Linux joins subflows of the other family only to such a connection),
-    so an IPv4 address is written IPv4-mapped."""
+    so an IPv4 address is written IPv4-mapped (or under the topology's NAT64 prefix)."""
     if 6 not in topo.versions or ip_version(address) == 6:
         return address
+    if topo.nat64_prefix is not None:  # the client reaches IPv4 through a NAT64 (RFC 6052)
+        from middleboxes.nat64 import embed
+
+        return embed(ipaddress.IPv6Network(topo.nat64_prefix), address)
     return f"::ffff:{address}"
 
 

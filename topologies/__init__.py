@@ -14,7 +14,7 @@ from typing import Any
 
 from testbed.errors import SpecError
 from testbed.net.topo import Topology
-from topologies import dual_path, handover, lb, n_path, nat_home, proxy, two_path
+from topologies import dual_path, handover, lb, n_path, nat64_path, nat_home, proxy, two_path
 
 TOPOLOGIES: dict[str, Callable[..., Topology]] = {
     "two_path": two_path.build,
@@ -24,6 +24,7 @@ TOPOLOGIES: dict[str, Callable[..., Topology]] = {
     "dual_path": dual_path.build,
     "lb": lb.build,
     "proxy": proxy.build,
+    "nat64_path": nat64_path.build,
 }
 
 

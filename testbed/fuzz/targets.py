@@ -186,7 +186,8 @@ def middlebox_params() -> dict[str, tuple[dict[str, Any], ...]]:
                 params = box.get("params", {})
                 if params not in found[box["type"]]:
                     found[box["type"]].append(params)
-    defaults = {"nat": {"public_address": "10.0.9.1"},
+    defaults = {"nat": {"public_address": "10.0.9.1"}, "nat64": {"pool_address": "10.0.9.2"},
+                "nptv6": {"inside_prefix": "fd00:10::/48", "outside_prefix": "fd00:99::/48"},
                 "rewrite_payload": {"pattern": "A", "replacement": "BB"},
                 "drop": {"match": ["data"]}, "delay": {"match": ["any"], "delay_ms": 5.0}}
     for name, params in defaults.items():

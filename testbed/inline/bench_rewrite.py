@@ -1,7 +1,7 @@
 """Throughput of a Python middlebox that rewrites every packet, against kernel forwarding.
 
     python -m testbed.inline.bench_rewrite [--seconds 5] [--repeat 1] [--modes bridge,plain,strip]
-                                           [--json FILE]
+                                           [--family ipv4|ipv6] [--json FILE]
 
 One iperf3 TCP bulk flow (MTU 1500) from ns A to ns C through the bump ns B (testbed.inline.lab):
 
@@ -20,6 +20,10 @@ and, to compare AF_PACKET legs with NFQUEUE (which needs a routed node, not an L
                    testbed.inline.nfqueue, which accepts each with its own verdict
     nfqueue-strip  the same, the consumer strips the timestamps (the inline fast path) and
                    returns the edited packet with the verdict
+
+With --family ipv6 the flow runs over IPv6 (fd00:99::1 -> fd00:99::2; L2 modes only): the
+inline process then decodes every frame (the raw-bytes strip fast path is IPv4-only) and
+re-encodes each changed one.
 
 Every mode prints Mbit/s (iperf3's receiver), frames/s on B's legs and the ratio to the kernel
 forwarding the same topology (bridge for the L2 modes, router for the routed ones).
@@ -46,7 +50,7 @@ from typing import Any
 
 from middleboxes.contract import Direction
 from testbed.inline.control import InlineControl
-from testbed.inline.lab import C_ADDR, LineLab
+from testbed.inline.lab import C_ADDR, C_ADDR6, LineLab
 
 MODES = ("bridge", "plain", "strip", "router", "nfqueue", "nfqueue-strip")
 ROUTED_MODES = ("router", "nfqueue", "nfqueue-strip")
@@ -118,17 +122,21 @@ def _start_nfqueue(lab: LineLab, mode: str, scratch: str) -> int:
 
 
 def measure(mode: str, seconds: float,
-            middleboxes: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+            middleboxes: Sequence[dict[str, Any]] | None = None,
+            family: str = "ipv4") -> dict[str, Any]:
     """One mode on a fresh lab: iperf3 A -> C for `seconds`. `middleboxes` (inline config
     entries) replaces the strip box of mode "strip", so any catalogue box can be measured the
     same way (the benchmark gate measures each one)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    ipv6 = family == "ipv6"
+    if ipv6 and mode in ROUTED_MODES:
+        raise ValueError(f"mode {mode!r} is IPv4-only (iptables NFQUEUE); IPv6 runs the L2 modes")
     if middleboxes is None:
         middleboxes = [STRIP_EVERY_PACKET] if mode == "strip" else []
-    with LineLab() as lab, tempfile.TemporaryDirectory(prefix="tb-bench-rewrite-") as scratch:
+    with LineLab(ipv6=ipv6) as lab, tempfile.TemporaryDirectory(prefix="tb-bench-rewrite-") as scratch:
         control, pid = None, None
-        target = C_ADDR
+        target = C_ADDR6 if ipv6 else C_ADDR
         if mode == "bridge":
             lab.bridge_bump()
         elif mode in ROUTED_MODES:
@@ -151,6 +159,7 @@ def measure(mode: str, seconds: float,
         server.wait(timeout=10)
         result: dict[str, Any] = {
             "mode": mode,
+            "family": family,
             "mbit_s": report["end"]["sum_received"]["bits_per_second"] / 1e6,
             "frames_per_s": frames / elapsed,
             "retransmits": report["end"]["sum_sent"].get("retransmits") or 0,
@@ -175,11 +184,12 @@ def measure(mode: str, seconds: float,
         return result
 
 
-def run_bench(modes: Sequence[str], seconds: float, repeat: int = 1) -> list[dict[str, Any]]:
+def run_bench(modes: Sequence[str], seconds: float, repeat: int = 1,
+              family: str = "ipv4") -> list[dict[str, Any]]:
     """Best of `repeat` runs per mode, with the ratio to the bridge when it was measured."""
     results = []
     for mode in modes:
-        runs = [measure(mode, seconds) for _ in range(repeat)]
+        runs = [measure(mode, seconds, family=family) for _ in range(repeat)]
         best = max(runs, key=lambda r: r["mbit_s"])
         best["runs_mbit_s"] = [round(r["mbit_s"], 1) for r in runs]
         results.append(best)
@@ -221,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode (best counts)")
     parser.add_argument("--modes", default="bridge,plain,strip", help=f"comma-separated: {MODES}")
+    parser.add_argument("--family", choices=("ipv4", "ipv6"), default="ipv4",
+                        help="the flow's IP family (ipv6: the L2 modes only)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
@@ -229,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown mode(s) {unknown}; known: {', '.join(MODES)}")
     if args.seconds <= 0 or args.repeat < 1:
         parser.error("--seconds must be > 0 and --repeat >= 1")
-    results = run_bench(modes, args.seconds, args.repeat)
+    if args.family == "ipv6" and (routed := [m for m in modes if m in ROUTED_MODES]):
+        parser.error(f"--family ipv6 runs the L2 modes only (bridge, plain, strip), not {routed}")
+    results = run_bench(modes, args.seconds, args.repeat, args.family)
     print(format_results(results))
     if args.json:
         with open(args.json, "w") as handle:

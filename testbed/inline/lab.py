@@ -2,6 +2,7 @@
 
     ns A (10.99.0.1/24) a-eth0 ==veth== b-left  [ns B: bump]  b-right ==veth== c-eth0 (10.99.0.2/24) ns C
 
+With `ipv6=True`, A and C also get fd00:99::1/64 and fd00:99::2/64 (the IPv6 benchmark).
 B has no addresses. Either the inline process or a kernel bridge (`bridge_bump`) joins its legs.
 Names carry a per-run suffix, everything created is tracked, and `close` removes it all even
 after a partial set-up; the processes it started are ended by their own pid.
@@ -23,6 +24,9 @@ from testbed.inline.legs import prepare_leg
 A_ADDR = "10.99.0.1"
 C_ADDR = "10.99.0.2"
 PREFIX_LEN = 24
+A_ADDR6 = "fd00:99::1"
+C_ADDR6 = "fd00:99::2"
+PREFIX_LEN6 = 64
 
 
 def run(command: Sequence[str], timeout_s: float = 30.0) -> str:
@@ -37,6 +41,7 @@ class LineLab:
     tag: str = field(default_factory=lambda: f"{os.getpid() % 100000}{secrets.token_hex(2)}")
     namespaces: list[str] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ipv6: bool = False
 
     @property
     def a(self) -> str:
@@ -72,6 +77,12 @@ class LineLab:
                                            (self.c, "c-eth0", C_ADDR)):
             self.sh(namespace, "ip", "addr", "add", f"{address}/{PREFIX_LEN}", "dev", ifname)
             self.sh(namespace, "ip", "link", "set", ifname, "up")
+        if self.ipv6:
+            for namespace, ifname, address in ((self.a, "a-eth0", A_ADDR6),
+                                               (self.c, "c-eth0", C_ADDR6)):
+                self.sh(namespace, "sysctl", "-q", "-w", f"net.ipv6.conf.{ifname}.disable_ipv6=0")
+                self.sh(namespace, "ip", "-6", "addr", "add", f"{address}/{PREFIX_LEN6}", "dev",
+                        ifname, "nodad")
         for ifname in (self.left, self.right):
             self.sh(self.b, "sysctl", "-q", "-w", f"net.ipv6.conf.{ifname}.disable_ipv6=1")
             self.sh(self.b, "ip", "link", "set", ifname, "up")

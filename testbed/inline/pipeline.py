@@ -1,9 +1,13 @@
 """The middlebox stage of the inline process: Ethernet frames in, Ethernet frames out, sans-IO.
 
-Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is the adapter:
+Middleboxes work on decoded `testbed.wire` packets of either family: `Packet` (IPv4 + TCP) and
+`Ipv6Packet` (IPv6 + TCP, extension headers kept). This module is the adapter:
 
-* Only IPv4/TCP frames are decoded, and only when at least one middlebox is configured; ARP,
-  IPv6 and everything else passes untouched.
+* Only IPv4/TCP and IPv6/TCP frames are decoded (IPv6 through its extension headers, as the
+  codec walks them), and only when at least one middlebox is configured; ARP, ICMPv6 and
+  everything else passes untouched.
+* A packet is re-encoded in its own family and its frame gets the EtherType of that family, so
+  a box may turn an IPv6 packet into an IPv4 one and back (NAT64).
 * Bytes are re-encoded only for packets a middlebox changed or created. A packet that comes out
   of the chain as the very object that went in, with every value as it was before the chain
   ran (`fingerprint`), leaves as the original frame bytes (byte-exact, original checksums and all).
@@ -19,8 +23,9 @@ Middleboxes work on decoded `testbed.wire` Packets (IPv4 + TCP). This module is 
   so upstream packets meet the boxes in list order and downstream packets in reverse. A packet
   a box releases later (next_deadline/release) continues with the boxes after it in the
   direction it was released for.
-* ARP requests for an address a box owns (a NAT's public address) are answered by the bump
-  (see testbed.inline.arp); all other ARP passes through.
+* ARP requests and IPv6 neighbour solicitations for an address a box owns (a NAT's public
+  address) are answered by the bump (see testbed.inline.arp); all other ARP and ICMPv6 passes
+  through.
 * A created packet gets the Ethernet header of the frame that triggered it; a released one the
   last header seen in its direction (or, before any, the reverse direction's with the MAC
   addresses swapped).
@@ -43,16 +48,30 @@ from testbed.wire.ethernet import (
     BROADCAST_MAC,
     ETHERNET_HEADER_LENGTH,
     ETHERTYPE_IPV4,
+    ETHERTYPE_IPV6,
     ethernet_header,
     is_arp_frame,
     is_ipv4_tcp_frame,
+    is_ipv6_frame,
     swap_mac_addresses,
 )
-from testbed.wire.types import Packet, TcpSegment
+from testbed.wire.ipv6 import (
+    EXTENSION_KINDS,
+    Ipv6Packet,
+    decode_ipv6,
+    decode_packet_v6,
+    encode_packet_v6,
+)
+from testbed.wire.types import IPPROTO_TCP, Packet, TcpSegment
+
+AnyPacket = Packet | Ipv6Packet
 
 
 class Codec(Protocol):
-    """The two testbed.wire functions the pipeline needs (injected so tests can count calls)."""
+    """The two testbed.wire functions the pipeline needs (injected so tests can count calls).
+
+    `decode` gets IPv4 packets; IPv6 ones go to the codec's optional `decode_v6` /
+    `encode_v6` (FunctionCodec), else to testbed.wire's."""
 
     def decode(self, data: bytes) -> Packet: ...
 
@@ -70,6 +89,9 @@ class FunctionCodec:
     decode: Callable[[bytes], Packet]
     encode: Callable[[Packet], bytes]
     encode_reusing_payload: Callable[..., bytes] | None = None
+    decode_v6: Callable[[bytes], Ipv6Packet] = decode_packet_v6
+    encode_v6: Callable[[Ipv6Packet], bytes] = encode_packet_v6
+    encode_v6_reusing_payload: Callable[..., bytes] | None = None
 
 
 def wire_codec() -> FunctionCodec:
@@ -79,25 +101,45 @@ def wire_codec() -> FunctionCodec:
         encode_packet,
         encode_packet_reusing_payload,
     )
+    from testbed.wire.ipv6 import encode_packet_v6_reusing_payload
 
     return FunctionCodec(decode=decode_packet, encode=encode_packet,
-                         encode_reusing_payload=encode_packet_reusing_payload)
+                         encode_reusing_payload=encode_packet_reusing_payload,
+                         encode_v6_reusing_payload=encode_packet_v6_reusing_payload)
 
 
 _INDEX = re.compile(r"\[\d+\]")  # tcp.option[3].length -> tcp.option.length: one reason
 _PACKET_FIELDS = tuple(f.name for f in dataclasses.fields(Packet) if f.name != "tcp")
 _SEGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(TcpSegment) if f.name != "options")
+_IPV6_FIELDS = tuple(f.name for f in dataclasses.fields(Ipv6Packet) if f.name != "tcp")
 _packet_values = operator.attrgetter(*_PACKET_FIELDS)
+_ipv6_values = operator.attrgetter(*_IPV6_FIELDS)
 _segment_values = operator.attrgetter(*_SEGMENT_FIELDS)
 
 
-def fingerprint(packet: Packet) -> tuple[Any, ...]:
+def fingerprint(packet: AnyPacket) -> tuple[Any, ...]:
     """Every value of a packet, to detect in-place edits (options are frozen, payload immutable).
 
     Cheaper than a copy plus dataclass equality (about 1 us against 4 us per packet), and
     fields added to the types later are covered because the names come from the dataclasses.
     """
-    return (_packet_values(packet), _segment_values(packet.tcp), tuple(packet.tcp.options))
+    ip_values = _ipv6_values(packet) if type(packet) is Ipv6Packet else _packet_values(packet)
+    return (ip_values, _segment_values(packet.tcp), tuple(packet.tcp.options))
+
+
+def ipv6_frame_carries_tcp(frame: bytes) -> bool:
+    """Whether an IPv6 frame is TCP, or claims to be through extension headers the codec must
+    judge (then a malformed chain counts as undecodable); ICMPv6, UDP and the rest pass."""
+    next_header = frame[ETHERNET_HEADER_LENGTH + 6]
+    if next_header == IPPROTO_TCP:
+        return True
+    if next_header not in EXTENSION_KINDS:
+        return False
+    try:
+        header, _ = decode_ipv6(memoryview(frame)[ETHERNET_HEADER_LENGTH:])
+    except WireError:
+        return True
+    return header.upper_protocol == IPPROTO_TCP
 
 
 @dataclass(slots=True)
@@ -142,6 +184,9 @@ class MiddleboxPipeline:
         self._codec = codec
         self._last_header: dict[Direction, bytes] = {}
         self._encode_reusing = getattr(codec, "encode_reusing_payload", None)
+        self._decode_v6 = getattr(codec, "decode_v6", decode_packet_v6)
+        self._encode_v6 = getattr(codec, "encode_v6", encode_packet_v6)
+        self._encode_reusing_v6 = getattr(codec, "encode_v6_reusing_payload", None)
         self._arp = ArpResponder(owned_addresses(self._boxes))
         self._answers_arp = bool(self._arp)
         # Option stripping on raw bytes (testbed.inline.fastpath), only with the project codec:
@@ -188,15 +233,20 @@ class MiddleboxPipeline:
         arp = self._arp
         if self._answers_arp:
             arp.learn(frame, direction)
-            if is_arp_frame(frame) and (reply := arp.answer(frame, direction)):
+            if ((is_arp_frame(frame) or is_ipv6_frame(frame))
+                    and (reply := arp.answer(frame, direction))):
                 self.stats.arp_answered += 1
                 return [(reply, direction.reverse())]
-        if not is_ipv4_tcp_frame(frame):
+        if is_ipv4_tcp_frame(frame):
+            decode: Callable[[bytes], AnyPacket] = self._codec.decode
+        elif is_ipv6_frame(frame) and ipv6_frame_carries_tcp(frame):
+            decode = self._decode_v6
+        else:
             return [(frame, direction)]
         header = frame[:ETHERNET_HEADER_LENGTH]
         self._last_header[direction] = header
         try:
-            packet = self._codec.decode(frame[ETHERNET_HEADER_LENGTH:])
+            packet = decode(frame[ETHERNET_HEADER_LENGTH:])
         except WireError as error:
             self.stats.undecodable += 1
             self.stats.wire_error("undecodable", error)
@@ -225,22 +275,24 @@ class MiddleboxPipeline:
                 frames.append((frame, direction))
                 continue
             encoded = None
-            if out is packet and out.tcp.payload is payload and self._encode_reusing is not None:
-                encoded = self._encode_headers(out, frame, header,
-                                               _packet_values(out) == original[0])
+            if out is packet and out.tcp.payload is payload:
+                if type(out) is Packet and self._encode_reusing is not None:
+                    encoded = self._encode_headers(self._encode_reusing, out, frame, header,
+                                                   _packet_values(out) == original[0])
+                elif type(out) is Ipv6Packet and self._encode_reusing_v6 is not None:
+                    encoded = self._encode_headers(self._encode_reusing_v6, out, frame, header,
+                                                   _ipv6_values(out) == original[0])
             if encoded is None:
                 encoded = self._encode(out, header)
             if encoded is not None:
                 frames.append((encoded, direction))
         return frames
 
-    def _encode_headers(self, packet: Packet, frame: bytes, header: bytes,
-                        ip_unchanged: bool) -> bytes | None:
+    def _encode_headers(self, encode_reusing: Callable[..., bytes], packet: AnyPacket,
+                        frame: bytes, header: bytes, ip_unchanged: bool) -> bytes | None:
         """Header-edit fast path: the payload keeps its bytes and its share of the checksum."""
-        assert self._encode_reusing is not None
         try:
-            data = self._encode_reusing(packet, frame, ETHERNET_HEADER_LENGTH,
-                                        ip_unchanged=ip_unchanged)
+            data = encode_reusing(packet, frame, ETHERNET_HEADER_LENGTH, ip_unchanged=ip_unchanged)
         except WireError:
             return None  # the full encoder reports it
         self.stats.reencoded += 1
@@ -313,12 +365,20 @@ class MiddleboxPipeline:
         # No frame seen yet in either direction: broadcast keeps the packet deliverable on a link.
         return ethernet_header(BROADCAST_MAC, bytes(6), ETHERTYPE_IPV4)
 
-    def _encode(self, packet: Packet, header: bytes) -> bytes | None:
+    def _encode(self, packet: AnyPacket, header: bytes) -> bytes | None:
+        """The frame of `packet` in its own family: `header`'s MACs, the family's EtherType."""
         try:
-            data = self._codec.encode(packet)
+            if type(packet) is Ipv6Packet:
+                data = self._encode_v6(packet)
+                ethertype = ETHERTYPE_IPV6
+            else:
+                data = self._codec.encode(packet)  # type: ignore[arg-type]
+                ethertype = ETHERTYPE_IPV4
         except WireError as error:
             self.stats.unencodable += 1
             self.stats.wire_error("unencodable", error)
             return None
         self.stats.reencoded += 1
+        if header[12:14] != ethertype:
+            header = header[:12] + ethertype
         return header + data

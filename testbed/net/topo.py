@@ -133,6 +133,9 @@ class LinkSpec:
     segments: list[Segment] = field(default_factory=list)
     versions: tuple[int, ...] = (4,)
     subnet6: str = ""
+    # prefixes beyond the link's own subnets that are reached through its `a` end (an NPTv6
+    # box's outside prefix): the router on the link sends them to `a`'s address
+    routed_to_a: list[str] = field(default_factory=list)
 
     def subnet_of_version(self, version: int) -> str:
         return self.subnet if version == 4 else self.subnet6
@@ -196,6 +199,9 @@ class Topology:
         self.rules: dict[str, list[SourceRule]] = {}
         self.client = ""
         self.server = ""
+        # an IPv6-only client reaches IPv4 servers at addresses under this /96 (a NAT64 on
+        # its paths): the runner dials the server's IPv4 address embedded in it
+        self.nat64_prefix: str | None = None
         self._finalized = False
 
     # --- drawing ------------------------------------------------------------------------------
@@ -264,6 +270,25 @@ class Topology:
         self.links[link_name] = LinkSpec(link_name, a, b, list(via), params or LinkParams(), network,
                                          versions=versions, subnet6=ula_subnet(network))
         return link_name
+
+    def route_to_client_end(self, link_name: str, prefix: str) -> None:
+        """Route `prefix` through link `link_name` to its client-side (`a`) end, from every
+        router: what a network does for a translator's outside prefix (NPTv6) when the
+        translator is a bump on that link and owns no address of its own. On a link that does
+        not carry the prefix's family the router's route is on-link: a NAT64 pool address,
+        for which the bump answers ARP."""
+        link = self.links.get(link_name)
+        if link is None:
+            raise SpecError(f"topology {self.name}: no link {link_name!r} to route {prefix} to "
+                            f"(links: {', '.join(self.links)})")
+        try:
+            network = ipaddress.ip_network(prefix)
+        except ValueError:
+            raise SpecError(f"topology {self.name}: link {link_name}: {prefix!r} is not a prefix "
+                            "(bits set after its length?)") from None
+        if network.version not in self.versions:
+            raise SpecError(f"topology {self.name}: carries no IPv{network.version} for {prefix}")
+        link.routed_to_a.append(str(network))
 
     # --- derived data -------------------------------------------------------------------------
     def finalize(self) -> Topology:
@@ -381,6 +406,19 @@ class Topology:
             self.routes[name].append(Route(link.subnet_of_version(version),
                                            first_link.address_of(peer, version), iface.name,
                                            version=version))
+        for link in self.links.values():
+            for prefix in link.routed_to_a:
+                if ip_version(prefix) != version:
+                    continue
+                if link.b == name:  # on the link: to the client end's address, or on-link
+                    via = link.address_of(link.a, version) if version in link.versions else None
+                    self.routes[name].append(Route(prefix, via, link.b_interface.name,
+                                                   version=version))
+                elif link.b in hops:
+                    first_link, peer = hops[link.b]
+                    iface = first_link.a_interface if first_link.a == name else first_link.b_interface
+                    self.routes[name].append(Route(prefix, first_link.address_of(peer, version),
+                                                   iface.name, version=version))
 
     # --- queries ------------------------------------------------------------------------------
     def host_addresses(self, node: str, version: int | None = None) -> list[str]:

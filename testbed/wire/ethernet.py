@@ -14,6 +14,7 @@ ETHERNET_HEADER_LENGTH = 14
 MAC_LENGTH = 6
 ETHERTYPE_IPV4 = b"\x08\x00"
 ETHERTYPE_ARP = b"\x08\x06"
+ETHERTYPE_IPV6 = b"\x86\xdd"
 BROADCAST_MAC = b"\xff" * MAC_LENGTH
 # A header for an IPv4 packet that has no link layer of its own (an NFQUEUE packet handed to
 # a frame-level fast path): zero MACs, EtherType IPv4.
@@ -57,6 +58,12 @@ def is_ipv4_tcp_frame(frame: bytes) -> bool:
     """Ethernet II, IPv4, protocol TCP (with room for the IPv4 header; nothing else checked)."""
     return (len(frame) >= ETHERNET_HEADER_LENGTH + 20 and frame[12:14] == ETHERTYPE_IPV4
             and frame[14] >> 4 == 4 and frame[23] == _IPPROTO_TCP)
+
+
+def is_ipv6_frame(frame: bytes) -> bool:
+    """Ethernet II carrying IPv6 (with room for the fixed header; nothing else checked)."""
+    return (len(frame) >= ETHERNET_HEADER_LENGTH + 40 and frame[12:14] == ETHERTYPE_IPV6
+            and frame[14] >> 4 == 6)
 
 
 def arp_request(frame: bytes) -> tuple[bytes, bytes, bytes] | None:

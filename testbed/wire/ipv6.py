@@ -24,7 +24,13 @@ from testbed.wire.checksum import ones_complement_sum, pseudo_header_sum
 from testbed.wire.errors import WireError
 from testbed.wire.ipv4 import decode_packet as decode_packet_v4
 from testbed.wire.ipv4 import encode_packet as encode_packet_v4
-from testbed.wire.tcp import decode_tcp_at, tcp_header_and_checksum
+from testbed.wire.tcp import (
+    TCP_CHECKSUM_OFFSET,
+    decode_tcp_at,
+    encode_tcp_header,
+    tcp_checksum_update,
+    tcp_header_and_checksum,
+)
 from testbed.wire.types import IPPROTO_TCP, Packet, TcpSegment
 
 IPV6_HEADER = struct.Struct("!IHBB16s16s")  # version|class|flow, payload length, next, hops
@@ -275,6 +281,44 @@ def encode_packet_v6(packet: Ipv6Packet) -> bytes:
     except struct.error as error:
         raise WireError("ip6", f"header field out of range: {error}") from None
     return b"".join((header, extensions, tcp_header, packet.tcp.payload))
+
+
+def encode_packet_v6_reusing_payload(packet: Ipv6Packet, original: bytes | bytearray | memoryview,
+                                     offset: int = 0, *, ip_unchanged: bool = False) -> bytes:
+    """`encode_packet_v6` for a packet decoded from `original[offset:]` whose TCP payload has not
+    changed since: the TCP checksum is updated from the received one (RFC 1624) instead of
+    re-summing the payload (a wrong received checksum stays wrong), as
+    testbed.wire.ipv4.encode_packet_reusing_payload does for IPv4. With `ip_unchanged` the
+    caller vouches for the IPv6 fields being as received. A packet with extension headers, then
+    or now, is encoded in full (the pseudo-header may come from a routing header)."""
+    if packet.extensions or original[offset + 6] != IPPROTO_TCP:
+        return encode_packet_v6(packet)
+    tcp_start = offset + IPV6_HEADER_LENGTH
+    old_payload_length = _U16.unpack_from(original, offset + 4)[0]
+    old_header = original[tcp_start:tcp_start + (original[tcp_start + 12] >> 4) * 4]
+    segment = packet.tcp
+    header = encode_tcp_header(segment)
+    tcp_length = len(header) + len(segment.payload)
+    if ip_unchanged and len(header) == len(old_header):
+        checksum = tcp_checksum_update(old_header, 0, header, 0)  # same pseudo-header
+        ip_header = bytes(original[offset:tcp_start])
+    else:
+        if (tcp_length > IPV6_MAX_PAYLOAD_LENGTH or not 0 <= packet.traffic_class <= 0xFF
+                or not 0 <= packet.flow_label <= 0xFFFFF):
+            return encode_packet_v6(packet)  # it names the field at fault
+        old_pseudo = ones_complement_sum(original[offset + 8:tcp_start],
+                                         IPPROTO_TCP + old_payload_length)
+        checksum = tcp_checksum_update(old_header, old_pseudo, header,
+                                       pseudo_header_sum(packet.src, packet.dst, tcp_length))
+        try:
+            ip_header = IPV6_HEADER.pack(
+                (6 << 28) | (packet.traffic_class << 20) | packet.flow_label, tcp_length,
+                IPPROTO_TCP, packet.hop_limit, socket.inet_pton(socket.AF_INET6, packet.src),
+                socket.inet_pton(socket.AF_INET6, packet.dst))
+        except (OSError, TypeError, struct.error):
+            return encode_packet_v6(packet)  # it names the field at fault
+    return b"".join((ip_header, header[:TCP_CHECKSUM_OFFSET], _U16.pack(checksum),
+                     header[TCP_CHECKSUM_OFFSET + 2:], segment.payload))
 
 
 def verify_checksums_v6(data: bytes | bytearray | memoryview) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import random
 from typing import Any
 
 from middleboxes.contract import Direction
 from middleboxes.registry import build_middlebox
+from testbed.wire.ipv6 import Ipv6Packet
 from testbed.wire.types import (
     ACK,
     FIN,
@@ -98,3 +101,20 @@ def mptcp_conversation() -> list[tuple[Packet, Direction]]:
         (packet(UP, seq=3_000_001, ack=4_000_001, client_port=40001,
                 options=[MpJoinAck(bytes(range(20)))]), UP),
     ]
+
+
+def ipv6_of(address: str) -> str:
+    """The IPv6 address the IPv6 tests use for an IPv4 one: 10.0.0.1 -> fd00::10:0:0:1."""
+    return str(ipaddress.IPv6Address("fd00::" + address.replace(".", ":")))
+
+
+def as_ipv6(packet: Packet) -> Ipv6Packet:
+    """The same TCP segment in an IPv6 packet (addresses mapped by `ipv6_of`)."""
+    return Ipv6Packet(src=ipv6_of(packet.src), dst=ipv6_of(packet.dst),
+                      tcp=dataclasses.replace(packet.tcp, options=list(packet.tcp.options)),
+                      hop_limit=packet.ttl, traffic_class=packet.tos)
+
+
+def mptcp_conversation_v6() -> list[tuple[Ipv6Packet, Direction]]:
+    """`mptcp_conversation` over IPv6 (the options, ADD_ADDR's IPv4 address included, as is)."""
+    return [(as_ipv6(packet), direction) for packet, direction in mptcp_conversation()]

@@ -136,3 +136,12 @@ def test_allocation_finds_the_last_free_port_by_scanning() -> None:
     box = nat(port_min=2000, port_max=2063)
     ports = {outbound(box, client_port=p)[0].tcp.src_port for p in range(1, 65)}
     assert ports == set(range(2000, 2064))
+
+
+def test_ipv6_packets_pass_a_nat44_unchanged_and_uncounted() -> None:
+    from testbed.wire.ipv6 import Ipv6Packet
+
+    box = nat()
+    v6 = Ipv6Packet(src="fd00::1", dst="fd00:1::1", tcp=packet(UP, flags=SYN).tcp)
+    assert box.process(v6, UP, 0.0) == [v6] and box.process(v6, DOWN, 0.0) == [v6]
+    assert box.counters.seen == 0 and box.mappings() == []

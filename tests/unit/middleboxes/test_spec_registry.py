@@ -27,6 +27,8 @@ MINIMAL_PARAMS: dict[str, dict] = {
     "syn_firewall": {},
     "drop": {"match": ["add_addr"]},
     "delay": {"match": ["data_fin"], "delay_ms": 10},
+    "nat64": {"pool_address": "10.0.1.100"},
+    "nptv6": {"inside_prefix": "fd00:10:0:1::/64", "outside_prefix": "fd00:99:0:1::/64"},
 }
 
 
@@ -51,7 +53,7 @@ def test_unknown_middlebox_lists_known_names_and_suggests() -> None:
     message = spec_error("natt", {})
     assert "unknown middlebox 'natt'" in message
     assert "did you mean 'nat'" in message
-    assert "coalesce, delay, drop, nat, rewrite_payload" in message
+    assert "coalesce, delay, drop, nat, nat64, nptv6, rewrite_payload" in message
 
 
 def test_unknown_parameter_names_it_and_lists_valid_ones() -> None:

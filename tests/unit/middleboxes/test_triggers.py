@@ -119,6 +119,8 @@ def test_the_wrapper_keeps_the_boxes_logs_and_attributes() -> None:
 @pytest.mark.parametrize("name", sorted(MIDDLEBOXES))
 def test_every_catalogue_box_takes_the_triggers(name) -> None:
     required = {"nat": {"public_address": "10.0.1.100"}, "drop": {"match": ["any"]},
+                "nat64": {"pool_address": "10.0.1.100"},
+                "nptv6": {"inside_prefix": "fd00:10::/48", "outside_prefix": "fd00:99::/48"},
                 "delay": {"match": ["any"], "delay_ms": 1.0},
                 "rewrite_payload": {"pattern": "A", "replacement": "B"}}.get(name, {})
     box = build_middlebox(name, {**required, "after_bytes": 10, "after_s": 0.5, "until_s": 9.0,

@@ -12,6 +12,10 @@ from tests.unit.middleboxes.packets import build, mptcp_conversation
 
 CONFIGS = [
     ("nat", {"public_address": "198.51.100.1"}),
+    # the IPv6 translators on this IPv4 conversation: nptv6 passes it, nat64 passes the
+    # client's IPv4 and drops the rest (their IPv6 packets: test_nptv6.py, test_nat64.py)
+    ("nptv6", {"inside_prefix": "fd00:10:0:1::/64", "outside_prefix": "fd00:99:0:1::/64"}),
+    ("nat64", {"pool_address": "198.51.100.1"}),
     ("strip_options", {}),
     ("strip_options", {"how": "nop"}),
     ("strip_options", {"what": ["unknown"], "packets": ["syn", "synack"], "how": "nop"}),

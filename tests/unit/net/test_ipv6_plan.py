@@ -37,8 +37,8 @@ def test_family_label(text: str, family: str) -> None:
     assert family_label(text) == family
 
 
-FAMILY_CASES = [(name, family) for name in sorted(TOPOLOGIES) if name != "dual_path"
-                for family in ("ipv4", "ipv6", "dual")] + [("dual_path", "dual")]
+FAMILY_CASES = [(name, family) for name in sorted(TOPOLOGIES) if name not in ("dual_path", "nat64_path")
+                for family in ("ipv4", "ipv6", "dual")] + [("dual_path", "dual"), ("nat64_path", "dual")]
 
 
 def _owner(topo: Topology, address: str) -> str | None:
@@ -197,9 +197,13 @@ def test_refusals_name_what_is_still_ipv4_only(tmp_path: Path) -> None:
                                         {"role": "client", "stack": "kernel"}])
     with pytest.raises(SpecError, match="VM endpoints are IPv4-only so far"):
         check_families(spec, topo)
-    spec, topo = spec_on(v6, middleboxes=[{"node": "mb_a", "type": "strip_options"}])
-    with pytest.raises(SpecError, match="'strip_options' on mb_a: link a carries IPv6"):
+    # the catalogue boxes act on IPv6 (the pipeline decodes it): accepted on IPv6 and dual links
+    for box_type in ("strip_options", "rewrite_seq", "split", "coalesce", "syn_firewall"):
+        spec, topo = spec_on(v6, middleboxes=[{"node": "mb_a", "type": box_type}])
         check_families(spec, topo)
+    spec, topo = spec_on({"name": "dual_path"}, middleboxes=[
+        {"node": "mb_b", "type": "strip_options"}, {"node": "mb_a", "type": "rewrite_seq"}])
+    check_families(spec, topo)
     spec, topo = spec_on(v6, middleboxes=[{"node": "mb_a", "type": "nat",
                                            "params": {"public_address": "10.0.1.100"}}])
     with pytest.raises(SpecError, match="link a is IPv6-only and nat translates IPv4 only"):
@@ -230,8 +234,9 @@ def test_a_kernel_without_ipv6_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("extra", "words"), [
-    ('[topology.params]\nfamily = "ipv6"\n[[middleboxes]]\nnode = "mb_b"\ntype = "syn_firewall"\n',
-     ("'syn_firewall' on mb_b", "carries IPv6", "IPv4-only so far")),
+    ('[topology.params]\nfamily = "ipv6"\n[[middleboxes]]\nnode = "mb_b"\ntype = "nat"\n'
+     '[middleboxes.params]\npublic_address = "10.0.2.100"\n',
+     ("'nat' on mb_b", "IPv6-only", "translates IPv4 only")),
     ('[topology.params]\nfamily = "ipv4"\n[mptcp]\nserver_signal = ["fd00:10:0:100::2"]\n',
      ("fd00:10:0:100::2", "IPv4-only", "10.0.100.2")),
     ('[topology.params]\nfamily = "ipv7"\n', ("family='ipv7' must be one of",)),

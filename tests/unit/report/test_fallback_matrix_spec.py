@@ -17,9 +17,15 @@ CATALOGUE = ROOT / "experiments" / "middleboxes"
 MATRIX = load_matrix_spec(ROOT / "experiments" / "fallback_matrix.toml")
 
 
+# The IPv6 translators act on IPv6 packets only, and this matrix runs on IPv4 two_path: they
+# belong to an IPv6 variant of the matrix (tests/integration/ipv6_boxes runs them live).
+IPV6_ONLY_BOXES = {"nptv6", "nat64"}
+
+
 def test_every_middlebox_type_has_a_row() -> None:
     used = {box["type"] for row in MATRIX.rows for box in row.middleboxes}
-    assert used >= set(MIDDLEBOXES), f"no row for {sorted(set(MIDDLEBOXES) - used)}"
+    missing = set(MIDDLEBOXES) - IPV6_ONLY_BOXES - used
+    assert not missing, f"no row for {sorted(missing)}"
 
 
 def test_all_four_pairings_and_a_reference_row() -> None:

@@ -60,11 +60,15 @@ def test_run_refuses_an_ipv6_server_signal_address(tmp_path: Path) -> None:
                     "IPv4-only", "10.0.100.2")
 
 
-@pytest.mark.parametrize("flow", ["[fd00::1]:40000-[fd00:1::2]:5201",
-                                  "fd00::1:40000-fd00:1::2:5201"])
-def test_subflow_tuple_refuses_ipv6(flow: str) -> None:
-    with pytest.raises(MiddleboxSpecError, match="IPv6 flows cannot be matched yet"):
-        build_middlebox("drop", {"match": ["subflow"], "subflow_tuple": flow}, random.Random(1))
+def test_subflow_tuple_takes_bracketed_ipv6_and_refuses_it_bare_or_mixed() -> None:
+    build_middlebox("drop", {"match": ["subflow"], "subflow_tuple": "[fd00::1]:40000-[fd00:1::2]:5201"},
+                    random.Random(1))
+    with pytest.raises(MiddleboxSpecError, match=r"IPv6 addresses go in brackets"):
+        build_middlebox("drop", {"match": ["subflow"], "subflow_tuple": "fd00::1:40000-fd00:1::2:5201"},
+                        random.Random(1))
+    with pytest.raises(MiddleboxSpecError, match="both ends of one family"):
+        build_middlebox("drop", {"match": ["subflow"], "subflow_tuple": "[fd00::1]:40000-10.0.1.1:5201"},
+                        random.Random(1))
 
 
 def test_topology_refuses_an_ipv6_subnet() -> None:
