@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from testbed.kernel_mptcp import read_counters
 from testbed.vm_netconfig import NetConfig
@@ -123,7 +123,13 @@ def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]]
     started = time.monotonic()
     cpu_samples = [(started, cpu_times())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(state / "endpoint.out", "w") as out, open(state / "endpoint.err", "w") as err:
+    out = _open_in_job(state, "endpoint.out")
+    try:
+        err = _open_in_job(state, "endpoint.err")
+    except BaseException:
+        out.close()
+        raise
+    with out, err:
         proc = subprocess.Popen([*wrap, *spec["command"]], stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 env=env)
         terminated = False
@@ -153,6 +159,17 @@ def run_job(state: Path, wrap: list[str], counters: Callable[[], dict[str, int]]
     write_atomic(state / "guest-result.json", json.dumps(result))
     write_atomic(state / "endpoint.status", f"{proc.returncode}\n")
     return proc.returncode
+
+
+def _open_in_job(state: Path, name: str) -> TextIO:
+    """A job file opened for writing; the job directory removed under us (the host's run ended
+    between our last check and this open) is the same abandonment as one seen by the loop."""
+    try:
+        return open(state / name, "w")
+    except FileNotFoundError:
+        if not state.exists():
+            raise JobAbandoned(str(state)) from None
+        raise
 
 
 # --- the persistent agent of a reused VM (testbed.vm_pool) -------------------------------------

@@ -185,3 +185,24 @@ def test_a_job_whose_run_is_gone_is_ended_so_the_agent_can_serve_the_next(tmp_pa
     worker.join(timeout=10)
     assert not worker.is_alive() and time.monotonic() - started < 10
     assert isinstance(outcome[0], vm_guest.JobAbandoned)
+
+
+def test_a_job_removed_while_its_files_are_opened_is_abandoned_too(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the test above hit under load: the host removes the job between the loop's
+    check and the open of endpoint.err; that is the same abandonment, not a FileNotFoundError."""
+    import shutil
+
+    job = tmp_path / "client.vm"
+    job.mkdir()
+    (job / "guest.json").write_text(json.dumps({"netconfig": {}, "command": ["sleep", "60"], "hold": False}))
+    opened = vm_guest._open_in_job
+
+    def removed_before_the_second(state: Path, name: str):
+        if name == "endpoint.err":
+            shutil.rmtree(state)
+        return opened(state, name)
+
+    monkeypatch.setattr(vm_guest, "_open_in_job", removed_before_the_second)
+    with pytest.raises(vm_guest.JobAbandoned):
+        vm_guest.run_job(job, [], dict, configured=[])
