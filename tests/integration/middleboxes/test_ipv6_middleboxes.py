@@ -97,8 +97,9 @@ def test_dss_stripped_after_an_add_addr_linux_corrupts_instead_of_falling_back(t
     When the server has announced an address (ADD_ADDR, here its IPv6 one; an IPv4 one over an
     IPv6 initial subflow does the same), the client never falls back: it keeps retransmitting
     at the MPTCP level onto the subflow whose server end has fallen back to TCP, and the
-    receiver takes the re-sent bytes as new stream data -- corruption, not a fallback. RFC 8684
-    3.7 asks for a fallback when the first data segment comes without a mapping."""
+    receiver takes the re-sent bytes as new stream data -- corruption, not a fallback, as in
+    the full matrix's strip_dss_data row (mptcp_net-next #519). RFC 8684 3.7 asks for a
+    fallback when the first data segment comes without a mapping."""
     quiet = run_on(tmp_path, "strip_dss_all", "dual", megabytes=2, announce=False, timeout_s=5)
     conn = connection(quiet)
     assert (conn["outcome"], conn["integrity"]) == ("fallback-infinite-map", "ok"), conn["evidence"]
