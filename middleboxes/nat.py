@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import OrderedDict
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,6 +31,23 @@ from testbed.wire.ipv6 import is_ipv6_text
 from testbed.wire.types import Packet
 
 _RANDOM_PORT_TRIES = 32
+
+
+def allocate_public_port(rng: random.Random, low: int, high: int, taken: Container[int]) -> int | None:
+    """A free public port in [low, high]: random tries first (RFC 6056-like port
+    randomisation), then a sweep from a random start, so a nearly full range still finds the
+    last free port; None when every port is taken. Shared by nat and nat64."""
+    for _ in range(_RANDOM_PORT_TRIES):
+        port = rng.randint(low, high)
+        if port not in taken:
+            return port
+    span = high - low + 1
+    start = rng.randint(low, high)
+    for step in range(span):
+        port = low + (start - low + step) % span
+        if port not in taken:
+            return port
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,17 +183,7 @@ class Nat(MiddleboxBase):
         if self.params.port_preservation and low <= private_port <= high \
                 and private_port not in self._by_port:
             return private_port
-        for _ in range(_RANDOM_PORT_TRIES):
-            port = self.rng.randint(low, high)
-            if port not in self._by_port:
-                return port
-        span = high - low + 1
-        start = self.rng.randint(low, high)
-        for step in range(span):
-            port = low + (start - low + step) % span
-            if port not in self._by_port:
-                return port
-        return None
+        return allocate_public_port(self.rng, low, high, self._by_port)
 
     def _inbound(self, packet: Packet, now: float) -> list[Packet]:
         tcp = packet.tcp

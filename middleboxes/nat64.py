@@ -32,12 +32,12 @@ from typing import Literal
 
 from middleboxes.catalogue_base import MiddleboxBase
 from middleboxes.contract import Direction
+from middleboxes.nat import allocate_public_port
 from middleboxes.spec import CommonParams, ParamError, param
 from testbed.wire.ipv6 import NEXT_HEADER_ROUTING, Ipv6Packet
 from testbed.wire.types import Packet
 
 WELL_KNOWN_PREFIX = "64:ff9b::/96"
-_RANDOM_PORT_TRIES = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,18 +150,7 @@ class Nat64(MiddleboxBase):
             self.expired += 1
 
     def _allocate_port(self) -> int | None:
-        low, high = self.params.port_min, self.params.port_max
-        for _ in range(_RANDOM_PORT_TRIES):
-            port = self.rng.randint(low, high)
-            if port not in self._by_port:
-                return port
-        span = high - low + 1
-        start = self.rng.randint(low, high)
-        for step in range(span):
-            port = low + (start - low + step) % span
-            if port not in self._by_port:
-                return port
-        return None
+        return allocate_public_port(self.rng, self.params.port_min, self.params.port_max, self._by_port)
 
     def _to_ipv4(self, packet: Ipv6Packet, now: float) -> list[Packet]:
         up = Direction.UPSTREAM

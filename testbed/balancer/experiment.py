@@ -38,6 +38,7 @@ from testbed.balancer.variants import backends_of, check_balancer_node, check_va
 from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.net.topo import Topology
+from testbed.spec_sections import section
 from topologies import build_topology
 
 REMEDIES = ("none", "cflag")
@@ -66,17 +67,6 @@ class LbSpec:
     settle_s: float
 
 
-def _table(data: dict[str, Any], key: str, allowed: set[str], where: str) -> dict[str, Any]:
-    table = data.get(key, {})
-    if not isinstance(table, dict):
-        raise SpecError(f"{where}: [{key}] must be a table")
-    unknown = set(table) - allowed
-    if unknown:
-        raise SpecError(f"{where}: [{key}] unknown key {sorted(unknown)[0]!r} "
-                        f"(known: {', '.join(sorted(allowed))})")
-    return table
-
-
 def _positive_int(value: object, what: str, where: str, lowest: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
         raise SpecError(f"{where}: {what} = {value!r} must be an integer >= {lowest}")
@@ -89,7 +79,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
     if unknown:
         raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r} "
                         f"(known: {', '.join(sorted(SPEC_KEYS))})")
-    topology = _table(data, "topology", {"name", "params"}, where)
+    topology = section(data, "topology", {"name", "params"}, where)
     if topology.get("name", "lb") != "lb":
         raise SpecError(f"{where}: [topology] name = {topology.get('name')!r}: a balancer experiment "
                         f"runs on topology \"lb\"")
@@ -100,9 +90,9 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
     if topo.family != "ipv4":
         raise SpecError(f"{where}: [topology.params] family = {topo.family!r}: the balancers are IPv4 only "
                         f"so far (give family = \"ipv4\")")
-    balancer = _table(data, "balancer", BALANCER_KEYS, where)
-    traffic = _table(data, "traffic", TRAFFIC_KEYS, where)
-    client = _table(data, "client", {"endpoint", "add_addr_accepted"}, where)
+    balancer = section(data, "balancer", BALANCER_KEYS, where)
+    traffic = section(data, "traffic", TRAFFIC_KEYS, where)
+    client = section(data, "client", {"endpoint", "add_addr_accepted"}, where)
     client_endpoint = client.get("endpoint", "subflow")
     if client_endpoint not in CLIENT_ENDPOINTS:
         raise SpecError(f"{where}: [client] endpoint = {client_endpoint!r} "

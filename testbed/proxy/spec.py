@@ -32,6 +32,7 @@ import tomllib
 from testbed.errors import SpecError
 from testbed.net.topo import Topology
 from testbed.proxy.intercept import check_proxy_node
+from testbed.spec_sections import section
 from topologies import build_topology
 
 VARIANTS = ("kernel", "python", "none")
@@ -63,17 +64,6 @@ class ProxySpec:
     cut_at_s: float
     size: int
     exchanges: int
-
-
-def _table(data: dict[str, Any], key: str, allowed: set[str], where: str) -> dict[str, Any]:
-    table = data.get(key, {})
-    if not isinstance(table, dict):
-        raise SpecError(f"{where}: [{key}] must be a table")
-    unknown = set(table) - allowed
-    if unknown:
-        raise SpecError(f"{where}: [{key}] unknown key {sorted(unknown)[0]!r} "
-                        f"(known: {', '.join(sorted(allowed))})")
-    return table
 
 
 def _integer(value: object, what: str, where: str, lowest: int = 1, highest: int | None = None) -> int:
@@ -109,7 +99,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
     if unknown:
         raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r} "
                         f"(known: {', '.join(sorted(SPEC_KEYS))})")
-    topology = _table(data, "topology", {"name", "params"}, where)
+    topology = section(data, "topology", {"name", "params"}, where)
     params = topology.get("params", {})
     if not isinstance(params, dict):
         raise SpecError(f"{where}: [topology.params] must be a table")
@@ -117,9 +107,9 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
     if topo.family != "ipv4":
         raise SpecError(f"{where}: [topology.params] family = {topo.family!r}: the proxy is IPv4 only so far "
                         f"(give family = \"ipv4\")")
-    proxy = _table(data, "proxy", PROXY_KEYS, where)
-    client = _table(data, "client", {"endpoint", "stack"}, where)
-    traffic = _table(data, "traffic", TRAFFIC_KEYS, where)
+    proxy = section(data, "proxy", PROXY_KEYS, where)
+    client = section(data, "client", {"endpoint", "stack"}, where)
+    traffic = section(data, "traffic", TRAFFIC_KEYS, where)
     variant = _choice(proxy.get("variant", "kernel"), VARIANTS, "[proxy] variant", where)
     node, server = check_proxy_node(topo, proxy.get("node", "proxy"), proxy.get("server"),
                                     f"{where}: [proxy]")
