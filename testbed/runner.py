@@ -439,8 +439,11 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     # a VM endpoint also needs time to collect its guest's counters and stop the VM
     client = finish_endpoint(client_proc, grace_s=40 if plan.client.vm_state else 10)
     # a server that never saw the connection (refused, reset before accept) waits in accept:
-    # SIGTERM makes it report that, so every run ends with both reports
-    server = finish_endpoint(server_proc, grace_s=40 if plan.server.vm_state else 5)
+    # SIGTERM makes it report that, so every run ends with both reports. A client that ended on
+    # a reset or a refusal has settled the class (reset, whatever the server reports), and the
+    # connection is gone: the server gets a moment to notice, not the full grace period.
+    server = finish_endpoint(server_proc, grace_s=40 if plan.server.vm_state
+                             else RESET_GRACE_S if ended_by_reset(client) else 5)
     server.stdout = first + server.stdout
     after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
     for endpoint in plan.endpoints:  # a VM endpoint's counters are its guest's, not the panel's
@@ -694,6 +697,18 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
 
 
 INCOMPLETE_OUTCOMES = ("mp-fail", "reset", "stalled")
+RESET_ERRORS = ("reset", "refused")
+RESET_GRACE_S = 1.0
+
+
+def ended_by_reset(endpoint: EndpointOutput) -> bool:
+    """The endpoint's report says its connection was reset or refused (testbed.outcome's
+    `reset` rule then holds whatever the other end reports)."""
+    try:
+        _listening, reports = parse_output(endpoint.stdout)
+    except ReportError:
+        return False
+    return bool(reports) and reports[-1].error_kind in RESET_ERRORS
 
 
 def finish_endpoint(proc: subprocess.Popen, *, grace_s: float) -> EndpointOutput:
