@@ -759,10 +759,11 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
               "spec ok")
         return 0
     out = Path(args.out)
-    from testbed.runner import sigterm_as_interrupt
+    from testbed.runner import backends_detected_once, sigterm_as_interrupt
 
     try:
-        with sigterm_as_interrupt():  # SIGTERM between two cells also keeps the partial matrix
+        # SIGTERM between two cells also keeps the partial matrix
+        with sigterm_as_interrupt(), backends_detected_once():
             doc = run_matrix(matrix, out, runner=runner, resume=args.resume, jobs=jobs)
     except MatrixInterrupted as interrupted:
         if args.junit:
