@@ -39,6 +39,12 @@ from testbed.matrix_family import (
     without_ipv4_only_rows,
     without_needless_announcement,
 )
+from testbed.matrix_outcome_only import (
+    OutcomeOnly,
+    apply_traffic,
+    parse_outcome_only,
+    traffic_overrides,
+)
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -82,6 +88,7 @@ class MatrixRow:
     mptcp: dict[str, Any]
     expect: dict[str, str]  # pairing -> outcome
     timeline: tuple[dict[str, Any], ...] = ()  # after the base's (e.g. a middlebox switched on)
+    outcome_only: bool = False  # judged on its class alone: runs [outcome_only].traffic
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class Cell:
     row: MatrixRow
     pairing: str
     spec: ExperimentSpec
+    # what [outcome_only] changed in this cell's traffic (empty: the cell measures)
+    outcome_only: dict[str, Any] = field(default_factory=dict)
 
     @property
     def expected(self) -> str | None:
@@ -116,6 +125,7 @@ class MatrixSpec:
     repeat: int = 1  # runs per cell (--repeat), each with its own derived seed
     reference: str | None = None  # the row every cell's goodput is a fraction of (no middlebox)
     degraded_below: float = DEFAULT_DEGRADED_BELOW
+    outcome_only: OutcomeOnly = field(default_factory=OutcomeOnly)
 
 
 def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ...]],
@@ -159,7 +169,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     top = _check_table(raw, source, {
         "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
         "reference": str, "degraded_below": (float, int), "stacks": dict, "rows_from": str,
-        "row_overrides": dict,
+        "row_overrides": dict, "outcome_only": dict,
     }, required=("base",))
     pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
     if not pairings:
@@ -192,7 +202,8 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     spec = MatrixSpec(name=top.get("name", Path(source).stem), description=top.get("description", ""),
                       seed=top.get("seed", 1), pairings=pairings, base=base, rows=tuple(rows),
                       raw=copy.deepcopy(raw), source=source, reference=reference,
-                      degraded_below=degraded_below)
+                      degraded_below=degraded_below,
+                      outcome_only=parse_outcome_only(top.get("outcome_only"), source))
     cells = tuple(_build_cell(spec, row, pairing) for row in spec.rows for pairing in pairings)
     _check_cells_against_topologies(cells)
     return dataclasses.replace(spec, cells=cells)
@@ -228,7 +239,7 @@ def _included_rows(top: dict[str, Any], source: str) -> list[tuple[Any, bool]]:
 def _parse_row(item: Any, where: str, pairings: tuple[str, ...], included: bool = False) -> MatrixRow:
     row = _check_table(item, where, {
         "name": str, "label": str, "node": str, "type": str, "params": dict, "chain": list,
-        "traffic": dict, "mptcp": dict, "expect": dict, "timeline": list,
+        "traffic": dict, "mptcp": dict, "expect": dict, "timeline": list, "outcome_only": bool,
     }, required=("name",))
     name = row["name"]
     if not ROW_NAME.match(name):
@@ -263,7 +274,8 @@ def _parse_row(item: Any, where: str, pairings: tuple[str, ...], included: bool 
                    if (e := expect.get(p, expect.get(host_pairing(p), expect.get("default")))) is not None}
     return MatrixRow(name=name, label=row.get("label", name), middleboxes=tuple(boxes),
                      traffic=dict(row.get("traffic", {})), mptcp=dict(row.get("mptcp", {})),
-                     expect=per_pairing, timeline=tuple(copy.deepcopy(row.get("timeline", []))))
+                     expect=per_pairing, timeline=tuple(copy.deepcopy(row.get("timeline", []))),
+                     outcome_only=row.get("outcome_only", False))
 
 
 def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
@@ -296,7 +308,15 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
         raw["traffic"].pop("seconds", None)
     if "seconds" in row.traffic:
         raw["traffic"].pop("bytes", None)
+    raw["traffic"] = apply_traffic(raw["traffic"], outcome_only_changes(matrix, row, pairing))
     return raw
+
+
+def outcome_only_changes(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
+    """What the spec's [outcome_only] table changes in one cell's traffic (testbed.matrix_outcome_only)."""
+    expected = row.expect.get(pairing)
+    accepted = parse_expectation(expected, f"{matrix.source}: row {row.name}") if expected else []
+    return traffic_overrides(matrix.outcome_only, row.outcome_only, accepted)
 
 
 def endpoint_entry(role: str, side: Side) -> dict[str, Any]:
@@ -306,7 +326,8 @@ def endpoint_entry(role: str, side: Side) -> dict[str, Any]:
 
 def _build_cell(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> Cell:
     where = f"{matrix.source}: row {row.name} \u00d7 {pairing}"
-    return Cell(row=row, pairing=pairing, spec=parse_spec(cell_raw_spec(matrix, row, pairing), source=where))
+    return Cell(row=row, pairing=pairing, spec=parse_spec(cell_raw_spec(matrix, row, pairing), source=where),
+                outcome_only=outcome_only_changes(matrix, row, pairing))
 
 
 def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
@@ -555,6 +576,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         nonlocal environment
         if result is not None and environment is None:
             environment = result.get("environment")
+        if cell.outcome_only:  # its goodput is not comparable with a cell that measures
+            record = {**record, "outcome_only": cell.outcome_only}
         finished.append((order[cell.key], record))
         records[:] = [entry for _, entry in sorted(finished, key=lambda pair: pair[0])]
         differs = record.get("as_expected") is False
@@ -756,10 +779,11 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
               "spec ok")
         return 0
     out = Path(args.out)
-    from testbed.runner import sigterm_as_interrupt
+    from testbed.runner import backends_detected_once, sigterm_as_interrupt
 
     try:
-        with sigterm_as_interrupt():  # SIGTERM between two cells also keeps the partial matrix
+        # SIGTERM between two cells also keeps the partial matrix
+        with sigterm_as_interrupt(), backends_detected_once():
             doc = run_matrix(matrix, out, runner=runner, resume=args.resume, jobs=jobs)
     except MatrixInterrupted as interrupted:
         if args.junit:

@@ -1,8 +1,9 @@
 """`testbed matrix --jobs N`: the cells that mostly wait, run together.
 
-A cell expected to end in a reset or a stall spends most of its time waiting (Linux resets a
-fallen-back connection about a minute after the damage; a stalled transfer runs into its
-timeout). The matrix runs these cells first, up to N at a time, each in its own child process
+A cell expected to end in a reset, a stall or a truncated delivery spends most of its time
+waiting: its transfer stops making progress and the endpoints wait out their no-progress
+timeout (traffic.timeout_s; a matrix's [outcome_only].stall_timeout_s shortens it for these
+cells). The matrix runs these cells first, up to N at a time, each in its own child process
 (its own namespaces, run id and teardown, exactly as `testbed run` does one), and only then the
 cells that measure goodput, one at a time and alone as without --jobs: their figures are not
 shared with another transfer. (Overlapping waiting cells with measuring ones was tried first:
@@ -25,18 +26,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-WAITING_OUTCOMES = frozenset({"reset", "stalled"})
+from testbed.matrix_outcome_only import ends_incomplete
+
 STOP_GRACE_S = 30.0
 
 
 def waits(cell: Any) -> bool:
-    """True when the cell's expectation (any alternative) ends in a reset or a stall."""
+    """True when the cell's expectation (any alternative) ends in a reset, a stall or a
+    truncated delivery (mp-fail · truncated: the transfer stops until the no-progress timeout)."""
     from testbed.matrix import parse_expectation
 
     if not cell.expected:
         return False
-    return any(outcome in WAITING_OUTCOMES
-               for outcome, _ in parse_expectation(cell.expected, cell.key))
+    return ends_incomplete(parse_expectation(cell.expected, cell.key))
 
 
 def _child(conn: Connection, cell: Any, out: Path, resume: bool, repeat: int,

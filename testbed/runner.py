@@ -73,12 +73,30 @@ Observer = Callable[[Path, float], None]
 ROLES = ("client", "server")
 
 
+_DETECTED: list[Backends | None] = []  # a frame per active backends_detected_once()
+
+
 def detect_backends() -> Backends:
+    if _DETECTED and _DETECTED[-1] is not None:
+        return _DETECTED[-1]
     report = run_doctor()
     if report.problems or report.backends is None:
         problems = "; ".join(f"{c.name}: {c.detail}" for c in report.problems)
         raise EnvironmentProblem(f"this machine cannot run experiments ({problems}); see `testbed doctor`")
+    if _DETECTED:
+        _DETECTED[-1] = report.backends
     return report.backends
+
+
+@contextlib.contextmanager
+def backends_detected_once() -> Iterator[None]:
+    """Runs in a row (a matrix's cells) probe the machine's backends once, for the first run,
+    not per run (the doctor's namespace probe is about 0.35 s)."""
+    _DETECTED.append(None)
+    try:
+        yield
+    finally:
+        _DETECTED.pop()
 
 
 @contextlib.contextmanager
@@ -445,8 +463,11 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     # a VM endpoint also needs time to collect its guest's counters and stop the VM
     client = finish_endpoint(client_proc, grace_s=40 if plan.client.vm_state else 10)
     # a server that never saw the connection (refused, reset before accept) waits in accept:
-    # SIGTERM makes it report that, so every run ends with both reports
-    server = finish_endpoint(server_proc, grace_s=40 if plan.server.vm_state else 5)
+    # SIGTERM makes it report that, so every run ends with both reports. A client that ended on
+    # a reset or a refusal has settled the class (reset, whatever the server reports), and the
+    # connection is gone: the server gets a moment to notice, not the full grace period.
+    server = finish_endpoint(server_proc, grace_s=40 if plan.server.vm_state
+                             else RESET_GRACE_S if ended_by_reset(client) else 5)
     server.stdout = first + server.stdout
     after = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
     for endpoint in plan.endpoints:  # a VM endpoint's counters are its guest's, not the panel's
@@ -700,6 +721,18 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
 
 
 INCOMPLETE_OUTCOMES = ("mp-fail", "reset", "stalled")
+RESET_ERRORS = ("reset", "refused")
+RESET_GRACE_S = 1.0
+
+
+def ended_by_reset(endpoint: EndpointOutput) -> bool:
+    """The endpoint's report says its connection was reset or refused (testbed.outcome's
+    `reset` rule then holds whatever the other end reports)."""
+    try:
+        _listening, reports = parse_output(endpoint.stdout)
+    except ReportError:
+        return False
+    return bool(reports) and reports[-1].error_kind in RESET_ERRORS
 
 
 def finish_endpoint(proc: subprocess.Popen, *, grace_s: float) -> EndpointOutput:
