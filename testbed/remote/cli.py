@@ -42,11 +42,11 @@ from testbed.matrix import (
     MATRIX_FILE,
     MatrixSpec,
     load_matrix_spec,
-    matrix_junit,
     report_outcome,
     select,
     write_matrix_outputs,
 )
+from testbed.matrix_junit import matrix_junit
 from testbed.progress import ProgressBar
 from testbed.remote import command, session
 from testbed.remote.hosts import HostSpec, parse_hosts
