@@ -58,9 +58,10 @@ def configure(
     """Limits, checksum, C-flag and stale-subflow sysctls and path-manager endpoints of one
     namespace."""
     stale = [f"net.mptcp.stale_loss_cnt={stale_loss_cnt}"] if stale_loss_cnt is not None else []
+    # only when asked: a caller may have set the sysctl itself (the C-flag interop tests)
+    c_flag_off = ["net.mptcp.allow_join_initial_addr_port=0"] if c_flag else []
     run_command(["sysctl", "-q", "-w", "net.mptcp.enabled=1", f"net.mptcp.checksum_enabled={int(checksum)}",
-                 f"net.mptcp.allow_join_initial_addr_port={int(not c_flag)}", *stale],
-                netns=netns, what=f"MPTCP sysctls in {netns}")
+                 *c_flag_off, *stale], netns=netns, what=f"MPTCP sysctls in {netns}")
     run_command(["ip", "-n", netns, "mptcp", "limits", "set", "subflows", str(subflows),
                  "add_addr_accepted", str(add_addr_accepted)], what=f"ip mptcp limits in {netns}")
     run_command(["ip", "-n", netns, "mptcp", "endpoint", "flush"], what=f"ip mptcp endpoint flush in {netns}")
