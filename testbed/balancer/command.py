@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from testbed.errors import SpecError
+from testbed.spec_sections import distinct_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.connections is not None and args.connections < 1:
         raise SpecError(f"--connections must be at least 1, got {args.connections}")
     loaded = [load_spec(Path(path)) for path in args.specs]  # every spec checked before any run
-    names = [spec.name for spec, _topo in loaded]
-    repeated = sorted(n for n in set(names) if names.count(n) > 1)
-    if repeated:
-        raise SpecError(f"two specs share the name {repeated[0]!r}: their results would overwrite each other")
+    distinct_names(spec.name for spec, _topo in loaded)
     base = Path(args.out) if args.out else Path("results") / "lb"
     results = []
     for spec, topo in loaded:

@@ -31,14 +31,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from testbed import kernel_mptcp
 from testbed.balancer.variants import backends_of, check_balancer_node, check_variant, install
 from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.net.topo import Topology
-from testbed.spec_sections import section
+from testbed.spec import read_toml
+from testbed.spec_sections import reject_unknown, section
 from topologies import build_topology
 
 REMEDIES = ("none", "cflag")
@@ -75,10 +74,7 @@ def _positive_int(value: object, what: str, where: str, lowest: int = 1) -> int:
 
 def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
     """A checked spec and its topology (drawn, not built): every mistake is a SpecError."""
-    unknown = set(data) - SPEC_KEYS
-    if unknown:
-        raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r} "
-                        f"(known: {', '.join(sorted(SPEC_KEYS))})")
+    reject_unknown(data, SPEC_KEYS, f"{where}:")
     topology = section(data, "topology", {"name", "params"}, where)
     if topology.get("name", "lb") != "lb":
         raise SpecError(f"{where}: [topology] name = {topology.get('name')!r}: a balancer experiment "
@@ -123,13 +119,7 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
 
 
 def load_spec(path: Path) -> tuple[LbSpec, Topology]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not TOML: {exc}") from exc
-    return parse_spec(data, str(path))
+    return parse_spec(read_toml(path), str(path))
 
 
 def _configure_mptcp(net: Any, spec: LbSpec, topo: Topology) -> None:

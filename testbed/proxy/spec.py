@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from testbed.errors import SpecError
 from testbed.net.topo import Topology
 from testbed.proxy.intercept import check_proxy_node
-from testbed.spec_sections import section
+from testbed.spec import read_toml
+from testbed.spec_sections import reject_unknown, section
 from topologies import build_topology
 
 VARIANTS = ("kernel", "python", "none")
@@ -95,10 +94,7 @@ def _short_circuit(proxy: dict[str, Any], variant: str, where: str) -> int | Non
 
 def parse_spec(data: dict[str, Any], where: str) -> tuple[ProxySpec, Topology]:
     """A checked spec and its topology (drawn, not built): every mistake is a SpecError."""
-    unknown = set(data) - SPEC_KEYS
-    if unknown:
-        raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r} "
-                        f"(known: {', '.join(sorted(SPEC_KEYS))})")
+    reject_unknown(data, SPEC_KEYS, f"{where}:")
     topology = section(data, "topology", {"name", "params"}, where)
     params = topology.get("params", {})
     if not isinstance(params, dict):
@@ -152,10 +148,4 @@ def spec_port_clash(proxy: dict[str, Any], traffic: dict[str, Any]) -> bool:
 
 
 def load_spec(path: Path) -> tuple[ProxySpec, Topology]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not TOML: {exc}") from exc
-    return parse_spec(data, str(path))
+    return parse_spec(read_toml(path), str(path))
