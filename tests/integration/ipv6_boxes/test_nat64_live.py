@@ -12,15 +12,13 @@ with an ADD_ADDR carrying an IPv4 address.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.ipv6_boxes.lab import TranslatorLab
+from tests.integration.live_checks import live_problem
 
 PORT = 5201
 BYTES = 2_000_000
@@ -29,14 +27,7 @@ DIAL = "64:ff9b::a00:3202"  # 10.0.50.2 under the well-known prefix
 
 
 def _problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "ethtool", "ss"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not Path("/proc/sys/net/mptcp/enabled").exists():
-        return "kernel without MPTCP"
-    return None
+    return live_problem(("ip", "ethtool", "ss"))
 
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(_problem() is not None, reason=str(_problem()))]

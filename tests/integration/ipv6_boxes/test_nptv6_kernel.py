@@ -14,7 +14,6 @@ import ipaddress
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from middleboxes.registry import build_middlebox
 from testbed.command import run_command
 from testbed.wire.ipv6 import Ipv6Extension, Ipv6Packet, decode_packet_v6, encode_packet_v6
 from testbed.wire.types import ACK, PSH, SYN, AddAddr, Dss, MpCapable, TcpOption, TcpSegment
+from tests.integration.live_checks import live_problem
 
 RAWFRAMES = Path(__file__).with_name("rawframes.py")
 MAC = {"a": "02:00:00:00:0a:01", "b_in": "02:00:00:00:0b:01", "b_out": "02:00:00:00:0b:02",
@@ -40,11 +40,7 @@ OUTSIDE_PEER = "fd00:2::4"
 
 
 def _problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if shutil.which("ip") is None or shutil.which("ip6tables") is None:
-        return "needs ip and ip6tables"
-    return None
+    return live_problem(("ip", "ip6tables"), mptcp=False)
 
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(_problem() is not None, reason=str(_problem()))]

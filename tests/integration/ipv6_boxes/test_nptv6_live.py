@@ -12,9 +12,7 @@ client's ADD_ADDR, which carries the untranslated inside address.
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 
 from middleboxes.registry import build_middlebox
 from tests.integration.ipv6_boxes.lab import TranslatorLab
+from tests.integration.live_checks import live_problem
 
 PORT = 5201
 BYTES = 2_000_000
@@ -30,14 +29,7 @@ SERVER = "fd00:50::2"
 
 
 def _problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "ethtool", "ss"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not Path("/proc/sys/net/mptcp/enabled").exists():
-        return "kernel without MPTCP"
-    return None
+    return live_problem(("ip", "ethtool", "ss"))
 
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(_problem() is not None, reason=str(_problem()))]

@@ -5,9 +5,7 @@ stream arrives intact."""
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,13 @@ import pytest
 from middleboxes.registry import build_middlebox
 from testbed.runner import run_experiment
 from testbed.spec import load_spec
+from tests.integration.live_checks import live_problem
 
 SPECS = Path(__file__).resolve().parents[3] / "experiments" / "middleboxes"
 
 
 def _problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "nft", "ethtool", "mnexec"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not Path("/proc/sys/net/mptcp/enabled").exists():
-        return "kernel without MPTCP"
-    return None
+    return live_problem()
 
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(_problem() is not None, reason=str(_problem()))]

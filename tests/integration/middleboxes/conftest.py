@@ -9,8 +9,6 @@ rest of the spec is used exactly as `testbed run` would use it.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import pytest
 
 from testbed.runner import run_experiment
 from testbed.spec import load_spec
+from tests.integration.live_checks import live_problem
 
 SPEC_DIR = Path(__file__).resolve().parents[3] / "experiments" / "middleboxes"
 
@@ -26,14 +25,7 @@ RunSpec = Callable[..., dict[str, Any]]
 
 
 def _live_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "nft", "ethtool", "mnexec"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not Path("/proc/sys/net/mptcp/enabled").exists():
-        return "kernel without MPTCP"
-    return None
+    return live_problem()
 
 
 @pytest.fixture(scope="session")

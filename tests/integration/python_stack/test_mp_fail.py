@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import pytest
 from testbed.endpoints.payload import CHUNK_SIZE, PayloadSource
 from testbed.runner import run_experiment
 from testbed.spec import load_spec
+from tests.integration.live_checks import live_problem
 
 pytestmark = pytest.mark.root
 
@@ -38,14 +37,7 @@ Run = Callable[[str, str, str], dict[str, Any]]
 
 
 def _live_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for tool in ("ip", "nft", "ethtool", "mnexec"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    if not Path("/proc/sys/net/mptcp/enabled").exists():
-        return "kernel without MPTCP"
-    return None
+    return live_problem()
 
 
 @pytest.fixture(scope="module")
