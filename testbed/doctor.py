@@ -107,7 +107,7 @@ def emulation_choice() -> str:
     choice = os.environ.get(EMULATION_ENV, "auto").strip() or "auto"
     if choice not in EMULATION_CHOICES:
         raise SpecError(f"{EMULATION_ENV}={choice!r}: expected one of "
-                           f"{', '.join(EMULATION_CHOICES)} (unset it for auto)")
+                        f"{', '.join(EMULATION_CHOICES)} (unset it for auto)")
     return choice
 
 

@@ -29,6 +29,8 @@ NETNS_PATTERN = re.compile(r"^tb-([0-9a-f]{6})-[A-Za-z0-9_]+$")
 # testbed.inline.lab's three-namespace line (the inline benchmarks, `testbed bench`): its tag is
 # the creating pid modulo 100000, then four hex digits
 LAB_NETNS_PATTERN = re.compile(r"^tbtest-([0-9]{1,5})[0-9a-f]{4}-[abc]$")
+# a `<id>.tmp` state copy younger than this may be a live run's save in progress
+_HALF_SAVED_GRACE_S = 10.0
 
 
 def new_run_id() -> str:
@@ -276,9 +278,6 @@ def _state_files(include_live: bool) -> list[Path]:
         if include_live or age > _HALF_SAVED_GRACE_S:
             copies.append(path)
     return [*copies, *sorted(RUNS_DIR.glob("*.json"))]
-
-
-_HALF_SAVED_GRACE_S = 10.0
 
 
 def _lab_owner_may_live(pid_mod: int) -> bool:
