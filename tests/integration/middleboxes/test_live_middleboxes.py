@@ -20,6 +20,7 @@ shows up as an unexpected pass.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -248,16 +249,36 @@ def test_rfc_checksum_failure_then_plain_tcp_to_the_end(run_spec: RunSpec, stem:
 
 # --- coalescing ---------------------------------------------------------------------------
 
-def coalesced_run(run_spec: RunSpec) -> dict[str, Any]:
-    """A coalesce_boundary run in which the box merged segments: that needs two short segments
+COALESCE_ATTEMPTS = 6
+
+
+def coalesced_runs(run_spec: RunSpec) -> Iterator[dict[str, Any]]:
+    """coalesce_boundary runs in which the box merged segments: that needs two short segments
     in a row on a subflow (the end of one mapping, the start of the next), which happens in
-    most runs but not all; up to three runs, else the scenario was not exercised."""
-    for attempt in range(3):
+    most runs but not all. Runs are cached, so both tests below read the same ones."""
+    for attempt in range(COALESCE_ATTEMPTS):
         result = run_spec("coalesce_boundary", attempt=attempt)
         merged = sum(box(result, node, "coalesce")["changed"] for node in ("mb_a", "mb_b"))
         if merged >= 2:
+            yield result
+
+
+def first_corrupted_run(run_spec: RunSpec) -> dict[str, Any] | None:
+    """The first merged run whose stream arrived corrupted. Linux 6.18 resets the subflow in
+    every merged run but corrupts the stream in most, not all (6 of 7 in docs/findings.md; CI
+    saw a reset with intact data), so the finding is "some run of six", never "this run"."""
+    triggered = 0
+    for result in coalesced_runs(run_spec):
+        triggered += 1
+        conn = connection(result)
+        assert counter(result, "server", "DSSCorruptionReset") >= 1, conn["counters"]
+        assert counter(result, "client", "MPRstRx") >= 1
+        if conn["integrity"] == "corrupted":
             return result
-    pytest.skip("no two short segments met the coalescer in 3 runs (scenario not exercised)")
+    if triggered == 0:
+        pytest.skip(f"no two short segments met the coalescer in {COALESCE_ATTEMPTS} runs "
+                    "(scenario not exercised)")
+    return None
 
 
 def test_coalescing_across_mapping_boundaries_linux_resets_and_corrupts(run_spec: RunSpec) -> None:
@@ -266,11 +287,9 @@ def test_coalescing_across_mapping_boundaries_linux_resets_and_corrupts(run_spec
     data on the other, yet the application gets bytes skipped or out of place: corrupted (no box
     edits payload here, so there is no ALG edit to confuse it with), with where it starts. The
     connection then goes on (mptcp, or subflow-rejected when the reset came early) or stalls."""
-    result = coalesced_run(run_spec)
+    result = first_corrupted_run(run_spec)
+    assert result is not None, f"every merged run of {COALESCE_ATTEMPTS} kept the data intact"
     conn = connection(result)
-    assert counter(result, "server", "DSSCorruptionReset") >= 1, conn["counters"]
-    assert counter(result, "client", "MPRstRx") >= 1
-    assert conn["integrity"] == "corrupted", conn["integrity_verdict"]
     assert conn["outcome"] in ("mptcp", "subflow-rejected", "stalled"), conn["evidence"]
     assert verdict(result)["first_difference"] is not None and verdict(result)["edits"] == 0
     assert result["expectations"]["passed"], result["expectations"]
@@ -278,6 +297,6 @@ def test_coalescing_across_mapping_boundaries_linux_resets_and_corrupts(run_spec
 
 
 @pytest.mark.xfail(strict=True, reason="Linux 6.18 delivers corrupted data after resetting a "
-                   "subflow whose merged segment outran its DSS mapping")
+                   "subflow whose merged segment outran its DSS mapping (in most such runs)")
 def test_rfc_coalescing_keeps_data_intact(run_spec: RunSpec) -> None:
-    assert connection(coalesced_run(run_spec))["integrity"] == "ok"
+    assert first_corrupted_run(run_spec) is None
