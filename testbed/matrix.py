@@ -33,11 +33,13 @@ from typing import Any, TextIO
 from testbed import vm_pool
 from testbed.errors import SpecError, TestbedError
 from testbed.interrupts import latched_interrupts
+from testbed.matrix_expect import expectation_met, parse_expectation
 from testbed.matrix_family import (
     FAMILIES,
     with_family,
     without_ipv4_only_rows,
     without_needless_announcement,
+    without_routed_rows,
 )
 from testbed.matrix_junit import matrix_junit
 from testbed.matrix_outcome_only import (
@@ -47,6 +49,7 @@ from testbed.matrix_outcome_only import (
     traffic_overrides,
 )
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
+from testbed.matrix_routed import RoutedCell, RoutedRow, parse_routed_rows, routed_cells, run_routed_cell
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
 from testbed.repeats import UNSTABLE, repeat_seed, summarize_repeats
@@ -57,8 +60,6 @@ from testbed.report.tables import cell_text, matrix_html, matrix_markdown
 from testbed.result import MATRIX_SCHEMA, RESULT_FILE, read_result
 from testbed.results import TIMESERIES_FILE
 from testbed.spec import (
-    INTEGRITY_CLASSES,
-    OUTCOMES,
     ExperimentSpec,
     check_against_topology,
     finite_number,
@@ -127,6 +128,15 @@ class MatrixSpec:
     reference: str | None = None  # the row every cell's goodput is a fraction of (no middlebox)
     degraded_below: float = DEFAULT_DEGRADED_BELOW
     outcome_only: OutcomeOnly = field(default_factory=OutcomeOnly)
+    routed: tuple[RoutedRow, ...] = ()  # proxy and balancer rows (testbed.matrix_routed)
+
+    @property
+    def routed_cells(self) -> tuple[RoutedCell, ...]:
+        return routed_cells(self.routed, self.pairings)
+
+    @property
+    def total(self) -> int:
+        return len(self.cells) + len(self.routed) * len(self.pairings)
 
 
 def _check_table(data: Any, where: str, allowed: dict[str, type | tuple[type, ...]],
@@ -162,7 +172,7 @@ def load_matrix_spec(path: str | Path, family: str | None = None) -> MatrixSpec:
             without_needless_announcement(cell) for cell in matrix.cells))
     if family == "ipv6":
         matrix = without_ipv4_only_rows(matrix)
-    return matrix
+    return without_routed_rows(matrix, family) if family != "ipv4" else matrix
 
 
 def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> MatrixSpec:
@@ -170,7 +180,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     top = _check_table(raw, source, {
         "name": str, "description": str, "seed": int, "pairings": list, "base": dict, "middleboxes": list,
         "reference": str, "degraded_below": (float, int), "stacks": dict, "rows_from": str,
-        "row_overrides": dict, "outcome_only": dict,
+        "row_overrides": dict, "outcome_only": dict, "routed": list,
     }, required=("base",))
     pairings = tuple(top.get("pairings", DEFAULT_PAIRINGS))
     if not pairings:
@@ -183,7 +193,8 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
         "topology": dict, "traffic": dict, "mptcp": dict, "timeline": list, "capture": dict,
     }, required=("topology", "traffic"))
     items = [*_included_rows(top, source), *((item, False) for item in top.get("middleboxes", []))]
-    if not items:
+    routed = parse_routed_rows(top.get("routed", []), source, pairings)
+    if not items and not routed:
         raise SpecError(f"{source}: middleboxes is empty (one [[middleboxes]] table per row)")
     rows = []
     seen: set[str] = set()
@@ -196,6 +207,10 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
     reference = top.get("reference", next((r.name for r in rows if not r.middleboxes), None))
     if reference is not None and reference not in seen:
         raise SpecError(f"{source}: reference {reference!r} is not a row name")
+    for row in routed:
+        if row.name in seen:
+            raise SpecError(f"{source}: routed row name {row.name!r} used twice")
+        seen.add(row.name)
     degraded_below = finite_number(top.get("degraded_below", DEFAULT_DEGRADED_BELOW),
                                    f"{source}: degraded_below")
     if not 0 <= degraded_below <= 1:
@@ -204,7 +219,7 @@ def parse_matrix_spec(raw: dict[str, Any], *, source: str = "<matrix>") -> Matri
                       seed=top.get("seed", 1), pairings=pairings, base=base, rows=tuple(rows),
                       raw=copy.deepcopy(raw), source=source, reference=reference,
                       degraded_below=degraded_below,
-                      outcome_only=parse_outcome_only(top.get("outcome_only"), source))
+                      outcome_only=parse_outcome_only(top.get("outcome_only"), source), routed=routed)
     cells = tuple(_build_cell(spec, row, pairing) for row in spec.rows for pairing in pairings)
     _check_cells_against_topologies(cells)
     return dataclasses.replace(spec, cells=cells)
@@ -343,44 +358,6 @@ def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
         check_against_topology(cell.spec, built[key])
 
 
-SEPARATOR = " \u00b7 "  # "mp-fail · alg-edited": outcome, then integrity
-
-
-def parse_expectation(text: str, where: str) -> list[tuple[str, str | None]]:
-    """The accepted classes of an expectation "OUTCOME" or "OUTCOME · INTEGRITY", several
-    separated by "|" for a cell measured to vary (each is (outcome, integrity or None))."""
-    accepted = []
-    for alternative in text.split("|"):
-        outcome, sep, integrity = (part.strip() for part in alternative.partition("\u00b7"))
-        if outcome not in OUTCOMES:
-            hint = (" (corrupted is an integrity class: write e.g. 'reset \u00b7 corrupted')"
-                    if outcome == "corrupted" else "")
-            raise SpecError(f"{where}: {outcome!r} is not an outcome class "
-                            f"(one of {', '.join(OUTCOMES)}){hint}")
-        if sep and integrity not in INTEGRITY_CLASSES:
-            raise SpecError(f"{where}: integrity {integrity!r} is not one of "
-                            f"{', '.join(INTEGRITY_CLASSES)}")
-        accepted.append((outcome, integrity or None))
-    return accepted
-
-
-def expectation_met(expected: str, outcome: str, integrity: str) -> bool:
-    """An expected outcome matches exactly; an expected integrity too. Without one, any
-    integrity but corrupted or unknown is fine (truncated only with an incomplete outcome)."""
-    return any(_meets(want_outcome, want_integrity, outcome, integrity)
-               for want_outcome, want_integrity in parse_expectation(expected, "expectation"))
-
-
-def _meets(want_outcome: str, want_integrity: str | None, outcome: str, integrity: str) -> bool:
-    if outcome != want_outcome:
-        return False
-    if want_integrity is not None:
-        return integrity == want_integrity
-    if integrity == "truncated":
-        return outcome in ("mp-fail", "reset", "stalled")
-    return integrity in ("ok", "alg-edited")
-
-
 # --- running ---------------------------------------------------------------------------------
 
 def cell_record_from_result(cell_key: dict[str, Any], result: dict[str, Any], expected: str | None,
@@ -484,7 +461,9 @@ def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
         "as_expected": sum(1 for c in cells if c.get("as_expected") is True),
         "differ": sum(1 for c in cells if c.get("as_expected") is False),
         "errors": sum(1 for c in cells if c.get("status") == "error"),
-        "no_expectation": sum(1 for c in cells if c.get("as_expected") is None),
+        "no_expectation": sum(1 for c in cells if c.get("as_expected") is None
+                              and c.get("status") != "not-applicable"),
+        "not_applicable": sum(1 for c in cells if c.get("status") == "not-applicable"),
         "not_run": total - len(cells),
     }
 
@@ -492,7 +471,7 @@ def summarize_cells(cells: list[dict[str, Any]], total: int) -> dict[str, int]:
 def matrix_document(matrix: MatrixSpec, cells: list[dict[str, Any]], *, partial: bool, interrupted: bool,
                     started_at: str, elapsed_s: float, environment: dict[str, Any] | None) -> dict[str, Any]:
     mark_degraded(cells, matrix.reference, matrix.degraded_below)
-    summary = summarize_cells(cells, len(matrix.cells))
+    summary = summarize_cells(cells, matrix.total)
     summary["degraded"] = sum(1 for c in cells if c.get("degraded"))
     summary["unstable"] = sum(1 for c in cells if c.get("stable") is False)
     return {
@@ -503,8 +482,8 @@ def matrix_document(matrix: MatrixSpec, cells: list[dict[str, Any]], *, partial:
         "source": matrix.source,
         "spec": matrix.raw,
         "pairings": list(matrix.pairings),
-        "rows": [{"name": r.name, "label": r.label, "middleboxes": list(r.middleboxes), "expect": r.expect}
-                 for r in matrix.rows],
+        "rows": [*({"name": r.name, "label": r.label, "middleboxes": list(r.middleboxes), "expect": r.expect}
+                   for r in matrix.rows), *(r.describe() for r in matrix.routed)],
         "cells": cells,
         "summary": summary,
         "reference": matrix.reference,
@@ -561,8 +540,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
     out.mkdir(parents=True, exist_ok=True)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     started = clock()
-    bar = ProgressBar(len(matrix.cells), label="matrix", stream=stream, clock=clock, tty=tty)
-    order = {cell.key: index for index, cell in enumerate(matrix.cells)}
+    bar = ProgressBar(matrix.total, label="matrix", stream=stream, clock=clock, tty=tty)
+    order = {cell.key: index for index, cell in enumerate([*matrix.cells, *matrix.routed_cells])}
     finished: list[tuple[int, dict[str, Any]]] = []
     records: list[dict[str, Any]] = []
     environment: dict[str, Any] | None = None
@@ -573,7 +552,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         write_matrix_outputs(out, doc)
         return doc
 
-    def add(cell: Cell, record: dict[str, Any], result: dict[str, Any] | None) -> None:
+    def add(cell: Cell | RoutedCell, record: dict[str, Any], result: dict[str, Any] | None) -> None:
         nonlocal environment
         if result is not None and environment is None:
             environment = result.get("environment")
@@ -584,7 +563,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         differs = record.get("as_expected") is False
         mark = f"  \u2717 expected {record.get('expected')}" if differs else ""
         bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}", free=bool(record.get("reused")))
-        write(partial=len(records) < len(matrix.cells), interrupted=False)
+        write(partial=len(records) < matrix.total, interrupted=False)
 
     try:
         with latched_interrupts() as caught, vm_pool.for_cells(c.spec for c in matrix.cells) as pool:
@@ -599,13 +578,16 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
                 vm_pool.prepare(pool, [cell], measuring[index:], bar.status)
                 record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
                 add(cell, record, result)
+            for routed_cell in matrix.routed_cells:  # the proxy and balancer drivers, one at a time
+                bar.status(f"{routed_cell.key}: running testbed {routed_cell.row.kind}")
+                add(routed_cell, *run_routed_cell(routed_cell, out, resume))
             if caught:  # raised where Python swallowed it: the interrupt still counts
                 raise KeyboardInterrupt(f"signal {caught[0]}")
     except KeyboardInterrupt:
         if background is not None:
             background.stop()
         doc = write(partial=True, interrupted=True)
-        bar.finish(f"matrix: interrupted after {len(records)} of {len(matrix.cells)} cells; partial results "
+        bar.finish(f"matrix: interrupted after {len(records)} of {matrix.total} cells; partial results "
                    f"in {out / MATRIX_FILE}")
         raise MatrixInterrupted(doc) from None
     doc = write(partial=False, interrupted=False)
@@ -715,9 +697,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> MatrixSpec:
     """The matrix restricted to some rows and pairings; unknown names are a SpecError."""
-    wanted_rows = [r.strip() for r in rows.split(",")] if rows else [r.name for r in matrix.rows]
+    wanted_rows = ([r.strip() for r in rows.split(",")] if rows
+                   else [r.name for r in (*matrix.rows, *matrix.routed)])
     wanted_pairings = [p.strip() for p in pairings.split(",")] if pairings else list(matrix.pairings)
-    known_rows = {r.name for r in matrix.rows}
+    known_rows = {r.name for r in (*matrix.rows, *matrix.routed)}
     for name in wanted_rows:
         if name not in known_rows:
             raise SpecError(f"--rows: no row {name!r} in {matrix.source} "
@@ -729,7 +712,8 @@ def select(matrix: MatrixSpec, rows: str | None, pairings: str | None) -> Matrix
     kept_rows = tuple(r for r in matrix.rows if r.name in wanted_rows)
     kept_pairings = tuple(p for p in matrix.pairings if p in wanted_pairings)
     cells = tuple(c for c in matrix.cells if c.row.name in wanted_rows and c.pairing in wanted_pairings)
-    return dataclasses.replace(matrix, rows=kept_rows, pairings=kept_pairings, cells=cells)
+    return dataclasses.replace(matrix, rows=kept_rows, pairings=kept_pairings, cells=cells,
+                               routed=tuple(r for r in matrix.routed if r.name in wanted_rows))
 
 
 def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
@@ -744,10 +728,11 @@ def run(args: argparse.Namespace, *, runner: Runner | None = None) -> int:
     matrix = dataclasses.replace(matrix, repeat=args.repeat)
     check_fetched(matrix.pairings)  # a version not fetched stops here, before any cell runs
     if args.check:
-        for cell in matrix.cells:
-            print(f"{cell.row.name:<28} {cell.pairing:<26} expect {cell.expected or '-'}")
-        print(f"{len(matrix.cells)} cells ({len(matrix.rows)} rows x {len(matrix.pairings)} pairings): "
-              "spec ok")
+        for cell in (*matrix.cells, *matrix.routed_cells):
+            said = f"expect {cell.expected or '-'}" if cell.spec is not None else "n/a (no such side)"
+            print(f"{cell.row.name:<28} {cell.pairing:<26} {said}")
+        print(f"{matrix.total} cells ({len(matrix.rows) + len(matrix.routed)} rows x {len(matrix.pairings)} "
+              "pairings): spec ok")
         return 0
     out = Path(args.out)
     from testbed.runner import backends_detected_once, sigterm_as_interrupt

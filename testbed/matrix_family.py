@@ -85,3 +85,13 @@ def without_ipv4_only_rows(matrix: Any) -> Any:
         matrix, description=matrix.description + note,
         rows=tuple(r for r in matrix.rows if r.name not in dropped),
         cells=tuple(c for c in matrix.cells if c.row.name not in dropped))
+
+
+def without_routed_rows(matrix: Any, family: str) -> Any:
+    """An IPv6 or dual variant without the proxy and balancer rows: both drivers are IPv4 only
+    (testbed.proxy.spec, testbed.balancer.experiment), so the variant says it left them out."""
+    if not matrix.routed:
+        return matrix
+    note = (f" {family} variant: rows {', '.join(r.name for r in matrix.routed)} left out (the proxy "
+            "and the balancer are IPv4 only).")
+    return dataclasses.replace(matrix, description=matrix.description + note, routed=())

@@ -34,7 +34,7 @@ STOP_GRACE_S = 30.0
 def waits(cell: Any) -> bool:
     """True when the cell's expectation (any alternative) ends in a reset, a stall or a
     truncated delivery (mp-fail · truncated: the transfer stops until the no-progress timeout)."""
-    from testbed.matrix import parse_expectation
+    from testbed.matrix_expect import parse_expectation
 
     if not cell.expected:
         return False

@@ -76,8 +76,8 @@ def mark_degraded(cells: list[dict[str, Any]], reference_row: str | None,
     for cell in cells:
         cell.pop("degraded", None)
         per_path = reference.get(cell["pairing"])
-        if cell.get("status") != "ok" or not per_path or cell["row"] == reference_row:
-            continue
+        if cell.get("status") != "ok" or not per_path or cell["row"] == reference_row or cell.get("routed"):
+            continue  # (a proxy or balancer cell runs on its own topology, at its own rates)
         fraction = float(cell.get("goodput_mbps") or 0.0) / (per_path * usable_paths(cell))
         cell["goodput_fraction"] = round(fraction, 4)
         intact = cell.get("integrity", "ok") in ("ok", "alg-edited")

@@ -516,6 +516,10 @@ def run(args: argparse.Namespace) -> int:
     hosts = parse_hosts(args.hosts)
     spec_path = Path(args.spec)
     matrix = select(load_matrix_spec(spec_path), args.rows, args.pairings)
+    if matrix.routed:  # a shard is a list of experiment cells; a routed row runs a driver
+        raise SpecError(f"{spec_path}: the routed rows {', '.join(r.name for r in matrix.routed)} "
+                        "(proxy, balancer) run only in a local `testbed matrix`: leave them out with "
+                        "--rows")
     try:
         spec_bytes = spec_path.read_bytes()
     except OSError as exc:

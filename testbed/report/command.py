@@ -60,6 +60,9 @@ def rederive_matrix(directory: Path) -> dict[str, Any]:
     doc = read_matrix_document(directory / MATRIX_FILE)
     cells = []
     for cell in doc.get("cells", []):
+        if cell.get("routed"):  # a proxy or balancer cell: its driver's result is no run result
+            cells.append(cell)
+            continue
         key = {k: cell[k] for k in ("row", "pairing", "client_stack", "server_stack") if k in cell}
         cell_dir = cell.get("dir")
         result_path = directory / cell_dir / RESULT_FILE if cell_dir else None
@@ -84,11 +87,12 @@ def _cell_run_dirs(directory: Path) -> list[Path]:
         listed = json.loads((directory / MATRIX_FILE).read_text()).get("cells", [])
     except (OSError, json.JSONDecodeError, AttributeError):
         listed = []  # rederive_matrix reports an unreadable matrix file
+    routed = set()
     for cell in listed:
         cell_dir = cell.get("dir") if isinstance(cell, dict) else None
         if isinstance(cell_dir, str) and cell_dir and (directory / cell_dir / RESULT_FILE).exists():
-            found.add(directory / cell_dir)
-    return sorted(found)
+            (routed if cell.get("routed") else found).add(directory / cell_dir)
+    return sorted(found - routed)
 
 
 def report_matrix(directory: Path, *, cell_reports: bool = True) -> list[Path]:
@@ -102,7 +106,7 @@ def report_matrix(directory: Path, *, cell_reports: bool = True) -> list[Path]:
     for cell in doc["cells"]:
         cell_dir = directory / cell["dir"] if cell.get("dir") else None
         if cell_dir is not None and (cell_dir / RESULT_FILE).exists():
-            if cell_reports:
+            if cell_reports and not cell.get("routed"):
                 links[(cell["row"], cell["pairing"])] = f"{cell['dir']}/{SUMMARY_HTML}"
             else:
                 links[(cell["row"], cell["pairing"])] = f"{cell['dir']}/{RESULT_FILE}"

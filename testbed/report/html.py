@@ -18,6 +18,7 @@ OUTCOME_COLOURS: dict[str, str] = {
     "corrupted": "#d32f2f",
     "error": "#b0bec5",
     "not-run": "#ffffff",
+    "not-applicable": "#fafafa",
 }
 
 STYLE = """

@@ -32,6 +32,8 @@ def cell_text(cell: dict[str, Any]) -> str:
     status = cell.get("status")
     if status == "not-run":
         return "not run"
+    if status == "not-applicable":
+        return "n/a"  # the reason is a note below the table
     if status == "error":
         message = str(cell.get("error") or "run failed")
         return "error: " + (message if len(message) <= ERROR_CHARS else message[:ERROR_CHARS - 1] + "\u2026")
@@ -44,6 +46,9 @@ def cell_text(cell: dict[str, Any]) -> str:
     carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
     if isinstance(carrying, int) and isinstance(total, int) and total > 1:
         text += f" ({carrying}/{total} subflows)"
+    connections = cell.get("connections")  # a proxy or balancer cell: its class's share
+    if isinstance(connections, int) and isinstance(cell.get("connections_in_class"), int):
+        text += f" ({cell['connections_in_class']} of {connections} connections)"
     distribution = cell.get("distribution")
     if isinstance(distribution, dict) and cell.get("stable") is False:
         text += " [" + ", ".join(f"{n}\u00d7 {name}" for name, n in distribution.items()) + "]"
@@ -77,6 +82,8 @@ def _summary_line(doc: dict[str, Any]) -> str:
     line = (f"{s.get('cells', 0)} cells: {s.get('as_expected', 0)} as expected, "
             f"{s.get('differ', 0)} differ from their expectation ({s.get('errors', 0)} errors), "
             f"{s.get('no_expectation', 0)} without expectation, {s.get('not_run', 0)} not run")
+    if s.get("not_applicable"):
+        line += f", {s['not_applicable']} not applicable to their row's driver"
     if doc.get("partial"):
         line += " \u2014 PARTIAL: " + ("interrupted" if doc.get("interrupted") else "not every cell ran")
     return line
@@ -110,6 +117,11 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {_md_escape(_row_header_text(row))} | " + " | ".join(entries) + " |")
     lines += ["", f"Columns are client \u2192 server stacks. {DIFFERS_MARK} marks a cell whose outcome "
               "differs from the expectation declared in the matrix spec.", ""]
+    reasons = sorted({(c["row"], str(c.get("reason"))) for c in doc.get("cells", [])
+                      if c.get("status") == "not-applicable"})
+    if reasons:
+        lines += ["n/a: the row's driver cannot run that pairing:", "",
+                  *(f"- {row}: {_md_escape(reason)}" for row, reason in reasons), ""]
     conflicts = [f"- {c['row']} \u00d7 {c['pairing']}: {_md_escape(w)}"
                  for c in doc.get("cells", []) for w in c.get("wire_disagrees") or []]
     if conflicts:
@@ -172,7 +184,8 @@ def _evidence_section(doc: dict[str, Any]) -> str:
 
 def _html_cell(cell: dict[str, Any], link: str | None) -> str:
     status = cell.get("status")
-    outcome = "not-run" if status == "not-run" else "error" if status == "error" else str(cell.get("outcome"))
+    outcome = (str(status) if status in ("not-run", "not-applicable", "error")
+               else str(cell.get("outcome")))
     integrity = str(cell.get("integrity") or "ok")
     # corrupted bytes colour the cell whatever the protocol did; an unstable cell is grey
     classes = ["cell", outcome_class("corrupted" if integrity == "corrupted" else
@@ -181,7 +194,7 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
         classes.append("differs")
     evidence = "\n".join(str(e) for e in [*(cell.get("evidence") or []), *(cell.get("wire") or [])])
     title = f" title=\"{esc(evidence)}\"" if evidence else ""
-    if status in ("error", "not-run"):
+    if status in ("error", "not-run", "not-applicable"):
         body = esc(cell_text(cell))
     else:
         goodput = cell.get("goodput_mbps")

@@ -114,7 +114,8 @@ def test_two_hosts_share_the_matrix_and_merge_it(lab: Lab, tmp_path: Path) -> No
     doc = json.loads((out / "matrix.json").read_text())
     assert doc["kind"] == "matrix" and doc["partial"] is False and doc["interrupted"] is False
     assert doc["summary"] == {"cells": 4, "run": 4, "as_expected": 4, "differ": 0, "errors": 0,
-                              "no_expectation": 0, "not_run": 0, "degraded": 0, "unstable": 0}
+                              "no_expectation": 0, "not_applicable": 0, "not_run": 0, "degraded": 0,
+                              "unstable": 0}
     assert {(c["row"], c["pairing"]): c["outcome"] for c in doc["cells"]} == expected_outcomes(rows)
     assert [c["row"] for c in doc["cells"]] == rows.split(",")  # the spec's order, not finishing order
     assert {c["host"] for c in doc["cells"]} == {"h1", "h2"}  # both hosts worked

@@ -163,7 +163,8 @@ def test_run_records_results_errors_and_differences(tmp_path: Path) -> None:
     assert crash["error"] == "ZeroDivisionError: stack bug" and crash["as_expected"] is None
     assert "Traceback" in (tmp_path / "cells/strip_syn/python-kernel/run.log").read_text()
     assert doc["summary"] == {"cells": 4, "run": 4, "as_expected": 1, "differ": 2, "errors": 2,
-                              "no_expectation": 1, "not_run": 0, "degraded": 0, "unstable": 0}
+                              "no_expectation": 1, "not_applicable": 0, "not_run": 0, "degraded": 0,
+                              "unstable": 0}
     assert json.loads((tmp_path / "matrix.json").read_text())["cells"] == doc["cells"]
     assert "\u2717" in (tmp_path / "matrix.md").read_text()
     assert "building two_path" in (tmp_path / "cells/none/kernel-kernel/run.log").read_text()
