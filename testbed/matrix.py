@@ -66,6 +66,7 @@ from testbed.spec import (
     parse_spec,
     read_toml,
 )
+from testbed.spec_compare import same_spec
 
 MATRIX_FILE = "matrix.json"
 MATRIX_MD = "matrix.md"
@@ -515,9 +516,7 @@ def _reusable(cell: Cell, directory: Path) -> dict[str, Any] | None:
         return None
     if result.get("interrupted"):
         return None  # a run stopped by Ctrl-C keeps its partial result, but it is not finished
-    # compared as JSON: the stored spec went through json (tuples became lists)
-    wanted = json.loads(json.dumps(cell.spec.as_dict(), default=str))
-    return result if result.get("spec") == wanted else None
+    return result if same_spec(result.get("spec"), cell.spec) else None
 
 
 def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, resume: bool = False,

@@ -40,6 +40,7 @@ from testbed.matrix_expect import expectation_met, parse_expectation
 from testbed.matrix_pairing import parse_sides
 from testbed.net.topo import Topology
 from testbed.spec import read_toml
+from testbed.spec_compare import same_spec
 
 KINDS = {"proxy": "proxy", "balancer": "lb"}  # the spec's table -> the row's kind
 ROW_KEYS = {"name", "label", "spec", "traffic", "expect"}
@@ -265,13 +266,12 @@ def run_routed_cell(cell: RoutedCell, out: Path,
     if cell.spec is None:
         return {**cell_key(cell), "status": "not-applicable", "reason": cell.reason, "expected": None,
                 "as_expected": None, "evidence": [cell.reason], "dir": rel}, None
-    wanted = json.loads(json.dumps(dataclasses.asdict(cell.spec)))
     if resume and (directory / RESULT).is_file():
         try:
             previous = json.loads((directory / RESULT).read_text())
         except (OSError, ValueError):
             previous = None
-        if isinstance(previous, dict) and previous.get("spec") == wanted:
+        if isinstance(previous, dict) and same_spec(previous.get("spec"), cell.spec):
             return routed_record(cell, previous, rel) | {"reused": True}, None
     directory.mkdir(parents=True, exist_ok=True)
     (directory / RESULT).unlink(missing_ok=True)
