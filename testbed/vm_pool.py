@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,19 +101,20 @@ class VmPool:
         return {v.release: v.boot_s for v in self.vms}
 
     def ensure(self, selectors: Iterable[str], progress: Any = None) -> None:
-        """A VM for every selector's release that has none yet, booted side by side (a failed
-        boot is not retried: those cells boot their own)."""
+        """As many healthy VMs of each release as `selectors` name it (a cell with both
+        endpoints on one release needs two at once), the missing ones booted side by side (a
+        failed boot is not retried: those cells boot their own)."""
+        wanted = Counter(kernels.find_fetched(s, kernels.cache_dir()).release for s in selectors)
         missing: list[str] = []
-        for selector in selectors:
-            release = kernels.find_fetched(selector, kernels.cache_dir()).release
-            if release in self.failed or release in missing or any(
-                    v.release == release and not (v.directory / BROKEN_FILE).exists() for v in self.vms):
-                continue
-            missing.append(release)
+        for release, count in wanted.items():
+            healthy = sum(1 for v in self.vms
+                          if v.release == release and not (v.directory / BROKEN_FILE).exists())
+            if release not in self.failed:
+                missing += [release] * max(0, count - healthy)
         if not missing:
             return
         if progress is not None:
-            progress(f"booting {', '.join(missing)} (one VM each, for every cell on it)")
+            progress(f"booting {', '.join(missing)} (one VM each, for every cell on its release)")
         started = []
         for release in missing:
             try:
@@ -216,10 +218,18 @@ def for_cells(specs: Iterable[Any]) -> Iterator[VmPool | None]:
 
 def prepare(pool: VmPool | None, cells: Iterable[Any], remaining: Iterable[Any], progress: Any) -> None:
     """Before `cells` run: stop the VMs no remaining cell needs, boot those these cells need."""
+    prepare_specs(pool, [cell.spec for cell in cells], [cell.spec for cell in remaining], progress)
+
+
+def prepare_specs(pool: VmPool | None, specs: Iterable[Any], remaining: Iterable[Any], progress: Any) -> None:
+    """prepare() for experiment specs: as many VMs of a kernel as one of `specs` uses at once."""
     if pool is None:
         return
-    pool.retire(kernel for cell in remaining for kernel, _n in vm_sides(cell.spec))
-    pool.ensure([kernel for cell in cells for kernel, _n in vm_sides(cell.spec)], progress)
+    pool.retire(kernel for spec in remaining for kernel, _n in vm_sides(spec))
+    most: Counter[str] = Counter()
+    for spec in specs:
+        most |= Counter(kernel for kernel, _n in vm_sides(spec))  # the most any one spec needs
+    pool.ensure(list(most.elements()), progress)
 
 
 # --- the lease side (testbed.endpoints.vm_kernel, in a cell's host namespace) ---------------------

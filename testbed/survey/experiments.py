@@ -177,14 +177,34 @@ class SurveyInterrupted(KeyboardInterrupt):
 def run_experiments(target: Target, out: Path, names: tuple[str, ...], *, runner: Runner | None = None,
                     progress: Callable[[str], None] = print) -> dict[str, ExperimentRecord]:
     """Run the named experiments for `target` into out/<target>/<experiment>/; a failure is
-    recorded and the survey goes on."""
-    from testbed.spec import parse_spec
+    recorded and the survey goes on. A kernel@VERSION target's VMs are booted once for all
+    its experiments (testbed.vm_pool), not twice per experiment."""
+    from testbed import vm_pool
 
     if runner is None:
         from testbed.runner import run_experiment
 
         runner = run_experiment
     records: dict[str, ExperimentRecord] = {}
+    planned = _planned_specs(target, names, records)
+    try:
+        with vm_pool.for_cells(spec for _e, spec in planned) as pool:
+            for index, (experiment, spec) in enumerate(planned):
+                vm_pool.prepare_specs(pool, [spec], [s for _e, s in planned[index:]], progress)
+                _run_one(target, out, experiment, spec, runner, records, progress)
+    except KeyboardInterrupt:
+        for name in names:  # the one running and those not reached: said so in the tables
+            records.setdefault(name, ExperimentRecord(name, "not-run", reason=INTERRUPTED))
+        raise SurveyInterrupted(records) from None
+    return {name: records[name] for name in [e.name for e in EXPERIMENTS] if name in records}
+
+
+def _planned_specs(target: Target, names: tuple[str, ...],
+                   records: dict[str, ExperimentRecord]) -> list[tuple[Experiment, Any]]:
+    """Every named experiment's spec for `target`; those that cannot run get their record."""
+    from testbed.spec import parse_spec
+
+    planned = []
     unavailable = target.unavailable()
     for experiment in EXPERIMENTS:
         if experiment.name not in names:
@@ -197,22 +217,25 @@ def run_experiments(target: Target, out: Path, names: tuple[str, ...], *, runner
             records[experiment.name] = ExperimentRecord(experiment.name, "not-run", reason=built)
             continue
         built["name"] = f"survey/{target.name}/{experiment.name}"
-        relative = f"{target.directory}/{experiment.name}"
-        progress(f"survey: {target.name}: {experiment.name} ({experiment.what})")
         try:
-            spec = parse_spec(built, source=f"survey {target.name} {experiment.name}")
-            doc = runner(spec, out / relative, progress=lambda _line: None)
-        except KeyboardInterrupt:
-            for name in names:  # this one and those not reached: said so in the tables
-                records.setdefault(name, ExperimentRecord(name, "not-run",
-                                                          reason=INTERRUPTED))
-            raise SurveyInterrupted(records) from None
+            planned.append((experiment, parse_spec(built, source=f"survey {target.name} {experiment.name}")))
         except (TestbedError, SpecError) as exc:
+            relative = f"{target.directory}/{experiment.name}"
             records[experiment.name] = ExperimentRecord(experiment.name, "error", relative, exc.message)
-            continue
-        except Exception as exc:  # a bug in one experiment must not end the survey
-            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            records[experiment.name] = ExperimentRecord(experiment.name, "error", relative, detail)
-            continue
-        records[experiment.name] = ExperimentRecord(experiment.name, "ran", relative, result=doc)
-    return records
+    return planned
+
+
+def _run_one(target: Target, out: Path, experiment: Experiment, spec: Any, runner: Runner,
+             records: dict[str, ExperimentRecord], progress: Callable[[str], None]) -> None:
+    relative = f"{target.directory}/{experiment.name}"
+    progress(f"survey: {target.name}: {experiment.name} ({experiment.what})")
+    try:
+        doc = runner(spec, out / relative, progress=lambda _line: None)
+    except (TestbedError, SpecError) as exc:
+        records[experiment.name] = ExperimentRecord(experiment.name, "error", relative, exc.message)
+        return
+    except Exception as exc:  # a bug in one experiment must not end the survey
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        records[experiment.name] = ExperimentRecord(experiment.name, "error", relative, detail)
+        return
+    records[experiment.name] = ExperimentRecord(experiment.name, "ran", relative, result=doc)

@@ -206,3 +206,36 @@ def test_a_job_removed_while_its_files_are_opened_is_abandoned_too(tmp_path: Pat
     monkeypatch.setattr(vm_guest, "_open_in_job", removed_before_the_second)
     with pytest.raises(vm_guest.JobAbandoned):
         vm_guest.run_job(job, [], dict, configured=[])
+
+
+def test_a_cell_with_both_endpoints_on_one_release_gets_two_vms(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """A survey's kernel@VERSION experiment puts client and server on one release: the pool
+    boots two VMs of it once, for every experiment, instead of each run booting two."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(vm_pool.kernels, "find_fetched",
+                        lambda selector, _cache: SimpleNamespace(release=f"rel-{selector}"))
+    pool = vm_pool.VmPool(nics=2)
+    booted: list[str] = []
+
+    def start(release: str) -> Any:
+        booted.append(release)
+        pooled = vm_pool.PooledVm(release, tmp_path / f"vm{len(booted)}", "ns", None, [], "tcg", 0.0)  # type: ignore[arg-type]
+        pool.vms.append(pooled)
+        return pooled
+
+    monkeypatch.setattr(pool, "_start", start)
+    monkeypatch.setattr(pool, "_wait", lambda pooled: None)
+    both = parse_matrix_spec({
+        "pairings": ["kernel@6.12-kernel@6.12", "kernel@6.12-kernel"],
+        "base": {"topology": {"name": "two_path"}, "traffic": {"seconds": 1}},
+        "middleboxes": [{"name": "none", "chain": []}, {"name": "again", "chain": []}]})
+    specs = [cell.spec for cell in both.cells]
+    vm_pool.prepare_specs(pool, specs, specs, None)  # the most one spec needs: two of 6.12
+    assert booted == ["rel-6.12", "rel-6.12"]
+    vm_pool.prepare_specs(pool, specs[1:2], specs[1:], None)
+    assert booted == ["rel-6.12", "rel-6.12"]  # both still there: nothing new
+    pool.vms.pop()  # one stopped (broken, say): the next spec that needs two boots one
+    vm_pool.prepare_specs(pool, specs[2:3], specs[2:], None)
+    assert booted == ["rel-6.12", "rel-6.12", "rel-6.12"]
