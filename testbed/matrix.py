@@ -569,7 +569,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
             if background is not None:  # the waiting cells together, before any cell that measures
                 bar.status(f"{len(background.pending)} cells expected to reset or stall, "
                            f"{jobs} at a time")
-                vm_pool.prepare(pool, background.pending, matrix.cells, bar.status)
+                vm_pool.prepare(pool, background.pending, matrix.cells, bar.status, at_once=jobs)
                 for done in background.drain():
                     add(*done)
             measuring = [c for c in matrix.cells if background is None or not waits(c)]

@@ -216,20 +216,28 @@ def for_cells(specs: Iterable[Any]) -> Iterator[VmPool | None]:
         yield pool
 
 
-def prepare(pool: VmPool | None, cells: Iterable[Any], remaining: Iterable[Any], progress: Any) -> None:
-    """Before `cells` run: stop the VMs no remaining cell needs, boot those these cells need."""
-    prepare_specs(pool, [cell.spec for cell in cells], [cell.spec for cell in remaining], progress)
+def prepare(pool: VmPool | None, cells: Iterable[Any], remaining: Iterable[Any], progress: Any,
+            at_once: int = 1) -> None:
+    """Before `cells` run (up to `at_once` of them side by side, as under --jobs): stop the VMs
+    no remaining cell needs, boot those these cells need."""
+    prepare_specs(pool, [cell.spec for cell in cells], [cell.spec for cell in remaining], progress, at_once)
 
 
-def prepare_specs(pool: VmPool | None, specs: Iterable[Any], remaining: Iterable[Any], progress: Any) -> None:
-    """prepare() for experiment specs: as many VMs of a kernel as one of `specs` uses at once."""
+def prepare_specs(pool: VmPool | None, specs: Iterable[Any], remaining: Iterable[Any], progress: Any,
+                  at_once: int = 1) -> None:
+    """prepare() for experiment specs: as many VMs of a kernel as one of `specs` uses, times
+    the number of specs on that kernel that may run at once."""
     if pool is None:
         return
     pool.retire(kernel for spec in remaining for kernel, _n in vm_sides(spec))
-    most: Counter[str] = Counter()
+    most: Counter[str] = Counter()  # the most VMs of a kernel any one spec uses
+    users: Counter[str] = Counter()  # the specs that use a kernel
     for spec in specs:
-        most |= Counter(kernel for kernel, _n in vm_sides(spec))  # the most any one spec needs
-    pool.ensure(list(most.elements()), progress)
+        uses = Counter(kernel for kernel, _n in vm_sides(spec))
+        most |= uses
+        users.update(uses.keys())
+    pool.ensure([kernel for kernel, count in most.items()
+                 for _ in range(count * min(max(at_once, 1), users[kernel]))], progress)
 
 
 # --- the lease side (testbed.endpoints.vm_kernel, in a cell's host namespace) ---------------------

@@ -239,3 +239,13 @@ def test_a_cell_with_both_endpoints_on_one_release_gets_two_vms(monkeypatch: pyt
     pool.vms.pop()  # one stopped (broken, say): the next spec that needs two boots one
     vm_pool.prepare_specs(pool, specs[2:3], specs[2:], None)
     assert booted == ["rel-6.12", "rel-6.12", "rel-6.12"]
+
+
+def test_under_jobs_the_waiting_cells_on_one_kernel_get_a_vm_each_that_may_run_at_once() -> None:
+    cells = [c for c in _matrix().cells if c.pairing in ("kernel@6.12-kernel", "python-kernel@6.1")]
+    pool = FakePool()
+    vm_pool.prepare(pool, cells * 3, cells, print, at_once=2)  # type: ignore[arg-type]
+    assert sorted(pool.calls[-1][1]) == ["6.1", "6.1", "6.12", "6.12"]
+    pool = FakePool()
+    vm_pool.prepare(pool, cells, cells, print, at_once=2)  # type: ignore[arg-type]
+    assert sorted(pool.calls[-1][1]) == ["6.1", "6.12"]  # one cell each: one VM each
