@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -69,6 +70,7 @@ from testbed.spec import (
 from testbed.spec_compare import same_spec
 
 MATRIX_FILE = "matrix.json"
+MATRIX_BEFORE_RESUME = "matrix.before-resume.json"
 MATRIX_MD = "matrix.md"
 MATRIX_HTML = "matrix.html"
 CELLS_DIR = "cells"
@@ -537,6 +539,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
     if runner is None:
         from testbed.runner import run_experiment as runner
     out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / MATRIX_FILE).exists():  # the document lists only the cells it has seen
+        shutil.copyfile(out / MATRIX_FILE, out / MATRIX_BEFORE_RESUME)  # until it ends: keep it
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     started = clock()
     bar = ProgressBar(matrix.total, label="matrix", stream=stream, clock=clock, tty=tty)
@@ -677,7 +681,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairings",
                         help="comma-separated pairings to run, e.g. kernel-kernel (default: the spec's)")
     parser.add_argument("--resume", action="store_true",
-                        help="reuse cells of DIR whose result.json comes from the same cell spec")
+                        help="reuse cells of DIR whose result.json comes from the same cell spec (a field "
+                             "added since, at its default, counts as the same); DIR's matrix.json is kept "
+                             "as matrix.before-resume.json")
     parser.add_argument("--junit", metavar="FILE",
                         help="also write JUnit XML: one test case per cell, failed where it differs")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",

@@ -185,6 +185,7 @@ def test_interrupt_keeps_a_partial_matrix(tmp_path: Path) -> None:
     # --resume picks up where it stopped, re-running nothing that finished
     again = FakeRunner({"none": "mptcp", "strip_syn": "fallback-syn"})
     doc = run_matrix(matrix, tmp_path, runner=again, resume=True, stream=io.StringIO(), tty=False)
+    assert json.loads((tmp_path / "matrix.before-resume.json").read_text()) == stored  # kept
     assert again.calls == ["t/strip_syn/kernel-kernel", "t/strip_syn/python-kernel"]
     assert doc["partial"] is False and doc["summary"]["as_expected"] == 3
     assert [c.get("reused", False) for c in doc["cells"]] == [True, True, False, False]
