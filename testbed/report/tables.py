@@ -19,6 +19,7 @@ from testbed.report.versions import has_versions, row_summary
 DIFFERS_MARK = "\u2717"  # ✗
 WIRE_MARK = "\u26a0 wire"  # ⚠: the capture contradicts the outcome class
 ERROR_CHARS = 80
+SMALLER = "(smaller transfer)"  # an outcome-only cell's goodput: not comparable
 
 
 def pairing_title(pairing: str) -> str:
@@ -42,7 +43,7 @@ def cell_text(cell: dict[str, Any]) -> str:
     if cell.get("integrity") and cell.get("integrity") != "ok":
         text += f" \u00b7 {cell['integrity']}"
     if isinstance(goodput, (int, float)):
-        text += f" {goodput:.1f} Mbit/s"
+        text += f" {goodput:.1f} Mbit/s" + (f" {SMALLER}" if smaller_transfer(cell) else "")
     carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
     if isinstance(carrying, int) and isinstance(total, int) and total > 1:
         text += f" ({carrying}/{total} subflows)"
@@ -57,6 +58,13 @@ def cell_text(cell: dict[str, Any]) -> str:
     if cell.get("degraded"):
         text += f" \u00b7 degraded {cell.get('goodput_fraction', 0):.0%} of reference ({cell['degraded']})"
     return text
+
+
+def smaller_transfer(cell: dict[str, Any]) -> bool:
+    """An outcome-only cell that ran the spec's smaller [outcome_only] transfer: its goodput
+    does not compare with the cells that measure."""
+    changed = cell.get("outcome_only")
+    return isinstance(changed, dict) and bool({"bytes", "seconds"} & set(changed))
 
 
 def cell_differs(cell: dict[str, Any]) -> bool:
@@ -117,6 +125,9 @@ def matrix_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {_md_escape(_row_header_text(row))} | " + " | ".join(entries) + " |")
     lines += ["", f"Columns are client \u2192 server stacks. {DIFFERS_MARK} marks a cell whose outcome "
               "differs from the expectation declared in the matrix spec.", ""]
+    if any(smaller_transfer(c) for c in doc.get("cells", [])):
+        lines += [f"{SMALLER}: the cell was judged on its class alone and ran the spec's smaller "
+                  "[outcome_only] transfer; its goodput does not compare with the others.", ""]
     reasons = sorted({(c["row"], str(c.get("reason"))) for c in doc.get("cells", [])
                       if c.get("status") == "not-applicable"})
     if reasons:
@@ -203,6 +214,8 @@ def _html_cell(cell: dict[str, Any], link: str | None) -> str:
             body += f" \u00b7 <strong>{esc(integrity)}</strong>"
         if isinstance(goodput, (int, float)):
             body += f"<br><span class=\"goodput\">{goodput:.1f} Mbit/s"
+            if smaller_transfer(cell):
+                body += f" {SMALLER}"
             carrying, total = cell.get("subflows_carrying"), cell.get("subflows_total")
             if isinstance(carrying, int) and isinstance(total, int) and total > 1:
                 body += f", {carrying}/{total} subflows"

@@ -177,3 +177,16 @@ def test_each_subflow_is_labelled_with_its_family(run_dir: Path) -> None:
     labels = throughput_plot_spec(result)["labels"]
     assert labels["[fd00:10:0:2::1]:40000"].endswith("(IPv6)")
     assert labels[first["local"]].endswith("(IPv4)")
+
+
+def test_a_smaller_outcome_only_transfer_marks_its_goodput(matrix_dir: Path) -> None:
+    doc = load(matrix_dir / "matrix.json")
+    plain = matrix_markdown(doc)
+    assert "(smaller transfer)" not in plain
+    cell = next(c for c in doc["cells"] if isinstance(c.get("goodput_mbps"), (int, float)))
+    cell["outcome_only"] = {"bytes": 2_000_000}
+    md, html = matrix_markdown(doc), matrix_html(doc)
+    assert f"{cell['goodput_mbps']:.1f} Mbit/s (smaller transfer)" in md
+    assert "ran the spec's smaller [outcome_only] transfer" in md and "(smaller transfer)" in html
+    cell["outcome_only"] = {"timeout_s": 10.0}  # a shorter wait leaves the transfer as it was
+    assert "(smaller transfer)" not in matrix_markdown(doc)
