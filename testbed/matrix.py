@@ -51,6 +51,7 @@ from testbed.matrix_outcome_only import (
 )
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.matrix_routed import RoutedCell, RoutedRow, parse_routed_rows, routed_cells, run_routed_cell
+from testbed.net.families import check_vm_endpoints
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
 from testbed.repeats import UNSTABLE, repeat_seed, summarize_repeats
@@ -359,6 +360,7 @@ def _check_cells_against_topologies(cells: tuple[Cell, ...]) -> None:
         if key not in built:
             built[key] = build_topology(cell.spec.topology, cell.spec.topology_params)
         check_against_topology(cell.spec, built[key])
+        check_vm_endpoints(cell.spec, built[key])  # before the first cell, not at its turn
 
 
 # --- running ---------------------------------------------------------------------------------

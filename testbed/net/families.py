@@ -71,6 +71,17 @@ def check_nat64_boxes(spec: ExperimentSpec, topo: Topology) -> None:
                                 "nothing reaches the IPv4 server")
 
 
+def check_vm_endpoints(spec: ExperimentSpec, topo: Topology) -> None:
+    """A VM endpoint (`kernel = VERSION`) only on an IPv4-only topology: the guest is given
+    IPv4 addresses alone. Checked with the spec, before anything runs (a matrix: every cell)."""
+    if topo.versions == (4,):
+        return
+    for endpoint in spec.endpoints:
+        if endpoint.kernel is not None:
+            raise SpecError(f"{spec.source}: {endpoint.role} kernel {endpoint.kernel!r}: VM endpoints are "
+                            f"IPv4-only so far; drop `kernel` or use family = \"ipv4\" on {topo.name}")
+
+
 def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Path("/proc")) -> None:
     """Refuse what cannot run on the topology's families, naming what to change."""
     where = spec.source
@@ -84,10 +95,7 @@ def check_families(spec: ExperimentSpec, topo: Topology, *, proc_root: Path = Pa
         check_nat64_boxes(spec, topo)
     if topo.versions == (4,):  # [mptcp].server_signal's family: testbed.spec.check_against_topology
         return
-    for endpoint in spec.endpoints:
-        if endpoint.kernel is not None:
-            raise SpecError(f"{where}: {endpoint.role} kernel {endpoint.kernel!r}: VM endpoints are "
-                            f"IPv4-only so far; drop `kernel` or use family = \"ipv4\" on {topo.name}")
+    check_vm_endpoints(spec, topo)
     for box in spec.middleboxes:
         link = topo.link_of_middlebox(box.node)
         if 6 not in link.versions:

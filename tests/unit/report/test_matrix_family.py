@@ -72,3 +72,17 @@ def test_ipv6_variant_of_the_full_matrix_leaves_the_nat44_rows_out_and_says_so()
     assert all(c.row.name not in dropped for c in ipv6.cells)
     assert len(ipv6.cells) == len(ipv4.cells) - 2 * len(ipv4.pairings)
     assert {r.name for r in load_matrix_spec(full, "dual").rows} == {r.name for r in ipv4.rows}
+
+
+@pytest.mark.parametrize("family", ["ipv6", "dual"])
+def test_vm_pairings_on_an_ipv6_variant_are_refused_when_the_spec_loads(family: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_matrix_spec(ROOT / "experiments" / "fallback_matrix_kernels.toml", family)
+    assert "VM endpoints are IPv4-only so far" in caught.value.message
+
+
+def test_routed_rows_are_left_out_of_ipv6_variants_and_named() -> None:
+    spec = ROOT / "experiments" / "fallback_matrix.toml"
+    assert [r.name for r in load_matrix_spec(spec, "ipv4").routed][:2] == ["proxy", "proxy_path_cut"]
+    variant = load_matrix_spec(spec, "dual")
+    assert variant.routed == () and "rows proxy, proxy_path_cut, lb_hash" in variant.description
