@@ -14,8 +14,9 @@ own topologies with their own drivers, so their rows name a driver spec instead 
 A pairing keeps its meaning, client stack -> server stack, where the server is the stack that
 terminates the client's MPTCP connection: the proxy for a proxy row (the kernel relay or the
 python-stack relay; the legacy server behind it speaks plain TCP either way), the backends for a
-balancer row. The balancer's client and backends are the host kernel's MPTCP, so its rows have
-one cell (kernel-kernel); the other pairings are shown as not applicable, with the reason.
+balancer row. Both drivers run the host kernel's MPTCP or the python stack at either end; a
+pairing with another side (a fetched kernel, tcp, a command stack) is shown as not applicable,
+with the reason.
 
 A cell runs the driver's connections; its class is the one furthest from MPTCP that any of them
 had (the counts of every class are kept with the cell), and its integrity the worst any had:
@@ -52,7 +53,6 @@ RESULT = "result.json"
 SEVERITY = ("corrupted", "unknown", "truncated", "ok")
 # the drivers' connection classes (run_class, connection_class), furthest from MPTCP first
 WORST_FIRST = ("reset", "fallback-syn", "subflow-rejected", "mptcp")
-LB_ONLY_KERNEL = "the balancer's client and backends are the host kernel's MPTCP (testbed.balancer)"
 
 
 @dataclass(frozen=True)
@@ -175,16 +175,15 @@ def routed_cells(rows: Iterable[RoutedRow], pairings: Iterable[str]) -> tuple[Ro
             client, server = parse_sides(pairing, "pairing")
             sides = (client, server)
             spec, reason = None, ""
-            if row.kind == "lb":
-                if all(s.stack == "kernel" and s.kernel is None for s in sides):
-                    spec = row.driver_spec
-                else:
-                    reason = LB_ONLY_KERNEL
-            elif all(s.stack in STACKS and s.kernel is None for s in sides):
+            if not all(s.stack in STACKS and s.kernel is None for s in sides):
+                reason = (f"the {'balancer' if row.kind == 'lb' else 'proxy'}'s ends are the host "
+                          "kernel's MPTCP or the python stack")
+            elif row.kind == "lb":
+                spec = dataclasses.replace(row.driver_spec, client_stack=client.stack,
+                                           backend_stack=server.stack)
+            else:
                 spec = dataclasses.replace(row.driver_spec, client_stack=client.stack,
                                            variant=server.stack)
-            else:
-                reason = "the proxy's client and relay are the host kernel's MPTCP or the python stack"
             cells.append(RoutedCell(row=row, pairing=pairing, spec=spec, reason=reason))
     return tuple(cells)
 
@@ -229,7 +228,10 @@ def routed_record(cell: RoutedCell, result: dict[str, Any], directory: str) -> d
     integrity = next(name for name in SEVERITY if integrities.get(name) or name == "ok")
     evidence = [f"{len(records)} connections: " + " · ".join(f"{k} {n}" for k, n in sorted(classes.items())),
                 "integrity: " + " · ".join(f"{k} {n}" for k, n in sorted(integrities.items()))]
-    if cell.row.kind == "lb":
+    if cell.row.kind == "lb" and summary.get("joins_refused") is None:
+        evidence.append("joins refused at the backends: not counted (a python backend's refusal "
+                        "belongs to no connection)")
+    elif cell.row.kind == "lb":
         evidence.append(f"joins refused at the backends (MPJoinNoTokenFound): {summary['joins_refused']}; "
                         f"established: {summary['joins_established']}")
     elif summary.get("median_stall_after_cut_s") is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import kernel_mptcp
+from testbed.balancer import stack_runs
 from testbed.balancer.variants import backends_of, check_balancer_node, check_variant, install
 from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
@@ -45,7 +46,8 @@ SCHEMA_VERSION = 1
 READY_TIMEOUT_S = 10.0
 SPEC_KEYS = {"name", "description", "seed", "topology", "balancer", "client", "traffic"}
 CLIENT_ENDPOINTS = ("subflow", "fullmesh")
-BALANCER_KEYS = {"node", "variant", "remedy"}
+BALANCER_KEYS = {"node", "variant", "remedy", "backend_stack"}
+STACKS = ("kernel", "python")
 TRAFFIC_KEYS = {"connections", "bytes", "port", "settle_s"}
 
 
@@ -64,6 +66,14 @@ class LbSpec:
     byte_count: int
     port: int
     settle_s: float
+    client_stack: str = "kernel"
+    backend_stack: str = "kernel"
+
+    @property
+    def endpoint_programs(self) -> bool:
+        """The python stack at either end: both ends run the testbed's endpoint programs
+        (stack_runs.py) instead of the balancer's own."""
+        return "python" in (self.client_stack, self.backend_stack)
 
 
 def _positive_int(value: object, what: str, where: str, lowest: int = 1) -> int:
@@ -88,7 +98,11 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
                         f"so far (give family = \"ipv4\")")
     balancer = section(data, "balancer", BALANCER_KEYS, where)
     traffic = section(data, "traffic", TRAFFIC_KEYS, where)
-    client = section(data, "client", {"endpoint", "add_addr_accepted"}, where)
+    client = section(data, "client", {"endpoint", "add_addr_accepted", "stack"}, where)
+    for what, stack in (("[client] stack", client.get("stack", "kernel")),
+                        ("[balancer] backend_stack", balancer.get("backend_stack", "kernel"))):
+        if stack not in STACKS:
+            raise SpecError(f"{where}: {what} = {stack!r} (known: {', '.join(STACKS)})")
     client_endpoint = client.get("endpoint", "subflow")
     if client_endpoint not in CLIENT_ENDPOINTS:
         raise SpecError(f"{where}: [client] endpoint = {client_endpoint!r} "
@@ -112,6 +126,8 @@ def parse_spec(data: dict[str, Any], where: str) -> tuple[LbSpec, Topology]:
         byte_count=_positive_int(traffic.get("bytes", 100_000), "[traffic] bytes", where),
         port=_positive_int(traffic.get("port", 5201), "[traffic] port", where),
         settle_s=float(settle_s),
+        client_stack=str(client.get("stack", "kernel")),
+        backend_stack=str(balancer.get("backend_stack", "kernel")),
     )
     if spec.port > 65535:
         raise SpecError(f"{where}: [traffic] port = {spec.port} is not a TCP port")
@@ -259,13 +275,29 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
             _configure_mptcp(net, spec, topo)
             balancer = install(net, spec.node, spec.variant, vip, spec.port,
                                backends_of(topo, spec.node, names), work_dir)
-            servers = _start_servers(net, spec, names, work_dir)
+            unicasts = {n: topo.l3_interfaces(n)[0][0].address_of(n) for n in names}
+            servers = (stack_runs.start_servers(net, spec, names, vip, unicasts) if spec.endpoint_programs
+                       else _start_servers(net, spec, names, work_dir))
             if capture:
                 servers["tcpdump"] = _start_capture(net, spec, out_dir / "balancer.pcap")
             if before_client is not None:
                 before_client(net)
             nodes = ["client", *names]
             before = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
+            if spec.endpoint_programs:
+                outcomes = stack_runs.run_clients(
+                    net, spec, vip, [a.split("/")[0] for a in topo.host_addresses("client")])
+                time.sleep(0.2)  # let the last subflows' closes reach the counters
+                after = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
+                deltas = {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in nodes}
+                served = stack_runs.stop_servers({n: servers.pop(n) for n in names})
+                records = stack_runs.connection_records(spec, outcomes, served)
+                server_counts = [{"name": n, "served": len(r)} for n, r in served.items()]
+                if "tcpdump" in servers:
+                    _stop(servers.pop("tcpdump"))
+                balancer_stats = balancer.stop()
+                return _finish(spec, topo, out_dir, started, records, deltas, server_counts,
+                               balancer_stats, names)
             client = net.popen("client", [
                 sys.executable, "-m", "testbed.balancer.endpoints", "client", "--address", vip,
                 "--port", str(spec.port), "--connections", str(spec.connections),
@@ -297,6 +329,19 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
             balancer.stop()
         state.remove()
     records = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    return _finish(spec, topo, out_dir, started, records, deltas, server_counts, balancer_stats, names)
+
+
+def _finish(spec: LbSpec, topo: Topology, out_dir: Path, started: float, records: list[dict[str, Any]],
+            deltas: dict[str, dict[str, int]], server_counts: list[Any], balancer_stats: Any,
+            names: list[str]) -> dict[str, Any]:
+    """The result (written to out_dir/result.json): the counts, and every record behind them."""
+    client_counters = dict(deltas["client"])
+    if spec.client_stack == "python":  # its joins are in its own counters, not the namespace's
+        client_counters.update(stack_runs.python_client_counters(records))
+    counts = summarize(records, {n: deltas[n] for n in names}, client_counters)
+    if spec.backend_stack == "python":  # a refused join belongs to no connection's report
+        counts.update(joins_received_by_backends=None, joins_established=None, joins_refused=None)
     result = {
         "schema": SCHEMA_VERSION,
         "kind": "lb",
@@ -304,7 +349,7 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
         "topology": topo.describe(),
         "started": started,
         "load_average": Path("/proc/loadavg").read_text().split()[:3],
-        "counts": summarize(records, {n: deltas[n] for n in names}, deltas["client"]),
+        "counts": counts,
         "balancer": balancer_stats,
         "servers": server_counts,
         "counters": deltas,
@@ -319,16 +364,21 @@ def format_classes(classes: dict[str, int]) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    """One row per run, like a matrix with one pairing (kernel-kernel)."""
-    rows = [("spec", "balancer", "remedy", "outcome classes (kernel-kernel)", "refused", "both paths")]
+    """One row per run: its client-backends pairing and outcome classes, as a matrix row's."""
+    rows = [("spec", "balancer", "remedy", "client-backends", "outcome classes", "refused", "both paths")]
     for result in results:
         spec, counts = result["spec"], result["counts"]
-        rows.append((spec["name"], spec["variant"], spec["remedy"], format_classes(counts["outcome_classes"]),
-                     str(counts["joins_refused"]),
+        refused = counts["joins_refused"]
+        rows.append((spec["name"], spec["variant"], spec["remedy"], _pairing(spec),
+                     format_classes(counts["outcome_classes"]), "-" if refused is None else str(refused),
                      f"{counts['connections_on_both_client_paths']}/{counts['connections']}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
+
+
+def _pairing(spec: dict[str, Any]) -> str:
+    return f"{spec.get('client_stack', 'kernel')}-{spec.get('backend_stack', 'kernel')}"
 
 
 def format_counts(result: dict[str, Any]) -> str:
@@ -337,19 +387,23 @@ def format_counts(result: dict[str, Any]) -> str:
                          for k, n in counts["subflows_per_connection"].items())
     lines = [
         f"{spec['name']}: balancer {spec['variant']}, remedy {spec['remedy']}, "
-        f"{counts['connections']} connections",
+        f"{_pairing(spec)} (client-backends), {counts['connections']} connections",
         f"  outcome classes: {format_classes(counts['outcome_classes'])}",
         f"  intact transfers: {counts['intact']}/{counts['connections']}  "
         f"fell back to TCP: {counts['fell_back']}  errors: {counts['errors']}",
         f"  subflows per connection: {subflows}  (over both client paths: "
         f"{counts['connections_on_both_client_paths']})",
-        f"  joins at the backends: {counts['joins_received_by_backends']} received, "
-        f"{counts['joins_established']} established, {counts['joins_refused']} refused (MPJoinNoTokenFound)",
     ]
+    counted = counts["joins_refused"] is not None  # not with python backends
+    lines.append(f"  joins at the backends: {counts['joins_received_by_backends']} received, "
+                 f"{counts['joins_established']} established, {counts['joins_refused']} refused "
+                 "(MPJoinNoTokenFound)" if counted else
+                 "  joins at the backends: not counted (a python backend's refusal belongs to no "
+                 "connection's report)")
     for name, row in counts["per_backend"].items():
-        lines.append(f"  {name}: {row['connections']} connections, "
-                     f"MPJoinNoTokenFound {row['MPJoinNoTokenFound']}, "
-                     f"joins established {row['MPJoinAckRx']}")
+        lines.append(f"  {name}: {row['connections']} connections" + (
+            f", MPJoinNoTokenFound {row['MPJoinNoTokenFound']}, joins established {row['MPJoinAckRx']}"
+            if counted else ""))
     if result.get("balancer"):
         stats = {k: v for k, v in result["balancer"].items() if k != "exit_status"}
         lines.append(f"  token balancer: {', '.join(f'{k} {v}' for k, v in stats.items())}")

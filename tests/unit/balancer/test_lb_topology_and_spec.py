@@ -131,7 +131,24 @@ def test_the_table_has_a_row_per_run_with_its_classes() -> None:
                          "subflow_sources": ["10.0.1.1"]}],
                        {"be1": {"MPTcpExtMPJoinNoTokenFound": 1}}, {"MPTcpExtMPJoinSynTx": 1})
     table = format_table([{"spec": {"name": "lb_x", "variant": "table", "remedy": "none"}, "counts": counts}])
-    assert table.splitlines()[1].split() == ["lb_x", "table", "none", "subflow-rejected", "1", "1", "0/1"]
+    assert table.splitlines()[1].split() == ["lb_x", "table", "none", "kernel-kernel", "subflow-rejected",
+                                             "1", "1", "0/1"]
+    python = {**counts, "joins_refused": None}  # python backends: their refusals are not counted
+    spec = {"name": "lb_y", "variant": "hash", "remedy": "none", "client_stack": "python",
+            "backend_stack": "python"}
+    table = format_table([{"spec": spec, "counts": python}])
+    assert table.splitlines()[1].split()[3:] == ["python-python", "subflow-rejected", "1", "-", "0/1"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"client": {"stack": "quic"}}, "[client] stack = 'quic'"),
+    ({"balancer": {"node": "lb", "backend_stack": "tcp"}}, "[balancer] backend_stack = 'tcp'"),
+])
+def test_an_unknown_stack_is_one_line(edit: dict, message: str) -> None:
+    data = {"topology": {"name": "lb"}, "balancer": {"node": "lb"}, **edit}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data, "t.toml")
+    assert message in caught.value.message and "(known: kernel, python)" in caught.value.message
 
 
 SPECS = sorted((Path(__file__).resolve().parents[3] / "experiments" / "lb").glob("*.toml"))

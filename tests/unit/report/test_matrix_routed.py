@@ -42,7 +42,7 @@ def parsed(edit=None):
     return parse_matrix_spec(raw, source=SOURCE)
 
 
-def test_pairings_choose_the_proxy_and_the_client_and_the_balancer_runs_kernel_kernel_only() -> None:
+def test_pairings_choose_the_client_and_the_proxy_or_the_backends() -> None:
     matrix = parsed()
     assert matrix.total == 4 * 3
     cells = {(c.row.name, c.pairing): c for c in matrix.routed_cells}
@@ -51,11 +51,21 @@ def test_pairings_choose_the_proxy_and_the_client_and_the_balancer_runs_kernel_k
         spec = cells[("proxy", pairing)].spec
         assert (spec.client_stack, spec.variant, spec.repeats) == (client, server, 1)
         assert cells[("proxy", pairing)].expected == "mptcp"
-    assert cells[("lb_hash", "kernel-kernel")].spec.connections == 5
+        spec = cells[("lb_hash", pairing)].spec
+        assert (spec.client_stack, spec.backend_stack, spec.connections) == (client, server, 5)
     assert cells[("lb_hash", "kernel-kernel")].expected == "subflow-rejected"
-    for pairing in ("python-kernel", "kernel-python", "python-python"):
-        cell = cells[("lb_hash", pairing)]
-        assert cell.spec is None and "host kernel" in cell.reason and cell.expected is None
+    assert cells[("lb_hash", "python-python")].expected is None  # the row names kernel-kernel only
+
+
+def test_a_pairing_the_drivers_cannot_run_is_not_applicable() -> None:
+    matrix = parsed(lambda raw: raw.update(pairings=["kernel-kernel", "kernel@6.1-kernel", "tcp-kernel"]))
+    cells = {(c.row.name, c.pairing): c for c in matrix.routed_cells}
+    for row in ("proxy", "lb_hash"):
+        assert cells[(row, "kernel-kernel")].spec is not None
+        for pairing in ("kernel@6.1-kernel", "tcp-kernel"):
+            cell = cells[(row, pairing)]
+            assert cell.spec is None and "host kernel's MPTCP or the python stack" in cell.reason
+            assert cell.expected is None
 
 
 def test_select_keeps_routed_rows_by_name() -> None:
@@ -118,14 +128,15 @@ def test_a_cell_from_a_balancer_result_and_its_table_entry() -> None:
     assert record["routed"]["outcome_classes"] == {"mptcp/2": 2, "subflow-rejected": 3}
     assert any("MPJoinNoTokenFound): 3" in line for line in record["evidence"])
     na = {"row": "lb_hash", "pairing": "python-python", "status": "not-applicable",
-          "reason": "the balancer's client and backends are the host kernel's MPTCP", "as_expected": None}
+          "reason": "the balancer's ends are the host kernel's MPTCP or the python stack",
+          "as_expected": None}
     doc = matrix_document(matrix, [record, na], partial=True, interrupted=False, started_at="",
                           elapsed_s=1.0, environment=None)
     assert doc["summary"]["not_applicable"] == 1 and doc["summary"]["no_expectation"] == 0
     assert [r["name"] for r in doc["rows"]] == ["none", "proxy", "lb_hash"]
     assert doc["rows"][2]["middleboxes"][0]["type"] == "l4_lb"
     table = matrix_markdown(json.loads(json.dumps(doc)))
-    assert "- lb_hash: the balancer's client and backends" in table and "1 not applicable" in table
+    assert "- lb_hash: the balancer's ends are" in table and "1 not applicable" in table
     assert "subflow-rejected (3 of 5 connections)" in table
 
 
