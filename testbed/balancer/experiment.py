@@ -2,9 +2,11 @@
 
 A spec names the balancer variant (variants.py), the remedy on the backends and the traffic:
 
-    [balancer]   node = "lb", variant = "hash" | "table" | "token", remedy = "none" | "cflag"
+    [balancer]   node = "lb", variant = "hash" | "table" | "token", remedy = "none" | "cflag",
+                 backend_stack = "kernel" | "python"
     [client]     endpoint = "subflow" | "fullmesh"   (the flags of its second address's endpoint),
-                 add_addr_accepted = 2                (its `ip mptcp limits`)
+                 add_addr_accepted = 2                (its `ip mptcp limits`),
+                 stack = "kernel" | "python"
     [traffic]    connections = 20, bytes = 100000, port = 5201, settle_s = 0.3
 
 remedy "cflag" is issue 16's remedy (a): every backend sets the MP_CAPABLE C flag
@@ -12,8 +14,10 @@ remedy "cflag" is issue 16's remedy (a): every backend sets the MP_CAPABLE C fla
 VIP) and announces its own unicast address with ADD_ADDR (a `signal` endpoint). The token
 variant is remedy (b); "none" with hash or table is (c), the failure for reference.
 
-The client is the kernel's MPTCP with a `subflow` endpoint on its second address (one join per
-connection, as a phone with Wi-Fi and cellular opens); every backend runs the kernel's MPTCP.
+By default the client is the kernel's MPTCP with a `subflow` endpoint on its second address
+(one join per connection, as a phone with Wi-Fi and cellular opens) and every backend runs the
+kernel's MPTCP; with the python stack at either end, both ends run the testbed's endpoint
+programs instead (stack_runs.py).
 The counts come from the backends' MPTcpExt counters (deltas over the run) and the client's
 per-connection records; everything is checked before anything is built.
 """
