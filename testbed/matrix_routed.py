@@ -40,6 +40,7 @@ from testbed.errors import SpecError, TestbedError
 from testbed.matrix_expect import expectation_met, parse_expectation
 from testbed.matrix_pairing import parse_sides
 from testbed.net.topo import Topology
+from testbed.result import RESULT_FILE
 from testbed.spec import read_toml
 from testbed.spec_compare import same_spec
 
@@ -48,7 +49,6 @@ ROW_KEYS = {"name", "label", "spec", "traffic", "expect"}
 TRAFFIC_KEYS = {"proxy": {"repeats": "repeats", "bytes": "byte_count"},
                 "lb": {"connections": "connections", "bytes": "byte_count"}}
 STACKS = ("kernel", "python")
-RESULT = "result.json"
 # the worst integrity a connection had is the cell's: most severe first
 SEVERITY = ("corrupted", "unknown", "truncated", "ok")
 # the drivers' connection classes (run_class, connection_class), furthest from MPTCP first
@@ -268,15 +268,15 @@ def run_routed_cell(cell: RoutedCell, out: Path,
     if cell.spec is None:
         return {**cell_key(cell), "status": "not-applicable", "reason": cell.reason, "expected": None,
                 "as_expected": None, "evidence": [cell.reason], "dir": rel}, None
-    if resume and (directory / RESULT).is_file():
+    if resume and (directory / RESULT_FILE).is_file():
         try:
-            previous = json.loads((directory / RESULT).read_text())
+            previous = json.loads((directory / RESULT_FILE).read_text())
         except (OSError, ValueError):
             previous = None
         if isinstance(previous, dict) and same_spec(previous.get("spec"), cell.spec):
             return routed_record(cell, previous, rel) | {"reused": True}, None
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / RESULT).unlink(missing_ok=True)
+    (directory / RESULT_FILE).unlink(missing_ok=True)
     try:
         if cell.row.kind == "proxy":
             from testbed.proxy.experiment import run_proxy
