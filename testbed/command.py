@@ -74,3 +74,16 @@ def run_command(
     if check and done.returncode != 0:
         raise CommandFailed(label, full, done.returncode, done.stderr or done.stdout)
     return done
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 5.0) -> str:
+    """Terminate a process started with stdout=PIPE (kill it after `timeout_s`) and return
+    what it printed, decoded."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        out, _err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _err = process.communicate()
+    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")

@@ -38,7 +38,7 @@ from typing import Any
 from testbed import kernel_mptcp
 from testbed.balancer import stack_runs
 from testbed.balancer.variants import backends_of, check_balancer_node, check_variant, install
-from testbed.command import run_command
+from testbed.command import run_command, stop_process
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.net.topo import Topology
 from testbed.spec import read_toml
@@ -191,20 +191,9 @@ def _start_capture(net: Any, spec: LbSpec, path: Path) -> subprocess.Popen:
         if not line.startswith("tcpdump: data link type"):
             break
     if "listening" not in line:
-        _stop(process)
+        stop_process(process)
         raise EnvironmentProblem(f"tcpdump on {spec.node} did not start: {line.strip()}")
     return process
-
-
-def _stop(process: subprocess.Popen) -> str:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        out, _err = process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _err = process.communicate()
-    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
 def connection_class(record: dict[str, Any], joins_tried: bool) -> str:
@@ -298,7 +287,7 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
                 records = stack_runs.connection_records(spec, outcomes, served)
                 server_counts = [{"name": n, "served": len(r)} for n, r in served.items()]
                 if "tcpdump" in servers:
-                    _stop(servers.pop("tcpdump"))
+                    stop_process(servers.pop("tcpdump"))
                 balancer_stats = balancer.stop()
                 return _finish(spec, topo, out_dir, started, records, deltas, server_counts,
                                balancer_stats, names)
@@ -321,14 +310,14 @@ def run_lb(spec: LbSpec, topo: Topology, out_dir: Path, *, capture: bool = False
             after = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             deltas = {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in nodes}
             server_counts = [json.loads(line) for name, s in servers.items() if name in names
-                             for line in _stop(s).splitlines() if line.startswith("{")]
+                             for line in stop_process(s).splitlines() if line.startswith("{")]
             if "tcpdump" in servers:
-                _stop(servers["tcpdump"])
+                stop_process(servers["tcpdump"])
             servers = {}
             balancer_stats = balancer.stop()
     finally:
         for process in servers.values():
-            _stop(process)
+            stop_process(process)
         if balancer is not None:
             balancer.stop()
         state.remove()

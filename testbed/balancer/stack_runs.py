@@ -24,6 +24,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from testbed.command import stop_process
 from testbed.endpoints.report import EndpointReport, ReportError, parse_output
 from testbed.errors import EnvironmentProblem, RunFailed
 
@@ -103,14 +104,7 @@ def stop_servers(servers: dict[str, subprocess.Popen]) -> dict[str, list[Endpoin
     """Each backend's reports of the connections it served (those it never got say so too)."""
     served: dict[str, list[EndpointReport]] = {}
     for name, process in servers.items():
-        if process.poll() is None:
-            process.terminate()
-        try:
-            out, _err = process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _err = process.communicate()
-        served[name] = [r for r in _reports(out.decode(errors="replace"), f"the server on {name}")
+        served[name] = [r for r in _reports(stop_process(process, timeout_s=10), f"the server on {name}")
                         if r.error is None and r.bytes > 0]
     return served
 

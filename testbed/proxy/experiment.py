@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import kernel_mptcp
-from testbed.command import run_command
+from testbed.command import run_command, stop_process
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.net.topo import Topology
 from testbed.proxy import intercept, stack_client
@@ -45,17 +45,6 @@ def _wait_ready(process: subprocess.Popen, ready: Path, what: str) -> None:
                 else "timed out"
             raise EnvironmentProblem(f"{what} did not start: {said}")
         time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen) -> str:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        out, _err = process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _err = process.communicate()
-    return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
 
 
 def _configure(net: Any, spec: ProxySpec, topo: Topology, server_address: str) -> None:
@@ -245,12 +234,12 @@ def run_proxy(spec: ProxySpec, topo: Topology, out_dir: Path) -> dict[str, Any]:
                 records.append({"index": index, **record})
             after = {n: kernel_mptcp.read_counters(net.node_pid(n)) for n in nodes}
             for name in list(processes):
-                for line in _stop(processes.pop(name)).splitlines():
+                for line in stop_process(processes.pop(name)).splitlines():
                     if line.startswith("{"):
                         said.update(json.loads(line))
     finally:
         for process in processes.values():
-            _stop(process)
+            stop_process(process)
         state.remove()
     counters = {n: kernel_mptcp.counter_deltas(before[n], after[n]) for n in before}
     summary = summarize(records)

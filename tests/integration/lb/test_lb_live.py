@@ -7,8 +7,6 @@ the balancer reports, never a value the test supplies.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,18 +15,10 @@ import pytest
 
 from testbed.balancer.experiment import load_spec, run_lb
 
+pytestmark = pytest.mark.usefixtures("needs_root_and_tools")
 SPECS = Path(__file__).resolve().parents[3] / "experiments" / "lb"
 CONNECTIONS = 3
 SETTLE_S = 2.0  # a join has this long to establish; the client stops waiting as soon as it has
-
-
-@pytest.fixture(autouse=True)
-def _needs_root_and_tools() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    missing = [tool for tool in ("ip", "nft", "iptables-legacy", "ethtool") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"missing tools: {missing}")
 
 
 def run(spec_name: str, tmp_path: Path) -> dict[str, Any]:

@@ -4,8 +4,6 @@ and the token-aware balancer, each checked end to end (both ends' SHA-256) on th
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,18 +12,10 @@ import pytest
 
 from testbed.balancer.experiment import load_spec, run_lb
 
+pytestmark = pytest.mark.usefixtures("needs_root_and_tools")
 SPECS = Path(__file__).resolve().parents[3] / "experiments" / "lb"
 CONNECTIONS = 6
 BYTES = 1_000_000  # a join opens well before the transfer ends
-
-
-@pytest.fixture(autouse=True)
-def _needs_root_and_tools() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for network namespaces")
-    missing = [tool for tool in ("ip", "nft", "iptables-legacy", "ethtool") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"missing tools: {missing}")
 
 
 def run(spec_name: str, client: str, backends: str, tmp_path: Path) -> dict[str, Any]:
