@@ -453,7 +453,9 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     interrupted = False
     try:
         _wait_for_client(spec, net, client_proc, started, work, timeline_log, progress, observer,
-                         _transfer_progress(spec, eta))
+                         _transfer_progress(spec, eta),
+                         timeline_zero_file=(work / "client.samples.csv"
+                                             if plan.client.vm_state is not None else None))
     except KeyboardInterrupt:
         # keep what got through: the client reports on SIGTERM (a second Ctrl-C aborts)
         interrupted = True
@@ -686,21 +688,33 @@ def apply_timeline_event(net: Network, event: TimelineEvent, now: float,
 
 def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess.Popen, started: float,
                      work: Path, timeline_log: list[dict[str, Any]], progress: Progress,
-                     observer: Observer | None, bar: TransferProgress | None) -> None:
+                     observer: Observer | None, bar: TransferProgress | None,
+                     timeline_zero_file: Path | None = None) -> None:
     """Apply the timeline while the client runs; past the deadline SIGTERM it. The bar (if any)
-    follows the client's samples file: cumulative bytes per subflow."""
+    follows the client's samples file: cumulative bytes per subflow.
+
+    `timeline_zero_file`: the timeline's t=0 is when this file appears instead of `started`. A VM
+    client's program starts seconds after `go` (Python over 9p in a slow guest) and writes its
+    samples file once connected, so a box switched on "2 s into the transfer" is, on every
+    kernel, switched on 2 s after the connection began."""
     from testbed.demo.livegraph import SampleTail
 
     pending = list(spec.timeline)
     deadline = started + spec.traffic.timeout_s + spec.traffic.planned_s + 10
+    zero: float | None = started if timeline_zero_file is None else None
     tail = SampleTail(work / "client.samples.csv") if bar is not None else None
     per_subflow: dict[str, int] = {}
     sampled_at = 0.0
     next_tick = 0.0
     try:
         while client_proc.poll() is None:
-            now = time.monotonic() - started
-            while pending and pending[0].at_s <= now:
+            if zero is None and timeline_zero_file is not None and timeline_zero_file.exists():
+                zero = time.monotonic()
+                if pending:
+                    progress(f"the VM client connected {zero - started:.1f} s after go: "
+                             "its timeline starts now")
+            now = time.monotonic() - (started if zero is None else zero)
+            while zero is not None and pending and pending[0].at_s <= now:
                 timeline_log.append(apply_timeline_event(net, pending.pop(0), now, progress))
             if time.monotonic() > deadline:
                 client_proc.terminate()  # the endpoint reports what got through, then exits
@@ -713,8 +727,14 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
                     per_subflow[sample.local] = sample.bytes
                     sampled_at = max(sampled_at, sample.t_s)
                 bar.tick(now, sum(per_subflow.values()), sampled_at or None)
-            wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending else 0.05
+            wait = min(0.05, max(0.001, pending[0].at_s - now)) if pending and zero is not None else 0.05
             time.sleep(wait)
+        if pending and zero is None:
+            why = "the VM client never connected (no samples file)"
+            timeline_log.extend(
+                {"at_s": None, "planned_at_s": event.at_s,
+                 **({"middlebox": event.middlebox} if event.middlebox else {"link": event.link}),
+                 "applied": False, "why": why} for event in pending)
     finally:
         if bar is not None:
             bar.finish()

@@ -323,7 +323,10 @@ def run_html(summary: RunSummary, plot_file: str | None = None, wire: tuple[str,
 
 
 def _timeline_what(ev: dict[str, Any]) -> str:
-    """One applied timeline entry: a link change or a middlebox switched on/off."""
+    """One timeline entry: a link change or a middlebox switched on/off (or why it was not)."""
+    if ev.get("applied") is False:
+        what = f"middlebox {ev['middlebox']}" if "middlebox" in ev else f"link {ev.get('link')}"
+        return f"{what} planned at {ev.get('planned_at_s')} s, not applied: {ev.get('why')}"
     if "middlebox" in ev:
         return (f"middlebox {ev['middlebox']} {'on' if ev.get('active') else 'off'} "
                 f"(counters then: {ev.get('counters', {})})")
