@@ -62,7 +62,8 @@ class ConnectionResult:
     mptcp_info: dict[str, dict[str, Any] | None]
     # the oracle's Verdict (testbed.integrity): reference stream, where a difference starts, why
     integrity_verdict: dict[str, Any] = field(default_factory=dict)
-    expected_subflows: int | None = None  # what the spec allows (None in files before schema 3)
+    # subflows expected to carry data: the spec's, less backups (None in files before schema 3)
+    expected_subflows: int | None = None
     # request/response traffic (testbed.latency_result): percentiles, wire bytes per payload
     # byte; None for bulk traffic
     latency: dict[str, Any] | None = None

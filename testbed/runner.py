@@ -409,6 +409,17 @@ def configure_hosts(plan: RunPlan, net: Network) -> dict[str, str]:
             for endpoint in plan.endpoints}
 
 
+def expected_carrying_subflows(spec: ExperimentSpec, client_addresses: list[tuple[str, str]]) -> int:
+    """How many subflows should carry data: one per client interface, up to the spec's subflows,
+    less those whose address the client marks backup (python stack_config.backup_addresses),
+    which stay idle while another path works; so a clean backup subflow is not a rejected one."""
+    interfaces = {device for _address, device in client_addresses}
+    backups = set(spec.client.stack_config.get("backup_addresses", ()))
+    backup_interfaces = {device for address, device in client_addresses if address in backups}
+    usable = min(len(interfaces), spec.mptcp.subflows + 1)
+    return max(1, usable - len(backup_interfaces))
+
+
 def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
                   observer: Observer | None = None, eta: TextIO | None = None) -> TransferRecord:
     """Stage 3: configure the hosts, start the server then the client, apply the timeline while
@@ -535,8 +546,7 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
     counters = {host: kernel_mptcp.counter_deltas(transfer.counters_before[host],
                                                   transfer.counters_after[host])
                 for host in transfer.counters_before}
-    client_interfaces = {device for _address, device in plan.client.addresses}
-    expected_subflows = min(len(client_interfaces), spec.mptcp.subflows + 1)
+    expected_subflows = expected_carrying_subflows(spec, plan.client.addresses)
     receiver_role = "server" if spec.traffic.direction == "upload" else "client"
     received = received_file_of(work, receiver_role)
     verdict = run_verdict(record, transfer.middlebox_stats, spec.seed, received)

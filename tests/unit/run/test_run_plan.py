@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from testbed.net.shaping import Backends
-from testbed.runner import endpoint_seed, plan_run
-from testbed.spec import load_spec
+from testbed.runner import endpoint_seed, expected_carrying_subflows, plan_run
+from testbed.spec import ExperimentSpec, load_spec
 
 EXPERIMENTS = Path(__file__).parents[3] / "experiments"
 BACKENDS = Backends(rate="htb", loss="nft", delay="userspace")
@@ -45,3 +45,21 @@ def test_another_run_seed_changes_every_python_seed(tmp_path: Path) -> None:
     same = plan_run(spec, tmp_path, BACKENDS)
     assert other.client.record.seed != same.client.record.seed
     assert same.client.command == plan_run(spec, tmp_path, BACKENDS).client.command
+
+
+def _with_backups(spec: ExperimentSpec, backups: list[str]) -> ExperimentSpec:
+    """The spec with its (python) client marking these addresses backup."""
+    endpoints = tuple(dataclasses.replace(e, stack_config={"backup_addresses": backups})
+                      if e.role == "client" else e for e in spec.endpoints)
+    return dataclasses.replace(spec, endpoints=endpoints)
+
+
+def test_a_backup_address_is_not_expected_to_carry_data(tmp_path: Path) -> None:
+    """The survey's python backup cell read subflow-rejected for a clean, idle backup subflow."""
+    spec = load_spec(EXPERIMENTS / "two_path_python.toml")
+    addresses = plan_run(spec, tmp_path, BACKENDS).client.addresses
+    assert len({device for _address, device in addresses}) == 2
+    assert expected_carrying_subflows(spec, addresses) == 2
+    assert expected_carrying_subflows(_with_backups(spec, [addresses[1][0]]), addresses) == 1
+    assert expected_carrying_subflows(_with_backups(spec, ["192.0.2.9"]), addresses) == 2
+    assert expected_carrying_subflows(_with_backups(spec, [a for a, _d in addresses]), addresses) == 1
