@@ -262,7 +262,7 @@ class Connection:
         syn = packet.tcp
         context = self._new_subflow(packet.dst, syn.dst_port, packet.src, syn.src_port, now)
         self.handshake.accept_join_syn(context, join, self.rng.getrandbits(32))
-        context.local_address_id = self.signalling.local_address_id(packet.dst)
+        context.local_address_id = self.signalling.join_address_id(packet.dst, syn.dst_port)
         context.tcp.open_passive(syn, now, context)
         return context
 

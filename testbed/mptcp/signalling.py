@@ -53,7 +53,11 @@ class Signalling:
         self.handshake = handshake
         self.live_subflows = live_subflows
         self.effects = effects
-        self.local_address_ids: dict[str, int] = {local_address: 0}
+        # (address, port) -> id; port None: the address at the connection's own port. The
+        # initial subflow's address is id 0 (RFC 8684 §3.4.1); the same address announced with
+        # another port is another address, so it gets its own id: Linux ignores an ADD_ADDR
+        # with id 0 that is not the initial subflow's address and port.
+        self.local_address_ids: dict[tuple[str, int | None], int] = {(local_address, None): 0}
         self.remote_addresses: dict[int, tuple[str, int | None]] = {}  # id -> (address, port)
         self.pending_add_addr: list[AddAddr] = []
         self.pending_echo: list[AddAddr] = []
@@ -61,10 +65,17 @@ class Signalling:
         # address id -> (option, retransmission deadline, retransmissions so far)
         self.announced: dict[int, tuple[AddAddr, float, int]] = {}
 
-    def local_address_id(self, address: str) -> int:
-        if address not in self.local_address_ids:
-            self.local_address_ids[address] = len(self.local_address_ids)
-        return self.local_address_ids[address]
+    def local_address_id(self, address: str, port: int | None = None) -> int:
+        key = (address, port)
+        if key not in self.local_address_ids:
+            self.local_address_ids[key] = len(self.local_address_ids)
+        return self.local_address_ids[key]
+
+    def join_address_id(self, address: str, port: int) -> int:
+        """The id of the local address a join arrived at: the one announced with that port if
+        there is one, else the address's own."""
+        announced = self.local_address_ids.get((address, port))
+        return announced if announced is not None else self.local_address_id(address)
 
     @property
     def pending(self) -> bool:
@@ -75,7 +86,7 @@ class Signalling:
         """Announce a local address (ADD_ADDR, retransmitted until echoed)."""
         remote_key = self.handshake.remote_key
         assert remote_key is not None
-        address_id = self.local_address_id(address)
+        address_id = self.local_address_id(address, port)
         if address_id in self.announced:
             return address_id
         option = AddAddr(address_id=address_id, address=address, port=port,
@@ -88,11 +99,12 @@ class Signalling:
 
     def remove_address(self, address: str, now: float) -> None:
         """REMOVE_ADDR for a local address, and close our subflows that use it."""
-        if address not in self.local_address_ids:
+        address_ids = [i for (known, _port), i in self.local_address_ids.items() if known == address]
+        if not address_ids:
             raise LocalProtocolError(f"remove_address: {address} has no address id here")
-        address_id = self.local_address_ids[address]
-        self.announced.pop(address_id, None)
-        self.pending_remove.append(address_id)
+        for address_id in address_ids:  # the address at every port it was announced with
+            self.announced.pop(address_id, None)
+            self.pending_remove.append(address_id)
         self.signal_now(now, avoid_address=address)
         for context in list(self.live_subflows):
             if context.tcp.local_address == address and not context.tcp.is_closed:

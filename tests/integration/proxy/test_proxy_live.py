@@ -124,6 +124,18 @@ def test_short_circuit_the_linux_client_joins_the_announced_server_which_refuses
     assert result["runs"][0]["subflows"] == 2  # the two subflows to the proxy still carry it all
 
 
+def test_short_circuit_the_linux_client_joins_the_python_proxys_announcement(tmp_path: Path) -> None:
+    """The python-stack proxy announces the server's address (its own initial address, so the
+    same address at another port) with an id of its own: Linux ignores an id-0 ADD_ADDR that
+    is not the initial subflow's address and port, and sent no join before that fix."""
+    result = run("short_circuit_python", tmp_path, byte_count=BYTES)
+    short = result["summary"]["short_circuit"]
+    assert short["add_addr_received_by_client"] == 1
+    assert short["joins_received_by_server"] >= 1
+    assert short["joins_refused_by_server"] == short["joins_received_by_server"]
+    assert short["proxy_share_of_client_bytes"] == 1.0
+
+
 @pytest.mark.parametrize("proxy", ["kernel", "python"])
 def test_a_python_stack_client_through_either_proxy(proxy: str, tmp_path: Path) -> None:
     """The stack's endpoint program as the client, the kernel endpoint as the legacy server:
