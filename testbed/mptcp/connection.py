@@ -122,8 +122,8 @@ class Connection:
         self.live_subflows: list[SubflowContext] = []  # not closed yet
         self.subflows_with_output: list[SubflowContext] = []  # closed ones may have a RST left
         self.created_subflows: list[SubflowContext] = []  # every one ever, for stats()
-        self.signalling = Signalling(config=config, counters=self.counters,
-                                     local_address=local_address, handshake=self.handshake,
+        self.signalling = Signalling(config=config, counters=self.counters, local_address=local_address,
+                                     local_port=local_port, handshake=self.handshake,
                                      live_subflows=self.live_subflows, effects=self)
         self.fallback = Fallback(counters=self.counters, data=self.data,
                                  live_subflows=self.live_subflows, effects=self)

@@ -46,7 +46,7 @@ class Signalling:
     """Address ids, ADD_ADDR/REMOVE_ADDR pending and announced, and their retransmission."""
 
     def __init__(self, *, config: StackConfig, counters: dict[str, int], local_address: str,
-                 handshake: Handshake, live_subflows: list[SubflowContext],
+                 local_port: int, handshake: Handshake, live_subflows: list[SubflowContext],
                  effects: SignallingEffects) -> None:
         self.config = config
         self.counters = counters
@@ -58,6 +58,7 @@ class Signalling:
         # another port is another address, so it gets its own id: Linux ignores an ADD_ADDR
         # with id 0 that is not the initial subflow's address and port.
         self.local_address_ids: dict[tuple[str, int | None], int] = {(local_address, None): 0}
+        self.local_port = local_port  # the initial subflow's: a port that says nothing new
         self.remote_addresses: dict[int, tuple[str, int | None]] = {}  # id -> (address, port)
         self.pending_add_addr: list[AddAddr] = []
         self.pending_echo: list[AddAddr] = []
@@ -66,7 +67,7 @@ class Signalling:
         self.announced: dict[int, tuple[AddAddr, float, int]] = {}
 
     def local_address_id(self, address: str, port: int | None = None) -> int:
-        key = (address, port)
+        key = (address, None if port == self.local_port else port)
         if key not in self.local_address_ids:
             self.local_address_ids[key] = len(self.local_address_ids)
         return self.local_address_ids[key]

@@ -39,6 +39,9 @@ def test_announcing_the_same_address_and_port_twice_reuses_its_id() -> None:
     initial = server.live_subflows[0].tcp.local_address
     assert server.add_address(initial, port=5202) == server.add_address(initial, port=5202)
     assert server.signalling.local_address_id(initial) == 0
+    # the connection's own port says nothing new: that is still the initial address, id 0
+    own_port = server.live_subflows[0].tcp.local_port
+    assert server.signalling.local_address_id(initial, own_port) == 0
 
 
 def test_removing_an_address_withdraws_it_at_every_port() -> None:
