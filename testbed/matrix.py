@@ -333,10 +333,15 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
 
 
 def outcome_only_changes(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
-    """What the spec's [outcome_only] table changes in one cell's traffic (testbed.matrix_outcome_only)."""
+    """What the spec's [outcome_only] table changes in one cell's traffic (testbed.matrix_outcome_only).
+    A client in a VM keeps the cell's timeout: its program's start-up in the guest counts
+    against the host server's accept and the runner's deadline, which a stall timeout shortens."""
     expected = row.expect.get(pairing)
     accepted = parse_expectation(expected, f"{matrix.source}: row {row.name}") if expected else []
-    return traffic_overrides(matrix.outcome_only, row.outcome_only, accepted)
+    changes = traffic_overrides(matrix.outcome_only, row.outcome_only, accepted)
+    if parse_sides(pairing, matrix.source)[0].kernel is not None:
+        changes.pop("timeout_s", None)
+    return changes
 
 
 def endpoint_entry(role: str, side: Side) -> dict[str, Any]:

@@ -125,3 +125,16 @@ def test_the_shipped_matrix_shortens_only_cells_judged_on_their_class() -> None:
             assert waits(cell), cell.key
     assert {cell.row.name for cell in matrix.cells if "bytes" in cell.outcome_only} == {
         "rewrite_seq_no_sack_fix"}
+
+
+def test_a_vm_client_keeps_the_cells_timeout_a_vm_server_gets_the_stall_timeout() -> None:
+    """A client in a VM starts its program seconds after `go`, and that counts against the host
+    server's accept timeout: a stall timeout there would cut clients that work."""
+    raw = spec_with(lambda r: r.update(pairings=["kernel-kernel", "kernel@6.1-kernel", "kernel-kernel@6.1"]))
+    cells = cells_of(raw)
+    vm_client = cells[("truncates", "kernel@6.1-kernel")]
+    assert vm_client.spec.traffic.timeout_s == 60.0 and vm_client.outcome_only == {}
+    vm_server = cells[("truncates", "kernel-kernel@6.1")]
+    assert vm_server.spec.traffic.timeout_s == 10.0 and vm_server.outcome_only == {"timeout_s": 10.0}
+    # an outcome-only row's smaller transfer still applies to a VM client
+    assert cells[("crawls", "kernel@6.1-kernel")].spec.traffic.bytes == 2_000_000
