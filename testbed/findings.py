@@ -120,18 +120,26 @@ class Predicate:
         return ok, lines
 
 
+GUEST_ROLES = ("client", "server")
+
+
 @dataclass(frozen=True)
 class GuestOverrides:
     """What a version check changes in the reproducer's spec so that a TCG guest keeps up (it
-    carries about 2 Mbit/s per path): spec tables merged key by key, and why."""
+    carries about 2 Mbit/s per path): spec tables merged key by key, and why. `roles`: whose
+    kernel endpoint runs on the kernel under test (default both; a finding about one side can
+    keep the other on the host, where a guest would not produce the traffic that provokes it)."""
 
     why: str
     tables: dict[str, dict[str, Any]]
+    roles: tuple[str, ...] = GUEST_ROLES
 
     def text(self) -> str:
         """'rate_mbit=2, seconds=20' for the status records and the listing."""
-        return ", ".join(f"{key}={value}" for table in self.tables.values()
-                         for key, value in table.items()) or "none"
+        settings = [f"{key}={value}" for table in self.tables.values() for key, value in table.items()]
+        if self.roles != GUEST_ROLES:
+            settings.append(f"on the kernel: {', '.join(self.roles)} only")
+        return ", ".join(settings) or "none"
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,7 @@ REQUIRED_TOP = ("id", "title", "implementation", "deviating_side", "summary", "r
 RFC_KEYS = {"section": str, "rule": str}
 REPRODUCER_KEYS = {"spec": str, "matrix": str, "row": str, "pairing": str, "guest": dict}
 # the spec tables a version check may change (merged key by key; the spec parser checks values)
-GUEST_KEYS = {"why": str, "topology_params": dict, "traffic": dict, "mptcp": dict}
+GUEST_KEYS = {"why": str, "topology_params": dict, "traffic": dict, "mptcp": dict, "roles": list}
 PREDICATE_KEYS = {"all": list, "any": list}
 EVIDENCE_KEYS = {"date": str, "kernel": str, "command": str, "outcome": str, "integrity": str,
                  "verdict": str, "counters": dict, "packets": str, "notes": str}
@@ -300,7 +308,11 @@ def parse_guest(raw: dict[str, Any] | None, where: str) -> GuestOverrides | None
     if raw is None:
         return None
     _table(raw, where, GUEST_KEYS, ("why",))
-    return GuestOverrides(raw["why"].strip(), {key: value for key, value in raw.items() if key != "why"})
+    roles = raw.get("roles", list(GUEST_ROLES))
+    if not roles or any(role not in GUEST_ROLES for role in roles) or len(set(roles)) != len(roles):
+        raise SpecError(f"{where}.roles: {roles!r} must name client, server or both, each once")
+    tables = {key: value for key, value in raw.items() if key not in ("why", "roles")}
+    return GuestOverrides(raw["why"].strip(), tables, tuple(role for role in GUEST_ROLES if role in roles))
 
 
 def parse_finding(raw: dict[str, Any], source: Path, root: Path = PROJECT_ROOT) -> Finding:

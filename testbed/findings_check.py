@@ -230,7 +230,7 @@ def check_on_kernel(finding: Finding, kernel: Any, out: Path, runner: Callable[.
             record["where"] = f"vm ({facts['accel']})"
         if facts.get("cpu_bound"):
             record["cpu_bound"] = True
-        problem = wrong_kernel(document, kernel)
+        problem = wrong_kernel(document, kernel, finding.reproducer.guest.roles)
         if problem:
             record["status"], record["error"] = ERROR, problem
         if record["status"] not in (PRESENT, ABSENT):  # why the run says nothing either way

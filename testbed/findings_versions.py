@@ -102,7 +102,8 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def version_spec(finding: Finding, kernel: KernelChoice, root: Path = PROJECT_ROOT) -> ExperimentSpec:
-    """The reproducer's spec at the guest rates, with every kernel endpoint on `kernel`."""
+    """The reproducer's spec at the guest rates, with the kernel endpoints of the guest's roles
+    on `kernel` (the others on the host's)."""
     reproducer = finding.reproducer
     if not reproducer.spec:
         raise SpecError(f"{finding.id}: a matrix-cell reproducer cannot be checked across versions "
@@ -133,7 +134,7 @@ def version_spec(finding: Finding, kernel: KernelChoice, root: Path = PROJECT_RO
     for endpoint in raw.get("endpoints", []):
         if isinstance(endpoint, dict) and endpoint.get("stack") == "kernel":
             endpoint.pop("kernel", None)
-            if not kernel.host:
+            if not kernel.host and endpoint.get("role") in reproducer.guest.roles:
                 endpoint["kernel"] = kernel.release
     return parse_spec(raw, source=f"{reproducer.spec} (guest rates, Linux {kernel.label})")
 
@@ -145,11 +146,13 @@ def endpoint_kernels(document: dict[str, Any]) -> dict[str, str]:
             if isinstance(record, dict) and record.get("stack") == "kernel"}
 
 
-def wrong_kernel(document: dict[str, Any], kernel: KernelChoice) -> str | None:
-    """Why the run does not speak for `kernel` (an endpoint on another release), or None."""
-    ran = endpoint_kernels(document)
+def wrong_kernel(document: dict[str, Any], kernel: KernelChoice,
+                 roles: tuple[str, ...] = ("client", "server")) -> str | None:
+    """Why the run does not speak for `kernel` (an endpoint of `roles` on another release), or
+    None."""
+    ran = {role: release for role, release in endpoint_kernels(document).items() if role in roles}
     if not ran:
-        return "the run has no Linux endpoint"
+        return f"the run has no Linux endpoint as {' or '.join(roles)}"
     others = {role: release for role, release in ran.items() if release != kernel.release}
     if others:
         text = ", ".join(f"{role} on {release}" for role, release in sorted(others.items()))

@@ -113,7 +113,24 @@ def test_a_run_on_another_kernel_does_not_count() -> None:
     doc = _run(MID.release)
     doc["endpoints"]["server"]["kernel"] = HOST.release
     assert wrong_kernel(doc, MID) == f"asked for {MID.release}, but the server on {HOST.release}"
-    assert wrong_kernel({"endpoints": {}}, MID) == "the run has no Linux endpoint"
+    assert wrong_kernel({"endpoints": {}}, MID) == "the run has no Linux endpoint as client or server"
+    # with the guest's roles = ["server"], the host's client does not make the run wrong
+    assert wrong_kernel(doc, MID, ("client",)) is None
+    assert wrong_kernel(doc, MID, ("server",)) == f"asked for {MID.release}, but the server on {HOST.release}"
+
+
+def test_guest_roles_put_only_that_side_on_the_kernel(tmp_path: Path) -> None:
+    """A finding about the receiver keeps the sender on the host, where it produces the
+    traffic that provokes the deviation (a sender in a slow guest may not)."""
+    finding = load_finding(guest_finding(tmp_path, GUEST + 'roles = ["server"]\n'))
+    assert finding.reproducer.guest.roles == ("server",)
+    assert finding.reproducer.guest.text().endswith("on the kernel: server only")
+    spec = version_spec(finding, MID)
+    assert {e.role: e.kernel for e in spec.endpoints} == {"client": None, "server": MID.release}
+    assert load_finding(guest_finding(tmp_path)).reproducer.guest.roles == ("client", "server")
+    for bad in ('roles = []', 'roles = ["sender"]', 'roles = ["server", "server"]'):
+        with pytest.raises(SpecError, match=r"reproducer\.guest\.roles: .* must name client, server or both"):
+            load_finding(guest_finding(tmp_path, GUEST + bad + "\n"))
 
 
 def _record(kernel: KernelChoice, status: str, **extra: Any) -> dict[str, Any]:
