@@ -59,6 +59,14 @@ def announcements(pcap: Path) -> set[tuple[str, str]]:
             for address in addresses if address}
 
 
+def first_announcement(pcap: Path) -> tuple[str, str]:
+    """(IP version, address) of the first ADD_ADDR that is no echo."""
+    rows = tshark_rows(pcap, "tcp.options.mptcp.subtype == 3 && tcp.options.mptcp.echo == 0",
+                       "ip.version", "tcp.options.mptcp.ipv4", "tcp.options.mptcp.ipv6")
+    version, *addresses = rows[0]
+    return version, next(address for address in addresses if address)
+
+
 def payload_by_family(pcap: Path) -> dict[str, int]:
     return {family: sum(int(row[0]) for row in tshark_rows(pcap, f"{field} && tcp.len > 0", "tcp.len"))
             for family, field in (("IPv4", "ip"), ("IPv6", "ipv6"))}
@@ -119,8 +127,10 @@ def test_dual_path_python_and_linux_share_a_connection_of_both_families(
     first_version, other_version = ("4", "6") if first == "ipv4" else ("6", "4")
     assert conn["subflows"][0]["family"] == f"IPv{first_version}"
     assert handshake_families(pcap) == {"mp_capable": {first_version}, "mp_join": {other_version}}
-    # the other family's address was announced on the initial subflow's family
-    assert announcements(pcap) == {(first_version, signal)}
+    # the other family's address was announced on the initial subflow's family first (Linux
+    # may resend an ADD_ADDR not yet echoed on the newer subflow: seen once, at 218 ms)
+    assert {address for _version, address in announcements(pcap)} == {signal}
+    assert first_announcement(pcap) == (first_version, signal)
     on_wire = payload_by_family(pcap)
     assert on_wire["IPv4"] > 200_000 and on_wire["IPv6"] > 200_000, on_wire
     # each side verified the other's HMAC over the 4- or 16-byte address: Linux counts an
