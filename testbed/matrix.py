@@ -333,15 +333,12 @@ def cell_raw_spec(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str,
 
 
 def outcome_only_changes(matrix: MatrixSpec, row: MatrixRow, pairing: str) -> dict[str, Any]:
-    """What the spec's [outcome_only] table changes in one cell's traffic (testbed.matrix_outcome_only).
-    A client in a VM keeps the cell's timeout: its program's start-up in the guest counts
-    against the host server's accept and the runner's deadline, which a stall timeout shortens."""
+    """What the spec's [outcome_only] table changes in one cell's traffic (testbed.matrix_outcome_only)."""
     expected = row.expect.get(pairing)
     accepted = parse_expectation(expected, f"{matrix.source}: row {row.name}") if expected else []
-    changes = traffic_overrides(matrix.outcome_only, row.outcome_only, accepted)
-    if parse_sides(pairing, matrix.source)[0].kernel is not None:
-        changes.pop("timeout_s", None)
-    return changes
+    client, _server = parse_sides(pairing, matrix.source)
+    return traffic_overrides(matrix.outcome_only, row.outcome_only, accepted,
+                             client_in_vm=client.kernel is not None)
 
 
 def endpoint_entry(role: str, side: Side) -> dict[str, Any]:

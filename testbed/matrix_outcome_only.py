@@ -6,8 +6,8 @@ Two kinds of cell need only their class, not a goodput comparable with the other
   integrity `truncated`, as in `mp-fail · truncated`): what decides it is that the transfer
   stopped making progress, which the endpoints detect with their no-progress timeout
   (traffic.timeout_s, 60 s by default). `stall_timeout_s` shortens that timeout for these cells
-  only; the class comes from the same evidence (the endpoints' own timeout and reset errors,
-  the counters, the oracle), just sooner.
+  only (not where the client is in a VM); the class comes from the same evidence (the
+  endpoints' own timeout and reset errors, the counters, the oracle), just sooner.
 - a row marked `outcome_only = true` (e.g. a transfer that crawls through a lossy box but ends
   as `mptcp`): it runs with `traffic`, a smaller transfer, over the row's own traffic.
 
@@ -69,12 +69,15 @@ def ends_incomplete(accepted: list[tuple[str, str | None]]) -> bool:
 
 
 def traffic_overrides(settings: OutcomeOnly, outcome_only_row: bool,
-                      accepted: list[tuple[str, str | None]]) -> dict[str, Any]:
-    """What the table changes in one cell's traffic (empty: a cell that measures)."""
+                      accepted: list[tuple[str, str | None]], *,
+                      client_in_vm: bool = False) -> dict[str, Any]:
+    """What the table changes in one cell's traffic (empty: a cell that measures). A client in
+    a VM keeps the cell's timeout: its program's start-up in the guest counts against the host
+    server's accept and the runner's deadline, which a stall timeout would shorten."""
     changes: dict[str, Any] = {}
     if outcome_only_row:
         changes.update(settings.traffic)
-    if settings.stall_timeout_s is not None and ends_incomplete(accepted):
+    if settings.stall_timeout_s is not None and ends_incomplete(accepted) and not client_in_vm:
         changes["timeout_s"] = settings.stall_timeout_s
     return changes
 
