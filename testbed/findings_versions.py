@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError
-from testbed.findings import ABSENT, PRESENT, PROJECT_ROOT, Finding, lookup
+from testbed.findings import ABSENT, GUEST_ROLES, PRESENT, PROJECT_ROOT, Finding, lookup
 from testbed.spec import ExperimentSpec, parse_spec, read_toml
 
 HOST = "host"
@@ -147,7 +147,7 @@ def endpoint_kernels(document: dict[str, Any]) -> dict[str, str]:
 
 
 def wrong_kernel(document: dict[str, Any], kernel: KernelChoice,
-                 roles: tuple[str, ...] = ("client", "server")) -> str | None:
+                 roles: tuple[str, ...] = GUEST_ROLES) -> str | None:
     """Why the run does not speak for `kernel` (an endpoint of `roles` on another release), or
     None."""
     ran = {role: release for role, release in endpoint_kernels(document).items() if role in roles}

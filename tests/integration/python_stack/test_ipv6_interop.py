@@ -51,20 +51,12 @@ def handshake_families(pcap: Path) -> dict[str, set[str]]:
     return out
 
 
-def announcements(pcap: Path) -> set[tuple[str, str]]:
-    """(IP version of the packet, announced address) of every ADD_ADDR that is no echo."""
+def announcements(pcap: Path) -> list[tuple[str, str]]:
+    """(IP version of the packet, announced address) of every ADD_ADDR that is no echo, in
+    capture order."""
     rows = tshark_rows(pcap, "tcp.options.mptcp.subtype == 3 && tcp.options.mptcp.echo == 0",
                        "ip.version", "tcp.options.mptcp.ipv4", "tcp.options.mptcp.ipv6")
-    return {(version, address) for version, *addresses in rows
-            for address in addresses if address}
-
-
-def first_announcement(pcap: Path) -> tuple[str, str]:
-    """(IP version, address) of the first ADD_ADDR that is no echo."""
-    rows = tshark_rows(pcap, "tcp.options.mptcp.subtype == 3 && tcp.options.mptcp.echo == 0",
-                       "ip.version", "tcp.options.mptcp.ipv4", "tcp.options.mptcp.ipv6")
-    version, *addresses = rows[0]
-    return version, next(address for address in addresses if address)
+    return [(version, address) for version, *addresses in rows for address in addresses if address]
 
 
 def payload_by_family(pcap: Path) -> dict[str, int]:
@@ -129,8 +121,9 @@ def test_dual_path_python_and_linux_share_a_connection_of_both_families(
     assert handshake_families(pcap) == {"mp_capable": {first_version}, "mp_join": {other_version}}
     # the other family's address was announced on the initial subflow's family first (Linux
     # may resend an ADD_ADDR not yet echoed on the newer subflow: seen once, at 218 ms)
-    assert {address for _version, address in announcements(pcap)} == {signal}
-    assert first_announcement(pcap) == (first_version, signal)
+    announced = announcements(pcap)
+    assert {address for _version, address in announced} == {signal}
+    assert announced[0] == (first_version, signal)
     on_wire = payload_by_family(pcap)
     assert on_wire["IPv4"] > 200_000 and on_wire["IPv6"] > 200_000, on_wire
     # each side verified the other's HMAC over the 4- or 16-byte address: Linux counts an

@@ -5,6 +5,8 @@ python-stack proxy's short-circuit announcement drew no join from Linux for that
 
 from __future__ import annotations
 
+from typing import Any
+
 from testbed.mptcp.config import StackConfig
 from testbed.wire.types import AddAddr, MpJoinSyn, MpJoinSynAck, RemoveAddr
 
@@ -14,10 +16,16 @@ from .test_transfer import _open
 TWO_CLIENT = ["10.0.0.1", "10.0.0.2"]
 
 
-def test_the_initial_address_announced_with_another_port_gets_a_new_id() -> None:
+def _server_connection() -> tuple[Pair, Any, str]:
+    """A two-address client connected to a server whose path manager announces nothing by
+    itself: (pair, the server's connection, its initial address)."""
     pair = Pair(client_addresses=TWO_CLIENT, server_config=StackConfig(path_manager="none"))
     _, server = _open(pair, warm=True)
-    initial = server.live_subflows[0].tcp.local_address
+    return pair, server, server.live_subflows[0].tcp.local_address
+
+
+def test_the_initial_address_announced_with_another_port_gets_a_new_id() -> None:
+    pair, server, initial = _server_connection()
     announced_id = server.add_address(initial, port=5202)
     pair.run(0.5)
     assert announced_id != 0
@@ -34,9 +42,7 @@ def test_the_initial_address_announced_with_another_port_gets_a_new_id() -> None
 
 
 def test_announcing_the_same_address_and_port_twice_reuses_its_id() -> None:
-    pair = Pair(client_addresses=TWO_CLIENT, server_config=StackConfig(path_manager="none"))
-    _, server = _open(pair, warm=True)
-    initial = server.live_subflows[0].tcp.local_address
+    _pair, server, initial = _server_connection()
     assert server.add_address(initial, port=5202) == server.add_address(initial, port=5202)
     assert server.signalling.local_address_id(initial) == 0
     # the connection's own port says nothing new: that is still the initial address, id 0
@@ -45,9 +51,7 @@ def test_announcing_the_same_address_and_port_twice_reuses_its_id() -> None:
 
 
 def test_removing_an_address_withdraws_it_at_every_port() -> None:
-    pair = Pair(client_addresses=TWO_CLIENT, server_config=StackConfig(path_manager="none"))
-    _, server = _open(pair, warm=True)
-    initial = server.live_subflows[0].tcp.local_address
+    pair, server, initial = _server_connection()
     announced_id = server.add_address(initial, port=5202)
     pair.run(0.5)
     server.remove_address(initial)
