@@ -144,6 +144,7 @@ class Subflow:
                                 max_rto=config.max_rto)
         self.dupacks = 0
         self.in_recovery = False
+        self.recovering_from_rto = False  # slow start, not fast recovery's held window
         self.recovery_point = 0
         self.fin_offset: int | None = None  # offset of our FIN once sent
         self.syn_transmissions = 0
@@ -534,7 +535,12 @@ class Subflow:
                 self.cc.on_rtt_measurement(now=now, smoothed_rtt=self.rtt.srtt or 0.0)
         if self.in_recovery:
             if ack >= self.recovery_point:
-                self.in_recovery = False
+                self.in_recovery = self.recovering_from_rto = False
+            elif self.recovering_from_rto:
+                # RFC 5681 3.1: after a timeout the window grows by slow start while the lost
+                # segments go out again; held at one segment it resent a backlog left by an
+                # outage one per round trip (0.5 s for 80 segments on the subway ride)
+                self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes)
             elif not self.sack_ok:
                 first = self.scoreboard.first()  # NewReno partial ACK (RFC 6582)
                 if first is not None:
@@ -765,9 +771,9 @@ class Subflow:
         self.retransmit_count += 1
         if self.retransmit_count > self.config.max_retransmits:
             return self.reset(options.receive_window(), reason="timeout")
-        self.cc.on_retransmission_timeout(now=now)
+        self.cc.on_retransmission_timeout(now=now, repeated=self.retransmit_count > 1)
         self.scoreboard.mark_all_lost()
-        self.in_recovery = True
+        self.in_recovery = self.recovering_from_rto = True
         self.recovery_point = self.snd_nxt
         self.dupacks = 0
         self._transmit(first, now, options, retransmission=True)

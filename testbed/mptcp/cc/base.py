@@ -72,8 +72,13 @@ class CongestionControl:
     def reduce_on_loss(self) -> float:
         return max(self.window / 2, 2.0 * self.mss)
 
-    def on_retransmission_timeout(self, *, now: float) -> None:
-        self.ssthresh = max(self.window / 2, 2.0 * self.mss)
+    def on_retransmission_timeout(self, *, now: float, repeated: bool = False) -> None:
+        """One segment, then slow start up to ssthresh. A timeout of a segment the timer
+        already resent keeps ssthresh (RFC 5681 3.1): halving the one-segment window again
+        would leave 2 segments after an outage of a few RTOs, and congestion avoidance from
+        there."""
+        if not repeated:
+            self.ssthresh = max(self.window / 2, 2.0 * self.mss)
         self.window = float(self.mss)
 
     def close(self) -> None:

@@ -49,5 +49,9 @@ def test_a_bounded_receive_buffer_lets_loss_on_a_slow_clean_path_b(tmp_path: Pat
 @pytest.mark.slow
 def test_large_buffers_keep_clean_path_b_at_its_rate(tmp_path: Path) -> None:
     summaries, cause = _run("hol_blocking_large_buffer.toml", tmp_path)
-    assert summaries["loss-a"].ratios["b"] >= 0.6, summaries["loss-a"].as_dict()
-    assert cause["loss-a"]["min_window_kib"] > 1024, cause  # the window never closed on b
+    # what large buffers remove: the window never closes on b (smallest 1.6-11 MiB in 11 runs)
+    assert cause["loss-a"]["min_window_kib"] > 1024, cause
+    assert cause["loss-a"]["zero_window_s"] == 0, cause
+    # b keeps running: 0.83-0.97 of its clean rate idle, 0.47-0.91 beside a kernel download,
+    # 0.57 in one CI run (docs/scenarios.md); b's own dip after a's loss, not the window
+    assert summaries["loss-a"].ratios["b"] >= 0.4, summaries["loss-a"].as_dict()

@@ -37,6 +37,8 @@ def test_reno_slow_start_avoidance_loss_and_rto() -> None:
     assert cc.window == pytest.approx(7_500 + 1_500 * 1_000 / 7_500)  # +200 bytes
     cc.on_retransmission_timeout(now=0)
     assert cc.cwnd == MSS and cc.ssthresh == pytest.approx(7_700 / 2)
+    cc.on_retransmission_timeout(now=0, repeated=True)  # the resent segment timed out again
+    assert cc.cwnd == MSS and cc.ssthresh == pytest.approx(7_700 / 2)  # RFC 5681 3.1: kept
 
 
 def test_lia_increase_matches_rfc6356() -> None:

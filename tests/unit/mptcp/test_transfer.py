@@ -231,3 +231,41 @@ def test_lost_window_update_is_recovered_by_zero_window_probe() -> None:
             probes += 1  # a pure ACK one below what was sent: a window probe
         sent_end = end if sent_end is None else max(sent_end, end)
     assert probes >= 1, "the sender never probed the closed window"
+
+
+def test_after_a_timeout_the_backlog_goes_out_again_in_slow_start() -> None:
+    """RFC 5681 3.1: after an RTO the window restarts at one segment and grows by slow start
+    while the lost segments are resent. Held at one segment through the recovery, a backlog
+    left by an outage (a subway station's wifi coming back) went out one per round trip."""
+    outage = [False]
+    delivered_after: list[float] = []
+
+    def black_hole(packet: Packet, where: str) -> list[Packet]:
+        if where == "c2s" and packet.tcp.payload:
+            if outage[0]:
+                return []
+            if pair.now > 0.5:
+                delivered_after.append(pair.now)
+        return [packet]
+
+    pair = Pair(tamper=black_hole)
+    client, server = _open(pair)
+    subflow = client.live_subflows[0].tcp
+    data = [_payload(5_000_000, 4)]
+
+    def pump() -> bool:
+        data[0] = data[0][client.send(data[0]):]
+        server.receive()
+        return False
+
+    pair.run(0.1, until=pump)  # the window is still opening: about 300 segments in flight
+    outage[0] = True
+    pair.run(0.5, until=pump)
+    outstanding = (subflow.snd_nxt - subflow.snd_una) // subflow.mss
+    assert outstanding >= 50 and subflow.recovering_from_rto
+    outage[0] = False
+    pair.run_until(lambda: pump() or not subflow.in_recovery, 30.0)
+    # slow start doubles per 20-ms round trip: about log2(outstanding) of them, not `outstanding`
+    recovery_s = pair.now - delivered_after[0]
+    assert recovery_s < 12 * 2 * pair.delay, (outstanding, recovery_s)
+    assert subflow.cc.cwnd > 16 * subflow.mss
