@@ -5,6 +5,7 @@ finalizer: a SIGINT whose handler runs there is gone. The signal matrix saw a Ct
 way while the Prague demo wrote its results, and a unit test saw `testbed matrix --jobs` miss one
 in the full suite's large process. `latched_interrupts` raises KeyboardInterrupt as usual and
 also remembers the signal, so the caller can still act on it when its work is done.
+`forks_hold_interrupts` closes the same hole in os.fork's at-fork hooks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+# the signals whose Python handlers end a run with KeyboardInterrupt (SIGHUP: the remote agent's)
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
@@ -37,7 +41,49 @@ def latched_interrupts() -> Iterator[list[int]]:
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield caught
+        with forks_hold_interrupts():
+            yield caught
     finally:
         for sig, handler_before in previous.items():
             signal.signal(sig, handler_before)
+
+
+@contextlib.contextmanager
+def forks_hold_interrupts() -> Iterator[None]:
+    """While the block runs, os.fork holds the interrupting signals (_fork_holding_signals)."""
+    real_fork = os.fork
+    os.fork = _fork_holding_signals(real_fork)
+    try:
+        yield
+    finally:
+        os.fork = real_fork
+
+
+def _fork_holding_signals(real_fork: Callable[[], int]) -> Callable[[], int]:
+    """os.fork with the interrupting signals held until it returns, then delivered in the parent.
+
+    os.fork runs Python's at-fork hooks (logging's lock release among them), and an exception
+    raised inside a hook is printed as "Exception ignored" and dropped. A signal that arrives
+    during the fork system call (milliseconds for a large process) has its handler run in the
+    parent's first hook too. pyroute2 forks many times while a network is built: a SIGTERM
+    printed a traceback and the run went on as if never signalled, and a remote matrix missed
+    its hang-up. Held, the signal interrupts the parent just after the fork instead; the
+    child keeps the handlers and exits on its own signals.
+    """
+    def fork() -> int:
+        if threading.current_thread() is not threading.main_thread():
+            return real_fork()
+        arrived: list[int] = []
+        held = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum))
+                for sig in INTERRUPTING_SIGNALS if callable(signal.getsignal(sig))}
+        try:
+            pid = real_fork()
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+        if pid != 0:
+            for signum in dict.fromkeys(arrived):
+                signal.raise_signal(signum)  # through the handlers just restored
+        return pid
+
+    return fork

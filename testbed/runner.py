@@ -20,7 +20,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -40,6 +39,7 @@ from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.endpoints.vm_guest import GO_FILE, READY_FILE
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.integrity_run import run_verdict
+from testbed.interrupts import forks_hold_interrupts
 from testbed.latency_result import (
     LATENCY_FILE,
     is_request_response,
@@ -115,41 +115,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, handler)
-    real_fork = os.fork
-    os.fork = _fork_holding_signals(real_fork)
     try:
-        yield
+        with forks_hold_interrupts():
+            yield
     finally:
-        os.fork = real_fork
         signal.signal(signal.SIGTERM, previous)
-
-
-def _fork_holding_signals(real_fork: Callable[[], int]) -> Callable[[], int]:
-    """os.fork with SIGINT and SIGTERM held until it returns, then delivered in the parent.
-
-    os.fork runs Python's at-fork hooks (logging's lock release among them), and an exception
-    raised inside a hook is printed as "Exception ignored" and dropped: a KeyboardInterrupt
-    from a signal that lands there (pyroute2 forks to enter namespaces) printed a traceback
-    and the run went on as if never signalled. Held, the signal interrupts the parent just
-    after the fork instead; the child keeps the handlers and exits on its own signals.
-    """
-    def fork() -> int:
-        if threading.current_thread() is not threading.main_thread():
-            return real_fork()
-        arrived: list[int] = []
-        held = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            pid = real_fork()
-        finally:
-            for sig, handler in held.items():
-                signal.signal(sig, handler)
-        if pid != 0:
-            for signum in dict.fromkeys(arrived):
-                signal.raise_signal(signum)  # through the handlers just restored
-        return pid
-
-    return fork
 
 
 def plan_bumps(spec: ExperimentSpec, topo: Topology, backends: Backends) -> dict[str, BumpRuntime]:
