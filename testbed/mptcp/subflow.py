@@ -539,7 +539,7 @@ class Subflow:
             elif self.recovering_from_rto:
                 # RFC 5681 3.1: after a timeout the window grows by slow start while the lost
                 # segments go out again; held at one segment it resent a backlog left by an
-                # outage one per round trip (0.5 s for 80 segments on the subway ride)
+                # outage one per round trip (0.6 s for about 90 segments on the subway ride)
                 self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes)
             elif not self.sack_ok:
                 first = self.scoreboard.first()  # NewReno partial ACK (RFC 6582)

@@ -47,7 +47,7 @@ def test_a_bounded_receive_buffer_lets_loss_on_a_slow_clean_path_b(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_large_buffers_keep_clean_path_b_at_its_rate(tmp_path: Path) -> None:
+def test_large_buffers_keep_the_window_open_and_clean_path_b_running(tmp_path: Path) -> None:
     summaries, cause = _run("hol_blocking_large_buffer.toml", tmp_path)
     # what large buffers remove: the window never closes on b (smallest 1.6-11 MiB in 11 runs)
     assert cause["loss-a"]["min_window_kib"] > 1024, cause

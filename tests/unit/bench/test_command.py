@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.bench import record
+from testbed.bench.command import better_of
 from testbed.cli import main
 
 
@@ -33,3 +34,20 @@ def test_the_committed_baselines_load() -> None:
         doc = record.load(root / name)
         assert doc["quick"] is quick
         assert any(figure["gated"] for figure in doc["figures"].values())
+
+
+def test_a_figure_below_tolerance_counts_with_the_better_of_two_measurements() -> None:
+    def doc(strip: float, delay: float, core: float) -> dict:
+        return {"figures": {
+            "fastpath.strip.data": {"value": strip, "better": "higher", "detail": {}},
+            "delay_stage.added_ms.idle": {"value": delay, "better": "lower", "detail": {}},
+            "stack.core": {"value": core, "better": "higher", "detail": {}}}}
+
+    first, second = doc(2.4, 9.0, 0.35), doc(3.9, 4.0, 0.20)
+    merged = better_of(first, second, ["fastpath.strip.data", "delay_stage.added_ms.idle"])
+    figures = merged["figures"]
+    assert figures["fastpath.strip.data"]["value"] == 3.9
+    assert figures["delay_stage.added_ms.idle"]["value"] == 4.0  # lower is better
+    assert figures["stack.core"]["value"] == 0.35  # not below tolerance: the first run's
+    assert figures["fastpath.strip.data"]["detail"]["confirmation"]["values"] == [2.4, 3.9]
+    assert first["figures"]["fastpath.strip.data"]["value"] == 2.4  # the first run untouched
