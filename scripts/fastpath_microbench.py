@@ -174,12 +174,15 @@ def measure(repeat: int = 7, number: int = 20000,
             timer: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """name -> nanoseconds per packet of each of `repeat` timings of about `number` packets
     (the benchmark gate, testbed.bench, reads these with the process's CPU clock as `timer`)."""
-    timings = {}
-    for name, (call, per_call) in cases().items():
-        calls = max(1, number // per_call)
-        timer_runs = timeit.Timer(call, timer=timer).repeat(number=calls, repeat=repeat)
-        timings[name] = [seconds / (calls * per_call) * 1e9 for seconds in timer_runs]
-    return timings
+    return {name: [time_once(call, per_call, number, timer) for _ in range(repeat)]
+            for name, (call, per_call) in cases().items()}
+
+
+def time_once(call: Callable[[], object], per_call: int, number: int,
+              timer: Callable[[], float] = time.perf_counter) -> float:
+    """Nanoseconds per packet of one timing of about `number` packets through `call`."""
+    calls = max(1, number // per_call)
+    return timeit.Timer(call, timer=timer).timeit(number=calls) / (calls * per_call) * 1e9
 
 
 def main(argv: list[str] | None = None) -> int:

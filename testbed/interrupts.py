@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 # the signals whose Python handlers end a run with KeyboardInterrupt (SIGHUP: the remote agent's)
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -73,17 +73,27 @@ def _fork_holding_signals(real_fork: Callable[[], int]) -> Callable[[], int]:
     def fork() -> int:
         if threading.current_thread() is not threading.main_thread():
             return real_fork()
-        arrived: list[int] = []
-        held = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum))
-                for sig in INTERRUPTING_SIGNALS if callable(signal.getsignal(sig))}
-        try:
+        with signals_held(sig for sig in INTERRUPTING_SIGNALS
+                          if callable(signal.getsignal(sig))) as arrived:
             pid = real_fork()
-        finally:
-            for sig, handler in held.items():
-                signal.signal(sig, handler)
         if pid != 0:
             for signum in dict.fromkeys(arrived):
                 signal.raise_signal(signum)  # through the handlers just restored
         return pid
 
     return fork
+
+
+@contextlib.contextmanager
+def signals_held(signals: Iterable[int]) -> Iterator[list[int]]:
+    """Replace these signals' handlers with one that only notes the signal, in the yielded
+    list, and put them back when the block ends; the caller decides what to deliver then.
+    Handlers, not a blocked mask: children started in the block must not inherit it."""
+    arrived: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum))
+                for sig in signals}
+    try:
+        yield arrived
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import statistics
 import time
-import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,16 +88,15 @@ def fast_paths(plan: CpuPlan, tolerances: dict[str, float],
                calibrate: Callable[[], float] = calibration_now) -> dict[str, Figure]:
     """scripts/fastpath_microbench.py's cases: packets per second of each round, over the
     calibration rate beside it (`tolerances` names the gated cases; the others are recorded
-    only). Timed as the script's own `measure` does, in the process's CPU time."""
+    only), each round timed by the script's `time_once` in the process's CPU time."""
+    microbench = _microbench_module()
     figures = {}
-    for name, (call, per_call) in _microbench_module().cases().items():
-        calls = max(1, plan.microbench_packets // per_call)
-        timer = timeit.Timer(call, timer=time.process_time)
+    for name, (call, per_call) in microbench.cases().items():
         nanoseconds, ratios = [], []
         for _ in range(plan.microbench_repeat):
-            packets_per_second = calls * per_call / timer.timeit(number=calls)
-            nanoseconds.append(1e9 / packets_per_second)
-            ratios.append(packets_per_second / calibrate())
+            nanoseconds.append(microbench.time_once(call, per_call, plan.microbench_packets,
+                                                    time.process_time))
+            ratios.append(1e9 / nanoseconds[-1] / calibrate())
         figures[f"fastpath.{name}"] = Figure(
             value=max(ratios), unit=UNIT, reference=REFERENCE, rounds=ratios,
             gated=name in tolerances, tolerance=tolerances.get(name, 0.5),

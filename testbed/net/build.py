@@ -31,6 +31,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from testbed.command import run_command
 from testbed.errors import EnvironmentProblem, RunFailed
 from testbed.inline.config import delay_entry
+from testbed.interrupts import signals_held
 from testbed.net.loss import NodeLoss, nft
 from testbed.net.params import LinkParams
 from testbed.net.readiness import wait_until_ready
@@ -136,15 +137,11 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     arrived: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    # handlers, not a blocked mask: children (the node's shell, `ip`) must not inherit it
-    previous = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum))
-                for sig in held}
     try:
-        yield
+        # children of the block (the node's shell, `ip`) inherit no blocked mask from this
+        with signals_held((signal.SIGINT, signal.SIGTERM)) as arrived:
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for signum in dict.fromkeys(arrived):
             signal.raise_signal(signum)  # now, through the handler the runner installed
 
