@@ -16,8 +16,11 @@ demo: setup
 # the Debian kernels the VM-endpoint tests boot (issue 14): fetched into a cache, never installed
 TEST_KERNELS ?= 6.1 6.12 newest
 
+# libvirt for the suite's lab boot check (tests/integration/vm/test_lab_boot.py), set up before
+# pytest so that its daemons, network and firewall tables are not taken for the suite's leaks
 test: setup
 	$(SUDO) $(VENV)/testbed kernels fetch $(TEST_KERNELS)
+	$(SUDO) $(VENV)/testbed lab setup
 	$(VENV)/ruff check .
 	$(SUDO) $(VENV)/python -m pytest -q
 

@@ -142,9 +142,10 @@ def _run_repeated(spec: Any, out: Path, repeat: int) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    from testbed.lab_check import remove_check_vms
     from testbed.net.state import clean
 
-    removed = clean(include_live=args.all)
+    removed = clean(include_live=args.all) + remove_check_vms()
     for item in removed:
         print(f"removed {item}")
     if not removed:

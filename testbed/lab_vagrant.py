@@ -12,6 +12,7 @@ vagrant-libvirt, libvirt and qemu), build the lab's box locally from Debian pack
     testbed lab compare   the Prague demo and the CI matrix inside (netem) and on this host
     testbed lab destroy   vagrant destroy -f, then check no domain, volume or qemu is left
     testbed lab cycle     all of the above; writes lab-cycle.json with every step's time
+    testbed lab check     a few minutes' boot-and-ssh check of a boot-only box (testbed/lab_check.py)
 
 Each precondition that fails (no provider, libvirt not running, no box, too little memory) is a
 one-line error naming what to run, not Vagrant's stack trace.
@@ -41,7 +42,7 @@ LIBVIRT_URI = "qemu:///system"
 LAB_PACKAGES = (
     "vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt-daemon-driver-qemu",
     "libvirt-clients", "dnsmasq-base", "qemu-system-x86", "qemu-utils", "debootstrap", "extlinux",
-    "syslinux-common", "rsync",
+    "syslinux-common", "rsync", "fdisk",
 )
 VAGRANT_TIMEOUT_S = 3600.0
 DEMO_RESULT = "results/demo/result.json"
@@ -53,9 +54,12 @@ class Lab:
 
     directory: Path = PROJECT
     steps: dict[str, float] = field(default_factory=dict)
+    # read by the Vagrantfile (TESTBED_BOX, TESTBED_LAB_PREFIX, ...) or Vagrant (VAGRANT_DOTFILE_PATH)
+    overrides: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt")
+        return dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt",
+                    **self.overrides)
 
     def vagrant(self, *args: str, what: str, timeout_s: float = VAGRANT_TIMEOUT_S,
                 echo: bool = True) -> str:
@@ -141,9 +145,9 @@ def _available_memory_mb() -> int | None:
     return None
 
 
-def box_added() -> bool:
+def box_added(name: str = LOCAL_BOX) -> bool:
     home = Path(os.environ.get("VAGRANT_HOME", Path.home() / ".vagrant.d"))
-    return (home / "boxes" / LOCAL_BOX.replace("/", "-VAGRANTSLASH-")).is_dir()
+    return (home / "boxes" / name.replace("/", "-VAGRANTSLASH-")).is_dir()
 
 
 def setup() -> None:
@@ -223,19 +227,27 @@ def _state_running(info: str) -> bool:
                for line in info.splitlines() if ":" in line)
 
 
-def build_box(lab: Lab) -> None:
+def build_box(lab: Lab, name: str = LOCAL_BOX, box_file: Path = BOX_FILE,
+              options: tuple[str, ...] = ()) -> None:
     """scripts/lab/build_box.sh, then `vagrant box add` when the file is newer than the box."""
     started = time.monotonic()
-    done = subprocess.run([str(PROJECT / "scripts" / "lab" / "build_box.sh"), str(BOX_FILE)], check=False)
+    done = subprocess.run([str(PROJECT / "scripts" / "lab" / "build_box.sh"), *options, str(box_file)],
+                          check=False)
     if done.returncode != 0:
         raise RunFailed("lab: building the box failed (its message is above)")
     lab.steps["box build"] = round(time.monotonic() - started, 1)
-    stamp = BOX_FILE.with_suffix(".added")
-    if box_added() and stamp.exists() and stamp.stat().st_mtime >= BOX_FILE.stat().st_mtime:
-        print(f"lab: box {LOCAL_BOX} already added")
+    stamp = box_file.with_suffix(".added")
+    if box_added(name) and stamp.exists() and stamp.stat().st_mtime >= box_file.stat().st_mtime:
+        print(f"lab: box {name} already added")
         return
-    lab.vagrant("box", "add", "--force", "--name", LOCAL_BOX, str(BOX_FILE), what="box add")
+    lab.vagrant("box", "add", "--force", "--name", name, str(box_file), what="box add")
     stamp.touch()
+    # vagrant-libvirt copied the replaced box into the storage pool on its first up; that copy
+    # would stay there (a GB per rebuild), and the next up uploads the new one anyway
+    stale = f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_"
+    for volume in _virsh("vol-list", "default", check=False).stdout.splitlines()[2:]:
+        if volume.split() and volume.split()[0].startswith(stale):
+            _virsh("vol-delete", volume.split()[0], "--pool", "default", check=False)
 
 
 def up(lab: Lab) -> None:
@@ -273,9 +285,11 @@ def demo(lab: Lab, out: Path) -> dict[str, Any]:
             "expectations": result.get("expectations")}
 
 
-def leftovers() -> list[str]:
-    """Domains, volumes and qemu processes of this project's lab that still exist."""
-    prefix = f"{PROJECT.name}_"  # vagrant-libvirt names domain and volume <directory>_<machine>
+def leftovers(prefix: str = f"{PROJECT.name}_") -> list[str]:
+    """Domains, volumes and qemu processes of this project's lab that still exist.
+
+    vagrant-libvirt names domain and volume <prefix><machine>, the prefix being the project
+    directory's name and "_" unless TESTBED_LAB_PREFIX sets it."""
     left = []
     domains = _virsh("list", "--all", "--name", check=False).stdout.split()
     left += [f"domain {d}" for d in domains if d.startswith(prefix)]
@@ -288,7 +302,7 @@ def leftovers() -> list[str]:
 
 def destroy(lab: Lab) -> list[str]:
     lab.vagrant("destroy", "-f", what="vagrant destroy")
-    left = leftovers()
+    left = leftovers(lab.overrides.get("TESTBED_LAB_PREFIX", f"{PROJECT.name}_"))
     if left:
         raise RunFailed(f"lab: vagrant destroy left {', '.join(left)}")
     return left
@@ -309,6 +323,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("destroy", help="vagrant destroy -f and check nothing is left")
     cycle = sub.add_parser("cycle", help="setup, box, up, demo, destroy; every step timed")
     cycle.add_argument("--out", type=Path, default=Path("results/lab-cycle"))
+    check = sub.add_parser("check", help="boot a boot-only box with the project's Vagrantfile, ssh "
+                           "in, try netem, destroy (a few minutes; the suite's lab test)")
+    check.add_argument("--out", type=Path, default=Path("results/lab-check"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -333,6 +350,10 @@ def run(args: argparse.Namespace) -> int:
         print("lab: destroyed; no domain, volume or qemu of the lab left")
     elif command == "cycle":
         return cycle(lab, args.out)
+    elif command == "check":
+        from testbed.lab_check import lab_check
+
+        return lab_check(args.out)
     else:  # argparse keeps us from here
         raise SpecError(f"lab: unknown subcommand {command!r}")
     if lab.steps:

@@ -5,13 +5,24 @@
 # the libvirt box format (qcow2 + metadata.json). No box catalogue is contacted: packages come
 # from the host apt's Debian archive, or $TESTBED_DEBIAN_MIRROR.
 #
-#   scripts/lab/build_box.sh [OUT.box]      (as root; `make lab-box` runs it and adds the box)
+#   scripts/lab/build_box.sh [--boot-only] [OUT.box]   (as root; `make lab-box` runs it, adds the box)
+#
+# --boot-only leaves out the project's packages: the same box, booting and reached the same way,
+# with only what a VM Vagrant drives needs (and iproute2, to try netem). The suite's lab check
+# boots it (tests/integration/vm/test_lab_boot.py): a full box takes 5 min or more to build here.
 #
 # Idempotent: an existing OUT.box newer than this script and scripts/setup.sh is kept.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-OUT="${1:-${TESTBED_BOX_CACHE:-/var/cache/mptcp-testbed/boxes}/mptcp-testbed-bookworm64.box}"
+BOOT_ONLY=0
+if [ "${1:-}" = "--boot-only" ]; then BOOT_ONLY=1; shift; fi
+BOX_CACHE="${TESTBED_BOX_CACHE:-/var/cache/mptcp-testbed/boxes}"
+if [ "$BOOT_ONLY" = 1 ]; then
+  OUT="${1:-$BOX_CACHE/mptcp-testbed-bookworm64-boot.box}"
+else
+  OUT="${1:-$BOX_CACHE/mptcp-testbed-bookworm64.box}"
+fi
 SIZE_GB=8
 SUITE=bookworm
 
@@ -37,10 +48,18 @@ MIRROR="${TESTBED_DEBIAN_MIRROR:-$(PYTHONPATH=. python3 -c 'from testbed.kernels
 
 # the guest's packages: the project's own list (scripts/setup.sh), all of it, so that provisioning
 # (the same scripts/setup.sh) finds them installed and only builds the .venv in the slow guest
-mapfile -t PACKAGES < <(bash -c 'source <(sed -n "/^APT_PACKAGES=(/,/^)/p" scripts/setup.sh); printf "%s\n" "${APT_PACKAGES[@]}"')
+if [ "$BOOT_ONLY" = 0 ]; then
+  mapfile -t PACKAGES < <(bash -c 'source <(sed -n "/^APT_PACKAGES=(/,/^)/p" scripts/setup.sh); printf "%s\n" "${APT_PACKAGES[@]}"')
+  PACKAGES+=(locales-all)
+  COMPRESS=(-c)
+else
+  # to try netem (delay measured by ping); no locales and an uncompressed image: a minute less
+  PACKAGES=(iproute2 iputils-ping)
+  COMPRESS=()
+fi
 # and what a bootable VM Vagrant can drive needs besides (minbase has no init, udev or dbus)
 PACKAGES+=(systemd-sysv udev dbus kmod netbase linux-image-amd64 openssh-server sudo rsync make
-          ifupdown isc-dhcp-client extlinux locales-all ca-certificates)
+          ifupdown isc-dhcp-client extlinux ca-certificates)
 
 WORK=$(mktemp -d /var/tmp/tb-labbox.XXXXXX)
 LOOP=""
@@ -135,11 +154,13 @@ chroot "$WORK/root" systemctl enable ssh-host-keys.service ssh.service >/dev/nul
 : > "$WORK/root/etc/machine-id"
 
 for m in dev/pts dev proc sys; do umount "$WORK/root/$m"; done
+# the blocks of deleted files (apt's downloads) become holes again, so the image holds only files
+fstrim "$WORK/root" || true
 umount "$WORK/root"; losetup -d "$LOOP"; LOOP=""
 dd if="$MBR" of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
 
 mkdir "$WORK/box"
-qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$WORK/box/box.img"
+qemu-img convert "${COMPRESS[@]}" -O qcow2 "$WORK/disk.raw" "$WORK/box/box.img"
 printf '{"provider": "libvirt", "format": "qcow2", "virtual_size": %d}\n' "$SIZE_GB" > "$WORK/box/metadata.json"
 cat > "$WORK/box/Vagrantfile" <<'VF'
 Vagrant.configure("2") do |config|
