@@ -197,6 +197,7 @@ class EndpointApp:
                 plan: RequestPlan | None = None) -> None:
         index = self.accepted
         self.accepted += 1
+        self.waiting_since = now
         self.jobs[id(connection)] = TransferJob(index, self.settings(index), connection,
                                                 request, now, time.time(), plan)
 
@@ -229,6 +230,11 @@ class EndpointApp:
             elif job_deadline is not None and (deadline is None or job_deadline < deadline):
                 deadline = job_deadline
         if self.args.role == "server" and self.accepted < self.connections:
+            if any(not job.finished for job in self.jobs.values()):
+                # a connection in progress is progress: the server waits for the next one only
+                # from when it last had one (as the kernel endpoint's accept does), not from its
+                # start, or a backend gives up while a run's later connections are still coming
+                self.waiting_since = now
             reason = self.stop()
             if reason is None and now - self.waiting_since >= self.args.timeout:
                 reason = f"no connection within {self.args.timeout:g} s"
