@@ -145,7 +145,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from testbed.lab_check import remove_check_vms
     from testbed.net.state import clean
 
-    removed = clean(include_live=args.all) + remove_check_vms()
+    removed = clean(include_live=args.all) + remove_check_vms(include_live=args.all)
     for item in removed:
         print(f"removed {item}")
     if not removed:

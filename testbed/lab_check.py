@@ -1,23 +1,27 @@
 """`testbed lab check`: the Vagrant lab's boot-and-ssh check, short enough for the suite.
 
-The full cycle (`testbed lab cycle`: the full box, provisioning, `make demo` inside) takes half
-an hour under TCG, more than the whole suite. This check keeps what rots silently in a lab VM
-honest in a few minutes: the box builder (`build_box.sh --boot-only`: the same script, booting
-the same way, without the project's packages), the box format and its insecure-key convention,
-the project's own Vagrantfile on libvirt, the rsync'd /vagrant, passwordless sudo, and netem in
-the guest's Debian kernel, measured with ping. Then `vagrant destroy -f` must leave no domain,
-volume or qemu. Its VM carries its own name prefix and Vagrant state directory, so a user's
-lab is never touched; `testbed clean` removes a check VM that a killed check left.
+The full cycle (`testbed lab cycle`: the full box, provisioning, `make demo` inside) takes 12
+minutes under TCG on an idle machine here and half an hour on a loaded one. This check keeps
+what rots silently in a lab VM honest in a few minutes: the box builder (`build_box.sh
+--boot-only`: the same script, booting the same way, without the project's packages), the box
+format and its insecure-key convention, the project's own Vagrantfile on libvirt, the rsync'd
+/vagrant, passwordless sudo, and netem in the guest's Debian kernel, measured with ping. Then
+`vagrant destroy -f` must leave no domain, volume or qemu. Its VM carries its own name prefix
+and Vagrant state directory, so a user's lab is never touched; `testbed clean` removes a check
+VM that a killed check left (a running check holds a lock that keeps `testbed clean` off its VM
+unless --all).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from testbed.command import run_command
 from testbed.errors import RunFailed
@@ -28,13 +32,15 @@ from testbed.lab_vagrant import (
     build_box,
     check_preconditions,
     destroy,
-    leftovers,
     setup,
 )
 
 CHECK_BOX = "mptcp-testbed/bookworm64-boot"
 CHECK_BOX_FILE = BOX_CACHE / "mptcp-testbed-bookworm64-boot.box"
 CHECK_PREFIX = "testbed-lab-check_"
+CHECK_LOCK = BOX_CACHE / "lab-check.lock"
+STATE_PREFIX = "tb-lab-check-"  # the check's Vagrant state directory, under the temp directory
+MANAGEMENT_NETWORK = "vagrant-libvirt"
 CHECK_MEMORY_MB = 1024
 UP_TIMEOUT_S = 1200.0
 NETEM_DELAY_MS = 5.0
@@ -93,21 +99,48 @@ def problems(report: dict[str, str]) -> list[str]:
 def lab_check(out: Path) -> int:
     """Set up, build the boot-only box, boot it, ssh in, destroy; writes out/lab-check.json."""
     out.mkdir(parents=True, exist_ok=True)
-    state = Path(tempfile.mkdtemp(prefix="tb-lab-check-"))
+    state = Path(tempfile.mkdtemp(prefix=STATE_PREFIX))
     lab = Lab(overrides={"TESTBED_BOX": CHECK_BOX, "TESTBED_LAB_PREFIX": CHECK_PREFIX,
                          "TESTBED_LAB_MEMORY_MB": str(CHECK_MEMORY_MB),
                          "VAGRANT_DOTFILE_PATH": str(state)})
     record: dict[str, Any] = {"format": "mptcp-testbed-lab-check", "version": 1, "box": CHECK_BOX,
                               "steps": lab.steps}
     started = time.monotonic()
-    setup()
-    check_preconditions(need_box=False, memory_mb=CHECK_MEMORY_MB)
-    lab.steps["setup"] = round(time.monotonic() - started, 1)
+    try:
+        setup()
+        check_preconditions(need_box=False, memory_mb=CHECK_MEMORY_MB)
+        lab.steps["setup"] = round(time.monotonic() - started, 1)
+        with _check_lock() as lock:
+            if lock is None:
+                raise RunFailed("lab check: another lab check is running; wait for it or run: "
+                                "testbed clean --all")
+            for item in remove_check_vms(include_live=True, keep=state):  # a killed check's
+                print(f"lab check: removed {item}")
+            _boot_and_check(lab, record, out)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    print(f"lab check: PASS ({out / 'lab-check.json'})")
+    return 0
+
+
+@contextlib.contextmanager
+def _check_lock() -> Any:
+    """The lock a running check holds (None: another process holds it)."""
+    CHECK_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = CHECK_LOCK.open("a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        yield handle
+    finally:
+        handle.close()
+
+
+def _boot_and_check(lab: Lab, record: dict[str, Any], out: Path) -> None:
     build_box(lab, CHECK_BOX, CHECK_BOX_FILE, ("--boot-only",))
-    left = leftovers(CHECK_PREFIX)
-    if left:
-        raise RunFailed(f"lab check: a check VM is still there ({', '.join(left)}); "
-                        "run: testbed clean")
     try:
         lab.vagrant("up", "--provider", "libvirt", "--no-provision", what="vagrant up",
                     timeout_s=UP_TIMEOUT_S)
@@ -119,7 +152,6 @@ def lab_check(out: Path) -> int:
             record["left_after_destroy"] = destroy(lab)
         except RunFailed as exc:
             record["left_after_destroy"] = exc.message
-        shutil.rmtree(state, ignore_errors=True)
         (out / "lab-check.json").write_text(json.dumps(record, indent=1) + "\n")
     print("lab check: " + ", ".join(f"{k} {v:.0f} s" for k, v in lab.steps.items()))
     print("lab check: guest " + " ".join(f"{k}={v}" for k, v in record["guest"].items()))
@@ -127,14 +159,17 @@ def lab_check(out: Path) -> int:
         raise RunFailed("lab check: " + "; ".join(
             [*record["problems"], *([str(record["left_after_destroy"])] if record["left_after_destroy"]
                                     else [])]))
-    print(f"lab check: PASS ({out / 'lab-check.json'})")
-    return 0
 
 
-def remove_check_vms() -> list[str]:
-    """For `testbed clean`: the domains and volumes a killed check left (never a user's lab)."""
+def remove_check_vms(include_live: bool = False, keep: Path | None = None) -> list[str]:
+    """For `testbed clean`: the domains and volumes a killed check left (never a user's lab;
+    a running check's only with include_live), but not the state directory `keep`."""
     if shutil.which("virsh") is None:
         return []
+    if not include_live and CHECK_LOCK.exists():
+        with _check_lock() as lock:
+            if lock is None:
+                return []
     virsh = ["virsh", "-c", LIBVIRT_URI]
     domains = run_command([*virsh, "list", "--all", "--name"], check=False, timeout_s=60)
     if domains.returncode != 0:  # libvirt not running: no VM either
@@ -150,4 +185,16 @@ def remove_check_vms() -> list[str]:
         if volume.startswith(CHECK_PREFIX):
             run_command([*virsh, "vol-delete", volume, "--pool", "default"], check=False, timeout_s=60)
             removed.append(f"lab check volume {volume}")
+    # vagrant-libvirt's management network, which its destroy takes down with the last VM; a
+    # killed check leaves it up. Only when libvirt has no VM at all (vagrant up makes it again)
+    left = run_command([*virsh, "list", "--all", "--name"], check=False, timeout_s=60).stdout.split()
+    networks = run_command([*virsh, "net-list", "--all", "--name"], check=False, timeout_s=60).stdout.split()
+    if not left and MANAGEMENT_NETWORK in networks:
+        run_command([*virsh, "net-destroy", MANAGEMENT_NETWORK], check=False, timeout_s=60)
+        run_command([*virsh, "net-undefine", MANAGEMENT_NETWORK], check=False, timeout_s=60)
+        removed.append(f"libvirt network {MANAGEMENT_NETWORK} (no VM left on libvirt)")
+    for state in Path(tempfile.gettempdir()).glob(f"{STATE_PREFIX}*"):
+        if state != keep:
+            shutil.rmtree(state, ignore_errors=True)
+            removed.append(f"lab check state {state}")
     return removed
