@@ -13,6 +13,13 @@
 #
 # Idempotent: an existing OUT.box newer than this script and scripts/setup.sh is kept.
 set -euo pipefail
+# The build's mounts live in a mount namespace of their own. Every process that clones the host's
+# namespace meanwhile (each `ip netns exec` of a run beside the build) would otherwise keep a copy
+# of the box's root mounted: umount here then does not flush it, and the image lacks the last
+# writes (a box built beside a balancer run had no vagrant key and a journal needing recovery).
+if [ -z "${TESTBED_BOX_UNSHARED:-}" ] && [ "$(id -u)" -eq 0 ]; then
+  exec env TESTBED_BOX_UNSHARED=1 unshare --mount --propagation private "$(realpath "$0")" "$@"
+fi
 cd "$(dirname "$0")/../.."
 
 BOOT_ONLY=0
@@ -84,11 +91,13 @@ mount "$LOOP" "$WORK/root"
 
 # the installed root file system is cached (keyed by suite, mirror and package list): rebuilding
 # the box after a change to its configuration below takes a minute instead of a full install
-ROOTFS_KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "${PACKAGES[@]}" | sha256sum | cut -c1-16)
+# (the cache keeps extended attributes: file capabilities such as ping's cap_net_raw live there;
+# "xattrs" in the key retires caches made without them, where ping failed for the vagrant user)
+ROOTFS_KEY=$(printf '%s\n' xattrs "$SUITE" "$MIRROR" "${PACKAGES[@]}" | sha256sum | cut -c1-16)
 ROOTFS_CACHE="$(dirname "$OUT")/rootfs-$SUITE-$ROOTFS_KEY.tar"
 if [ -f "$ROOTFS_CACHE" ]; then
   echo "lab box: installed root file system from $ROOTFS_CACHE"
-  tar -C "$WORK/root" -xpf "$ROOTFS_CACHE"
+  tar -C "$WORK/root" --xattrs --xattrs-include='*' -xpf "$ROOTFS_CACHE"
   for m in proc sys dev dev/pts; do mount --bind "/$m" "$WORK/root/$m"; done
 else
   debootstrap --variant=minbase "$SUITE" "$WORK/root" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
@@ -104,7 +113,11 @@ else
   rm -f "$WORK/root/usr/sbin/policy-rc.d"
   chroot "$WORK/root" apt-get clean
   mkdir -p "$(dirname "$ROOTFS_CACHE")"
-  tar -C "$WORK/root" --one-file-system -cpf "$ROOTFS_CACHE.tmp" . && mv "$ROOTFS_CACHE.tmp" "$ROOTFS_CACHE"
+  if tar -C "$WORK/root" --one-file-system --xattrs --xattrs-include='*' -cpf "$ROOTFS_CACHE.tmp" .; then
+    mv "$ROOTFS_CACHE.tmp" "$ROOTFS_CACHE"
+  else
+    rm -f "$ROOTFS_CACHE.tmp"; echo "lab box: the root file system was not cached (tar failed; above)" >&2
+  fi
 fi
 
 # boot: extlinux on the root filesystem, syslinux's MBR; serial console for `virsh console`
@@ -156,7 +169,12 @@ chroot "$WORK/root" systemctl enable ssh-host-keys.service ssh.service >/dev/nul
 for m in dev/pts dev proc sys; do umount "$WORK/root/$m"; done
 # the blocks of deleted files (apt's downloads) become holes again, so the image holds only files
 fstrim "$WORK/root" || true
-umount "$WORK/root"; losetup -d "$LOOP"; LOOP=""
+umount "$WORK/root"
+# a file system still mounted somewhere else has not been written back: refuse to ship it
+if dumpe2fs -h "$LOOP" 2>/dev/null | grep -q "^Filesystem features:.*needs_recovery"; then
+  die "the box's file system is still mounted in another mount namespace; nothing was written"
+fi
+losetup -d "$LOOP"; LOOP=""
 dd if="$MBR" of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
 
 mkdir "$WORK/box"
