@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from testbed.lab_vagrant import (
     Lab,
     build_box,
     check_preconditions,
-    destroy,
+    destroy_into,
     setup,
 )
 
@@ -148,11 +147,7 @@ def _boot_and_check(lab: Lab, record: dict[str, Any], out: Path) -> None:
         record["guest"] = guest_report(output)
         record["problems"] = problems(record["guest"])
     finally:
-        try:
-            record["left_after_destroy"] = destroy(lab)
-        except RunFailed as exc:
-            record["left_after_destroy"] = exc.message
-        (out / "lab-check.json").write_text(json.dumps(record, indent=1) + "\n")
+        destroy_into(lab, record, out / "lab-check.json")
     print("lab check: " + ", ".join(f"{k} {v:.0f} s" for k, v in lab.steps.items()))
     print("lab check: guest " + " ".join(f"{k}={v}" for k, v in record["guest"].items()))
     if record["problems"] or record["left_after_destroy"]:

@@ -308,6 +308,16 @@ def destroy(lab: Lab) -> list[str]:
     return left
 
 
+def destroy_into(lab: Lab, record: dict[str, Any], path: Path) -> None:
+    """The VM goes whatever happened; what is left is recorded (not raised over the error that
+    ended the run) and the record written to path."""
+    try:
+        record["left_after_destroy"] = destroy(lab)
+    except RunFailed as exc:
+        record["left_after_destroy"] = exc.message
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="lab_command", required=True)
     sub.add_parser("setup", help="install the provider and start libvirt (idempotent)")
@@ -370,13 +380,7 @@ def cycle(lab: Lab, out: Path) -> int:
         up(lab)
         record["demo"] = demo(lab, out)
     finally:
-        # the VM goes whatever happened; a failure to remove it is recorded, not raised over
-        # the error that ended the cycle
-        try:
-            record["left_after_destroy"] = destroy(lab)
-        except RunFailed as exc:
-            record["left_after_destroy"] = exc.message
-        (out / "lab-cycle.json").write_text(json.dumps(record, indent=1) + "\n")
+        destroy_into(lab, record, out / "lab-cycle.json")
     if record["left_after_destroy"]:
         raise RunFailed(str(record["left_after_destroy"]))
     print("lab: " + ", ".join(f"{k} {v:.0f} s" for k, v in lab.steps.items()))
