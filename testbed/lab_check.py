@@ -22,16 +22,16 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from testbed.command import run_command
 from testbed.errors import RunFailed
 from testbed.lab_vagrant import (
     BOX_CACHE,
-    LIBVIRT_URI,
     Lab,
     build_box,
     check_preconditions,
     destroy_into,
+    pool_volumes,
     setup,
+    virsh,
 )
 
 CHECK_BOX = "mptcp-testbed/bookworm64-boot"
@@ -165,28 +165,26 @@ def remove_check_vms(include_live: bool = False, keep: Path | None = None) -> li
         with _check_lock() as lock:
             if lock is None:
                 return []
-    virsh = ["virsh", "-c", LIBVIRT_URI]
-    domains = run_command([*virsh, "list", "--all", "--name"], check=False, timeout_s=60)
+    domains = virsh("list", "--all", "--name", check=False)
     if domains.returncode != 0:  # libvirt not running: no VM either
         return []
     removed = []
     for domain in domains.stdout.split():
         if domain.startswith(CHECK_PREFIX):
-            run_command([*virsh, "destroy", domain], check=False, timeout_s=60)
-            run_command([*virsh, "undefine", domain, "--remove-all-storage"], check=False, timeout_s=60)
+            virsh("destroy", domain, check=False)
+            virsh("undefine", domain, "--remove-all-storage", check=False)
             removed.append(f"lab check domain {domain}")
-    volumes = run_command([*virsh, "vol-list", "default"], check=False, timeout_s=60).stdout.splitlines()[2:]
-    for volume in (v.split()[0] for v in volumes if v.split()):
+    for volume in pool_volumes():
         if volume.startswith(CHECK_PREFIX):
-            run_command([*virsh, "vol-delete", volume, "--pool", "default"], check=False, timeout_s=60)
+            virsh("vol-delete", volume, "--pool", "default", check=False)
             removed.append(f"lab check volume {volume}")
     # vagrant-libvirt's management network, which its destroy takes down with the last VM; a
     # killed check leaves it up. Only when libvirt has no VM at all (vagrant up makes it again)
-    left = run_command([*virsh, "list", "--all", "--name"], check=False, timeout_s=60).stdout.split()
-    networks = run_command([*virsh, "net-list", "--all", "--name"], check=False, timeout_s=60).stdout.split()
+    left = virsh("list", "--all", "--name", check=False).stdout.split()
+    networks = virsh("net-list", "--all", "--name", check=False).stdout.split()
     if not left and MANAGEMENT_NETWORK in networks:
-        run_command([*virsh, "net-destroy", MANAGEMENT_NETWORK], check=False, timeout_s=60)
-        run_command([*virsh, "net-undefine", MANAGEMENT_NETWORK], check=False, timeout_s=60)
+        virsh("net-destroy", MANAGEMENT_NETWORK, check=False)
+        virsh("net-undefine", MANAGEMENT_NETWORK, check=False)
         removed.append(f"libvirt network {MANAGEMENT_NETWORK} (no VM left on libvirt)")
     for state in Path(tempfile.gettempdir()).glob(f"{STATE_PREFIX}*"):
         if state != keep:

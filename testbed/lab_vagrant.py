@@ -38,6 +38,8 @@ LOCAL_BOX = "mptcp-testbed/bookworm64"
 BOX_CACHE = Path(os.environ.get("TESTBED_BOX_CACHE", "/var/cache/mptcp-testbed/boxes"))
 BOX_FILE = BOX_CACHE / "mptcp-testbed-bookworm64.box"
 LIBVIRT_URI = "qemu:///system"
+# vagrant-libvirt names domain and volume <directory>_<machine> unless TESTBED_LAB_PREFIX says
+LAB_PREFIX = f"{PROJECT.name}_"
 # what the lab needs on the host beyond scripts/setup.sh (which already brings vagrant and qemu)
 LAB_PACKAGES = (
     "vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt-daemon-driver-qemu",
@@ -190,21 +192,27 @@ def _start_daemons() -> None:
     raise EnvironmentProblem(f"lab: libvirtd did not answer on {LIBVIRT_URI} after starting it")
 
 
-def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run_command(["virsh", "-c", LIBVIRT_URI, *args], check=check, timeout_s=60,
                        what=f"virsh {args[0]}")
 
 
+def pool_volumes() -> list[str]:
+    """The names of the volumes in libvirt's default pool (where vagrant-libvirt puts them)."""
+    rows = virsh("vol-list", "default", check=False).stdout.splitlines()[2:]  # past the header
+    return [row.split()[0] for row in rows if row.split()]
+
+
 def _ensure_network() -> None:
-    info = _virsh("net-info", "default", check=False)
+    info = virsh("net-info", "default", check=False)
     if info.returncode != 0:
         xml = Path("/usr/share/libvirt/networks/default.xml")
         if not xml.is_file():
             raise EnvironmentProblem(f"lab: libvirt has no default network and {xml} is missing")
-        _virsh("net-define", str(xml))
-        info = _virsh("net-info", "default")
+        virsh("net-define", str(xml))
+        info = virsh("net-info", "default")
     if "Active:         yes" not in info.stdout and not _active(info.stdout):
-        _virsh("net-start", "default")
+        virsh("net-start", "default")
 
 
 def _active(info: str) -> bool:
@@ -213,13 +221,13 @@ def _active(info: str) -> bool:
 
 
 def _ensure_pool() -> None:
-    info = _virsh("pool-info", "default", check=False)
+    info = virsh("pool-info", "default", check=False)
     if info.returncode != 0:
         Path("/var/lib/libvirt/images").mkdir(parents=True, exist_ok=True)
-        _virsh("pool-define-as", "default", "dir", "--target", "/var/lib/libvirt/images")
-        info = _virsh("pool-info", "default")
+        virsh("pool-define-as", "default", "dir", "--target", "/var/lib/libvirt/images")
+        info = virsh("pool-info", "default")
     if not _state_running(info.stdout):
-        _virsh("pool-start", "default")
+        virsh("pool-start", "default")
 
 
 def _state_running(info: str) -> bool:
@@ -245,9 +253,9 @@ def build_box(lab: Lab, name: str = LOCAL_BOX, box_file: Path = BOX_FILE,
     # vagrant-libvirt copied the replaced box into the storage pool on its first up; that copy
     # would stay there (a GB per rebuild), and the next up uploads the new one anyway
     stale = f"{name.replace('/', '-VAGRANTSLASH-')}_vagrant_box_image_"
-    for volume in _virsh("vol-list", "default", check=False).stdout.splitlines()[2:]:
-        if volume.split() and volume.split()[0].startswith(stale):
-            _virsh("vol-delete", volume.split()[0], "--pool", "default", check=False)
+    for volume in pool_volumes():
+        if volume.startswith(stale):
+            virsh("vol-delete", volume, "--pool", "default", check=False)
 
 
 def up(lab: Lab) -> None:
@@ -285,16 +293,15 @@ def demo(lab: Lab, out: Path) -> dict[str, Any]:
             "expectations": result.get("expectations")}
 
 
-def leftovers(prefix: str = f"{PROJECT.name}_") -> list[str]:
+def leftovers(prefix: str = LAB_PREFIX) -> list[str]:
     """Domains, volumes and qemu processes of this project's lab that still exist.
 
     vagrant-libvirt names domain and volume <prefix><machine>, the prefix being the project
     directory's name and "_" unless TESTBED_LAB_PREFIX sets it."""
     left = []
-    domains = _virsh("list", "--all", "--name", check=False).stdout.split()
+    domains = virsh("list", "--all", "--name", check=False).stdout.split()
     left += [f"domain {d}" for d in domains if d.startswith(prefix)]
-    volumes = _virsh("vol-list", "default", check=False).stdout.splitlines()[2:]
-    left += [f"volume {v.split()[0]}" for v in volumes if v.split() and v.split()[0].startswith(prefix)]
+    left += [f"volume {v}" for v in pool_volumes() if v.startswith(prefix)]
     qemu = run_command(["pgrep", "-af", f"qemu-system.*{prefix}"], check=False).stdout.strip()
     left += [f"process {line}" for line in qemu.splitlines() if line]
     return left
@@ -302,7 +309,7 @@ def leftovers(prefix: str = f"{PROJECT.name}_") -> list[str]:
 
 def destroy(lab: Lab) -> list[str]:
     lab.vagrant("destroy", "-f", what="vagrant destroy")
-    left = leftovers(lab.overrides.get("TESTBED_LAB_PREFIX", f"{PROJECT.name}_"))
+    left = leftovers(lab.overrides.get("TESTBED_LAB_PREFIX", LAB_PREFIX))
     if left:
         raise RunFailed(f"lab: vagrant destroy left {', '.join(left)}")
     return left
