@@ -51,6 +51,7 @@ from testbed.matrix_outcome_only import (
 )
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.matrix_routed import RoutedCell, RoutedRow, parse_routed_rows, routed_cells, run_routed_cell
+from testbed.net.capture import CAPTURE_LOG
 from testbed.net.families import check_vm_endpoints
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
 from testbed.progress import ProgressBar
@@ -642,7 +643,7 @@ def _run_once(cell: Cell, directory: Path, out: Path, runner: Runner, bar: Progr
             record = cell_record_from_result(key, previous, cell.expected, rel, load_wire(directory))
             return record | {"reused": True}, previous
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, TIMESERIES_FILE, RUN_LOG, CAPTURE_FILE, WIRE_FILE):
+    for stale in (RESULT_FILE, TIMESERIES_FILE, RUN_LOG, CAPTURE_FILE, CAPTURE_LOG, WIRE_FILE):
         (directory / stale).unlink(missing_ok=True)
     bar.status(f"{cell.key}: starting")
     with (directory / RUN_LOG).open("w") as log:

@@ -48,6 +48,7 @@ from testbed.latency_result import (
     write_latency_csv,
 )
 from testbed.net.build import BumpRuntime, Network, delay_bump
+from testbed.net.capture import CAPTURE_LOG, CAPTURE_PCAP, start_capture, stop_capture
 from testbed.net.families import check_families
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, new_run_id, work_dir_of
@@ -430,7 +431,7 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
     congestion = configure_hosts(plan, net)
     pids = {endpoint.host: net.node_pid(endpoint.host) for endpoint in plan.endpoints}
     before = {host: kernel_mptcp.read_counters(pid) for host, pid in pids.items()}
-    capture = _start_capture(net, plan.client.host, plan.topo, work) if spec.capture else None
+    capture = start_capture(net, plan.client.host, work) if spec.capture else None
     timeline_log: list[dict[str, Any]] = []
 
     client_proc = None
@@ -498,25 +499,11 @@ def run_endpoints(plan: RunPlan, net: Network, work: Path, progress: Progress,
         shaping={name: [s.read_back() for s in shapers] for name, shapers in net.shapers.items()},
         vm_summaries={e.role: summary for e in plan.endpoints if (summary := read_vm_summary(e))})
     if capture is not None:
-        _drain_capture(work / "capture.pcap")
-        capture.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            capture.wait(timeout=5)
+        counts = stop_capture(capture, work)
+        if counts is not None and counts.dropped_by_kernel:
+            progress(f"capture: {counts.dropped_by_kernel} packets dropped by the kernel "
+                     "(the capture, and wire.json, miss them)")
     return record
-
-
-def _drain_capture(path: Path, *, quiet_s: float = 1.0, limit_s: float = 5.0) -> None:
-    """Wait until tcpdump has written what the kernel still holds for it (the file stops
-    growing): SIGTERM drops whatever it has not read yet, the last packets of the transfer."""
-    deadline = time.monotonic() + limit_s
-    size, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        current = path.stat().st_size if path.exists() else 0
-        if current != size:
-            size, since = current, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return
-        time.sleep(0.05)
 
 
 def _sample_time(started_at_unix: float | None, since_start_s: float) -> float | None:
@@ -562,8 +549,9 @@ def collect(plan: RunPlan, transfer: TransferRecord, work: Path, out_dir: Path, 
                              else "server.samples.csv")
     series = bin_samples(sender_samples) if sender_samples.exists() else []
     write_timeseries(out_dir / TIMESERIES_FILE, series)
-    if spec.capture and (work / "capture.pcap").exists():
-        shutil.copy(work / "capture.pcap", out_dir / "capture.pcap")
+    for name in (CAPTURE_PCAP, CAPTURE_LOG):
+        if spec.capture and (work / name).exists():
+            shutil.copy(work / name, out_dir / name)
     sender_started = (record.client if spec.traffic.direction == "upload" else record.server).started_at_unix
     connection = ConnectionResult(
         client_stack=plan.client.record.stack,
@@ -808,10 +796,3 @@ def check_expectations(expect: dict[str, Any], connection: dict[str, Any]) -> di
         # transfer is expected to break
         failures.append(f"integrity {integrity}")
     return {"passed": not failures, "failures": failures}
-
-
-def _start_capture(net: Network, host: str, topo: Topology, work: Path) -> subprocess.Popen:
-    """tcpdump on every interface of the client host, headers plus options (snaplen 200)."""
-    return net.popen(host, ["tcpdump", "-i", "any", "-s", "200", "-U", "-w", str(work / "capture.pcap"),
-                            "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
