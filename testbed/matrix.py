@@ -51,6 +51,7 @@ from testbed.matrix_outcome_only import (
 )
 from testbed.matrix_pairing import Side, check_fetched, host_pairing, parse_sides
 from testbed.matrix_routed import RoutedCell, RoutedRow, parse_routed_rows, routed_cells, run_routed_cell
+from testbed.matrix_wire import WireReading, WireReadings
 from testbed.net.capture import CAPTURE_LOG
 from testbed.net.families import check_vm_endpoints
 from testbed.performance import DEFAULT_DEGRADED_BELOW, mark_degraded, performance_facts
@@ -541,8 +542,11 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         background = WaitingCells([cell for cell in matrix.cells if waits(cell)], out,
                                   slots=jobs, resume=resume, repeat=matrix.repeat,
                                   runner=runner)
+    readings = None
     if runner is None:
         from testbed.runner import run_experiment as runner
+        if matrix.repeat == 1:  # the runner takes before_traffic
+            readings = WireReadings(add=lambda cell, record, result: add(cell, record, result))
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / MATRIX_FILE).exists():  # the document lists only the cells it has seen
         shutil.copyfile(out / MATRIX_FILE, out / MATRIX_BEFORE_RESUME)  # until it ends: keep it
@@ -584,8 +588,18 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
             measuring = [c for c in matrix.cells if background is None or not waits(c)]
             for index, cell in enumerate(measuring):
                 vm_pool.prepare(pool, [cell], measuring[index:], bar.status)
-                record, result = _run_cell(cell, out, runner, bar, resume, matrix.repeat)
-                add(cell, record, result)
+                if readings is None:
+                    add(cell, *_run_cell(cell, out, runner, bar, resume, matrix.repeat))
+                    continue
+                record, result, finish = _run_only(cell, cell.directory(out), out, runner, bar, resume,
+                                                   before_traffic=readings.finish)
+                readings.finish()  # the run failed before its traffic, or was reused
+                if finish is None:
+                    add(cell, record, result)
+                else:
+                    readings.start(cell, record, result, finish)
+            if readings is not None:
+                readings.close()
             for routed_cell in matrix.routed_cells:  # the proxy and balancer drivers, one at a time
                 bar.status(f"{routed_cell.key}: running testbed {routed_cell.row.kind}")
                 add(routed_cell, *run_routed_cell(routed_cell, out, resume))
@@ -594,6 +608,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
     except KeyboardInterrupt:
         if background is not None:
             background.stop()
+        if readings is not None:
+            readings.abandon()
         doc = write(partial=True, interrupted=True)
         bar.finish(f"matrix: interrupted after {len(records)} of {matrix.total} cells; partial results "
                    f"in {out / MATRIX_FILE}")
@@ -635,13 +651,24 @@ def _run_cell(cell: Cell, out: Path, runner: Runner, bar: ProgressBar, resume: b
 
 def _run_once(cell: Cell, directory: Path, out: Path, runner: Runner, bar: ProgressBar,
               resume: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    record, result, finish = _run_only(cell, directory, out, runner, bar, resume)
+    if finish is None:
+        return record, result
+    bar.status(f"{cell.key}: reading the capture")
+    return finish(), result
+
+
+def _run_only(cell: Cell, directory: Path, out: Path, runner: Runner, bar: ProgressBar, resume: bool,
+              **run_options: Any) -> tuple[dict[str, Any], dict[str, Any] | None, WireReading | None]:
+    """Run (or reuse) one cell: its record without the capture's evidence, its result, and what
+    reads the capture and returns the whole record (None when there is nothing to read)."""
     rel = directory.relative_to(out).as_posix()
     key = _cell_key(cell)
     if resume:
         previous = _reusable(cell, directory)
         if previous is not None:
             record = cell_record_from_result(key, previous, cell.expected, rel, load_wire(directory))
-            return record | {"reused": True}, previous
+            return record | {"reused": True}, previous, None
     directory.mkdir(parents=True, exist_ok=True)
     for stale in (RESULT_FILE, TIMESERIES_FILE, RUN_LOG, CAPTURE_FILE, CAPTURE_LOG, WIRE_FILE):
         (directory / stale).unlink(missing_ok=True)
@@ -653,27 +680,29 @@ def _run_once(cell: Cell, directory: Path, out: Path, runner: Runner, bar: Progr
             bar.status(f"{cell.key}: {message[:60]}")
 
         try:
-            result = runner(cell.spec, directory, progress=progress)
+            result = runner(cell.spec, directory, progress=progress, **run_options)
         except KeyboardInterrupt:
             log.write("interrupted\n")
             raise
         except TestbedError as exc:
             log.write(f"error: {exc.message}\n")
-            return error_record(key, exc.message, cell.expected, rel), None
+            return error_record(key, exc.message, cell.expected, rel), None, None
         except Exception as exc:  # a bug in a stack or endpoint must not end the matrix
             log.write(traceback.format_exc())
-            return error_record(key, f"{type(exc).__name__}: {exc}", cell.expected, rel), None
+            return error_record(key, f"{type(exc).__name__}: {exc}", cell.expected, rel), None, None
     try:
         record = cell_record_from_result(key, result, cell.expected, rel)
     except TestbedError as exc:
-        return error_record(key, f"unusable result: {exc.message}", cell.expected, rel), result
-    bar.status(f"{cell.key}: reading the capture")
-    try:
-        wire = write_wire(directory, result)
-    except TestbedError as exc:  # the outcome stands; only this piece of evidence is missing
-        record["wire_error"] = exc.message
-        return record, result
-    return cell_record_from_result(key, result, cell.expected, rel, wire), result
+        return error_record(key, f"unusable result: {exc.message}", cell.expected, rel), result, None
+
+    def with_wire() -> dict[str, Any]:
+        try:
+            wire = write_wire(directory, result)
+        except TestbedError as exc:  # the outcome stands; only this piece of evidence is missing
+            return record | {"wire_error": exc.message}
+        return cell_record_from_result(key, result, cell.expected, rel, wire)
+
+    return record, result, with_wire
 
 
 # --- command ---------------------------------------------------------------------------------

@@ -312,11 +312,14 @@ def _wait_for_vm_ready(proc: subprocess.Popen, endpoint: EndpointPlan, progress:
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = print,
-                   observer: Observer | None = None, eta: TextIO | None = None) -> dict[str, Any]:
+                   observer: Observer | None = None, eta: TextIO | None = None,
+                   before_traffic: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run one experiment and write its result files into out_dir; returns result.json's document.
 
     `eta`: where to draw the transfer's progress bar with the time left (`testbed run` gives
-    stderr); None draws nothing (a matrix has its own bar). Ctrl-C (or SIGTERM) during the
+    stderr); None draws nothing (a matrix has its own bar). `before_traffic` is called once the
+    network is built, before anything of the run's traffic starts (a matrix finishes reading
+    the cell before's capture there). Ctrl-C (or SIGTERM) during the
     transfer stops the client, which reports what got through: the result is still written,
     marked interrupted, and then KeyboardInterrupt propagates."""
     run_id = new_run_id()
@@ -325,7 +328,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: Path, *, progress: Progress = 
     with sigterm_as_interrupt():
         state = RunState.create(run_id)
         try:
-            return _run(plan, state, out_dir, progress, observer, eta)
+            return _run(plan, state, out_dir, progress, observer, eta, before_traffic)
         finally:
             state.remove()
 
@@ -358,12 +361,15 @@ class TransferRecord:
 
 
 def _run(plan: RunPlan, state: RunState, out_dir: Path, progress: Progress,
-         observer: Observer | None = None, eta: TextIO | None = None) -> dict[str, Any]:
+         observer: Observer | None = None, eta: TextIO | None = None,
+         before_traffic: Callable[[], None] | None = None) -> dict[str, Any]:
     work = Path(state.work_dir)
     backends = plan.backends
     progress(f"building {plan.topo.name} (run {state.run_id}, backends rate={backends.rate} "
              f"loss={backends.loss} delay={backends.delay})")
     with Network(plan.topo, backends, state, bumps=plan.bumps, shaped_links=plan.shaped_links) as net:
+        if before_traffic is not None:
+            before_traffic()
         transfer = run_endpoints(plan, net, work, progress, observer, eta)
         progress("tearing down the network")  # stage names a signal test waits for
     progress("writing the result")
