@@ -65,6 +65,14 @@ def last_counts(log: Path) -> CaptureCounts | None:
     return CaptureCounts(captured, received, dropped)
 
 
+def _listening(log: Path) -> bool:
+    """tcpdump says "listening on" once it captures, after installing its signal handlers."""
+    try:
+        return b"listening on" in log.read_bytes()
+    except OSError:
+        return False
+
+
 def stop_capture(capture: subprocess.Popen, work: Path, *, look_s: float = 0.1,
                  limit_s: float = 5.0) -> CaptureCounts | None:
     """Wait until tcpdump has captured everything it will (its count unchanged between two
@@ -74,6 +82,9 @@ def stop_capture(capture: subprocess.Popen, work: Path, *, look_s: float = 0.1,
     deadline = time.monotonic() + limit_s
     previous: int | None = None
     while capture.poll() is None and time.monotonic() < deadline:
+        if not _listening(log):  # SIGUSR1 before tcpdump handles it would kill it
+            time.sleep(0.02)
+            continue
         capture.send_signal(signal.SIGUSR1)
         time.sleep(look_s)
         counts = last_counts(log)
