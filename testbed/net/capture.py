@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from testbed.command import stop_process
+
 CAPTURE_PCAP = "capture.pcap"
 CAPTURE_LOG = "capture.log"
 # on SIGUSR1 one line ("tcpdump: N packets captured, M packets received by filter, ..."), on
@@ -91,10 +93,5 @@ def stop_capture(capture: subprocess.Popen, work: Path, *, look_s: float = 0.1,
         if counts is not None and counts.captured == previous:
             break
         previous = None if counts is None else counts.captured
-    capture.terminate()
-    try:
-        capture.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        capture.kill()
-        capture.wait()
+    stop_process(capture)
     return last_counts(log)
