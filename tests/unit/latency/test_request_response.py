@@ -152,6 +152,11 @@ def test_a_server_that_stops_answering_early_is_a_protocol_error_with_the_latenc
         with conn:
             conn.recv(24 + 10, socket.MSG_WAITALL)
             conn.sendall(b"r" * 20)
+            # a clean close: closing with the next request unread would send a reset instead
+            # (which the client rightly reports as one), depending on whether it had arrived
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(4096):
+                pass
 
     thread = threading.Thread(target=answer_once)
     thread.start()
