@@ -542,11 +542,9 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         background = WaitingCells([cell for cell in matrix.cells if waits(cell)], out,
                                   slots=jobs, resume=resume, repeat=matrix.repeat,
                                   runner=runner)
-    readings = None
+    read_while_next_builds = runner is None and matrix.repeat == 1  # the runner takes before_traffic
     if runner is None:
         from testbed.runner import run_experiment as runner
-        if matrix.repeat == 1:  # the runner takes before_traffic
-            readings = WireReadings(add=lambda cell, record, result: add(cell, record, result))
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / MATRIX_FILE).exists():  # the document lists only the cells it has seen
         shutil.copyfile(out / MATRIX_FILE, out / MATRIX_BEFORE_RESUME)  # until it ends: keep it
@@ -577,6 +575,7 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
         bar.advance(note=f"{cell.key}: {cell_text(record)}{mark}", free=bool(record.get("reused")))
         write(partial=len(records) < matrix.total, interrupted=False)
 
+    readings = WireReadings(add) if read_while_next_builds else None
     try:
         with latched_interrupts() as caught, vm_pool.for_cells(c.spec for c in matrix.cells) as pool:
             if background is not None:  # the waiting cells together, before any cell that measures
@@ -593,8 +592,8 @@ def run_matrix(matrix: MatrixSpec, out: Path, *, runner: Runner | None = None, r
                     continue
                 record, result, finish = _run_only(cell, cell.directory(out), out, runner, bar, resume,
                                                    before_traffic=readings.finish)
-                readings.finish()  # the run failed before its traffic, or was reused
-                if finish is None:
+                if finish is None:  # reused or failed: after the cell before, which may still be read
+                    readings.finish()
                     add(cell, record, result)
                 else:
                     readings.start(cell, record, result, finish)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.net.capture import CAPTURE_LOG, CAPTURE_PCAP, start_capture, stop_capture
+from testbed.wire.pcap import read_pcap
 
 pytestmark = pytest.mark.root
 
@@ -24,17 +25,6 @@ class Namespace:
 
     def popen(self, node: str, args: list[str], **kwargs: object) -> subprocess.Popen:
         return subprocess.Popen(["ip", "netns", "exec", self.name, *args], **kwargs)  # type: ignore[call-overload]
-
-
-def _pcap_packets(path: Path) -> int:
-    """Records in a classic pcap file (24-byte header, 16-byte record headers)."""
-    data = path.read_bytes()
-    count, offset = 0, 24
-    while offset + 16 <= len(data):
-        included = int.from_bytes(data[offset + 8:offset + 12], "little")
-        offset += 16 + included
-        count += 1
-    return count
 
 
 def _connect_many(namespace: str, connections: int) -> None:
@@ -70,5 +60,5 @@ def test_every_captured_packet_is_in_the_file_when_stopped_at_once(tmp_path: Pat
     # each connection: handshake, data, ACK, FIN exchange (libpcap's "any" skips loopback's
     # outgoing copies)
     assert counts.captured >= 40 * 7
-    assert _pcap_packets(tmp_path / CAPTURE_PCAP) == counts.captured
+    assert len(read_pcap(tmp_path / CAPTURE_PCAP)) == counts.captured
     assert counts.dropped_by_kernel == 0
