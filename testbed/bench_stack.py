@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,11 @@ class BenchRun:
 
 
 def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile: Path | None,
-              extra: tuple[str, ...] = (), pin: tuple[int, int] | None = None) -> BenchRun:
+              extra: tuple[str, ...] = (), pin: tuple[int, int] | None = None,
+              amount: tuple[str, ...] | None = None,
+              watch: Callable[[int], object] | None = None) -> BenchRun:
+    """One transfer, client -> kernel server. `amount` replaces ``--seconds SECONDS`` (e.g.
+    ``("--bytes", "1000000000")``); `watch` is called with the client's pid once it runs."""
     client_prefix, server_prefix = (
         (["taskset", "-c", str(pin[0])], ["taskset", "-c", str(pin[1])]) if pin else ([], []))
     server = net.popen("server", [*server_prefix, sys.executable, "-m", "testbed.endpoints.kernel",
@@ -75,9 +80,11 @@ def _run_pair(net: Network, stack: str, seconds: float, direction: str, profile:
         module = ["-m", "cProfile", "-o", str(profile), *module]
     client = net.popen("client", [*client_prefix, sys.executable, *module, "client",
                                   "--connect", f"{SERVER}:{PORT}",
-                                  "--seconds", str(seconds), "--direction", direction, "--timeout", "15",
-                                  *extra],
+                                  *(amount or ("--seconds", str(seconds))),
+                                  "--direction", direction, "--timeout", "15", *extra],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if watch is not None:
+        watch(client.pid)
     client_out, client_err = client.communicate(timeout=seconds + 60)
     server_out, server_err = server.communicate(timeout=30)
     _, client_reports = parse_output(client_out)

@@ -185,6 +185,7 @@ DELEGATED = (
     ("stack sim", "testbed.sim.cli", "one transfer of the Python stack in the simulated network"),
     ("stack bench", "testbed.sim.bench_command", "segments per second of the protocol core"),
     ("stack wirebench", "testbed.bench_stack", "goodput of the python stack against the kernel on two_path"),
+    ("stack membench", "testbed.bench_memory", "the python stack's RSS over one long transfer (10 GB)"),
     ("bench", "testbed.bench.command", "every benchmark in one JSON; --compare gates against a baseline"),
     ("fuzz", "testbed.fuzz.command", "structure-aware fuzzing of the decoders, handlers and spec loaders"),
     ("soak", "testbed.soak.command", "long run under flaps, NAT timeouts, box toggles: leaks, RSS, verdicts"),

@@ -46,6 +46,7 @@ from testbed.endpoints.kernel import (
     build_endpoint_parser,
     client_request,
 )
+from testbed.endpoints.local_addresses import interface_addresses
 from testbed.endpoints.report import EndpointReport, ListeningEvent
 from testbed.endpoints.request_response import RequestPlan
 from testbed.endpoints.stack_transfer import Action, JobSettings, TransferJob
@@ -68,11 +69,9 @@ STACK_EPHEMERAL_PORTS = (61000, 65535)
 def host_addresses() -> list[str]:
     """Every IPv4 and global IPv6 address of this namespace's interfaces (not loopback, not
     link-local: the testbed routes neither), in interface order, IPv4 first on each."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        found = [(msg["index"], msg["family"] != socket.AF_INET, msg.get_attr("IFA_ADDRESS"))
-                 for family in (socket.AF_INET, socket.AF_INET6) for msg in ipr.get_addr(family=family)]
+    found = [(index, family != socket.AF_INET, address)
+             for family in (socket.AF_INET, socket.AF_INET6)
+             for index, address in interface_addresses(family)]
     usable = [(index, v6, address) for index, v6, address in found
               if not (ipaddress.ip_address(address).is_loopback
                       or ipaddress.ip_address(address).is_link_local)]

@@ -134,6 +134,19 @@ class DataTransfer:
         self.bytes_delivered += len(in_order)
         return len(in_order) if was_empty else 0
 
+    def _compact_send_buffer(self) -> None:
+        """Cut the acknowledged bytes from the buffer's front by moving the rest down in place.
+        Not `del buf[:n]`: CPython keeps a cut prefix as an offset, and the buffer's next growth
+        then copies it whole into a new block, so for a moment two send buffers (4 MiB each)
+        are resident. Moved in place, the buffer only ever grows by realloc."""
+        buf, offset = self._send_buf, self._send_buf_offset
+        keep = len(buf) - offset
+        if keep:
+            with memoryview(buf) as view:
+                view[:keep] = view[offset:]
+        del buf[keep:]
+        self._send_buf_offset = 0
+
     def on_data_ack(self, ack: int) -> bool:
         """A data ACK for `ack`; True when it freed send-buffer space a blocked send()
         waits for."""
@@ -145,8 +158,7 @@ class DataTransfer:
         freed = min(ack, self.send_end) - self.snd_data_una
         self._send_buf_offset += freed
         if self._send_buf_offset > 1 << 20 or self._send_buf_offset == len(self._send_buf):
-            del self._send_buf[:self._send_buf_offset]
-            self._send_buf_offset = 0
+            self._compact_send_buffer()
         self.snd_data_una = ack
         if self.snd_data_nxt < ack:
             self.snd_data_nxt = ack

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from testbed.mptcp.driver.ack_coalesce import coalesce_pure_acks
+from testbed.mptcp.driver.memory import fix_mmap_threshold
 from testbed.mptcp.driver.packet_io import PacketIO
 from testbed.mptcp.driver.stack_codec import decode_stack_packet
 from testbed.mptcp.events import Event
@@ -102,6 +103,8 @@ class StackDriver:
         self.acks_coalesced = 0
         self._cpu_start: tuple[float, float, float] | None = None
         self._cpu_end: tuple[float, float, float] | None = None
+        # Process-wide: large freed buffers go back to the system (see driver.memory).
+        self.mmap_threshold = fix_mmap_threshold()
 
     @staticmethod
     def _cpu_sample(clock: Callable[[], float]) -> tuple[float, float, float]:
@@ -203,4 +206,4 @@ class StackDriver:
                 "last_receive_error": self.last_receive_error,
                 "acks_coalesced": self.acks_coalesced,
                 "iterations": self.iterations, "timer_lateness": self.lateness.summary(),
-                "cpu": self.cpu()}
+                "cpu": self.cpu(), "malloc_mmap_threshold": self.mmap_threshold}
