@@ -129,8 +129,19 @@ def run_membench(nbytes: int, rate_mbit: float, direction: str) -> dict[str, obj
             "rss_samples_kib": [kib for _, kib in sampler.samples]}
 
 
+def _byte_count(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count such as 10G, 200M "
+                                         f"or 500000") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 bytes")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bytes", default="10G",
+    parser.add_argument("--bytes", type=_byte_count, default="10G",
                         help="bytes to transfer: 10G (default), 1G, 200M, 500000 ...")
     parser.add_argument("--rate-mbit", type=_positive_float, default=1000.0,
                         help="rate of each of two_path's two paths (default 1000)")
@@ -144,12 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise EnvironmentProblem("stack membench needs root (it builds network namespaces): "
                                  "run it with sudo")
-    try:
-        nbytes = parse_size(args.bytes)
-    except UsageError as error:
-        raise EnvironmentProblem(str(error).replace("--size", "--bytes")) from None
-    if nbytes <= 0:
-        raise EnvironmentProblem("--bytes must be more than 0")
+    nbytes = args.bytes
     result = run_membench(nbytes, args.rate_mbit, args.direction)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -2,8 +2,9 @@
 
 Without --quick: the stack core, every fast path, plain inline forwarding and every catalogue
 box against the kernel bridge, wirebench (python/kernel), the delay stage and a small matrix's
-wall time (about 4 minutes). With --quick (the suite's gate, under a minute): the stack core,
-the fast paths, and the strip box against plain forwarding against the bridge.
+wall time, and the python stack's peak RSS over a 2 GB upload (about 5 minutes). With --quick
+(the suite's gate, about a minute): the stack core, the fast paths, the strip box against plain
+forwarding against the bridge, and the stack's peak RSS over a 400 MB upload.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ QUICK_TOLERANCES: dict[str, float] = {
     "stack.core": 0.7, "fastpath.strip.data": 0.7, "fastpath.pipeline.strip": 0.7,
     "fastpath.pipeline.decode": 0.7, "fastpath.coalesce.acks": 0.7,
     "fastpath.receive.filter": 0.7, "fastpath.send_packet": 0.7,
-    "inline.strip_options.cpu_vs_plain": 0.7,
+    "inline.strip_options.cpu_vs_plain": 0.7, "stack.rss_peak_mb": 0.8,
 }
 FULL_TOLERANCES: dict[str, float] = {
     **QUICK_TOLERANCES, "stack.core": 0.8, "wirebench.python_vs_kernel": 0.85,
@@ -36,10 +37,11 @@ FULL_TOLERANCES: dict[str, float] = {
     "delay_stage.added_ms.idle": 0.5, "matrix.wall_per_cell": 0.67,
 }
 QUICK_WIRE = wire.WirePlan(seconds=2.0, rounds=3, boxes=wire.QUICK_BOXES, wirebench=False,
-                           delay_stage=False, matrix=False, tolerances=QUICK_TOLERANCES)
+                           delay_stage=False, matrix=False, tolerances=QUICK_TOLERANCES,
+                           memory_bytes=400_000_000)
 FULL_WIRE = wire.WirePlan(seconds=5.0, rounds=3, boxes=tuple(wire.CATALOGUE_BOXES),
                           wirebench=True, delay_stage=True, matrix=True,
-                          tolerances=FULL_TOLERANCES)
+                          tolerances=FULL_TOLERANCES, memory_bytes=2_000_000_000)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +83,9 @@ def measure(quick: bool) -> dict[str, Any]:
     if wire_plan.wirebench:
         _progress("wirebench (kernel and python on two_path)")
         figures["wirebench.python_vs_kernel"] = wire.wirebench(wire_plan)
+    if wire_plan.memory_bytes:
+        _progress("python stack memory (an upload on two_path)")
+        figures["stack.rss_peak_mb"] = wire.stack_memory(wire_plan)
     if wire_plan.delay_stage:
         _progress("delay stage")
         figures.update(wire.delay_stage(plain_mbit, tolerances["delay_stage.added_ms.idle"]))

@@ -53,6 +53,7 @@ class WirePlan:
     delay_stage: bool
     matrix: bool
     tolerances: dict[str, float] = field(default_factory=dict)
+    memory_bytes: int = 0  # the python stack's RSS over an upload of this many bytes (0: skip)
 
 
 def require_root() -> None:
@@ -129,6 +130,28 @@ def wirebench(plan: WirePlan) -> Figure:
         {"kernel_mbit_s": kernel["all_goodputs_mbps"], "python_mbit_s": python["all_goodputs_mbps"],
          "pinned_cpus": result["pinned_cpus"], "seconds": plan.seconds},
         gated="wirebench.python_vs_kernel" in plan.tolerances)
+
+
+def stack_memory(plan: WirePlan) -> Figure:
+    """The python client's peak RSS over an upload (`testbed stack membench`): an absolute
+    figure in MB, gated by ratio to the baseline and passing anyway under the 48 MB goal."""
+    from testbed.bench_memory import GOAL_PEAK_MB, run_membench
+
+    result = run_membench(plan.memory_bytes, 1000.0, "upload")
+    rss = result["rss"]
+    assert isinstance(rss, dict)
+    if result["intact"] is not True:
+        raise EnvironmentProblem("bench: the memory benchmark's upload did not arrive intact; "
+                                 "run `testbed stack membench --bytes 400M` to see it")
+    return Figure(
+        value=float(rss["peak_mb"]), unit="MB", better="lower", limit=GOAL_PEAK_MB,
+        tolerance=plan.tolerances.get("stack.rss_peak_mb", 0.8),
+        gated="stack.rss_peak_mb" in plan.tolerances,
+        reference="absolute: peak RSS (VmHWM) of the python client process during the upload",
+        rounds=[float(rss["peak_mb"])],
+        detail={"aggregate": "one upload", "bytes": plan.memory_bytes,
+                "rate_mbit_per_path": 1000, "goodput_mbps": result["goodput_mbps"],
+                **{key: rss[key] for key in ("level_mb", "late_max_mb", "growth", "reads")}})
 
 
 def delay_stage(plain_mbit: float, tolerance: float) -> dict[str, Figure]:

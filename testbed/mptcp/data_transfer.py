@@ -18,6 +18,7 @@ from testbed.mptcp.config import StackConfig
 from testbed.mptcp.reassembly import Reassembly
 from testbed.mptcp.scheduler import Scheduler, eligible_subflows
 from testbed.mptcp.scoreboard import SentSegment
+from testbed.mptcp.send_buffer import SendBuffer
 from testbed.mptcp.subflow_context import SubflowContext
 from testbed.wire.types import Dss
 
@@ -41,8 +42,7 @@ class DataTransfer:
         self.config = config
         self.counters = counters
         # --- send side (DSNs re-based once keys are known) ---
-        self._send_buf = bytearray()
-        self._send_buf_offset = 0
+        self._send_buf = SendBuffer()
         self.snd_data_una = 1
         self.snd_data_nxt = 1
         self.peer_window_right = 1 + 0xFFFF
@@ -66,10 +66,10 @@ class DataTransfer:
     # ------------------------------------------------------------------ state
     @property
     def send_end(self) -> int:
-        return self.snd_data_una + len(self._send_buf) - self._send_buf_offset
+        return self.snd_data_una + len(self._send_buf)
 
     def send_buffer_free(self) -> int:
-        return max(0, self.config.send_buffer - (len(self._send_buf) - self._send_buf_offset))
+        return max(0, self.config.send_buffer - len(self._send_buf))
 
     def receive_window(self) -> int:
         return max(0, self.config.recv_buffer - len(self._recv_buf)
@@ -81,10 +81,7 @@ class DataTransfer:
 
     def rebase(self, local_idsn: int, remote_idsn: int) -> None:
         """Keys are known: DSNs start after the IDSNs (RFC 8684 3.3.1)."""
-        buffered = bytes(self._send_buf[self._send_buf_offset:])
         self.snd_data_una = self.snd_data_nxt = local_idsn + 1
-        self._send_buf = bytearray(buffered)
-        self._send_buf_offset = 0
         self.remote_idsn = remote_idsn
         self.data_reassembly = Reassembly(remote_idsn + 1)
 
@@ -103,7 +100,7 @@ class DataTransfer:
         if accepted < len(data):
             self.send_blocked = True
         if accepted:
-            self._send_buf += data[:accepted]
+            self._send_buf.append(data[:accepted])
         return accepted
 
     def receive(self, max_bytes: int) -> bytes:
@@ -134,19 +131,6 @@ class DataTransfer:
         self.bytes_delivered += len(in_order)
         return len(in_order) if was_empty else 0
 
-    def _compact_send_buffer(self) -> None:
-        """Cut the acknowledged bytes from the buffer's front by moving the rest down in place.
-        Not `del buf[:n]`: CPython keeps a cut prefix as an offset, and the buffer's next growth
-        then copies it whole into a new block, so for a moment two send buffers (4 MiB each)
-        are resident. Moved in place, the buffer only ever grows by realloc."""
-        buf, offset = self._send_buf, self._send_buf_offset
-        keep = len(buf) - offset
-        if keep:
-            with memoryview(buf) as view:
-                view[:keep] = view[offset:]
-        del buf[keep:]
-        self._send_buf_offset = 0
-
     def on_data_ack(self, ack: int) -> bool:
         """A data ACK for `ack`; True when it freed send-buffer space a blocked send()
         waits for."""
@@ -156,9 +140,7 @@ class DataTransfer:
         if ack > end:
             return False
         freed = min(ack, self.send_end) - self.snd_data_una
-        self._send_buf_offset += freed
-        if self._send_buf_offset > 1 << 20 or self._send_buf_offset == len(self._send_buf):
-            self._compact_send_buffer()
+        self._send_buf.drop(freed)
         self.snd_data_una = ack
         if self.snd_data_nxt < ack:
             self.snd_data_nxt = ack
@@ -184,9 +166,8 @@ class DataTransfer:
                     subflow.arm_probe(now)
                 break
             size = min(subflow.mss, room, self.send_end - self.snd_data_nxt)
-            start = self.snd_data_nxt - self.snd_data_una + self._send_buf_offset
-            subflow.send_data(bytes(self._send_buf[start:start + size]), self.snd_data_nxt,
-                              now, context)
+            subflow.send_data(self._send_buf.view(self.snd_data_nxt - self.snd_data_una, size),
+                              self.snd_data_nxt, now, context)
             self.snd_data_nxt += size
 
     def schedule_mptcp(self, eligible: list[SubflowContext], scheduler: Scheduler,
@@ -200,8 +181,7 @@ class DataTransfer:
         # nothing below changes the send buffer, snd_data_una or a subflow's MSS: read once
         una = self.snd_data_una
         send_end = self.send_end
-        buf = self._send_buf
-        buf_base = self._send_buf_offset - una
+        view = self._send_buf.view
         single = eligible[0] if len(eligible) == 1 else None
         sticky: SubflowContext | None = None
         sticky_chosen: list[SubflowContext] = []
@@ -257,8 +237,7 @@ class DataTransfer:
                     size = min(size, context.tcp.mss, context.tcp.send_space())
             if not reinjecting and window < size:
                 size = window
-            start = dsn + buf_base
-            payload = bytes(buf[start:start + size])
+            payload = view(dsn - una, size)
             for context in chosen:
                 context.tcp.send_data(payload, dsn, now, context)
             if reinjecting:

@@ -11,6 +11,7 @@ Loss is declared per RFC 6675's IsLost(): a hole is lost once DupThresh segments
 
 from __future__ import annotations
 
+import copy
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 class SentSegment:
     start: int
     end: int  # exclusive; includes the FIN's sequence slot when fin is set
-    payload: bytes
+    payload: bytes | memoryview  # a view of the data-level send buffer's block, usually
     dsn: int | None  # DSN of the first payload byte (None: not mapped, e.g. fallback)
     fin: bool = False
     data_fin: bool = False
@@ -33,6 +34,13 @@ class SentSegment:
     @property
     def length(self) -> int:
         return self.end - self.start
+
+    def __deepcopy__(self, memo: dict[int, object]) -> SentSegment:
+        """A copy owns its payload's bytes (a memoryview cannot be copied, and a copied host,
+        as the fuzzer snapshots them, must not share blocks with the original)."""
+        copied = copy.copy(self)  # every other field is immutable
+        copied.payload = bytes(self.payload)
+        return copied
 
 
 class Scoreboard:

@@ -633,7 +633,7 @@ class Subflow:
             received.fin = True
 
     # ------------------------------------------------------------------ send
-    def send_data(self, payload: bytes, dsn: int | None, now: float,
+    def send_data(self, payload: bytes | memoryview, dsn: int | None, now: float,
                   options: OptionProvider) -> SentSegment:
         """Queue and transmit one segment of new data (at most `mss` bytes)."""
         start = self.snd_nxt
@@ -665,7 +665,10 @@ class Subflow:
             self.bytes_sent += len(segment.payload)
         if segment.fin:
             flags |= FIN
-        self._emit(flags, segment.start, options, provider.receive_window(), segment.payload)
+        # A payload may be a view of the send buffer's block (send_buffer.py); the packet
+        # carries its own bytes (a bytes payload is passed as is).
+        self._emit(flags, segment.start, options, provider.receive_window(),
+                   bytes(segment.payload))
 
     def close(self, now: float, options: OptionProvider) -> str | None:
         """Send our FIN after whatever data is queued (the subflow's half-close). Returns
