@@ -151,7 +151,7 @@ def stack_memory(plan: WirePlan) -> Figure:
         rounds=[float(rss["peak_mb"])],
         detail={"aggregate": "one upload", "bytes": plan.memory_bytes,
                 "rate_mbit_per_path": 1000, "goodput_mbps": result["goodput_mbps"],
-                **{key: rss[key] for key in ("level_mb", "late_max_mb", "growth", "reads")}})
+                **{key: rss[key] for key in ("median_mb", "early_max_mb", "late_max_mb", "growth", "reads")}})
 
 
 def delay_stage(plain_mbit: float, tolerance: float) -> dict[str, Figure]:
