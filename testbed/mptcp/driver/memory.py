@@ -2,12 +2,12 @@
 
 Why: glibc serves blocks of 128 KiB and more with their own mmap, returned to the system when
 freed, but every time such a block is freed it raises that threshold to the block's size (up to
-32 MiB) and its heap-trimming threshold to twice that. The stack's send buffer (a bytearray of
-up to 4 MiB, re-allocated as acknowledged data is cut from its front) and the application's
-windows are such blocks, so after the first few of them they come from the heap instead, and
-a heap gives memory back only from its top. Measured on an upload at 2 x 1000 Mbit/s
-(`testbed stack membench`): the process held 52 MiB in steady state with the moving threshold,
-42 MiB with the threshold fixed at 128 KiB, for the same goodput.
+32 MiB) and its heap-trimming threshold to twice that. The stack's large buffers (the send
+buffer's 128 KiB blocks, send_buffer.py; the receive buffer; the data a receiving application
+reads) are such blocks, so after the first one is freed they come from the heap instead, and a
+heap gives memory back only from its top. With the threshold fixed, large blocks always come
+from mmap and leave when freed (docs/benchmarks.md, "The python stack's memory", has the
+figures before and after).
 """
 
 from __future__ import annotations
