@@ -98,7 +98,8 @@ class RssSampler:
 
 
 def summarize(samples: list[tuple[float, int]], high_water_kib: int) -> dict[str, object]:
-    """Peak, level, late maximum and growth (see the module docstring), in MB (10^6 bytes)."""
+    """Peak, median, early and late maxima and growth (see the module docstring), in MB
+    (10^6 bytes)."""
     if len(samples) < 8:
         raise RunFailed(f"membench: only {len(samples)} RSS reads; the transfer was too short "
                         f"to judge growth (give --bytes for at least 10 s)")
