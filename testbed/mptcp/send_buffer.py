@@ -25,11 +25,10 @@ class SendBuffer:
     """Bytes queued at the data level, addressed from the oldest byte still held (0)."""
 
     def __init__(self) -> None:
-        # Blocks cover absolute stream positions [n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE); block
-        # number `_first_block` is `_blocks[0]`. `_head`/`_tail`: absolute positions of the
-        # first byte held and of the next byte to write.
+        # Blocks cover absolute stream positions [n * BLOCK_SIZE, (n + 1) * BLOCK_SIZE);
+        # `_blocks[0]` is the block holding `_head` (drop releases every block before it).
+        # `_head`/`_tail`: absolute positions of the first byte held and of the next to write.
         self._blocks: list[memoryview] = []
-        self._first_block = 0
         self._head = 0
         self._tail = 0
 
@@ -37,7 +36,7 @@ class SendBuffer:
         """An independent buffer with the same bytes (memoryviews cannot be copied)."""
         copied = SendBuffer()
         copied._blocks = [memoryview(bytearray(block)) for block in self._blocks]
-        copied._first_block, copied._head, copied._tail = self._first_block, self._head, self._tail
+        copied._head, copied._tail = self._head, self._tail
         return copied
 
     def __len__(self) -> int:
@@ -49,9 +48,10 @@ class SendBuffer:
         written, total = 0, len(view)
         while written < total:
             offset = self._tail & _BLOCK_MASK
-            if offset == 0 and (self._tail >> BLOCK_BITS) - self._first_block == len(self._blocks):
+            index = (self._tail >> BLOCK_BITS) - (self._head >> BLOCK_BITS)
+            if index == len(self._blocks):  # the tail is at the start of a block not yet made
                 self._blocks.append(memoryview(bytearray(BLOCK_SIZE)))
-            block = self._blocks[(self._tail >> BLOCK_BITS) - self._first_block]
+            block = self._blocks[index]
             count = min(BLOCK_SIZE - offset, total - written)
             block[offset:offset + count] = view[written:written + count]
             written += count
@@ -61,11 +61,11 @@ class SendBuffer:
         """Forget the `count` oldest bytes (acknowledged at the data level)."""
         if count < 0 or count > len(self):
             raise ValueError(f"cannot drop {count} bytes of a buffer holding {len(self)}")
+        first_block = self._head >> BLOCK_BITS
         self._head += count
-        done = (self._head >> BLOCK_BITS) - self._first_block  # blocks wholly before the head
+        done = (self._head >> BLOCK_BITS) - first_block  # blocks now wholly before the head
         if done > 0:
             del self._blocks[:done]
-            self._first_block += done
 
     def view(self, start: int, size: int) -> bytes | memoryview:
         """`size` bytes from position `start` (0 = the oldest byte held): a view of one block,
@@ -73,7 +73,7 @@ class SendBuffer:
         if start < 0 or size < 0 or start + size > len(self):
             raise ValueError(f"bytes {start}..{start + size} are not in a buffer of {len(self)}")
         position = self._head + start
-        index = (position >> BLOCK_BITS) - self._first_block
+        index = (position >> BLOCK_BITS) - (self._head >> BLOCK_BITS)
         offset = position & _BLOCK_MASK
         if offset + size <= BLOCK_SIZE:
             return self._blocks[index][offset:offset + size]

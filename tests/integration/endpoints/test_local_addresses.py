@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +24,7 @@ _PROBE = ("import json, sys; from testbed.endpoints.stack_endpoint import host_a
 
 
 @pytest.fixture
-def namespace() -> object:
+def namespace() -> Iterator[str]:
     name = f"tb-addr-{uuid.uuid4().hex[:8]}"
     run_checked("ip", "netns", "add", name)
     try:
