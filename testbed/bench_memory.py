@@ -76,17 +76,26 @@ class RssSampler:
     def _run(self, pid: int) -> None:
         started = time.monotonic()
         python = os.path.realpath(sys.executable)
+        started_python = False
         while not self._stop.is_set():
-            read = _status_kib(pid)
-            if read is None:
-                return
+            # The executable first, then the status: read the other way round, a read taken
+            # just before the launcher (mnexec, taskset) execs python counted as python's.
             try:
                 exe = os.path.realpath(f"/proc/{pid}/exe")
             except OSError:
                 return
-            if exe != python:  # still the launcher (mnexec, taskset) that execs python
+            if exe != python:
                 self._stop.wait(0.05)
                 continue
+            if not started_python:
+                # Python itself is a few MB until its imports are done; reads start one
+                # interval in, and VmHWM still covers the start.
+                started_python = True
+                self._stop.wait(self.interval_s)
+                continue
+            read = _status_kib(pid)
+            if read is None:
+                return
             self.samples.append((time.monotonic() - started, read[0]))
             self.high_water_kib = max(self.high_water_kib, read[1])
             self._stop.wait(self.interval_s)

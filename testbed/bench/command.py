@@ -4,7 +4,7 @@ Without --quick: the stack core, every fast path, plain inline forwarding and ev
 box against the kernel bridge, wirebench (python/kernel), the delay stage and a small matrix's
 wall time, and the python stack's peak RSS over a 2 GB upload (about 5 minutes). With --quick
 (the suite's gate, about a minute): the stack core, the fast paths, the strip box against plain
-forwarding against the bridge, and the stack's peak RSS over a 400 MB upload.
+forwarding against the bridge, and the stack's peak RSS over a 600 MB upload.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ FULL_TOLERANCES: dict[str, float] = {
 }
 QUICK_WIRE = wire.WirePlan(seconds=2.0, rounds=3, boxes=wire.QUICK_BOXES, wirebench=False,
                            delay_stage=False, matrix=False, tolerances=QUICK_TOLERANCES,
-                           memory_bytes=400_000_000)
+                           memory_bytes=600_000_000)
 FULL_WIRE = wire.WirePlan(seconds=5.0, rounds=3, boxes=tuple(wire.CATALOGUE_BOXES),
                           wirebench=True, delay_stage=True, matrix=True,
                           tolerances=FULL_TOLERANCES, memory_bytes=2_000_000_000)

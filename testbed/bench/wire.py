@@ -142,7 +142,8 @@ def stack_memory(plan: WirePlan) -> Figure:
     assert isinstance(rss, dict)
     if result["intact"] is not True:
         raise EnvironmentProblem("bench: the memory benchmark's upload did not arrive intact; "
-                                 "run `testbed stack membench --bytes 400M` to see it")
+                                 f"run `testbed stack membench --bytes {plan.memory_bytes}` "
+                                 "to see it")
     return Figure(
         value=float(rss["peak_mb"]), unit="MB", better="lower", limit=GOAL_PEAK_MB,
         tolerance=plan.tolerances.get("stack.rss_peak_mb", 0.8),

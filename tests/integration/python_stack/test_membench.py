@@ -20,11 +20,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespace
 
 
 def test_membench_reads_the_rss_of_a_real_transfer() -> None:
-    out = subprocess.run([sys.executable, "-m", "testbed.bench_memory", "--bytes", "400M",
+    out = subprocess.run([sys.executable, "-m", "testbed.bench_memory", "--bytes", "600M",
                           "--json"], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
-    assert result["intact"] is True and result["bytes"] == 400_000_000
+    assert result["intact"] is True and result["bytes"] == 600_000_000
     reads = result["rss_samples_kib"]
     rss = result["rss"]
     assert rss["reads"] == len(reads) >= 8
