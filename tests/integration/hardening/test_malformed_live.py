@@ -7,9 +7,9 @@ them on unexamined and counts them by reason, each python endpoint drops them an
 them; the transfer completes with the original stream.
 
 The injected segments share the shaped paths' queues with the transfer, which can tail-drop
-a few of them after a bump counted them (the suite once saw 37 of 40 reach the server, while
-slow start overflowed the queue). So an nft counter in each end's namespace counts those that
-arrived, and the endpoint must have counted exactly those.
+a few of them, before or after a bump (in one suite run the server counted 37 of 40; the
+injection starts during slow start). So an nft counter in each end's namespace counts those
+that arrived, and the endpoint must have counted exactly those.
 """
 
 from __future__ import annotations
