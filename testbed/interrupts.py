@@ -5,7 +5,9 @@ finalizer: a SIGINT whose handler runs there is gone. The signal matrix saw a Ct
 way while the Prague demo wrote its results, and a unit test saw `testbed matrix --jobs` miss one
 in the full suite's large process. `latched_interrupts` raises KeyboardInterrupt as usual and
 also remembers the signal, so the caller can still act on it when its work is done.
-`forks_hold_interrupts` closes the same hole in os.fork's at-fork hooks.
+`forks_hold_interrupts` closes the same hole in os.fork's at-fork hooks. `lost_interrupts_kept`
+closes it for runs: an interrupt Python would print and drop is kept instead, and the run's
+wait loop raises it (`raise_lost_interrupt`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,44 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
 # the signals whose Python handlers end a run with KeyboardInterrupt (SIGHUP: the remote agent's)
 INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_lost: list[str] = []  # KeyboardInterrupts Python dropped inside a finalizer, not yet raised
+
+
+@contextlib.contextmanager
+def lost_interrupts_kept() -> Iterator[None]:
+    """A KeyboardInterrupt raised where Python drops it (a weakref callback, a __del__) is
+    kept for `raise_lost_interrupt` instead of printed as "Exception ignored" with a
+    traceback. The full suite saw a SIGTERM land in a WeakSet callback while a network was
+    built: the run printed the traceback and carried on to the end as if never signalled."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            _lost.append(str(unraisable.exc_value) or "interrupted")
+            return
+        previous(unraisable)
+
+    _lost.clear()
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        _lost.clear()
+
+
+def raise_lost_interrupt() -> None:
+    """Raise, now, an interrupt that `lost_interrupts_kept` kept (the loops that wait call it)."""
+    if _lost:
+        message = _lost[0]
+        _lost.clear()
+        raise KeyboardInterrupt(message)
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from testbed.endpoints.report import ReportError, merge_reports, parse_output
 from testbed.endpoints.vm_guest import GO_FILE, READY_FILE
 from testbed.errors import EnvironmentProblem, RunFailed, SpecError
 from testbed.integrity_run import run_verdict
-from testbed.interrupts import forks_hold_interrupts
+from testbed.interrupts import forks_hold_interrupts, lost_interrupts_kept, raise_lost_interrupt
 from testbed.latency_result import (
     LATENCY_FILE,
     is_request_response,
@@ -103,7 +103,8 @@ def backends_detected_once() -> Iterator[None]:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends a run like Ctrl-C does: through the same teardown.
+    """SIGTERM ends a run like Ctrl-C does: through the same teardown. Either one, should
+    Python drop its KeyboardInterrupt in a finalizer, is raised by the client's wait loop.
 
     pyroute2 forks helper processes to enter namespaces; a fork inherits this handler and must
     not unwind into the runner's teardown, so anything but the owner just exits.
@@ -117,7 +118,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        with forks_hold_interrupts():
+        with forks_hold_interrupts(), lost_interrupts_kept():
             yield
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -714,6 +715,7 @@ def _wait_for_client(spec: ExperimentSpec, net: Network, client_proc: subprocess
     next_tick = 0.0
     try:
         while client_proc.poll() is None:
+            raise_lost_interrupt()
             if zero is None and timeline_zero_file is not None and timeline_zero_file.exists():
                 zero = time.monotonic()
                 if pending:
