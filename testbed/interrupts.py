@@ -28,8 +28,9 @@ _lost: list[str] = []  # KeyboardInterrupts Python dropped inside a finalizer, n
 def lost_interrupts_kept() -> Iterator[None]:
     """A KeyboardInterrupt raised where Python drops it (a weakref callback, a __del__) is
     kept for `raise_lost_interrupt` instead of printed as "Exception ignored" with a
-    traceback. The full suite saw a SIGTERM land in a WeakSet callback while a network was
-    built: the run printed the traceback and carried on to the end as if never signalled."""
+    traceback; one still kept when the block ends is raised then. The full suite saw a
+    SIGTERM land in a WeakSet callback while a network was built: the run printed the
+    traceback and carried on to the end as if never signalled."""
     previous = sys.unraisablehook
 
     def hook(unraisable: sys.UnraisableHookArgs) -> None:
@@ -44,7 +45,9 @@ def lost_interrupts_kept() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous
-        _lost.clear()
+        kept, _lost[:] = list(_lost), []
+    if kept:  # no wait loop raised it: the work is done, and the caller still hears of it
+        raise KeyboardInterrupt(kept[0])
 
 
 def raise_lost_interrupt() -> None:

@@ -57,3 +57,11 @@ def test_outside_a_run_python_reports_it_as_before() -> None:
         sys.unraisablehook = previous
     assert seen == [KeyboardInterrupt]
     raise_lost_interrupt()  # nothing was kept
+
+
+def test_one_no_loop_raised_is_raised_when_the_block_ends() -> None:
+    with pytest.raises(KeyboardInterrupt, match="signal 15"), sigterm_as_interrupt():
+        target = _Collected()
+        ref = weakref.ref(target, _signal_self)
+        del target
+        assert ref() is None  # the block's own work goes on to its end
