@@ -39,8 +39,7 @@ def lost_interrupts_kept() -> Iterator[None]:
             return
         previous(unraisable)
 
-    _lost.clear()
-    sys.unraisablehook = hook
+    sys.unraisablehook = hook  # nested (a matrix's cells): the outer's kept ones stay kept
     try:
         yield
     finally:
