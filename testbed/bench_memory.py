@@ -75,30 +75,31 @@ class RssSampler:
 
     def _run(self, pid: int) -> None:
         started = time.monotonic()
-        python = os.path.realpath(sys.executable)
-        started_python = False
+        if not self._wait_for_python(pid):
+            return
+        # Python itself is a few MB until its imports are done; reads start one interval in,
+        # and VmHWM still covers the start.
+        self._stop.wait(self.interval_s)
         while not self._stop.is_set():
-            # The executable first, then the status: read the other way round, a read taken
-            # just before the launcher (mnexec, taskset) execs python counted as python's.
-            try:
-                exe = os.path.realpath(f"/proc/{pid}/exe")
-            except OSError:
-                return
-            if exe != python:
-                self._stop.wait(0.05)
-                continue
-            if not started_python:
-                # Python itself is a few MB until its imports are done; reads start one
-                # interval in, and VmHWM still covers the start.
-                started_python = True
-                self._stop.wait(self.interval_s)
-                continue
             read = _status_kib(pid)
             if read is None:
                 return
             self.samples.append((time.monotonic() - started, read[0]))
             self.high_water_kib = max(self.high_water_kib, read[1])
             self._stop.wait(self.interval_s)
+
+    def _wait_for_python(self, pid: int) -> bool:
+        """Until the launcher (mnexec, taskset) has exec'd python: False if the process is gone
+        or the sampler stopped first. Only a status read after this is python's own."""
+        python = os.path.realpath(sys.executable)
+        while not self._stop.is_set():
+            try:
+                if os.readlink(f"/proc/{pid}/exe") == python:  # OSError once it is gone
+                    return True
+            except OSError:
+                return False
+            self._stop.wait(0.05)
+        return False
 
     def stop(self) -> None:
         self._stop.set()
