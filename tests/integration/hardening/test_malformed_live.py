@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from testbed.command import run_command
+from testbed.net.loss import nft
 from testbed.runner import run_experiment
 from testbed.spec import parse_spec
 
@@ -115,13 +117,11 @@ def _count_arrivals(netns: str, source: str) -> None:
     rules = (f"table ip {ARRIVED_TABLE} {{\n  chain pre {{\n"
              f"    type filter hook prerouting priority -400\n"
              f"    ip saddr {source} tcp sport {INJECTED_PORT} counter\n  }}\n}}\n")
-    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=rules, text=True,
-                   check=True)
+    nft(netns, rules)
 
 
 def _arrivals(netns: str) -> int:
-    listed = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "table", "ip",
-                             ARRIVED_TABLE], capture_output=True, text=True, check=True).stdout
+    listed = run_command(["nft", "-j", "list", "table", "ip", ARRIVED_TABLE], netns=netns).stdout
     return next(item["rule"]["expr"][-1]["counter"]["packets"]
                 for item in json.loads(listed)["nftables"] if "rule" in item)
 
