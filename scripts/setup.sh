@@ -61,8 +61,11 @@ fi
 
 PYTHON="${PYTHON:-/usr/bin/python3}"
 stamp=.venv/.installed-from
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+# the install builds the C checksum (testbed/wire/_checksum.c) in place: redo it when that
+# source or its build changed, or when the built module is gone (git clean)
+want="$(cat pyproject.toml setup.py testbed/wire/_checksum.c | sha256sum | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+    || ! .venv/bin/python -c 'import testbed.wire._checksum' 2>/dev/null; then
   echo "setup: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip

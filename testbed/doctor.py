@@ -20,6 +20,7 @@ from testbed.command import run_command
 from testbed.errors import SpecError
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, delete_netns
+from testbed.wire.checksum import CHECKSUM_IMPLEMENTATION
 
 # `TESTBED_EMULATION=no-netem` makes a machine that has netem emulate delay and loss as one
 # without it does (the userspace delay stage, the nft loss rule): the two emulations can then be
@@ -136,6 +137,10 @@ def run_doctor() -> DoctorReport:
     else:
         report.add("tshark", False, "tshark not found: wire validation disabled (make setup)",
                    essential=False)
+    report.add("checksum", CHECKSUM_IMPLEMENTATION == "c",
+               "C one's-complement sum built (testbed/wire/_checksum.c)" if CHECKSUM_IMPLEMENTATION == "c"
+               else "testbed/wire/_checksum.c not built: checksums in Python, the python stack and "
+                    "the inline boxes run slower (make setup builds it)", essential=False)
     for tool, package in (("ethtool", "ethtool"), ("nft", "nftables"), ("iperf3", "iperf3"),
                           ("ping", "iputils-ping")):
         found = shutil.which(tool)

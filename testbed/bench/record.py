@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError, TestbedError
+from testbed.wire.checksum import CHECKSUM_IMPLEMENTATION
 
 SCHEMA = "testbed-bench"
 VERSION = 1
@@ -79,7 +80,8 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on: a baseline from another machine is not comparable."""
     return {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "commit": _commit(),
+            "implementation": platform.python_implementation(),
+            "checksum": CHECKSUM_IMPLEMENTATION, "commit": _commit(),
             "load_average_before": round(os.getloadavg()[0], 2)}
 
 

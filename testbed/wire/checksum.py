@@ -1,9 +1,13 @@
 """Internet checksums (RFC 1071) for IPv4, TCP and the MPTCP DSS option (RFC 8684 3.3.1).
 
-Speed matters: every forwarded or generated segment is checksummed. The one's-complement sum of
+Speed matters: every forwarded or generated segment is checksummed. In Python, the one's-complement sum of
 16-bit big-endian words equals the value of the whole buffer as one big integer modulo 0xFFFF
 (because 2**16 == 1 mod 0xFFFF), and `int.from_bytes` does that in C: about 3 us for 1480
 bytes in CPython, 15x faster than a Python loop over words.
+
+The sum runs in C (testbed/wire/_checksum.c, about 0.1 us for 1480 bytes) when the extension
+was built, as `make setup` does; without it the Python version below runs, and
+`CHECKSUM_IMPLEMENTATION` says which (`testbed doctor` and the benchmarks print it).
 
 Conventions: `ones_complement_sum` returns the folded, NOT inverted, 16-bit sum, in which a
 non-zero input never sums to 0 (it gives 0xFFFF, "negative zero", as real end-around-carry
@@ -25,7 +29,7 @@ _FOLD_MASK = (1 << _FOLD_BITS) - 1
 _FOLD_THRESHOLD = 1024
 
 
-def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+def python_ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """16-bit one's-complement sum of `data` (odd length padded with a zero byte) plus `initial`.
 
     `initial` is a previous (folded) sum, so sums over pieces can be chained; a piece other
@@ -42,6 +46,14 @@ def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) 
     if folded == 0 and value:
         return 0xFFFF
     return folded
+
+
+try:
+    from testbed.wire._checksum import ones_complement_sum
+    CHECKSUM_IMPLEMENTATION = "c"
+except ImportError:  # not built (a checkout without `make setup`, another interpreter)
+    ones_complement_sum = python_ones_complement_sum
+    CHECKSUM_IMPLEMENTATION = "python"
 
 
 def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:

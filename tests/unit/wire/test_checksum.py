@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -20,7 +22,8 @@ from testbed.wire import (
     ones_complement_sum,
     tcp_checksum,
 )
-from testbed.wire.checksum import pseudo_header_sum
+from testbed.wire import checksum as checksum_module
+from testbed.wire.checksum import pseudo_header_sum, python_ones_complement_sum
 from testbed.wire.tcp import encode_tcp_header, tcp_header_and_checksum, verify_tcp_checksum
 from testbed.wire.types import Dss, TcpSegment, Timestamps
 from tests.unit.wire.strategies import dsses
@@ -69,6 +72,64 @@ def test_sum_matches_reference_around_fold_threshold(size: int) -> None:
 @given(st.binary(max_size=600).filter(lambda b: len(b) % 2 == 0), st.binary(max_size=600))
 def test_sums_chain(head: bytes, tail: bytes) -> None:
     assert ones_complement_sum(tail, ones_complement_sum(head)) == reference_sum(head + tail)
+
+
+# The C sum (testbed/wire/_checksum.c) and the Python one it replaces, side by side: both must
+# keep the contract every caller relies on, whichever one a process ends up with.
+try:
+    from testbed.wire._checksum import ones_complement_sum as c_ones_complement_sum
+except ImportError:  # the suite is run after `make setup`, which builds it: see the test below
+    c_ones_complement_sum = None
+IMPLEMENTATIONS = [pytest.param(python_ones_complement_sum, id="python"),
+                   pytest.param(c_ones_complement_sum, id="c")]
+
+
+def test_setup_built_the_c_sum_and_the_module_uses_it() -> None:
+    assert c_ones_complement_sum is not None, "testbed/wire/_checksum.c not built: run make setup"
+    assert checksum_module.CHECKSUM_IMPLEMENTATION == "c"
+    assert ones_complement_sum is c_ones_complement_sum
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 6, 7, 1023, 1024, 1025, 1480, 1481, 65515])
+@pytest.mark.parametrize("fill", [0x00, 0xFF, None])
+def test_each_implementation_matches_the_reference(implementation, size: int, fill: int | None) -> None:
+    data = bytes(size) if fill == 0 else (
+        b"\xff" * size if fill == 0xFF else bytes((index * 151 + 7) & 0xFF for index in range(size)))
+    for initial in (0, 1, 0xFFFE, 0xFFFF, 0x1FFFE, 0x10006, 2**40 + 5):
+        assert implementation(data, initial) == reference_sum(data + b"\x00" * (len(data) & 1)
+                                                              + initial.to_bytes(8, "big")), initial
+    assert implementation(data) == reference_sum(data)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_each_implementation_reads_any_buffer(implementation) -> None:
+    data = bytes(range(256)) * 6 + b"\x01"
+    expected = reference_sum(data)
+    assert implementation(bytearray(data)) == expected
+    assert implementation(memoryview(data)) == expected
+    assert implementation(memoryview(b"xx" + data)[2:]) == expected  # a view at an offset
+    assert implementation(memoryview(b"x" + data)[1:]) == expected  # and at an odd address
+
+
+@given(st.binary(max_size=3000), st.integers(min_value=0, max_value=2**47))
+def test_c_and_python_agree(data: bytes, initial: int) -> None:
+    if c_ones_complement_sum is None:
+        pytest.skip("the C sum is not built")
+    assert c_ones_complement_sum(data, initial) == python_ones_complement_sum(data, initial)
+
+
+def test_c_sum_refuses_what_it_cannot_sum() -> None:
+    if c_ones_complement_sum is None:
+        pytest.skip("the C sum is not built")
+    with pytest.raises(TypeError):
+        c_ones_complement_sum("text")
+    with pytest.raises(OverflowError):
+        c_ones_complement_sum(b"ab", -1)
+    with pytest.raises(OverflowError):
+        c_ones_complement_sum(b"ab", 2**48)
+    with pytest.raises(TypeError):
+        c_ones_complement_sum()
 
 
 def test_ipv4_header_checksum_known_header() -> None:
@@ -172,3 +233,12 @@ def test_timestamped_dss_fast_path_is_byte_exact(src_port: int, seq: int, flags:
     assert checksum == expected
     assert header == general[:16] + struct.pack("!H", expected) + general[18:]
     assert verify_tcp_checksum("10.0.1.1", "10.0.100.2", header + payload)
+
+
+def test_without_the_c_sum_the_module_falls_back_and_says_so() -> None:
+    script = ("import sys; sys.modules['testbed.wire._checksum'] = None\n"
+              "from testbed.wire import checksum\n"
+              "print(checksum.CHECKSUM_IMPLEMENTATION,\n"
+              "      checksum.ones_complement_sum(b'\\x00\\x01\\xf2\\x03'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["python", str(0xF204)]
