@@ -19,6 +19,9 @@ class StackConfig:
     mptcp_enabled: bool = True
     checksum: bool = False  # net.mptcp.checksum_enabled defaults to 0
     congestion_control: str = "reno"
+    # HyStart++ (RFC 9406) in the initial slow start of every controller: leave it when the
+    # round trip grows instead of at the first burst of losses (testbed/mptcp/cc/hystart.py)
+    hystart: bool = True
     scheduler: str = "lowest_rtt"
     path_manager: str = "fullmesh"
     ndiffports: int = 2

@@ -191,7 +191,7 @@ class Connection:
                      remote_port: int, now: float) -> SubflowContext:
         cc = create_congestion_control(self.config.congestion_control, mss=self.config.mss,
                                        initial_window_segments=self.config.initial_cwnd_segments,
-                                       group=self.cc_group)
+                                       group=self.cc_group, hystart=self.config.hystart)
         subflow = Subflow(local_address=local_address, local_port=local_port,
                           remote_address=remote_address, remote_port=remote_port,
                           config=self.config, rng=self.rng, cc=cc, now=now,

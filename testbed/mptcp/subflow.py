@@ -528,10 +528,12 @@ class Subflow:
         self.snd_una = ack
         self.dupacks = 0
         self.retransmit_count = 0
+        rtt_sample = None
         if done:
             newest = done[-1]
             if newest.transmissions == 1:
-                self.rtt.add_sample(now - newest.sent_at)
+                rtt_sample = now - newest.sent_at
+                self.rtt.add_sample(rtt_sample)
                 self.cc.on_rtt_measurement(now=now, smoothed_rtt=self.rtt.srtt or 0.0)
         if self.in_recovery:
             if ack >= self.recovery_point:
@@ -546,7 +548,8 @@ class Subflow:
                 if first is not None:
                     self.scoreboard.mark_lost(first)
         else:
-            self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes)
+            self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes, snd_una=ack,
+                                    snd_nxt=self.snd_nxt, rtt_sample=rtt_sample)
         self.rto_deadline = now + self.rtt.rto if self.snd_nxt > self.snd_una else None
         if self.fin_offset is not None and ack > self.fin_offset:
             self._set_state(TcpEvent.RECV_ACK_OF_FIN)

@@ -19,13 +19,14 @@ CONGESTION_CONTROLLERS: dict[str, type[CongestionControl]] = {
 
 
 def create_congestion_control(name: str, *, mss: int, initial_window_segments: int,
-                              group: CouplingGroup) -> CongestionControl:
+                              group: CouplingGroup, hystart: bool = False) -> CongestionControl:
     try:
         cls = CONGESTION_CONTROLLERS[name]
     except KeyError:
         raise ValueError(f"unknown congestion control {name!r}; "
                          f"known: {sorted(CONGESTION_CONTROLLERS)}") from None
-    return cls(mss=mss, initial_window_segments=initial_window_segments, group=group)
+    return cls(mss=mss, initial_window_segments=initial_window_segments, group=group,
+               hystart=hystart)
 
 
 __all__ = ["CONGESTION_CONTROLLERS", "CongestionControl", "CouplingGroup",

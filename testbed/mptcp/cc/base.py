@@ -8,6 +8,8 @@ read their siblings' windows and RTTs through it; an uncoupled controller ignore
 
 from __future__ import annotations
 
+from testbed.mptcp.cc.hystart import HyStartPlusPlus
+
 
 class CouplingGroup:
     """The controllers of one connection's subflows."""
@@ -37,10 +39,13 @@ class CongestionControl:
 
     name = "base"
 
-    def __init__(self, *, mss: int, initial_window_segments: int, group: CouplingGroup) -> None:
+    def __init__(self, *, mss: int, initial_window_segments: int, group: CouplingGroup,
+                 hystart: bool = False) -> None:
         self.mss = mss
         self.window = float(mss * initial_window_segments)
         self.ssthresh = float("inf")
+        # the initial slow start's exit on a growing RTT (RFC 9406); None once it has ended
+        self.hystart = HyStartPlusPlus(mss) if hystart else None
         self.smoothed_rtt: float | None = None
         self.group = group
         group.join(self)
@@ -52,9 +57,21 @@ class CongestionControl:
     def on_rtt_measurement(self, *, now: float, smoothed_rtt: float) -> None:
         self.smoothed_rtt = smoothed_rtt
 
-    def on_packet_acked(self, *, now: float, acked_bytes: int) -> None:
-        """Grow the window for newly (cumulatively or selectively) acknowledged bytes."""
+    def on_packet_acked(self, *, now: float, acked_bytes: int, snd_una: int | None = None,
+                        snd_nxt: int | None = None, rtt_sample: float | None = None) -> None:
+        """Grow the window for newly (cumulatively or selectively) acknowledged bytes.
+
+        `snd_una` and `snd_nxt` (after this ACK) and the ACK's RTT sample, when it gave one,
+        let HyStart++ count rounds and watch their RTT; without them slow start is plain.
+        """
         if self.window < self.ssthresh:
+            hystart = self.hystart
+            if hystart is not None and snd_una is not None and snd_nxt is not None:
+                self.window += hystart.increase(acked_bytes, snd_una, snd_nxt, rtt_sample)
+                if hystart.finished:  # CSS_ROUNDS rounds of CSS: congestion avoidance
+                    self.ssthresh = self.window
+                    self.hystart = None
+                return
             # slow start: one byte per byte acknowledged, stopping at ssthresh
             self.window = min(self.window + acked_bytes, self.ssthresh)
             return
@@ -66,6 +83,7 @@ class CongestionControl:
 
     def on_packets_lost(self, *, now: float, lost_bytes: int) -> None:
         """Called once per loss episode (entering fast recovery)."""
+        self.hystart = None
         self.window = self.reduce_on_loss()
         self.ssthresh = self.window
 
@@ -77,6 +95,7 @@ class CongestionControl:
         already resent keeps ssthresh (RFC 5681 3.1): halving the one-segment window again
         would leave 2 segments after an outage of a few RTOs, and congestion avoidance from
         there."""
+        self.hystart = None
         if not repeated:
             self.ssthresh = max(self.window / 2, 2.0 * self.mss)
         self.window = float(self.mss)

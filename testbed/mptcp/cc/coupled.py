@@ -40,8 +40,10 @@ class OliaCongestionControl(CongestionControl):
 
     name = "olia"
 
-    def __init__(self, *, mss: int, initial_window_segments: int, group: CouplingGroup) -> None:
-        super().__init__(mss=mss, initial_window_segments=initial_window_segments, group=group)
+    def __init__(self, *, mss: int, initial_window_segments: int, group: CouplingGroup,
+                 hystart: bool = False) -> None:
+        super().__init__(mss=mss, initial_window_segments=initial_window_segments, group=group,
+                         hystart=hystart)
         self.bytes_between_losses = 0  # l1: between the last two losses
         self.bytes_since_loss = 0  # l2: since the last loss
 
@@ -49,9 +51,11 @@ class OliaCongestionControl(CongestionControl):
     def loss_interval(self) -> int:
         return max(self.bytes_between_losses, self.bytes_since_loss)
 
-    def on_packet_acked(self, *, now: float, acked_bytes: int) -> None:
+    def on_packet_acked(self, *, now: float, acked_bytes: int, snd_una: int | None = None,
+                        snd_nxt: int | None = None, rtt_sample: float | None = None) -> None:
         self.bytes_since_loss += acked_bytes
-        super().on_packet_acked(now=now, acked_bytes=acked_bytes)
+        super().on_packet_acked(now=now, acked_bytes=acked_bytes, snd_una=snd_una,
+                                snd_nxt=snd_nxt, rtt_sample=rtt_sample)
 
     def on_packets_lost(self, *, now: float, lost_bytes: int) -> None:
         self.bytes_between_losses = self.bytes_since_loss
