@@ -195,7 +195,7 @@ class Connection:
         subflow = Subflow(local_address=local_address, local_port=local_port,
                           remote_address=remote_address, remote_port=remote_port,
                           config=self.config, rng=self.rng, cc=cc, now=now,
-                          subflow_id=self._next_subflow_id)
+                          subflow_id=self._next_subflow_id, local_queue_room=self.host.local_queue_room)
         self._next_subflow_id += 1
         subflow.reserved_option_bytes = self._dss_overhead()
         context = SubflowContext(tcp=subflow,

@@ -89,6 +89,10 @@ class MptcpHost:
         self._fastclosed: OrderedDict[tuple[str, int, str, int], FastclosedSubflow] = \
             OrderedDict()
         self._fastclose_repeats: list[FastclosedSubflow] = []  # those with repeats left
+        # Full-sized frames each local address may still put in this host's own queues, when
+        # a driver knows (testbed.mptcp.driver.loop): what Linux's TCP Small Queues keep a
+        # sender to. Subflows read it in send_space; empty in the simulator (no limit).
+        self.local_queue_room: dict[str, int] = {}
         self.counters = {"RstSentClosedPort": 0, "MPJoinNoTokenFound": 0,
                          "MPJoinRejected": 0, "NotOurAddress": 0, "MPFastcloseRstResent": 0,
                          "MPFastcloseRstRepeated": 0}

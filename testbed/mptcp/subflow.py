@@ -111,8 +111,12 @@ class Subflow:
     def __init__(self, *, local_address: str, local_port: int,
                  remote_address: str, remote_port: int, config: StackConfig,
                  rng: random.Random, cc: CongestionControl, now: float,
-                 subflow_id: int) -> None:
+                 subflow_id: int, local_queue_room: dict[str, int] | None = None) -> None:
         self.subflow_id = subflow_id
+        # the host's room for frames in its own queues, per local address (MptcpHost), and
+        # whether that room, not the windows, limited the last send_space
+        self.local_queue_room: dict[str, int] = {} if local_queue_room is None else local_queue_room
+        self.locally_throttled = False
         self.local_address = local_address
         self.local_port = local_port
         self.remote_address = remote_address
@@ -217,7 +221,16 @@ class Subflow:
             return 0
         cwnd_room = self.cc.cwnd - self.scoreboard.pipe
         window_room = self.snd_una + self.snd_wnd - self.snd_nxt
-        return min(cwnd_room, window_room)
+        room = min(cwnd_room, window_room)
+        if self.local_queue_room:
+            # TCP Small Queues' rule: no more than a few frames in our own interface's queue
+            frames = self.local_queue_room.get(self.local_address)
+            if frames is not None:
+                local_room = max(frames, 0) * self.mss
+                self.locally_throttled = local_room < room
+                if self.locally_throttled:
+                    return local_room
+        return room
 
     def window_limited(self) -> bool:
         return self.snd_una + self.snd_wnd - self.snd_nxt <= 0
@@ -547,7 +560,9 @@ class Subflow:
                 first = self.scoreboard.first()  # NewReno partial ACK (RFC 6582)
                 if first is not None:
                     self.scoreboard.mark_lost(first)
-        else:
+        elif not self.locally_throttled:
+            # as Linux grows cwnd only when it limited the sender (tcp_is_cwnd_limited): a
+            # window the local queue keeps unused would otherwise grow without bound
             self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes, snd_una=ack,
                                     snd_nxt=self.snd_nxt, rtt_sample=rtt_sample)
         self.rto_deadline = now + self.rtt.rto if self.snd_nxt > self.snd_una else None
@@ -666,6 +681,9 @@ class Subflow:
         if segment.payload:
             flags |= PSH
             self.bytes_sent += len(segment.payload)
+            room = self.local_queue_room
+            if room and self.local_address in room:
+                room[self.local_address] -= 1
         if segment.fin:
             flags |= FIN
         # A payload may be a view of the send buffer's block (send_buffer.py); the packet

@@ -21,7 +21,10 @@ sends); one with extension headers is not the stack's and is counted as ignored.
 from __future__ import annotations
 
 import errno
+import fcntl
 import socket
+import sys
+import termios
 from collections.abc import Iterable
 
 from testbed.mptcp.addresses import is_ipv6
@@ -38,6 +41,9 @@ SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 RECEIVE_BUFFER = 16 << 20
 SEND_BUFFER = 4 << 20
+# What one full-sized frame counts in a raw socket's send memory (sk_wmem_alloc, which SIOCOUTQ
+# reads) until the qdisc hands it on: 2304 bytes for a 1500-byte IPv4 packet on Linux 6.x.
+FULL_FRAME_TRUESIZE = 2304
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h; not exported by the socket module
 MAX_PACKET = 65536
 
@@ -115,6 +121,14 @@ class PacketIO:
 
     def fileno(self) -> int:
         return self.readable[0].fileno()
+
+    def queued_frames(self, address: str) -> int:
+        """Full-sized frames' worth of `address`'s packets still in this host's own queues
+        (its interface's qdiscs): the raw socket's send memory not yet freed (SIOCOUTQ).
+        Raises OSError when the kernel does not report it."""
+        sock = self.tx[address]
+        buffer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        return int.from_bytes(buffer, sys.byteorder) // FULL_FRAME_TRUESIZE
 
     def receive(self, limit: int) -> list[bytes]:
         """Up to `limit` waiting packets per family addressed to the stack (never blocks): a
