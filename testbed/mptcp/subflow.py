@@ -560,9 +560,9 @@ class Subflow:
                 first = self.scoreboard.first()  # NewReno partial ACK (RFC 6582)
                 if first is not None:
                     self.scoreboard.mark_lost(first)
-        elif not self.locally_throttled:
-            # as Linux grows cwnd only when it limited the sender (tcp_is_cwnd_limited): a
-            # window the local queue keeps unused would otherwise grow without bound
+        elif not self.locally_throttled or 2 * (self.scoreboard.pipe + acked_bytes) >= self.cc.cwnd:
+            # while the local queue limits the sender, cwnd grows only up to twice the flight,
+            # Linux's slow-start rule in tcp_is_cwnd_limited: unused, it would grow unbounded
             self.cc.on_packet_acked(now=now, acked_bytes=acked_bytes, snd_una=ack,
                                     snd_nxt=self.snd_nxt, rtt_sample=rtt_sample)
         self.rto_deadline = now + self.rtt.rto if self.snd_nxt > self.snd_una else None

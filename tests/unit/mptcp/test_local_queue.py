@@ -44,12 +44,21 @@ def test_a_subflow_sends_no_more_frames_than_the_local_queue_has_room_for() -> N
     assert bytes(got) == data
 
 
-def _cwnd_after(pair: Pair, room: int | None) -> tuple[int, int]:
+def _cwnd_after(pair: Pair, room: int | None) -> tuple[int, int, int]:
     """Move 400 kB with the local room refilled to `room` frames before every step (None: no
-    limit); the congestion window then, and the window it started with."""
+    limit). The congestion window then, the one it started with, and the highest flight (in
+    flight before the ACK) at which an ACK grew it."""
     client, server = _open(pair)
     subflow = client.live_subflows[0].tcp
     initial = subflow.cc.cwnd
+    grown_at = [0]
+    grow = subflow.cc.on_packet_acked
+
+    def recording_growth(**ack) -> None:
+        grown_at[0] = max(grown_at[0], subflow.scoreboard.pipe + ack["acked_bytes"])
+        grow(**ack)
+
+    subflow.cc.on_packet_acked = recording_growth  # type: ignore[method-assign]
     data = random.Random(5).randbytes(400_000)
     client.send(data)
     got = bytearray()
@@ -62,14 +71,17 @@ def _cwnd_after(pair: Pair, room: int | None) -> tuple[int, int]:
 
     pair.run_until(refill_and_check, 30.0)
     assert bytes(got) == data
-    return subflow.cc.cwnd, initial
+    return subflow.cc.cwnd, initial, grown_at[0]
 
 
-def test_a_window_the_local_queue_keeps_unused_does_not_grow() -> None:
+def test_a_window_the_local_queue_keeps_unused_grows_to_twice_the_flight_at_most() -> None:
     config = StackConfig(path_manager="none")
-    throttled, initial = _cwnd_after(Pair(client_config=config), room=4)
-    assert throttled == initial
-    free, initial = _cwnd_after(Pair(client_config=config), room=None)
-    assert free > 4 * initial  # without the limit the same transfer grows it (slow start)
-    roomy, initial = _cwnd_after(Pair(client_config=config), room=10_000)
+    free, initial, _ = _cwnd_after(Pair(client_config=config), room=None)
+    assert free > 4 * initial  # without the limit this transfer grows it (slow start)
+    roomy, _, _ = _cwnd_after(Pair(client_config=config), room=10_000)
     assert roomy == free  # room that never binds changes nothing
+    for room in (1, 2, 3):
+        throttled, _, flight = _cwnd_after(Pair(client_config=config), room=room)
+        # the last growth was allowed at a flight of at least half the window it grew
+        assert throttled <= max(initial, 2 * flight + 2 * config.mss), (room, throttled, flight)
+        assert throttled < free / 4
