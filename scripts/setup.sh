@@ -61,15 +61,28 @@ fi
 
 PYTHON="${PYTHON:-/usr/bin/python3}"
 stamp=.venv/.installed-from
-# the install builds the C checksum (testbed/wire/_checksum.c) in place: redo it when that
-# source or its build changed, or when the built module is gone (git clean)
-want="$(cat pyproject.toml setup.py testbed/wire/_checksum.c | sha256sum | cut -d' ' -f1)"
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
-    || ! .venv/bin/python -c 'import testbed.wire._checksum' 2>/dev/null; then
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   echo "$want" > "$stamp"
+fi
+# The C checksum (testbed/wire/_checksum.c), built in this tree for the venv's python with gcc
+# alone (no pip: a remote host's tree reuses a venv and may have no package index), again when
+# the source is newer. Without it the checksums run in Python: slower, and `testbed doctor` says so.
+ext_suffix="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+checksum_so="testbed/wire/_checksum${ext_suffix}"
+if [ ! -e "$checksum_so" ] || [ testbed/wire/_checksum.c -nt "$checksum_so" ]; then
+  include="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  if gcc -O2 -Wall -shared -fPIC -I"$include" testbed/wire/_checksum.c -o "$checksum_so.tmp" \
+      && mv "$checksum_so.tmp" "$checksum_so"; then
+    echo "setup: built $checksum_so"
+  else
+    rm -f "$checksum_so.tmp"
+    echo "setup: could not build testbed/wire/_checksum.c (needs gcc and python3-dev):" \
+      "checksums run in Python, slower" >&2
+  fi
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/testbed --version 2>/dev/null || echo 'testbed cli'))"

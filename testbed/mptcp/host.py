@@ -91,7 +91,8 @@ class MptcpHost:
         self._fastclose_repeats: list[FastclosedSubflow] = []  # those with repeats left
         # Full-sized frames each local address may still put in this host's own queues, when
         # a driver knows (testbed.mptcp.driver.loop): what Linux's TCP Small Queues keep a
-        # sender to. Subflows read it in send_space; empty in the simulator (no limit).
+        # sender to. Shared among the address's subflows before each send (their
+        # local_quota); empty in the simulator (no limit).
         self.local_queue_room: dict[str, int] = {}
         self.counters = {"RstSentClosedPort": 0, "MPJoinNoTokenFound": 0,
                          "MPJoinRejected": 0, "NotOurAddress": 0, "MPFastcloseRstResent": 0,
@@ -159,7 +160,32 @@ class MptcpHost:
         self.counters["RstSentClosedPort"] += 1
         self._send_rst(packet, [])
 
+    def _share_local_queue_room(self) -> None:
+        """Split each local address's room among the subflows sending from it: as Linux's TCP
+        Small Queues gives every socket its own few frames, the lowest-RTT subflow must not
+        take the whole room and leave a joined subflow on the same address with nothing."""
+        room = self.local_queue_room
+        sharing: dict[str, list] = {}
+        for connection in self.connections:
+            for context in connection.live_subflows:
+                subflow = context.tcp
+                if subflow.local_address in room:
+                    sharing.setdefault(subflow.local_address, []).append(subflow)
+        for address, subflows in sharing.items():
+            share, extra = divmod(max(room[address], 0), len(subflows))
+            for index, subflow in enumerate(subflows):
+                subflow.local_quota = share + (1 if index < extra else 0)
+
+    def stop_local_queue_limit(self) -> None:
+        """No local queue limit from now on (the driver cannot read the queue)."""
+        self.local_queue_room.clear()
+        for connection in self.connections:
+            for context in connection.live_subflows:
+                context.tcp.local_quota = None
+
     def packets_to_send(self, now: float) -> list[Packet]:
+        if self.local_queue_room:
+            self._share_local_queue_room()
         out = self._output
         self._output = []
         finished = False

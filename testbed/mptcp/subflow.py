@@ -113,9 +113,11 @@ class Subflow:
                  rng: random.Random, cc: CongestionControl, now: float,
                  subflow_id: int, local_queue_room: dict[str, int] | None = None) -> None:
         self.subflow_id = subflow_id
-        # the host's room for frames in its own queues, per local address (MptcpHost), and
-        # whether that room, not the windows, limited the last send_space
+        # the host's room for frames in its own queues, per local address (MptcpHost), this
+        # subflow's share of it (None: no limit), and whether the share, not the windows,
+        # limited the last send_space
         self.local_queue_room: dict[str, int] = {} if local_queue_room is None else local_queue_room
+        self.local_quota: int | None = None
         self.locally_throttled = False
         self.local_address = local_address
         self.local_port = local_port
@@ -222,14 +224,13 @@ class Subflow:
         cwnd_room = self.cc.cwnd - self.scoreboard.pipe
         window_room = self.snd_una + self.snd_wnd - self.snd_nxt
         room = min(cwnd_room, window_room)
-        if self.local_queue_room:
+        quota = self.local_quota
+        if quota is not None:
             # TCP Small Queues' rule: no more than a few frames in our own interface's queue
-            frames = self.local_queue_room.get(self.local_address)
-            if frames is not None:
-                local_room = max(frames, 0) * self.mss
-                self.locally_throttled = local_room < room
-                if self.locally_throttled:
-                    return local_room
+            local_room = max(quota, 0) * self.mss
+            self.locally_throttled = local_room < room
+            if self.locally_throttled:
+                return local_room
         return room
 
     def window_limited(self) -> bool:
@@ -681,9 +682,9 @@ class Subflow:
         if segment.payload:
             flags |= PSH
             self.bytes_sent += len(segment.payload)
-            room = self.local_queue_room
-            if room and self.local_address in room:
-                room[self.local_address] -= 1
+            if self.local_quota is not None:
+                self.local_quota -= 1
+                self.local_queue_room[self.local_address] -= 1
         if segment.fin:
             flags |= FIN
         # A payload may be a view of the send buffer's block (send_buffer.py); the packet

@@ -136,7 +136,7 @@ class StackDriver:
             except OSError as error:  # no SIOCOUTQ: send as before, without the limit
                 self.local_queue_unavailable = f"{address}: {error}"
                 self._queue_addresses = []
-                room.clear()
+                self.host.stop_local_queue_limit()
                 return
 
     def _send_all(self, now: float) -> None:

@@ -67,6 +67,7 @@ class ListIO:
         self.sent: list[Packet] = []
         self.rx, self._peer = socket.socketpair()
         self.readable = [self.rx]
+        self.tx: dict[str, socket.socket] = {}  # no raw send sockets: no local queue to read
 
     def receive(self, batch: int) -> list[bytes]:
         out, self.pending = self.pending[:batch], self.pending[batch:]

@@ -18,6 +18,7 @@ class QuietIO:
 
     def __init__(self, sock: socket.socket) -> None:
         self.readable = [sock]
+        self.tx: dict[str, socket.socket] = {}  # no raw send sockets: no local queue to read
 
     def receive(self, limit: int) -> list[bytes]:
         return []
