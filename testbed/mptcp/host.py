@@ -182,6 +182,7 @@ class MptcpHost:
         for connection in self.connections:
             for context in connection.live_subflows:
                 context.tcp.local_quota = None
+                context.tcp.locally_throttled = False  # else its window would never grow again
 
     def packets_to_send(self, now: float) -> list[Packet]:
         if self.local_queue_room:

@@ -85,3 +85,16 @@ def test_a_window_the_local_queue_keeps_unused_grows_to_twice_the_flight_at_most
         # the last growth was allowed at a flight of at least half the window it grew
         assert throttled <= max(initial, 2 * flight + 2 * config.mss), (room, throttled, flight)
         assert throttled < free / 4
+
+
+def test_without_the_limit_a_throttled_subflow_is_no_longer_held() -> None:
+    pair = Pair(client_config=StackConfig(path_manager="none"))
+    client, _ = _open(pair)
+    subflow = client.live_subflows[0].tcp
+    pair.client.local_queue_room[CLIENT] = 1
+    client.send(random.Random(7).randbytes(100_000))
+    pair.collect()
+    assert subflow.locally_throttled and subflow.local_quota == 0
+    pair.client.stop_local_queue_limit()  # the driver could not read the queue any more
+    assert subflow.local_quota is None and not subflow.locally_throttled
+    assert pair.client.local_queue_room == {}
