@@ -1,8 +1,9 @@
 """HyStart++ (RFC 9406): leave the initial slow start when the round trip starts to grow.
 
-Without it a subflow doubles its window until a queue overflows: on two_path that is a burst of
-several hundred losses in the first 0.3 s and about 0.3 s of a path nearly idle while they are
-recovered, which a delay-watching sender (Linux's HyStart, BBR) does not have. HyStart++ watches
+Without it a subflow doubles its window until a queue overflows: on two_path, before the driver
+limited the stack's own interface queue, that was a burst of several hundred losses in the first
+0.3 s and about 0.3 s of a path nearly idle while they were recovered, which a delay-watching
+sender (Linux's HyStart, BBR) does not have. HyStart++ watches
 the minimum RTT of each round; once it exceeds the previous round's by a threshold, growth slows
 to a quarter (Conservative Slow Start, CSS) and, unless the RTT falls back, congestion avoidance
 begins CSS_ROUNDS rounds later. A loss or a timeout ends it at once (the controller's usual
