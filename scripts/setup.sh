@@ -66,7 +66,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "setup: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,native]'
   echo "$want" > "$stamp"
 fi
 # The C checksum (testbed/wire/_checksum.c), built in this tree for the venv's python with gcc
@@ -84,5 +84,11 @@ if [ ! -e "$checksum_so" ] || [ testbed/wire/_checksum.c -nt "$checksum_so" ]; t
     echo "setup: could not build testbed/wire/_checksum.c (needs gcc and python3-dev):" \
       "checksums run in Python, slower" >&2
   fi
+fi
+# The stack core compiled by mypyc, only when asked (`TESTBED_NATIVE=1 make setup`): about twice
+# as fast, not the default yet (docs/benchmarks.md, "The stack core compiled"). Once built it is
+# rebuilt by every setup whenever a source changed; a stale build is never used (native.py).
+if [ "${TESTBED_NATIVE:-0}" = 1 ] || [ -e testbed/mptcp/_native.json ]; then
+  .venv/bin/python -m testbed.mptcp.native_build || true
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/testbed --version 2>/dev/null || echo 'testbed cli'))"

@@ -18,6 +18,7 @@ from typing import Any
 
 from testbed.command import run_command
 from testbed.errors import SpecError
+from testbed.mptcp.native import STATE as STACK_CORE
 from testbed.net.shaping import Backends
 from testbed.net.state import RunState, delete_netns
 from testbed.wire.checksum import CHECKSUM_IMPLEMENTATION
@@ -141,6 +142,10 @@ def run_doctor() -> DoctorReport:
                "C one's-complement sum built (testbed/wire/_checksum.c)" if CHECKSUM_IMPLEMENTATION == "c"
                else "testbed/wire/_checksum.c not built: checksums in Python, the python stack and "
                     "the inline boxes run slower (make setup builds it)", essential=False)
+    report.add("stack core", STACK_CORE.compiled,
+               STACK_CORE.describe() + ("" if STACK_CORE.compiled else
+                                        ": opt-in, the python stack's core about half as fast"),
+               essential=False)
     for tool, package in (("ethtool", "ethtool"), ("nft", "nftables"), ("iperf3", "iperf3"),
                           ("ping", "iputils-ping")):
         found = shutil.which(tool)

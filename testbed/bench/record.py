@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import SpecError, TestbedError
+from testbed.mptcp.native import STATE as STACK_CORE
 from testbed.wire.checksum import CHECKSUM_IMPLEMENTATION
 
 SCHEMA = "testbed-bench"
@@ -81,7 +82,8 @@ def machine() -> dict[str, Any]:
     return {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
-            "checksum": CHECKSUM_IMPLEMENTATION, "commit": _commit(),
+            "checksum": CHECKSUM_IMPLEMENTATION,
+            "stack_core": STACK_CORE.describe(), "commit": _commit(),
             "load_average_before": round(os.getloadavg()[0], 2)}
 
 

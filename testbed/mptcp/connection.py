@@ -64,6 +64,7 @@ class ConnectionHost(Protocol):
     """What a connection needs from the host that demultiplexes its packets (host.py)."""
 
     addresses: list[str]
+    local_queue_room: dict[str, int]
 
     def emit(self, event: events.Event) -> None: ...
 
@@ -632,7 +633,7 @@ class Connection:
     def send_buffer_free(self) -> int:
         return self.data.send_buffer_free()
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes | memoryview) -> int:
         """Queue data; returns how many bytes fit in the send buffer (the rest is the
         caller's to retry after a SendBufferAvailable event)."""
         if self.data.data_fin_requested or self.closed_reason is not None:
@@ -735,16 +736,16 @@ class Connection:
             data.data_fin_dsn = data.send_end
             self._send_data_fin(now)
 
-    def _send_data_fin(self, now: float) -> None:
-        """DATA_FIN on every usable subflow (as Linux's mptcp_send_ack): a pure ACK is never
-        retransmitted by TCP, so one sent on a dead path would be lost until our timer."""
+    def _send_data_fin(self, now: float) -> bool:
+        """DATA_FIN on every usable subflow (as Linux's mptcp_send_ack), False if none: a pure
+        ACK is never retransmitted by TCP, so one sent on a dead path is lost until our timer."""
         usable = eligible_subflows(self.live_subflows)
-        if not usable:
-            return
-        self.data.data_fin_deadline = (now + min(c.tcp.rtt.rto for c in usable)
-                                       * self.data.data_fin_backoff)
-        for context in usable:
-            context.tcp.send_ack(now, context)
+        if usable:
+            self.data.data_fin_deadline = (now + min(c.tcp.rtt.rto for c in usable)
+                                           * self.data.data_fin_backoff)
+            for context in usable:
+                context.tcp.send_ack(now, context)
+        return bool(usable)
 
     def next_deadline(self) -> float | None:
         best = None
@@ -774,8 +775,7 @@ class Connection:
         if data.data_fin_deadline is not None and now >= data.data_fin_deadline:
             data.data_fin_deadline = None
             data.data_fin_backoff = min(data.data_fin_backoff * 2, 64)
-            self._send_data_fin(now)
-            if data.data_fin_deadline is None:  # no usable subflow right now: try later
+            if not self._send_data_fin(now):  # no usable subflow right now: try later
                 data.data_fin_deadline = now + self.config.initial_rto * data.data_fin_backoff
         data.data_retransmission_due(now, self.fallback.mode == MPTCP)
         self.signalling.handle_timer(now)

@@ -95,7 +95,7 @@ class DataTransfer:
         return cached
 
     # ------------------------------------------------------------------ application side
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes | memoryview) -> int:
         accepted = min(len(data), self.send_buffer_free())
         if accepted < len(data):
             self.send_blocked = True

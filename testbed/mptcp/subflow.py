@@ -20,7 +20,7 @@ timer object per segment: one retransmission deadline covers the oldest outstand
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Final, Protocol
 
 from testbed.mptcp.addresses import IPV6_EXTRA_HEADER, IPV6_MIN_MTU_MSS, is_ipv6
 from testbed.mptcp.cc.base import CongestionControl
@@ -74,9 +74,9 @@ class OptionProvider(Protocol):
 class OpeningStep:
     """Which opening step a received segment completed (`SegmentReceived.opening_step`)."""
 
-    NONE = 0
-    SYNACK = 1  # our SYN was answered (active open): the subflow is ESTABLISHED
-    THIRD_ACK = 2  # our SYN/ACK was acknowledged (passive open): the subflow is ESTABLISHED
+    NONE: Final = 0
+    SYNACK: Final = 1  # our SYN was answered (active open): the subflow is ESTABLISHED
+    THIRD_ACK: Final = 2  # our SYN/ACK was acknowledged (passive open): the subflow is ESTABLISHED
 
 
 class SegmentReceived:

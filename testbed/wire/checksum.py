@@ -120,7 +120,7 @@ def ipv4_header_checksum(header: bytes | bytearray | memoryview) -> int:
     return internet_checksum(header)
 
 
-def dss_checksum(dsn: int, subflow_seq: int, data_len: int, payload: bytes) -> int:
+def dss_checksum(dsn: int, subflow_seq: int, data_len: int, payload: bytes | memoryview) -> int:
     """The DSS option checksum (RFC 8684 3.3.1).
 
     Internet checksum over a pseudo-header of the 64-bit DSN, the 32-bit relative subflow

@@ -69,7 +69,7 @@ class OliaCongestionControl(CongestionControl):
         count = len(members)
         max_window = max(m.window for m in members)
         largest = [m for m in members if m.window == max_window]
-        quality = {id(m): m.loss_interval / (m.smoothed_rtt or 1.0) ** 2 for m in members}
+        quality = {id(m): _loss_interval(m) / (m.smoothed_rtt or 1.0) ** 2 for m in members}
         best_quality = max(quality.values())
         best = [m for m in members if quality[id(m)] == best_quality]
         best_not_largest = [m for m in best if m not in largest]
@@ -88,6 +88,12 @@ class OliaCongestionControl(CongestionControl):
         total_rate = sum((m.window / m.mss) / (m.smoothed_rtt or 1.0) for m in members)
         per_packet = (w / rtt**2) / total_rate**2 + self.alpha() / w
         return per_packet * (acked_bytes / self.mss) * self.mss
+
+
+def _loss_interval(member: CongestionControl) -> int:
+    """An OLIA member's loss interval; a group couples one kind of controller, so every member
+    of an OLIA controller's group is one (0 for any other, which never happens)."""
+    return member.loss_interval if isinstance(member, OliaCongestionControl) else 0
 
 
 class BaliaCongestionControl(CongestionControl):

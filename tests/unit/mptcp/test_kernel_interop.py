@@ -139,7 +139,7 @@ class Namespaces:
 
 def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: bool = False,
               up: int = 1_500_000, down: int = 700_000,
-              kernel_plain_tcp: bool = False) -> tuple[dict, dict]:
+              kernel_plain_tcp: bool = False, hold_for_joins: int = 0) -> tuple[dict, dict]:
     """Our side sends `up` bytes (pattern x3) and receives `down` bytes (pattern x7).
 
     A kernel client connects before our side listens at times; its SYN retransmission
@@ -159,7 +159,7 @@ def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: boo
     command = ["ip", "netns", "exec", ns.stack, sys.executable, "-m",
                "tests.unit.mptcp.stack_peer", our_role, "--local", local, "--remote",
                "10.99.0.1", "--send", str(up), "--expect", str(down), "--peer-mac",
-               ns.kernel_mac, "--iface", "vs"]
+               ns.kernel_mac, "--iface", "vs", "--hold-for-joins", str(hold_for_joins)]
     ours = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=60,
                           check=False)
     kernel_out, kernel_err = kernel.communicate(timeout=60)
@@ -227,8 +227,11 @@ def test_kernel_client_joins_our_server_from_a_second_address() -> None:
     with Namespaces() as ns:
         ns.in_kernel("ip", "addr", "add", "10.99.0.11/24", "dev", "vk")
         ns.in_kernel("ip", "mptcp", "endpoint", "add", "10.99.0.11", "dev", "vk", "subflow")
+        # the kernel opens its join right after the handshake (its SYN can be in the same burst
+        # as the data): our side holds its last byte until the join is up, so that a fast
+        # transfer cannot end before it
         ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2",
-                                 up=700_000, down=1_500_000)
+                                 up=700_000, down=1_500_000, hold_for_joins=1)
         counters = ns.counters()
     assert ours["sha256"] == _pattern_hash(1_500_000, 7)
     assert kernel["sha256"] == _pattern_hash(700_000, 3)
