@@ -84,11 +84,12 @@ def read_state(environ: dict[str, str] | os._Environ[str] = os.environ,
         return NativeState(False, f"unreadable {manifest_path.name} ({error}): run `make setup`")
     if suffix != EXT_SUFFIX:
         return NativeState(False, f"compiled for another Python ({suffix}): run `make setup`")
-    for module in NATIVE_MODULES:
+    for module in NATIVE_MODULES:  # an edited source first: the likelier cause, and the clearer
         if module in built and built[module] != source_digest(module):
             relative = source_path(module).relative_to(ROOT)
             return NativeState(False, f"{relative} changed since it was compiled: "
                                       "`make setup` compiles it again")
+    for module in NATIVE_MODULES:
         if module not in built or not extension_path(module).exists():
             return NativeState(False, f"{module} is not compiled: run `make setup`")
     return NativeState(True, f"mypyc {mypy_version}, {len(NATIVE_MODULES)} modules")

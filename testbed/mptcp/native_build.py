@@ -46,6 +46,8 @@ def build(python: str = sys.executable) -> int:
         return 1
     sources = [str(native.source_path(module).relative_to(native.ROOT))
                for module in native.NATIVE_MODULES]
+    # the digests of what is compiled: a source edited during the build is then seen as stale
+    manifest = native.manifest_for(native.NATIVE_MODULES, mypy.version.__version__)
     with tempfile.TemporaryDirectory(prefix="testbed-native-") as work:
         build_lib, build_temp = Path(work) / "lib", Path(work) / "temp"
         # mypy's cache and mypyc's generated C go to the work directory, never into the tree
@@ -71,7 +73,6 @@ def build(python: str = sys.executable) -> int:
             staged = target.with_name(target.name + ".tmp")
             shutil.copyfile(path, staged)
             os.replace(staged, target)
-    manifest = native.manifest_for(native.NATIVE_MODULES, mypy.version.__version__)
     staged_manifest = native.MANIFEST.with_name(native.MANIFEST.name + ".tmp")
     staged_manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.replace(staged_manifest, native.MANIFEST)
