@@ -25,6 +25,7 @@ from testbed.errors import TestbedError
 from testbed.fuzz import mutate
 from testbed.fuzz.seeds import converse, matrix_files, seed_option_areas, seed_packets, spec_files
 from testbed.mptcp import events
+from testbed.mptcp.native import STATE as STACK_CORE
 from testbed.wire import WireError, decode_options, decode_packet, encode_packet
 from testbed.wire.ethernet import ETHERNET_HEADER_LENGTH, ethernet_header
 from testbed.wire.peek import keep_ipv4_tcp_to, plain_tcp_frame, pure_ack_number
@@ -232,14 +233,22 @@ class MiddleboxDriver:
             encode_packet(out)
 
 
+SNAPSHOT_BYTES = 200_000  # the conversation a stack driver starts from (seeds.converse)
+
+
 class StackDriver:
     """The stack's segment receive path: a client and server that have exchanged some data
     (their state copied from one conversation per process) are fed hostile segments, and run
     their timers, output and events after each, as the I/O driver does."""
 
     def __init__(self, rng: random.Random) -> None:
-        base = _stack_snapshot(rng.random() < 0.5)
-        self.client, self.server = copy.deepcopy((base.client, base.server))
+        checksum = rng.random() < 0.5
+        if STACK_CORE.compiled:  # mypyc's classes cannot be deep-copied: the same conversation
+            base = converse(checksum=checksum, payload_bytes=SNAPSHOT_BYTES, close=False)
+            self.client, self.server = base.client, base.server
+        else:
+            base = _stack_snapshot(checksum)
+            self.client, self.server = copy.deepcopy((base.client, base.server))
         self.now = base.now
         self.rng = rng
 
@@ -262,7 +271,7 @@ class StackDriver:
 
 @functools.cache
 def _stack_snapshot(checksum: bool) -> Any:
-    return converse(checksum=checksum, payload_bytes=200_000, close=False)
+    return converse(checksum=checksum, payload_bytes=SNAPSHOT_BYTES, close=False)
 
 
 class SpecDriver:

@@ -274,9 +274,10 @@ def test_plain_tcp_kernel_server_makes_our_client_fall_back() -> None:
 @needs_root
 def test_our_add_addr_is_accepted_by_kernel_client_which_joins_it() -> None:
     with Namespaces() as ns:
-        # our server owns two addresses; its (fullmesh) path manager announces the second
+        # our server owns two addresses; its (fullmesh) path manager announces the second, and
+        # holds its last byte until the kernel's join to it is up (as in the test above)
         ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2,10.99.0.12",
-                                 up=700_000, down=1_500_000)
+                                 up=700_000, down=1_500_000, hold_for_joins=1)
         counters = ns.counters()
     assert ours["sha256"] == _pattern_hash(1_500_000, 7)
     assert kernel["sha256"] == _pattern_hash(700_000, 3)
