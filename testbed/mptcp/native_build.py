@@ -32,11 +32,6 @@ setup(name="testbed-native", script_args=["build_ext", "--build-lib", sys.argv[1
 """
 
 
-def _group_library(build_lib: Path) -> Path:
-    name = native.GROUP.replace(".", "/") + "__mypyc" + native.EXT_SUFFIX
-    return build_lib / name
-
-
 def build(python: str = sys.executable) -> int:
     try:
         import mypy.version
@@ -61,8 +56,9 @@ def build(python: str = sys.executable) -> int:
             print("native_build: mypyc failed; the stack core runs as Python:\n  "
                   + "\n  ".join(errors or completed.stderr.splitlines()[-10:]), file=sys.stderr)
             return 1
-        built = [*(build_lib / (module.replace(".", "/") + native.EXT_SUFFIX)
-                   for module in native.NATIVE_MODULES), _group_library(build_lib)]
+        # each module's extension and the group's shared library, where native.py looks for them
+        built = [build_lib / native.extension_path(module).relative_to(native.ROOT)
+                 for module in (*native.NATIVE_MODULES, native.GROUP + "__mypyc")]
         absent = [path.name for path in built if not path.exists()]
         if absent:
             print(f"native_build: mypyc did not produce {', '.join(absent)}", file=sys.stderr)
