@@ -85,10 +85,11 @@ if [ ! -e "$checksum_so" ] || [ testbed/wire/_checksum.c -nt "$checksum_so" ]; t
       "checksums run in Python, slower" >&2
   fi
 fi
-# The stack core compiled by mypyc, only when asked (`TESTBED_NATIVE=1 make setup`): about twice
-# as fast, not the default yet (docs/benchmarks.md, "The stack core compiled"). Once built it is
-# rebuilt by every setup whenever a source changed; a stale build is never used (native.py).
-if [ "${TESTBED_NATIVE:-0}" = 1 ] || [ -e testbed/mptcp/_native.json ]; then
+# The stack core compiled by mypyc (testbed/mptcp/native.py; docs/benchmarks.md, "The stack core
+# compiled"): about twice as fast as its source. Rebuilt whenever a source changed; a stale or
+# partial build is never used. `TESTBED_NATIVE=0 make setup` leaves it out (the source runs).
+# If the build fails, native_build says why and the core runs from source (`testbed doctor`).
+if [ "${TESTBED_NATIVE:-1}" != 0 ]; then
   .venv/bin/python -m testbed.mptcp.native_build || true
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/testbed --version 2>/dev/null || echo 'testbed cli'))"

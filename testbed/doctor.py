@@ -144,7 +144,7 @@ def run_doctor() -> DoctorReport:
                     "the inline boxes run slower (make setup builds it)", essential=False)
     report.add("stack core", STACK_CORE.compiled,
                STACK_CORE.describe() + ("" if STACK_CORE.compiled else
-                                        ": opt-in, the python stack's core about half as fast"),
+                                        ": the python stack's core about half as fast"),
                essential=False)
     for tool, package in (("ethtool", "ethtool"), ("nft", "nftables"), ("iperf3", "iperf3"),
                           ("ping", "iputils-ping")):

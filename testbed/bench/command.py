@@ -17,7 +17,6 @@ from typing import Any
 from testbed.bench import calibration, cpu, gate, record, wire
 from testbed.bench.baseline import merge as baseline_merge
 from testbed.errors import SpecError
-from testbed.mptcp.native import STATE as STACK_CORE
 
 # Gated figures and the highest tolerance each may get (the others are recorded only); a
 # baseline made with --runs N lowers a tolerance to what the spread of its runs needs
@@ -37,10 +36,9 @@ FULL_TOLERANCES: dict[str, float] = {
     **{f"inline.{box}.cpu_vs_plain": 0.7 for box in wire.CATALOGUE_BOXES},
     "delay_stage.added_ms.idle": 0.5, "matrix.wall_per_cell": 0.67,
 }
-# membench needs eight reads, one a second: the compiled core sends 600 MB in about 7 s
 QUICK_WIRE = wire.WirePlan(seconds=2.0, rounds=3, boxes=wire.QUICK_BOXES, wirebench=False,
                            delay_stage=False, matrix=False, tolerances=QUICK_TOLERANCES,
-                           memory_bytes=1_000_000_000 if STACK_CORE.compiled else 600_000_000)
+                           memory_bytes=600_000_000)
 FULL_WIRE = wire.WirePlan(seconds=5.0, rounds=3, boxes=tuple(wire.CATALOGUE_BOXES),
                           wirebench=True, delay_stage=True, matrix=True,
                           tolerances=FULL_TOLERANCES, memory_bytes=2_000_000_000)

@@ -1,13 +1,14 @@
 """Whether this process runs the stack core compiled (mypyc) or as its Python source.
 
-`TESTBED_NATIVE=1 make setup` compiles the modules in `NATIVE_MODULES` with mypyc (native_build.py)
-into extension modules beside their sources, and records each source's digest in `_native.json`.
-Python imports an extension before a source of the same name, so a module edited since the build
-would silently run its old compiled self. This module, imported by the package before any of them,
-compares the digests once per process: the compiled core is used only when every module is built
-from the sources in the tree; otherwise every one of them is imported from source (they call each
-other natively, so they cannot be mixed). `testbed doctor` and `testbed stack bench` say which core
-ran and why. `TESTBED_PURE_PYTHON=1` asks for the source in any case.
+`make setup` compiles the modules in `NATIVE_MODULES` with mypyc (native_build.py;
+`TESTBED_NATIVE=0` leaves them out) into extension modules beside their sources, and records
+each source's digest in `_native.json`. Python imports an extension before a source of the same
+name, so a module edited since the build would silently run its old compiled self. This module,
+imported by the package before any of them, compares the digests once per process: the compiled
+core is used only when every module is built from the sources in the tree; otherwise every one
+of them is imported from source (they call each other natively, so they cannot be mixed).
+`testbed doctor` and `testbed stack bench` say which core ran and why. `TESTBED_PURE_PYTHON=1`
+asks for the source in any case.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def read_state(environ: dict[str, str] | os._Environ[str] = os.environ,
         built: dict[str, str] = dict(manifest["modules"])
         suffix, mypy_version = str(manifest["ext_suffix"]), str(manifest["mypy"])
     except FileNotFoundError:
-        return NativeState(False, "not compiled: `TESTBED_NATIVE=1 make setup` compiles it")
+        return NativeState(False, "not compiled: `make setup` compiles it")
     except (OSError, ValueError, KeyError, TypeError) as error:
         return NativeState(False, f"unreadable {manifest_path.name} ({error}): run `make setup`")
     if suffix != EXT_SUFFIX:

@@ -1,4 +1,4 @@
-"""Compiles the stack core with mypyc (`TESTBED_NATIVE=1 make setup`; native.py says why).
+"""Compiles the stack core with mypyc (`make setup` runs it; native.py says why).
 
     python -m testbed.mptcp.native_build [--force]
 

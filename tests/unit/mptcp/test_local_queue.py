@@ -13,7 +13,6 @@ import random
 import pytest
 
 from testbed.mptcp.config import StackConfig
-from testbed.mptcp.native import STATE as STACK_CORE
 
 from .harness import Pair
 
@@ -77,8 +76,7 @@ def _cwnd_after(pair: Pair, room: int | None) -> tuple[int, int, int]:
     return subflow.cc.cwnd, initial, grown_at[0]
 
 
-@pytest.mark.skipif(STACK_CORE.compiled, reason="wraps a method of the controller, which the "
-                    "compiled core's classes do not allow; CI runs the Python core")
+@pytest.mark.python_core  # wraps a method of the controller
 def test_a_window_the_local_queue_keeps_unused_grows_to_twice_the_flight_at_most() -> None:
     config = StackConfig(path_manager="none")
     free, initial, _ = _cwnd_after(Pair(client_config=config), room=None)

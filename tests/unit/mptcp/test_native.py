@@ -1,5 +1,5 @@
 """The compiled stack core (testbed/mptcp/native.py): used only when built from the tree's
-sources, never stale, never half; and the opt-in build itself, in a copy of the tree."""
+sources, never stale, never half; and the build itself, in a copy of the tree."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_the_environment_asks_for_the_source() -> None:
 def test_no_manifest_means_not_compiled_and_says_how(tmp_path: Path) -> None:
     state = native.read_state(environ={}, manifest_path=tmp_path / "absent.json")
     assert not state.compiled
-    assert "TESTBED_NATIVE=1 make setup" in state.detail
+    assert "`make setup` compiles it" in state.detail
 
 
 def test_a_source_edited_since_the_build_makes_the_whole_core_run_from_source(
@@ -84,7 +84,7 @@ BENCH = "from testbed.sim.bench import main; main(['--size', '2M'])"
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_the_opt_in_build_runs_compiled_then_from_source_once_a_module_changes(
+def test_the_build_runs_compiled_then_from_source_once_a_module_changes(
         tmp_path: Path) -> None:
     pytest.importorskip("mypyc", reason="needs the native extra (make setup installs it)")
     tree = tmp_path / "tree"
@@ -114,3 +114,15 @@ def test_the_opt_in_build_runs_compiled_then_from_source_once_a_module_changes(
     assert "testbed/mptcp/subflow.py changed since it was compiled" in state
     stale = _python(tree, BENCH)
     assert "stack core: python" in stale and "payload intact" in stale
+
+
+@pytest.mark.skipif(not native.STATE.compiled, reason="the Python core runs them in this process")
+def test_the_python_core_tests_pass_on_the_source() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "python_core",
+         str(REPO / "tests/unit/mptcp")],
+        cwd=REPO, env={**os.environ, native.PURE_PYTHON_ENV: "1"}, capture_output=True,
+        text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    summary = completed.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from testbed.mptcp.config import StackConfig
-from testbed.mptcp.native import STATE as STACK_CORE
 from testbed.mptcp.scheduler import (
     SCHEDULERS,
     LowestRttScheduler,
@@ -177,8 +176,7 @@ def test_lowest_rtt_prefers_the_faster_path() -> None:
     assert len(by_source.get("10.0.0.2", [])) == 3 and "10.0.0.1" not in by_source
 
 
-@pytest.mark.skipif(STACK_CORE.compiled, reason="hands the schedulers fakes, which the compiled "
-                    "core's type checks refuse; CI runs the Python core")
+@pytest.mark.python_core  # hands the schedulers fakes
 def test_scheduler_registry_and_unit_choices() -> None:
     assert sorted(SCHEDULERS) == ["lowest_rtt", "redundant", "round_robin"]
     with pytest.raises(ValueError, match="unknown scheduler"):
