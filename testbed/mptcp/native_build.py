@@ -31,9 +31,9 @@ setup(name="testbed-native", script_args=["build_ext", "--build-lib", sys.argv[1
                            group_name={native.GROUP!r}, target_dir=sys.argv[2] + "/c"))
 """
 # --follow-imports=silent: the modules the core imports but that stay Python (the codec,
-# handshake.py) are type-checked for the core's sake but their own errors are not the build's;
-# without it mypy reports them whenever it finds testbed/ as the project rather than as an
-# installed package (setuptools >= 77's editable install), and the build fails.
+# handshake.py) are type-checked for the core's sake but their own errors are not the build's.
+# Without it, in a venv installed by setuptools 84 (not 66), mypy reported testbed/wire's own
+# typing errors and the build failed.
 
 
 def build(python: str = sys.executable) -> int:
