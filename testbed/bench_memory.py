@@ -40,8 +40,9 @@ from topologies import build_topology
 
 GOAL_PEAK_MB = 48.0
 GOAL_GROWTH = 1.10
-SAMPLE_INTERVAL_S = 0.5  # eight reads in a 600 MB transfer of either core (native.py)
+SAMPLE_INTERVAL_S = 0.5  # MIN_READS in a 600 MB transfer of either core (native.py)
 FIRST_READ_S = 1.0  # after python's exec: its imports are done by then
+MIN_READS = 8  # fewer cannot show growth: an early and a late part of several reads each
 
 
 def _status_kib(pid: int) -> tuple[int, int] | None:
@@ -111,9 +112,10 @@ class RssSampler:
 def summarize(samples: list[tuple[float, int]], high_water_kib: int) -> dict[str, object]:
     """Peak, median, early and late maxima and growth (see the module docstring), in MB
     (10^6 bytes)."""
-    if len(samples) < 8:
+    if len(samples) < MIN_READS:
         raise RunFailed(f"membench: only {len(samples)} RSS reads; the transfer was too short "
-                        f"to judge growth (give --bytes for at least 5 s)")
+                        f"to judge growth (give --bytes for at least "
+                        f"{FIRST_READ_S + MIN_READS * SAMPLE_INTERVAL_S:g} s)")
     rss = [kib * 1024 / 1e6 for _, kib in samples]
     count = len(rss)
     early_reads = rss[count // 10:max(count // 4, count // 10 + 1)]
