@@ -1,10 +1,11 @@
 """`testbed bench [--quick] [--out FILE] [--compare BASELINE]`: every benchmark, one JSON, a gate.
 
-Without --quick: the stack core, every fast path, plain inline forwarding and every catalogue
-box against the kernel bridge, wirebench (python/kernel), the delay stage and a small matrix's
-wall time, and the python stack's peak RSS over a 2 GB upload (about 5 minutes). With --quick
-(the suite's gate, about a minute): the stack core, the fast paths, the strip box against plain
-forwarding against the bridge, and the stack's peak RSS over a 600 MB upload.
+Without --quick: the stack core, every fast path, the analysis of a capture, plain inline
+forwarding and every catalogue box against the kernel bridge, wirebench (python/kernel), the
+delay stage and a small matrix's wall time, and the python stack's peak RSS over a 2 GB upload
+(about 6 minutes). With --quick (the suite's gate, about a minute): the stack core, the fast
+paths, the analysis, the strip box against plain forwarding against the bridge, and the stack's
+peak RSS over a 600 MB upload.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ QUICK_TOLERANCES: dict[str, float] = {
     "stack.core": 0.7, "fastpath.strip.data": 0.7, "fastpath.pipeline.strip": 0.7,
     "fastpath.pipeline.decode": 0.7, "fastpath.coalesce.acks": 0.7,
     "fastpath.receive.filter": 0.7, "fastpath.send_packet": 0.7,
-    "inline.strip_options.cpu_vs_plain": 0.7, "stack.rss_peak_mb": 0.8,
+    "inline.strip_options.cpu_vs_plain": 0.7, "stack.rss_peak_mb": 0.8, "analysis.packets": 0.7,
 }
 FULL_TOLERANCES: dict[str, float] = {
     **QUICK_TOLERANCES, "stack.core": 0.8, "wirebench.python_vs_kernel": 0.85,
@@ -76,6 +77,8 @@ def measure(quick: bool) -> dict[str, Any]:
     figures.update(cpu.fast_paths(plan, {name.removeprefix("fastpath."): value
                                          for name, value in tolerances.items()
                                          if name.startswith("fastpath.")}))
+    _progress("analysis (testbed analyze on a synthetic capture)")
+    figures["analysis.packets"] = cpu.analysis(plan, tolerances["analysis.packets"])
     best_after, rates_after = calibration.loops_per_second()
     loops = max(best_before, best_after)  # the machine's speed, recorded (each round has its own)
     inline, plain_mbit = wire.inline_boxes(wire_plan, _progress)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,12 +38,14 @@ class CpuPlan:
     stack_rounds: int
     microbench_repeat: int
     microbench_packets: int
+    analysis_packets: int = 100_000
+    analysis_rounds: int = 3
 
 
 QUICK = CpuPlan(stack_bytes=2_000_000, stack_rounds=5, microbench_repeat=7,
-                microbench_packets=5_000)
+                microbench_packets=5_000, analysis_packets=100_000, analysis_rounds=3)
 FULL = CpuPlan(stack_bytes=20_000_000, stack_rounds=5, microbench_repeat=7,
-               microbench_packets=20_000)
+               microbench_packets=20_000, analysis_packets=500_000, analysis_rounds=3)
 
 
 CALIBRATION_BESIDE_LOOPS = 2000  # timed after every round: about 15 ms
@@ -103,6 +106,34 @@ def fast_paths(plan: CpuPlan, tolerances: dict[str, float],
             detail={"aggregate": "best round", "ns_per_packet_best": round(min(nanoseconds)),
                     "ns_per_packet_median": round(statistics.median(nanoseconds))})
     return figures
+
+
+def analysis(plan: CpuPlan, tolerance: float,
+             calibrate: Callable[[], float] = calibration_now) -> Figure:
+    """Packets `testbed analyze` reads per second of CPU time (the pass over the capture, no
+    output files) on testbed.analyze.synthetic's header-only capture, over the calibration rate
+    beside each round; a round that finds other than the capture's data bytes is an error."""
+    # imported here: the analyser is not needed by the other CPU benchmarks
+    from testbed.analyze.bench import measure
+    from testbed.analyze.synthetic import expected_totals, write_synthetic_capture
+
+    ratios, rates = [], []
+    with tempfile.TemporaryDirectory(prefix="testbed-bench-analysis-") as work:
+        path = Path(work) / "synthetic.pcap"
+        write_synthetic_capture(path, packets=plan.analysis_packets)
+        expected = expected_totals(plan.analysis_packets)["total_bytes"]
+        for _ in range(plan.analysis_rounds):
+            packets, _wall, seconds, found = measure(path)
+            if found != expected:
+                raise EnvironmentProblem(
+                    f"bench: the analysis found {found} data bytes in a capture of {expected}; "
+                    f"run `python -m testbed.analyze.bench` to see it")
+            ratios.append(packets / seconds / calibrate())
+            rates.append(round(packets / seconds))
+    return Figure(value=max(ratios), unit=UNIT, reference=REFERENCE, rounds=ratios,
+                  tolerance=tolerance,
+                  detail={"aggregate": "best round", "packets_per_second": rates,
+                          "packets": packets, "capture": "testbed.analyze.synthetic, headers only"})
 
 
 def spread(values: list[float]) -> dict[str, Any]:

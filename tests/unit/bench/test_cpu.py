@@ -42,3 +42,14 @@ def test_every_fast_path_case_is_a_figure_gated_only_when_it_has_a_tolerance() -
     strip = figures["fastpath.strip.data"]
     # packets per second with a calibration of 1 loop/s: 1e9 / ns per packet
     assert round(1e9 / strip.value) == strip.detail["ns_per_packet_best"]
+
+
+def test_analysis_is_packets_per_cpu_second_over_the_calibration_beside_each_round() -> None:
+    plan = cpu.CpuPlan(stack_bytes=200_000, stack_rounds=1, microbench_repeat=1,
+                       microbench_packets=500, analysis_packets=2_000, analysis_rounds=2)
+    speeds = iter([1000.0, 500.0])
+    figure = cpu.analysis(plan, tolerance=0.7, calibrate=lambda: next(speeds))
+    assert len(figure.rounds) == 2 and figure.value == max(figure.rounds) > 0
+    rates = figure.detail["packets_per_second"]
+    assert [round(figure.rounds[0] * 1000.0), round(figure.rounds[1] * 500.0)] == rates
+    assert figure.detail["packets"] >= 2_000 and figure.gated
