@@ -4,6 +4,7 @@ It emulates link delay and jitter in userspace (this project's kernels may lack 
 runs the Python middlebox pipeline on middlebox nodes. Modules, one concern each:
 
     legs          AF_PACKET sockets on the two legs; `prepare_leg` (offloads off)
+    ring          a leg's frame I/O: PACKET_MMAP RX and TX rings, or one system call per frame
     delay         the per-direction delay/jitter line (sans-IO)
     pipeline      middleboxes on decoded packets, frames in and out (sans-IO)
     arp           answers ARP for addresses a middlebox owns (a NAT's public address)

@@ -25,6 +25,7 @@ from middleboxes.contract import Direction, Middlebox
 from testbed.inline.config import ConfigError, InlineConfig, MiddleboxSpec, load_config
 from testbed.inline.legs import LegError, open_leg, prepare_leg
 from testbed.inline.pipeline import Codec, MiddleboxPipeline, wire_codec
+from testbed.inline.ring import ring_leg
 from testbed.inline.runtime import InlineProcess, request_fine_timer_slack
 from testbed.net.delayline import DelayLine
 
@@ -72,12 +73,16 @@ def build_process(config: InlineConfig, left: str, right: str,
     if prepare_legs:
         for leg in (left, right):
             prepare_leg(leg, disable_ipv6=True)
-    left_leg = open_leg(left)
+    left_leg = ring_leg(lambda: open_leg(left), left)
     try:
-        right_leg = open_leg(right)
+        right_leg = ring_leg(lambda: open_leg(right), right)
     except LegError:
         left_leg.close()
         raise
+    for ifname, opened in ((left, left_leg), (right, right_leg)):
+        if opened.io != "ring":
+            print(f"testbed.inline: {ifname}: frames go through {opened.io}, one system call each "
+                  f"(slower, same behaviour)", file=sys.stderr)
     return InlineProcess(left_leg, right_leg, config.delay, delay_lines, pipeline)
 
 

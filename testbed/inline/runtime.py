@@ -5,12 +5,17 @@ microsecond resolution (poll and epoll round up to whole milliseconds), and the 
 the kernel for 1 us timer slack, so a frame leaves within a few tens of microseconds of its due
 time when the process is not overloaded.
 
-Each wake-up: drain every ready frame from both legs (bounded by MAX_BATCH per leg so timers
-still run under overload), run each through the pipeline into its direction's delay line, serve
-control requests, then release everything due: middlebox-held packets first (they still have
-to go through the delay line), then the delay lines, whose frames go out of the opposite leg.
+Each wake-up serves the control socket, then drains both legs in rounds: at most MAX_BATCH
+frames from each leg through the pipeline into its direction's delay line, then everything due
+(middlebox-held packets first, as they still have to go through the delay line, then the delay
+lines, whose frames go out of the opposite leg), then a flush of both legs. Rounds go on while
+frames keep arriving, up to BUSY_SLICE_S, before the loop selects again: returning to select
+after every batch cost plain forwarding a third of its rate (4.1-4.8 against 2.8 Gbit/s with
+the rings, on the 2-core development machine).
 A frame for a line with no delay, no jitter and nothing queued leaves at once instead
 (`DelayLine.bypass`): the same order and timing, without the queue round trip per frame.
+"Leaves" means queued in the out leg (testbed.inline.ring: with PACKET_MMAP rings, a slot of
+its TX ring); the flush hands a round's frames to the kernel, one system call per leg.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ from middleboxes.contract import Direction
 from testbed.inline.commands import delay_summary
 from testbed.inline.controlserver import ControlServer
 from testbed.inline.pipeline import MiddleboxPipeline
+from testbed.inline.ring import Leg, SocketLeg
 from testbed.net.delayline import DelayLine
 from testbed.net.params import LinkParams
 
 MAX_BATCH = 256
+BUSY_SLICE_S = 0.002  # the longest the loop keeps draining the legs before it selects again
 MAX_FRAME = 65536
 _PR_SET_TIMERSLACK = 29
 
@@ -52,6 +59,10 @@ class DirectionCounters:
                 "frames_out": self.frames_out, "bytes_out": self.bytes_out,
                 "send_errors": self.send_errors, "last_send_error": self.last_send_error}
 
+    def count_error(self, error: OSError) -> None:
+        self.send_errors += 1
+        self.last_send_error = errno.errorcode.get(error.errno or 0, str(error))
+
 
 def request_fine_timer_slack() -> bool:
     """Ask for 1 us timer slack (default 50 us) so select wake-ups land close to deadlines."""
@@ -68,15 +79,21 @@ class InlineProcess:
     Frames arriving on `left` travel UPSTREAM and leave on `right`; the reverse for DOWNSTREAM.
     `pipeline` is None when no middlebox is configured (frames are then never decoded).
     `links` are the link parameters each direction's delay line follows (DelayLine.for_link).
+    A leg given as a plain socket (the unit tests' socketpairs) is read and written one frame
+    per system call (SocketLeg).
     """
 
-    def __init__(self, left: socket.socket, right: socket.socket,
+    def __init__(self, left: Leg | socket.socket, right: Leg | socket.socket,
                  links: dict[Direction, LinkParams],
                  delay_lines: dict[Direction, DelayLine[bytes]],
                  pipeline: MiddleboxPipeline | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._legs = {Direction.UPSTREAM: left, Direction.DOWNSTREAM: right}
-        self._out_leg = {Direction.UPSTREAM: right, Direction.DOWNSTREAM: left}
+        left_leg, right_leg = (SocketLeg(leg) if isinstance(leg, socket.socket) else leg
+                               for leg in (left, right))
+        self._legs: dict[Direction, Leg] = {Direction.UPSTREAM: left_leg,
+                                            Direction.DOWNSTREAM: right_leg}
+        self._out_leg: dict[Direction, Leg] = {Direction.UPSTREAM: right_leg,
+                                               Direction.DOWNSTREAM: left_leg}
         self._links = dict(links)
         self._delay = delay_lines
         self._pipeline = pipeline
@@ -117,8 +134,11 @@ class InlineProcess:
         }
         for direction in Direction:
             line = self._delay[direction]
+            leg = self._legs[direction]
             result[direction.value] = {
                 **self._counters[direction].as_dict(),
+                "io": leg.io, "receive_drops": leg.receive_drops(),
+                "truncated": getattr(leg, "truncated", 0),
                 "queue_depth": len(line),
                 "delay": {**delay_summary(self._links[direction]), **line.stats.as_dict()},
             }
@@ -165,24 +185,32 @@ class InlineProcess:
         while self._stop_reason is None:
             deadline = self._next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - clock())
-            watched = [left, right, wakeup]
+            watched: list[Any] = [left, right, wakeup]
             if self._control is not None:
                 watched += self._control.sockets()
             try:
                 ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
                 continue
-            for sock in ready:
-                if sock is left:
-                    self._drain(left, Direction.UPSTREAM)
-                elif sock is right:
-                    self._drain(right, Direction.DOWNSTREAM)
-                elif sock is wakeup:
+            for ready_one in ready:
+                if ready_one is wakeup:
                     with contextlib.suppress(BlockingIOError):
                         wakeup.recv(64)
-                elif self._control is not None:
-                    self._control.on_readable(sock)
-            self._run_timers(clock())
+                elif ready_one is not left and ready_one is not right and \
+                        self._control is not None:
+                    self._control.on_readable(ready_one)
+            # Each leg in turn until it is empty (or for BUSY_SLICE_S), a flush and the timers
+            # after every batch. Alternating the legs batch by batch, or selecting again after
+            # each, cost plain forwarding 40 % of its rate (see the module docstring).
+            for leg, direction in ((left, Direction.UPSTREAM), (right, Direction.DOWNSTREAM)):
+                busy_since = clock()
+                while True:
+                    moved = self._drain(leg, direction)
+                    now = clock()
+                    self._run_timers(now)
+                    self._flush()
+                    if not moved or now - busy_since > BUSY_SLICE_S or self._stop_reason:
+                        break
         return self._stop_reason
 
     def _next_deadline(self) -> float | None:
@@ -191,45 +219,39 @@ class InlineProcess:
             deadlines.append(held)
         return min(deadlines) if deadlines else None
 
-    def _drain(self, leg: socket.socket, direction: Direction) -> None:
+    def _drain(self, leg: Leg, direction: Direction) -> int:
+        """Up to MAX_BATCH frames from `leg` through the pipeline; the frames that continue in
+        their own direction leave together (or queue in the delay line, in order)."""
+        frames = leg.receive(MAX_BATCH)
+        if not frames:
+            return 0
         counters = self._counters[direction]
+        counters.frames_in += len(frames)
+        counters.bytes_in += sum(map(len, frames))
         pipeline = self._pipeline
-        delay = self._delay
-        line = delay[direction]
         now = self._clock()
-        recv = leg.recv
-        # Frames usually leave in their own direction: resolve that path once per wake-up.
-        out_send = self._out_leg[direction].send
-        sent = self._counters[direction]
-        for _ in range(MAX_BATCH):
-            try:
-                frame = recv(MAX_FRAME, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            counters.frames_in += 1
-            counters.bytes_in += len(frame)
-            outputs = ((frame, direction),) if pipeline is None else \
-                pipeline.process(frame, direction, now)
-            for out_frame, out_direction in outputs:
-                if out_direction is direction:
-                    if line.bypass():
-                        try:
-                            out_send(out_frame)
-                        except OSError as error:
-                            sent.send_errors += 1
-                            sent.last_send_error = errno.errorcode.get(error.errno or 0,
-                                                                       str(error))
-                            continue
-                        sent.frames_out += 1
-                        sent.bytes_out += len(out_frame)
+        if pipeline is None:
+            onward = frames
+        else:
+            onward = []
+            delay = self._delay
+            for frame in frames:
+                for out_frame, out_direction in pipeline.process(frame, direction, now):
+                    if out_direction is direction:
+                        onward.append(out_frame)
+                        continue
+                    out_line = delay[out_direction]  # a box answering back
+                    if out_line.bypass():
+                        self._send(out_direction, [out_frame])
                     else:
-                        line.push(out_frame, now)
-                    continue
-                out_line = delay[out_direction]
-                if out_line.bypass():
-                    self._send_one(out_direction, out_frame)
-                else:
-                    out_line.push(out_frame, now)
+                        out_line.push(out_frame, now)
+        line = self._delay[direction]
+        if line.bypass(len(onward)):
+            self._send(direction, onward)
+        else:
+            for frame in onward:
+                line.push(frame, now)
+        return len(frames)
 
     def _run_timers(self, now: float) -> None:
         pipeline = self._pipeline
@@ -243,29 +265,18 @@ class InlineProcess:
             if head is not None and head <= now:
                 self._send(direction, line.pop_due(now))
 
-    def _send_one(self, direction: Direction, frame: bytes) -> None:
-        """Send one frame that needs no queueing (DelayLine.bypass said so)."""
-        try:
-            self._out_leg[direction].send(frame)
-        except OSError as error:
-            counters = self._counters[direction]
-            counters.send_errors += 1
-            counters.last_send_error = errno.errorcode.get(error.errno or 0, str(error))
-            return
-        counters = self._counters[direction]
-        counters.frames_out += 1
-        counters.bytes_out += len(frame)
-
     def _send(self, direction: Direction, frames: list[bytes]) -> None:
         counters = self._counters[direction]
-        send = self._out_leg[direction].send
-        for frame in frames:
-            try:
-                send(frame)
-            except OSError as error:
-                counters.send_errors += 1
-                counters.last_send_error = errno.errorcode.get(error.errno or 0, str(error))
-                continue
-            counters.frames_out += 1
-            counters.bytes_out += len(frame)
+        sent, sent_bytes, errors = self._out_leg[direction].send_batch(frames)
+        counters.frames_out += sent
+        counters.bytes_out += sent_bytes
+        for error in errors:
+            counters.count_error(error)
 
+    def _flush(self) -> None:
+        """Hand the frames this wake-up queued to the kernel, one system call per leg."""
+        for direction, leg in self._out_leg.items():
+            try:
+                leg.flush()
+            except OSError as error:
+                self._counters[direction].count_error(error)

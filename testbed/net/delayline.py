@@ -145,15 +145,18 @@ class DelayLine(Generic[Item]):
             stats.max_depth = len(queue)
         return True
 
-    def bypass(self) -> bool:
-        """True (and counted as pushed and released with 0 ms) when an item arriving now may
-        leave at once: no delay, no jitter and nothing queued, so it would be due immediately
-        and overtake nothing. Saves the queue round trip on the forwarding fast path."""
+    def bypass(self, count: int = 1) -> bool:
+        """True (and counted as pushed and released with 0 ms) when `count` items arriving now
+        may leave at once: no delay, no jitter and nothing queued, so they would be due
+        immediately and overtake nothing. Saves the queue round trip on the forwarding fast
+        path."""
         if self._queue or self._delay_ms or self._jitter_ms:
             return False
+        if not count:
+            return True
         stats = self.stats
-        stats.pushed += 1
-        stats.released += 1
+        stats.pushed += count
+        stats.released += count
         if stats.applied_max_ms is None:  # first item: it was neither delayed nor late
             stats.applied_max_ms = 0.0
         if stats.applied_min_ms is None or stats.applied_min_ms > 0.0:
