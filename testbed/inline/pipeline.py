@@ -210,24 +210,49 @@ class MiddleboxPipeline:
     def process(self, frame: bytes, direction: Direction,
                 now: float) -> list[tuple[bytes, Direction]]:
         """Frames to forward now for one arriving frame (empty when dropped or held)."""
+        if self._raw_strip is not None:
+            onward, back = self.process_batch([frame], direction, now)
+            return [(out_frame, direction) for out_frame in onward] + back
+        return self._process_decoded(frame, direction, now)
+
+    def process_batch(self, frames: list[bytes], direction: Direction,
+                      now: float) -> tuple[list[bytes], list[tuple[bytes, Direction]]]:
+        """`process` for the frames of one leg's batch: those that go on in `direction`, in
+        order, and any for the other direction (a box answering back). One call per batch
+        keeps the per-frame work of the raw-bytes fast path to the strip itself."""
+        onward: list[bytes] = []
+        back: list[tuple[bytes, Direction]] = []
         raw_strip = self._raw_strip
-        if raw_strip is not None:
-            try:
-                out_frame = raw_strip.process(frame, direction)
-            except Exception as error:  # a box's bug must not end the process
-                self.stats.handler_error(error)
-                return []
-            if out_frame:
-                # A strip_options chain on raw bytes; it never holds packets, so the Ethernet
-                # header need not be remembered for later releases.
-                stats = self.stats
-                stats.raw_fast_path += 1
-                if out_frame is frame:
-                    stats.kept_original += 1
+        strip = raw_strip.process if raw_strip is not None else None
+        stats = self.stats
+        for frame in frames:
+            if strip is not None:
+                try:
+                    out_frame = strip(frame, direction)
+                except Exception as error:  # a box's bug must not end the process
+                    stats.handler_error(error)
+                    continue
+                if out_frame:
+                    # A strip_options chain on raw bytes; it never holds packets, so the
+                    # Ethernet header need not be remembered for later releases.
+                    stats.raw_fast_path += 1
+                    if out_frame is frame:
+                        stats.kept_original += 1
+                    else:
+                        stats.reencoded += 1
+                        stats.headers_only += 1
+                    onward.append(out_frame)
+                    continue
+            for out_frame, out_direction in self._process_decoded(frame, direction, now):
+                if out_direction is direction:
+                    onward.append(out_frame)
                 else:
-                    stats.reencoded += 1
-                    stats.headers_only += 1
-                return [(out_frame, direction)]
+                    back.append((out_frame, out_direction))
+        return onward, back
+
+    def _process_decoded(self, frame: bytes, direction: Direction,
+                         now: float) -> list[tuple[bytes, Direction]]:
+        """`process` on the general path: the frame decoded, through the boxes, re-encoded."""
         if not self._boxes:
             return [(frame, direction)]
         arp = self._arp

@@ -233,18 +233,13 @@ class InlineProcess:
         if pipeline is None:
             onward = frames
         else:
-            onward = []
-            delay = self._delay
-            for frame in frames:
-                for out_frame, out_direction in pipeline.process(frame, direction, now):
-                    if out_direction is direction:
-                        onward.append(out_frame)
-                        continue
-                    out_line = delay[out_direction]  # a box answering back
-                    if out_line.bypass():
-                        self._send(out_direction, [out_frame])
-                    else:
-                        out_line.push(out_frame, now)
+            onward, back = pipeline.process_batch(frames, direction, now)
+            for out_frame, out_direction in back:  # a box answering back
+                out_line = self._delay[out_direction]
+                if out_line.bypass():
+                    self._send(out_direction, [out_frame])
+                else:
+                    out_line.push(out_frame, now)
         line = self._delay[direction]
         if line.bypass(len(onward)):
             self._send(direction, onward)
