@@ -1,10 +1,11 @@
-"""Whether this process runs the stack core compiled (mypyc) or as its Python source.
+"""Whether this process runs the stack core (and the inline strip fast path) compiled by mypyc
+or as their Python source.
 
 `make setup` compiles the modules in `NATIVE_MODULES` with mypyc (native_build.py;
 `TESTBED_NATIVE=0` leaves them out) into extension modules beside their sources, and records
 each source's digest in `_native.json`. Python imports an extension before a source of the same
 name, so a module edited since the build would silently run its old compiled self. This module,
-imported by the package before any of them, compares the digests once per process: the compiled
+imported by the `testbed` package before any of them, compares the digests once per process: the compiled
 core is used only when every module is built from the sources in the tree; otherwise every one
 of them is imported from source (they call each other natively, so they cannot be mixed).
 `testbed doctor` and `testbed stack bench` say which core ran and why. `TESTBED_PURE_PYTHON=1`
@@ -35,13 +36,18 @@ EXT_SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX"))
 
 # The per-segment path of the sans-IO core. handshake.py stays Python: it is per connection, and
 # its option handling leans on unions mypy cannot narrow; the codec (testbed.wire) is shared with
-# the middleboxes and the analysers, and runs as Python everywhere.
-NATIVE_MODULES: tuple[str, ...] = tuple(f"testbed.mptcp.{name}" for name in (
+# the middleboxes and the analysers, and runs as Python everywhere except the three modules of
+# the inline process's raw-bytes strip (INLINE_FAST_PATH): compiled, the strip_options box
+# rewriting every packet went from 1.99-2.01 to 2.17-2.25 Gbit/s (bench_rewrite, two runs each).
+STACK_CORE_MODULES: tuple[str, ...] = tuple(f"testbed.mptcp.{name}" for name in (
     "addresses", "config", "connection", "counters", "data_transfer", "errors", "events",
     "fallback", "host", "mapping", "option_writer", "path_manager", "reassembly", "rtt",
     "scheduler", "scoreboard", "send_buffer", "signalling", "subflow", "subflow_context",
     "tcp_state", "cc.base", "cc.coupled", "cc.hystart", "cc.reno",
 ))
+INLINE_FAST_PATH: tuple[str, ...] = ("testbed.inline.fastpath", "testbed.wire.edit",
+                                     "testbed.wire.peek")
+NATIVE_MODULES: tuple[str, ...] = STACK_CORE_MODULES + INLINE_FAST_PATH
 
 
 @dataclass(frozen=True)

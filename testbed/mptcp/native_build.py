@@ -1,4 +1,5 @@
-"""Compiles the stack core with mypyc (`make setup` runs it; native.py says why).
+"""Compiles the stack core and the inline strip fast path with mypyc (`make setup` runs it;
+native.py says why).
 
     python -m testbed.mptcp.native_build [--force]
 
@@ -76,8 +77,10 @@ def build(python: str = sys.executable) -> int:
     staged_manifest = native.MANIFEST.with_name(native.MANIFEST.name + ".tmp")
     staged_manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.replace(staged_manifest, native.MANIFEST)
-    print(f"native_build: compiled {len(native.NATIVE_MODULES)} modules of the stack core "
-          f"(mypyc {mypy.version.__version__})")
+    print(f"native_build: compiled {len(native.NATIVE_MODULES)} modules ("
+          f"{len(native.STACK_CORE_MODULES)} of the stack core, "
+          f"{len(native.INLINE_FAST_PATH)} of the inline fast path; mypyc "
+          f"{mypy.version.__version__})")
     return 0
 
 

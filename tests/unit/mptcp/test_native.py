@@ -90,13 +90,16 @@ def test_the_build_runs_compiled_then_from_source_once_a_module_changes(
     tree = tmp_path / "tree"
     shutil.copytree(REPO / "testbed", tree / "testbed", ignore=shutil.ignore_patterns(
         "__pycache__", "_native*"))
+    # the inline fast path imports the catalogue's strip box
+    shutil.copytree(REPO / "middleboxes", tree / "middleboxes",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for module in native.NATIVE_MODULES:  # a copy of the main tree's build would hide a failure
         (tree / (module.replace(".", "/") + native.EXT_SUFFIX)).unlink(missing_ok=True)
     build = subprocess.run([sys.executable, "-m", "testbed.mptcp.native_build"], cwd=tree,
                            env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
                            text=True, timeout=600, check=False)
     assert build.returncode == 0, build.stderr
-    assert "compiled 25 modules" in build.stdout
+    assert f"compiled {len(native.NATIVE_MODULES)} modules" in build.stdout
     assert not (tree / "build").exists() and not (tree / ".mypy_cache").exists()
 
     module_file, state = _python(tree, WHICH).splitlines()
