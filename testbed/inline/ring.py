@@ -5,8 +5,8 @@ socket every frame costs a `recv` and a `send` system call and a Python call aro
 an RX ring the kernel writes arriving frames into memory shared with the process, which reads
 them without a system call, and with a TX ring the process writes the frames of a wake-up into
 shared slots and hands all of them to the kernel with one `send` (`flush`). Measured on the
-2-core development machine (plain forwarding, iperf3 through a three-namespace line, 5 s,
-alternating runs): 2.36-2.57 Gbit/s with recv/send, 3.54-3.71 Gbit/s with the rings.
+2-core development machine (plain forwarding, iperf3 through a three-namespace line, 5 s, with
+runtime.py's leg-by-leg loop): 3.41-3.44 Gbit/s with recv/send, 3.9-4.0 Gbit/s with the rings.
 
 Each ring leg maps 12 MiB of kernel memory (an 8 MiB RX ring, 4096 slots at MTU 1500, and a
 4 MiB TX ring), so an inline process holds 24 MiB; no frame was dropped for want of a slot at
