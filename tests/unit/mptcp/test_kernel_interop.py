@@ -29,10 +29,20 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
 KERNEL_PEER = r"""
-import hashlib, json, socket, sys
+import hashlib, json, socket, subprocess, sys, time
 role, addr = sys.argv[1], sys.argv[2]
 port, send, expect = (int(value) for value in sys.argv[3:6])
-proto = 0 if sys.argv[6:] == ["tcp"] else 262  # plain TCP when MPTCP is disabled
+proto = 0 if "tcp" in sys.argv[6:] else 262  # plain TCP when MPTCP is disabled
+joins = [a.split("=")[1:] for a in sys.argv[6:] if a.startswith("join=")]  # [["src", ip]]
+def wait_for_join(end, address):
+    # Linux refuses a join whose SYN/ACK arrives after its own DATA_FIN (mptcp_finish_join:
+    # the connection is no longer fully established), so a client that sent everything waits
+    # for its join subflow before it shuts down
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not subprocess.run(
+            ["ss", "-Htn", "state", "established", end, address],
+            capture_output=True, text=True).stdout.strip():
+        time.sleep(0.01)
 payload = bytes((i * 7) & 0xFF for i in range(send))
 def drain(conn, until):
     got = bytearray()
@@ -50,7 +60,10 @@ if role == "server":
     got = drain(conn, expect); conn.sendall(payload); conn.shutdown(socket.SHUT_WR); drain(conn, None)
 else:
     conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto); conn.settimeout(30)
-    conn.connect((addr, port)); conn.sendall(payload); conn.shutdown(socket.SHUT_WR)
+    conn.connect((addr, port)); conn.sendall(payload)
+    for end, address in joins:
+        wait_for_join(end, address)
+    conn.shutdown(socket.SHUT_WR)
     got = drain(conn, None)
 conn.close()
 print(json.dumps({"received": len(got), "sha256": hashlib.sha256(bytes(got)).hexdigest()}))
@@ -139,7 +152,8 @@ class Namespaces:
 
 def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: bool = False,
               up: int = 1_500_000, down: int = 700_000,
-              kernel_plain_tcp: bool = False, hold_for_joins: int = 0) -> tuple[dict, dict]:
+              kernel_plain_tcp: bool = False, hold_for_joins: int = 0,
+              kernel_join: str | None = None) -> tuple[dict, dict]:
     """Our side sends `up` bytes (pattern x3) and receives `down` bytes (pattern x7).
 
     A kernel client connects before our side listens at times; its SYN retransmission
@@ -151,7 +165,8 @@ def _exchange(ns: Namespaces, *, our_role: str, local: str, kernel_checksum: boo
              "net.mptcp.checksum_enabled=1")
     kernel = subprocess.Popen(
         ["ip", "netns", "exec", ns.kernel, sys.executable, "-c", KERNEL_PEER, kernel_role,
-         kernel_address, "5201", str(down), str(up), *(["tcp"] if kernel_plain_tcp else [])],
+         kernel_address, "5201", str(down), str(up), *(["tcp"] if kernel_plain_tcp else []),
+         *([f"join={kernel_join}"] if kernel_join else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     if kernel_role == "server":
@@ -228,10 +243,12 @@ def test_kernel_client_joins_our_server_from_a_second_address() -> None:
         ns.in_kernel("ip", "addr", "add", "10.99.0.11/24", "dev", "vk")
         ns.in_kernel("ip", "mptcp", "endpoint", "add", "10.99.0.11", "dev", "vk", "subflow")
         # the kernel opens its join right after the handshake (its SYN can be in the same burst
-        # as the data): our side holds its last byte until the join is up, so that a fast
-        # transfer cannot end before it
+        # as the data): our side holds its last byte until the join is up, and the kernel
+        # client shuts down only once its join is established (it refuses a join completing
+        # after its DATA_FIN: one run in four failed so), so a fast transfer cannot end first
         ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2",
-                                 up=700_000, down=1_500_000, hold_for_joins=1)
+                                 up=700_000, down=1_500_000, hold_for_joins=1,
+                                 kernel_join="src=10.99.0.11")
         counters = ns.counters()
     assert ours["sha256"] == _pattern_hash(1_500_000, 7)
     assert kernel["sha256"] == _pattern_hash(700_000, 3)
@@ -275,9 +292,11 @@ def test_plain_tcp_kernel_server_makes_our_client_fall_back() -> None:
 def test_our_add_addr_is_accepted_by_kernel_client_which_joins_it() -> None:
     with Namespaces() as ns:
         # our server owns two addresses; its (fullmesh) path manager announces the second, and
-        # holds its last byte until the kernel's join to it is up (as in the test above)
+        # holds its last byte until the kernel's join to it is up (as in the test above, and
+        # the kernel client waits for that join before it shuts down)
         ours, kernel = _exchange(ns, our_role="server", local="10.99.0.2,10.99.0.12",
-                                 up=700_000, down=1_500_000, hold_for_joins=1)
+                                 up=700_000, down=1_500_000, hold_for_joins=1,
+                                 kernel_join="dst=10.99.0.12")
         counters = ns.counters()
     assert ours["sha256"] == _pattern_hash(1_500_000, 7)
     assert kernel["sha256"] == _pattern_hash(700_000, 3)
