@@ -20,6 +20,7 @@ Ethernet header) with the same errors, so send errors are counted as before.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -46,6 +47,7 @@ VLAN_TAG = 4
 RX_RING_BYTES = 8 * 1024 * 1024  # 4096 frames of MTU 1500: 12 ms at 4 Gbit/s
 TX_RING_BYTES = 4 * 1024 * 1024
 BLOCK_BYTES = 1 << 20
+SEND_TIMEOUT_S = 1
 
 # struct tpacket2_hdr: tp_status, tp_len, tp_snaplen, tp_mac, tp_net (then times and VLAN)
 _RX_HEADER = struct.Struct("IIIHH")
@@ -155,6 +157,9 @@ class RingLeg:
         block = max(BLOCK_BYTES, self._slot)
         rx_blocks, tx_blocks = RX_RING_BYTES // block, TX_RING_BYTES // block
         per_block = block // self._slot
+        # a full TX ring waits for the kernel at most this long (the default is forever)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                        struct.pack("ll", int(SEND_TIMEOUT_S), 0))
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         # a frame the kernel cannot send is skipped rather than stopping the TX ring for good
         sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
@@ -217,7 +222,8 @@ class RingLeg:
                 continue
             offset = base + index * slot
             if ring[offset]:  # the kernel has not sent this slot's frame yet
-                self.flush(wait=True)
+                with contextlib.suppress(OSError):  # SEND_TIMEOUT_S passed, or the device went
+                    self.flush(wait=True)
                 if ring[offset]:
                     errors.append(OSError(errno.ENOBUFS, "the TX ring stayed full"))
                     continue

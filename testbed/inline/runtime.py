@@ -46,7 +46,6 @@ from testbed.net.params import LinkParams
 
 MAX_BATCH = 256
 BUSY_SLICE_S = 0.002  # the longest the loop keeps draining the legs before it selects again
-MAX_FRAME = 65536
 _PR_SET_TIMERSLACK = 29
 
 
