@@ -15,7 +15,7 @@ rings on the 2-core development machine, plain forwarding carried 3.9-4.2 Gbit/s
 alternating the legs batch by batch and 2.8 selecting again after every batch. With a delay or
 jitter the legs alternate batch by batch (`_alternate`), so no frame waits out the other leg's
 slice: under UDP at 2.4 Gbit/s through 5 ms each way, pings took 0.7 ms more than 10 ms so and
-0.9 ms with leg-by-leg slices (0.5-0.6 ms before the rings; at 3 Gbit/s 1.3 ms, and 23 ms
+0.9 ms with leg-by-leg slices (0.4-0.6 ms before the rings; at 3 Gbit/s 1.3 ms, and 23 ms
 before the rings, which could not carry it).
 A frame for a line with no delay, no jitter and nothing queued leaves at once instead
 (`DelayLine.bypass`): the same order and timing, without the queue round trip per frame.
