@@ -60,10 +60,10 @@ class Leg(Protocol):
     """What the event loop needs from a leg."""
 
     io: str
+    truncated: int  # frames longer than a ring slot, never forwarded
 
     def fileno(self) -> int: ...
     def receive(self, limit: int) -> list[bytes]: ...
-    def send(self, frame: bytes) -> None: ...
     def send_batch(self, frames: list[bytes]) -> tuple[int, int, list[OSError]]: ...
     def flush(self) -> None: ...
     def receive_drops(self) -> int: ...
@@ -87,6 +87,7 @@ class SocketLeg:
     def __init__(self, sock: socket.socket, why: str = "") -> None:
         self._socket = sock
         self.io = f"socket ({why})" if why else "socket"
+        self.truncated = 0  # recv takes a whole frame: never
         self._drops = 0
 
     def fileno(self) -> int:
@@ -101,9 +102,6 @@ class SocketLeg:
             except BlockingIOError:
                 break
         return frames
-
-    def send(self, frame: bytes) -> None:
-        self._socket.send(frame)
 
     def send_batch(self, frames: list[bytes]) -> tuple[int, int, list[OSError]]:
         """Frames sent, their bytes, and the error of each frame that was not."""
@@ -198,12 +196,6 @@ class RingLeg:
             index = index + 1 if index + 1 < slots else 0
         self._rx_next = index
         return frames
-
-    def send(self, frame: bytes) -> None:
-        """Queue `frame` in the TX ring (`flush` sends); a full ring is flushed and waited for."""
-        _sent, _bytes, errors = self.send_batch([frame])
-        if errors:
-            raise errors[0]
 
     def send_batch(self, frames: list[bytes]) -> tuple[int, int, list[OSError]]:
         """Queue `frames` in the TX ring in order (`flush` sends them): frames queued, their

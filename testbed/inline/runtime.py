@@ -142,7 +142,7 @@ class InlineProcess:
             result[direction.value] = {
                 **self._counters[direction].as_dict(),
                 "io": leg.io, "receive_drops": leg.receive_drops(),
-                "truncated": getattr(leg, "truncated", 0),
+                "truncated": leg.truncated,
                 "queue_depth": len(line),
                 "delay": {**delay_summary(self._links[direction]), **line.stats.as_dict()},
             }
